@@ -1,0 +1,212 @@
+//! The render request the filter sends to the sidecar, and what both sides derive from it.
+//!
+//! The filter encodes it as the query string of [`RENDER_PATH`]; Envoy's gRPC-JSON transcoder
+//! maps each query parameter onto the field of `pixmesh.v1.RenderRequest` with the same name
+//! (proto/pixmesh/v1/images.proto), so the names below are that message's field names.
+
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+use crate::keys::{SafeChars, escape};
+use crate::percent::{encode, is_unreserved};
+use crate::thumbor::ThumborPath;
+use crate::transform::{Fit, Format, HAlign, Transform, VAlign};
+
+/// Paths under this prefix belong to the transcoder; clients may never call them directly.
+pub const INTERNAL_PREFIX: &str = "/_pixmesh/";
+
+/// The transcoder's REST path for the streaming `Render` RPC.
+pub const RENDER_PATH: &str = "/_pixmesh/v1/render";
+
+/// A canonical request for one rendition of one stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderRequest {
+    /// Named storage (sidecar configuration) that holds the source.
+    pub storage: String,
+    /// Object key inside that storage, already joined under the route's base dir.
+    pub key: String,
+    /// What to do to it.
+    pub transform: Transform,
+}
+
+impl RenderRequest {
+    /// The query string (without `?`) that the transcoder maps onto `pixmesh.v1.RenderRequest`.
+    /// Default values are left out.
+    pub fn to_query(&self) -> String {
+        let t = &self.transform;
+        let mut q = String::new();
+        let mut param = |name: &str, value: &str| {
+            if !q.is_empty() {
+                q.push('&');
+            }
+            let _ = write!(q, "{name}={}", encode(value, is_unreserved));
+        };
+        param("storage", &self.storage);
+        param("key", &self.key);
+        if t.width > 0 {
+            param("width", &t.width.to_string());
+        }
+        if t.height > 0 {
+            param("height", &t.height.to_string());
+        }
+        match t.fit {
+            Fit::Fill => {}
+            Fit::FitIn => param("fit", "FIT_FIT_IN"),
+            Fit::Stretch => param("fit", "FIT_STRETCH"),
+        }
+        for (on, name) in [
+            (t.upscale, "upscale"),
+            (t.flip_h, "flip_h"),
+            (t.flip_v, "flip_v"),
+        ] {
+            if on {
+                param(name, "true");
+            }
+        }
+        match t.h_align {
+            HAlign::Center => {}
+            HAlign::Left => param("h_align", "H_ALIGN_LEFT"),
+            HAlign::Right => param("h_align", "H_ALIGN_RIGHT"),
+        }
+        match t.v_align {
+            VAlign::Middle => {}
+            VAlign::Top => param("v_align", "V_ALIGN_TOP"),
+            VAlign::Bottom => param("v_align", "V_ALIGN_BOTTOM"),
+        }
+        if let Some(f) = t.format {
+            param(
+                "format",
+                match f {
+                    Format::Jpeg => "FORMAT_JPEG",
+                    Format::Png => "FORMAT_PNG",
+                    Format::Webp => "FORMAT_WEBP",
+                },
+            );
+        }
+        if let Some(quality) = t.quality {
+            param("quality", &quality.to_string());
+        }
+        q
+    }
+
+    /// One string per distinct rendition: `STORAGE/OPTIONS/KEY`, the options written in the
+    /// thumbor grammar. Equal transforms give equal strings whatever grammar the URL used.
+    pub fn canonical(&self) -> String {
+        let options = ThumborPath::from_transform(&self.transform, "").options();
+        format!("{}/{options}{}", self.storage, self.key)
+    }
+}
+
+/// Strong ETag of a rendition: the canonical request plus the source object's own ETag, so a
+/// changed source changes the ETag.
+pub fn etag(canonical: &str, source_etag: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(canonical.as_bytes());
+    h.update([0]);
+    h.update(source_etag.as_bytes());
+    let digest = h.finalize();
+    let mut out = String::from("\"");
+    for b in &digest[..16] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push('"');
+    out
+}
+
+/// Result-storage key of a rendition: the canonical request, escaped like imagor's result keys,
+/// under `base_dir`.
+pub fn result_key(base_dir: &str, canonical: &str, safe: &SafeChars) -> String {
+    crate::keys::join(base_dir, &escape(canonical, safe))
+}
+
+/// Whether an `If-None-Match` header value matches `etag` (weak comparison, `*` matches).
+pub fn if_none_match(header: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let want = bare(etag);
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || bare(t) == want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(t: Transform) -> RenderRequest {
+        RenderRequest {
+            storage: "photos".into(),
+            key: "a b/ü+.jpg".into(),
+            transform: t,
+        }
+    }
+
+    #[test]
+    fn query_carries_only_what_differs_from_defaults() {
+        assert_eq!(
+            request(Transform::default()).to_query(),
+            "storage=photos&key=a%20b%2F%C3%BC%2B.jpg"
+        );
+        let t = Transform {
+            width: 300,
+            height: 200,
+            fit: Fit::FitIn,
+            upscale: true,
+            flip_h: true,
+            flip_v: true,
+            h_align: HAlign::Left,
+            v_align: VAlign::Bottom,
+            format: Some(Format::Webp),
+            quality: Some(80),
+        };
+        assert_eq!(
+            request(t).to_query(),
+            "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&width=300&height=200&fit=FIT_FIT_IN\
+             &upscale=true&flip_h=true&flip_v=true&h_align=H_ALIGN_LEFT&v_align=V_ALIGN_BOTTOM\
+             &format=FORMAT_WEBP&quality=80"
+        );
+    }
+
+    #[test]
+    fn canonical_form_and_result_key() {
+        let t = Transform {
+            width: 300,
+            fit: Fit::FitIn,
+            format: Some(Format::Webp),
+            quality: Some(80),
+            ..Transform::default()
+        };
+        let c = request(t).canonical();
+        assert_eq!(
+            c,
+            "photos/fit-in/300x/filters:format(webp):quality(80)/a b/ü+.jpg"
+        );
+        assert_eq!(
+            result_key("results", &c, &SafeChars::default()),
+            "results/photos/fit-in/300x/filters%3Aformat(webp)%3Aquality(80)/a%20b/%C3%BC%2B.jpg"
+        );
+        assert_eq!(
+            request(Transform::default()).canonical(),
+            "photos/a b/ü+.jpg"
+        );
+    }
+
+    #[test]
+    fn etag_depends_on_request_and_source() {
+        let a = etag("photos/a.jpg", "\"abc\"");
+        assert_eq!(a.len(), 34);
+        assert!(a.starts_with('"') && a.ends_with('"'));
+        assert_eq!(a, etag("photos/a.jpg", "\"abc\""));
+        assert_ne!(a, etag("photos/a.jpg", "\"abd\""));
+        assert_ne!(a, etag("photos/b.jpg", "\"abc\""));
+    }
+
+    #[test]
+    fn if_none_match_semantics() {
+        assert!(if_none_match("\"x\"", "\"x\""));
+        assert!(if_none_match("\"a\", W/\"x\"", "\"x\""));
+        assert!(if_none_match("*", "\"x\""));
+        assert!(!if_none_match("\"y\"", "\"x\""));
+        assert!(!if_none_match("", "\"x\""));
+    }
+}

@@ -1,0 +1,878 @@
+//! The thumbor / imagor path grammar: parse ⇄ generate, and its mapping onto [`Transform`].
+//!
+//! ```text
+//! HASH|unsafe/[meta/][trim[:top-left|:bottom-right][:TOL]/][AxB:CxD/]
+//!   [fit-in|full-fit-in|adaptive-fit-in|adaptive-full-fit-in/][stretch/][-][W]x[-][H]/
+//!   [GxH[:IxJ]/][left|right|center/][top|middle|bottom/][smart/][filters:NAME(ARGS)[:NAME(ARGS)]…/]IMAGE
+//! ```
+//!
+//! Parsing consumes optional segments in that order; a segment is an option only when another
+//! segment follows it, so the last segment always belongs to IMAGE. Filter arguments may contain
+//! `/` and `:` inside balanced parentheses. IMAGE is everything left; `b64:` introduces a
+//! base64url-encoded image path, and `%2F` keeps a literal keyword out of the grammar.
+//!
+//! The round-trip table in the tests is this module's specification.
+
+use base64::Engine;
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+
+use crate::transform::{Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign};
+
+/// Most filters one URL may chain.
+pub const MAX_FILTERS: usize = 32;
+
+/// Why a thumbor path was not turned into a transform.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrammarError {
+    /// The path does not follow the grammar (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The path asks for something pixmesh does not do yet (HTTP 501).
+    #[error("not implemented: {0}")]
+    Unsupported(String),
+}
+
+fn invalid(msg: impl Into<String>) -> GrammarError {
+    GrammarError::Invalid(msg.into())
+}
+
+/// The first segment: `unsafe` or a URL signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    /// `unsafe/`: an unsigned URL, accepted only where the route allows it.
+    Unsafe,
+    /// The signature over everything after `HASH/`.
+    Hash(String),
+}
+
+/// Where `trim` samples the border colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrimFrom {
+    /// `trim:top-left` (the default).
+    TopLeft,
+    /// `trim:bottom-right`.
+    BottomRight,
+}
+
+/// `trim[:top-left|:bottom-right][:TOL]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trim {
+    /// Explicit sampling corner, if given.
+    pub from: Option<TrimFrom>,
+    /// Colour tolerance, if given.
+    pub tolerance: Option<u8>,
+}
+
+/// Manual crop `AxB:CxD`: left, top, right, bottom in pixels or, when all are ≤ 1, ratios.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crop {
+    /// Left edge.
+    pub left: f64,
+    /// Top edge.
+    pub top: f64,
+    /// Right edge.
+    pub right: f64,
+    /// Bottom edge.
+    pub bottom: f64,
+}
+
+/// The `fit-in` family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitIn {
+    /// `fit-in`.
+    FitIn,
+    /// `full-fit-in`.
+    FullFitIn,
+    /// `adaptive-fit-in`.
+    AdaptiveFitIn,
+    /// `adaptive-full-fit-in`.
+    AdaptiveFullFitIn,
+}
+
+impl FitIn {
+    const ALL: [FitIn; 4] = [
+        FitIn::FitIn,
+        FitIn::FullFitIn,
+        FitIn::AdaptiveFitIn,
+        FitIn::AdaptiveFullFitIn,
+    ];
+
+    fn keyword(self) -> &'static str {
+        match self {
+            FitIn::FitIn => "fit-in",
+            FitIn::FullFitIn => "full-fit-in",
+            FitIn::AdaptiveFitIn => "adaptive-fit-in",
+            FitIn::AdaptiveFullFitIn => "adaptive-full-fit-in",
+        }
+    }
+}
+
+/// Padding `GxH:IxJ` (left, top, right, bottom); `GxH` is short for `GxH:GxH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padding {
+    /// Left padding.
+    pub left: u32,
+    /// Top padding.
+    pub top: u32,
+    /// Right padding.
+    pub right: u32,
+    /// Bottom padding.
+    pub bottom: u32,
+}
+
+/// One `NAME(ARGS)` of the `filters:` segment; `args` is kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Filter name, e.g. `format`.
+    pub name: String,
+    /// Raw argument text between the parentheses.
+    pub args: String,
+}
+
+/// A parsed thumbor/imagor path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThumborPath {
+    /// `unsafe` or the signature.
+    pub signature: Signature,
+    /// `meta/`: answer with JSON metadata instead of an image.
+    pub meta: bool,
+    /// `trim…/`.
+    pub trim: Option<Trim>,
+    /// `AxB:CxD/`.
+    pub crop: Option<Crop>,
+    /// `fit-in/` and its variants.
+    pub fit_in: Option<FitIn>,
+    /// `stretch/`.
+    pub stretch: bool,
+    /// Width; 0 when absent.
+    pub width: u32,
+    /// Height; 0 when absent.
+    pub height: u32,
+    /// `-` before the width.
+    pub flip_h: bool,
+    /// `-` before the height.
+    pub flip_v: bool,
+    /// `GxH:IxJ/`.
+    pub padding: Option<Padding>,
+    /// `left|right|center/`.
+    pub h_align: Option<HAlign>,
+    /// `top|middle|bottom/`.
+    pub v_align: Option<VAlign>,
+    /// `smart/`.
+    pub smart: bool,
+    /// `filters:…/`, in order.
+    pub filters: Vec<Filter>,
+    /// IMAGE exactly as it appears in the URL (still percent-encoded, `b64:` not decoded).
+    pub image: String,
+}
+
+impl ThumborPath {
+    /// An unsafe path that only names `image`.
+    pub fn new(image: impl Into<String>) -> Self {
+        ThumborPath {
+            signature: Signature::Unsafe,
+            meta: false,
+            trim: None,
+            crop: None,
+            fit_in: None,
+            stretch: false,
+            width: 0,
+            height: 0,
+            flip_h: false,
+            flip_v: false,
+            padding: None,
+            h_align: None,
+            v_align: None,
+            smart: false,
+            filters: Vec::new(),
+            image: image.into(),
+        }
+    }
+
+    /// Parses `path` (with or without its leading `/`).
+    pub fn parse(path: &str) -> Result<Self, GrammarError> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let mut cur = Cursor(path);
+        let signature = match cur.option(|s| Some(s.to_owned())) {
+            Some(s) if s == "unsafe" => Signature::Unsafe,
+            Some(s) if is_signature(&s) => Signature::Hash(s),
+            _ => {
+                return Err(invalid(
+                    "the path must start with unsafe/ or a URL signature",
+                ));
+            }
+        };
+        let mut url = ThumborPath::new("");
+        url.signature = signature;
+        url.meta = cur.option(|s| (s == "meta").then_some(())).is_some();
+        url.trim = cur.option(parse_trim);
+        url.crop = cur.option(parse_crop);
+        url.fit_in = cur.option(|s| FitIn::ALL.into_iter().find(|f| f.keyword() == s));
+        url.stretch = cur.option(|s| (s == "stretch").then_some(())).is_some();
+        if let Some((w, h, fh, fv)) = cur.option(parse_size) {
+            (url.width, url.height, url.flip_h, url.flip_v) = (w?, h?, fh, fv);
+        }
+        url.padding = cur.option(parse_padding);
+        url.h_align = cur.option(|s| match s {
+            "left" => Some(HAlign::Left),
+            "right" => Some(HAlign::Right),
+            "center" => Some(HAlign::Center),
+            _ => None,
+        });
+        url.v_align = cur.option(|s| match s {
+            "top" => Some(VAlign::Top),
+            "bottom" => Some(VAlign::Bottom),
+            "middle" => Some(VAlign::Middle),
+            _ => None,
+        });
+        url.smart = cur.option(|s| (s == "smart").then_some(())).is_some();
+        if let Some(spec) = cur.0.strip_prefix("filters:") {
+            let end = filters_end(spec)
+                .ok_or_else(|| invalid("filters: must be balanced and followed by an image"))?;
+            url.filters = parse_filters(&spec[..end])?;
+            cur.0 = &spec[end + 1..];
+        }
+        if cur.0.is_empty() {
+            return Err(invalid("missing image path"));
+        }
+        url.image = cur.0.to_owned();
+        Ok(url)
+    }
+
+    /// Everything after the signature segment: what a signature signs.
+    pub fn signed_part(&self) -> String {
+        let mut out = self.options();
+        out.push_str(&self.image);
+        out
+    }
+
+    /// The whole path without its leading `/`: `unsafe/…` or `HASH/…`.
+    pub fn to_path(&self) -> String {
+        let sig = match &self.signature {
+            Signature::Unsafe => "unsafe",
+            Signature::Hash(h) => h,
+        };
+        format!("{sig}/{}", self.signed_part())
+    }
+
+    /// The option segments, each followed by `/`; empty when there are none.
+    pub fn options(&self) -> String {
+        let mut out = String::new();
+        let mut seg = |s: &str| {
+            out.push_str(s);
+            out.push('/');
+        };
+        if self.meta {
+            seg("meta");
+        }
+        if let Some(t) = self.trim {
+            let mut s = String::from("trim");
+            match t.from {
+                Some(TrimFrom::TopLeft) => s.push_str(":top-left"),
+                Some(TrimFrom::BottomRight) => s.push_str(":bottom-right"),
+                None => {}
+            }
+            if let Some(tol) = t.tolerance {
+                s.push_str(&format!(":{tol}"));
+            }
+            seg(&s);
+        }
+        if let Some(c) = self.crop {
+            seg(&format!("{}x{}:{}x{}", c.left, c.top, c.right, c.bottom));
+        }
+        if let Some(f) = self.fit_in {
+            seg(f.keyword());
+        }
+        if self.stretch {
+            seg("stretch");
+        }
+        if self.width > 0 || self.height > 0 || self.flip_h || self.flip_v {
+            let dim = |flip: bool, v: u32| {
+                let sign = if flip { "-" } else { "" };
+                match v {
+                    0 => sign.to_owned(),
+                    v => format!("{sign}{v}"),
+                }
+            };
+            seg(&format!(
+                "{}x{}",
+                dim(self.flip_h, self.width),
+                dim(self.flip_v, self.height)
+            ));
+        }
+        if let Some(p) = self.padding {
+            if (p.left, p.top) == (p.right, p.bottom) {
+                seg(&format!("{}x{}", p.left, p.top));
+            } else {
+                seg(&format!("{}x{}:{}x{}", p.left, p.top, p.right, p.bottom));
+            }
+        }
+        match self.h_align {
+            Some(HAlign::Left) => seg("left"),
+            Some(HAlign::Right) => seg("right"),
+            Some(HAlign::Center) => seg("center"),
+            None => {}
+        }
+        match self.v_align {
+            Some(VAlign::Top) => seg("top"),
+            Some(VAlign::Bottom) => seg("bottom"),
+            Some(VAlign::Middle) => seg("middle"),
+            None => {}
+        }
+        if self.smart {
+            seg("smart");
+        }
+        if !self.filters.is_empty() {
+            let list: Vec<String> = self
+                .filters
+                .iter()
+                .map(|f| format!("{}({})", f.name, f.args))
+                .collect();
+            seg(&format!("filters:{}", list.join(":")));
+        }
+        out
+    }
+
+    /// The image path the URL names: `b64:` decoded (the literal text when it does not decode
+    /// to UTF-8), otherwise percent-decoded.
+    pub fn image_path(&self) -> Result<String, GrammarError> {
+        if let Some(enc) = self.image.strip_prefix("b64:") {
+            let decoded = URL_SAFE_NO_PAD
+                .decode(enc.trim_end_matches('='))
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some(path) = decoded {
+                return Ok(path);
+            }
+        }
+        crate::percent::decode(&self.image)
+            .ok_or_else(|| invalid("the image path has a malformed percent escape"))
+    }
+
+    /// The grammar-neutral transform this path asks for.
+    pub fn to_transform(&self) -> Result<Transform, GrammarError> {
+        let unsupported = |what: &str| Err(GrammarError::Unsupported(what.to_owned()));
+        if self.meta {
+            return unsupported("meta");
+        }
+        if self.trim.is_some() {
+            return unsupported("trim");
+        }
+        if self.crop.is_some() {
+            return unsupported("manual crop");
+        }
+        if self.padding.is_some() {
+            return unsupported("padding");
+        }
+        if self.smart {
+            return unsupported("smart crop");
+        }
+        let fit = match (self.fit_in, self.stretch) {
+            (Some(_), true) => return Err(invalid("fit-in and stretch cannot be combined")),
+            (Some(FitIn::FitIn), false) => Fit::FitIn,
+            (Some(other), false) => return unsupported(other.keyword()),
+            (None, true) => Fit::Stretch,
+            (None, false) => Fit::Fill,
+        };
+        let mut t = Transform {
+            width: self.width,
+            height: self.height,
+            fit,
+            flip_h: self.flip_h,
+            flip_v: self.flip_v,
+            h_align: self.h_align.unwrap_or_default(),
+            v_align: self.v_align.unwrap_or_default(),
+            ..Transform::default()
+        };
+        for f in &self.filters {
+            apply_filter(&mut t, f)?;
+        }
+        Ok(t)
+    }
+
+    /// The path that asks for `t` on `image`, with the given signature. Inverse of
+    /// [`ThumborPath::to_transform`] for every transform it produces.
+    pub fn from_transform(t: &Transform, image: impl Into<String>) -> Self {
+        let mut url = ThumborPath::new(image);
+        url.fit_in = (t.fit == Fit::FitIn).then_some(FitIn::FitIn);
+        url.stretch = t.fit == Fit::Stretch;
+        (url.width, url.height, url.flip_h, url.flip_v) = (t.width, t.height, t.flip_h, t.flip_v);
+        url.h_align = (t.h_align != HAlign::Center).then_some(t.h_align);
+        url.v_align = (t.v_align != VAlign::Middle).then_some(t.v_align);
+        let mut filter = |name: &str, args: String| {
+            url.filters.push(Filter {
+                name: name.to_owned(),
+                args,
+            })
+        };
+        if let Some(f) = t.format {
+            filter("format", f.name().to_owned());
+        }
+        if let Some(q) = t.quality {
+            filter("quality", q.to_string());
+        }
+        if t.upscale {
+            filter("upscale", String::new());
+        }
+        url
+    }
+}
+
+/// Filters of thumbor and imagor that pixmesh recognises but does not apply yet (501, not 400).
+const KNOWN_FILTERS: &[&str] = &[
+    "attachment",
+    "autojpg",
+    "background_color",
+    "blur",
+    "brightness",
+    "contrast",
+    "convolution",
+    "dpi",
+    "equalize",
+    "expire",
+    "fill",
+    "focal",
+    "grayscale",
+    "hue",
+    "label",
+    "max_bytes",
+    "max_frames",
+    "noise",
+    "no_upscale",
+    "orient",
+    "page",
+    "preview",
+    "proportion",
+    "raw",
+    "rgb",
+    "rotate",
+    "round_corner",
+    "saturation",
+    "sharpen",
+    "strip_exif",
+    "strip_icc",
+    "strip_metadata",
+    "watermark",
+];
+
+fn apply_filter(t: &mut Transform, f: &Filter) -> Result<(), GrammarError> {
+    match f.name.as_str() {
+        "format" => {
+            t.format = Some(match f.args.to_ascii_lowercase().as_str() {
+                "avif" | "gif" | "tiff" | "heif" | "jxl" => {
+                    return Err(GrammarError::Unsupported(format!("format({})", f.args)));
+                }
+                name => Format::from_name(name)
+                    .ok_or_else(|| invalid(format!("unknown format in format({})", f.args)))?,
+            });
+        }
+        "quality" => {
+            t.quality = Some(
+                f.args
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|q| (1..=100).contains(q))
+                    .ok_or_else(|| {
+                        invalid(format!("quality({}) must be between 1 and 100", f.args))
+                    })?,
+            );
+        }
+        "upscale" if f.args.is_empty() => t.upscale = true,
+        "upscale" => return Err(invalid("upscale() takes no arguments")),
+        name if KNOWN_FILTERS.contains(&name) => {
+            return Err(GrammarError::Unsupported(format!("filter {name}")));
+        }
+        name => return Err(invalid(format!("unknown filter {name}"))),
+    }
+    Ok(())
+}
+
+/// Walks the path one optional segment at a time.
+struct Cursor<'a>(&'a str);
+
+impl Cursor<'_> {
+    /// Consumes the next segment when another one follows it and `parse` accepts it.
+    fn option<T>(&mut self, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+        let (seg, rest) = self.0.split_once('/')?;
+        let value = parse(seg)?;
+        self.0 = rest;
+        Some(value)
+    }
+}
+
+fn is_signature(s: &str) -> bool {
+    s.len() >= 8
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+}
+
+fn parse_trim(s: &str) -> Option<Trim> {
+    let mut parts = s.split(':');
+    if parts.next()? != "trim" {
+        return None;
+    }
+    let mut trim = Trim {
+        from: None,
+        tolerance: None,
+    };
+    for p in parts {
+        match p {
+            "top-left" if trim.from.is_none() && trim.tolerance.is_none() => {
+                trim.from = Some(TrimFrom::TopLeft)
+            }
+            "bottom-right" if trim.from.is_none() && trim.tolerance.is_none() => {
+                trim.from = Some(TrimFrom::BottomRight)
+            }
+            tol if trim.tolerance.is_none() => trim.tolerance = Some(tol.parse().ok()?),
+            _ => return None,
+        }
+    }
+    Some(trim)
+}
+
+fn parse_decimal(s: &str) -> Option<f64> {
+    let ok = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && s.bytes().filter(|&b| b == b'.').count() <= 1;
+    ok.then(|| s.parse().ok()).flatten()
+}
+
+fn parse_pair<T>(s: &str, num: impl Fn(&str) -> Option<T>) -> Option<(T, T)> {
+    let (a, b) = s.split_once('x')?;
+    Some((num(a)?, num(b)?))
+}
+
+fn parse_crop(s: &str) -> Option<Crop> {
+    let (a, b) = s.split_once(':')?;
+    let (left, top) = parse_pair(a, parse_decimal)?;
+    let (right, bottom) = parse_pair(b, parse_decimal)?;
+    Some(Crop {
+        left,
+        top,
+        right,
+        bottom,
+    })
+}
+
+type SizeSegment = (
+    Result<u32, GrammarError>,
+    Result<u32, GrammarError>,
+    bool,
+    bool,
+);
+
+/// `[-][W]x[-][H]`; the numbers are range-checked after the segment is known to be a size.
+fn parse_size(s: &str) -> Option<SizeSegment> {
+    let (w, h) = s.split_once('x')?;
+    let side = |v: &str| -> Option<(bool, Result<u32, GrammarError>)> {
+        let (flip, digits) = match v.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, v),
+        };
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n = if digits.is_empty() {
+            Ok(0)
+        } else {
+            digits
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= MAX_DIMENSION)
+                .ok_or_else(|| invalid(format!("{s}: dimensions are limited to {MAX_DIMENSION}")))
+        };
+        Some((flip, n))
+    };
+    let (fh, w) = side(w)?;
+    let (fv, h) = side(h)?;
+    Some((w, h, fh, fv))
+}
+
+fn parse_padding(s: &str) -> Option<Padding> {
+    let num = |v: &str| {
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse::<u32>().ok())
+            .flatten()
+    };
+    let (first, second) = match s.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let (left, top) = parse_pair(first, num)?;
+    let (right, bottom) = match second {
+        Some(b) => parse_pair(b, num)?,
+        None => (left, top),
+    };
+    Some(Padding {
+        left,
+        top,
+        right,
+        bottom,
+    })
+}
+
+/// Index of the `/` that ends the filter list, skipping `/` inside parentheses.
+fn filters_end(spec: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in spec.bytes().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = depth.checked_sub(1)?,
+            b'/' if depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn parse_filters(spec: &str) -> Result<Vec<Filter>, GrammarError> {
+    let mut filters = Vec::new();
+    let mut rest = spec;
+    while !rest.is_empty() {
+        if filters.len() == MAX_FILTERS {
+            return Err(invalid(format!("more than {MAX_FILTERS} filters")));
+        }
+        let open = rest
+            .find('(')
+            .ok_or_else(|| invalid(format!("filter {rest} needs parentheses")))?;
+        let name = &rest[..open];
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(format!("bad filter name {name:?}")));
+        }
+        let mut depth = 0usize;
+        let close = rest[open..]
+            .bytes()
+            .position(|b| {
+                match b {
+                    b'(' => depth += 1,
+                    b')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|p| open + p)
+            .ok_or_else(|| invalid(format!("filter {name}( is not closed")))?;
+        filters.push(Filter {
+            name: name.to_owned(),
+            args: rest[open + 1..close].to_owned(),
+        });
+        rest = &rest[close + 1..];
+        if !rest.is_empty() {
+            rest = rest
+                .strip_prefix(':')
+                .ok_or_else(|| invalid(format!("expected : after filter {name}")))?;
+            if rest.is_empty() {
+                return Err(invalid("empty filter after :"));
+            }
+        }
+    }
+    Ok(filters)
+}
+
+/// Encodes an image path the way `b64:` expects (base64url, with padding as imagor writes it).
+pub fn encode_b64_image(path: &str) -> String {
+    format!("b64:{}", URL_SAFE.encode(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths in canonical form: `generate(parse(s)) == s` for each.
+    const ROUND_TRIP: &[&str] = &[
+        "unsafe/photo.jpg",
+        "unsafe/300x200/photo.jpg",
+        "unsafe/fit-in/300x200/photo.jpg",
+        "unsafe/full-fit-in/300x/photo.jpg",
+        "unsafe/adaptive-fit-in/x200/photo.jpg",
+        "unsafe/adaptive-full-fit-in/-300x-200/photo.jpg",
+        "unsafe/stretch/300x200/photo.jpg",
+        "unsafe/-x-/photo.jpg",
+        "unsafe/-300x200/photo.jpg",
+        "unsafe/meta/trim/photo.jpg",
+        "unsafe/trim:bottom-right:25/photo.jpg",
+        "unsafe/trim:top-left/photo.jpg",
+        "unsafe/trim:10/photo.jpg",
+        "unsafe/10x20:300x400/photo.jpg",
+        "unsafe/0.1x0.2:0.9x0.8/photo.jpg",
+        "unsafe/300x200/10x20/photo.jpg",
+        "unsafe/300x200/10x20:30x40/photo.jpg",
+        "unsafe/300x200/left/top/photo.jpg",
+        "unsafe/300x200/right/bottom/smart/photo.jpg",
+        "unsafe/300x200/center/middle/photo.jpg",
+        "unsafe/fit-in/300x200/filters:format(webp):quality(80)/photo.jpg",
+        "unsafe/filters:watermark(s3/logo.png,10,-10,50):fill(white)/photo.jpg",
+        "unsafe/filters:label(a:b(c)d,1,2)/dir/photo.jpg",
+        "unsafe/filters:upscale()/photo.jpg",
+        "unsafe/b64:cGhvdG9zL2EuanBn/photo.jpg",
+        "unsafe/dir%2Ffit-in/photo%20one.jpg",
+        "cST4Ko5_FqwT3BDn-Wf4gO3RFSk=/500x500/top/raw.githubusercontent.com/cshum/imagor/master/testdata/gopher.png",
+    ];
+
+    #[test]
+    fn canonical_paths_round_trip() {
+        for &path in ROUND_TRIP {
+            let parsed = ThumborPath::parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(parsed.to_path(), path, "generate(parse({path}))");
+            assert_eq!(ThumborPath::parse(&parsed.to_path()).unwrap(), parsed);
+        }
+    }
+
+    #[test]
+    fn parses_every_part() {
+        let p = ThumborPath::parse(
+            "/unsafe/meta/trim:bottom-right:5/1x2:3x4/fit-in/stretch/-300x-0/5x6:7x8/right/bottom/smart/filters:a(1):b()/x/y.png",
+        )
+        .unwrap();
+        assert_eq!(p.signature, Signature::Unsafe);
+        assert!(p.meta && p.stretch && p.smart && p.flip_h && p.flip_v);
+        assert_eq!(
+            p.trim,
+            Some(Trim {
+                from: Some(TrimFrom::BottomRight),
+                tolerance: Some(5)
+            })
+        );
+        assert_eq!(
+            p.crop,
+            Some(Crop {
+                left: 1.0,
+                top: 2.0,
+                right: 3.0,
+                bottom: 4.0
+            })
+        );
+        assert_eq!(p.fit_in, Some(FitIn::FitIn));
+        assert_eq!((p.width, p.height), (300, 0));
+        assert_eq!(
+            p.padding,
+            Some(Padding {
+                left: 5,
+                top: 6,
+                right: 7,
+                bottom: 8
+            })
+        );
+        assert_eq!(
+            (p.h_align, p.v_align),
+            (Some(HAlign::Right), Some(VAlign::Bottom))
+        );
+        assert_eq!(p.filters.len(), 2);
+        assert_eq!(p.image, "x/y.png");
+    }
+
+    #[test]
+    fn last_segment_is_always_the_image() {
+        for kw in ["smart", "fit-in", "300x200", "left", "trim", "meta"] {
+            let p = ThumborPath::parse(&format!("unsafe/{kw}")).unwrap();
+            assert_eq!(p.image, kw);
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_paths() {
+        for bad in [
+            "",
+            "unsafe/",
+            "nothash/300x200/a.jpg",
+            "unsafe/filters:format(webp)",
+            "unsafe/filters:format(webp/a.jpg",
+            "unsafe/filters:format(webp)x/a.jpg",
+            "unsafe/filters:Bad(1)/a.jpg",
+            "unsafe/filters:a(1):/a.jpg",
+            "unsafe/99999x1/a.jpg",
+            "unsafe/a%zz.jpg",
+        ] {
+            let r = ThumborPath::parse(bad).and_then(|p| p.image_path());
+            assert!(
+                matches!(r, Err(GrammarError::Invalid(_))),
+                "{bad:?} gave {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn filter_count_is_bounded() {
+        let many = vec!["quality(5)"; MAX_FILTERS + 1].join(":");
+        let r = ThumborPath::parse(&format!("unsafe/filters:{many}/a.jpg"));
+        assert!(matches!(r, Err(GrammarError::Invalid(_))));
+    }
+
+    #[test]
+    fn image_path_decodes_b64_and_percent() {
+        let p =
+            ThumborPath::parse(&format!("unsafe/{}", encode_b64_image("photos/ä b.jpg"))).unwrap();
+        assert_eq!(p.image_path().unwrap(), "photos/ä b.jpg");
+        let p = ThumborPath::parse("unsafe/b64:@@@notbase64").unwrap();
+        assert_eq!(
+            p.image_path().unwrap(),
+            "b64:@@@notbase64",
+            "literal fallback"
+        );
+        let p = ThumborPath::parse("unsafe/fit-in%2Fa%20b.jpg").unwrap();
+        assert_eq!(p.image_path().unwrap(), "fit-in/a b.jpg");
+    }
+
+    #[test]
+    fn maps_onto_the_transform_model() {
+        let t = ThumborPath::parse(
+            "unsafe/fit-in/-300x200/left/filters:format(jpg):quality(80):upscale()/a.png",
+        )
+        .unwrap()
+        .to_transform()
+        .unwrap();
+        assert_eq!(
+            t,
+            Transform {
+                width: 300,
+                height: 200,
+                fit: Fit::FitIn,
+                upscale: true,
+                flip_h: true,
+                flip_v: false,
+                h_align: HAlign::Left,
+                v_align: VAlign::Middle,
+                format: Some(Format::Jpeg),
+                quality: Some(80),
+            }
+        );
+        let back = ThumborPath::from_transform(&t, "a.png");
+        assert_eq!(back.to_transform().unwrap(), t);
+    }
+
+    #[test]
+    fn unsupported_features_are_named_not_ignored() {
+        for (path, what) in [
+            ("unsafe/300x200/smart/a.jpg", "smart crop"),
+            ("unsafe/trim/a.jpg", "trim"),
+            ("unsafe/meta/a.jpg", "meta"),
+            ("unsafe/1x1:5x5/a.jpg", "manual crop"),
+            ("unsafe/full-fit-in/10x10/a.jpg", "full-fit-in"),
+            ("unsafe/filters:blur(3)/a.jpg", "filter blur"),
+            ("unsafe/filters:format(avif)/a.jpg", "format(avif)"),
+        ] {
+            let r = ThumborPath::parse(path).unwrap().to_transform();
+            assert_eq!(r, Err(GrammarError::Unsupported(what.into())), "{path}");
+        }
+    }
+
+    #[test]
+    fn bad_filter_arguments_are_invalid() {
+        for path in [
+            "unsafe/filters:quality(0)/a.jpg",
+            "unsafe/filters:quality(101)/a.jpg",
+            "unsafe/filters:quality(x)/a.jpg",
+            "unsafe/filters:format(bmpx)/a.jpg",
+            "unsafe/filters:upscale(1)/a.jpg",
+            "unsafe/filters:nonsense(1)/a.jpg",
+            "unsafe/fit-in/stretch/1x1/a.jpg",
+        ] {
+            let r = ThumborPath::parse(path).unwrap().to_transform();
+            assert!(matches!(r, Err(GrammarError::Invalid(_))), "{path}: {r:?}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The sidecar's error model: one enum, a public message per variant, the detail for logs,
+//! and the gRPC status Envoy turns into the right HTTP status.
+
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+use crate::pipeline::PipelineError;
+use crate::storage::StorageError;
+
+/// Why a render failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The request names a storage the sidecar does not have (400).
+    #[error("unknown storage {0:?}")]
+    UnknownStorage(String),
+    /// The request is malformed (400): the filter and the sidecar disagree on the contract.
+    #[error("bad render request: {0}")]
+    BadRequest(String),
+    /// Reading the source failed.
+    #[error("source: {0}")]
+    Source(StorageError),
+    /// Decoding, resizing or encoding failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A bug or a lost worker (500).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl RenderError {
+    /// The HTTP status the client sees.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            RenderError::UnknownStorage(_) | RenderError::BadRequest(_) => 400,
+            RenderError::Source(e) => match e {
+                StorageError::NotFound => 404,
+                StorageError::AccessDenied => 403,
+                StorageError::TooLarge { .. } => 413,
+                StorageError::Unavailable(_) => 503,
+                StorageError::Timeout => 504,
+                StorageError::Other(_) => 502,
+            },
+            RenderError::Pipeline(e) => e.http_status(),
+            RenderError::Internal(_) => 500,
+        }
+    }
+
+    /// Detail for logs; may name keys and endpoints, never credentials.
+    pub fn detail(&self) -> String {
+        match self {
+            RenderError::Source(e) => format!("source: {}", e.detail()),
+            RenderError::Internal(d) => d.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The gRPC status: a code the transcoder maps to the same HTTP status where one exists,
+    /// plus `x-http-status`, which the filter applies for the statuses it cannot express. Storage
+    /// outages use `INTERNAL`, not `UNAVAILABLE`, so Envoy's retry-on-unavailable (meant for a
+    /// sidecar that is down) does not multiply a slow storage's latency.
+    pub fn to_status(&self) -> tonic::Status {
+        let status = self.http_status();
+        let code = match status {
+            400 => Code::InvalidArgument,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            504 => Code::DeadlineExceeded,
+            413 | 415 | 422 => Code::FailedPrecondition,
+            _ => Code::Internal,
+        };
+        let mut s = tonic::Status::new(code, self.to_string());
+        s.metadata_mut()
+            .insert("x-http-status", MetadataValue::from(status));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes() {
+        let cases = [
+            (
+                RenderError::Source(StorageError::NotFound),
+                404,
+                Code::NotFound,
+            ),
+            (
+                RenderError::Source(StorageError::AccessDenied),
+                403,
+                Code::PermissionDenied,
+            ),
+            (
+                RenderError::Source(StorageError::Unavailable("x".into())),
+                503,
+                Code::Internal,
+            ),
+            (
+                RenderError::Source(StorageError::Timeout),
+                504,
+                Code::DeadlineExceeded,
+            ),
+            (
+                RenderError::Source(StorageError::Other("x".into())),
+                502,
+                Code::Internal,
+            ),
+            (
+                RenderError::UnknownStorage("x".into()),
+                400,
+                Code::InvalidArgument,
+            ),
+            (
+                RenderError::Pipeline(PipelineError::UnsupportedFormat("gif".into())),
+                415,
+                Code::FailedPrecondition,
+            ),
+        ];
+        for (err, http, code) in cases {
+            assert_eq!(err.http_status(), http, "{err:?}");
+            let st = err.to_status();
+            assert_eq!(st.code(), code, "{err:?}");
+            assert_eq!(
+                st.metadata().get("x-http-status").unwrap(),
+                &http.to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn public_messages_hide_storage_details() {
+        let e = RenderError::Source(StorageError::Unavailable(
+            "connect to http://10.0.0.1:9000 failed".into(),
+        ));
+        assert!(!e.to_status().message().contains("10.0.0.1"));
+        assert!(e.detail().contains("10.0.0.1"));
+    }
+}

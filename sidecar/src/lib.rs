@@ -1,0 +1,106 @@
+//! pixmesh's sidecar: the gRPC image service behind Envoy's gRPC-JSON transcoder.
+//!
+//! - [`config`]: the TOML configuration.
+//! - [`storage`]: local-directory and S3 storages.
+//! - [`pipeline`]: decode → resize → encode, as named steps.
+//! - [`service`]: the tonic service and the render flow.
+//! - [`error`]: the error model and its HTTP/gRPC statuses.
+
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod service;
+pub mod storage;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pixmesh_proto::v1::image_service_server::ImageServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpIncoming;
+
+use config::{Config, StorageConfig};
+use service::{ImageService, Renderer, ResultStore};
+use storage::{LocalStorage, S3Storage, Storage};
+
+/// Why the sidecar could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A storage could not be set up.
+    #[error("storage {name}: {reason}")]
+    Storage {
+        /// The storage's name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builds the shared render state from a validated config.
+pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
+    let timeout = Duration::from_millis(config.limits.storage_timeout_ms);
+    let mut storages = HashMap::new();
+    for (name, cfg) in &config.storages {
+        let storage = match cfg {
+            StorageConfig::Local { root } => {
+                Storage::Local(LocalStorage::new(root).map_err(|e| ServeError::Storage {
+                    name: name.clone(),
+                    reason: format!("{}: {e}", root.display()),
+                })?)
+            }
+            StorageConfig::S3(s3) => Storage::S3(S3Storage::new(s3, timeout).await),
+        };
+        storages.insert(name.clone(), storage);
+    }
+    let results = match &config.result_storage {
+        Some(rs) => match storages.get(&rs.storage) {
+            Some(Storage::S3(s3)) => Some(ResultStore {
+                storage: s3.clone(),
+                base_dir: rs.base_dir.clone(),
+            }),
+            _ => {
+                return Err(ServeError::Storage {
+                    name: rs.storage.clone(),
+                    reason: "result storage must be an S3 storage".into(),
+                });
+            }
+        },
+        None => None,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(Renderer {
+        storages,
+        results,
+        limits: config.limits.clone(),
+        cache_control: MetadataValue::try_from(config.cache_control.as_str()).map_err(|_| {
+            ServeError::Storage {
+                name: "cache_control".into(),
+                reason: "must be visible ASCII".into(),
+            }
+        })?,
+        workers: Semaphore::new(cores),
+    })
+}
+
+/// Serves the image service on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let renderer = Arc::new(renderer(config).await?);
+    // tonic leaves Nagle on by default: 40 ms stalls per response without this.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(ImageServiceServer::new(ImageService(renderer)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `pixmesh-sidecar`: serve the image service, or help deploy it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pixmesh_proto::v1::image_service_client::ImageServiceClient;
+use pixmesh_proto::v1::{HealthRequest, health_response};
+use pixmesh_sidecar::config::Config;
+
+#[derive(Parser)]
+#[command(name = "pixmesh-sidecar", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC image service.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short, env = "PIXMESH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write the descriptor set Envoy's gRPC-JSON transcoder loads.
+    Descriptor {
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Ask a running sidecar whether it is serving (exit 0) or not (exit 1).
+    Health {
+        /// The sidecar's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pixmesh-sidecar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            tracing::info!(addr = %listener.local_addr()?, "pixmesh sidecar serving");
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            pixmesh_sidecar::serve(&config, listener, shutdown).await?;
+        }
+        Command::Descriptor { out } => std::fs::write(out, pixmesh_proto::DESCRIPTOR_SET)?,
+        Command::Health { addr } => {
+            let mut client = ImageServiceClient::connect(addr).await?;
+            let status = client.health(HealthRequest {}).await?.into_inner().status;
+            if status != health_response::Status::Serving as i32 {
+                return Err(format!("not serving (status {status})").into());
+            }
+            println!("serving");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,654 @@
+//! The render pipeline: decode → orient → resize → flip → encode, as a list of named steps.
+//!
+//! [`render`] reads as the list of steps; each step is a small function below it. The geometry
+//! follows thumbor/imagor semantics (see [`Transform`]): `fit-in`, fill-and-crop (the default) and
+//! stretch, never upscaling unless asked.
+//!
+//! Safety properties:
+//! - The source size is checked against [`Limits::max_source_pixels`] from the image header,
+//!   before any pixel is decoded (decompression bombs), and `image`'s own allocation limit is set
+//!   as a second line of defence.
+//! - The output size is checked against [`Limits::max_output_pixels`] before resizing.
+//! - No step panics on any input: pixel arithmetic is done in `u64`/`f64` and every
+//!   data-dependent failure is a [`PipelineError`].
+//!
+//! Performance notes (DESIGN.md §3): resizing uses `fast_image_resize` (Lanczos3), with the
+//! fill crop folded into the resize so crop and resize are one pass. Decoding is done by
+//! `image` (zune-jpeg, png, image-webp) at full size; there is no shrink-on-load.
+
+use std::io::Cursor;
+
+use fast_image_resize as fr;
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::PngEncoder;
+use image::metadata::Orientation;
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
+use pixmesh_core::transform::{Fit, Format, HAlign, Transform, VAlign};
+
+/// Default JPEG quality when the transform does not ask for one.
+pub const DEFAULT_JPEG_QUALITY: u8 = 80;
+/// Default WebP quality when the transform does not ask for one.
+pub const DEFAULT_WEBP_QUALITY: u8 = 80;
+/// Largest width or height a JPEG can have.
+pub const MAX_JPEG_DIMENSION: u32 = 65_535;
+/// Largest width or height a WebP can have.
+pub const MAX_WEBP_DIMENSION: u32 = 16_383;
+
+/// Bytes per decoded pixel budgeted for `image`'s allocation limit: 16-bit RGBA, the widest
+/// layout the enabled decoders produce.
+const MAX_BYTES_PER_PIXEL: u64 = 8;
+/// Slack on top of the pixel budget for decoder-internal buffers (PNG rows, metadata chunks).
+const DECODER_SLACK_BYTES: u64 = 64 << 20;
+
+/// Resource limits checked from the image header before any pixel is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest source image, in pixels (width × height from the header). Default 50 MP.
+    pub max_source_pixels: u64,
+    /// Largest output image, in pixels. Default 50 MP.
+    pub max_output_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_source_pixels: 50_000_000,
+            max_output_pixels: 50_000_000,
+        }
+    }
+}
+
+/// The encoded result.
+pub struct Rendered {
+    /// The encoded image.
+    pub bytes: Vec<u8>,
+    /// The format of `bytes`.
+    pub format: Format,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("bytes", &format_args!("[{} bytes]", self.bytes.len()))
+            .field("format", &self.format)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish()
+    }
+}
+
+/// Why a render failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Not an image format pixmesh decodes, or a variant of one it cannot decode (HTTP 415).
+    /// Names what was detected (`"gif"`, `"tiff"`, …) or `"unknown"`.
+    #[error("unsupported image format: {0}")]
+    UnsupportedFormat(String),
+    /// Corrupt or truncated image data (HTTP 422).
+    #[error("corrupt image: {0}")]
+    Corrupt(String),
+    /// The source or the output exceeds a limit (HTTP 413).
+    #[error("image too large: {0}")]
+    TooLarge(String),
+    /// Resizing or encoding failed (HTTP 500).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+impl PipelineError {
+    /// The HTTP status the client sees.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            PipelineError::UnsupportedFormat(_) => 415,
+            PipelineError::Corrupt(_) => 422,
+            PipelineError::TooLarge(_) => 413,
+            PipelineError::Encode(_) => 500,
+        }
+    }
+}
+
+/// Renders `source` (the encoded bytes of the stored object) as `t` asks. CPU-bound and
+/// synchronous: callers run it on a blocking thread.
+pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered, PipelineError> {
+    let source_format = sniff_format(source)?;
+    let mut decoder = read_header(source, source_format, limits)?;
+    check_source_size(decoder.dimensions(), limits)?;
+    let orientation = read_orientation(&mut decoder);
+    let image = decode(decoder, source_format, limits)?;
+    let image = apply_orientation(image, orientation);
+    let pixels = normalise(image)?;
+    let geometry = compute_geometry(pixels.width, pixels.height, t);
+    check_output_size(&geometry, limits)?;
+    let pixels = resize(pixels, &geometry)?;
+    let pixels = flip(pixels, t.flip_h, t.flip_v);
+    let format = t.format.unwrap_or(source_format);
+    encode(pixels, format, t.quality)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 1: sniff the format from the magic bytes.
+
+/// Detects the format from the leading bytes. JPEG, PNG and WebP are decoded; anything else is
+/// [`PipelineError::UnsupportedFormat`] naming what was recognised, or `"unknown"`.
+fn sniff_format(data: &[u8]) -> Result<Format, PipelineError> {
+    let at = |offset: usize, magic: &[u8]| data.get(offset..offset + magic.len()) == Some(magic);
+    if at(0, &[0xFF, 0xD8, 0xFF]) {
+        return Ok(Format::Jpeg);
+    }
+    if at(0, b"\x89PNG\r\n\x1a\n") {
+        return Ok(Format::Png);
+    }
+    if at(0, b"RIFF") && at(8, b"WEBP") {
+        return Ok(Format::Webp);
+    }
+    let detected = if at(0, b"GIF87a") || at(0, b"GIF89a") {
+        "gif"
+    } else if at(0, b"II*\0") || at(0, b"MM\0*") {
+        "tiff"
+    } else if at(0, b"BM") {
+        "bmp"
+    } else if at(4, b"ftyp") {
+        match data.get(8..12) {
+            Some(b"avif" | b"avis") => "avif",
+            Some(b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1") => {
+                "heif"
+            }
+            _ => "iso-bmff",
+        }
+    } else if at(0, &[0xFF, 0x0A]) || at(0, b"\0\0\0\x0CJXL \r\n\x87\n") {
+        "jxl"
+    } else if at(0, &[0, 0, 1, 0]) {
+        "ico"
+    } else if at(0, b"qoif") {
+        "qoi"
+    } else if at(0, b"8BPS") {
+        "psd"
+    } else if at(0, b"%PDF") {
+        "pdf"
+    } else if at(0, b"<svg") || at(0, b"<?xml") {
+        "svg"
+    } else {
+        "unknown"
+    };
+    Err(PipelineError::UnsupportedFormat(detected.to_owned()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 2: read the header (dimensions, metadata) without decoding pixels.
+
+/// `image`'s limits: an allocation cap derived from [`Limits::max_source_pixels`], so a decoder
+/// that allocates more than the pixel check allowed for fails instead of exhausting memory.
+fn image_limits(limits: &Limits) -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(
+        limits
+            .max_source_pixels
+            .saturating_mul(MAX_BYTES_PER_PIXEL)
+            .saturating_add(DECODER_SLACK_BYTES),
+    );
+    l
+}
+
+/// Opens a decoder on `source`; this parses the header only.
+fn read_header<'a>(
+    source: &'a [u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<impl ImageDecoder + 'a, PipelineError> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(source), image_format(format));
+    reader.limits(image_limits(limits));
+    reader
+        .into_decoder()
+        .map_err(|e| image_error(e, format, "header"))
+}
+
+/// Rejects empty images and sources over [`Limits::max_source_pixels`].
+fn check_source_size((width, height): (u32, u32), limits: &Limits) -> Result<(), PipelineError> {
+    if width == 0 || height == 0 {
+        return Err(PipelineError::Corrupt(format!(
+            "image header declares {width}x{height}"
+        )));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_source_pixels {
+        return Err(PipelineError::TooLarge(format!(
+            "source is {width}x{height} ({pixels} pixels), the limit is {} pixels",
+            limits.max_source_pixels
+        )));
+    }
+    Ok(())
+}
+
+/// The EXIF orientation; unreadable metadata is ignored rather than failing the image.
+fn read_orientation(decoder: &mut impl ImageDecoder) -> Orientation {
+    decoder.orientation().unwrap_or(Orientation::NoTransforms)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 3: decode.
+
+/// Decodes the pixels, reserving the decoded size against `image`'s allocation limit first.
+fn decode(
+    decoder: impl ImageDecoder,
+    format: Format,
+    limits: &Limits,
+) -> Result<DynamicImage, PipelineError> {
+    image_limits(limits)
+        .reserve(decoder.total_bytes())
+        .map_err(|e| image_error(e, format, "decode"))?;
+    DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, format, "decode"))
+}
+
+/// Maps an `image` error onto the pipeline's error model.
+fn image_error(e: ImageError, format: Format, step: &str) -> PipelineError {
+    match e {
+        ImageError::Limits(e) => PipelineError::TooLarge(format!("{}: {e}", format.name())),
+        ImageError::Unsupported(e) => {
+            PipelineError::UnsupportedFormat(format!("{} variant: {e}", format.name()))
+        }
+        other => PipelineError::Corrupt(format!("{} {step}: {other}", format.name())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 4: orient and normalise.
+
+/// Applies the EXIF orientation so the pixels are upright.
+fn apply_orientation(mut image: DynamicImage, orientation: Orientation) -> DynamicImage {
+    if orientation != Orientation::NoTransforms {
+        image.apply_orientation(orientation);
+    }
+    image
+}
+
+/// Packed 8-bit RGB or RGBA pixels, row-major with no padding.
+struct Pixels {
+    width: u32,
+    height: u32,
+    alpha: bool,
+    data: Vec<u8>,
+}
+
+impl Pixels {
+    fn channels(&self) -> usize {
+        if self.alpha { 4 } else { 3 }
+    }
+
+    fn pixel_type(&self) -> fr::PixelType {
+        if self.alpha {
+            fr::PixelType::U8x4
+        } else {
+            fr::PixelType::U8x3
+        }
+    }
+
+    /// Bytes per row.
+    fn stride(&self) -> usize {
+        self.width as usize * self.channels()
+    }
+}
+
+/// Converts to 8-bit RGB, or RGBA when the source has an alpha channel. 8-bit RGB(A) sources are
+/// not copied.
+fn normalise(image: DynamicImage) -> Result<Pixels, PipelineError> {
+    let (width, height) = (image.width(), image.height());
+    if width == 0 || height == 0 {
+        return Err(PipelineError::Corrupt(format!(
+            "decoded image is {width}x{height}"
+        )));
+    }
+    let alpha = image.color().has_alpha();
+    let data = if alpha {
+        image.into_rgba8().into_raw()
+    } else {
+        image.into_rgb8().into_raw()
+    };
+    Ok(Pixels {
+        width,
+        height,
+        alpha,
+        data,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 5: geometry.
+
+/// A source rectangle, in source pixels; fractional edges are allowed (the resizer samples
+/// sub-pixel positions).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rect {
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+}
+
+impl Rect {
+    fn full(width: u32, height: u32) -> Rect {
+        Rect {
+            left: 0.0,
+            top: 0.0,
+            width: f64::from(width),
+            height: f64::from(height),
+        }
+    }
+}
+
+/// What the resize step does: take `crop` from the source and scale it to `width`×`height`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Geometry {
+    crop: Rect,
+    width: u32,
+    height: u32,
+}
+
+/// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source.
+fn compute_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
+    let full = Rect::full(w0, h0);
+    let (w, h) = (t.width, t.height);
+    if w == 0 && h == 0 {
+        return Geometry {
+            crop: full,
+            width: w0,
+            height: h0,
+        };
+    }
+    let ratio = |requested: u32, source: u32| {
+        (requested != 0).then(|| f64::from(requested) / f64::from(source))
+    };
+    let (sx, sy) = (ratio(w, w0), ratio(h, h0));
+    match (t.fit, sx, sy) {
+        (Fit::Stretch, _, _) => {
+            let mut width = if w == 0 { w0 } else { w };
+            let mut height = if h == 0 { h0 } else { h };
+            if !t.upscale {
+                width = width.min(w0);
+                height = height.min(h0);
+            }
+            Geometry {
+                crop: full,
+                width,
+                height,
+            }
+        }
+        (Fit::Fill, Some(_), Some(_)) => fill_geometry(w0, h0, t),
+        // FitIn, or Fill with one side derived from the aspect ratio (no crop, so it is a fit).
+        (Fit::FitIn | Fit::Fill, sx, sy) => {
+            let scale = match (sx, sy) {
+                (Some(x), Some(y)) => x.min(y),
+                (Some(s), None) | (None, Some(s)) => s,
+                (None, None) => 1.0,
+            };
+            let scale = if t.upscale { scale } else { scale.min(1.0) };
+            Geometry {
+                crop: full,
+                width: scale_side(w0, scale),
+                height: scale_side(h0, scale),
+            }
+        }
+    }
+}
+
+/// `side × scale`, rounded, at least 1 and saturating at `u32::MAX`.
+fn scale_side(side: u32, scale: f64) -> u32 {
+    // `as` from f64 saturates; NaN cannot occur (finite, non-negative inputs).
+    (f64::from(side) * scale).round().max(1.0) as u32
+}
+
+/// Fill: the source rectangle with the box's aspect ratio, as large as the source allows and
+/// anchored per the alignment, scaled to the box. Without upscaling, a box larger than that
+/// rectangle yields the rectangle itself, cropped on whole pixels and not resampled.
+fn fill_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
+    let (bw, bh) = (u64::from(t.width), u64::from(t.height));
+    // The box is at least as wide (relative to its height) as the source: keep the full source
+    // width and crop the height. Compared exactly in integers.
+    let crop_height = bw * u64::from(h0) >= bh * u64::from(w0);
+    let (cw, ch) = if crop_height {
+        (f64::from(w0), f64::from(w0) * bh as f64 / bw as f64)
+    } else {
+        (f64::from(h0) * bw as f64 / bh as f64, f64::from(h0))
+    };
+    let (cw, ch) = (cw.min(f64::from(w0)), ch.min(f64::from(h0)));
+    let scale = bw as f64 / cw;
+    if scale > 1.0 && !t.upscale {
+        let width = (cw.round() as u32).clamp(1, w0);
+        let height = (ch.round() as u32).clamp(1, h0);
+        let crop = anchor(w0, h0, f64::from(width), f64::from(height), t);
+        let crop = Rect {
+            left: crop.left.floor(),
+            top: crop.top.floor(),
+            ..crop
+        };
+        return Geometry {
+            crop,
+            width,
+            height,
+        };
+    }
+    Geometry {
+        crop: anchor(w0, h0, cw, ch, t),
+        width: t.width,
+        height: t.height,
+    }
+}
+
+/// Places a `cw`×`ch` rectangle inside the `w0`×`h0` source per the transform's alignment.
+fn anchor(w0: u32, h0: u32, cw: f64, ch: f64, t: &Transform) -> Rect {
+    let spare_x = (f64::from(w0) - cw).max(0.0);
+    let spare_y = (f64::from(h0) - ch).max(0.0);
+    let left = match t.h_align {
+        HAlign::Left => 0.0,
+        HAlign::Center => spare_x / 2.0,
+        HAlign::Right => spare_x,
+    };
+    let top = match t.v_align {
+        VAlign::Top => 0.0,
+        VAlign::Middle => spare_y / 2.0,
+        VAlign::Bottom => spare_y,
+    };
+    Rect {
+        left,
+        top,
+        width: cw,
+        height: ch,
+    }
+}
+
+/// Rejects outputs over [`Limits::max_output_pixels`] before anything is allocated for them.
+fn check_output_size(g: &Geometry, limits: &Limits) -> Result<(), PipelineError> {
+    let pixels = u64::from(g.width) * u64::from(g.height);
+    if pixels > limits.max_output_pixels {
+        return Err(PipelineError::TooLarge(format!(
+            "output would be {}x{} ({pixels} pixels), the limit is {} pixels",
+            g.width, g.height, limits.max_output_pixels
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 6: resize (and crop).
+
+/// Crops and scales per `g`: nothing when the geometry is the identity, a plain copy when it is
+/// a whole-pixel crop at scale 1, otherwise one Lanczos3 pass with the crop folded in.
+fn resize(src: Pixels, g: &Geometry) -> Result<Pixels, PipelineError> {
+    let whole_pixels = g.crop.left.fract() == 0.0
+        && g.crop.top.fract() == 0.0
+        && g.crop.width == f64::from(g.width)
+        && g.crop.height == f64::from(g.height);
+    if whole_pixels {
+        if g.width == src.width && g.height == src.height {
+            return Ok(src);
+        }
+        return Ok(crop_copy(&src, g.crop.left as u32, g.crop.top as u32, g.width, g.height));
+    }
+    let fail = |e: &dyn std::fmt::Display| PipelineError::Encode(format!("resize: {e}"));
+    let pixel_type = src.pixel_type();
+    let src_view = fr::images::ImageRef::new(src.width, src.height, &src.data, pixel_type)
+        .map_err(|e| fail(&e))?;
+    let mut dst = fr::images::Image::new(g.width, g.height, pixel_type);
+    let options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3))
+        .crop(g.crop.left, g.crop.top, g.crop.width, g.crop.height);
+    fr::Resizer::new()
+        .resize(&src_view, &mut dst, &options)
+        .map_err(|e| fail(&e))?;
+    Ok(Pixels {
+        width: g.width,
+        height: g.height,
+        alpha: src.alpha,
+        data: dst.into_vec(),
+    })
+}
+
+/// Copies the `width`×`height` rectangle at (`left`, `top`); the caller keeps it inside `src`.
+fn crop_copy(src: &Pixels, left: u32, top: u32, width: u32, height: u32) -> Pixels {
+    let channels = src.channels();
+    let (left, top) = (left.min(src.width - width), top.min(src.height - height));
+    let row_len = width as usize * channels;
+    let mut data = Vec::with_capacity(row_len * height as usize);
+    for row in src
+        .data
+        .chunks_exact(src.stride())
+        .skip(top as usize)
+        .take(height as usize)
+    {
+        let start = left as usize * channels;
+        data.extend_from_slice(&row[start..start + row_len]);
+    }
+    Pixels {
+        width,
+        height,
+        alpha: src.alpha,
+        data,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 7: flips.
+
+/// Mirrors left↔right and/or top↔bottom, in place.
+fn flip(mut p: Pixels, horizontal: bool, vertical: bool) -> Pixels {
+    let (stride, channels) = (p.stride(), p.channels());
+    if horizontal {
+        for row in p.data.chunks_exact_mut(stride) {
+            // Reversing the row reverses the pixel order and each pixel's channels; reversing
+            // each pixel again restores the channel order.
+            row.reverse();
+            for px in row.chunks_exact_mut(channels) {
+                px.reverse();
+            }
+        }
+    }
+    if vertical {
+        let rows = p.height as usize;
+        for y in 0..rows / 2 {
+            let (upper, lower) = p.data.split_at_mut((rows - 1 - y) * stride);
+            upper[y * stride..(y + 1) * stride].swap_with_slice(&mut lower[..stride]);
+        }
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 8: encode.
+
+/// Encodes in `format` with `quality` (1–100, lossy formats only) or the format's default.
+fn encode(p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered, PipelineError> {
+    let max_side = match format {
+        Format::Jpeg => MAX_JPEG_DIMENSION,
+        Format::Webp => MAX_WEBP_DIMENSION,
+        Format::Png => u32::MAX,
+    };
+    if p.width > max_side || p.height > max_side {
+        return Err(PipelineError::TooLarge(format!(
+            "{}x{} exceeds the {} limit of {max_side} pixels per side",
+            p.width,
+            p.height,
+            format.name()
+        )));
+    }
+    let bytes = match format {
+        Format::Jpeg => encode_jpeg(&p, quality.unwrap_or(DEFAULT_JPEG_QUALITY))?,
+        Format::Png => encode_png(&p)?,
+        Format::Webp => encode_webp(&p, quality.unwrap_or(DEFAULT_WEBP_QUALITY))?,
+    };
+    Ok(Rendered {
+        bytes,
+        format,
+        width: p.width,
+        height: p.height,
+    })
+}
+
+/// JPEG via `image`'s encoder; RGBA is flattened onto white first.
+fn encode_jpeg(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    let flattened;
+    let rgb = if p.alpha {
+        flattened = flatten_on_white(&p.data);
+        &flattened
+    } else {
+        &p.data
+    };
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+        .write_image(rgb, p.width, p.height, ExtendedColorType::Rgb8)
+        .map_err(|e| PipelineError::Encode(format!("jpeg: {e}")))?;
+    Ok(out)
+}
+
+/// Composites straight-alpha RGBA onto an opaque white background, giving RGB.
+fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(rgba.len() / 4 * 3);
+    for px in rgba.chunks_exact(4) {
+        let a = u32::from(px[3]);
+        for &c in &px[..3] {
+            // c·a + 255·(255 − a), divided by 255 with rounding; at most 255.
+            let v = (u32::from(c) * a + 255 * (255 - a) + 127) / 255;
+            rgb.push(v.min(255) as u8);
+        }
+    }
+    rgb
+}
+
+/// PNG via `image`'s encoder (its default is fast compression with adaptive filtering).
+fn encode_png(p: &Pixels) -> Result<Vec<u8>, PipelineError> {
+    let color = if p.alpha {
+        ExtendedColorType::Rgba8
+    } else {
+        ExtendedColorType::Rgb8
+    };
+    let mut out = Vec::new();
+    PngEncoder::new(&mut out)
+        .write_image(&p.data, p.width, p.height, color)
+        .map_err(|e| PipelineError::Encode(format!("png: {e}")))?;
+    Ok(out)
+}
+
+/// Lossy WebP via libwebp.
+fn encode_webp(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    let encoder = if p.alpha {
+        webp::Encoder::from_rgba(&p.data, p.width, p.height)
+    } else {
+        webp::Encoder::from_rgb(&p.data, p.width, p.height)
+    };
+    // `encode` unwraps libwebp's error; `encode_simple` returns it.
+    let memory = encoder
+        .encode_simple(false, f32::from(quality.clamp(1, 100)))
+        .map_err(|e| PipelineError::Encode(format!("webp: {e:?}")))?;
+    Ok(memory.to_vec())
+}
+
+/// The `image` crate's name for a pipeline format.
+fn image_format(format: Format) -> ImageFormat {
+    match format {
+        Format::Jpeg => ImageFormat::Jpeg,
+        Format::Png => ImageFormat::Png,
+        Format::Webp => ImageFormat::WebP,
+    }
+}

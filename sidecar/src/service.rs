@@ -1,0 +1,408 @@
+//! The gRPC image service: `Render` (streaming, behind the transcoder), `RenderUnary` (call
+//! mode) and `Health`.
+//!
+//! One render, in order:
+//! 1. convert the proto request into the canonical [`RenderRequest`] (pixmesh-core);
+//! 2. serve from result storage when the rendition is there (304 when `If-None-Match` matches);
+//! 3. read the source (404/403/413/503/504 from the storage);
+//! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering;
+//! 5. render on a blocking worker, at most one per core;
+//! 6. stream the image, and write it to result storage in the background.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pixmesh_core::keys::SafeChars;
+use pixmesh_core::render::{RenderRequest, etag, if_none_match, result_key};
+use pixmesh_core::transform::{Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign};
+use pixmesh_proto::google::api::HttpBody;
+use pixmesh_proto::v1;
+use tokio::sync::Semaphore;
+use tokio_stream::Stream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status};
+
+use crate::config::Limits;
+use crate::error::RenderError;
+use crate::pipeline;
+use crate::storage::{Object, S3Storage, Storage, StorageError, http_date};
+
+/// Size of each streamed `HttpBody` message.
+const CHUNK: usize = 64 * 1024;
+
+/// User-metadata names kept with each rendition in result storage.
+const META_ETAG: &str = "pixmesh-etag";
+const META_SOURCE_MODIFIED: &str = "pixmesh-source-last-modified";
+
+/// Where renditions are kept.
+pub struct ResultStore {
+    /// The bucket.
+    pub storage: S3Storage,
+    /// Key prefix of every rendition.
+    pub base_dir: String,
+}
+
+/// Everything a render needs, shared by all requests.
+pub struct Renderer {
+    /// Named source storages.
+    pub storages: HashMap<String, Storage>,
+    /// Result storage, if configured.
+    pub results: Option<ResultStore>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// `Cache-Control` of every rendition.
+    pub cache_control: MetadataValue<tonic::metadata::Ascii>,
+    /// One permit per concurrent render (one per core).
+    pub workers: Semaphore,
+}
+
+/// The outcome of a successful render.
+enum Rendition {
+    /// The client's copy is current.
+    NotModified { etag: String },
+    /// The image.
+    Image {
+        bytes: Bytes,
+        content_type: String,
+        etag: String,
+        last_modified: Option<String>,
+    },
+}
+
+impl Renderer {
+    async fn render(
+        &self,
+        req: RenderRequest,
+        if_none: Option<&str>,
+    ) -> Result<Rendition, RenderError> {
+        let storage = self
+            .storages
+            .get(&req.storage)
+            .ok_or_else(|| RenderError::UnknownStorage(req.storage.clone()))?;
+        let canonical = req.canonical();
+        let stored_key = self
+            .results
+            .as_ref()
+            .map(|rs| result_key(&rs.base_dir, &canonical, &SafeChars::default()));
+        if let (Some(rs), Some(key)) = (&self.results, &stored_key) {
+            match rs.storage.get(key, u64::MAX).await {
+                Ok(obj) => return Ok(from_result_storage(obj, if_none)),
+                Err(StorageError::NotFound) => {}
+                Err(e) => tracing::warn!(key, error = e.detail(), "result storage read failed"),
+            }
+        }
+        let source = storage
+            .get(&req.key, self.limits.max_source_bytes)
+            .await
+            .map_err(RenderError::Source)?;
+        let tag = etag(&canonical, &source.etag);
+        if if_none.is_some_and(|h| if_none_match(h, &tag)) {
+            return Ok(Rendition::NotModified { etag: tag });
+        }
+        let rendered = self.run_pipeline(source.bytes, req.transform).await?;
+        let content_type = rendered.format.content_type().to_owned();
+        let bytes = Bytes::from(rendered.bytes);
+        let last_modified = source.last_modified.as_ref().and_then(http_date);
+        if let (Some(rs), Some(key)) = (&self.results, stored_key) {
+            let mut meta = HashMap::from([(META_ETAG.to_owned(), tag.clone())]);
+            if let Some(lm) = &last_modified {
+                meta.insert(META_SOURCE_MODIFIED.to_owned(), lm.clone());
+            }
+            let (store, bytes, ct) = (rs.storage.clone(), bytes.clone(), content_type.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.put(&key, bytes, &ct, meta).await {
+                    tracing::warn!(key, error = e.detail(), "result storage write failed");
+                }
+            });
+        }
+        Ok(Rendition::Image {
+            bytes,
+            content_type,
+            etag: tag,
+            last_modified,
+        })
+    }
+
+    async fn run_pipeline(
+        &self,
+        source: Bytes,
+        transform: Transform,
+    ) -> Result<pipeline::Rendered, RenderError> {
+        let _permit = self
+            .workers
+            .acquire()
+            .await
+            .map_err(|_| RenderError::Internal("worker pool closed".into()))?;
+        let limits = pipeline::Limits {
+            max_source_pixels: self.limits.max_source_pixels,
+            max_output_pixels: self.limits.max_output_pixels,
+        };
+        tokio::task::spawn_blocking(move || pipeline::render(&source, &transform, &limits))
+            .await
+            .map_err(|e| RenderError::Internal(format!("render worker failed: {e}")))?
+            .map_err(RenderError::from)
+    }
+
+    /// Renders and logs failures; the error is what the client gets.
+    async fn handle(&self, req: v1::RenderRequest, md: &MetadataMap) -> Result<Rendition, Status> {
+        let if_none = md.get("if-none-match").and_then(|v| v.to_str().ok());
+        let result = match to_core(req) {
+            Ok(req) => self.render(req, if_none).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| {
+            if e.http_status() >= 500 {
+                tracing::warn!(
+                    status = e.http_status(),
+                    detail = e.detail(),
+                    "render failed"
+                );
+            } else {
+                tracing::debug!(
+                    status = e.http_status(),
+                    detail = e.detail(),
+                    "render refused"
+                );
+            }
+            e.to_status()
+        })
+    }
+
+    fn headers(&self, r: &Rendition) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = MetadataValue::try_from(value) {
+                md.insert(name, v);
+            }
+        };
+        match r {
+            Rendition::NotModified { etag } => {
+                put("etag", etag);
+                put("x-http-status", "304");
+            }
+            Rendition::Image {
+                etag,
+                last_modified,
+                ..
+            } => {
+                put("etag", etag);
+                if let Some(lm) = last_modified {
+                    put("last-modified", lm);
+                }
+            }
+        }
+        md.insert("cache-control", self.cache_control.clone());
+        md
+    }
+}
+
+fn from_result_storage(obj: Object, if_none: Option<&str>) -> Rendition {
+    let etag = obj.metadata.get(META_ETAG).cloned().unwrap_or(obj.etag);
+    if if_none.is_some_and(|h| if_none_match(h, &etag)) {
+        return Rendition::NotModified { etag };
+    }
+    Rendition::Image {
+        content_type: obj
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+        last_modified: obj.metadata.get(META_SOURCE_MODIFIED).cloned(),
+        bytes: obj.bytes,
+        etag,
+    }
+}
+
+/// Converts the wire request into the canonical model, rejecting values the filter never sends.
+pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
+    let bad = |m: String| RenderError::BadRequest(m);
+    if r.storage.is_empty() || r.key.is_empty() {
+        return Err(bad("storage and key are required".into()));
+    }
+    if r.width > MAX_DIMENSION || r.height > MAX_DIMENSION {
+        return Err(bad(format!("dimensions are limited to {MAX_DIMENSION}")));
+    }
+    let fit = match v1::Fit::try_from(r.fit) {
+        Ok(v1::Fit::Unspecified | v1::Fit::Fill) => Fit::Fill,
+        Ok(v1::Fit::FitIn) => Fit::FitIn,
+        Ok(v1::Fit::Stretch) => Fit::Stretch,
+        Err(_) => return Err(bad(format!("unknown fit {}", r.fit))),
+    };
+    let h_align = match v1::HAlign::try_from(r.h_align) {
+        Ok(v1::HAlign::Unspecified | v1::HAlign::Center) => HAlign::Center,
+        Ok(v1::HAlign::Left) => HAlign::Left,
+        Ok(v1::HAlign::Right) => HAlign::Right,
+        Err(_) => return Err(bad(format!("unknown h_align {}", r.h_align))),
+    };
+    let v_align = match v1::VAlign::try_from(r.v_align) {
+        Ok(v1::VAlign::Unspecified | v1::VAlign::Middle) => VAlign::Middle,
+        Ok(v1::VAlign::Top) => VAlign::Top,
+        Ok(v1::VAlign::Bottom) => VAlign::Bottom,
+        Err(_) => return Err(bad(format!("unknown v_align {}", r.v_align))),
+    };
+    let format = match v1::Format::try_from(r.format) {
+        Ok(v1::Format::Unspecified) => None,
+        Ok(v1::Format::Jpeg) => Some(Format::Jpeg),
+        Ok(v1::Format::Png) => Some(Format::Png),
+        Ok(v1::Format::Webp) => Some(Format::Webp),
+        Err(_) => return Err(bad(format!("unknown format {}", r.format))),
+    };
+    let quality = match r.quality {
+        0 => None,
+        q @ 1..=100 => Some(q as u8),
+        q => return Err(bad(format!("quality {q} is not between 1 and 100"))),
+    };
+    Ok(RenderRequest {
+        storage: r.storage,
+        key: r.key,
+        transform: Transform {
+            width: r.width,
+            height: r.height,
+            fit,
+            upscale: r.upscale,
+            flip_h: r.flip_h,
+            flip_v: r.flip_v,
+            h_align,
+            v_align,
+            format,
+            quality,
+        },
+    })
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct ImageService(pub Arc<Renderer>);
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<HttpBody, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::image_service_server::ImageService for ImageService {
+    type RenderStream = BodyStream;
+
+    async fn render(
+        &self,
+        request: Request<v1::RenderRequest>,
+    ) -> Result<Response<Self::RenderStream>, Status> {
+        let (md, _, req) = request.into_parts();
+        let rendition = self.0.handle(req, &md).await?;
+        let headers = self.0.headers(&rendition);
+        let messages: Vec<Result<HttpBody, Status>> = match rendition {
+            Rendition::NotModified { .. } => Vec::new(),
+            Rendition::Image {
+                bytes,
+                content_type,
+                ..
+            } => (0..bytes.len())
+                .step_by(CHUNK)
+                .map(|start| {
+                    Ok(HttpBody {
+                        content_type: if start == 0 {
+                            content_type.clone()
+                        } else {
+                            String::new()
+                        },
+                        data: bytes
+                            .slice(start..(start + CHUNK).min(bytes.len()))
+                            .to_vec(),
+                        extensions: Vec::new(),
+                    })
+                })
+                .collect(),
+        };
+        let mut response = Response::new(Box::pin(tokio_stream::iter(messages)) as BodyStream);
+        *response.metadata_mut() = headers;
+        Ok(response)
+    }
+
+    async fn render_unary(
+        &self,
+        request: Request<v1::RenderRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let (md, _, req) = request.into_parts();
+        let rendition = self.0.handle(req, &md).await?;
+        let headers = self.0.headers(&rendition);
+        let body = match rendition {
+            Rendition::NotModified { .. } => HttpBody::default(),
+            Rendition::Image {
+                bytes,
+                content_type,
+                ..
+            } => HttpBody {
+                content_type,
+                data: bytes.to_vec(),
+                extensions: Vec::new(),
+            },
+        };
+        let mut response = Response::new(body);
+        *response.metadata_mut() = headers;
+        Ok(response)
+    }
+
+    async fn health(
+        &self,
+        _request: Request<v1::HealthRequest>,
+    ) -> Result<Response<v1::HealthResponse>, Status> {
+        Ok(Response::new(v1::HealthResponse {
+            status: v1::health_response::Status::Serving.into(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_request_maps_onto_the_canonical_model() {
+        let wire = v1::RenderRequest {
+            storage: "photos".into(),
+            key: "a/b.jpg".into(),
+            width: 300,
+            height: 200,
+            fit: v1::Fit::FitIn.into(),
+            upscale: true,
+            flip_h: true,
+            flip_v: false,
+            h_align: v1::HAlign::Left.into(),
+            v_align: v1::VAlign::Bottom.into(),
+            format: v1::Format::Webp.into(),
+            quality: 80,
+        };
+        let req = to_core(wire).unwrap();
+        assert_eq!(
+            req.canonical(),
+            "photos/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/a/b.jpg"
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_filter_never_sends() {
+        let base = v1::RenderRequest {
+            storage: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        };
+        for bad in [
+            v1::RenderRequest {
+                storage: String::new(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                quality: 101,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                fit: 99,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                width: MAX_DIMENSION + 1,
+                ..base.clone()
+            },
+        ] {
+            assert!(matches!(to_core(bad), Err(RenderError::BadRequest(_))));
+        }
+        assert!(to_core(base).is_ok());
+    }
+}

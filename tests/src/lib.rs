@@ -1,0 +1,20 @@
+//! Test harness for pixmesh's end-to-end tests and demo.
+//!
+//! It locates the external tools installed by `scripts/setup` ([`tools`]), runs real processes
+//! with bounded start-up waits and orphan-free shutdown ([`Garage`] for S3, [`Envoy`] for the
+//! proxy), and offers a tiny blocking HTTP client ([`http`]) for talking to them.
+//!
+//! A missing tool makes the harness panic with a message that says how to install it: tests that
+//! need a component fail, they never skip.
+
+pub mod envoy;
+pub mod garage;
+pub mod http;
+pub mod ports;
+pub mod stack;
+pub mod tools;
+mod util;
+
+pub use envoy::Envoy;
+pub use garage::Garage;
+pub use stack::{Sidecar, Stack};

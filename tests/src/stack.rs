@@ -1,0 +1,251 @@
+//! The whole pixmesh stack, for the e2e tests and the demo: the sidecar (in this process, on an
+//! ephemeral port) and a real Envoy running the real wasm filter, configured from
+//! `envoy/pixmesh.yaml.tmpl`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::envoy::Envoy;
+use crate::http::Response;
+use crate::{http, tools};
+
+/// The Envoy configuration template shipped in `envoy/`.
+pub const ENVOY_TEMPLATE: &str = include_str!("../../envoy/pixmesh.yaml.tmpl");
+
+/// Values for the template's placeholders.
+#[derive(Debug, Clone)]
+pub struct EnvoyParams {
+    /// Listener address.
+    pub listen_address: String,
+    /// Listener port; 0 picks a free one.
+    pub listen_port: u16,
+    /// Admin port; 0 picks a free one.
+    pub admin_port: u16,
+    /// Sidecar gRPC port on 127.0.0.1.
+    pub sidecar_port: u16,
+    /// The filter's JSON configuration.
+    pub filter_config: String,
+    /// The filter's `.wasm`.
+    pub filter_wasm: PathBuf,
+    /// The descriptor set file for the transcoder.
+    pub descriptor: PathBuf,
+    /// Route timeout, e.g. `30s`.
+    pub route_timeout: String,
+}
+
+/// Renders the template; panics if a placeholder is left, so template and renderer cannot drift.
+pub fn render_envoy_config(p: &EnvoyParams) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let path = |p: &Path| quote(&p.display().to_string());
+    let rendered = ENVOY_TEMPLATE
+        .replace("{{LISTEN_ADDRESS}}", &p.listen_address)
+        .replace("{{LISTEN_PORT}}", &p.listen_port.to_string())
+        .replace("{{ADMIN_PORT}}", &p.admin_port.to_string())
+        .replace("{{SIDECAR_PORT}}", &p.sidecar_port.to_string())
+        .replace("{{FILTER_CONFIG_JSON_STRING}}", &quote(&p.filter_config))
+        .replace("{{FILTER_WASM}}", &path(&p.filter_wasm))
+        .replace("{{DESCRIPTOR}}", &path(&p.descriptor))
+        .replace("{{ROUTE_TIMEOUT}}", &p.route_timeout);
+    if let Some(i) = rendered.find("{{") {
+        panic!(
+            "envoy template placeholder not rendered: {}",
+            &rendered[i..rendered.len().min(i + 40)]
+        );
+    }
+    rendered
+}
+
+/// The sidecar, serving in this process until dropped.
+pub struct Sidecar {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Sidecar {
+    /// Starts the sidecar with `config_toml` (its `listen` is ignored: 127.0.0.1:0 is used).
+    pub async fn start(config_toml: &str) -> Sidecar {
+        let config = pixmesh_sidecar::config::Config::from_toml(config_toml)
+            .unwrap_or_else(|e| panic!("sidecar config: {e}\n{config_toml}"));
+        Self::start_with(config, "127.0.0.1:0").await
+    }
+
+    /// Starts the sidecar with a parsed config on `addr`.
+    pub async fn start_with(config: pixmesh_sidecar::config::Config, addr: &str) -> Sidecar {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind sidecar on {addr}: {e}"));
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = pixmesh_sidecar::serve(&config, listener, shutdown).await {
+                panic!("sidecar stopped: {e}");
+            }
+        });
+        Sidecar {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it and waits until it stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Envoy + filter + sidecar.
+pub struct Stack {
+    /// The running Envoy.
+    pub envoy: Envoy,
+    /// The in-process sidecar; `None` with [`StackBuilder::external_sidecar`].
+    pub sidecar: Option<Sidecar>,
+    _dir: TempDir,
+}
+
+/// Builds a [`Stack`].
+#[derive(Debug, Clone)]
+pub struct StackBuilder {
+    filter_config: String,
+    sidecar_config: String,
+    listen_port: u16,
+    sidecar_port: Option<u16>,
+    route_timeout: String,
+}
+
+impl Stack {
+    /// A stack whose filter uses `filter_config` (JSON) and whose sidecar uses `sidecar_config`
+    /// (TOML).
+    pub fn builder(filter_config: &str, sidecar_config: &str) -> StackBuilder {
+        StackBuilder {
+            filter_config: filter_config.to_owned(),
+            sidecar_config: sidecar_config.to_owned(),
+            listen_port: 0,
+            sidecar_port: None,
+            route_timeout: "30s".to_owned(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.envoy.base_url())
+    }
+
+    /// GET through Envoy without blocking the runtime the sidecar runs on.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let url = self.url(path);
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            http::get(&url, &h)
+        })
+        .await
+        .expect("GET task")
+    }
+
+    /// HEAD through Envoy.
+    pub async fn head(&self, path: &str) -> Response {
+        let url = self.url(path);
+        tokio::task::spawn_blocking(move || http::head(&url, &[]))
+            .await
+            .expect("HEAD task")
+    }
+
+    /// GET that may fail at the transport level (reset, truncated body).
+    pub async fn try_get(&self, path: &str) -> Result<Response, http::Error> {
+        let url = self.url(path);
+        tokio::task::spawn_blocking(move || http::try_get(&url, &[]))
+            .await
+            .expect("GET task")
+    }
+}
+
+impl StackBuilder {
+    /// Listen on this port instead of an ephemeral one (the demo).
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
+        self
+    }
+
+    /// Point Envoy at an already running sidecar (or a closed port) instead of starting one.
+    pub fn external_sidecar(mut self, port: u16) -> Self {
+        self.sidecar_port = Some(port);
+        self
+    }
+
+    /// Envoy's route timeout, e.g. `2s`.
+    pub fn route_timeout(mut self, timeout: &str) -> Self {
+        self.route_timeout = timeout.to_owned();
+        self
+    }
+
+    /// The rendered Envoy configuration this builder would start with.
+    pub fn envoy_config(&self, sidecar_port: u16, descriptor: &Path) -> String {
+        render_envoy_config(&EnvoyParams {
+            listen_address: "127.0.0.1".into(),
+            listen_port: self.listen_port,
+            admin_port: 0,
+            sidecar_port,
+            filter_config: self.filter_config.clone(),
+            filter_wasm: tools::filter_wasm(),
+            descriptor: descriptor.to_owned(),
+            route_timeout: self.route_timeout.clone(),
+        })
+    }
+
+    /// Starts the sidecar (unless external) and Envoy, and waits until both are ready.
+    pub async fn start(self) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("pixmesh-stack-")
+            .tempdir()
+            .expect("tempdir");
+        let descriptor = dir.path().join("pixmesh.pb");
+        std::fs::write(&descriptor, pixmesh_proto::DESCRIPTOR_SET).expect("write descriptor");
+        let (sidecar, port) = match self.sidecar_port {
+            Some(port) => (None, port),
+            None => {
+                let sidecar = Sidecar::start(&self.sidecar_config).await;
+                let port = sidecar.addr().port();
+                (Some(sidecar), port)
+            }
+        };
+        let config = self.envoy_config(port, &descriptor);
+        let envoy = Envoy::start_with_args(&config, &["--concurrency", "1"]).await;
+        Stack {
+            envoy,
+            sidecar,
+            _dir: dir,
+        }
+    }
+}
