@@ -120,8 +120,8 @@ impl FilterConfig {
             if !r.prefix.starts_with('/') || !r.prefix.ends_with('/') {
                 return fail("prefix must start and end with /");
             }
-            if r.prefix.starts_with(crate::render::INTERNAL_PREFIX) {
-                return fail("prefix is reserved for pixmesh's internal render path");
+            if crate::render::is_internal(&r.prefix) {
+                return fail("prefix is reserved for pixmesh's internal paths");
             }
             if seen.contains(&&r.prefix) {
                 return fail("prefix is configured twice");

@@ -19,6 +19,16 @@ pub const INTERNAL_PREFIX: &str = "/_pixmesh/";
 /// The transcoder's REST path for the streaming `Render` RPC.
 pub const RENDER_PATH: &str = "/_pixmesh/v1/render";
 
+/// The gRPC path prefix of `pixmesh.v1.ImageService`. The transcoder rewrites [`RENDER_PATH`]
+/// to it and Envoy routes it to the sidecar, so clients may never call it directly either: a raw
+/// gRPC call would skip signature checks.
+pub const GRPC_PREFIX: &str = "/pixmesh.v1.ImageService/";
+
+/// Whether `path` is one clients must never reach: [`INTERNAL_PREFIX`] or [`GRPC_PREFIX`].
+pub fn is_internal(path: &str) -> bool {
+    path.starts_with(INTERNAL_PREFIX) || path.starts_with(GRPC_PREFIX)
+}
+
 /// A canonical request for one rendition of one stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderRequest {

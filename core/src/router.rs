@@ -4,7 +4,7 @@
 use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig};
 use crate::keys;
 use crate::link;
-use crate::render::{INTERNAL_PREFIX, RENDER_PATH, RenderRequest};
+use crate::render::{RENDER_PATH, RenderRequest, is_internal};
 use crate::sign::ThumborSigner;
 use crate::thumbor::{GrammarError, Signature, ThumborPath};
 
@@ -84,7 +84,7 @@ impl Router {
 
     /// Decides what to do with a request of `method` for `path` (the raw `:path`, with query).
     pub fn decide(&self, method: &str, path: &str) -> Decision {
-        if path.starts_with(INTERNAL_PREFIX) {
+        if is_internal(path) {
             return reject(404, "not found");
         }
         let path = path.split_once('?').map_or(path, |(p, _query)| p);
@@ -231,6 +231,11 @@ mod tests {
         assert_eq!(
             rejected(r.decide("GET", "/_pixmesh/v1/render?storage=photos&key=x")).0,
             404
+        );
+        assert_eq!(
+            rejected(r.decide("POST", "/pixmesh.v1.ImageService/Render")).0,
+            404,
+            "a raw gRPC call would skip signature checks"
         );
         assert_eq!(rejected(r.decide("POST", "/img/open/unsafe/a.jpg")).0, 405);
         assert_eq!(rejected(r.decide("GET", "/img/open/unsafe/")).0, 400);

@@ -31,6 +31,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_prefix_matches_the_service() {
+        assert_eq!(
+            pixmesh_core::render::GRPC_PREFIX,
+            format!("/{SERVICE_NAME}/"),
+            "the filter must reject raw gRPC calls to this service"
+        );
+    }
+
+    #[test]
     fn descriptor_keeps_the_http_rules() {
         // The HTTP path must be in the descriptor Envoy loads, and it must be the path the
         // filter rewrites to.

@@ -19,7 +19,7 @@
 //! region = "us-east-1"
 //! force_path_style = true              # default: true with a custom endpoint
 //! access_key_id = "GK…"                # omit both keys for the default credential chain
-//! secret_access_key = "…"
+//! secret_access_key = "example-secret"
 //!
 //! [result_storage]              # optional: where renditions are kept and served from
 //! storage = "photos"
@@ -253,7 +253,9 @@ mod tests {
         let cfg = Config::from_toml(&doc).unwrap();
         assert_eq!(cfg.storages.len(), 2);
         assert_eq!(cfg.result_storage.unwrap().base_dir, "renditions");
-        assert!(!format!("{:?}", cfg.storages["photos"]).contains("…\""));
+        let debug = format!("{:?}", cfg.storages["photos"]);
+        assert!(!debug.contains("example-secret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 
     #[test]
