@@ -115,6 +115,7 @@ impl PipelineError {
 /// synchronous: callers run it on a blocking thread.
 pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered, PipelineError> {
     let source_format = sniff_format(source)?;
+    check_complete(source, source_format)?;
     let mut decoder = read_header(source, source_format, limits)?;
     check_source_size(decoder.dimensions(), limits)?;
     let orientation = read_orientation(&mut decoder);
@@ -175,6 +176,49 @@ fn sniff_format(data: &[u8]) -> Result<Format, PipelineError> {
         "unknown"
     };
     Err(PipelineError::UnsupportedFormat(detected.to_owned()))
+}
+
+/// Rejects a JPEG without an end-of-image marker after its first scan. The JPEG decoder is
+/// lenient and would render a truncated file with a grey lower part; a CDN would cache that as
+/// the image, so a truncated upload or an interrupted copy is a 422 instead. (PNG and WebP
+/// decoders already fail on truncation: both formats declare their lengths.)
+fn check_complete(data: &[u8], format: Format) -> Result<(), PipelineError> {
+    if format != Format::Jpeg {
+        return Ok(());
+    }
+    let complete = jpeg_first_scan(data).is_some_and(|sos| {
+        // Inside entropy-coded data a 0xFF is always followed by 0x00 or a restart marker, so
+        // FF D9 after the first scan starts is the real end-of-image marker.
+        data[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+    });
+    if complete {
+        Ok(())
+    } else {
+        Err(PipelineError::Corrupt(
+            "jpeg is truncated (no end-of-image marker)".to_owned(),
+        ))
+    }
+}
+
+/// Offset of the first start-of-scan marker, found by walking the marker segments (so markers
+/// inside an EXIF thumbnail are skipped); `None` when the segments end first.
+fn jpeg_first_scan(data: &[u8]) -> Option<usize> {
+    let mut pos = 2; // after SOI
+    loop {
+        if *data.get(pos)? != 0xFF {
+            return None;
+        }
+        let marker = *data.get(pos + 1)?;
+        match marker {
+            0xFF => pos += 1, // fill byte
+            0xDA => return Some(pos),
+            0x01 | 0xD0..=0xD8 => pos += 2, // standalone markers
+            _ => {
+                let len = u16::from_be_bytes([*data.get(pos + 2)?, *data.get(pos + 3)?]);
+                pos += 2 + usize::from(len);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,7 +529,13 @@ fn resize(src: Pixels, g: &Geometry) -> Result<Pixels, PipelineError> {
         if g.width == src.width && g.height == src.height {
             return Ok(src);
         }
-        return Ok(crop_copy(&src, g.crop.left as u32, g.crop.top as u32, g.width, g.height));
+        return Ok(crop_copy(
+            &src,
+            g.crop.left as u32,
+            g.crop.top as u32,
+            g.width,
+            g.height,
+        ));
     }
     let fail = |e: &dyn std::fmt::Display| PipelineError::Encode(format!("resize: {e}"));
     let pixel_type = src.pixel_type();
@@ -650,5 +700,361 @@ fn image_format(format: Format) -> ImageFormat {
         Format::Jpeg => ImageFormat::Jpeg,
         Format::Png => ImageFormat::Png,
         Format::Webp => ImageFormat::WebP,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GenericImageView, Rgb, RgbImage, Rgba, RgbaImage};
+
+    fn testdata(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/images")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn transform(width: u32, height: u32, fit: Fit) -> Transform {
+        Transform {
+            width,
+            height,
+            fit,
+            ..Transform::default()
+        }
+    }
+
+    fn encode_as(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), format).unwrap();
+        out
+    }
+
+    fn decoded(r: &Rendered) -> DynamicImage {
+        image::load_from_memory_with_format(&r.bytes, image_format(r.format)).unwrap()
+    }
+
+    /// A 4-quadrant RGB image: red top-left, green top-right, blue bottom-left, white bottom-right.
+    fn quadrants(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            match (x < width / 2, y < height / 2) {
+                (true, true) => Rgb([255, 0, 0]),
+                (false, true) => Rgb([0, 255, 0]),
+                (true, false) => Rgb([0, 0, 255]),
+                (false, false) => Rgb([255, 255, 255]),
+            }
+        })
+    }
+
+    /// Whether `px` is within `tolerance` of `expected` on every channel.
+    fn near(px: Rgb<u8>, expected: [u8; 3], tolerance: u8) -> bool {
+        px.0.iter()
+            .zip(expected)
+            .all(|(&a, b)| a.abs_diff(b) <= tolerance)
+    }
+
+    #[test]
+    fn geometry_follows_thumbor_semantics() {
+        let g = |w0, h0, t: Transform| {
+            let g = compute_geometry(w0, h0, &t);
+            (g.width, g.height)
+        };
+        let up = |mut t: Transform| {
+            t.upscale = true;
+            t
+        };
+        // (source, transform) → output size
+        let cases = [
+            ((2560, 1600), transform(320, 320, Fit::FitIn), (320, 200)),
+            ((2560, 1600), transform(0, 100, Fit::FitIn), (160, 100)),
+            ((2560, 1600), transform(400, 0, Fit::Fill), (400, 250)),
+            ((2560, 1600), transform(200, 200, Fit::Fill), (200, 200)),
+            ((2560, 1600), transform(100, 300, Fit::Stretch), (100, 300)),
+            ((480, 360), transform(1000, 1000, Fit::FitIn), (480, 360)),
+            (
+                (480, 360),
+                up(transform(1000, 1000, Fit::FitIn)),
+                (1000, 750),
+            ),
+            // Fill without upscaling keeps the box's aspect ratio at the largest size inside.
+            ((480, 360), transform(1000, 500, Fit::Fill), (480, 240)),
+            ((480, 360), up(transform(1000, 500, Fit::Fill)), (1000, 500)),
+            ((480, 360), transform(1000, 2000, Fit::Stretch), (480, 360)),
+            ((480, 360), transform(0, 0, Fit::Fill), (480, 360)),
+            ((1, 10_000), transform(10, 10, Fit::FitIn), (1, 10)),
+        ];
+        for ((w0, h0), t, expected) in cases {
+            assert_eq!(g(w0, h0, t), expected, "{w0}x{h0} {t:?}");
+        }
+    }
+
+    #[test]
+    fn fill_crops_by_alignment() {
+        let mut t = transform(100, 100, Fit::Fill);
+        let crop = |t: &Transform| compute_geometry(400, 200, t).crop;
+        assert_eq!(crop(&t).left, 100.0);
+        t.h_align = HAlign::Left;
+        assert_eq!(crop(&t).left, 0.0);
+        t.h_align = HAlign::Right;
+        assert_eq!(crop(&t).left, 200.0);
+        assert_eq!((crop(&t).width, crop(&t).height), (200.0, 200.0));
+        let mut t = transform(100, 100, Fit::Fill);
+        t.v_align = VAlign::Bottom;
+        assert_eq!(compute_geometry(200, 400, &t).crop.top, 200.0);
+    }
+
+    #[test]
+    fn fill_keeps_the_aligned_corner() {
+        // 200x100 source, 50x50 box anchored left: only the left half (red/blue) remains.
+        let src = encode_as(
+            &DynamicImage::ImageRgb8(quadrants(200, 100)),
+            ImageFormat::Png,
+        );
+        let mut t = transform(50, 50, Fit::Fill);
+        t.h_align = HAlign::Left;
+        let out = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(out.dimensions(), (50, 50));
+        assert!(near(*out.get_pixel(5, 5), [255, 0, 0], 8));
+        assert!(
+            near(*out.get_pixel(45, 5), [255, 0, 0], 8),
+            "green was cropped away"
+        );
+        assert!(near(*out.get_pixel(5, 45), [0, 0, 255], 8));
+    }
+
+    #[test]
+    fn resizes_real_images_in_every_format() {
+        let limits = Limits::default();
+        for (name, source_format) in [
+            ("medium.jpg", Format::Jpeg),
+            ("medium_progressive.jpg", Format::Jpeg),
+            ("alpha.png", Format::Png),
+            ("flower.webp", Format::Webp),
+        ] {
+            let source = testdata(name);
+            let r = render(&source, &transform(300, 0, Fit::FitIn), &limits).unwrap();
+            assert_eq!(r.format, source_format, "{name} keeps its format");
+            for format in Format::ALL {
+                let mut t = transform(160, 120, Fit::Fill);
+                t.format = Some(format);
+                let r = render(&source, &t, &limits).unwrap();
+                assert_eq!((r.width, r.height), (160, 120), "{name} → {format:?}");
+                assert_eq!(decoded(&r).dimensions(), (160, 120), "{name} → {format:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn png_keeps_alpha_and_jpeg_flattens_it_on_white() {
+        // Halves of 16 pixels, so no JPEG block straddles the edge.
+        let img = RgbaImage::from_fn(32, 32, |x, _| {
+            if x < 16 {
+                Rgba([0, 0, 0, 0])
+            } else {
+                Rgba([0, 0, 255, 255])
+            }
+        });
+        let src = encode_as(&DynamicImage::ImageRgba8(img), ImageFormat::Png);
+        let png = render(&src, &Transform::default(), &Limits::default()).unwrap();
+        let png = decoded(&png);
+        assert!(png.color().has_alpha());
+        assert_eq!(png.get_pixel(0, 0).0[3], 0);
+        let t = Transform {
+            format: Some(Format::Jpeg),
+            ..Transform::default()
+        };
+        let jpeg = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+        let (white, blue) = (*jpeg.get_pixel(2, 2), *jpeg.get_pixel(29, 29));
+        assert!(
+            near(white, [255, 255, 255], 4),
+            "transparent → white, got {white:?}"
+        );
+        assert!(near(blue, [0, 0, 255], 24), "{blue:?}");
+        assert_eq!(
+            flatten_on_white(&[10, 20, 30, 255, 10, 20, 30, 0]),
+            [10, 20, 30, 255, 255, 255]
+        );
+    }
+
+    #[test]
+    fn quality_changes_the_lossy_encodings() {
+        let source = testdata("medium.jpg");
+        for format in [Format::Jpeg, Format::Webp] {
+            let size = |q| {
+                let mut t = transform(400, 0, Fit::FitIn);
+                t.format = Some(format);
+                t.quality = Some(q);
+                render(&source, &t, &Limits::default()).unwrap().bytes.len()
+            };
+            assert!(size(20) < size(95), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn flips_mirror_the_pixels() {
+        let src = encode_as(
+            &DynamicImage::ImageRgb8(quadrants(20, 20)),
+            ImageFormat::Png,
+        );
+        let mut t = Transform {
+            flip_h: true,
+            ..Transform::default()
+        };
+        let h = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(*h.get_pixel(0, 0), Rgb([0, 255, 0]));
+        assert_eq!(*h.get_pixel(19, 19), Rgb([0, 0, 255]));
+        t.flip_v = true;
+        let hv = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(*hv.get_pixel(0, 0), Rgb([255, 255, 255]));
+        assert_eq!(*hv.get_pixel(19, 19), Rgb([255, 0, 0]));
+        // Odd heights leave the middle row in place.
+        let odd = Pixels {
+            width: 1,
+            height: 3,
+            alpha: false,
+            data: vec![1, 1, 1, 2, 2, 2, 3, 3, 3],
+        };
+        assert_eq!(flip(odd, false, true).data, [3, 3, 3, 2, 2, 2, 1, 1, 1]);
+    }
+
+    /// A JPEG with an EXIF APP1 segment declaring `orientation`.
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+        let jpeg = encode_as(&DynamicImage::ImageRgb8(img.clone()), ImageFormat::Jpeg);
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec(); // little-endian, IFD at offset 8
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0]); // value padding
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn honours_exif_orientation() {
+        // Orientation 6: the stored pixels must be rotated 90° clockwise to be upright.
+        let stored = quadrants(40, 20);
+        let src = jpeg_with_orientation(&stored, 6);
+        let r = render(&src, &Transform::default(), &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (20, 40));
+        let out = decoded(&r).to_rgb8();
+        // After a clockwise turn, the stored bottom-left (blue) is the top-left.
+        assert!(
+            near(*out.get_pixel(3, 3), [0, 0, 255], 40),
+            "{:?}",
+            out.get_pixel(3, 3)
+        );
+        assert!(
+            near(*out.get_pixel(16, 3), [255, 0, 0], 40),
+            "{:?}",
+            out.get_pixel(16, 3)
+        );
+    }
+
+    #[test]
+    fn unsupported_and_corrupt_sources_are_typed_errors() {
+        let t = transform(10, 10, Fit::FitIn);
+        let limits = Limits::default();
+        let status = |bytes: &[u8]| match render(bytes, &t, &limits) {
+            Ok(r) => panic!("{} bytes rendered as {r:?}", bytes.len()),
+            Err(e) => e.http_status(),
+        };
+        assert_eq!(status(&testdata("anim.gif")), 415);
+        assert_eq!(status(b""), 415);
+        assert_eq!(status(b"hello, world"), 415);
+        assert!(matches!(
+            render(b"GIF89a....", &t, &limits),
+            Err(PipelineError::UnsupportedFormat(f)) if f == "gif"
+        ));
+        let jpeg = testdata("medium.jpg");
+        assert_eq!(status(&jpeg[..jpeg.len() / 3]), 422, "truncated JPEG");
+        assert_eq!(status(&jpeg[..20]), 422, "header only");
+        assert_eq!(
+            status(&jpeg[..jpeg.len() - 2]),
+            422,
+            "no end-of-image marker"
+        );
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"trailing bytes after EOI are tolerated");
+        assert!(render(&trailing, &t, &limits).is_ok());
+        let webp = testdata("flower.webp");
+        assert_eq!(status(&webp[..webp.len() / 2]), 422, "truncated WebP");
+        let png = encode_as(
+            &DynamicImage::ImageRgb8(quadrants(64, 64)),
+            ImageFormat::Png,
+        );
+        assert_eq!(status(&png[..png.len() - 30]), 422, "truncated PNG");
+    }
+
+    /// CRC-32 (IEEE) as PNG chunks use it.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A tiny PNG whose header claims `width`×`height`: a decompression bomb's header.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let mut png = encode_as(&DynamicImage::ImageRgb8(quadrants(4, 4)), ImageFormat::Png);
+        // Signature (8) + length (4) → "IHDR" at 12, data at 16..29, CRC at 29..33.
+        png[16..20].copy_from_slice(&width.to_be_bytes());
+        png[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn limits_are_checked_from_the_header_before_decoding() {
+        let t = transform(10, 10, Fit::FitIn);
+        let bomb = png_claiming(100_000, 100_000);
+        let err = render(&bomb, &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        assert!(err.to_string().contains("100000x100000"), "{err}");
+
+        let small = Limits {
+            max_source_pixels: 1_000_000,
+            ..Limits::default()
+        };
+        let err = render(&testdata("medium.jpg"), &t, &small).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+
+        let tiny_output = Limits {
+            max_output_pixels: 100 * 100,
+            ..Limits::default()
+        };
+        let big = transform(2000, 2000, Fit::FitIn);
+        let err = render(&testdata("medium.jpg"), &big, &tiny_output).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        assert!(render(&testdata("medium.jpg"), &t, &tiny_output).is_ok());
+    }
+
+    #[test]
+    fn webp_output_is_capped_at_its_maximum_side() {
+        let p = Pixels {
+            width: MAX_WEBP_DIMENSION + 1,
+            height: 1,
+            alpha: false,
+            data: vec![0; (MAX_WEBP_DIMENSION as usize + 1) * 3],
+        };
+        let err = encode(p, Format::Webp, None).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
     }
 }

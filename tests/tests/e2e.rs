@@ -3,6 +3,8 @@
 //!
 //! Every test builds its own [`World`] so tests can run in parallel and mutate their buckets.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use image::GenericImageView;
@@ -10,6 +12,7 @@ use pixmesh_core::keys::SafeChars;
 use pixmesh_core::render::{RenderRequest, result_key};
 use pixmesh_core::sign::{HashAlg, ThumborSigner};
 use pixmesh_core::thumbor::ThumborPath;
+use pixmesh_proto::google::api::HttpBody;
 use pixmesh_tests::http::Response;
 use pixmesh_tests::{Garage, Stack, ports, tools};
 
@@ -374,8 +377,11 @@ fn shipped_envoy_template_validates() {
     pixmesh_tests::envoy::validate(&config).unwrap();
 }
 
-/// A sidecar that streams one chunk and then fails, as a storage dying mid-read would.
-struct FailsMidStream;
+/// A sidecar that streams one chunk and then fails, as a storage dying mid-read would. Counts
+/// the calls it gets, so the test knows the failure came from mid-stream and not from routing.
+struct FailsMidStream {
+    calls: Arc<AtomicUsize>,
+}
 
 #[tonic::async_trait]
 impl pixmesh_proto::v1::image_service_server::ImageService for FailsMidStream {
@@ -386,6 +392,7 @@ impl pixmesh_proto::v1::image_service_server::ImageService for FailsMidStream {
         &self,
         _request: tonic::Request<pixmesh_proto::v1::RenderRequest>,
     ) -> Result<tonic::Response<Self::RenderStream>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let chunk = HttpBody {
             content_type: "image/jpeg".into(),
             data: vec![0xff; 256 * 1024],
@@ -413,17 +420,17 @@ impl pixmesh_proto::v1::image_service_server::ImageService for FailsMidStream {
     }
 }
 
-use pixmesh_proto::google::api::HttpBody;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_after_the_first_chunk_is_never_a_complete_200() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let sidecar = FailsMidStream {
+        calls: Arc::clone(&calls),
+    };
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(
-                pixmesh_proto::v1::image_service_server::ImageServiceServer::new(FailsMidStream),
-            )
+            .add_service(pixmesh_proto::v1::image_service_server::ImageServiceServer::new(sidecar))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let stack = Stack::builder(
@@ -433,9 +440,20 @@ async fn error_after_the_first_chunk_is_never_a_complete_200() {
     .external_sidecar(port)
     .start()
     .await;
-    match stack.try_get("/open/unsafe/10x10/a.jpg").await {
-        Err(_) => {} // the stream was reset: the client sees an incomplete response
-        Ok(r) => assert_ne!(r.status, 200, "a truncated image was served as complete"),
+    let outcome = stack.try_get("/open/unsafe/10x10/a.jpg").await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the render call reached the sidecar"
+    );
+    // The status line and the first chunk are already downstream, so the only honest signal left
+    // is a reset: the client must see an incomplete response, never a complete 200.
+    if let Ok(r) = outcome {
+        panic!(
+            "a truncated image was served as a complete response: status {}, {} bytes",
+            r.status,
+            r.body.len()
+        );
     }
     server.abort();
 }
