@@ -1,0 +1,97 @@
+//! The shipped Kubernetes manifests stay true to the code: `k8s/envoy.yaml` is the Envoy template
+//! rendered for the pod in `k8s/deployment.yaml`, and Envoy, the filter and the sidecar all accept
+//! the configuration files in `k8s/`.
+//!
+//! After changing the template or `k8s/filter.json`, regenerate `k8s/envoy.yaml` with
+//! `PIXMESH_BLESS=1 cargo test -p pixmesh-tests --test k8s`.
+
+use std::path::PathBuf;
+
+use pixmesh_core::router::Router;
+use pixmesh_sidecar::config::Config;
+use pixmesh_tests::stack::{EnvoyParams, render_envoy_config};
+use pixmesh_tests::{envoy, tools};
+
+/// Where the pod's init container puts the filter and the descriptor set.
+const WASM_IN_POD: &str = "/opt/pixmesh/pixmesh_filter.wasm";
+const DESCRIPTOR_IN_POD: &str = "/opt/pixmesh/pixmesh.pb";
+
+fn k8s(file: &str) -> PathBuf {
+    tools::workspace_root().join("k8s").join(file)
+}
+
+fn read(file: &str) -> String {
+    let path = k8s(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `k8s/envoy.yaml` as the template renders it for the pod.
+fn rendered_for_the_pod() -> String {
+    let filter: serde_json::Value = serde_json::from_str(&read("filter.json")).unwrap();
+    let sidecar = Config::from_toml(&read("sidecar.toml")).unwrap();
+    render_envoy_config(&EnvoyParams {
+        listen_address: "0.0.0.0".into(),
+        listen_port: 8080,
+        admin_port: 9901,
+        sidecar_port: sidecar.listen.port(),
+        filter_config: filter.to_string(),
+        filter_wasm: WASM_IN_POD.into(),
+        descriptor: DESCRIPTOR_IN_POD.into(),
+        route_timeout: "30s".into(),
+    })
+}
+
+#[test]
+fn envoy_yaml_is_the_rendered_template() {
+    let expected = rendered_for_the_pod();
+    if std::env::var_os("PIXMESH_BLESS").is_some() {
+        std::fs::write(k8s("envoy.yaml"), &expected).unwrap();
+    }
+    assert!(
+        read("envoy.yaml") == expected,
+        "k8s/envoy.yaml is out of date; regenerate it with \
+         PIXMESH_BLESS=1 cargo test -p pixmesh-tests --test k8s"
+    );
+}
+
+#[test]
+fn envoy_accepts_the_shipped_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let descriptor = dir.path().join("pixmesh.pb");
+    std::fs::write(&descriptor, pixmesh_proto::DESCRIPTOR_SET).unwrap();
+    // The same file with the pod's paths pointing at this machine's build.
+    let config = read("envoy.yaml")
+        .replace(WASM_IN_POD, &tools::filter_wasm().display().to_string())
+        .replace(DESCRIPTOR_IN_POD, &descriptor.display().to_string());
+    envoy::validate(&config).unwrap();
+}
+
+#[test]
+fn filter_and_sidecar_accept_their_configs() {
+    Router::from_json(read("filter.json").as_bytes()).unwrap();
+    let sidecar = Config::from_toml(&read("sidecar.toml")).unwrap();
+    assert!(
+        sidecar.listen.ip().is_loopback(),
+        "the sidecar is only for the Envoy in its pod"
+    );
+}
+
+#[test]
+fn the_deployment_mounts_what_envoy_yaml_names() {
+    let deployment = read("deployment.yaml");
+    let kustomization = read("kustomization.yaml");
+    for needle in [
+        "/opt/pixmesh/pixmesh_filter.wasm",
+        "/opt/pixmesh/pixmesh.pb",
+        "mountPath: /opt/pixmesh",
+        "/etc/envoy/envoy.yaml",
+        "/etc/pixmesh/sidecar.toml",
+        "containerPort: 8080",
+    ] {
+        assert!(deployment.contains(needle), "deployment.yaml lacks {needle}");
+    }
+    for file in ["envoy.yaml", "sidecar.toml", "deployment.yaml", "service.yaml"] {
+        assert!(kustomization.contains(file), "kustomization.yaml lacks {file}");
+        assert!(k8s(file).is_file(), "k8s/{file} is missing");
+    }
+}
