@@ -205,6 +205,11 @@ async fn refuses_unsigned_badly_signed_and_malformed_urls() {
         404,
         "not found",
     );
+    assert_status(
+        &w.get("/pixmesh.v1.ImageService/Health").await,
+        404,
+        "not found",
+    );
     assert_status(&w.get("/elsewhere").await, 404, "not found");
 }
 

@@ -88,10 +88,21 @@ fn the_deployment_mounts_what_envoy_yaml_names() {
         "/etc/pixmesh/sidecar.toml",
         "containerPort: 8080",
     ] {
-        assert!(deployment.contains(needle), "deployment.yaml lacks {needle}");
+        assert!(
+            deployment.contains(needle),
+            "deployment.yaml lacks {needle}"
+        );
     }
-    for file in ["envoy.yaml", "sidecar.toml", "deployment.yaml", "service.yaml"] {
-        assert!(kustomization.contains(file), "kustomization.yaml lacks {file}");
+    for file in [
+        "envoy.yaml",
+        "sidecar.toml",
+        "deployment.yaml",
+        "service.yaml",
+    ] {
+        assert!(
+            kustomization.contains(file),
+            "kustomization.yaml lacks {file}"
+        );
         assert!(k8s(file).is_file(), "k8s/{file} is missing");
     }
 }

@@ -1,44 +1,152 @@
-//! `scripts/run`: pixmesh on this machine, serving a directory of images (default: samples/).
+//! `scripts/run`: pixmesh on this machine.
 //!
-//! Envoy runs the real wasm filter and transcoder; the sidecar runs in this process with a
-//! local-directory storage. Unsigned URLs are allowed on the demo route.
+//! ```text
+//! pixmesh-demo [DIR]                      serve a directory of images (default: samples/)
+//! pixmesh-demo --sidecar FILE [--filter FILE]
+//!                                         serve with your sidecar TOML (e.g. a real S3 bucket)
+//! ```
+//!
+//! Envoy runs the real wasm filter and transcoder; the sidecar runs in this process. Without
+//! `--filter`, one route `/img/` serves the first configured storage with unsigned URLs allowed.
+//! Listens on 127.0.0.1:$PIXMESH_PORT (default 8080); Ctrl-C stops it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use pixmesh_core::router::Router;
+use pixmesh_sidecar::config::Config;
 use pixmesh_tests::{Stack, tools};
 
 const ROUTE: &str = "/img/";
+const USAGE: &str = "usage: pixmesh-demo [DIR] | --sidecar FILE [--filter FILE]";
+
+/// What to serve.
+enum Source {
+    /// A local directory, listed for example URLs.
+    Directory(PathBuf),
+    /// The user's own configuration files.
+    Configs {
+        sidecar: PathBuf,
+        filter: Option<PathBuf>,
+    },
+}
 
 #[tokio::main]
-async fn main() {
-    let dir = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tools::workspace_root().join("samples"));
-    let dir = dir
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("image directory {}: {e}", dir.display()));
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pixmesh-demo: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let source = parse_args(std::env::args().skip(1))?;
     let port: u16 = match std::env::var("PIXMESH_PORT") {
-        Ok(p) => p.parse().expect("PIXMESH_PORT must be a port number"),
+        Ok(p) => p
+            .parse()
+            .map_err(|_| format!("PIXMESH_PORT={p:?} is not a port number"))?,
         Err(_) => 8080,
     };
-    let sidecar = format!(
-        "[storages.samples]\ntype = \"local\"\nroot = {}\n",
-        toml_string(&dir.display().to_string())
-    );
-    let filter = format!(
-        r#"{{"routes":[{{"prefix":"{ROUTE}","storage":"samples","allow_unsafe":true,
-             "canonical_base_url":"http://127.0.0.1:{port}/img/unsafe"}}]}}"#
-    );
+    let base = format!("http://127.0.0.1:{port}{ROUTE}");
+    let (sidecar, filter, examples) = match &source {
+        Source::Directory(dir) => {
+            let dir = dir
+                .canonicalize()
+                .map_err(|e| format!("image directory {}: {e}", dir.display()))?;
+            let sidecar = format!(
+                "[storages.samples]\ntype = \"local\"\nroot = {}\n",
+                serde_json::to_string(&dir.display().to_string()).expect("a string serializes")
+            );
+            let filter = open_route("samples", &format!("{base}unsafe"));
+            println!("pixmesh is serving {} at {base}", dir.display());
+            (sidecar, filter, image_names(&dir)?)
+        }
+        Source::Configs { sidecar, filter } => {
+            let text = read(sidecar)?;
+            let config =
+                Config::from_toml(&text).map_err(|e| format!("{}: {e}", sidecar.display()))?;
+            let filter = match filter {
+                Some(path) => read(path)?,
+                None => {
+                    let storage = config.storages.keys().next().expect("validated: non-empty");
+                    open_route(storage, &format!("{base}unsafe"))
+                }
+            };
+            println!(
+                "pixmesh is serving with {} at http://127.0.0.1:{port}/",
+                sidecar.display()
+            );
+            (text, filter, vec!["IMAGE-KEY.jpg".to_owned()])
+        }
+    };
+    Router::from_json(filter.as_bytes()).map_err(|e| format!("filter config: {e}"))?;
+
     let stack = Stack::builder(&filter, &sidecar)
         .listen_port(port)
         .start()
         .await;
+    for name in examples.iter().take(3) {
+        println!("  {base}unsafe/fit-in/400x400/{name}");
+        println!("  {base}unsafe/300x300/filters:format(webp):quality(70)/{name}");
+        println!("  {base}unsafe/-200x0/filters:format(png)/{name}");
+    }
+    println!("Press Ctrl-C to stop.");
+    let _ = tokio::signal::ctrl_c().await;
+    drop(stack);
+    Ok(())
+}
 
-    let base = stack.url(ROUTE);
-    println!("pixmesh is serving {} at {base}", dir.display());
-    let mut images: Vec<String> = std::fs::read_dir(&dir)
-        .expect("read image directory")
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Source, String> {
+    let mut sidecar = None;
+    let mut filter = None;
+    let mut dir = None;
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| {
+            args.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{flag} needs a file\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--sidecar" => sidecar = Some(value("--sidecar")?),
+            "--filter" => filter = Some(value("--filter")?),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            _ if arg.starts_with('-') || dir.is_some() => {
+                return Err(format!("unexpected argument {arg:?}\n{USAGE}"));
+            }
+            _ => dir = Some(PathBuf::from(arg)),
+        }
+    }
+    match (dir, sidecar, filter) {
+        (dir, None, None) => {
+            Ok(Source::Directory(dir.unwrap_or_else(|| {
+                tools::workspace_root().join("samples")
+            })))
+        }
+        (None, Some(sidecar), filter) => Ok(Source::Configs { sidecar, filter }),
+        _ => Err(USAGE.to_owned()),
+    }
+}
+
+/// One `/img/` route on `storage`, unsigned URLs allowed.
+fn open_route(storage: &str, canonical_base: &str) -> String {
+    serde_json::json!({ "routes": [{
+        "prefix": ROUTE, "storage": storage, "allow_unsafe": true,
+        "canonical_base_url": canonical_base,
+    }]})
+    .to_string()
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The JPEG, PNG and WebP files directly in `dir`, sorted.
+fn image_names(dir: &Path) -> Result<Vec<String>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut images: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| {
             let n = n.to_ascii_lowercase();
@@ -48,17 +156,5 @@ async fn main() {
         })
         .collect();
     images.sort();
-    for name in images.iter().take(3) {
-        println!("  {base}unsafe/fit-in/400x400/{name}");
-        println!("  {base}unsafe/300x300/filters:format(webp):quality(70)/{name}");
-        println!("  {base}unsafe/-200x0/filters:format(png)/{name}");
-    }
-    println!("Press Ctrl-C to stop.");
-    let _ = tokio::signal::ctrl_c().await;
-    drop(stack);
-}
-
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
+    Ok(images)
 }
