@@ -1,14 +1,34 @@
 //! The filter's configuration: the JSON given to the wasm plugin in Envoy.
 //!
 //! ```json
-//! { "routes": [ { "prefix": "/img/", "storage": "photos", "base_dir": "originals",
-//!                 "secret": "…", "allow_unsafe": false,
-//!                 "canonical_base_url": "https://www.example.com" } ] }
+//! { "routes": [
+//!   { "prefix": "/img/", "storage": "photos", "base_dir": "originals",
+//!     "secret": "…", "allow_unsafe": false, "canonical_base_url": "https://www.example.com" },
+//!   { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos",
+//!     "keys": [ { "key": "943b…", "salt": "520f…" } ], "signature_size": 32,
+//!     "handles": { "photos-bucket": "photos" } },
+//!   { "prefix": "/ik/", "grammar": "imagekit", "storage": "photos", "secret": "private_…" },
+//!   { "prefix": "/v1/ex/", "grammar": "query", "storage": "photos", "secret": "…",
+//!     "handles": { "my-s3-bucket": "photos", "archive": "cold" } } ] }
 //! ```
+//!
+//! Which fields a route may set depends on its grammar:
+//!
+//! | field | thumbor | imgproxy | imagekit | query |
+//! |---|---|---|---|---|
+//! | `secret` | HMAC secret | — | private key (`ik-s`) | HMAC-SHA256 secret (`sig`) |
+//! | `signature_hash`, `signature_length` | yes | — | — | — |
+//! | `keys` (hex key/salt pairs, first signs), `signature_size` (bytes) | — | yes | — | — |
+//! | `handles` (URL name → storage) | — | `s3://BUCKET/` | — | `HANDLE/` |
+//!
+//! A route without signing keys must set `allow_unsafe`. The route's own `storage` name is always
+//! a valid handle for itself.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::sign::HashAlg;
+use crate::sign::{HashAlg, ImgproxySigner};
 
 /// Why a configuration was refused. The filter then fails `on_configure` and Envoy refuses to
 /// start, instead of serving with a half-understood config.
@@ -52,9 +72,25 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Grammar {
-    /// thumbor / imagor paths.
+    /// thumbor / imagor paths ([`crate::thumbor`]).
     #[default]
     Thumbor,
+    /// imgproxy paths ([`crate::imgproxy`]).
+    Imgproxy,
+    /// ImageKit URLs ([`crate::imagekit`]).
+    Imagekit,
+    /// Query-string URLs, Skymage style ([`crate::query`]).
+    Query,
+}
+
+/// One imgproxy key/salt pair, both hex-encoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPair {
+    /// Hex key (`IMGPROXY_KEY`).
+    pub key: Secret,
+    /// Hex salt (`IMGPROXY_SALT`).
+    pub salt: Secret,
 }
 
 /// The whole filter configuration.
@@ -94,6 +130,35 @@ pub struct RouteConfig {
     /// Base URL of the `Link: <…>; rel="canonical"` header; no header when unset.
     #[serde(default)]
     pub canonical_base_url: Option<String>,
+    /// imgproxy: key/salt pairs; the first signs, every one verifies (key rotation).
+    #[serde(default)]
+    pub keys: Vec<KeyPair>,
+    /// imgproxy: signatures truncated to this many bytes (`IMGPROXY_SIGNATURE_SIZE`, 1–32).
+    #[serde(default)]
+    pub signature_size: Option<usize>,
+    /// imgproxy and query: storage handles a URL may name, mapped to sidecar storages.
+    #[serde(default)]
+    pub handles: BTreeMap<String, String>,
+}
+
+impl RouteConfig {
+    /// The storage a URL's handle selects: no handle or the route's own storage name selects
+    /// `storage`; other names must be in `handles`.
+    pub fn storage_for(&self, handle: Option<&str>) -> Option<&str> {
+        match handle {
+            None => Some(&self.storage),
+            Some(h) if h == self.storage => Some(&self.storage),
+            Some(h) => self.handles.get(h).map(String::as_str),
+        }
+    }
+
+    /// The imgproxy signer of this route, when it has keys.
+    pub fn imgproxy_signer(&self) -> Option<ImgproxySigner> {
+        ImgproxySigner::new(
+            self.keys.iter().map(|p| (p.key.expose(), p.salt.expose())),
+            self.signature_size,
+        )
+    }
 }
 
 impl FilterConfig {
@@ -127,18 +192,49 @@ impl FilterConfig {
                 return fail("prefix is configured twice");
             }
             seen.push(&r.prefix);
-            if r.storage.is_empty() || r.storage.contains('/') {
+            let bad_storage = |s: &str| s.is_empty() || s.contains('/');
+            if bad_storage(&r.storage) {
                 return fail("storage must be a non-empty name without /");
             }
-            match &r.secret {
-                Some(s) if s.0.is_empty() => return fail("secret is empty"),
-                None if !r.allow_unsafe => {
-                    return fail("set a secret, or allow_unsafe to serve unsigned URLs");
-                }
-                _ => {}
+            if r.secret.as_ref().is_some_and(|s| s.0.is_empty()) {
+                return fail("secret is empty");
+            }
+            let thumbor = r.grammar == Grammar::Thumbor;
+            let imgproxy = r.grammar == Grammar::Imgproxy;
+            if !thumbor && (r.signature_hash != HashAlg::default() || r.signature_length.is_some())
+            {
+                return fail("signature_hash and signature_length are for the thumbor grammar");
+            }
+            if !imgproxy && (!r.keys.is_empty() || r.signature_size.is_some()) {
+                return fail("keys and signature_size are for the imgproxy grammar");
+            }
+            if imgproxy && r.secret.is_some() {
+                return fail("imgproxy routes sign with keys (hex key/salt pairs), not secret");
+            }
+            if imgproxy
+                && (!r.keys.is_empty() || r.signature_size.is_some())
+                && r.imgproxy_signer().is_none()
+            {
+                return fail("keys must be non-empty hex key/salt pairs; signature_size 1-32");
+            }
+            let signed = if imgproxy {
+                !r.keys.is_empty()
+            } else {
+                r.secret.is_some()
+            };
+            if !signed && !r.allow_unsafe {
+                return fail("set signing keys, or allow_unsafe to serve unsigned URLs");
             }
             if r.signature_length == Some(0) {
                 return fail("signature_length must be at least 1");
+            }
+            if !r.handles.is_empty() && !matches!(r.grammar, Grammar::Imgproxy | Grammar::Query) {
+                return fail("handles are for the imgproxy and query grammars");
+            }
+            for (handle, storage) in &r.handles {
+                if !crate::query::is_handle(handle) || bad_storage(storage) {
+                    return fail("handles must map names of [A-Za-z0-9._-] to storage names");
+                }
             }
             let bad_url = |u: &str| {
                 !(u.starts_with("https://") || u.starts_with("http://"))
@@ -174,6 +270,29 @@ mod tests {
     }
 
     #[test]
+    fn accepts_every_grammar() {
+        let cfg = parse(
+            r#"{"routes":[
+                {"prefix":"/ip/","grammar":"imgproxy","storage":"photos",
+                 "keys":[{"key":"abcd","salt":"00"},{"key":"ef01","salt":""}],"signature_size":8,
+                 "handles":{"bucket-a":"photos","b":"other"}},
+                {"prefix":"/ik/","grammar":"imagekit","storage":"photos","secret":"k"},
+                {"prefix":"/v1/ex/","grammar":"query","storage":"photos","allow_unsafe":true,
+                 "handles":{"my-s3-bucket":"photos"}}]}"#,
+        )
+        .unwrap();
+        let ip = &cfg.routes[0];
+        assert_eq!(ip.grammar, Grammar::Imgproxy);
+        assert!(ip.imgproxy_signer().is_some());
+        assert!(!format!("{cfg:?}").contains("abcd"), "keys redacted");
+        assert_eq!(ip.storage_for(None), Some("photos"));
+        assert_eq!(ip.storage_for(Some("photos")), Some("photos"));
+        assert_eq!(ip.storage_for(Some("b")), Some("other"));
+        assert_eq!(ip.storage_for(Some("c")), None);
+        assert_eq!(cfg.routes[2].grammar, Grammar::Query);
+    }
+
+    #[test]
     fn refuses_bad_configs() {
         for bad in [
             "",
@@ -190,6 +309,18 @@ mod tests {
             r#"{"routes":[{"prefix":"/img/","storage":"s","secret":"k","grammar":"nope"}]}"#,
             r#"{"routes":[{"prefix":"/img/","storage":"s","secret":"k","canonical_base_url":"ftp://x"}]}"#,
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k"},{"prefix":"/a/","storage":"t","secret":"k"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s","secret":"k"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s","keys":[{"key":"xy","salt":"00"}]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s","keys":[{"key":"ab","salt":"00"}],"signature_size":33}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s","allow_unsafe":true,"signature_size":8}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s","keys":[{"key":"ab"}]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imagekit","storage":"s"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imagekit","storage":"s","secret":"k","signature_hash":"sha256"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","keys":[{"key":"ab","salt":"00"}]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","handles":{"a":"b"}}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","handles":{"a/b":"b"}}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","handles":{"a":""}}]}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

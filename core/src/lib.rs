@@ -6,7 +6,11 @@
 //! module builds for `wasm32-wasip1` and natively.
 //!
 //! - [`transform`]: the grammar-neutral transform model.
+//! - [`grammar`]: what the grammars share: errors, the neutral [`grammar::Target`], expiry.
 //! - [`thumbor`]: the thumbor/imagor path grammar, parse ⇄ generate.
+//! - [`imgproxy`]: the imgproxy path grammar, parse ⇄ generate.
+//! - [`imagekit`]: the ImageKit URL grammar, parse ⇄ generate.
+//! - [`query`]: the query-string (Skymage-style) grammar, parse ⇄ generate.
 //! - [`sign`]: URL signatures and their constant-time verification.
 //! - [`keys`]: request-path normalization, base-dir joins and S3 key escaping.
 //! - [`link`]: the canonical `Link` header.
@@ -14,9 +18,13 @@
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
 
 pub mod config;
+pub mod grammar;
+pub mod imagekit;
+pub mod imgproxy;
 pub mod keys;
 pub mod link;
 mod percent;
+pub mod query;
 pub mod render;
 pub mod router;
 pub mod sign;

@@ -1,15 +1,38 @@
 //! The filter's per-request decision: pass the request on untouched, rewrite it into a render
 //! request for the sidecar, or answer it at once with an error.
+//!
+//! Every grammar goes through the same steps, so statuses mean the same everywhere:
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | the URL does not parse, names an unknown option, or its image path is unsafe (`..`, control characters) |
+//! | 403 | unsigned where the route requires signatures, signed where it has no keys, or a wrong signature |
+//! | 404 | internal paths; a query-style storage handle the route does not list |
+//! | 405 / 414 | not GET or HEAD / URL longer than [`MAX_URL_LEN`] |
+//! | 410 | the URL's expiry (imagor `expire`, imgproxy `exp`, ImageKit `ik-t`, query `exp`) has passed |
+//! | 501 | the URL asks for something the pipeline cannot do yet; the message names it |
+
+use std::time::SystemTime;
 
 use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig};
+use crate::grammar::{
+    GrammarError, Target, parse_unix_seconds, query_param, query_without, with_query,
+};
+use crate::imagekit::ImagekitUrl;
+use crate::imgproxy::ImgproxyPath;
 use crate::keys;
 use crate::link;
+use crate::query::{QueryUrl, SIGNATURE_PARAM};
 use crate::render::{RENDER_PATH, RenderRequest, is_internal};
-use crate::sign::ThumborSigner;
-use crate::thumbor::{GrammarError, Signature, ThumborPath};
+use crate::sign::{ImagekitSigner, ImgproxySigner, QuerySigner, ThumborSigner};
+use crate::thumbor::ThumborPath;
 
 /// Longest request path handled, in bytes.
 pub const MAX_URL_LEN: usize = 8 * 1024;
+
+/// ImageKit's signature and expiry query parameters.
+const IK_SIGNATURE: &str = "ik-s";
+const IK_EXPIRY: &str = "ik-t";
 
 /// What the filter does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,16 +65,51 @@ pub struct Rejection {
     pub message: String,
 }
 
-fn reject(status: u16, message: impl Into<String>) -> Decision {
-    Decision::Reject(Rejection {
+fn rejection(status: u16, message: impl Into<String>) -> Rejection {
+    Rejection {
         status,
         message: message.into(),
-    })
+    }
+}
+
+fn reject(status: u16, message: impl Into<String>) -> Decision {
+    Decision::Reject(rejection(status, message))
+}
+
+impl From<GrammarError> for Rejection {
+    fn from(e: GrammarError) -> Self {
+        match e {
+            GrammarError::Invalid(m) => rejection(400, m),
+            GrammarError::Unsupported(_) => rejection(501, e.to_string()),
+        }
+    }
+}
+
+/// Why [`Router::sign`] could not sign a URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// No route's prefix matches the URL.
+    #[error("no image route matches {0:?}")]
+    NoRoute(String),
+    /// The route has no signing key.
+    #[error("route {0:?} has no signing key")]
+    NoKey(String),
+    /// The URL is not in the grammar's unsigned form.
+    #[error("{0}")]
+    NotUnsigned(String),
+}
+
+/// A route's signature checker, by grammar.
+enum Signer {
+    Thumbor(ThumborSigner),
+    Imgproxy(ImgproxySigner),
+    Imagekit(ImagekitSigner),
+    Query(QuerySigner),
 }
 
 struct Route {
     cfg: RouteConfig,
-    signer: Option<ThumborSigner>,
+    signer: Option<Signer>,
 }
 
 /// The validated routing table, built once per configuration.
@@ -66,11 +124,21 @@ impl Router {
         let mut routes: Vec<Route> = cfg
             .routes
             .into_iter()
-            .map(|cfg| Route {
-                signer: cfg.secret.as_ref().map(|s| {
-                    ThumborSigner::new(s.expose(), cfg.signature_hash, cfg.signature_length)
-                }),
-                cfg,
+            .map(|cfg| {
+                let secret = cfg.secret.as_ref().map(|s| s.expose().as_bytes().to_vec());
+                let signer = match cfg.grammar {
+                    Grammar::Thumbor => secret.map(|s| {
+                        Signer::Thumbor(ThumborSigner::new(
+                            s,
+                            cfg.signature_hash,
+                            cfg.signature_length,
+                        ))
+                    }),
+                    Grammar::Imgproxy => cfg.imgproxy_signer().map(Signer::Imgproxy),
+                    Grammar::Imagekit => secret.map(|s| Signer::Imagekit(ImagekitSigner::new(s))),
+                    Grammar::Query => secret.map(|s| Signer::Query(QuerySigner::new(s))),
+                };
+                Route { cfg, signer }
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.cfg.prefix.len()));
@@ -82,66 +150,201 @@ impl Router {
         FilterConfig::from_json(bytes).map(Router::new)
     }
 
-    /// Decides what to do with a request of `method` for `path` (the raw `:path`, with query).
-    pub fn decide(&self, method: &str, path: &str) -> Decision {
+    fn route(&self, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| path.starts_with(r.cfg.prefix.as_str()))
+    }
+
+    /// Decides what to do with a request of `method` for `path` (the raw `:path`, with query),
+    /// received at `now` (for URL expiry).
+    pub fn decide(&self, method: &str, path: &str, now: SystemTime) -> Decision {
         if is_internal(path) {
             return reject(404, "not found");
         }
-        let path = path.split_once('?').map_or(path, |(p, _query)| p);
-        let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| path.starts_with(r.cfg.prefix.as_str()))
-        else {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let Some(route) = self.route(path) else {
             return Decision::Pass;
         };
         if method != "GET" && method != "HEAD" {
             return reject(405, "only GET and HEAD are allowed");
         }
-        if path.len() > MAX_URL_LEN {
+        if path.len() + query.len() > MAX_URL_LEN {
             return reject(414, "URL too long");
         }
         let rest = &path[route.cfg.prefix.len()..];
-        match route.cfg.grammar {
+        let target = match route.cfg.grammar {
             Grammar::Thumbor => route.thumbor(rest),
+            Grammar::Imgproxy => route.imgproxy(rest),
+            Grammar::Imagekit => route.imagekit(rest, query),
+            Grammar::Query => route.query(rest, query),
+        };
+        match target.and_then(|t| route.render(t, now)) {
+            Ok(r) => Decision::Render(r),
+            Err(r) => Decision::Reject(r),
         }
+    }
+
+    /// Signs `url`, an unsigned URL of a configured route in that route's grammar (thumbor
+    /// `unsafe/…`, imgproxy `insecure/…`, ImageKit or query URLs without `ik-s`/`sig`), with the
+    /// route's key: the URL a client may then request. Expiry stays whatever the URL says
+    /// (`filters:expire(…)`, `exp:…`, `ik-t=…`, `exp=…`).
+    /// An absolute `http(s)://HOST/…` URL keeps its origin.
+    pub fn sign(&self, url: &str) -> Result<String, SignError> {
+        let (origin, url) = split_origin(url);
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let route = self
+            .route(path)
+            .ok_or_else(|| SignError::NoRoute(path.to_owned()))?;
+        let prefix = route.cfg.prefix.as_str();
+        let rest = &path[prefix.len()..];
+        let signer = route
+            .signer
+            .as_ref()
+            .ok_or_else(|| SignError::NoKey(prefix.to_owned()))?;
+        let not_unsigned = |form: &str| SignError::NotUnsigned(format!("expected {prefix}{form}"));
+        let signed = match signer {
+            Signer::Thumbor(s) => {
+                let signed = rest
+                    .strip_prefix("unsafe/")
+                    .ok_or_else(|| not_unsigned("unsafe/…"))?;
+                with_query(&format!("{prefix}{}/{signed}", s.sign(signed)), query)
+            }
+            Signer::Imgproxy(s) => {
+                let signed = rest
+                    .strip_prefix("insecure")
+                    .or_else(|| rest.strip_prefix('_'))
+                    .filter(|r| r.starts_with('/'))
+                    .ok_or_else(|| not_unsigned("insecure/…"))?;
+                with_query(&format!("{prefix}{}{signed}", s.sign(signed)), query)
+            }
+            Signer::Imagekit(s) => {
+                if query_param(query, IK_SIGNATURE).ok().flatten().is_some() {
+                    return Err(not_unsigned("… without ik-s"));
+                }
+                let expiry = query_param(query, IK_EXPIRY)
+                    .map_err(|e| SignError::NotUnsigned(e.to_string()))?;
+                let unsigned = with_query(rest, &query_without(query, &[IK_SIGNATURE, IK_EXPIRY]));
+                let sig = s.sign(&unsigned, expiry);
+                let sep = if unsigned.contains('?') { '&' } else { '?' };
+                match expiry {
+                    Some(t) => {
+                        format!("{prefix}{unsigned}{sep}{IK_EXPIRY}={t}&{IK_SIGNATURE}={sig}")
+                    }
+                    None => format!("{prefix}{unsigned}{sep}{IK_SIGNATURE}={sig}"),
+                }
+            }
+            Signer::Query(s) => {
+                if query_param(query, SIGNATURE_PARAM).ok().flatten().is_some() {
+                    return Err(not_unsigned("… without sig"));
+                }
+                let unsigned = with_query(rest, &query_without(query, &[SIGNATURE_PARAM]));
+                let sep = if unsigned.contains('?') { '&' } else { '?' };
+                format!(
+                    "{prefix}{unsigned}{sep}{SIGNATURE_PARAM}={}",
+                    s.sign(&unsigned)
+                )
+            }
+        };
+        Ok(format!("{origin}{signed}"))
     }
 }
 
+/// Splits `https://host` off an absolute URL; relative URLs have an empty origin.
+fn split_origin(url: &str) -> (&str, &str) {
+    let Some(after_scheme) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return ("", url);
+    };
+    let at = after_scheme.find('/').unwrap_or(after_scheme.len());
+    url.split_at(url.len() - after_scheme.len() + at)
+}
+
 impl Route {
-    fn thumbor(&self, rest: &str) -> Decision {
-        let url = match ThumborPath::parse(rest) {
-            Ok(url) => url,
-            Err(e) => return grammar_rejection(e),
-        };
-        match (&url.signature, &self.signer) {
-            (Signature::Unsafe, _) if self.cfg.allow_unsafe => {}
-            (Signature::Unsafe, _) => return reject(403, "unsigned URLs are not allowed here"),
-            (Signature::Hash(_), None) => {
-                return reject(403, "signed URLs are not configured here");
-            }
-            (Signature::Hash(sig), Some(signer)) => {
-                let signed = rest.split_once('/').map_or("", |(_sig, signed)| signed);
-                if !signer.verify(signed, sig) {
-                    return reject(403, "invalid signature");
-                }
-            }
+    /// Checks a URL's signature: `None` for an unsigned URL, else the signature and a verifier.
+    fn check_signature(
+        &self,
+        signature: Option<&str>,
+        verify: impl FnOnce(&Signer, &str) -> bool,
+    ) -> Result<(), Rejection> {
+        match (signature, &self.signer) {
+            (None, _) if self.cfg.allow_unsafe => Ok(()),
+            (None, _) => Err(rejection(403, "unsigned URLs are not allowed here")),
+            (Some(_), None) => Err(rejection(403, "signed URLs are not configured here")),
+            (Some(sig), Some(signer)) if verify(signer, sig) => Ok(()),
+            (Some(_), Some(_)) => Err(rejection(403, "invalid signature")),
         }
-        let transform = match url.to_transform() {
-            Ok(t) => t,
-            Err(e) => return grammar_rejection(e),
-        };
-        let image = match url.image_path().map(|p| keys::normalize(&p)) {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return reject(400, e.to_string()),
-            Err(e) => return grammar_rejection(e),
-        };
+    }
+
+    fn thumbor(&self, rest: &str) -> Result<Target, Rejection> {
+        let url = ThumborPath::parse(rest)?;
+        self.check_signature(url.signature.hash(), |signer, sig| {
+            let signed = rest.split_once('/').map_or("", |(_sig, signed)| signed);
+            matches!(signer, Signer::Thumbor(s) if s.verify(signed, sig))
+        })?;
+        Ok(url.to_target()?)
+    }
+
+    fn imgproxy(&self, rest: &str) -> Result<Target, Rejection> {
+        let url = ImgproxyPath::parse(rest)?;
+        self.check_signature(url.signature.hash(), |signer, sig| {
+            let body = rest.strip_prefix('/').unwrap_or(rest);
+            let signed = &body[sig.len()..];
+            matches!(signer, Signer::Imgproxy(s) if s.verify(signed, sig))
+        })?;
+        let target = url.to_target()?;
+        if let Some(bucket) = &target.handle
+            && self.cfg.storage_for(Some(bucket)).is_none()
+        {
+            return Err(GrammarError::Unsupported(format!(
+                "s3://{bucket}/ sources (the bucket is not configured for this route)"
+            ))
+            .into());
+        }
+        Ok(target)
+    }
+
+    fn imagekit(&self, rest: &str, query: &str) -> Result<Target, Rejection> {
+        let signature = query_param(query, IK_SIGNATURE)?;
+        let expiry = query_param(query, IK_EXPIRY)?;
+        self.check_signature(signature, |signer, sig| {
+            let unsigned = with_query(rest, &query_without(query, &[IK_SIGNATURE, IK_EXPIRY]));
+            matches!(signer, Signer::Imagekit(s) if s.verify(&unsigned, expiry, sig))
+        })?;
+        let mut target = ImagekitUrl::parse(rest, query)?.to_target()?;
+        target.expires = expiry
+            .map(|t| parse_unix_seconds(IK_EXPIRY, t))
+            .transpose()?;
+        Ok(target)
+    }
+
+    fn query(&self, rest: &str, query: &str) -> Result<Target, Rejection> {
+        let signature = query_param(query, SIGNATURE_PARAM)?;
+        self.check_signature(signature, |signer, sig| {
+            let unsigned = with_query(rest, &query_without(query, &[SIGNATURE_PARAM]));
+            matches!(signer, Signer::Query(s) if s.verify(&unsigned, sig))
+        })?;
+        Ok(QueryUrl::parse(rest, query)?.to_target()?)
+    }
+
+    /// The common tail of every grammar: expiry, storage, key and `Link`.
+    fn render(&self, target: Target, now: SystemTime) -> Result<Render, Rejection> {
+        if target.expires.is_some_and(|e| e.is_past(now)) {
+            return Err(rejection(410, "this URL has expired"));
+        }
+        let storage = self
+            .cfg
+            .storage_for(target.handle.as_deref())
+            .ok_or_else(|| rejection(404, "unknown storage handle"))?;
+        let image = keys::normalize(&target.image).map_err(|e| rejection(400, e.to_string()))?;
         let request = RenderRequest {
-            storage: self.cfg.storage.clone(),
+            storage: storage.to_owned(),
             key: keys::join(&self.cfg.base_dir, &image),
-            transform,
+            transform: target.transform,
         };
-        Decision::Render(Render {
+        Ok(Render {
             upstream_path: format!("{RENDER_PATH}?{}", request.to_query()),
             link: self
                 .cfg
@@ -153,17 +356,16 @@ impl Route {
     }
 }
 
-fn grammar_rejection(e: GrammarError) -> Decision {
-    match e {
-        GrammarError::Invalid(m) => reject(400, m),
-        GrammarError::Unsupported(_) => reject(501, e.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transform::{Fit, Format};
+
+    /// When every request in these tests arrives, in unix seconds (2023-11-14T22:13:20Z).
+    const NOW_SECS: u64 = 1_700_000_000;
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(NOW_SECS)
+    }
 
     fn router() -> Router {
         Router::from_json(
@@ -195,7 +397,7 @@ mod tests {
         let signer = ThumborSigner::new("mysecret", Default::default(), None);
         let signed = "fit-in/300x200/filters:format(webp)/a%20b/c.jpg";
         let path = format!("/img/{}/{signed}?cb=1", signer.sign(signed));
-        let r = rendered(router().decide("GET", &path));
+        let r = rendered(router().decide("GET", &path, now()));
         assert_eq!(r.request.storage, "photos");
         assert_eq!(r.request.key, "originals/a b/c.jpg");
         assert_eq!(r.request.transform.fit, Fit::FitIn);
@@ -212,14 +414,14 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_and_unsafe_is_per_route() {
-        let r = rendered(router().decide("HEAD", "/img/open/unsafe/10x10/a.png"));
+        let r = rendered(router().decide("HEAD", "/img/open/unsafe/10x10/a.png", now()));
         assert_eq!(
             (r.request.storage.as_str(), r.request.key.as_str()),
             ("public", "a.png")
         );
         assert_eq!(r.link, None);
         assert_eq!(
-            rejected(router().decide("GET", "/img/unsafe/10x10/a.png")).0,
+            rejected(router().decide("GET", "/img/unsafe/10x10/a.png", now())).0,
             403
         );
     }
@@ -227,36 +429,43 @@ mod tests {
     #[test]
     fn statuses_for_bad_requests() {
         let r = router();
-        assert_eq!(r.decide("GET", "/other/path"), Decision::Pass);
+        assert_eq!(r.decide("GET", "/other/path", now()), Decision::Pass);
         assert_eq!(
-            rejected(r.decide("GET", "/_pixmesh/v1/render?storage=photos&key=x")).0,
+            rejected(r.decide("GET", "/_pixmesh/v1/render?storage=photos&key=x", now())).0,
             404
         );
         assert_eq!(
-            rejected(r.decide("POST", "/pixmesh.v1.ImageService/Render")).0,
+            rejected(r.decide("POST", "/pixmesh.v1.ImageService/Render", now())).0,
             404,
             "a raw gRPC call would skip signature checks"
         );
-        assert_eq!(rejected(r.decide("POST", "/img/open/unsafe/a.jpg")).0, 405);
-        assert_eq!(rejected(r.decide("GET", "/img/open/unsafe/")).0, 400);
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/../secret.jpg")).0,
+            rejected(r.decide("POST", "/img/open/unsafe/a.jpg", now())).0,
+            405
+        );
+        assert_eq!(rejected(r.decide("GET", "/img/open/unsafe/", now())).0, 400);
+        assert_eq!(
+            rejected(r.decide("GET", "/img/open/unsafe/../secret.jpg", now())).0,
             400
         );
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/a%0D%0Ab.jpg")).0,
+            rejected(r.decide("GET", "/img/open/unsafe/a%0D%0Ab.jpg", now())).0,
             400
         );
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/smart/a/b.jpg")).0,
+            rejected(r.decide("GET", "/img/open/unsafe/smart/a/b.jpg", now())).0,
             501
         );
         assert_eq!(
-            rejected(r.decide("GET", "/img/cST4Ko5_FqwT3BDn-Wf4gO3RFSk=/500x500/a.png")),
+            rejected(r.decide(
+                "GET",
+                "/img/cST4Ko5_FqwT3BDn-Wf4gO3RFSk=/500x500/a.png",
+                now()
+            )),
             (403, "invalid signature".to_owned())
         );
         let long = format!("/img/open/unsafe/{}", "a".repeat(MAX_URL_LEN));
-        assert_eq!(rejected(r.decide("GET", &long)).0, 414);
+        assert_eq!(rejected(r.decide("GET", &long, now())).0, 414);
     }
 
     #[test]
@@ -264,12 +473,320 @@ mod tests {
         let signer = ThumborSigner::new("mysecret", Default::default(), None);
         let sig = signer.sign("300x200/a.jpg");
         assert!(matches!(
-            router().decide("GET", &format!("/img/{sig}/300x200/a.jpg")),
+            router().decide("GET", &format!("/img/{sig}/300x200/a.jpg"), now()),
             Decision::Render(_)
         ));
         assert_eq!(
-            rejected(router().decide("GET", &format!("/img/{sig}/300x201/a.jpg"))).0,
+            rejected(router().decide("GET", &format!("/img/{sig}/300x201/a.jpg"), now())).0,
             403
         );
+    }
+
+    const IMGPROXY_KEY: &str = "943b421c9eb07c830af81030552c86009268de4e532ba2ee2eab8247c6da0881";
+    const IMGPROXY_SALT: &str = "520f986b998545b4785e0defbc4f3c1203f22de2374a3d53cb7a7fe9fea309c5";
+
+    /// One route per grammar, all unsafe-capable and signed, plus strict (signed-only) ones.
+    fn grammars() -> Router {
+        let json = serde_json::json!({ "routes": [
+            { "prefix": "/t/", "storage": "photos", "secret": "mysecret", "allow_unsafe": true },
+            { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true,
+              "keys": [ { "key": "736563726574", "salt": "68656C6C6F" },
+                        { "key": IMGPROXY_KEY, "salt": IMGPROXY_SALT } ],
+              "handles": { "photos-bucket": "photos", "cold-bucket": "archive" } },
+            { "prefix": "/demo/", "grammar": "imagekit", "storage": "photos", "secret": "dummy-key",
+              "allow_unsafe": true },
+            { "prefix": "/v1/ex/", "grammar": "query", "storage": "photos", "secret": "qsecret",
+              "allow_unsafe": true, "handles": { "my-s3-bucket": "photos", "archive": "archive" } },
+            { "prefix": "/strict/t/", "storage": "photos", "secret": "mysecret" },
+            { "prefix": "/strict/ip/", "grammar": "imgproxy", "storage": "photos",
+              "keys": [ { "key": IMGPROXY_KEY, "salt": IMGPROXY_SALT } ], "signature_size": 8 },
+            { "prefix": "/strict/ik/", "grammar": "imagekit", "storage": "photos", "secret": "k" },
+            { "prefix": "/strict/q/", "grammar": "query", "storage": "photos", "secret": "k" },
+            { "prefix": "/open/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true },
+        ]});
+        Router::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    /// URLs that mean the same in each grammar yield the same render request, byte for byte.
+    /// (`None`: the grammar cannot say it.)
+    #[test]
+    fn same_meaning_same_request_in_every_grammar() {
+        let table: &[[Option<&str>; 4]] = &[
+            [
+                Some("/t/unsafe/fit-in/300x200/filters:format(png)/dir/a.jpg"),
+                Some("/ip/insecure/rs:fit:300:200/plain/dir/a.jpg@png"),
+                Some("/demo/tr:w-300,h-200,c-at_max,f-png/dir/a.jpg"),
+                Some("/v1/ex/photos/dir/a.jpg?w=300&h=200&fit=scale-down&f=png"),
+            ],
+            [
+                Some(
+                    "/t/unsafe/300x200/left/top/filters:format(webp):quality(80):upscale()/dir/a.jpg",
+                ),
+                Some("/ip/insecure/rs:fill:300:200:1/g:nowe/q:80/plain/dir/a.jpg@webp"),
+                Some("/demo/tr:w-300,h-200,fo-top_left,f-webp,q-80/dir/a.jpg"),
+                Some("/v1/ex/photos/dir/a.jpg?w=300&h=200&fit=crop&gravity=top-left&f=webp&q=80"),
+            ],
+            [
+                Some("/t/unsafe/stretch/300x200/filters:upscale()/dir/a.jpg"),
+                Some("/ip/insecure/rs:force:150:100:1/dpr:2/plain/dir/a.jpg"),
+                Some("/demo/tr:w-150,h-100,c-force,dpr-2/dir/a.jpg"),
+                Some("/v1/ex/my-s3-bucket/dir/a.jpg?w=150&h=100&fit=fill&dpr=2"),
+            ],
+            [
+                Some("/t/unsafe/fit-in/-300x/filters:upscale()/dir/a.jpg"),
+                Some("/ip/insecure/w:300/el:1/fl:1/plain/s3://photos-bucket/dir/a.jpg"),
+                Some("/demo/dir/a.jpg?tr=w-300,c-at_max_enlarge,fl-h"),
+                None,
+            ],
+            [
+                Some("/t/unsafe/300x/filters:upscale()/dir/a%20b.jpg"),
+                Some("/ip/insecure/rs:fill:300:0:1/plain/dir/a%20b.jpg"),
+                Some("/demo/tr:w-300/dir/a%20b.jpg?updatedAt=1"),
+                Some("/v1/ex/photos/dir/a%20b.jpg?w=300"),
+            ],
+        ];
+        let r = grammars();
+        for row in table {
+            let requests: Vec<RenderRequest> = row
+                .iter()
+                .flatten()
+                .map(|url| rendered(r.decide("GET", url, now())).request)
+                .collect();
+            for (url, req) in row.iter().flatten().zip(&requests) {
+                assert_eq!(req, &requests[0], "{url} differs from {:?}", row[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn documented_signature_vectors_pass_the_router() {
+        let r = grammars();
+        // imgproxy docs (key `secret`, salt `hello`): the signature passes, smart gravity is 501.
+        let docs = "/ip/oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png";
+        assert_eq!(
+            rejected(r.decide("GET", docs, now())),
+            (501, "not implemented: smart gravity (g:sm)".into())
+        );
+        // imgproxy examples, verified with the second (rotated-in) pair: the source is remote.
+        let example = "/ip/m3k5QADfcKPDj-SDI2AIogZbC3FlAXszuwhtWXYqavc/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg";
+        assert_eq!(
+            rejected(r.decide("GET", example, now())),
+            (501, "not implemented: http:// sources".into())
+        );
+        assert_eq!(
+            rejected(r.decide("GET", &example.replace(":300/plain", ":301/plain"), now())).0,
+            403
+        );
+        // ImageKit SDK examples (private key `dummy-key`, endpoint `…/demo/`).
+        for url in [
+            "/demo/tr:w-300,h-200/sdk-testing-files/future-search.png?version=2.0&ik-s=dd1ee8f83d019bc59fd57a5fc4674a11eb8a3496",
+            "/demo/sdk-testing-files/future-search.png?version=2.0&tr=w-300,h-200&ik-s=601d97a7834b7554f4dabf0d3fc3a219ceeb6b31",
+        ] {
+            let req = rendered(r.decide("GET", url, now())).request;
+            assert_eq!(req.key, "sdk-testing-files/future-search.png");
+            assert_eq!((req.transform.width, req.transform.height), (300, 200));
+            let tampered = url.replace("version=2.0", "version=2.1");
+            assert_eq!(rejected(r.decide("GET", &tampered, now())).0, 403);
+        }
+    }
+
+    #[test]
+    fn sign_produces_urls_the_router_accepts() {
+        let r = grammars();
+        for unsigned in [
+            "/strict/t/unsafe/fit-in/300x200/a.jpg",
+            "/strict/t/unsafe/300x200/a.jpg?cb=1",
+            "/strict/ip/insecure/rs:fit:300:200/plain/a.jpg@png",
+            "/strict/ip/_/rs:fill:300:200/cGhvdG9zL2EuanBn.webp",
+            "/strict/ik/tr:w-300,h-200/a.jpg",
+            "/strict/ik/a.jpg?v=1&tr=w-300",
+            "/strict/ik/a.jpg?ik-t=4102444800",
+            "/strict/q/photos/a.jpg",
+            "/strict/q/photos/a.jpg?w=300&fit=cover&exp=4102444800",
+            "/strict/q/photos/a.jpg?w=300&&q=80",
+        ] {
+            assert_eq!(
+                rejected(r.decide("GET", unsigned, now())).0,
+                403,
+                "{unsigned} is refused unsigned"
+            );
+            let signed = r.sign(unsigned).unwrap();
+            assert!(
+                matches!(r.decide("GET", &signed, now()), Decision::Render(_)),
+                "{signed}"
+            );
+        }
+        assert_eq!(
+            r.sign(
+                "/strict/ip/insecure/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg"
+            )
+            .unwrap(),
+            "/strict/ip/m3k5QADfcKM/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg",
+            "imgproxy signature truncated to 8 bytes"
+        );
+        assert_eq!(
+            r.sign("/demo/tr:w-300,h-200/sdk-testing-files/future-search.png?version=2.0")
+                .unwrap(),
+            "/demo/tr:w-300,h-200/sdk-testing-files/future-search.png?version=2.0&ik-s=dd1ee8f83d019bc59fd57a5fc4674a11eb8a3496"
+        );
+        assert_eq!(
+            r.sign("https://img.example.com/strict/q/photos/a.jpg")
+                .unwrap(),
+            format!(
+                "https://img.example.com{}",
+                r.sign("/strict/q/photos/a.jpg").unwrap()
+            ),
+            "an absolute URL keeps its origin"
+        );
+        assert_eq!(
+            r.sign("/elsewhere/a.jpg"),
+            Err(SignError::NoRoute("/elsewhere/a.jpg".into()))
+        );
+        assert_eq!(
+            r.sign("/open/ik/a.jpg"),
+            Err(SignError::NoKey("/open/ik/".into()))
+        );
+        for not_unsigned in [
+            "/strict/t/abcdefgh12/a.jpg",
+            "/strict/ip/sig/plain/a.jpg",
+            "/strict/ik/a.jpg?ik-s=00",
+            "/strict/q/photos/a.jpg?sig=00",
+        ] {
+            assert!(
+                matches!(r.sign(not_unsigned), Err(SignError::NotUnsigned(_))),
+                "{not_unsigned}"
+            );
+        }
+    }
+
+    #[test]
+    fn signatures_are_checked_per_route() {
+        let r = grammars();
+        for (url, status, message) in [
+            (
+                "/strict/ip/insecure/plain/a.jpg",
+                403,
+                "unsigned URLs are not allowed here",
+            ),
+            (
+                "/strict/ip/AAAAAAAAAAA/plain/a.jpg",
+                403,
+                "invalid signature",
+            ),
+            ("/strict/ik/a.jpg?ik-s=00", 403, "invalid signature"),
+            (
+                "/strict/ik/a.jpg?ik-s=00&ik-s=01",
+                400,
+                "ik-s is given twice",
+            ),
+            (
+                "/open/ik/a.jpg?ik-s=00",
+                403,
+                "signed URLs are not configured here",
+            ),
+            (
+                "/strict/q/photos/a.jpg?w=1",
+                403,
+                "unsigned URLs are not allowed here",
+            ),
+            ("/strict/q/photos/a.jpg?sig=zz", 403, "invalid signature"),
+        ] {
+            assert_eq!(
+                rejected(r.decide("GET", url, now())),
+                (status, message.to_owned()),
+                "{url}"
+            );
+        }
+        // A signed query URL whose parameters are changed afterwards.
+        let signed = r.sign("/strict/q/photos/a.jpg?w=300").unwrap();
+        let tampered = signed.replace("w=300", "w=3000");
+        assert_eq!(rejected(r.decide("GET", &tampered, now())).0, 403);
+    }
+
+    #[test]
+    fn expired_urls_are_gone() {
+        let r = grammars();
+        let past = NOW_SECS - 1;
+        let future = NOW_SECS + 1;
+        for (url, status) in [
+            (
+                format!("/t/unsafe/filters:expire({})/a.jpg", past * 1000),
+                410,
+            ),
+            (
+                format!("/t/unsafe/filters:expire({})/a.jpg", NOW_SECS * 1000),
+                200,
+            ),
+            (format!("/ip/insecure/exp:{past}/plain/a.jpg"), 410),
+            (format!("/ip/insecure/exp:{NOW_SECS}/plain/a.jpg"), 200),
+            (format!("/demo/a.jpg?ik-t={past}"), 410),
+            (format!("/demo/a.jpg?ik-t={future}"), 200),
+            (format!("/v1/ex/photos/a.jpg?exp={past}"), 410),
+            (format!("/v1/ex/photos/a.jpg?exp={future}"), 200),
+            ("/t/unsafe/filters:expire(soon)/a.jpg".to_owned(), 400),
+            ("/demo/a.jpg?ik-t=soon".to_owned(), 400),
+        ] {
+            let status_of = match r.decide("GET", &url, now()) {
+                Decision::Render(_) => 200,
+                Decision::Reject(rej) => rej.status,
+                Decision::Pass => 0,
+            };
+            assert_eq!(status_of, status, "{url}");
+        }
+        let signed = r.sign(&format!("/strict/ik/a.jpg?ik-t={past}")).unwrap();
+        assert_eq!(
+            rejected(r.decide("GET", &signed, now())),
+            (410, "this URL has expired".to_owned()),
+            "a valid signature does not revive an expired URL"
+        );
+    }
+
+    #[test]
+    fn storage_handles() {
+        let r = grammars();
+        let storage = |url: &str| rendered(r.decide("GET", url, now())).request.storage;
+        assert_eq!(storage("/v1/ex/photos/a.jpg"), "photos");
+        assert_eq!(storage("/v1/ex/my-s3-bucket/a.jpg"), "photos");
+        assert_eq!(storage("/v1/ex/archive/a.jpg"), "archive");
+        assert_eq!(
+            storage("/ip/insecure/plain/s3://cold-bucket/a.jpg"),
+            "archive"
+        );
+        assert_eq!(storage("/ip/insecure/plain/local:///a.jpg"), "photos");
+        assert_eq!(
+            rejected(r.decide("GET", "/v1/ex/nope/a.jpg", now())),
+            (404, "unknown storage handle".into())
+        );
+        assert_eq!(
+            rejected(r.decide("GET", "/ip/insecure/plain/s3://nope/a.jpg", now())),
+            (
+                501,
+                "not implemented: s3://nope/ sources (the bucket is not configured for this route)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn no_grammar_escapes_the_base_dir_or_passes_control_characters() {
+        let r = grammars();
+        let dotdot_b64 = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            "../secret.jpg",
+        );
+        for url in [
+            "/ip/insecure/plain/../secret.jpg".to_owned(),
+            "/ip/insecure/plain/%2E%2E/secret.jpg".to_owned(),
+            format!("/ip/insecure/{dotdot_b64}.jpg"),
+            "/ip/insecure/plain/s3://photos-bucket/../x.jpg".to_owned(),
+            "/ip/insecure/plain/a%0D%0Ab.jpg".to_owned(),
+            "/demo/tr:w-10/%2e%2e/secret.jpg".to_owned(),
+            "/demo/a%0Ab.jpg".to_owned(),
+            "/v1/ex/photos/../secret.jpg".to_owned(),
+            "/v1/ex/photos/a%00b.jpg".to_owned(),
+            "/v1/ex/../secret.jpg".to_owned(),
+        ] {
+            assert_eq!(rejected(r.decide("GET", &url, now())).0, 400, "{url}");
+        }
     }
 }

@@ -16,25 +16,13 @@
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 
+use crate::grammar::{Expiry, Target, invalid, parse_timestamp};
 use crate::transform::{Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign};
 
 /// Most filters one URL may chain.
 pub const MAX_FILTERS: usize = 32;
 
-/// Why a thumbor path was not turned into a transform.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GrammarError {
-    /// The path does not follow the grammar (HTTP 400).
-    #[error("{0}")]
-    Invalid(String),
-    /// The path asks for something pixmesh does not do yet (HTTP 501).
-    #[error("not implemented: {0}")]
-    Unsupported(String),
-}
-
-fn invalid(msg: impl Into<String>) -> GrammarError {
-    GrammarError::Invalid(msg.into())
-}
+pub use crate::grammar::GrammarError;
 
 /// The first segment: `unsafe` or a URL signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +31,16 @@ pub enum Signature {
     Unsafe,
     /// The signature over everything after `HASH/`.
     Hash(String),
+}
+
+impl Signature {
+    /// The signature text; `None` for `unsafe`.
+    pub fn hash(&self) -> Option<&str> {
+        match self {
+            Signature::Unsafe => None,
+            Signature::Hash(h) => Some(h),
+        }
+    }
 }
 
 /// Where `trim` samples the border colour.
@@ -390,6 +388,25 @@ impl ThumborPath {
         Ok(t)
     }
 
+    /// When the URL stops being served: imagor's `filters:expire(UNIX_MS)` (the last one wins).
+    pub fn expires(&self) -> Result<Option<Expiry>, GrammarError> {
+        let mut at = None;
+        for f in self.filters.iter().filter(|f| f.name == "expire") {
+            at = Some(parse_expire(&f.args)?);
+        }
+        Ok(at)
+    }
+
+    /// Everything the URL asks for, grammar-neutral: transform, decoded image path and expiry.
+    pub fn to_target(&self) -> Result<Target, GrammarError> {
+        Ok(Target {
+            handle: None,
+            transform: self.to_transform()?,
+            image: self.image_path()?,
+            expires: self.expires()?,
+        })
+    }
+
     /// The path that asks for `t` on `image`, with the given signature. Inverse of
     /// [`ThumborPath::to_transform`] for every transform it produces.
     pub fn from_transform(t: &Transform, image: impl Into<String>) -> Self {
@@ -429,7 +446,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "convolution",
     "dpi",
     "equalize",
-    "expire",
     "fill",
     "focal",
     "grayscale",
@@ -463,7 +479,7 @@ fn apply_filter(t: &mut Transform, f: &Filter) -> Result<(), GrammarError> {
                     return Err(GrammarError::Unsupported(format!("format({})", f.args)));
                 }
                 name => Format::from_name(name)
-                    .ok_or_else(|| invalid(format!("unknown format in format({})", f.args)))?,
+                    .ok_or_else(|| invalid(format!("unknown format in format({:?})", f.args)))?,
             });
         }
         "quality" => {
@@ -473,9 +489,13 @@ fn apply_filter(t: &mut Transform, f: &Filter) -> Result<(), GrammarError> {
                     .ok()
                     .filter(|q| (1..=100).contains(q))
                     .ok_or_else(|| {
-                        invalid(format!("quality({}) must be between 1 and 100", f.args))
+                        invalid(format!("quality({:?}) must be between 1 and 100", f.args))
                     })?,
             );
+        }
+        // Checked when the URL is served: see `ThumborPath::expires`.
+        "expire" => {
+            parse_expire(&f.args)?;
         }
         "upscale" if f.args.is_empty() => t.upscale = true,
         "upscale" => return Err(invalid("upscale() takes no arguments")),
@@ -485,6 +505,11 @@ fn apply_filter(t: &mut Transform, f: &Filter) -> Result<(), GrammarError> {
         name => return Err(invalid(format!("unknown filter {name}"))),
     }
     Ok(())
+}
+
+/// `expire(UNIX_MS)`: imagor's expiry in unix milliseconds.
+fn parse_expire(args: &str) -> Result<Expiry, GrammarError> {
+    parse_timestamp("expire", args).map(Expiry::UnixMillis)
 }
 
 /// Walks the path one optional segment at a time.
@@ -634,7 +659,7 @@ fn parse_filters(spec: &str) -> Result<Vec<Filter>, GrammarError> {
         }
         let open = rest
             .find('(')
-            .ok_or_else(|| invalid(format!("filter {rest} needs parentheses")))?;
+            .ok_or_else(|| invalid(format!("filter {rest:?} needs parentheses")))?;
         let name = &rest[..open];
         if name.is_empty()
             || !name
@@ -857,6 +882,30 @@ mod tests {
         ] {
             let r = ThumborPath::parse(path).unwrap().to_transform();
             assert_eq!(r, Err(GrammarError::Unsupported(what.into())), "{path}");
+        }
+    }
+
+    #[test]
+    fn expire_is_imagors_unix_milliseconds() {
+        let p =
+            ThumborPath::parse("unsafe/filters:expire(1700000000000):quality(5)/a.jpg").unwrap();
+        let t = p.to_target().unwrap();
+        assert_eq!(t.expires, Some(Expiry::UnixMillis(1_700_000_000_000)));
+        assert_eq!(t.transform.quality, Some(5));
+        assert_eq!(t.image, "a.jpg");
+        let none = ThumborPath::parse("unsafe/a.jpg").unwrap();
+        assert_eq!(none.to_target().unwrap().expires, None);
+        for bad in [
+            "expire()",
+            "expire(-1)",
+            "expire(1.5)",
+            "expire(99999999999999999999999)",
+        ] {
+            let p = ThumborPath::parse(&format!("unsafe/filters:{bad}/a.jpg")).unwrap();
+            assert!(
+                matches!(p.to_target(), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 

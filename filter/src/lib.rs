@@ -75,7 +75,7 @@ impl HttpContext for Pixmesh {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let method = self.get_http_request_header(":method").unwrap_or_default();
-        match self.router.decide(&method, &path) {
+        match self.router.decide(&method, &path, self.get_current_time()) {
             Decision::Pass => Action::Continue,
             Decision::Reject(r) => {
                 log::debug!("pixmesh: {} {method} {path}: {}", r.status, r.message);

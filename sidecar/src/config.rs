@@ -7,6 +7,7 @@
 //! [limits]
 //! max_source_bytes = 134217728
 //! max_source_pixels = 50000000
+//! max_queue = 64                # renders waiting for a worker (one per core); then 503
 //!
 //! [storages.samples]            # a local directory (the demo's default)
 //! type = "local"
@@ -107,6 +108,8 @@ pub struct Limits {
     pub max_output_pixels: u64,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
+    /// Renders allowed to wait for a free worker (one worker per core); beyond, 503 at once.
+    pub max_queue: usize,
 }
 
 impl Default for Limits {
@@ -116,6 +119,7 @@ impl Default for Limits {
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
             storage_timeout_ms: 10_000,
+            max_queue: 64,
         }
     }
 }

@@ -5,6 +5,7 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 
 use crate::pipeline::PipelineError;
+use crate::pool::PoolError;
 use crate::storage::StorageError;
 
 /// Why a render failed.
@@ -22,9 +23,9 @@ pub enum RenderError {
     /// Decoding, resizing or encoding failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    /// A bug or a lost worker (500).
-    #[error("internal error")]
-    Internal(String),
+    /// No render worker was free and the queue was full (503), or a worker was lost (500).
+    #[error(transparent)]
+    Pool(#[from] PoolError),
 }
 
 impl RenderError {
@@ -41,7 +42,8 @@ impl RenderError {
                 StorageError::Other(_) => 502,
             },
             RenderError::Pipeline(e) => e.http_status(),
-            RenderError::Internal(_) => 500,
+            RenderError::Pool(PoolError::Busy { .. }) => 503,
+            RenderError::Pool(PoolError::Lost(_)) => 500,
         }
     }
 
@@ -49,7 +51,7 @@ impl RenderError {
     pub fn detail(&self) -> String {
         match self {
             RenderError::Source(e) => format!("source: {}", e.detail()),
-            RenderError::Internal(d) => d.clone(),
+            RenderError::Pool(PoolError::Lost(detail)) => format!("render worker failed: {detail}"),
             other => other.to_string(),
         }
     }
@@ -116,6 +118,11 @@ mod tests {
                 RenderError::Pipeline(PipelineError::UnsupportedFormat("gif".into())),
                 415,
                 Code::FailedPrecondition,
+            ),
+            (
+                RenderError::Pool(PoolError::Busy { queued: 64 }),
+                503,
+                Code::Internal,
             ),
         ];
         for (err, http, code) in cases {

@@ -3,12 +3,14 @@
 //! - [`config`]: the TOML configuration.
 //! - [`storage`]: local-directory and S3 storages.
 //! - [`pipeline`]: decode → resize → encode, as named steps.
+//! - [`pool`]: the bounded render worker pool.
 //! - [`service`]: the tonic service and the render flow.
 //! - [`error`]: the error model and its HTTP/gRPC statuses.
 
 pub mod config;
 pub mod error;
 pub mod pipeline;
+pub mod pool;
 pub mod service;
 pub mod storage;
 
@@ -19,11 +21,11 @@ use std::time::Duration;
 
 use pixmesh_proto::v1::image_service_server::ImageServiceServer;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 
 use config::{Config, StorageConfig};
+use pool::WorkerPool;
 use service::{ImageService, Renderer, ResultStore};
 use storage::{LocalStorage, S3Storage, Storage};
 
@@ -85,7 +87,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
                 reason: "must be visible ASCII".into(),
             }
         })?,
-        workers: Semaphore::new(cores),
+        workers: WorkerPool::new(cores, config.limits.max_queue),
     })
 }
 

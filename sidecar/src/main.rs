@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pixmesh_core::router::Router;
 use pixmesh_proto::v1::image_service_client::ImageServiceClient;
 use pixmesh_proto::v1::{HealthRequest, health_response};
 use pixmesh_sidecar::config::Config;
@@ -28,6 +29,18 @@ enum Command {
         /// Output file.
         #[arg(long, short)]
         out: PathBuf,
+    },
+    /// Print the signed form of unsigned image URLs, one a line, with the keys of the filter
+    /// configuration. Each URL is in its route's grammar: thumbor `PREFIX/unsafe/…`, imgproxy
+    /// `PREFIX/insecure/…`, ImageKit or query URLs without `ik-s`/`sig`; a path or an absolute
+    /// URL.
+    Sign {
+        /// The filter's JSON configuration (it holds the signing keys).
+        #[arg(long, short = 'c', env = "PIXMESH_FILTER_CONFIG")]
+        filter_config: PathBuf,
+        /// Unsigned URLs.
+        #[arg(required = true)]
+        urls: Vec<String>,
     },
     /// Ask a running sidecar whether it is serving (exit 0) or not (exit 1).
     Health {
@@ -65,6 +78,15 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             pixmesh_sidecar::serve(&config, listener, shutdown).await?;
         }
         Command::Descriptor { out } => std::fs::write(out, pixmesh_proto::DESCRIPTOR_SET)?,
+        Command::Sign {
+            filter_config,
+            urls,
+        } => {
+            let router = Router::from_json(&std::fs::read(&filter_config)?)?;
+            for url in urls {
+                println!("{}", router.sign(&url)?);
+            }
+        }
         Command::Health { addr } => {
             let mut client = ImageServiceClient::connect(addr).await?;
             let status = client.health(HealthRequest {}).await?.into_inner().status;

@@ -6,7 +6,7 @@
 //! 2. serve from result storage when the rendition is there (304 when `If-None-Match` matches);
 //! 3. read the source (404/403/413/503/504 from the storage);
 //! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering;
-//! 5. render on a blocking worker, at most one per core;
+//! 5. render on a blocking worker, at most one per core, 503 when the queue is full;
 //! 6. stream the image, and write it to result storage in the background.
 
 use std::collections::HashMap;
@@ -19,7 +19,6 @@ use pixmesh_core::render::{RenderRequest, etag, if_none_match, result_key};
 use pixmesh_core::transform::{Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign};
 use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
-use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -27,6 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::config::Limits;
 use crate::error::RenderError;
 use crate::pipeline;
+use crate::pool::WorkerPool;
 use crate::storage::{Object, S3Storage, Storage, StorageError, http_date};
 
 /// Size of each streamed `HttpBody` message.
@@ -54,8 +54,8 @@ pub struct Renderer {
     pub limits: Limits,
     /// `Cache-Control` of every rendition.
     pub cache_control: MetadataValue<tonic::metadata::Ascii>,
-    /// One permit per concurrent render (one per core).
-    pub workers: Semaphore,
+    /// Renders run here: one per core, with a bounded queue.
+    pub workers: WorkerPool,
 }
 
 /// The outcome of a successful render.
@@ -87,7 +87,8 @@ impl Renderer {
             .as_ref()
             .map(|rs| result_key(&rs.base_dir, &canonical, &SafeChars::default()));
         if let (Some(rs), Some(key)) = (&self.results, &stored_key) {
-            match rs.storage.get(key, u64::MAX).await {
+            // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
+            match rs.storage.get(key, self.limits.max_source_bytes).await {
                 Ok(obj) => return Ok(from_result_storage(obj, if_none)),
                 Err(StorageError::NotFound) => {}
                 Err(e) => tracing::warn!(key, error = e.detail(), "result storage read failed"),
@@ -130,19 +131,15 @@ impl Renderer {
         source: Bytes,
         transform: Transform,
     ) -> Result<pipeline::Rendered, RenderError> {
-        let _permit = self
-            .workers
-            .acquire()
-            .await
-            .map_err(|_| RenderError::Internal("worker pool closed".into()))?;
         let limits = pipeline::Limits {
             max_source_pixels: self.limits.max_source_pixels,
             max_output_pixels: self.limits.max_output_pixels,
         };
-        tokio::task::spawn_blocking(move || pipeline::render(&source, &transform, &limits))
-            .await
-            .map_err(|e| RenderError::Internal(format!("render worker failed: {e}")))?
-            .map_err(RenderError::from)
+        let rendered = self
+            .workers
+            .run(move || pipeline::render(&source, &transform, &limits))
+            .await??;
+        Ok(rendered)
     }
 
     /// Renders and logs failures; the error is what the client gets.

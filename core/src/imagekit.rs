@@ -1,0 +1,730 @@
+//! The ImageKit URL grammar: parse ⇄ generate, and its mapping onto [`Transform`].
+//!
+//! ```text
+//! tr:STEP[:STEP…]/IMAGE-PATH          (transformation in the path, first segment after the endpoint)
+//! IMAGE-PATH?tr=STEP[:STEP…]          (transformation in the query)
+//! STEP  = PARAM[,PARAM…]
+//! PARAM = NAME-VALUE | e-EFFECT[-VALUE]
+//! ```
+//!
+//! The route prefix plays ImageKit's URL endpoint. Query parameters other than `tr`, `ik-s` and
+//! `ik-t` are not part of the transform (ImageKit passes them on; cache busters such as
+//! `updatedAt` work) but are covered by the signature (see [`crate::sign::ImagekitSigner`]).
+//!
+//! Semantics follow ImageKit's documentation: without `c`, `w`/`h` keep the aspect ratio, fill
+//! the box and crop (`c-maintain_ratio`), enlarging small sources; `c-force` stretches;
+//! `c-at_max` fits inside without enlarging, `c-at_max_enlarge` fits and enlarges. `fo` anchors
+//! the crop; `ar-W-H` derives the missing side from the given one. One transformation step maps
+//! onto one [`Transform`]: chained steps (`…:…`) are 501, like every parameter the pipeline
+//! cannot perform. [`PARAMS`] is the table of parameters; unknown ones are 400.
+//!
+//! The round-trip table in the tests is this module's specification.
+
+use crate::grammar::{
+    GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_decimal,
+    parse_dimension, parse_format, parse_quality, query_param, require_zero, unsupported,
+};
+use crate::percent::decode;
+use crate::transform::{Fit, HAlign, MAX_DIMENSION, Transform, VAlign};
+
+/// Most steps a chain may have.
+pub const MAX_STEPS: usize = 16;
+/// Most parameters a transformation may have, over all steps.
+pub const MAX_PARAMS: usize = 64;
+
+/// Where the transformation string is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// `tr:…/IMAGE`.
+    Path,
+    /// `IMAGE?tr=…`.
+    Query,
+}
+
+/// One `NAME-VALUE` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// Name: `w`, `c`, `e-sharpen`, ….
+    pub name: String,
+    /// Value; `None` for value-less effects (`e-grayscale`).
+    pub value: Option<String>,
+}
+
+/// A parsed ImageKit URL (the part after the endpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagekitUrl {
+    /// Where the transformation was written; [`Placement::Path`] when there is none.
+    pub placement: Placement,
+    /// The chained steps, each a list of parameters; empty when there is no transformation.
+    pub steps: Vec<Vec<Param>>,
+    /// The image path as written (still percent-encoded).
+    pub image: String,
+}
+
+impl ImagekitUrl {
+    /// Parses `path` (everything after the endpoint and its `/`) and the raw `query`.
+    pub fn parse(path: &str, query: &str) -> Result<Self, GrammarError> {
+        let in_path = path
+            .strip_prefix("tr:")
+            .and_then(|rest| rest.split_once('/'));
+        let in_query = query_param(query, "tr")?;
+        let (placement, spec, image) = match (in_path, in_query) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("tr is given both in the path and in the query"));
+            }
+            (Some((spec, image)), None) => (Placement::Path, spec.to_owned(), image),
+            (None, Some(spec)) => (Placement::Query, decode_query_component(spec)?, path),
+            (None, None) => (Placement::Path, String::new(), path),
+        };
+        if image.is_empty() {
+            return Err(invalid("missing image path"));
+        }
+        Ok(ImagekitUrl {
+            placement,
+            steps: parse_steps(&spec)?,
+            image: image.to_owned(),
+        })
+    }
+
+    /// The transformation string without `tr:`.
+    pub fn transformation(&self) -> String {
+        self.steps
+            .iter()
+            .map(|step| {
+                step.iter()
+                    .map(|p| match &p.value {
+                        Some(v) => format!("{}-{v}", p.name),
+                        None => p.name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// The URL after the endpoint: `tr:…/IMAGE`, `IMAGE?tr=…` or `IMAGE`.
+    pub fn to_path(&self) -> String {
+        if self.steps.is_empty() {
+            return self.image.clone();
+        }
+        match self.placement {
+            Placement::Path => format!("tr:{}/{}", self.transformation(), self.image),
+            Placement::Query => format!("{}?tr={}", self.image, self.transformation()),
+        }
+    }
+
+    /// Everything the URL asks for, grammar-neutral (expiry comes from `ik-t`, not from here).
+    pub fn to_target(&self) -> Result<Target, GrammarError> {
+        let steps: Vec<&Vec<Param>> = self.steps.iter().filter(|s| !s.is_empty()).collect();
+        if steps.len() > 1 {
+            return Err(unsupported("chained transformations"));
+        }
+        let mut s = State::default();
+        for p in steps.into_iter().flatten() {
+            let spec = PARAMS.iter().find(|s| s.name == p.name).ok_or_else(|| {
+                if p.name.starts_with("e-") {
+                    unsupported(format!("effect {}", p.name))
+                } else {
+                    invalid(format!("unknown parameter {}", p.name))
+                }
+            })?;
+            if s.seen.contains(&spec.name) {
+                return Err(invalid(format!("{} is given twice", p.name)));
+            }
+            s.seen.push(spec.name);
+            (spec.apply)(&mut s, &p.name, p.value.as_deref())?;
+        }
+        let mut transform = Transform {
+            width: s.width,
+            height: s.height,
+            fit: s.fit,
+            upscale: s.upscale,
+            flip_h: s.flip_h,
+            flip_v: s.flip_v,
+            h_align: s.h_align,
+            v_align: s.v_align,
+            format: s.format,
+            quality: s.quality,
+        };
+        if let Some((aw, ah)) = s.aspect {
+            derive_side(&mut transform, aw, ah)?;
+        }
+        apply_dpr(&mut transform, s.dpr)?;
+        let image = decode(&self.image)
+            .ok_or_else(|| invalid("the image path has a malformed percent escape"))?;
+        Ok(Target {
+            handle: None,
+            image,
+            transform,
+            expires: None,
+        })
+    }
+
+    /// The canonical URL (transformation in the path) asking for `t` on `image`; `None` when
+    /// the grammar cannot express `t` (fill or stretch without enlarging).
+    pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
+        let mut step = Vec::new();
+        let mut param = |name: &str, value: String| {
+            step.push(Param {
+                name: name.to_owned(),
+                value: Some(value),
+            })
+        };
+        if t.width > 0 {
+            param("w", t.width.to_string());
+        }
+        if t.height > 0 {
+            param("h", t.height.to_string());
+        }
+        match (t.fit, t.upscale) {
+            (Fit::Fill, true) => {}
+            (Fit::Stretch, true) => param("c", "force".to_owned()),
+            (Fit::FitIn, false) => param("c", "at_max".to_owned()),
+            (Fit::FitIn, true) => param("c", "at_max_enlarge".to_owned()),
+            (Fit::Fill | Fit::Stretch, false) => return None,
+        }
+        if let Some(fo) = FOCUS
+            .iter()
+            .find(|f| (f.1, f.2) == (t.h_align, t.v_align))
+            .filter(|f| f.0 != "center")
+        {
+            param("fo", fo.0.to_owned());
+        }
+        match (t.flip_h, t.flip_v) {
+            (true, true) => param("fl", "h_v".to_owned()),
+            (true, false) => param("fl", "h".to_owned()),
+            (false, true) => param("fl", "v".to_owned()),
+            (false, false) => {}
+        }
+        if let Some(f) = t.format {
+            param("f", f.name().to_owned());
+        }
+        if let Some(q) = t.quality {
+            param("q", q.to_string());
+        }
+        Some(ImagekitUrl {
+            placement: Placement::Path,
+            steps: if step.is_empty() { vec![] } else { vec![step] },
+            image: crate::percent::encode(image, |b| crate::percent::is_unreserved(b) || b == b'/'),
+        })
+    }
+}
+
+fn parse_steps(spec: &str) -> Result<Vec<Vec<Param>>, GrammarError> {
+    if spec.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut count = 0;
+    let mut steps = Vec::new();
+    for step in spec.split(':') {
+        if steps.len() == MAX_STEPS {
+            return Err(invalid(format!(
+                "more than {MAX_STEPS} transformation steps"
+            )));
+        }
+        let mut params = Vec::new();
+        for p in step.split(',').filter(|p| !p.is_empty()) {
+            count += 1;
+            if count > MAX_PARAMS {
+                return Err(invalid(format!("more than {MAX_PARAMS} parameters")));
+            }
+            params.push(parse_param(p)?);
+        }
+        steps.push(params);
+    }
+    Ok(steps)
+}
+
+fn parse_param(p: &str) -> Result<Param, GrammarError> {
+    let (name, value) = match p.split_once('-') {
+        Some(("e", effect)) => match effect.split_once('-') {
+            Some((e, v)) => (format!("e-{e}"), Some(v)),
+            None => (format!("e-{effect}"), None),
+        },
+        Some(("l" | "lx" | "ly" | "lfo", _)) => return Err(unsupported("overlays (l-…)")),
+        Some((name, value)) => (name.to_owned(), Some(value)),
+        None => return Err(invalid(format!("parameter {p:?} needs a value"))),
+    };
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    if !name_ok(&name) {
+        return Err(invalid(format!("bad parameter name {name:?}")));
+    }
+    if value.is_some_and(str::is_empty) {
+        return Err(invalid(format!("{name}: empty value")));
+    }
+    Ok(Param {
+        name,
+        value: value.map(str::to_owned),
+    })
+}
+
+/// What the parameters have set so far; starts at ImageKit's defaults (`c-maintain_ratio`).
+struct State {
+    width: u32,
+    height: u32,
+    aspect: Option<(f64, f64)>,
+    fit: Fit,
+    upscale: bool,
+    h_align: HAlign,
+    v_align: VAlign,
+    flip_h: bool,
+    flip_v: bool,
+    dpr: f64,
+    quality: Option<u8>,
+    format: Option<crate::transform::Format>,
+    seen: Vec<&'static str>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            width: 0,
+            height: 0,
+            aspect: None,
+            fit: Fit::Fill,
+            upscale: true,
+            h_align: HAlign::Center,
+            v_align: VAlign::Middle,
+            flip_h: false,
+            flip_v: false,
+            dpr: 1.0,
+            quality: None,
+            format: None,
+            seen: Vec::new(),
+        }
+    }
+}
+
+type Apply = fn(&mut State, &str, Option<&str>) -> Result<(), GrammarError>;
+
+/// One transformation parameter and what it does.
+pub struct ParamSpec {
+    /// The parameter name.
+    pub name: &'static str,
+    apply: Apply,
+}
+
+const fn spec(name: &'static str, apply: Apply) -> ParamSpec {
+    ParamSpec { name, apply }
+}
+
+/// Every parameter ImageKit documents for images that pixmesh recognises. Those the pipeline
+/// cannot perform are 501 unless their value asks for nothing (`bl-0`, `rt-0`, `md-false`, …).
+pub static PARAMS: &[ParamSpec] = &[
+    spec("w", |s, n, v| {
+        s.width = dimension(n, v)?;
+        Ok(())
+    }),
+    spec("h", |s, n, v| {
+        s.height = dimension(n, v)?;
+        Ok(())
+    }),
+    spec("ar", aspect_ratio),
+    spec("c", crop),
+    spec("cm", crop_mode),
+    spec("fo", focus),
+    spec("fl", flip),
+    spec("q", |s, n, v| {
+        s.quality = Some(parse_quality(n, value(n, v)?)?);
+        Ok(())
+    }),
+    spec("f", |s, n, v| {
+        s.format = match value(n, v)? {
+            "orig" => None,
+            f => Some(parse_format(n, f)?),
+        };
+        Ok(())
+    }),
+    spec("dpr", |s, n, v| {
+        s.dpr = match value(n, v)? {
+            "auto" => return Err(unsupported("dpr-auto")),
+            d => parse_decimal(n, d)?,
+        };
+        Ok(())
+    }),
+    spec("rt", rotate),
+    spec("bl", zero_or_unsupported),
+    spec("e-sharpen", |_, n, v| match v {
+        Some(v) => require_zero(n, v),
+        None => Err(unsupported(n)),
+    }),
+    spec("e-grayscale", unsupported_param),
+    spec("orig", false_or_unsupported),
+    spec("md", false_or_unsupported),
+    spec("pr", false_or_unsupported),
+    spec("lo", false_or_unsupported),
+    spec("t", false_or_unsupported),
+    spec("x", unsupported_param),
+    spec("y", unsupported_param),
+    spec("xc", unsupported_param),
+    spec("yc", unsupported_param),
+    spec("bg", unsupported_param),
+    spec("b", unsupported_param),
+    spec("r", unsupported_param),
+    spec("n", unsupported_param),
+    spec("z", unsupported_param),
+    spec("di", unsupported_param),
+];
+
+fn value<'a>(name: &str, v: Option<&'a str>) -> Result<&'a str, GrammarError> {
+    v.ok_or_else(|| invalid(format!("{name} needs a value")))
+}
+
+/// `w`/`h`: pixels; values below 1 are ImageKit's relative sizes, `auto` its client hints (501).
+fn dimension(name: &str, v: Option<&str>) -> Result<u32, GrammarError> {
+    match value(name, v)? {
+        "auto" => Err(unsupported(format!("{name}-auto"))),
+        v if (v.starts_with("0.") || v.starts_with('.')) && parse_decimal(name, v).is_ok() => {
+            Err(unsupported(format!("relative {name} ({name}-{v})")))
+        }
+        v => parse_dimension(name, v),
+    }
+}
+
+fn aspect_ratio(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    let v = value(name, v)?;
+    let (w, h) = v
+        .split_once('-')
+        .ok_or_else(|| invalid(format!("{name}: expected ar-WIDTH-HEIGHT, got {v:?}")))?;
+    let (w, h) = (parse_decimal(name, w)?, parse_decimal(name, h)?);
+    if w == 0.0 || h == 0.0 {
+        return Err(invalid(format!("{name}: the ratio cannot be zero")));
+    }
+    s.aspect = Some((w, h));
+    Ok(())
+}
+
+/// Derives the missing side from `ar-W-H` and the given one.
+fn derive_side(t: &mut Transform, aw: f64, ah: f64) -> Result<(), GrammarError> {
+    let derive = |side: u32, ratio: f64| -> Result<u32, GrammarError> {
+        let v = (f64::from(side) * ratio).round().max(1.0);
+        if v > f64::from(MAX_DIMENSION) {
+            return Err(invalid(format!(
+                "ar: the derived size is over the limit of {MAX_DIMENSION}"
+            )));
+        }
+        Ok(v as u32)
+    };
+    match (t.width, t.height) {
+        (0, 0) => Err(unsupported("ar without w or h")),
+        (w, 0) => {
+            t.height = derive(w, ah / aw)?;
+            Ok(())
+        }
+        (0, h) => {
+            t.width = derive(h, aw / ah)?;
+            Ok(())
+        }
+        _ => Err(invalid("ar cannot be combined with both w and h")),
+    }
+}
+
+fn crop(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    (s.fit, s.upscale) = match value(name, v)? {
+        "maintain_ratio" => (Fit::Fill, true),
+        "force" => (Fit::Stretch, true),
+        "at_max" => (Fit::FitIn, false),
+        "at_max_enlarge" => (Fit::FitIn, true),
+        "at_least" => return Err(unsupported("c-at_least")),
+        other => return Err(invalid(format!("{name}: unknown crop strategy {other:?}"))),
+    };
+    Ok(())
+}
+
+fn crop_mode(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    match value(name, v)? {
+        m @ ("pad_resize" | "extract" | "pad_extract") => Err(unsupported(format!("cm-{m}"))),
+        other => Err(invalid(format!("{name}: unknown crop mode {other:?}"))),
+    }
+}
+
+/// `fo` anchors: (name, horizontal, vertical).
+const FOCUS: [(&str, HAlign, VAlign); 9] = [
+    ("center", HAlign::Center, VAlign::Middle),
+    ("top", HAlign::Center, VAlign::Top),
+    ("bottom", HAlign::Center, VAlign::Bottom),
+    ("left", HAlign::Left, VAlign::Middle),
+    ("right", HAlign::Right, VAlign::Middle),
+    ("top_left", HAlign::Left, VAlign::Top),
+    ("top_right", HAlign::Right, VAlign::Top),
+    ("bottom_left", HAlign::Left, VAlign::Bottom),
+    ("bottom_right", HAlign::Right, VAlign::Bottom),
+];
+
+/// `fo`: a fixed anchor; `auto`, `face`, `custom` and object names (`fo-dog`) are 501.
+fn focus(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    let v = value(name, v)?;
+    if let Some(&(_, h, vv)) = FOCUS.iter().find(|f| f.0 == v) {
+        (s.h_align, s.v_align) = (h, vv);
+        return Ok(());
+    }
+    if v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(unsupported(format!("fo-{v}")));
+    }
+    Err(invalid(format!("{name}: unknown focus {v:?}")))
+}
+
+fn flip(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    (s.flip_h, s.flip_v) = match value(name, v)? {
+        "h" => (true, false),
+        "v" => (false, true),
+        "h_v" | "v_h" => (true, true),
+        other => return Err(invalid(format!("{name}: unknown flip {other:?}"))),
+    };
+    Ok(())
+}
+
+fn rotate(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    let v = value(name, v)?;
+    let degrees = v.strip_prefix('N').unwrap_or(v);
+    match degrees {
+        "0" | "360" => Ok(()),
+        "auto" => Err(unsupported("rt-auto")),
+        d if !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(unsupported(format!("rotation ({name}-{v})")))
+        }
+        _ => Err(invalid(format!("{name}: {v:?} is not an angle"))),
+    }
+}
+
+fn zero_or_unsupported(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    require_zero(name, value(name, v)?)
+}
+
+/// Boolean switches the pipeline cannot honour when `true` (`orig`, `md`, `pr`, `lo`, `t`).
+fn false_or_unsupported(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    match value(name, v)? {
+        "false" => Ok(()),
+        v if v == "true" || (name == "t" && v.bytes().all(|b| b.is_ascii_digit())) => {
+            Err(unsupported(format!("{name}-{v}")))
+        }
+        v => Err(invalid(format!("{name}: {v:?} is not true or false"))),
+    }
+}
+
+fn unsupported_param(_: &mut State, name: &str, _: Option<&str>) -> Result<(), GrammarError> {
+    Err(unsupported(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::testing::{cover as fill, split_query as split};
+    use crate::transform::Format;
+
+    /// URLs after the endpoint, in canonical form: `generate(parse(s)) == s` for each.
+    const ROUND_TRIP: &[&str] = &[
+        "a.jpg",
+        "tr:w-300,h-300/dir/a.jpg",
+        "tr:w-300,h-300:rt-90/a.jpg",
+        "a.jpg?tr=w-300,h-200,c-at_max,f-webp",
+        "tr:w-300,ar-4-3,fo-top_left,q-80,fl-h_v/a%20b.jpg",
+        "tr:e-grayscale,e-sharpen-10,bl-0,md-false/a.jpg",
+        "tr:w-300,h-200,cm-pad_resize,bg-FFFFFF/a.jpg",
+    ];
+
+    #[test]
+    fn canonical_urls_round_trip() {
+        for &url in ROUND_TRIP {
+            let (path, query) = split(url);
+            let parsed = ImagekitUrl::parse(path, query).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(parsed.to_path(), url, "generate(parse({url}))");
+        }
+    }
+
+    #[test]
+    fn parses_every_part() {
+        let p = ImagekitUrl::parse("tr:w-300,e-sharpen-5:rt-90/x/a.jpg", "v=1").unwrap();
+        assert_eq!(p.placement, Placement::Path);
+        assert_eq!(p.steps.len(), 2);
+        assert_eq!(
+            p.steps[0][1],
+            Param {
+                name: "e-sharpen".into(),
+                value: Some("5".into())
+            }
+        );
+        assert_eq!(p.image, "x/a.jpg");
+        let q = ImagekitUrl::parse("x/a.jpg", "updatedAt=1&tr=w-300%2Ch-200").unwrap();
+        assert_eq!(q.placement, Placement::Query);
+        assert_eq!(q.transformation(), "w-300,h-200");
+        assert_eq!(
+            ImagekitUrl::parse("tr:w-1", "").unwrap().image,
+            "tr:w-1",
+            "the last segment is always the image"
+        );
+    }
+
+    fn target(url: &str) -> Result<Target, GrammarError> {
+        let (path, query) = split(url);
+        ImagekitUrl::parse(path, query)?.to_target()
+    }
+
+    #[test]
+    fn maps_onto_the_transform_model() {
+        for (url, expected) in [
+            ("a.jpg", fill(0, 0)),
+            ("tr:w-300,h-200/a.jpg", fill(300, 200)),
+            ("a.jpg?tr=w-300,h-200,c-maintain_ratio", fill(300, 200)),
+            ("tr:w-300,ar-3-2/a.jpg", fill(300, 200)),
+            ("tr:h-200,ar-1.5-1/a.jpg", fill(300, 200)),
+            ("tr:w-150,h-100,dpr-2/a.jpg", fill(300, 200)),
+            (
+                "tr:w-300,h-200,c-force/a.jpg",
+                Transform {
+                    fit: Fit::Stretch,
+                    ..fill(300, 200)
+                },
+            ),
+            (
+                "tr:w-300,h-200,c-at_max,f-png/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    upscale: false,
+                    format: Some(Format::Png),
+                    ..fill(300, 200)
+                },
+            ),
+            (
+                "tr:w-300,c-at_max_enlarge,fl-v,q-60,f-orig/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    flip_v: true,
+                    quality: Some(60),
+                    ..fill(300, 0)
+                },
+            ),
+            (
+                "tr:w-300,h-200,fo-bottom_right,rt-0,bl-0,md-false,orig-false/a.jpg",
+                Transform {
+                    h_align: HAlign::Right,
+                    v_align: VAlign::Bottom,
+                    ..fill(300, 200)
+                },
+            ),
+            ("tr::w-300,h-200:/a.jpg", fill(300, 200)),
+        ] {
+            assert_eq!(target(url).unwrap().transform, expected, "{url}");
+        }
+        assert_eq!(target("tr:w-1/dir/a%20b.jpg").unwrap().image, "dir/a b.jpg");
+    }
+
+    #[test]
+    fn from_transform_inverts_to_target() {
+        for url in [
+            "tr:w-300,h-200/a.jpg",
+            "tr:w-300,h-200,c-force/a.jpg",
+            "tr:w-300,c-at_max,fo-top,fl-h,f-webp,q-80/dir/a%20b.jpg",
+            "tr:h-200,c-at_max_enlarge/a.jpg",
+        ] {
+            let t = target(url).unwrap();
+            let back = ImagekitUrl::from_transform(&t.transform, &t.image).unwrap();
+            assert_eq!(back.to_path(), url);
+        }
+        assert_eq!(
+            ImagekitUrl::from_transform(&Transform::default(), "a.jpg"),
+            None,
+            "fill without enlarging has no ImageKit URL"
+        );
+    }
+
+    #[test]
+    fn unsupported_parameters_are_named_not_ignored() {
+        for (url, what) in [
+            ("tr:w-300:rt-90/a.jpg", "chained transformations"),
+            ("tr:rt-90/a.jpg", "rotation (rt-90)"),
+            ("tr:rt-auto/a.jpg", "rt-auto"),
+            ("tr:w-0.5/a.jpg", "relative w (w-0.5)"),
+            ("tr:h-auto/a.jpg", "h-auto"),
+            ("tr:ar-4-3/a.jpg", "ar without w or h"),
+            ("tr:c-at_least,w-10/a.jpg", "c-at_least"),
+            ("tr:cm-extract,x-10/a.jpg", "cm-extract"),
+            ("tr:cm-pad_resize/a.jpg", "cm-pad_resize"),
+            ("tr:fo-auto/a.jpg", "fo-auto"),
+            ("tr:fo-face/a.jpg", "fo-face"),
+            ("tr:x-10/a.jpg", "x"),
+            ("tr:f-auto/a.jpg", "f auto"),
+            ("tr:f-avif/a.jpg", "f avif"),
+            ("tr:bg-FFFFFF/a.jpg", "bg"),
+            ("tr:b-5_FF0000/a.jpg", "b"),
+            ("tr:r-20/a.jpg", "r"),
+            ("tr:bl-10/a.jpg", "bl"),
+            ("tr:dpr-auto/a.jpg", "dpr-auto"),
+            ("tr:e-sharpen/a.jpg", "e-sharpen"),
+            ("tr:e-grayscale/a.jpg", "e-grayscale"),
+            ("tr:e-bgremove/a.jpg", "effect e-bgremove"),
+            ("tr:orig-true/a.jpg", "orig-true"),
+            ("tr:md-true/a.jpg", "md-true"),
+            ("tr:pr-true/a.jpg", "pr-true"),
+            ("tr:lo-true/a.jpg", "lo-true"),
+            ("tr:t-true/a.jpg", "t-true"),
+            ("tr:t-10/a.jpg", "t-10"),
+            ("tr:l-image,i-logo.png,l-end/a.jpg", "overlays (l-…)"),
+            ("tr:n-thumb/a.jpg", "n"),
+        ] {
+            assert_eq!(
+                target(url),
+                Err(GrammarError::Unsupported(what.into())),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_and_unknown_parameters_are_invalid_and_named() {
+        for (url, named) in [
+            ("tr:zz-1/a.jpg", "zz"),
+            ("tr:w/a.jpg", "w"),
+            ("tr:w-/a.jpg", "w"),
+            ("tr:w-abc/a.jpg", "w"),
+            ("tr:w-99999/a.jpg", "w"),
+            ("tr:w-1,w-2/a.jpg", "w"),
+            ("tr:c-squash/a.jpg", "c"),
+            ("tr:cm-bad/a.jpg", "cm"),
+            ("tr:fo-Top/a.jpg", "fo"),
+            ("tr:q-0/a.jpg", "q"),
+            ("tr:fl-x/a.jpg", "fl"),
+            ("tr:rt-abc/a.jpg", "rt"),
+            ("tr:md-yes/a.jpg", "md"),
+            ("tr:ar-4/a.jpg", "ar"),
+            ("tr:ar-0-3,w-10/a.jpg", "ar"),
+            ("tr:w-10,h-10,ar-4-3/a.jpg", "ar"),
+            ("tr:W-10/a.jpg", "W"),
+            ("tr:t-x/a.jpg", "t"),
+            ("a.jpg?tr=w-0.%0A", "w"),
+        ] {
+            match target(url) {
+                Err(GrammarError::Invalid(m)) => assert!(m.contains(named), "{url}: {m}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        for bad in [
+            "",
+            "tr:w-1/",
+            "tr:w-1/a.jpg?tr=w-2",
+            "a.jpg?tr=w-1&tr=w-2",
+            "a%zz.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad:?} gave {:?}",
+                target(bad)
+            );
+        }
+        let many = vec!["w-1"; MAX_PARAMS + 1].join(",");
+        assert!(matches!(
+            ImagekitUrl::parse(&format!("tr:{many}/a.jpg"), ""),
+            Err(GrammarError::Invalid(_))
+        ));
+        let steps = vec!["w-1"; MAX_STEPS + 1].join(":");
+        assert!(matches!(
+            ImagekitUrl::parse(&format!("tr:{steps}/a.jpg"), ""),
+            Err(GrammarError::Invalid(_))
+        ));
+    }
+}

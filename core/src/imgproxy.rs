@@ -1,0 +1,953 @@
+//! The imgproxy path grammar: parse ⇄ generate, and its mapping onto [`Transform`].
+//!
+//! ```text
+//! /SIGNATURE|insecure|_/OPTION[/OPTION…]/plain/SOURCE[@EXT]
+//! /SIGNATURE|insecure|_/OPTION[/OPTION…]/BASE64URL_SOURCE[.EXT]     (the base64 may be split by /)
+//! OPTION = NAME[:ARG[:ARG…]]                                        (long or short NAME)
+//! SOURCE = s3://BUCKET/KEY[?VERSION] | local:///KEY | KEY
+//! ```
+//!
+//! Options are segments holding a `:`; the first segment without one starts the source (`plain`,
+//! `enc` or base64url, whose alphabet has no `:`). An option given twice applies twice, the
+//! later one winning, as in imgproxy. The signature covers everything after it, leading `/`
+//! included (see [`crate::sign::ImgproxySigner`]). The request's query string is not part of the
+//! grammar and is ignored, as imgproxy does.
+//!
+//! [`OPTIONS`] is the table of every option name imgproxy documents; each entry either maps onto
+//! the transform or answers 501 naming the option. Names not in the table are 400.
+//!
+//! The round-trip table in the tests is this module's specification.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::grammar::{
+    Expiry, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_decimal, parse_dimension,
+    parse_format, parse_quality, parse_unix_seconds, require_zero, unsupported,
+};
+use crate::percent::{decode, encode, is_unreserved};
+use crate::thumbor::Signature;
+use crate::transform::{Fit, Format, HAlign, Transform, VAlign};
+
+/// Most options one URL may carry.
+pub const MAX_OPTIONS: usize = 64;
+/// Most arguments one option may carry.
+pub const MAX_ARGS: usize = 16;
+
+/// One `NAME:ARG:ARG` segment, kept as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImgOption {
+    /// Option name, long or short, e.g. `rs`.
+    pub name: String,
+    /// Arguments, possibly empty strings (`rs::300` leaves the type unchanged).
+    pub args: Vec<String>,
+}
+
+/// How the source URL is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `plain/SOURCE`, still percent-encoded.
+    Plain(String),
+    /// Base64url (no padding), as written, possibly with `/` inside.
+    Base64(String),
+    /// `enc/…`: an AES-encrypted source, as written.
+    Encrypted(String),
+}
+
+/// A parsed imgproxy path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImgproxyPath {
+    /// `insecure` (or `_`) or the signature.
+    pub signature: Signature,
+    /// The processing options, in order.
+    pub options: Vec<ImgOption>,
+    /// The source URL.
+    pub source: Source,
+    /// The extension after `@` (plain) or `.` (base64/encrypted); `Some("")` when the separator
+    /// is there with nothing after it (keep the source format, as with no extension).
+    pub extension: Option<String>,
+}
+
+impl ImgproxyPath {
+    /// Parses `path` (with or without its leading `/`).
+    pub fn parse(path: &str) -> Result<Self, GrammarError> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let (sig, mut rest) = path
+            .split_once('/')
+            .ok_or_else(|| invalid("missing processing options and source"))?;
+        let signature = match sig {
+            "insecure" | "_" => Signature::Unsafe,
+            s if !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
+            {
+                Signature::Hash(s.to_owned())
+            }
+            _ => {
+                return Err(invalid(
+                    "the path must start with a URL signature or insecure",
+                ));
+            }
+        };
+        let mut options = Vec::new();
+        let source = loop {
+            let (seg, after) = rest.split_once('/').unwrap_or((rest, ""));
+            match seg {
+                "" => return Err(invalid("missing source")),
+                "plain" => break Source::Plain(after.to_owned()),
+                "enc" => break Source::Encrypted(after.to_owned()),
+                "-" => return Err(unsupported("chained pipelines")),
+                seg if seg.contains(':') => {
+                    if options.len() == MAX_OPTIONS {
+                        return Err(invalid(format!("more than {MAX_OPTIONS} options")));
+                    }
+                    options.push(parse_option(seg)?);
+                    rest = after;
+                }
+                _ => break Source::Base64(rest.to_owned()),
+            }
+        };
+        let (source, extension) = match source {
+            Source::Plain(s) => {
+                let (s, ext) = split_extension(&s, '@');
+                (Source::Plain(s), ext)
+            }
+            Source::Base64(s) => {
+                let (s, ext) = split_extension(&s, '.');
+                (Source::Base64(s), ext)
+            }
+            Source::Encrypted(s) => {
+                let (s, ext) = split_extension(&s, '.');
+                (Source::Encrypted(s), ext)
+            }
+        };
+        let empty = match &source {
+            Source::Plain(s) | Source::Base64(s) | Source::Encrypted(s) => s.is_empty(),
+        };
+        if empty {
+            return Err(invalid("missing source"));
+        }
+        Ok(ImgproxyPath {
+            signature,
+            options,
+            source,
+            extension,
+        })
+    }
+
+    /// Everything after the signature, with its leading `/`: what a signature signs.
+    pub fn signed_part(&self) -> String {
+        let mut out = String::new();
+        for o in &self.options {
+            out.push('/');
+            out.push_str(&o.name);
+            for a in &o.args {
+                out.push(':');
+                out.push_str(a);
+            }
+        }
+        let (marker, text, sep) = match &self.source {
+            Source::Plain(s) => ("/plain/", s, '@'),
+            Source::Base64(s) => ("/", s, '.'),
+            Source::Encrypted(s) => ("/enc/", s, '.'),
+        };
+        out.push_str(marker);
+        out.push_str(text);
+        if let Some(ext) = &self.extension {
+            out.push(sep);
+            out.push_str(ext);
+        }
+        out
+    }
+
+    /// The whole path without its leading `/`: `insecure/…` or `SIGNATURE/…`.
+    pub fn to_path(&self) -> String {
+        let sig = match &self.signature {
+            Signature::Unsafe => "insecure",
+            Signature::Hash(h) => h,
+        };
+        format!("{sig}{}", self.signed_part())
+    }
+
+    /// The source URL, decoded: percent escapes of a plain source resolved, base64 decoded.
+    pub fn source_url(&self) -> Result<String, GrammarError> {
+        match &self.source {
+            Source::Plain(s) => {
+                decode(s).ok_or_else(|| invalid("the source has a malformed percent escape"))
+            }
+            Source::Base64(s) => URL_SAFE_NO_PAD
+                .decode(s.replace('/', "").trim_end_matches('='))
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| invalid("the source is not base64url-encoded UTF-8")),
+            Source::Encrypted(_) => Err(unsupported("encrypted source URLs")),
+        }
+    }
+
+    /// Everything the URL asks for, grammar-neutral.
+    pub fn to_target(&self) -> Result<Target, GrammarError> {
+        let mut o = Options::default();
+        for opt in &self.options {
+            let spec = OPTIONS
+                .iter()
+                .find(|s| s.names.contains(&opt.name.as_str()))
+                .ok_or_else(|| invalid(format!("unknown option {}", opt.name)))?;
+            if opt.args.len() > spec.max_args {
+                return Err(invalid(format!(
+                    "{}: at most {} arguments",
+                    opt.name, spec.max_args
+                )));
+            }
+            (spec.apply)(&mut o, spec.names[0], &opt.args)?;
+        }
+        if let Some(ext) = self.extension.as_deref().filter(|e| !e.is_empty()) {
+            o.format = Some(parse_format("extension", ext)?);
+        }
+        let (handle, image) = resolve_source(&self.source_url()?)?;
+        let mut transform = Transform {
+            width: o.width,
+            height: o.height,
+            fit: o.fit,
+            upscale: o.enlarge,
+            flip_h: o.flip_h,
+            flip_v: o.flip_v,
+            h_align: o.h_align,
+            v_align: o.v_align,
+            format: o.format,
+            quality: o.quality,
+        };
+        apply_dpr(&mut transform, o.dpr)?;
+        Ok(Target {
+            handle,
+            image,
+            transform,
+            expires: o.expires,
+        })
+    }
+
+    /// The canonical unsigned path that asks for `t` on `image` (a relative key). Inverse of
+    /// [`ImgproxyPath::to_target`] for every transform.
+    pub fn from_transform(t: &Transform, image: &str) -> Self {
+        let mut options = Vec::new();
+        let mut opt = |name: &str, args: Vec<String>| {
+            options.push(ImgOption {
+                name: name.to_owned(),
+                args,
+            })
+        };
+        let rt = match t.fit {
+            Fit::FitIn => "fit",
+            Fit::Fill => "fill",
+            Fit::Stretch => "force",
+        };
+        let mut rs = vec![rt.to_owned(), t.width.to_string(), t.height.to_string()];
+        if t.upscale {
+            rs.push("1".to_owned());
+        }
+        opt("rs", rs);
+        if let Some(g) = GRAVITIES
+            .iter()
+            .find(|g| (g.1, g.2) == (t.h_align, t.v_align))
+            .filter(|g| g.0 != "ce")
+        {
+            opt("g", vec![g.0.to_owned()]);
+        }
+        if let Some(q) = t.quality {
+            opt("q", vec![q.to_string()]);
+        }
+        if t.flip_h || t.flip_v {
+            let b = |v: bool| if v { "1" } else { "0" }.to_owned();
+            opt("fl", vec![b(t.flip_h), b(t.flip_v)]);
+        }
+        ImgproxyPath {
+            signature: Signature::Unsafe,
+            options,
+            source: Source::Plain(encode(image, |b| {
+                is_unreserved(b) || b"/:!$&'()*+,;=".contains(&b)
+            })),
+            extension: t.format.map(|f| f.name().to_owned()),
+        }
+    }
+}
+
+/// Splits `SOURCE<sep>EXT` at the last `sep`.
+fn split_extension(s: &str, sep: char) -> (String, Option<String>) {
+    match s.rsplit_once(sep) {
+        Some((src, ext)) if !ext.contains('/') => (src.to_owned(), Some(ext.to_owned())),
+        _ => (s.to_owned(), None),
+    }
+}
+
+fn parse_option(seg: &str) -> Result<ImgOption, GrammarError> {
+    let mut parts = seg.split(':');
+    let name = parts.next().unwrap_or_default();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+    {
+        return Err(invalid(format!("bad option name {name:?}")));
+    }
+    let args: Vec<String> = parts.take(MAX_ARGS + 1).map(str::to_owned).collect();
+    if args.len() > MAX_ARGS {
+        return Err(invalid(format!("{name}: more than {MAX_ARGS} arguments")));
+    }
+    Ok(ImgOption {
+        name: name.to_owned(),
+        args,
+    })
+}
+
+/// Maps a decoded source URL onto a storage handle (an S3 bucket) and a key.
+fn resolve_source(url: &str) -> Result<(Option<String>, String), GrammarError> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| invalid("s3:// sources need a bucket and a key"))?;
+        if !crate::query::is_handle(bucket) {
+            return Err(invalid(
+                "s3:// bucket names are letters, digits, `.`, `_` and `-`",
+            ));
+        }
+        if key.contains('?') {
+            return Err(unsupported("s3 object versions (?versionId)"));
+        }
+        return Ok((Some(bucket.to_owned()), key.to_owned()));
+    }
+    if let Some(key) = url.strip_prefix("local://") {
+        return Ok((None, key.to_owned()));
+    }
+    if let Some((scheme, _)) = url.split_once("://")
+        && !scheme.contains('/')
+    {
+        let named = !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        return Err(if named {
+            unsupported(format!("{scheme}:// sources"))
+        } else {
+            invalid("the source has a malformed URL scheme")
+        });
+    }
+    Ok((None, url.to_owned()))
+}
+
+/// What the options have set so far; starts at imgproxy's defaults.
+struct Options {
+    fit: Fit,
+    width: u32,
+    height: u32,
+    enlarge: bool,
+    h_align: HAlign,
+    v_align: VAlign,
+    dpr: f64,
+    quality: Option<u8>,
+    format: Option<Format>,
+    flip_h: bool,
+    flip_v: bool,
+    expires: Option<Expiry>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fit: Fit::FitIn,
+            width: 0,
+            height: 0,
+            enlarge: false,
+            h_align: HAlign::Center,
+            v_align: VAlign::Middle,
+            dpr: 1.0,
+            quality: None,
+            format: None,
+            flip_h: false,
+            flip_v: false,
+            expires: None,
+        }
+    }
+}
+
+/// Applies one option: `(options, long name, arguments)`.
+type Apply = fn(&mut Options, &str, &[String]) -> Result<(), GrammarError>;
+
+/// One option of the table: its names (long first) and what it does.
+pub struct OptionSpec {
+    /// Long name first, then the short names.
+    pub names: &'static [&'static str],
+    /// Most arguments it takes.
+    max_args: usize,
+    apply: Apply,
+}
+
+const fn spec(names: &'static [&'static str], max_args: usize, apply: Apply) -> OptionSpec {
+    OptionSpec {
+        names,
+        max_args,
+        apply,
+    }
+}
+
+/// Every processing option imgproxy documents. Those the pipeline cannot perform are 501 unless
+/// their arguments ask for nothing (`bl:0`, `rot:0`, `pd:0`, `sm:1`, `ar:1`, …).
+pub static OPTIONS: &[OptionSpec] = &[
+    spec(&["resize", "rs"], 5, resize),
+    spec(&["size", "s"], 4, size),
+    spec(&["resizing_type", "rt"], 1, resizing_type),
+    spec(&["width", "w"], 1, width),
+    spec(&["height", "h"], 1, height),
+    spec(&["enlarge", "el"], 1, enlarge),
+    spec(&["extend", "ex"], 4, extend),
+    spec(&["gravity", "g"], 3, gravity),
+    spec(&["dpr"], 1, dpr),
+    spec(&["quality", "q"], 1, quality),
+    spec(&["format", "f", "ext"], 1, format),
+    spec(&["flip", "fl"], 2, flip),
+    spec(&["rotate", "rot"], 1, rotate),
+    spec(&["blur", "bl"], 1, zero_or_unsupported),
+    spec(&["sharpen", "sh"], 1, zero_or_unsupported),
+    spec(&["pixelate", "pix"], 1, zero_or_unsupported),
+    spec(&["padding", "pd"], 4, zero_or_unsupported),
+    spec(&["strip_metadata", "sm"], 1, always_on),
+    spec(&["auto_rotate", "ar"], 1, always_on),
+    spec(&["expires", "exp"], 1, expires),
+    spec(&["cachebuster", "cb"], 1, cachebuster),
+    spec(&["min-width", "mw"], 1, unsupported_option),
+    spec(&["min-height", "mh"], 1, unsupported_option),
+    spec(&["zoom", "z"], 2, unsupported_option),
+    spec(
+        &["extend_aspect_ratio", "extend_ar", "exar"],
+        4,
+        unsupported_option,
+    ),
+    spec(&["crop", "c"], 5, unsupported_option),
+    spec(
+        &["crop_aspect_ratio", "crop_ar", "car"],
+        2,
+        unsupported_option,
+    ),
+    spec(&["trim", "t"], 4, unsupported_option),
+    spec(&["background", "bg"], 3, unsupported_option),
+    spec(&["background_alpha", "bga"], 1, unsupported_option),
+    spec(&["adjust", "a"], 3, unsupported_option),
+    spec(&["brightness", "br"], 1, unsupported_option),
+    spec(&["contrast", "co"], 1, unsupported_option),
+    spec(&["saturation", "sa"], 1, unsupported_option),
+    spec(&["monochrome", "mc"], 2, unsupported_option),
+    spec(&["duotone", "dt"], 3, unsupported_option),
+    spec(&["colorize", "col"], 3, unsupported_option),
+    spec(&["unsharp_masking", "ush"], 3, unsupported_option),
+    spec(&["blur_detections", "bd"], 16, unsupported_option),
+    spec(&["draw_detections", "dd"], 16, unsupported_option),
+    spec(
+        &["objects_position", "obj_pos", "op"],
+        3,
+        unsupported_option,
+    ),
+    spec(&["gradient", "gr"], 5, unsupported_option),
+    spec(&["watermark", "wm"], 5, unsupported_option),
+    spec(&["watermark_url", "wmu"], 1, unsupported_option),
+    spec(&["watermark_text", "wmt"], 1, unsupported_option),
+    spec(&["watermark_size", "wms"], 3, unsupported_option),
+    spec(
+        &["watermark_rotate", "wm_rot", "wmr"],
+        1,
+        unsupported_option,
+    ),
+    spec(&["watermark_shadow", "wmsh"], 1, unsupported_option),
+    spec(&["style", "st"], 1, unsupported_option),
+    spec(&["keep_copyright", "kcr"], 1, unsupported_option),
+    spec(&["strip_color_profile", "scp"], 1, unsupported_option),
+    spec(&["enforce_thumbnail", "eth"], 1, unsupported_option),
+    spec(&["dpi"], 1, unsupported_option),
+    spec(&["format_quality", "fq"], 16, unsupported_option),
+    spec(&["autoquality", "aq"], 6, unsupported_option),
+    spec(&["max_bytes", "mb"], 1, unsupported_option),
+    spec(&["jpeg_options", "jpgo"], 8, unsupported_option),
+    spec(&["png_options", "pngo"], 3, unsupported_option),
+    spec(&["webp_options", "webpo"], 2, unsupported_option),
+    spec(&["avif_options", "avifo"], 1, unsupported_option),
+    spec(&["page", "pg"], 1, unsupported_option),
+    spec(&["pages", "pgs"], 1, unsupported_option),
+    spec(&["disable_animation", "da"], 1, unsupported_option),
+    spec(&["video_thumbnail_second", "vts"], 1, unsupported_option),
+    spec(&["video_thumbnail_keyframes", "vtk"], 1, unsupported_option),
+    spec(&["video_thumbnail_tile", "vtt"], 8, unsupported_option),
+    spec(&["fallback_image_url", "fiu"], 1, unsupported_option),
+    spec(&["skip_processing", "skp"], 16, unsupported_option),
+    spec(&["raw"], 1, unsupported_option),
+    spec(&["filename", "fn"], 2, unsupported_option),
+    spec(&["return_attachment", "att"], 1, unsupported_option),
+    spec(&["preset", "pr"], 16, unsupported_option),
+    spec(&["hashsum", "hs"], 2, unsupported_option),
+    spec(&["max_src_resolution", "msr"], 1, unsupported_option),
+    spec(&["max_src_file_size", "msfs"], 1, unsupported_option),
+    spec(&["max_animation_frames", "maf"], 1, unsupported_option),
+    spec(
+        &["max_animation_frame_resolution", "mafr"],
+        1,
+        unsupported_option,
+    ),
+    spec(&["max_result_dimension", "mrd"], 1, unsupported_option),
+    spec(&["resizing_algorithm", "ra"], 1, unsupported_option),
+];
+
+/// The compass gravities: (name, horizontal, vertical).
+const GRAVITIES: [(&str, HAlign, VAlign); 9] = [
+    ("no", HAlign::Center, VAlign::Top),
+    ("so", HAlign::Center, VAlign::Bottom),
+    ("ea", HAlign::Right, VAlign::Middle),
+    ("we", HAlign::Left, VAlign::Middle),
+    ("noea", HAlign::Right, VAlign::Top),
+    ("nowe", HAlign::Left, VAlign::Top),
+    ("soea", HAlign::Right, VAlign::Bottom),
+    ("sowe", HAlign::Left, VAlign::Bottom),
+    ("ce", HAlign::Center, VAlign::Middle),
+];
+
+/// The argument at `i` when present and not empty (empty arguments leave a value unchanged).
+fn arg(args: &[String], i: usize) -> Option<&str> {
+    args.get(i).map(String::as_str).filter(|a| !a.is_empty())
+}
+
+fn required<'a>(name: &str, args: &'a [String]) -> Result<&'a str, GrammarError> {
+    arg(args, 0).ok_or_else(|| invalid(format!("{name}: missing argument")))
+}
+
+fn resize(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    if let Some(rt) = arg(args, 0) {
+        resizing_type(o, name, &[rt.to_owned()])?;
+    }
+    size(o, name, args.get(1..).unwrap_or_default())
+}
+
+fn size(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    if let Some(w) = arg(args, 0) {
+        o.width = parse_dimension(name, w)?;
+    }
+    if let Some(h) = arg(args, 1) {
+        o.height = parse_dimension(name, h)?;
+    }
+    if let Some(el) = arg(args, 2) {
+        o.enlarge = parse_bool(name, el)?;
+    }
+    if let Some(ex) = arg(args, 3) {
+        extend(o, "extend", &[ex.to_owned()])?;
+    }
+    Ok(())
+}
+
+fn resizing_type(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.fit = match required(name, args)? {
+        "fit" => Fit::FitIn,
+        "fill" => Fit::Fill,
+        "force" => Fit::Stretch,
+        other @ ("fill-down" | "auto") => {
+            return Err(unsupported(format!("resizing type {other}")));
+        }
+        other => return Err(invalid(format!("{name}: unknown resizing type {other:?}"))),
+    };
+    Ok(())
+}
+
+fn width(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.width = parse_dimension(name, required(name, args)?)?;
+    Ok(())
+}
+
+fn height(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.height = parse_dimension(name, required(name, args)?)?;
+    Ok(())
+}
+
+fn enlarge(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.enlarge = parse_bool(name, required(name, args)?)?;
+    Ok(())
+}
+
+fn extend(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    if parse_bool(name, required(name, args)?)? {
+        return Err(unsupported(name));
+    }
+    Ok(())
+}
+
+fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let kind = required(name, args)?;
+    match kind {
+        "sm" => return Err(unsupported("smart gravity (g:sm)")),
+        "fp" => return Err(unsupported("focus point gravity (g:fp)")),
+        "obj" | "objw" => return Err(unsupported("object gravity (g:obj)")),
+        _ => {}
+    }
+    let &(_, h, v) = GRAVITIES
+        .iter()
+        .find(|g| g.0 == kind)
+        .ok_or_else(|| invalid(format!("{name}: unknown gravity {kind:?}")))?;
+    for offset in args[1..].iter().filter(|a| !a.is_empty()) {
+        if parse_decimal(name, offset.strip_prefix('-').unwrap_or(offset))? != 0.0 {
+            return Err(unsupported("gravity offsets"));
+        }
+    }
+    (o.h_align, o.v_align) = (h, v);
+    Ok(())
+}
+
+fn dpr(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.dpr = parse_decimal(name, required(name, args)?)?;
+    if o.dpr == 0.0 {
+        return Err(invalid(format!("{name} must be greater than 0")));
+    }
+    Ok(())
+}
+
+fn quality(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.quality = match required(name, args)? {
+        "0" => None,
+        q => Some(parse_quality(name, q)?),
+    };
+    Ok(())
+}
+
+fn format(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.format = Some(parse_format(name, required(name, args)?)?);
+    Ok(())
+}
+
+fn flip(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.flip_h = parse_bool(name, required(name, args)?)?;
+    if let Some(v) = arg(args, 1) {
+        o.flip_v = parse_bool(name, v)?;
+    }
+    Ok(())
+}
+
+fn rotate(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    match required(name, args)? {
+        "0" | "360" => Ok(()),
+        "90" | "180" | "270" => Err(unsupported(name)),
+        other => Err(invalid(format!(
+            "{name}: {other:?} is not a multiple of 90 degrees"
+        ))),
+    }
+}
+
+/// Options whose all-zero arguments ask for nothing (`bl:0`, `pd:0:0`); anything else is 501.
+fn zero_or_unsupported(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    required(name, args)?;
+    args.iter()
+        .filter(|a| !a.is_empty())
+        .try_for_each(|a| require_zero(name, a))
+}
+
+/// Options the pipeline always performs (strip metadata, auto-rotate): turning them off is 501.
+fn always_on(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    if !parse_bool(name, required(name, args)?)? {
+        return Err(unsupported(format!("{name}:false")));
+    }
+    Ok(())
+}
+
+fn expires(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.expires = Some(parse_unix_seconds(name, required(name, args)?)?);
+    Ok(())
+}
+
+/// `cb:STRING` only changes the URL (and so every cache key); it asks nothing of the pipeline.
+fn cachebuster(_: &mut Options, _: &str, _: &[String]) -> Result<(), GrammarError> {
+    Ok(())
+}
+
+fn unsupported_option(_: &mut Options, name: &str, _: &[String]) -> Result<(), GrammarError> {
+    Err(unsupported(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths in canonical form: `generate(parse(s)) == s` for each.
+    const ROUND_TRIP: &[&str] = &[
+        "insecure/rs:fit:300:200/plain/photos/a.jpg@webp",
+        "insecure/rs:fill:300:200:1/g:nowe/q:80/plain/photos/a.jpg",
+        "insecure/rs:force:300:200/fl:1:0/plain/a.jpg@png",
+        "insecure/rs::300/plain/a.jpg",
+        "insecure/w:300/h:200/el:1/ex:0/plain/s3://photos/a%20b.jpg",
+        "insecure/plain/local:///dir/a.jpg",
+        "insecure/plain/a.jpg@",
+        "insecure/bl:0/sh:0/rot:0/pd:0:0/sm:1/ar:t/cb:v2/exp:4102444800/plain/a.jpg@png",
+        "insecure/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png",
+        "insecure/cGhvdG9zL2EuanBn",
+        "insecure/enc/AbCd.png",
+        "m3k5QADfcKPDj-SDI2AIogZbC3FlAXszuwhtWXYqavc/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg",
+    ];
+
+    #[test]
+    fn canonical_paths_round_trip() {
+        for &path in ROUND_TRIP {
+            let parsed = ImgproxyPath::parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(parsed.to_path(), path, "generate(parse({path}))");
+            assert_eq!(ImgproxyPath::parse(&parsed.to_path()).unwrap(), parsed);
+        }
+    }
+
+    #[test]
+    fn parses_every_part() {
+        let p = ImgproxyPath::parse("/_/rs:fill:1:2/g:so:0:0/plain/s3://b/k%40x.jpg@webp").unwrap();
+        assert_eq!(p.signature, Signature::Unsafe);
+        assert_eq!(p.options.len(), 2);
+        assert_eq!(p.options[1].args, ["so", "0", "0"]);
+        assert_eq!(p.source, Source::Plain("s3://b/k%40x.jpg".into()));
+        assert_eq!(p.extension.as_deref(), Some("webp"));
+        assert_eq!(p.source_url().unwrap(), "s3://b/k@x.jpg");
+        let t = p.to_target().unwrap();
+        assert_eq!(
+            (t.handle.as_deref(), t.image.as_str()),
+            (Some("b"), "k@x.jpg")
+        );
+        let b64 = ImgproxyPath::parse(
+            "insecure/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png",
+        )
+        .unwrap();
+        assert_eq!(
+            b64.source_url().unwrap(),
+            "http://example.com/images/curiosity.jpg"
+        );
+        assert_eq!(b64.extension.as_deref(), Some("png"));
+    }
+
+    fn target(path: &str) -> Result<Target, GrammarError> {
+        ImgproxyPath::parse(path)?.to_target()
+    }
+
+    #[test]
+    fn maps_onto_the_transform_model() {
+        for (path, expected) in [
+            (
+                "insecure/plain/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/rs:fill:300:200:1/g:soea/q:80/f:jpg/plain/a.png",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::Fill,
+                    upscale: true,
+                    h_align: HAlign::Right,
+                    v_align: VAlign::Bottom,
+                    format: Some(Format::Jpeg),
+                    quality: Some(80),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/s:150:100/rt:force/dpr:2/fl:0:1/q:0/plain/a.png@webp",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::Stretch,
+                    flip_v: true,
+                    format: Some(Format::Webp),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/f:png/w:10/w:20/plain/a.jpg@webp",
+                Transform {
+                    width: 20,
+                    fit: Fit::FitIn,
+                    format: Some(Format::Webp),
+                    ..Transform::default()
+                },
+            ),
+        ] {
+            assert_eq!(target(path).unwrap().transform, expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn from_transform_inverts_to_target() {
+        let t = Transform {
+            width: 300,
+            height: 0,
+            fit: Fit::Fill,
+            upscale: true,
+            flip_h: true,
+            flip_v: false,
+            h_align: HAlign::Left,
+            v_align: VAlign::Top,
+            format: Some(Format::Png),
+            quality: Some(70),
+        };
+        let p = ImgproxyPath::from_transform(&t, "dir/a b@c?.jpg");
+        assert_eq!(
+            p.to_path(),
+            "insecure/rs:fill:300:0:1/g:nowe/q:70/fl:1:0/plain/dir/a%20b%40c%3F.jpg@png"
+        );
+        let back = p.to_target().unwrap();
+        assert_eq!((back.transform, back.image.as_str()), (t, "dir/a b@c?.jpg"));
+        let default = ImgproxyPath::from_transform(&Transform::default(), "a.jpg");
+        assert_eq!(default.to_target().unwrap().transform, Transform::default());
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            target("insecure/plain/local:///a/b.jpg").unwrap().image,
+            "/a/b.jpg"
+        );
+        for (path, what) in [
+            ("insecure/plain/http://example.com/a.jpg", "http:// sources"),
+            ("insecure/plain/gs://b/a.jpg", "gs:// sources"),
+            (
+                "insecure/plain/s3://b/a.jpg%3Fv123",
+                "s3 object versions (?versionId)",
+            ),
+            ("insecure/enc/AbCd", "encrypted source URLs"),
+        ] {
+            assert_eq!(
+                target(path),
+                Err(GrammarError::Unsupported(what.into())),
+                "{path}"
+            );
+        }
+        for bad in [
+            "insecure/plain/s3://b",
+            "insecure/plain/s3:///a.jpg",
+            "insecure/plain/s3://a%0Ab/a.jpg",
+            "insecure/plain/a%0Ab://x/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_options_are_named_not_ignored() {
+        for (path, what) in [
+            ("insecure/rt:auto/plain/a.jpg", "resizing type auto"),
+            (
+                "insecure/rs:fill-down:1:1/plain/a.jpg",
+                "resizing type fill-down",
+            ),
+            ("insecure/rs:fit:1:1:0:1/plain/a.jpg", "extend"),
+            ("insecure/ex:1/plain/a.jpg", "extend"),
+            ("insecure/g:sm/plain/a.jpg", "smart gravity (g:sm)"),
+            (
+                "insecure/g:fp:0.5:0.5/plain/a.jpg",
+                "focus point gravity (g:fp)",
+            ),
+            ("insecure/g:no:10:0/plain/a.jpg", "gravity offsets"),
+            ("insecure/bl:2/plain/a.jpg", "blur"),
+            ("insecure/sh:0.5/plain/a.jpg", "sharpen"),
+            ("insecure/pd:0:10/plain/a.jpg", "padding"),
+            ("insecure/rot:90/plain/a.jpg", "rotate"),
+            ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
+            ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
+            ("insecure/t:10/plain/a.jpg", "trim"),
+            ("insecure/bg:fff/plain/a.jpg", "background"),
+            ("insecure/c:100:100/plain/a.jpg", "crop"),
+            ("insecure/pr:thumb/plain/a.jpg", "preset"),
+            ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
+            ("insecure/wm:0.5/plain/a.jpg", "watermark"),
+            ("insecure/plain/a.jpg@avif", "extension avif"),
+            ("insecure/f:gif/plain/a.jpg", "format gif"),
+            (
+                "insecure/dpr:2/plain/a.jpg",
+                "dpr without a width or height",
+            ),
+            (
+                "insecure/rs:fit:1:1/-/rs:fit:2:2/plain/a.jpg",
+                "chained pipelines",
+            ),
+        ] {
+            assert_eq!(
+                target(path),
+                Err(GrammarError::Unsupported(what.into())),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_and_unknown_options_are_invalid_and_named() {
+        for (path, named) in [
+            ("insecure/nonsense:1/plain/a.jpg", "nonsense"),
+            ("insecure/rs:stretch:1:1/plain/a.jpg", "resize"),
+            ("insecure/w:abc/plain/a.jpg", "width"),
+            ("insecure/w:99999/plain/a.jpg", "width"),
+            ("insecure/q:101/plain/a.jpg", "quality"),
+            ("insecure/el:maybe/plain/a.jpg", "enlarge"),
+            ("insecure/g:up/plain/a.jpg", "gravity"),
+            ("insecure/dpr:0/plain/a.jpg", "dpr"),
+            ("insecure/rot:45/plain/a.jpg", "rotate"),
+            ("insecure/exp:soon/plain/a.jpg", "expires"),
+            ("insecure/w/plain/a.jpg", ""),
+            ("insecure/w:/plain/a.jpg", "width"),
+            ("insecure/rs:fit:1:1:0:0:0/plain/a.jpg", "rs"),
+            ("insecure/plain/a.jpg@bmpx", "extension"),
+            ("insecure/Rs:fit/plain/a.jpg", "Rs"),
+        ] {
+            match target(path) {
+                Err(GrammarError::Invalid(m)) => assert!(m.contains(named), "{path}: {m}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        for bad in [
+            "",
+            "insecure",
+            "insecure/",
+            "insecure/rs:fit:1:1",
+            "insecure/rs:fit:1:1/",
+            "insecure/plain/",
+            "insecure/plain/@png",
+            "bad*sig/plain/a.jpg",
+            "insecure/plain/a%zz.jpg",
+            "insecure/!!!.png",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad:?} gave {:?}",
+                target(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_and_bounds() {
+        assert_eq!(
+            target("insecure/exp:1700000000/plain/a.jpg")
+                .unwrap()
+                .expires,
+            Some(Expiry::UnixSeconds(1_700_000_000))
+        );
+        let many = vec!["cb:1"; MAX_OPTIONS + 1].join("/");
+        assert!(matches!(
+            target(&format!("insecure/{many}/plain/a.jpg")),
+            Err(GrammarError::Invalid(_))
+        ));
+        let args = vec!["0"; MAX_ARGS + 1].join(":");
+        assert!(matches!(
+            target(&format!("insecure/pd:{args}/plain/a.jpg")),
+            Err(GrammarError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn every_option_name_is_unique_and_lowercase() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in OPTIONS {
+            for name in spec.names {
+                assert!(seen.insert(*name), "{name} twice");
+                assert!(parse_option(&format!("{name}:1")).is_ok(), "{name}");
+            }
+        }
+    }
+}

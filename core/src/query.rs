@@ -1,0 +1,465 @@
+//! The query-string grammar (Skymage style): parse ⇄ generate, and its mapping onto
+//! [`Transform`].
+//!
+//! ```text
+//! HANDLE/IMAGE-PATH[?NAME=VALUE[&NAME=VALUE…]]
+//! ```
+//!
+//! Mount a route at `/v1/ex/` to accept Skymage's external-storage URLs
+//! (`/v1/ex/<storage-handle>/<path>?w=800&h=600&fit=cover`) unchanged. `HANDLE` names a storage
+//! the route allows (see `RouteConfig::handles`). Every parameter is in [`PARAMS`]; unknown or
+//! repeated parameters are 400.
+//!
+//! `fit` follows Skymage's documentation: `clip` (the default) and `cover` fill the box and crop
+//! what overflows, `crop` does the same anchored by `gravity`, `fill` stretches to the box, and
+//! `scale-down` fits inside the box without enlarging; all but `scale-down` enlarge small
+//! sources. `contain` letterboxes (pads), which the pipeline cannot do yet: 501. Since every
+//! fill-type mode enlarges, a transform that fills or stretches without enlarging has no URL in
+//! this grammar ([`QueryUrl::from_transform`] returns `None`).
+//!
+//! `sig` (signature, see [`crate::sign::QuerySigner`]) and `exp` (unix seconds, 410 after it) are
+//! the security parameters.
+//!
+//! The round-trip table in the tests is this module's specification.
+
+use crate::grammar::{
+    Expiry, GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_decimal,
+    parse_dimension, parse_format, parse_quality, parse_unix_seconds, query_pairs, require_zero,
+    unsupported,
+};
+use crate::percent::{decode, encode, is_unreserved};
+use crate::transform::{Fit, HAlign, Transform, VAlign};
+
+/// Most query parameters one URL may carry.
+pub const MAX_PARAMS: usize = 32;
+
+/// Name of the signature parameter.
+pub const SIGNATURE_PARAM: &str = "sig";
+
+/// A parsed query-style URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryUrl {
+    /// The storage handle (first path segment).
+    pub handle: String,
+    /// The image path as written (still percent-encoded).
+    pub image: String,
+    /// The query parameters, decoded, in order.
+    pub params: Vec<(String, String)>,
+}
+
+impl QueryUrl {
+    /// Parses `path` (after the route prefix, with or without its leading `/`) and the raw
+    /// `query` (without `?`).
+    pub fn parse(path: &str, query: &str) -> Result<Self, GrammarError> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let (handle, image) = path
+            .split_once('/')
+            .ok_or_else(|| invalid("expected HANDLE/IMAGE-PATH"))?;
+        if !is_handle(handle) {
+            return Err(invalid(format!("bad storage handle {handle:?}")));
+        }
+        if image.is_empty() {
+            return Err(invalid("missing image path"));
+        }
+        let mut params = Vec::new();
+        for (name, value) in query_pairs(query) {
+            if params.len() == MAX_PARAMS {
+                return Err(invalid(format!("more than {MAX_PARAMS} query parameters")));
+            }
+            params.push((
+                decode_query_component(name)?,
+                decode_query_component(value)?,
+            ));
+        }
+        Ok(QueryUrl {
+            handle: handle.to_owned(),
+            image: image.to_owned(),
+            params,
+        })
+    }
+
+    /// The URL without the route prefix: `HANDLE/IMAGE[?QUERY]`.
+    pub fn to_path(&self) -> String {
+        let mut out = format!("{}/{}", self.handle, self.image);
+        for (i, (name, value)) in self.params.iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(&encode(name, is_unreserved));
+            out.push('=');
+            out.push_str(&encode(value, is_unreserved));
+        }
+        out
+    }
+
+    /// Everything the URL asks for, grammar-neutral.
+    pub fn to_target(&self) -> Result<Target, GrammarError> {
+        let mut p = Params::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, value) in &self.params {
+            let spec = PARAMS
+                .iter()
+                .find(|s| s.names.contains(&name.as_str()))
+                .ok_or_else(|| invalid(format!("unknown parameter {name:?}")))?;
+            if seen.contains(&spec.names[0]) {
+                return Err(invalid(format!("{name} is given twice")));
+            }
+            seen.push(spec.names[0]);
+            (spec.apply)(&mut p, name, value)?;
+        }
+        let mut transform = Transform {
+            width: p.width,
+            height: p.height,
+            fit: p.fit,
+            upscale: p.upscale,
+            h_align: p.h_align,
+            v_align: p.v_align,
+            format: p.format,
+            quality: p.quality,
+            ..Transform::default()
+        };
+        apply_dpr(&mut transform, p.dpr)?;
+        let image = decode(&self.image)
+            .ok_or_else(|| invalid("the image path has a malformed percent escape"))?;
+        Ok(Target {
+            handle: Some(self.handle.clone()),
+            image,
+            transform,
+            expires: p.expires,
+        })
+    }
+
+    /// The canonical unsigned URL asking for `t` on `image` in storage `handle`; `None` when the
+    /// grammar cannot express `t` (flips; fill or stretch without enlarging).
+    pub fn from_transform(t: &Transform, handle: &str, image: &str) -> Option<Self> {
+        let fit = match (t.fit, t.upscale) {
+            (Fit::Fill, true) => None,
+            (Fit::Stretch, true) => Some("fill"),
+            (Fit::FitIn, false) => Some("scale-down"),
+            _ => return None,
+        };
+        if t.flip_h || t.flip_v {
+            return None;
+        }
+        let mut params = Vec::new();
+        let mut param = |n: &str, v: String| params.push((n.to_owned(), v));
+        if t.width > 0 {
+            param("w", t.width.to_string());
+        }
+        if t.height > 0 {
+            param("h", t.height.to_string());
+        }
+        let gravity = GRAVITIES
+            .iter()
+            .find(|g| (g.1, g.2) == (t.h_align, t.v_align))
+            .map(|g| g.0)
+            .filter(|&g| g != "center");
+        match (fit, gravity) {
+            // `clip` and `crop` mean the same; `crop` says the gravity matters.
+            (None, Some(_)) => param("fit", "crop".to_owned()),
+            (Some(f), _) => param("fit", f.to_owned()),
+            (None, None) => {}
+        }
+        if let Some(g) = gravity {
+            param("gravity", g.to_owned());
+        }
+        if let Some(f) = t.format {
+            param("f", f.name().to_owned());
+        }
+        if let Some(q) = t.quality {
+            param("q", q.to_string());
+        }
+        Some(QueryUrl {
+            handle: handle.to_owned(),
+            image: encode(image, |b| is_unreserved(b) || b == b'/'),
+            params,
+        })
+    }
+}
+
+/// Whether `s` may name a storage: ASCII letters, digits, `.`, `_`, `-`; not `.` or `..`.
+pub fn is_handle(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What the parameters have set so far; starts at the defaults (`fit=clip`).
+struct Params {
+    width: u32,
+    height: u32,
+    fit: Fit,
+    upscale: bool,
+    h_align: HAlign,
+    v_align: VAlign,
+    dpr: f64,
+    quality: Option<u8>,
+    format: Option<crate::transform::Format>,
+    expires: Option<Expiry>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            width: 0,
+            height: 0,
+            fit: Fit::Fill,
+            upscale: true,
+            h_align: HAlign::Center,
+            v_align: VAlign::Middle,
+            dpr: 1.0,
+            quality: None,
+            format: None,
+            expires: None,
+        }
+    }
+}
+
+type Apply = fn(&mut Params, &str, &str) -> Result<(), GrammarError>;
+
+/// One query parameter: its names (long first) and what it does.
+pub struct ParamSpec {
+    /// Long name first, then the short names.
+    pub names: &'static [&'static str],
+    apply: Apply,
+}
+
+const fn spec(names: &'static [&'static str], apply: Apply) -> ParamSpec {
+    ParamSpec { names, apply }
+}
+
+/// Every parameter of the grammar.
+pub static PARAMS: &[ParamSpec] = &[
+    spec(&["width", "w"], |p, n, v| {
+        p.width = parse_dimension(n, v)?;
+        Ok(())
+    }),
+    spec(&["height", "h"], |p, n, v| {
+        p.height = parse_dimension(n, v)?;
+        Ok(())
+    }),
+    spec(&["fit"], fit),
+    spec(&["gravity"], gravity),
+    spec(&["quality", "q"], |p, n, v| {
+        p.quality = Some(parse_quality(n, v)?);
+        Ok(())
+    }),
+    spec(&["format", "f"], |p, n, v| {
+        p.format = Some(parse_format(n, v)?);
+        Ok(())
+    }),
+    spec(&["dpr"], |p, n, v| {
+        p.dpr = parse_decimal(n, v)?;
+        Ok(())
+    }),
+    spec(&["blur"], |_, n, v| require_zero(n, v)),
+    spec(&["sharpen"], |_, n, v| require_zero(n, v)),
+    spec(&["background", "bg"], |_, n, _| Err(unsupported(n))),
+    spec(&["exp"], |p, n, v| {
+        p.expires = Some(parse_unix_seconds(n, v)?);
+        Ok(())
+    }),
+    // Checked by the router before the URL is parsed for its transform.
+    spec(&[SIGNATURE_PARAM], |_, _, _| Ok(())),
+];
+
+fn fit(p: &mut Params, name: &str, value: &str) -> Result<(), GrammarError> {
+    (p.fit, p.upscale) = match value {
+        "clip" | "cover" | "crop" => (Fit::Fill, true),
+        "fill" => (Fit::Stretch, true),
+        "scale-down" => (Fit::FitIn, false),
+        "contain" => return Err(unsupported("fit=contain (letterboxing)")),
+        other => return Err(invalid(format!("{name}: unknown fit {other:?}"))),
+    };
+    Ok(())
+}
+
+/// Gravity names: (name, horizontal, vertical); compass names are aliases.
+const GRAVITIES: [(&str, HAlign, VAlign); 17] = [
+    ("center", HAlign::Center, VAlign::Middle),
+    ("top", HAlign::Center, VAlign::Top),
+    ("bottom", HAlign::Center, VAlign::Bottom),
+    ("left", HAlign::Left, VAlign::Middle),
+    ("right", HAlign::Right, VAlign::Middle),
+    ("top-left", HAlign::Left, VAlign::Top),
+    ("top-right", HAlign::Right, VAlign::Top),
+    ("bottom-left", HAlign::Left, VAlign::Bottom),
+    ("bottom-right", HAlign::Right, VAlign::Bottom),
+    ("north", HAlign::Center, VAlign::Top),
+    ("south", HAlign::Center, VAlign::Bottom),
+    ("west", HAlign::Left, VAlign::Middle),
+    ("east", HAlign::Right, VAlign::Middle),
+    ("northwest", HAlign::Left, VAlign::Top),
+    ("northeast", HAlign::Right, VAlign::Top),
+    ("southwest", HAlign::Left, VAlign::Bottom),
+    ("southeast", HAlign::Right, VAlign::Bottom),
+];
+
+fn gravity(p: &mut Params, name: &str, value: &str) -> Result<(), GrammarError> {
+    if let Some(&(_, h, v)) = GRAVITIES.iter().find(|g| g.0 == value) {
+        (p.h_align, p.v_align) = (h, v);
+        return Ok(());
+    }
+    match value {
+        "auto" | "face" | "smart" | "entropy" | "attention" => {
+            Err(unsupported(format!("gravity={value}")))
+        }
+        v if v.split_once('x').is_some_and(|(x, y)| {
+            parse_decimal(name, x).is_ok() && parse_decimal(name, y).is_ok()
+        }) =>
+        {
+            Err(unsupported("focal point gravity"))
+        }
+        other => Err(invalid(format!("{name}: unknown gravity {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::testing::{cover as fill, split_query};
+    use crate::transform::Format;
+
+    /// URLs in canonical form: `generate(parse(s)) == s` for each.
+    const ROUND_TRIP: &[&str] = &[
+        "photos/a.jpg",
+        "photos/dir/a%20b.jpg?w=800&h=600&fit=cover",
+        "my-s3-bucket/photos/vacation.jpg?w=800&h=600&fit=cover",
+        "photos/a.jpg?w=300&fit=crop&gravity=top-left&f=webp&q=80",
+        "photos/a.jpg?width=300&height=200&fit=scale-down&format=png&quality=70",
+        "photos/a.jpg?w=300&dpr=1.5&blur=0&sharpen=0&exp=4102444800&sig=abcdef",
+        "photos/a.jpg?bg=%23ffffff",
+    ];
+
+    #[test]
+    fn canonical_urls_round_trip() {
+        for &url in ROUND_TRIP {
+            let (path, query) = split_query(url);
+            let parsed = QueryUrl::parse(path, query).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(parsed.to_path(), url, "generate(parse({url}))");
+        }
+    }
+
+    fn target(url: &str) -> Result<Target, GrammarError> {
+        let (path, query) = split_query(url);
+        QueryUrl::parse(path, query)?.to_target()
+    }
+
+    #[test]
+    fn maps_onto_the_transform_model() {
+        for (url, expected) in [
+            ("h/a.jpg", fill(0, 0)),
+            ("h/a.jpg?w=800&h=600", fill(800, 600)),
+            ("h/a.jpg?w=800&h=600&fit=clip", fill(800, 600)),
+            ("h/a.jpg?w=800&h=600&fit=cover", fill(800, 600)),
+            (
+                "h/a.jpg?w=800&h=600&fit=crop&gravity=southeast",
+                Transform {
+                    h_align: HAlign::Right,
+                    v_align: VAlign::Bottom,
+                    ..fill(800, 600)
+                },
+            ),
+            (
+                "h/a.jpg?w=800&h=600&fit=fill",
+                Transform {
+                    fit: Fit::Stretch,
+                    ..fill(800, 600)
+                },
+            ),
+            (
+                "h/a.jpg?w=400&dpr=2&fit=scale-down&f=jpg&q=60",
+                Transform {
+                    width: 800,
+                    fit: Fit::FitIn,
+                    format: Some(Format::Jpeg),
+                    quality: Some(60),
+                    ..Transform::default()
+                },
+            ),
+        ] {
+            assert_eq!(target(url).unwrap().transform, expected, "{url}");
+        }
+        let t = target("my-bucket/dir/a%20b.jpg?exp=10").unwrap();
+        assert_eq!(t.handle.as_deref(), Some("my-bucket"));
+        assert_eq!(t.image, "dir/a b.jpg");
+        assert_eq!(t.expires, Some(Expiry::UnixSeconds(10)));
+    }
+
+    #[test]
+    fn from_transform_inverts_to_target() {
+        for url in [
+            "h/a.jpg?w=300&fit=crop&gravity=top-left&f=webp&q=80",
+            "h/a.jpg?w=300&h=200&fit=scale-down&f=png",
+            "h/a.jpg?w=300&h=200&fit=fill",
+            "h/a%20b.jpg?w=300&h=200",
+        ] {
+            let t = target(url).unwrap();
+            let back = QueryUrl::from_transform(&t.transform, "h", &t.image).unwrap();
+            assert_eq!(back.to_path(), url);
+        }
+        for t in [
+            Transform::default(),
+            Transform {
+                flip_h: true,
+                upscale: true,
+                ..Transform::default()
+            },
+        ] {
+            assert_eq!(QueryUrl::from_transform(&t, "h", "a.jpg"), None, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn unsupported_parameters_are_named_not_ignored() {
+        for (url, what) in [
+            ("h/a.jpg?fit=contain", "fit=contain (letterboxing)"),
+            ("h/a.jpg?blur=5", "blur"),
+            ("h/a.jpg?sharpen=1", "sharpen"),
+            ("h/a.jpg?bg=white", "bg"),
+            ("h/a.jpg?f=auto", "f auto"),
+            ("h/a.jpg?format=avif", "format avif"),
+            ("h/a.jpg?gravity=face", "gravity=face"),
+            ("h/a.jpg?gravity=0.5x0.3", "focal point gravity"),
+            ("h/a.jpg?dpr=2", "dpr without a width or height"),
+        ] {
+            assert_eq!(
+                target(url),
+                Err(GrammarError::Unsupported(what.into())),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_and_unknown_parameters_are_invalid_and_named() {
+        for (url, named) in [
+            ("h/a.jpg?crop=1", "crop"),
+            ("h/a.jpg?w=abc", "w"),
+            ("h/a.jpg?w=1&width=2", "width"),
+            ("h/a.jpg?fit=squash", "fit"),
+            ("h/a.jpg?gravity=up", "gravity"),
+            ("h/a.jpg?q=0", "q"),
+            ("h/a.jpg?dpr=-1", "dpr"),
+            ("h/a.jpg?exp=soon", "exp"),
+            ("h/a.jpg?w=%zz", "%zz"),
+        ] {
+            match target(url) {
+                Err(GrammarError::Invalid(m)) => assert!(m.contains(named), "{url}: {m}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        for bad in ["", "h", "h/", "../a.jpg", "a b/c.jpg", "h/a%zz.jpg"] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        let many = vec!["cb=1"; MAX_PARAMS + 1].join("&");
+        assert!(matches!(
+            QueryUrl::parse("h/a.jpg", &many),
+            Err(GrammarError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,222 @@
+//! Property tests for every URL parser: on any input they return (no panic, no hang), what they
+//! keep is bounded by the documented limits, and whatever parses survives generate ⇄ parse.
+//!
+//! Inputs come from two strategies per parser: arbitrary Unicode text, and text over the
+//! grammar's own alphabet (separators, option names, digits, escapes), which reaches far deeper
+//! into the parsers than random text does.
+
+use std::time::{Duration, SystemTime};
+
+use pixmesh_core::grammar::GrammarError;
+use pixmesh_core::imagekit::{self, ImagekitUrl};
+use pixmesh_core::imgproxy::{self, ImgproxyPath, Source};
+use pixmesh_core::query::{self, QueryUrl};
+use pixmesh_core::router::{Decision, MAX_URL_LEN, Router};
+use pixmesh_core::thumbor::{self, ThumborPath};
+use pixmesh_core::transform::MAX_DIMENSION;
+use proptest::prelude::*;
+
+/// Text built from the pieces URL grammars are made of, up to `max` pieces.
+fn grammar_text(max: usize) -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/".to_owned()),
+        Just(":".to_owned()),
+        Just(",".to_owned()),
+        Just("-".to_owned()),
+        Just("(".to_owned()),
+        Just(")".to_owned()),
+        Just("@".to_owned()),
+        Just(".".to_owned()),
+        Just("?".to_owned()),
+        Just("&".to_owned()),
+        Just("=".to_owned()),
+        Just("%".to_owned()),
+        Just("%2F".to_owned()),
+        Just("%0A".to_owned()),
+        Just("\n".to_owned()),
+        Just("..".to_owned()),
+        Just("x".to_owned()),
+        prop_oneof![
+            Just("unsafe"),
+            Just("insecure"),
+            Just("plain"),
+            Just("enc"),
+            Just("tr"),
+            Just("filters"),
+            Just("fit-in"),
+            Just("rs"),
+            Just("fit"),
+            Just("fill"),
+            Just("w"),
+            Just("h"),
+            Just("g"),
+            Just("dpr"),
+            Just("q"),
+            Just("f"),
+            Just("c"),
+            Just("ar"),
+            Just("e-sharpen"),
+            Just("s3://b"),
+            Just("b64"),
+            Just("upscale()"),
+            Just("expire"),
+            Just("exp"),
+            Just("sig"),
+            Just("ik-s"),
+            Just("ik-t"),
+        ]
+        .prop_map(str::to_owned),
+        (0u64..100_000).prop_map(|n| n.to_string()),
+        "[a-zA-Z0-9_=]{1,12}",
+    ];
+    prop::collection::vec(piece, 0..max).prop_map(|v| v.concat())
+}
+
+fn any_text() -> impl Strategy<Value = String> {
+    prop_oneof![any::<String>(), grammar_text(80)]
+}
+
+fn split(url: &str) -> (&str, &str) {
+    url.split_once('?').unwrap_or((url, ""))
+}
+
+/// A target's transform always respects the model's bounds.
+fn check_bounds(r: &Result<pixmesh_core::grammar::Target, GrammarError>) {
+    if let Ok(t) = r {
+        assert!(t.transform.width <= MAX_DIMENSION && t.transform.height <= MAX_DIMENSION);
+        assert!(t.transform.quality.is_none_or(|q| (1..=100).contains(&q)));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn thumbor_parser_is_total_and_round_trips(s in any_text()) {
+        if let Ok(p) = ThumborPath::parse(&s) {
+            prop_assert!(p.filters.len() <= thumbor::MAX_FILTERS);
+            prop_assert_eq!(&ThumborPath::parse(&p.to_path()).unwrap(), &p);
+            check_bounds(&p.to_target());
+        }
+    }
+
+    #[test]
+    fn imgproxy_parser_is_total_and_round_trips(s in any_text()) {
+        if let Ok(p) = ImgproxyPath::parse(&s) {
+            prop_assert!(p.options.len() <= imgproxy::MAX_OPTIONS);
+            prop_assert!(p.options.iter().all(|o| o.args.len() <= imgproxy::MAX_ARGS));
+            let text = match &p.source {
+                Source::Plain(t) | Source::Base64(t) | Source::Encrypted(t) => t,
+            };
+            prop_assert!(text.len() <= s.len());
+            prop_assert_eq!(&ImgproxyPath::parse(&p.to_path()).unwrap(), &p);
+            check_bounds(&p.to_target());
+        }
+    }
+
+    #[test]
+    fn imagekit_parser_is_total_and_round_trips(s in any_text()) {
+        let (path, query) = split(&s);
+        if let Ok(p) = ImagekitUrl::parse(path, query) {
+            prop_assert!(p.steps.len() <= imagekit::MAX_STEPS);
+            prop_assert!(p.steps.iter().map(Vec::len).sum::<usize>() <= imagekit::MAX_PARAMS);
+            let again = p.to_path();
+            let (path2, query2) = split(&again);
+            let reparsed = ImagekitUrl::parse(path2, query2).unwrap();
+            // Empty chained steps (`tr:w-1::`) may collapse; the transformation text may not.
+            prop_assert_eq!(reparsed.transformation(), p.transformation());
+            prop_assert_eq!(&reparsed.image, &p.image);
+            check_bounds(&p.to_target());
+        }
+    }
+
+    #[test]
+    fn query_parser_is_total_and_round_trips(s in any_text()) {
+        let (path, q) = split(&s);
+        if let Ok(p) = QueryUrl::parse(path, q) {
+            prop_assert!(p.params.len() <= query::MAX_PARAMS);
+            let again = p.to_path();
+            let (path2, q2) = split(&again);
+            prop_assert_eq!(&QueryUrl::parse(path2, q2).unwrap(), &p);
+            check_bounds(&p.to_target());
+        }
+    }
+
+    #[test]
+    fn router_answers_every_request_with_a_documented_status(
+        prefix in prop_oneof![Just("/t/"), Just("/ip/"), Just("/ik/"), Just("/q/"), Just("/")],
+        rest in any_text(),
+        secs in 0u64..4_000_000_000,
+    ) {
+        let path = format!("{prefix}{rest}");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        match router().decide("GET", &path, now) {
+            Decision::Pass => prop_assert_eq!(prefix, "/"),
+            Decision::Reject(r) => {
+                prop_assert!(
+                    [400, 403, 404, 410, 414, 501].contains(&r.status),
+                    "{} {}", r.status, r.message
+                );
+                prop_assert!(
+                    !r.message.chars().any(char::is_control),
+                    "the message echoes a control character: {:?}", r.message
+                );
+            }
+            Decision::Render(r) => {
+                prop_assert!(!r.request.key.is_empty());
+                prop_assert!(!r.request.key.starts_with('/'));
+                prop_assert!(!r.request.key.split('/').any(|s| s == ".."));
+                prop_assert!(!r.request.key.chars().any(char::is_control));
+            }
+        }
+    }
+}
+
+fn router() -> Router {
+    Router::from_json(
+        br#"{"routes":[
+            {"prefix":"/t/","storage":"s","base_dir":"base","allow_unsafe":true},
+            {"prefix":"/ip/","grammar":"imgproxy","storage":"s","base_dir":"base","allow_unsafe":true,
+             "handles":{"b":"s"}},
+            {"prefix":"/ik/","grammar":"imagekit","storage":"s","base_dir":"base","allow_unsafe":true},
+            {"prefix":"/q/","grammar":"query","storage":"s","base_dir":"base","allow_unsafe":true}
+        ]}"#,
+    )
+    .unwrap()
+}
+
+/// Inputs at the length limit built to hit each parser's worst case still return.
+#[test]
+fn pathological_inputs_at_the_length_limit_return() {
+    let r = router();
+    let now = SystemTime::UNIX_EPOCH;
+    let n = MAX_URL_LEN / 2;
+    for body in [
+        format!("unsafe/filters:{}a/b.jpg", "(".repeat(n)),
+        format!("unsafe/filters:a({})/b.jpg", "(".repeat(n)),
+        format!("unsafe/filters:{}/b.jpg", "a():".repeat(n / 4)),
+        format!("insecure/{}/plain/a.jpg", "a:".repeat(n)),
+        format!("insecure/{}plain/a.jpg", "a:/".repeat(n / 3)),
+        format!("insecure/{}.png", "QUFB/".repeat(n / 5)),
+        format!("tr:{}/a.jpg", ":".repeat(n)),
+        format!("tr:{}/a.jpg", ",".repeat(n)),
+        format!("tr:{}/a.jpg", "e-a-".repeat(n / 4)),
+        format!("h/a.jpg?{}", "&".repeat(n)),
+        format!("h/a.jpg?{}", "w=1&".repeat(n / 4)),
+        "%".repeat(n),
+        "/".repeat(n),
+    ] {
+        for prefix in ["/t/", "/ip/", "/ik/", "/q/"] {
+            let d = r.decide("GET", &format!("{prefix}{body}"), now);
+            assert!(
+                !matches!(d, Decision::Pass),
+                "{prefix}{}",
+                &body[..40.min(body.len())]
+            );
+        }
+    }
+}
