@@ -3,7 +3,9 @@
 #   docker build -t pixmesh:latest .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-RUN rustup target add wasm32-wasip1
+RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add wasm32-wasip1
 COPY . .
 RUN cargo build --locked --release -p pixmesh-sidecar \
  && cargo build --locked --release -p pixmesh-filter --target wasm32-wasip1 \

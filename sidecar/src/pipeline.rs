@@ -12,14 +12,15 @@
 //! - No step panics on any input: pixel arithmetic is done in `u64`/`f64` and every
 //!   data-dependent failure is a [`PipelineError`].
 //!
-//! Performance notes (DESIGN.md §3): resizing uses `fast_image_resize` (Lanczos3), with the
-//! fill crop folded into the resize so crop and resize are one pass. Decoding is done by
-//! `image` (zune-jpeg, png, image-webp) at full size; there is no shrink-on-load.
+//! Performance notes (DESIGN.md §3): JPEGs are decoded and encoded by libjpeg-turbo, decoded
+//! with DCT scaling (shrink-on-load, libvips' rule: 1/2, 1/4 or 1/8 while leaving at least 2×
+//! to the resize), the largest single saving. PNG and WebP are decoded by `image` at full size.
+//! Resizing uses `fast_image_resize` (Lanczos3), with the fill crop folded into the resize so
+//! crop and resize are one pass.
 
 use std::io::Cursor;
 
 use fast_image_resize as fr;
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
@@ -119,11 +120,14 @@ pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered,
     let mut decoder = read_header(source, source_format, limits)?;
     check_source_size(decoder.dimensions(), limits)?;
     let orientation = read_orientation(&mut decoder);
-    let image = decode(decoder, source_format, limits)?;
+    let (width, height) = upright_size(decoder.dimensions(), orientation);
+    let geometry = compute_geometry(width, height, t);
+    check_output_size(&geometry, limits)?;
+    let shrink = shrink_on_load(source_format, &geometry);
+    let image = decode(source, decoder, source_format, limits, shrink)?;
     let image = apply_orientation(image, orientation);
     let pixels = normalise(image)?;
-    let geometry = compute_geometry(pixels.width, pixels.height, t);
-    check_output_size(&geometry, limits)?;
+    let geometry = geometry.on_decoded(width, height, pixels.width, pixels.height);
     let pixels = resize(pixels, &geometry)?;
     let pixels = flip(pixels, t.flip_h, t.flip_v);
     let format = t.format.unwrap_or(source_format);
@@ -272,95 +276,19 @@ fn read_orientation(decoder: &mut impl ImageDecoder) -> Orientation {
     decoder.orientation().unwrap_or(Orientation::NoTransforms)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Step 3: decode.
-
-/// Decodes the pixels, reserving the decoded size against `image`'s allocation limit first.
-fn decode(
-    decoder: impl ImageDecoder,
-    format: Format,
-    limits: &Limits,
-) -> Result<DynamicImage, PipelineError> {
-    image_limits(limits)
-        .reserve(decoder.total_bytes())
-        .map_err(|e| image_error(e, format, "decode"))?;
-    DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, format, "decode"))
-}
-
-/// Maps an `image` error onto the pipeline's error model.
-fn image_error(e: ImageError, format: Format, step: &str) -> PipelineError {
-    match e {
-        ImageError::Limits(e) => PipelineError::TooLarge(format!("{}: {e}", format.name())),
-        ImageError::Unsupported(e) => {
-            PipelineError::UnsupportedFormat(format!("{} variant: {e}", format.name()))
-        }
-        other => PipelineError::Corrupt(format!("{} {step}: {other}", format.name())),
+/// The size of the image once `orientation` is applied: quarter turns swap the sides.
+fn upright_size((width, height): (u32, u32), orientation: Orientation) -> (u32, u32) {
+    match orientation {
+        Orientation::Rotate90
+        | Orientation::Rotate270
+        | Orientation::Rotate90FlipH
+        | Orientation::Rotate270FlipH => (height, width),
+        _ => (width, height),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Step 4: orient and normalise.
-
-/// Applies the EXIF orientation so the pixels are upright.
-fn apply_orientation(mut image: DynamicImage, orientation: Orientation) -> DynamicImage {
-    if orientation != Orientation::NoTransforms {
-        image.apply_orientation(orientation);
-    }
-    image
-}
-
-/// Packed 8-bit RGB or RGBA pixels, row-major with no padding.
-struct Pixels {
-    width: u32,
-    height: u32,
-    alpha: bool,
-    data: Vec<u8>,
-}
-
-impl Pixels {
-    fn channels(&self) -> usize {
-        if self.alpha { 4 } else { 3 }
-    }
-
-    fn pixel_type(&self) -> fr::PixelType {
-        if self.alpha {
-            fr::PixelType::U8x4
-        } else {
-            fr::PixelType::U8x3
-        }
-    }
-
-    /// Bytes per row.
-    fn stride(&self) -> usize {
-        self.width as usize * self.channels()
-    }
-}
-
-/// Converts to 8-bit RGB, or RGBA when the source has an alpha channel. 8-bit RGB(A) sources are
-/// not copied.
-fn normalise(image: DynamicImage) -> Result<Pixels, PipelineError> {
-    let (width, height) = (image.width(), image.height());
-    if width == 0 || height == 0 {
-        return Err(PipelineError::Corrupt(format!(
-            "decoded image is {width}x{height}"
-        )));
-    }
-    let alpha = image.color().has_alpha();
-    let data = if alpha {
-        image.into_rgba8().into_raw()
-    } else {
-        image.into_rgb8().into_raw()
-    };
-    Ok(Pixels {
-        width,
-        height,
-        alpha,
-        data,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Step 5: geometry.
+// Step 3: geometry from the header (output size, crop, shrink-on-load factor).
 
 /// A source rectangle, in source pixels; fractional edges are allowed (the resizer samples
 /// sub-pixel positions).
@@ -389,6 +317,32 @@ struct Geometry {
     crop: Rect,
     width: u32,
     height: u32,
+}
+
+impl Geometry {
+    /// The same geometry on the image as decoded, `decoded_w`×`decoded_h`, when the decoder
+    /// shrank the `w0`×`h0` source on load: the crop scales with it, the output size stays.
+    fn on_decoded(self, w0: u32, h0: u32, decoded_w: u32, decoded_h: u32) -> Geometry {
+        if (w0, h0) == (decoded_w, decoded_h) {
+            return self;
+        }
+        let (sx, sy) = (
+            f64::from(decoded_w) / f64::from(w0),
+            f64::from(decoded_h) / f64::from(h0),
+        );
+        let (max_w, max_h) = (f64::from(decoded_w), f64::from(decoded_h));
+        let width = (self.crop.width * sx).min(max_w);
+        let height = (self.crop.height * sy).min(max_h);
+        Geometry {
+            crop: Rect {
+                left: (self.crop.left * sx).min(max_w - width),
+                top: (self.crop.top * sy).min(max_h - height),
+                width,
+                height,
+            },
+            ..self
+        }
+    }
 }
 
 /// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source.
@@ -516,6 +470,154 @@ fn check_output_size(g: &Geometry, limits: &Limits) -> Result<(), PipelineError>
 }
 
 // ---------------------------------------------------------------------------------------------
+// Step 4: decode.
+
+/// The DCT scaling denominator (1, 2, 4 or 8) for decoding a JPEG that will be reduced per `g`:
+/// libvips' rule, the largest that still leaves at least a 2× reduction to the Lanczos3 resize
+/// in the least-reduced direction, so quality matches a full-size decode. Other formats: 1.
+fn shrink_on_load(format: Format, g: &Geometry) -> u8 {
+    if format != Format::Jpeg {
+        return 1;
+    }
+    let reduction = (g.crop.width / f64::from(g.width)).min(g.crop.height / f64::from(g.height));
+    [8u8, 4, 2]
+        .into_iter()
+        .find(|&d| reduction >= 2.0 * f64::from(d))
+        .unwrap_or(1)
+}
+
+/// Decodes the pixels: JPEGs with libjpeg-turbo at 1/`shrink` scale, everything else with
+/// `image`, reserving the decoded size against its allocation limit first.
+fn decode(
+    source: &[u8],
+    decoder: impl ImageDecoder,
+    format: Format,
+    limits: &Limits,
+    shrink: u8,
+) -> Result<DynamicImage, PipelineError> {
+    if format == Format::Jpeg {
+        if let Some(image) = decode_jpeg(source, shrink)? {
+            return Ok(image);
+        }
+    }
+    image_limits(limits)
+        .reserve(decoder.total_bytes())
+        .map_err(|e| image_error(e, format, "decode"))?;
+    DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, format, "decode"))
+}
+
+/// Decodes a JPEG to RGB with libjpeg-turbo, DCT-scaled by 1/`shrink`. `None` for CMYK/YCCK
+/// JPEGs, which libjpeg-turbo cannot convert to RGB: `image` decodes those (at full size).
+/// The caller has checked the header's size against the limits.
+fn decode_jpeg(source: &[u8], shrink: u8) -> Result<Option<DynamicImage>, PipelineError> {
+    let fail = |e: turbojpeg::Error| PipelineError::Corrupt(format!("jpeg decode: {e}"));
+    let mut decompressor = turbojpeg::Decompressor::new().map_err(fail)?;
+    let header = decompressor.read_header(source).map_err(fail)?;
+    if matches!(
+        header.colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    ) {
+        return Ok(None);
+    }
+    let scale = turbojpeg::ScalingFactor::new(1, usize::from(shrink));
+    if !header.is_lossless {
+        decompressor.set_scaling_factor(scale).map_err(fail)?;
+    }
+    let size = decompressor.scaling_factor();
+    let (width, height) = (size.scale(header.width), size.scale(header.height));
+    let mut pixels = vec![0; width * height * 3];
+    let output = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    decompressor.decompress(source, output).map_err(fail)?;
+    let (w, h) = (dimension(width)?, dimension(height)?);
+    let image = image::RgbImage::from_raw(w, h, pixels)
+        .ok_or_else(|| PipelineError::Corrupt("jpeg decode: short pixel buffer".into()))?;
+    Ok(Some(DynamicImage::ImageRgb8(image)))
+}
+
+/// A decoder's `usize` dimension as the `u32` images use.
+fn dimension(n: usize) -> Result<u32, PipelineError> {
+    u32::try_from(n).map_err(|_| PipelineError::TooLarge(format!("dimension {n}")))
+}
+
+/// Maps an `image` error onto the pipeline's error model.
+fn image_error(e: ImageError, format: Format, step: &str) -> PipelineError {
+    match e {
+        ImageError::Limits(e) => PipelineError::TooLarge(format!("{}: {e}", format.name())),
+        ImageError::Unsupported(e) => {
+            PipelineError::UnsupportedFormat(format!("{} variant: {e}", format.name()))
+        }
+        other => PipelineError::Corrupt(format!("{} {step}: {other}", format.name())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 5: orient and normalise.
+
+/// Applies the EXIF orientation so the pixels are upright.
+fn apply_orientation(mut image: DynamicImage, orientation: Orientation) -> DynamicImage {
+    if orientation != Orientation::NoTransforms {
+        image.apply_orientation(orientation);
+    }
+    image
+}
+
+/// Packed 8-bit RGB or RGBA pixels, row-major with no padding.
+struct Pixels {
+    width: u32,
+    height: u32,
+    alpha: bool,
+    data: Vec<u8>,
+}
+
+impl Pixels {
+    fn channels(&self) -> usize {
+        if self.alpha { 4 } else { 3 }
+    }
+
+    fn pixel_type(&self) -> fr::PixelType {
+        if self.alpha {
+            fr::PixelType::U8x4
+        } else {
+            fr::PixelType::U8x3
+        }
+    }
+
+    /// Bytes per row.
+    fn stride(&self) -> usize {
+        self.width as usize * self.channels()
+    }
+}
+
+/// Converts to 8-bit RGB, or RGBA when the source has an alpha channel. 8-bit RGB(A) sources are
+/// not copied.
+fn normalise(image: DynamicImage) -> Result<Pixels, PipelineError> {
+    let (width, height) = (image.width(), image.height());
+    if width == 0 || height == 0 {
+        return Err(PipelineError::Corrupt(format!(
+            "decoded image is {width}x{height}"
+        )));
+    }
+    let alpha = image.color().has_alpha();
+    let data = if alpha {
+        image.into_rgba8().into_raw()
+    } else {
+        image.into_rgb8().into_raw()
+    };
+    Ok(Pixels {
+        width,
+        height,
+        alpha,
+        data,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Step 6: resize (and crop).
 
 /// Crops and scales per `g`: nothing when the geometry is the identity, a plain copy when it is
@@ -636,8 +738,9 @@ fn encode(p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered, Pi
     })
 }
 
-/// JPEG via `image`'s encoder; RGBA is flattened onto white first.
+/// JPEG via libjpeg-turbo, 4:2:0 like libvips' default; RGBA is flattened onto white first.
 fn encode_jpeg(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
+    let fail = |e: turbojpeg::Error| PipelineError::Encode(format!("jpeg: {e}"));
     let flattened;
     let rgb = if p.alpha {
         flattened = flatten_on_white(&p.data);
@@ -645,11 +748,23 @@ fn encode_jpeg(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
     } else {
         &p.data
     };
-    let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
-        .write_image(rgb, p.width, p.height, ExtendedColorType::Rgb8)
-        .map_err(|e| PipelineError::Encode(format!("jpeg: {e}")))?;
-    Ok(out)
+    let mut compressor = turbojpeg::Compressor::new().map_err(fail)?;
+    compressor
+        .set_quality(i32::from(quality.clamp(1, 100)))
+        .map_err(fail)?;
+    compressor
+        .set_subsamp(turbojpeg::Subsamp::Sub2x2)
+        .map_err(fail)?;
+    let width = p.width as usize;
+    compressor
+        .compress_to_vec(turbojpeg::Image {
+            pixels: rgb.as_slice(),
+            width,
+            pitch: width * 3,
+            height: p.height as usize,
+            format: turbojpeg::PixelFormat::RGB,
+        })
+        .map_err(fail)
 }
 
 /// Composites straight-alpha RGBA onto an opaque white background, giving RGB.
@@ -1056,5 +1171,125 @@ mod tests {
         };
         let err = encode(p, Format::Webp, None).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
+    }
+
+    #[test]
+    fn shrink_on_load_leaves_at_least_twice_the_reduction_to_the_resize() {
+        let shrink =
+            |w0, h0, t: Transform| shrink_on_load(Format::Jpeg, &compute_geometry(w0, h0, &t));
+        assert_eq!(shrink(2560, 1600, transform(320, 320, Fit::FitIn)), 4); // 8× → 1/4
+        assert_eq!(shrink(2560, 1600, transform(160, 0, Fit::FitIn)), 8); // 16× → 1/8
+        assert_eq!(shrink(2560, 1600, transform(1000, 0, Fit::FitIn)), 1); // 2.56× → none
+        assert_eq!(shrink(2560, 1600, transform(600, 0, Fit::FitIn)), 2); // 4.3× → 1/2
+        // Fill crops the long side: the short side's reduction decides.
+        assert_eq!(shrink(2560, 1600, transform(400, 400, Fit::Fill)), 2); // 4× → 1/2
+        // Stretch: the least-reduced direction decides.
+        assert_eq!(shrink(2560, 1600, transform(100, 1600, Fit::Stretch)), 1);
+        assert_eq!(shrink(2560, 1600, transform(320, 0, Fit::FitIn)), 4);
+        let png = compute_geometry(2560, 1600, &transform(100, 0, Fit::FitIn));
+        assert_eq!(
+            shrink_on_load(Format::Png, &png),
+            1,
+            "only JPEG decodes scaled"
+        );
+    }
+
+    /// Mean absolute difference per channel between two same-sized pixel buffers.
+    fn mean_abs_diff(a: &Pixels, b: &Pixels) -> f64 {
+        assert_eq!((a.width, a.height, a.alpha), (b.width, b.height, b.alpha));
+        let sum: u64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+            .sum();
+        sum as f64 / a.data.len() as f64
+    }
+
+    #[test]
+    fn shrink_on_load_matches_a_full_size_decode() {
+        let source = testdata("medium.jpg");
+        for t in [
+            transform(320, 320, Fit::FitIn),
+            transform(150, 150, Fit::Fill),
+            transform(100, 60, Fit::Stretch),
+        ] {
+            let geometry = compute_geometry(2560, 1600, &t);
+            let shrink = shrink_on_load(Format::Jpeg, &geometry);
+            assert!(shrink > 1, "{t:?}");
+            let full = normalise(decode_jpeg(&source, 1).unwrap().unwrap()).unwrap();
+            let full = resize(full, &geometry).unwrap();
+            let scaled = normalise(decode_jpeg(&source, shrink).unwrap().unwrap()).unwrap();
+            assert_eq!(scaled.width, 2560 / u32::from(shrink));
+            let scaled = resize(
+                scaled,
+                &geometry.on_decoded(
+                    2560,
+                    1600,
+                    2560 / u32::from(shrink),
+                    1600 / u32::from(shrink),
+                ),
+            )
+            .unwrap();
+            let diff = mean_abs_diff(&full, &scaled);
+            assert!(diff < 2.0, "{t:?}: mean difference {diff:.2} of 255");
+        }
+    }
+
+    #[test]
+    fn shrink_on_load_keeps_orientation_and_crop() {
+        // 400x200 stored, orientation 6 → upright 200x400; 1/4 decode for a 40-pixel-wide fit.
+        let src = jpeg_with_orientation(&quadrants(400, 200), 6);
+        let r = render(&src, &transform(40, 0, Fit::FitIn), &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (40, 80));
+        let out = decoded(&r).to_rgb8();
+        assert!(
+            near(*out.get_pixel(5, 5), [0, 0, 255], 40),
+            "{:?}",
+            out.get_pixel(5, 5)
+        );
+        assert!(
+            near(*out.get_pixel(34, 5), [255, 0, 0], 40),
+            "{:?}",
+            out.get_pixel(34, 5)
+        );
+        // Fill anchored at the bottom keeps the bottom: stored right half, white then green.
+        let mut t = transform(20, 20, Fit::Fill);
+        t.v_align = VAlign::Bottom;
+        let out = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(out.dimensions(), (20, 20));
+        assert!(
+            near(*out.get_pixel(2, 17), [255, 255, 255], 40),
+            "{:?}",
+            out.get_pixel(2, 17)
+        );
+        assert!(
+            near(*out.get_pixel(17, 17), [0, 255, 0], 40),
+            "{:?}",
+            out.get_pixel(17, 17)
+        );
+    }
+
+    #[test]
+    fn cmyk_jpegs_are_decoded_too() {
+        let (w, h) = (64usize, 48usize);
+        let cmyk = vec![0u8; w * h * 4];
+        let mut compressor = turbojpeg::Compressor::new().unwrap();
+        compressor.set_quality(90).unwrap();
+        let jpeg = compressor
+            .compress_to_vec(turbojpeg::Image {
+                pixels: cmyk.as_slice(),
+                width: w,
+                pitch: w * 4,
+                height: h,
+                format: turbojpeg::PixelFormat::CMYK,
+            })
+            .unwrap();
+        assert!(
+            decode_jpeg(&jpeg, 1).unwrap().is_none(),
+            "routed to the fallback decoder"
+        );
+        let r = render(&jpeg, &transform(32, 0, Fit::FitIn), &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (32, 24));
     }
 }
