@@ -495,10 +495,10 @@ fn decode(
     limits: &Limits,
     shrink: u8,
 ) -> Result<DynamicImage, PipelineError> {
-    if format == Format::Jpeg {
-        if let Some(image) = decode_jpeg(source, shrink)? {
-            return Ok(image);
-        }
+    if format == Format::Jpeg
+        && let Some(image) = decode_jpeg(source, shrink)?
+    {
+        return Ok(image);
     }
     image_limits(limits)
         .reserve(decoder.total_bytes())
