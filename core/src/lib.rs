@@ -13,6 +13,7 @@
 //! - [`query`]: the query-string (Skymage-style) grammar, parse ⇄ generate.
 //! - [`sign`]: URL signatures and their constant-time verification.
 //! - [`keys`]: request-path normalization, base-dir joins and S3 key escaping.
+//! - [`tagging`]: S3 object tagging strings (`k=v&k2=v2`), validated and re-encoded.
 //! - [`link`]: the canonical `Link` header.
 //! - [`config`] and [`router`]: the filter's configuration and the per-request decision.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
@@ -28,5 +29,6 @@ pub mod query;
 pub mod render;
 pub mod router;
 pub mod sign;
+pub mod tagging;
 pub mod thumbor;
 pub mod transform;

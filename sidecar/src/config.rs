@@ -21,16 +21,26 @@
 //! force_path_style = true              # default: true with a custom endpoint
 //! access_key_id = "GK…"                # omit both keys for the default credential chain
 //! secret_access_key = "example-secret"
+//! fallbacks = ["samples"]              # tried in order when an object is not found (at most 2)
+//! # On writes to this bucket (result storage), each sent only when set:
+//! storage_class = "STANDARD_IA"
+//! acl = "private"                      # canned ACL; no ACL header when unset
+//! tagging = "source=pixmesh&lifecycle=derived"
 //!
 //! [result_storage]              # optional: where renditions are kept and served from
 //! storage = "photos"
 //! base_dir = "renditions"
+//! verify_source = true          # HEAD the source on each hit; re-render when its ETag changed
+//! expiration_secs = 604800      # older renditions count as missing (never deleted); unset: never
+//! report_errors = false         # a failed rendition write fails the response only when true
 //! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use aws_sdk_s3::types::{ObjectCannedAcl, StorageClass};
+use pixmesh_core::tagging;
 use serde::Deserialize;
 
 /// Why the configuration was refused. The sidecar exits instead of starting half-configured.
@@ -132,6 +142,9 @@ pub enum StorageConfig {
     Local {
         /// The directory.
         root: PathBuf,
+        /// Storages tried in order when an object is not here (see [`S3Config::fallbacks`]).
+        #[serde(default)]
+        fallbacks: Vec<String>,
     },
     /// An S3-compatible bucket.
     S3(S3Config),
@@ -161,6 +174,21 @@ pub struct S3Config {
     /// Session token for temporary static credentials.
     #[serde(default)]
     pub session_token: Option<Secret>,
+    /// Other storages tried in order, at most [`MAX_FALLBACKS`], when an object is not found
+    /// here. Only the requested storage's own list is followed (fallbacks are not transitive).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Storage class of objects written here (`STANDARD_IA`, …); the bucket's default when unset.
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// Canned ACL of objects written here (`private`, `public-read`, …); no ACL header is sent
+    /// when unset.
+    #[serde(default)]
+    pub acl: Option<String>,
+    /// Tags of objects written here, as a query string (`source=pixmesh&lifecycle=derived`);
+    /// none when unset. On AWS the writer also needs `s3:PutObjectTagging`.
+    #[serde(default)]
+    pub tagging: Option<String>,
 }
 
 /// Where renditions are kept.
@@ -172,6 +200,89 @@ pub struct ResultStorageConfig {
     /// Key prefix of every rendition.
     #[serde(default)]
     pub base_dir: String,
+    /// On a hit, compare the ETag the rendition was made from with the source's current one
+    /// (one HEAD on the source, concurrent with the result read) and re-render when it changed.
+    /// Costs one source request per hit (and per miss); turn off when sources never change.
+    #[serde(default = "default_true")]
+    pub verify_source: bool,
+    /// Renditions older than this many seconds (by their `Last-Modified`) count as missing:
+    /// they are re-rendered and overwritten, never deleted. Unset: they never expire.
+    #[serde(default)]
+    pub expiration_secs: Option<u64>,
+    /// Fail the response when writing the rendition fails. When false (the default) the write
+    /// happens after the response and a failure is only logged and counted.
+    #[serde(default)]
+    pub report_errors: bool,
+}
+
+impl ResultStorageConfig {
+    /// A result storage in `storage` under `base_dir`, with every other setting at its default.
+    pub fn new(storage: &str, base_dir: &str) -> Self {
+        ResultStorageConfig {
+            storage: storage.to_owned(),
+            base_dir: base_dir.to_owned(),
+            verify_source: true,
+            expiration_secs: None,
+            report_errors: false,
+        }
+    }
+}
+
+/// Most fallbacks one storage may list.
+pub const MAX_FALLBACKS: usize = 2;
+
+impl StorageConfig {
+    /// The storages tried, in order, when an object is not found in this one.
+    pub fn fallbacks(&self) -> &[String] {
+        match self {
+            StorageConfig::Local { fallbacks, .. } => fallbacks,
+            StorageConfig::S3(s3) => &s3.fallbacks,
+        }
+    }
+}
+
+impl S3Config {
+    /// The configured storage class, refused unless S3 knows it.
+    pub fn storage_class(&self) -> Result<Option<StorageClass>, String> {
+        known(
+            self.storage_class.as_deref(),
+            StorageClass::values(),
+            "storage_class",
+        )
+        .map(|v| v.map(StorageClass::from))
+    }
+
+    /// The configured canned ACL, refused unless S3 knows it.
+    pub fn acl(&self) -> Result<Option<ObjectCannedAcl>, String> {
+        known(self.acl.as_deref(), ObjectCannedAcl::values(), "acl")
+            .map(|v| v.map(ObjectCannedAcl::from))
+    }
+
+    /// The configured tagging in its canonical header form.
+    pub fn tagging(&self) -> Result<Option<String>, String> {
+        self.tagging
+            .as_deref()
+            .map(|t| tagging::normalize(t).map_err(|e| format!("tagging: {e}")))
+            .transpose()
+    }
+}
+
+/// `value` when it is one of `allowed`, else an error naming `what` and the allowed values.
+fn known<'a>(
+    value: Option<&'a str>,
+    allowed: &[&str],
+    what: &str,
+) -> Result<Option<&'a str>, String> {
+    match value {
+        Some(v) if !allowed.contains(&v) => {
+            Err(format!("{what} {v:?} is not one of {}", allowed.join(", ")))
+        }
+        v => Ok(v),
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_listen() -> SocketAddr {
@@ -217,6 +328,29 @@ impl Config {
                         "storage {name}: set both access_key_id and secret_access_key, or neither"
                     ));
                 }
+                let settings = [s3.storage_class().err(), s3.acl().err(), s3.tagging().err()];
+                if let Some(e) = settings.into_iter().flatten().next() {
+                    return invalid(format!("storage {name}: {e}"));
+                }
+            }
+            let fallbacks = s.fallbacks();
+            if fallbacks.len() > MAX_FALLBACKS {
+                return invalid(format!(
+                    "storage {name}: at most {MAX_FALLBACKS} fallbacks, not {}",
+                    fallbacks.len()
+                ));
+            }
+            for (i, fallback) in fallbacks.iter().enumerate() {
+                if fallback == name || fallbacks[..i].contains(fallback) {
+                    return invalid(format!(
+                        "storage {name}: fallback {fallback} is itself or listed twice"
+                    ));
+                }
+                if !self.storages.contains_key(fallback) {
+                    return invalid(format!(
+                        "storage {name}: no fallback storage named {fallback}"
+                    ));
+                }
             }
         }
         if let Some(rs) = &self.result_storage {
@@ -231,6 +365,11 @@ impl Config {
                 None => {
                     return invalid(format!("result_storage: no storage named {}", rs.storage));
                 }
+            }
+            if rs.expiration_secs == Some(0) {
+                return invalid(
+                    "result_storage: expiration_secs must be at least 1 (omit it for none)".into(),
+                );
             }
         }
         if self.cache_control.bytes().any(|b| b.is_ascii_control()) {
@@ -256,7 +395,21 @@ mod tests {
             .join("\n");
         let cfg = Config::from_toml(&doc).unwrap();
         assert_eq!(cfg.storages.len(), 2);
-        assert_eq!(cfg.result_storage.unwrap().base_dir, "renditions");
+        let rs = cfg.result_storage.clone().unwrap();
+        assert_eq!(rs.base_dir, "renditions");
+        assert!(rs.verify_source);
+        assert_eq!(rs.expiration_secs, Some(604800));
+        assert!(!rs.report_errors);
+        assert_eq!(cfg.storages["photos"].fallbacks(), ["samples"]);
+        let StorageConfig::S3(s3) = &cfg.storages["photos"] else {
+            panic!("photos is S3")
+        };
+        assert_eq!(s3.storage_class(), Ok(Some(StorageClass::StandardIa)));
+        assert_eq!(s3.acl(), Ok(Some(ObjectCannedAcl::Private)));
+        assert_eq!(
+            s3.tagging(),
+            Ok(Some("source=pixmesh&lifecycle=derived".to_owned()))
+        );
         let debug = format!("{:?}", cfg.storages["photos"]);
         assert!(!debug.contains("example-secret"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
@@ -276,5 +429,49 @@ mod tests {
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }
+    }
+
+    const TWO: &str = "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n\
+                       [storages.b]\ntype = \"local\"\nroot = \"/\"\n";
+
+    #[test]
+    fn new_settings_default_to_what_existing_configs_meant() {
+        let cfg = Config::from_toml(&format!("{TWO}[result_storage]\nstorage = \"a\"")).unwrap();
+        let rs = cfg.result_storage.unwrap();
+        assert!(rs.verify_source && !rs.report_errors && rs.expiration_secs.is_none());
+        assert!(cfg.storages["a"].fallbacks().is_empty());
+        let StorageConfig::S3(s3) = &cfg.storages["a"] else {
+            panic!("a is S3")
+        };
+        assert_eq!(s3.storage_class(), Ok(None));
+        assert_eq!(s3.acl(), Ok(None), "no ACL header unless configured");
+        assert_eq!(s3.tagging(), Ok(None));
+    }
+
+    #[test]
+    fn refuses_bad_write_settings_fallbacks_and_expiration() {
+        let with_a = |extra: &str| {
+            format!(
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n{extra}\n[storages.b]\ntype = \"local\"\nroot = \"/\"\n[storages.c]\ntype = \"local\"\nroot = \"/\"\n[storages.d]\ntype = \"local\"\nroot = \"/\"\n"
+            )
+        };
+        for (extra, why) in [
+            ("storage_class = \"FAST\"", "storage_class"),
+            ("acl = \"public\"", "acl"),
+            ("tagging = \"a=1&a=2\"", "tagging"),
+            ("fallbacks = [\"x\"]", "no fallback storage named x"),
+            ("fallbacks = [\"a\"]", "itself"),
+            ("fallbacks = [\"b\", \"b\"]", "twice"),
+            ("fallbacks = [\"b\", \"c\", \"d\"]", "at most 2"),
+        ] {
+            let err = Config::from_toml(&with_a(extra)).unwrap_err().to_string();
+            assert!(err.contains(why), "{extra}: {err}");
+        }
+        assert!(Config::from_toml(&with_a("fallbacks = [\"b\", \"c\"]")).is_ok());
+        let err = Config::from_toml(&format!(
+            "{TWO}[result_storage]\nstorage = \"a\"\nexpiration_secs = 0"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("expiration_secs"), "{err}");
     }
 }

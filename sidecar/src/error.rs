@@ -20,6 +20,10 @@ pub enum RenderError {
     /// Reading the source failed.
     #[error("source: {0}")]
     Source(StorageError),
+    /// Writing the rendition to result storage failed, with `report_errors` on: 504 on a
+    /// timeout, 503 when unreachable, else 502 (the request itself was fine).
+    #[error("result storage: {0}")]
+    ResultStorage(StorageError),
     /// Decoding, resizing or encoding failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -41,6 +45,11 @@ impl RenderError {
                 StorageError::Timeout => 504,
                 StorageError::Other(_) => 502,
             },
+            RenderError::ResultStorage(e) => match e {
+                StorageError::Unavailable(_) => 503,
+                StorageError::Timeout => 504,
+                _ => 502,
+            },
             RenderError::Pipeline(e) => e.http_status(),
             RenderError::Pool(PoolError::Busy { .. }) => 503,
             RenderError::Pool(PoolError::Lost(_)) => 500,
@@ -51,6 +60,7 @@ impl RenderError {
     pub fn detail(&self) -> String {
         match self {
             RenderError::Source(e) => format!("source: {}", e.detail()),
+            RenderError::ResultStorage(e) => format!("result storage: {}", e.detail()),
             RenderError::Pool(PoolError::Lost(detail)) => format!("render worker failed: {detail}"),
             other => other.to_string(),
         }
@@ -110,6 +120,21 @@ mod tests {
                 Code::Internal,
             ),
             (
+                RenderError::ResultStorage(StorageError::AccessDenied),
+                502,
+                Code::Internal,
+            ),
+            (
+                RenderError::ResultStorage(StorageError::Timeout),
+                504,
+                Code::DeadlineExceeded,
+            ),
+            (
+                RenderError::ResultStorage(StorageError::Unavailable("x".into())),
+                503,
+                Code::Internal,
+            ),
+            (
                 RenderError::UnknownStorage("x".into()),
                 400,
                 Code::InvalidArgument,
@@ -143,5 +168,8 @@ mod tests {
         ));
         assert!(!e.to_status().message().contains("10.0.0.1"));
         assert!(e.detail().contains("10.0.0.1"));
+        let e = RenderError::ResultStorage(StorageError::Other("HTTP 500 at 10.0.0.2".into()));
+        assert!(!e.to_status().message().contains("10.0.0.2"));
+        assert!(e.detail().contains("10.0.0.2"));
     }
 }

@@ -6,7 +6,9 @@
 //! - [`pool`]: the bounded render worker pool.
 //! - [`service`]: the tonic service and the render flow.
 //! - [`error`]: the error model and its HTTP/gRPC statuses.
+//! - [`check`]: `pixmesh-sidecar check`, probing every configured storage.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod pipeline;
@@ -26,7 +28,7 @@ use tonic::transport::server::TcpIncoming;
 
 use config::{Config, StorageConfig};
 use pool::WorkerPool;
-use service::{ImageService, Renderer, ResultStore};
+use service::{ImageService, Renderer, ResultStore, Stats};
 use storage::{LocalStorage, S3Storage, Storage};
 
 /// Why the sidecar could not start or stopped serving.
@@ -45,27 +47,39 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Builds the shared render state from a validated config.
-pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
+/// Connects every configured storage (lazily: no request is made).
+pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, ServeError> {
     let timeout = Duration::from_millis(config.limits.storage_timeout_ms);
     let mut storages = HashMap::new();
     for (name, cfg) in &config.storages {
+        let failed = |reason: String| ServeError::Storage {
+            name: name.clone(),
+            reason,
+        };
         let storage = match cfg {
-            StorageConfig::Local { root } => {
-                Storage::Local(LocalStorage::new(root).map_err(|e| ServeError::Storage {
-                    name: name.clone(),
-                    reason: format!("{}: {e}", root.display()),
-                })?)
+            StorageConfig::Local { root, .. } => Storage::Local(
+                LocalStorage::new(root).map_err(|e| failed(format!("{}: {e}", root.display())))?,
+            ),
+            StorageConfig::S3(s3) => {
+                Storage::S3(S3Storage::new(s3, timeout).await.map_err(failed)?)
             }
-            StorageConfig::S3(s3) => Storage::S3(S3Storage::new(s3, timeout).await),
         };
         storages.insert(name.clone(), storage);
     }
+    Ok(storages)
+}
+
+/// Builds the shared render state from a validated config.
+pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
+    let storages = storages(config).await?;
     let results = match &config.result_storage {
         Some(rs) => match storages.get(&rs.storage) {
             Some(Storage::S3(s3)) => Some(ResultStore {
                 storage: s3.clone(),
                 base_dir: rs.base_dir.clone(),
+                verify_source: rs.verify_source,
+                expiration: rs.expiration_secs.map(Duration::from_secs),
+                report_errors: rs.report_errors,
             }),
             _ => {
                 return Err(ServeError::Storage {
@@ -76,10 +90,17 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         },
         None => None,
     };
+    let fallbacks = config
+        .storages
+        .iter()
+        .map(|(name, cfg)| (name.clone(), cfg.fallbacks().to_vec()))
+        .collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Renderer {
         storages,
+        fallbacks,
         results,
+        stats: Arc::new(Stats::default()),
         limits: config.limits.clone(),
         cache_control: MetadataValue::try_from(config.cache_control.as_str()).map_err(|_| {
             ServeError::Storage {

@@ -24,6 +24,14 @@ enum Command {
         #[arg(long, short, env = "PIXMESH_CONFIG")]
         config: PathBuf,
     },
+    /// Probe every configured storage and the result storage: bucket reachable with these
+    /// credentials, readable, and (result storage) a probe object written and deleted. Prints
+    /// one `ok`/`FAIL` line each; exits 1 on any failure.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short, env = "PIXMESH_CONFIG")]
+        config: PathBuf,
+    },
     /// Write the descriptor set Envoy's gRPC-JSON transcoder loads.
     Descriptor {
         /// Output file.
@@ -72,10 +80,19 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let config = Config::load(&config)?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "pixmesh sidecar serving");
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
+            let shutdown = shutdown_signal()?;
             pixmesh_sidecar::serve(&config, listener, shutdown).await?;
+        }
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            let lines = pixmesh_sidecar::check::check(&config).await;
+            for line in &lines {
+                println!("{line}");
+            }
+            let failed = lines.iter().filter(|l| !l.ok).count();
+            if failed > 0 {
+                return Err(format!("{failed} of {} checks failed", lines.len()).into());
+            }
         }
         Command::Descriptor { out } => std::fs::write(out, pixmesh_proto::DESCRIPTOR_SET)?,
         Command::Sign {
@@ -97,4 +114,21 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C; tonic then stops accepting and
+/// lets in-flight renders finish.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }

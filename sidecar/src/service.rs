@@ -3,16 +3,24 @@
 //!
 //! One render, in order:
 //! 1. convert the proto request into the canonical [`RenderRequest`] (pixmesh-core);
-//! 2. serve from result storage when the rendition is there (304 when `If-None-Match` matches);
-//! 3. read the source (404/403/413/503/504 from the storage);
+//! 2. serve from result storage when the rendition is there, not expired, and (with
+//!    `verify_source`) made from the source's current ETag, which a concurrent `HEAD` on the
+//!    source tells (304 when `If-None-Match` matches);
+//! 3. read the source, from the storage's fallbacks in order when it is not found
+//!    (404/403/413/503/504 from the storage);
 //! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering;
 //! 5. render on a blocking worker, at most one per core, 503 when the queue is full;
-//! 6. stream the image, and write it to result storage in the background.
+//! 6. stream the image, and write it to result storage: in the background (failures logged and
+//!    counted), or before answering with `report_errors`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
 use pixmesh_core::render::{RenderRequest, etag, if_none_match, result_key};
@@ -27,14 +35,16 @@ use crate::config::Limits;
 use crate::error::RenderError;
 use crate::pipeline;
 use crate::pool::WorkerPool;
-use crate::storage::{Object, S3Storage, Storage, StorageError, http_date};
+use crate::storage::{Head, Object, S3Storage, Storage, StorageError, http_date};
 
 /// Size of each streamed `HttpBody` message.
 const CHUNK: usize = 64 * 1024;
 
-/// User-metadata names kept with each rendition in result storage.
+/// User-metadata names kept with each rendition in result storage: its ETag, and the source's
+/// `Last-Modified` and ETag it was made from.
 const META_ETAG: &str = "pixmesh-etag";
 const META_SOURCE_MODIFIED: &str = "pixmesh-source-last-modified";
+const META_SOURCE_ETAG: &str = "pixmesh-source-etag";
 
 /// Where renditions are kept.
 pub struct ResultStore {
@@ -42,14 +52,43 @@ pub struct ResultStore {
     pub storage: S3Storage,
     /// Key prefix of every rendition.
     pub base_dir: String,
+    /// Re-render when the source's ETag differs from the one the rendition was made from.
+    pub verify_source: bool,
+    /// Renditions older than this count as missing.
+    pub expiration: Option<Duration>,
+    /// A failed write fails the response (else it is logged and counted only).
+    pub report_errors: bool,
+}
+
+/// Whether an object last modified at `modified` is older than `expiration` at `now`: never
+/// without an expiration or a `Last-Modified`; a time in the future counts as new.
+fn expired(expiration: Option<Duration>, modified: Option<DateTime>, now: SystemTime) -> bool {
+    let (Some(max_age), Some(modified)) = (expiration, modified) else {
+        return false;
+    };
+    SystemTime::try_from(modified)
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > max_age)
+}
+
+/// Counters of events that do not fail a response, for operators and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Rendition writes to result storage that failed.
+    pub result_write_failures: AtomicU64,
 }
 
 /// Everything a render needs, shared by all requests.
 pub struct Renderer {
     /// Named source storages.
     pub storages: HashMap<String, Storage>,
+    /// Each storage's fallbacks, tried in order when an object is not found in it.
+    pub fallbacks: HashMap<String, Vec<String>>,
     /// Result storage, if configured.
     pub results: Option<ResultStore>,
+    /// Counters.
+    pub stats: Arc<Stats>,
     /// Resource limits.
     pub limits: Limits,
     /// `Cache-Control` of every rendition.
@@ -72,30 +111,39 @@ enum Rendition {
 }
 
 impl Renderer {
+    /// Rendition writes to result storage that failed so far.
+    pub fn result_write_failures(&self) -> u64 {
+        self.stats.result_write_failures.load(Ordering::Relaxed)
+    }
+
+    /// The storage named `name` followed by its fallbacks.
+    fn chain(&self, name: &str) -> Result<Vec<&Storage>, RenderError> {
+        let unknown = || RenderError::UnknownStorage(name.to_owned());
+        let mut chain = vec![self.storages.get(name).ok_or_else(unknown)?];
+        for fallback in self.fallbacks.get(name).into_iter().flatten() {
+            chain.push(self.storages.get(fallback).ok_or_else(unknown)?);
+        }
+        Ok(chain)
+    }
+
     async fn render(
         &self,
         req: RenderRequest,
         if_none: Option<&str>,
     ) -> Result<Rendition, RenderError> {
-        let storage = self
-            .storages
-            .get(&req.storage)
-            .ok_or_else(|| RenderError::UnknownStorage(req.storage.clone()))?;
+        let chain = self.chain(&req.storage)?;
         let canonical = req.canonical();
-        let stored_key = self
-            .results
-            .as_ref()
-            .map(|rs| result_key(&rs.base_dir, &canonical, &SafeChars::default()));
-        if let (Some(rs), Some(key)) = (&self.results, &stored_key) {
-            // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
-            match rs.storage.get(key, self.limits.max_source_bytes).await {
-                Ok(obj) => return Ok(from_result_storage(obj, if_none)),
-                Err(StorageError::NotFound) => {}
-                Err(e) => tracing::warn!(key, error = e.detail(), "result storage read failed"),
-            }
+        let stored = self.results.as_ref().map(|rs| {
+            let key = result_key(&rs.base_dir, &canonical, &SafeChars::default());
+            (rs, key)
+        });
+        if let Some((rs, key)) = &stored
+            && let Some(hit) = self.stored(rs, key, &chain, &req.key, if_none).await
+        {
+            return Ok(hit);
         }
-        let source = storage
-            .get(&req.key, self.limits.max_source_bytes)
+        let max = self.limits.max_source_bytes;
+        let source = first_found(&chain, |s| s.get(&req.key, max))
             .await
             .map_err(RenderError::Source)?;
         let tag = etag(&canonical, &source.etag);
@@ -106,17 +154,29 @@ impl Renderer {
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
         let last_modified = source.last_modified.as_ref().and_then(http_date);
-        if let (Some(rs), Some(key)) = (&self.results, stored_key) {
-            let mut meta = HashMap::from([(META_ETAG.to_owned(), tag.clone())]);
+        if let Some((rs, key)) = stored {
+            let mut meta = HashMap::from([
+                (META_ETAG.to_owned(), tag.clone()),
+                (META_SOURCE_ETAG.to_owned(), source.etag.clone()),
+            ]);
             if let Some(lm) = &last_modified {
                 meta.insert(META_SOURCE_MODIFIED.to_owned(), lm.clone());
             }
-            let (store, bytes, ct) = (rs.storage.clone(), bytes.clone(), content_type.clone());
-            tokio::spawn(async move {
-                if let Err(e) = store.put(&key, bytes, &ct, meta).await {
+            let (store, stats) = (rs.storage.clone(), self.stats.clone());
+            let (bytes, ct) = (bytes.clone(), content_type.clone());
+            let write = async move {
+                let result = store.put(&key, bytes, &ct, meta).await;
+                if let Err(e) = &result {
+                    stats.result_write_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(key, error = e.detail(), "result storage write failed");
                 }
-            });
+                result
+            };
+            if rs.report_errors {
+                write.await.map_err(RenderError::ResultStorage)?;
+            } else {
+                tokio::spawn(write);
+            }
         }
         Ok(Rendition::Image {
             bytes,
@@ -124,6 +184,56 @@ impl Renderer {
             etag: tag,
             last_modified,
         })
+    }
+
+    /// The rendition at `key` in result storage, unless it is missing, unreadable, expired or
+    /// (with `verify_source`) made from another version of the source than the current one.
+    async fn stored(
+        &self,
+        rs: &ResultStore,
+        key: &str,
+        chain: &[&Storage],
+        source_key: &str,
+        if_none: Option<&str>,
+    ) -> Option<Rendition> {
+        // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
+        let read = rs.storage.get(key, self.limits.max_source_bytes);
+        let (read, head) = if rs.verify_source {
+            let head = first_found(chain, |s| s.head(source_key));
+            let (read, head) = tokio::join!(read, head);
+            (read, Some(head))
+        } else {
+            (read.await, None)
+        };
+        let obj = match read {
+            Ok(obj) => obj,
+            Err(StorageError::NotFound) => return None,
+            Err(e) => {
+                tracing::warn!(key, error = e.detail(), "result storage read failed");
+                return None;
+            }
+        };
+        if expired(rs.expiration, obj.last_modified, SystemTime::now()) {
+            tracing::debug!(key, "stored rendition expired; rendering again");
+            return None;
+        }
+        match head {
+            Some(Ok(Head { etag, .. })) if obj.metadata.get(META_SOURCE_ETAG) != Some(&etag) => {
+                tracing::debug!(key, "source changed since the rendition; rendering again");
+                return None;
+            }
+            // A deleted source cannot invalidate what was made from it; an unreachable one
+            // leaves the stored rendition the best answer.
+            Some(Err(e)) if !matches!(e, StorageError::NotFound) => {
+                tracing::warn!(
+                    key,
+                    error = e.detail(),
+                    "cannot verify the source; serving the stored rendition"
+                );
+            }
+            _ => {}
+        }
+        Some(from_result_storage(obj, if_none))
     }
 
     async fn run_pipeline(
@@ -193,6 +303,22 @@ impl Renderer {
         md.insert("cache-control", self.cache_control.clone());
         md
     }
+}
+
+/// The first success of `op` along `chain`, moving on only when an object is not found; the last
+/// error otherwise.
+async fn first_found<'a, T, F, Fut>(chain: &[&'a Storage], op: F) -> Result<T, StorageError>
+where
+    F: Fn(&'a Storage) -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    for storage in chain {
+        match op(storage).await {
+            Err(StorageError::NotFound) => {}
+            other => return other,
+        }
+    }
+    Err(StorageError::NotFound)
 }
 
 fn from_result_storage(obj: Object, if_none: Option<&str>) -> Rendition {
@@ -349,6 +475,60 @@ impl v1::image_service_server::ImageService for ImageService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::LocalStorage;
+
+    #[test]
+    fn expiration_counts_from_last_modified() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |secs_ago: u64| Some(DateTime::from(now - Duration::from_secs(secs_ago)));
+        let hour = Some(Duration::from_secs(3600));
+        assert!(
+            !expired(hour, at(3600), now),
+            "exactly the age is not older"
+        );
+        assert!(expired(hour, at(3601), now));
+        assert!(!expired(hour, at(0), now));
+        assert!(
+            !expired(None, at(1_000_000), now),
+            "no expiration configured"
+        );
+        assert!(!expired(hour, None, now), "no Last-Modified");
+        let future = Some(DateTime::from(now + Duration::from_secs(60)));
+        assert!(!expired(hour, future, now), "clock skew");
+    }
+
+    /// A fresh directory holding `files`, removed by the caller.
+    fn dir_with(name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pixmesh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, bytes) in files {
+            std::fs::write(dir.join(file), bytes).unwrap();
+        }
+        dir
+    }
+
+    #[tokio::test]
+    async fn fallbacks_are_tried_in_order_on_not_found_only() {
+        let first = dir_with("fb-first", &[("both.txt", b"first")]);
+        let second = dir_with("fb-second", &[("both.txt", b"second"), ("only.txt", b"2")]);
+        let storages = [&first, &second].map(|d| Storage::Local(LocalStorage::new(d).unwrap()));
+        let chain: Vec<&Storage> = storages.iter().collect();
+        let get = |key: &'static str| first_found(&chain, move |s| s.get(key, 100));
+        assert_eq!(&get("both.txt").await.unwrap().bytes[..], b"first");
+        assert_eq!(&get("only.txt").await.unwrap().bytes[..], b"2");
+        assert!(matches!(get("none.txt").await, Err(StorageError::NotFound)));
+        let small = first_found(&chain, |s| s.get("both.txt", 2)).await;
+        assert!(
+            matches!(small, Err(StorageError::TooLarge { .. })),
+            "errors other than not-found are final"
+        );
+        let head = first_found(&chain, |s| s.head("only.txt")).await.unwrap();
+        assert_eq!(head.etag, storages[1].head("only.txt").await.unwrap().etag);
+        for d in [first, second] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
 
     #[test]
     fn wire_request_maps_onto_the_canonical_model() {

@@ -1,7 +1,8 @@
 //! Storages: where sources are read from and renditions written to.
 //!
 //! [`Storage`] is a closed set of backends (a local directory, an S3-compatible bucket) behind one
-//! small interface: `get` an object with its validators, `put` one with metadata.
+//! small interface: `get` an object with its validators, `head` its validators alone, `put` one
+//! with metadata (S3 only, with the configured storage class, ACL and tags).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::types::{ObjectCannedAcl, StorageClass};
 use bytes::Bytes;
 
 use crate::config::S3Config;
@@ -71,6 +73,15 @@ pub struct Object {
     pub metadata: HashMap<String, String>,
 }
 
+/// What a `HEAD` tells about an object: its validators, without the content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// The storage's ETag (quoted), or the same stand-in [`Object::etag`] has.
+    pub etag: String,
+    /// Last modification, when the storage knows it.
+    pub last_modified: Option<DateTime>,
+}
+
 /// One storage backend.
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -86,6 +97,14 @@ impl Storage {
         match self {
             Storage::Local(l) => l.get(key, max_bytes).await,
             Storage::S3(s) => s.get(key, max_bytes).await,
+        }
+    }
+
+    /// The validators of `key` (ETag, last modification), without reading it.
+    pub async fn head(&self, key: &str) -> Result<Head, StorageError> {
+        match self {
+            Storage::Local(l) => l.head(key).await,
+            Storage::S3(s) => s.head(key).await,
         }
     }
 }
@@ -104,42 +123,72 @@ impl LocalStorage {
         })
     }
 
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
-        let not_found = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
-                StorageError::NotFound
-            }
-            std::io::ErrorKind::PermissionDenied => StorageError::AccessDenied,
-            _ => StorageError::Other(e.to_string()),
-        };
+    /// The directory this storage reads from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file behind `key` and its metadata, when it is a regular file inside the root.
+    async fn file(&self, key: &str) -> Result<(PathBuf, std::fs::Metadata), StorageError> {
         // Keys are normalized by pixmesh-core (no `..`); resolving symlinks and checking the
         // prefix again keeps a link inside the root from pointing outside it.
         let path = tokio::fs::canonicalize(self.root.join(key))
             .await
-            .map_err(not_found)?;
+            .map_err(io_error)?;
         if !path.starts_with(&self.root) {
             return Err(StorageError::NotFound);
         }
-        let meta = tokio::fs::metadata(&path).await.map_err(not_found)?;
+        let meta = tokio::fs::metadata(&path).await.map_err(io_error)?;
         if !meta.is_file() {
             return Err(StorageError::NotFound);
         }
+        Ok((path, meta))
+    }
+
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
+        let (path, meta) = self.file(key).await?;
         if meta.len() > max_bytes {
             return Err(StorageError::TooLarge {
                 size: meta.len(),
                 limit: max_bytes,
             });
         }
-        let bytes = tokio::fs::read(&path).await.map_err(not_found)?;
-        let modified = meta.modified().ok().map(DateTime::from);
-        let stamp = modified.map_or(0, |m| m.as_nanos());
+        let bytes = tokio::fs::read(&path).await.map_err(io_error)?;
+        // The stand-in ETag comes from the metadata read before the content, like `head`'s.
+        let Head {
+            etag,
+            last_modified,
+        } = local_head(&meta);
         Ok(Object {
-            etag: format!("\"{stamp:x}-{:x}\"", bytes.len()),
+            etag,
             bytes: bytes.into(),
-            last_modified: modified,
+            last_modified,
             content_type: None,
             metadata: HashMap::new(),
         })
+    }
+
+    async fn head(&self, key: &str) -> Result<Head, StorageError> {
+        Ok(local_head(&self.file(key).await?.1))
+    }
+}
+
+/// A local file's validators: its mtime and size stand in for an ETag.
+fn local_head(meta: &std::fs::Metadata) -> Head {
+    let modified = meta.modified().ok().map(DateTime::from);
+    let stamp = modified.map_or(0, |m| m.as_nanos());
+    Head {
+        etag: format!("\"{stamp:x}-{:x}\"", meta.len()),
+        last_modified: modified,
+    }
+}
+
+/// Maps a file-system error onto the storage error model.
+fn io_error(e: std::io::Error) -> StorageError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => StorageError::NotFound,
+        std::io::ErrorKind::PermissionDenied => StorageError::AccessDenied,
+        _ => StorageError::Other(e.to_string()),
     }
 }
 
@@ -148,11 +197,37 @@ impl LocalStorage {
 pub struct S3Storage {
     client: aws_sdk_s3::Client,
     bucket: String,
+    writes: WriteOptions,
+}
+
+/// What every write to a bucket carries besides the object; each is sent only when set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOptions {
+    /// `x-amz-storage-class`.
+    pub storage_class: Option<StorageClass>,
+    /// `x-amz-acl` (a canned ACL).
+    pub acl: Option<ObjectCannedAcl>,
+    /// `x-amz-tagging`, already in canonical query-string form.
+    pub tagging: Option<String>,
+}
+
+impl WriteOptions {
+    /// The write settings of `cfg`; `Err` names the invalid one (config validation refuses them
+    /// first, so a loaded config never fails here).
+    pub fn from_config(cfg: &S3Config) -> Result<Self, String> {
+        Ok(WriteOptions {
+            storage_class: cfg.storage_class()?,
+            acl: cfg.acl()?,
+            tagging: cfg.tagging()?,
+        })
+    }
 }
 
 impl S3Storage {
-    /// Connects (lazily: no request is made here) as `cfg` says.
-    pub async fn new(cfg: &S3Config, timeout: Duration) -> Self {
+    /// Connects (lazily: no request is made here) as `cfg` says. `Err` names an invalid write
+    /// setting.
+    pub async fn new(cfg: &S3Config, timeout: Duration) -> Result<Self, String> {
+        let writes = WriteOptions::from_config(cfg)?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
             loader = loader.credentials_provider(Credentials::new(
@@ -186,10 +261,67 @@ impl S3Storage {
         if let Some(endpoint) = &cfg.endpoint {
             b = b.endpoint_url(endpoint);
         }
-        S3Storage {
+        Ok(S3Storage {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             bucket: cfg.bucket.clone(),
-        }
+            writes,
+        })
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The validators of `key`, from a `HEAD`.
+    pub async fn head(&self, key: &str) -> Result<Head, StorageError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Head {
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            last_modified: out.last_modified().copied(),
+        })
+    }
+
+    /// Whether the bucket exists and the credentials may use it (`HeadBucket`).
+    pub async fn head_bucket(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Whether the credentials may list the bucket (`ListObjectsV2` with `max-keys=1`).
+    pub async fn list_one(&self) -> Result<(), StorageError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Deletes `key` (no error when it does not exist).
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     /// Reads `key`, refusing objects larger than `max_bytes`.
@@ -223,7 +355,8 @@ impl S3Storage {
         })
     }
 
-    /// Writes `bytes` at `key` with a content type and user metadata.
+    /// Writes `bytes` at `key` with a content type, user metadata and the bucket's
+    /// [`WriteOptions`].
     pub async fn put(
         &self,
         key: &str,
@@ -231,12 +364,16 @@ impl S3Storage {
         content_type: &str,
         metadata: HashMap<String, String>,
     ) -> Result<(), StorageError> {
+        let w = &self.writes;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
             .set_metadata(Some(metadata))
+            .set_storage_class(w.storage_class.clone())
+            .set_acl(w.acl.clone())
+            .set_tagging(w.tagging.clone())
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -271,7 +408,9 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     match &err {
         SdkError::TimeoutError(_) => StorageError::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => StorageError::Timeout,
-        SdkError::DispatchFailure(d) => StorageError::Unavailable(format!("{:?}", d)),
+        SdkError::DispatchFailure(_) => {
+            StorageError::Unavailable(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
+        }
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or_default();
             match (s.raw().status().as_u16(), code) {
@@ -288,4 +427,133 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
 /// Formats a timestamp as an HTTP date (`Last-Modified`).
 pub fn http_date(t: &DateTime) -> Option<String> {
     t.fmt(DateTimeFormat::HttpDate).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-request HTTP server on 127.0.0.1: answers `200` with an ETag and hands back the
+    /// request head (request line and headers, names lower-cased by the client or not).
+    async fn capture_one() -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed before the request head ended");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < head_end + length {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed before the body ended");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            head
+        });
+        (endpoint, task)
+    }
+
+    fn s3_config(endpoint: &str, extra: &str) -> S3Config {
+        let toml = format!(
+            "bucket = \"b\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"AKIDTEST\"\nsecret_access_key = \"capture-secret\"\n{extra}"
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    /// The header lines of a captured PUT, lower-cased.
+    async fn put_headers(extra: &str) -> String {
+        let (endpoint, server) = capture_one().await;
+        let storage = S3Storage::new(&s3_config(&endpoint, extra), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let meta = HashMap::from([("pixmesh-etag".to_owned(), "\"r\"".to_owned())]);
+        storage
+            .put("a/b.jpg", Bytes::from_static(b"img"), "image/jpeg", meta)
+            .await
+            .unwrap();
+        server.await.unwrap().to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn writes_send_storage_class_acl_and_tagging_only_when_configured() {
+        let head = put_headers(
+            "storage_class = \"STANDARD_IA\"\nacl = \"bucket-owner-full-control\"\n\
+             tagging = \"source=pixmesh&team=a b\"",
+        )
+        .await;
+        assert!(head.starts_with("put /b/a/b.jpg?"), "{head}");
+        assert!(
+            head.contains("\r\nx-amz-storage-class: standard_ia\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nx-amz-acl: bucket-owner-full-control\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nx-amz-tagging: source=pixmesh&team=a%20b\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nx-amz-meta-pixmesh-etag: \"r\"\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("capture-secret"), "{head}");
+
+        let head = put_headers("").await;
+        assert!(head.starts_with("put /b/a/b.jpg?"), "{head}");
+        for absent in ["x-amz-storage-class", "x-amz-acl", "x-amz-tagging"] {
+            assert!(!head.contains(absent), "{absent} sent unconfigured: {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn head_reads_validators_without_the_body() {
+        let (endpoint, server) = capture_one().await;
+        let storage = S3Storage::new(&s3_config(&endpoint, ""), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let head = storage.head("x.jpg").await.unwrap();
+        assert_eq!(head.etag, "\"e\"");
+        assert!(server.await.unwrap().starts_with("HEAD /b/x.jpg"));
+    }
+
+    #[tokio::test]
+    async fn local_head_matches_get() {
+        let dir = std::env::temp_dir().join(format!("pixmesh-storage-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.bin"), b"12345").unwrap();
+        let storage = Storage::Local(LocalStorage::new(&dir).unwrap());
+        let head = storage.head("a.bin").await.unwrap();
+        let obj = storage.get("a.bin", 100).await.unwrap();
+        assert_eq!(head.etag, obj.etag);
+        assert_eq!(head.last_modified, obj.last_modified);
+        assert!(matches!(
+            storage.head("nope").await,
+            Err(StorageError::NotFound)
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,0 +1,179 @@
+//! `pixmesh-sidecar check`: probes every configured storage the way serving will use it, and
+//! says in one line each what works and what does not.
+//!
+//! - every local storage: the directory can be listed;
+//! - every S3 storage: the bucket exists and the credentials may use it (`HeadBucket`), and may
+//!   read it (`ListObjectsV2` with `max-keys=1`);
+//! - the result storage: a probe object can be written (with the configured storage class, ACL
+//!   and tags) and deleted again.
+//!
+//! Lines never carry credentials; they may name endpoints and buckets (this is for operators).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pixmesh_core::keys::join;
+
+use crate::config::{Config, StorageConfig};
+use crate::storage::{S3Storage, StorageError};
+
+/// Where probe objects are written, under the result storage's base dir.
+pub const PROBE_DIR: &str = ".pixmesh-check";
+
+/// The outcome of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Whether everything probed worked.
+    pub ok: bool,
+    /// What was probed: `storage NAME` or `result_storage NAME`.
+    pub subject: String,
+    /// What worked, or why it failed.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{verdict} {}: {}", self.subject, self.detail)
+    }
+}
+
+/// Probes every storage of `config` and its result storage, in name order, result storage last.
+pub async fn check(config: &Config) -> Vec<Line> {
+    let timeout = Duration::from_millis(config.limits.storage_timeout_ms);
+    let mut lines = Vec::new();
+    for (name, cfg) in &config.storages {
+        let subject = format!("storage {name}");
+        let outcome = match cfg {
+            StorageConfig::Local { root, .. } => std::fs::read_dir(root)
+                .map(|_| format!("directory {} can be listed", root.display()))
+                .map_err(|e| format!("directory {}: {e}", root.display())),
+            StorageConfig::S3(s3) => match S3Storage::new(s3, timeout).await {
+                Ok(storage) => read_probe(&storage).await,
+                Err(e) => Err(e),
+            },
+        };
+        lines.push(line(subject, outcome));
+    }
+    if let Some(rs) = &config.result_storage {
+        let subject = format!("result_storage {}", rs.storage);
+        let outcome = match config.storages.get(&rs.storage) {
+            Some(StorageConfig::S3(s3)) => match S3Storage::new(s3, timeout).await {
+                Ok(storage) => write_probe(&storage, &rs.base_dir).await,
+                Err(e) => Err(e),
+            },
+            _ => Err("not an S3 storage".to_owned()),
+        };
+        lines.push(line(subject, outcome));
+    }
+    lines
+}
+
+fn line(subject: String, outcome: Result<String, String>) -> Line {
+    let (ok, detail) = match outcome {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    Line {
+        ok,
+        subject,
+        detail,
+    }
+}
+
+async fn read_probe(storage: &S3Storage) -> Result<String, String> {
+    let bucket = storage.bucket();
+    storage
+        .head_bucket()
+        .await
+        .map_err(|e| format!("bucket {bucket}: HeadBucket: {}", reason(&e)))?;
+    storage
+        .list_one()
+        .await
+        .map_err(|e| format!("bucket {bucket}: ListObjectsV2: {}", reason(&e)))?;
+    Ok(format!("bucket {bucket} is reachable and readable"))
+}
+
+async fn write_probe(storage: &S3Storage, base_dir: &str) -> Result<String, String> {
+    let bucket = storage.bucket();
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = join(
+        base_dir,
+        &format!("{PROBE_DIR}/{stamp:x}-{}", std::process::id()),
+    );
+    let body = Bytes::from_static(b"pixmesh check probe");
+    storage
+        .put(&key, body, "text/plain", Default::default())
+        .await
+        .map_err(|e| format!("bucket {bucket}: PutObject {key}: {}", reason(&e)))?;
+    storage
+        .delete(&key)
+        .await
+        .map_err(|e| format!("bucket {bucket}: DeleteObject {key}: {}", reason(&e)))?;
+    Ok(format!(
+        "bucket {bucket}: wrote and deleted probe object {key}"
+    ))
+}
+
+/// An operator-facing reason: the public message plus the detail where there is one.
+fn reason(e: &StorageError) -> String {
+    match e {
+        StorageError::NotFound => "the bucket does not exist".to_owned(),
+        StorageError::AccessDenied => {
+            "access denied (check the credentials and their rights on the bucket)".to_owned()
+        }
+        StorageError::Unavailable(d) => format!("unreachable: {d}"),
+        StorageError::Other(d) => format!("storage error: {d}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_storages_are_listed_and_lines_say_ok_or_fail() {
+        let dir = std::env::temp_dir();
+        let config = Config::from_toml(&format!(
+            "[storages.here]\ntype = \"local\"\nroot = {:?}\n",
+            dir.display().to_string()
+        ))
+        .unwrap();
+        let lines = check(&config).await;
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].ok, "{}", lines[0]);
+        assert!(
+            lines[0]
+                .to_string()
+                .starts_with("ok   storage here: directory ")
+        );
+
+        let missing = dir.join("pixmesh-check-no-such-dir-7f3a");
+        let config = Config::from_toml(&format!(
+            "[storages.gone]\ntype = \"local\"\nroot = {:?}\n",
+            missing.display().to_string()
+        ))
+        .unwrap();
+        let lines = check(&config).await;
+        assert!(!lines[0].ok);
+        assert!(
+            lines[0]
+                .to_string()
+                .starts_with("FAIL storage gone: directory "),
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[test]
+    fn reasons_name_the_cause() {
+        assert!(reason(&StorageError::AccessDenied).contains("access denied"));
+        assert!(reason(&StorageError::NotFound).contains("does not exist"));
+        assert!(
+            reason(&StorageError::Unavailable("connection refused".into())).contains("refused")
+        );
+    }
+}
