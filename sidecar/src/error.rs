@@ -9,7 +9,7 @@ use crate::pool::PoolError;
 use crate::storage::StorageError;
 
 /// Why a render failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
     /// The request names a storage the sidecar does not have (400).
     #[error("unknown storage {0:?}")]

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod flight;
 pub mod pipeline;
 pub mod pool;
 pub mod service;
@@ -109,6 +110,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             }
         })?,
         workers: WorkerPool::new(cores, config.limits.max_queue),
+        in_flight: Default::default(),
     })
 }
 

@@ -83,7 +83,7 @@ impl std::fmt::Debug for Rendered {
 }
 
 /// Why a render failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {
     /// Not an image format pixmesh decodes, or a variant of one it cannot decode (HTTP 415).
     /// Names what was detected (`"gif"`, `"tiff"`, …) or `"unknown"`.

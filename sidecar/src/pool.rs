@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
 
 /// Why a job did not run to completion.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PoolError {
     /// Every worker is busy and the queue is full (HTTP 503).
     #[error("every render worker is busy and {queued} requests are queued")]

@@ -12,6 +12,9 @@
 //! 5. render on a blocking worker, at most one per core, 503 when the queue is full;
 //! 6. stream the image, and write it to result storage: in the background (failures logged and
 //!    counted), or before answering with `report_errors`.
+//!
+//! Steps 3 and 5–6 are single-flight ([`Flights`]): identical requests arriving together share
+//! one source read (per storage and key) and one render and write (per rendition ETag).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,6 +36,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
 use crate::error::RenderError;
+use crate::flight::Flights;
 use crate::pipeline;
 use crate::pool::WorkerPool;
 use crate::storage::{Head, Object, S3Storage, Storage, StorageError, http_date};
@@ -72,11 +76,32 @@ fn expired(expiration: Option<Duration>, modified: Option<DateTime>, now: System
         .is_some_and(|age| age > max_age)
 }
 
-/// Counters of events that do not fail a response, for operators and tests.
+/// Counters for operators and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Rendition writes to result storage that failed.
+    /// Rendition writes to result storage that failed (they do not fail a response).
     pub result_write_failures: AtomicU64,
+    /// Source reads started (one per flight of identical requests).
+    pub source_reads: AtomicU64,
+    /// Renders started (one per flight of identical requests).
+    pub renders: AtomicU64,
+}
+
+/// Work in flight, shared by identical concurrent requests.
+#[derive(Default)]
+pub struct InFlight {
+    /// Source reads, by storage and key.
+    sources: Flights<Result<Object, StorageError>>,
+    /// Renders (and their result-storage write), by rendition ETag.
+    renders: Flights<Result<Rendered, RenderError>>,
+}
+
+/// A rendered image, cheap to share between the requests of one flight.
+#[derive(Clone)]
+struct Rendered {
+    bytes: Bytes,
+    content_type: String,
+    last_modified: Option<String>,
 }
 
 /// Everything a render needs, shared by all requests.
@@ -95,6 +120,8 @@ pub struct Renderer {
     pub cache_control: MetadataValue<tonic::metadata::Ascii>,
     /// Renders run here: one per core, with a bounded queue.
     pub workers: WorkerPool,
+    /// Source reads and renders in flight.
+    pub in_flight: InFlight,
 }
 
 /// The outcome of a successful render.
@@ -142,21 +169,60 @@ impl Renderer {
         {
             return Ok(hit);
         }
-        let max = self.limits.max_source_bytes;
-        let source = first_found(&chain, |s| s.get(&req.key, max))
-            .await
-            .map_err(RenderError::Source)?;
+        let source = self.read_source(&chain, &req).await?;
         let tag = etag(&canonical, &source.etag);
         if if_none.is_some_and(|h| if_none_match(h, &tag)) {
             return Ok(Rendition::NotModified { etag: tag });
         }
-        let rendered = self.run_pipeline(source.bytes, req.transform).await?;
+        let rendered = self
+            .in_flight
+            .renders
+            .run(&tag, || {
+                self.render_and_store(source, req.transform, &tag, stored)
+            })
+            .await?;
+        Ok(Rendition::Image {
+            bytes: rendered.bytes,
+            content_type: rendered.content_type,
+            etag: tag,
+            last_modified: rendered.last_modified,
+        })
+    }
+
+    /// The source object, read once for all concurrent requests for it.
+    async fn read_source(
+        &self,
+        chain: &[&Storage],
+        req: &RenderRequest,
+    ) -> Result<Object, RenderError> {
+        let max = self.limits.max_source_bytes;
+        let flight = format!("{}\0{}", req.storage, req.key);
+        self.in_flight
+            .sources
+            .run(&flight, || {
+                self.stats.source_reads.fetch_add(1, Ordering::Relaxed);
+                first_found(chain, |s| s.get(&req.key, max))
+            })
+            .await
+            .map_err(RenderError::Source)
+    }
+
+    /// Renders `source` and writes the rendition to result storage (`stored`: where).
+    async fn render_and_store(
+        &self,
+        source: Object,
+        transform: Transform,
+        tag: &str,
+        stored: Option<(&ResultStore, String)>,
+    ) -> Result<Rendered, RenderError> {
+        self.stats.renders.fetch_add(1, Ordering::Relaxed);
+        let rendered = self.run_pipeline(source.bytes, transform).await?;
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
         let last_modified = source.last_modified.as_ref().and_then(http_date);
         if let Some((rs, key)) = stored {
             let mut meta = HashMap::from([
-                (META_ETAG.to_owned(), tag.clone()),
+                (META_ETAG.to_owned(), tag.to_owned()),
                 (META_SOURCE_ETAG.to_owned(), source.etag.clone()),
             ]);
             if let Some(lm) = &last_modified {
@@ -178,10 +244,9 @@ impl Renderer {
                 tokio::spawn(write);
             }
         }
-        Ok(Rendition::Image {
+        Ok(Rendered {
             bytes,
             content_type,
-            etag: tag,
             last_modified,
         })
     }
@@ -474,8 +539,148 @@ impl v1::image_service_server::ImageService for ImageService {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+
     use super::*;
     use crate::storage::LocalStorage;
+
+    /// A fake S3 endpoint on 127.0.0.1 that answers every GET with `body` (ETag `"v1"`), but
+    /// only once `open` turns true; returns the endpoint and a counter of requests received.
+    async fn gated_s3(
+        body: &'static [u8],
+        open: watch::Receiver<bool>,
+    ) -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let (counter, mut open) = (counter.clone(), open.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = open.wait_for(|open| *open).await;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Type: image/webp\r\n\
+                         Content-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.write_all(body).await;
+                });
+            }
+        });
+        (endpoint, requests)
+    }
+
+    /// A renderer over one S3 storage named `photos`, with a single render worker.
+    async fn renderer_over(endpoint: &str) -> Arc<Renderer> {
+        let cfg: crate::config::S3Config = toml::from_str(&format!(
+            "bucket = \"b\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"AKIDTEST\"\nsecret_access_key = \"flight-secret\"\n"
+        ))
+        .unwrap();
+        let storage = S3Storage::new(&cfg, Duration::from_secs(30)).await.unwrap();
+        Arc::new(Renderer {
+            storages: HashMap::from([("photos".to_owned(), Storage::S3(storage))]),
+            fallbacks: HashMap::new(),
+            results: None,
+            stats: Arc::default(),
+            limits: Limits::default(),
+            cache_control: MetadataValue::from_static("public"),
+            workers: WorkerPool::new(1, 64),
+            in_flight: InFlight::default(),
+        })
+    }
+
+    /// Polls until `n` requests wait in the flight `key` of `flights`.
+    async fn until_waiting<T: Clone>(flights: &Flights<T>, key: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while flights.callers(key) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "requests never joined {key:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_concurrent_misses_read_the_source_once_and_render_once() {
+        let source = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../samples/flower.webp"
+        ))
+        .unwrap()
+        .leak();
+        let (open_storage, storage_gate) = watch::channel(false);
+        let (endpoint, gets) = gated_s3(source, storage_gate).await;
+        let renderer = renderer_over(&endpoint).await;
+        let request = RenderRequest {
+            storage: "photos".into(),
+            key: "flower.webp".into(),
+            transform: Transform {
+                width: 64,
+                height: 64,
+                ..Transform::default()
+            },
+        };
+
+        // Hold the only render worker, so renders queue up behind it.
+        let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let renderer = renderer.clone();
+            tokio::spawn(async move { renderer.workers.run(move || worker_gate.recv()).await })
+        };
+
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                let (renderer, request) = (renderer.clone(), request.clone());
+                tokio::spawn(async move { renderer.render(request, None).await })
+            })
+            .collect();
+
+        // All eight wait on one source read, which the storage has not answered yet …
+        until_waiting(&renderer.in_flight.sources, "photos\0flower.webp", 8).await;
+        open_storage.send(true).unwrap();
+        // … then on one render, queued behind the held worker.
+        let tag = etag(&request.canonical(), "\"v1\"");
+        until_waiting(&renderer.in_flight.renders, &tag, 8).await;
+        release_worker.send(()).unwrap();
+        blocker.await.unwrap().unwrap().unwrap();
+
+        let mut images = Vec::new();
+        for request in requests {
+            match request.await.unwrap() {
+                Ok(Rendition::Image { bytes, etag, .. }) => images.push((bytes, etag)),
+                Ok(Rendition::NotModified { .. }) => panic!("no request was conditional"),
+                Err(e) => panic!("render failed: {}", e.detail()),
+            }
+        }
+        assert!(
+            images.iter().all(|image| image == &images[0]),
+            "all share one rendition"
+        );
+        assert_eq!(images[0].1, tag);
+        assert_eq!(
+            gets.load(Ordering::SeqCst),
+            1,
+            "one GET reached the storage"
+        );
+        assert_eq!(renderer.stats.source_reads.load(Ordering::SeqCst), 1);
+        assert_eq!(renderer.stats.renders.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn expiration_counts_from_last_modified() {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::config::S3Config;
 
 /// Why a storage operation failed. Messages are safe to show: no credentials, no endpoints.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The object does not exist (404).
     #[error("object not found")]
