@@ -822,19 +822,27 @@ fn clamped(i: usize, offset: isize, len: usize) -> usize {
     i.saturating_add_signed(offset).min(len - 1)
 }
 
-/// Convolves one row with `weights` (centre at the middle), in place.
+/// Convolves one row with `weights` (centre at the middle), in place: the row is extended by
+/// copies of its edge pixels once, so the inner loop needs no bounds clamping.
 fn convolve_row(row: &mut [u8], channels: usize, weights: &[u32]) {
-    let width = row.len() / channels;
-    let radius = (weights.len() / 2) as isize;
-    let src = row.to_vec();
-    for x in 0..width {
-        for c in 0..channels {
-            let mut acc = 1u32 << 15;
-            for (k, &w) in weights.iter().enumerate() {
-                let sx = clamped(x, k as isize - radius, width);
-                acc += w * u32::from(src[sx * channels + c]);
-            }
-            row[x * channels + c] = (acc >> 16) as u8;
+    let radius = weights.len() / 2;
+    let (first, last) = (&row[..channels], &row[row.len() - channels..]);
+    let mut extended = Vec::with_capacity(row.len() + 2 * radius * channels);
+    for _ in 0..radius {
+        extended.extend_from_slice(first);
+    }
+    extended.extend_from_slice(row);
+    for _ in 0..radius {
+        extended.extend_from_slice(last);
+    }
+    for (x, out) in row.chunks_exact_mut(channels).enumerate() {
+        let window = &extended[x * channels..(x + weights.len()) * channels];
+        for (c, o) in out.iter_mut().enumerate() {
+            let acc = weights
+                .iter()
+                .zip(window[c..].iter().step_by(channels))
+                .fold(1u32 << 15, |acc, (&w, &v)| acc + w * u32::from(v));
+            *o = (acc >> 16) as u8;
         }
     }
 }
