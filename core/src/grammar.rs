@@ -4,7 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::transform::{Format, MAX_DIMENSION, Transform};
+use crate::transform::{
+    Color, Format, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation, Sharpen,
+    Transform,
+};
 
 /// Why a URL was not turned into a transform.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +146,91 @@ pub(crate) fn parse_timestamp(option: &str, value: &str) -> Result<u64, GrammarE
 /// Parses a unix timestamp in seconds.
 pub(crate) fn parse_unix_seconds(option: &str, value: &str) -> Result<Expiry, GrammarError> {
     parse_timestamp(option, value).map(Expiry::UnixSeconds)
+}
+
+/// Parses a non-negative decimal kept in hundredths, at most `max`; `what` names the quantity
+/// in the message.
+pub(crate) fn parse_hundredths(
+    option: &str,
+    value: &str,
+    max: Hundredths,
+    what: &str,
+) -> Result<Hundredths, GrammarError> {
+    let v = parse_decimal(option, value)?;
+    Hundredths::from_f64(v)
+        .filter(|h| *h <= max)
+        .ok_or_else(|| invalid(format!("{option}: the {what} is limited to {max}")))
+}
+
+/// Parses a Gaussian sigma in pixels, at most [`MAX_SIGMA`]; 0 (or less than 0.005) asks for
+/// nothing.
+pub(crate) fn parse_sigma(option: &str, value: &str) -> Result<Option<Hundredths>, GrammarError> {
+    let sigma = parse_hundredths(option, value, MAX_SIGMA, "sigma")?;
+    Ok((sigma.0 > 0).then_some(sigma))
+}
+
+/// Parses a blur *radius* (thumbor's and ImageKit's unit) into a sigma: half the radius, so the
+/// Gaussian's ±2σ spans the radius (imagor's rule). At most twice [`MAX_SIGMA`].
+pub(crate) fn parse_blur_radius(
+    option: &str,
+    value: &str,
+) -> Result<Option<Hundredths>, GrammarError> {
+    let radius = parse_hundredths(option, value, MAX_SIGMA.doubled(), "radius")?;
+    Ok((radius.0 >= 2).then_some(Hundredths(radius.0 / 2)))
+}
+
+/// Parses a sharpening amount, at most [`MAX_SHARPEN_AMOUNT`]; 0 asks for nothing.
+pub(crate) fn parse_amount(option: &str, value: &str) -> Result<Option<Hundredths>, GrammarError> {
+    let amount = parse_hundredths(option, value, MAX_SHARPEN_AMOUNT, "amount")?;
+    Ok((amount.0 > 0).then_some(amount))
+}
+
+/// The unsharp mask of `sigma` and `amount`, or none when either asks for nothing.
+pub(crate) fn sharpen(sigma: Option<Hundredths>, amount: Option<Hundredths>) -> Option<Sharpen> {
+    Some(Sharpen {
+        sigma: sigma?,
+        amount: amount?,
+    })
+}
+
+/// Parses a rotation in degrees: an optional `-` (counter-clockwise) and at most 6 digits, a
+/// multiple of 90. `clockwise` says which way the grammar turns for positive angles.
+pub(crate) fn parse_rotation(
+    option: &str,
+    value: &str,
+    clockwise: bool,
+) -> Result<Rotation, GrammarError> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let degrees =
+        (!digits.is_empty() && digits.len() <= 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| value.parse::<i64>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{option}: {value:?} is not a whole number of degrees"
+                ))
+            })?;
+    let r = Rotation::from_degrees(degrees).ok_or_else(|| {
+        invalid(format!(
+            "{option}: {value:?} is not a multiple of 90 degrees"
+        ))
+    })?;
+    Ok(if clockwise { r } else { r.inverse() })
+}
+
+/// Parses a colour: hexadecimal (3, 4, 6 or 8 digits, `#` optional) or a CSS colour name;
+/// `transparent` and `none` are `Ok(None)`, as is any fully transparent colour. Anything else
+/// is 400 naming `option`.
+pub(crate) fn parse_color(option: &str, value: &str) -> Result<Option<Color>, GrammarError> {
+    let lower = value.to_ascii_lowercase();
+    if lower == "transparent" || lower == "none" {
+        return Ok(None);
+    }
+    let hex = value.strip_prefix('#').unwrap_or(value);
+    Color::from_hex(hex)
+        .or_else(|| Color::from_name(value))
+        .map(Color::visible)
+        .ok_or_else(|| invalid(format!("{option}: {value:?} is not a colour")))
 }
 
 /// Accepts an amount of an effect the pipeline cannot apply only when it is zero (`blur=0`
@@ -322,6 +410,37 @@ mod tests {
         for bad in ["", ".", "1e3", "inf", "NaN", "-1", "1..2"] {
             assert!(parse_decimal("dpr", bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_sigma("bl", "1.5"), Ok(Some(Hundredths(150))));
+        assert_eq!(parse_sigma("bl", "0"), Ok(None));
+        assert_eq!(parse_sigma("bl", "0.001"), Ok(None));
+        assert!(
+            matches!(parse_sigma("bl", "100.01"), Err(GrammarError::Invalid(m)) if m.contains("bl"))
+        );
+        assert_eq!(parse_blur_radius("blur", "5"), Ok(Some(Hundredths(250))));
+        assert_eq!(parse_blur_radius("blur", "200"), Ok(Some(MAX_SIGMA)));
+        assert!(parse_blur_radius("blur", "201").is_err());
+        assert_eq!(parse_blur_radius("blur", "0"), Ok(None));
+        assert_eq!(parse_amount("sharpen", "2"), Ok(Some(Hundredths(200))));
+        assert!(parse_amount("sharpen", "11").is_err());
+        assert_eq!(sharpen(Some(Hundredths(1)), None), None);
+        assert_eq!(parse_rotation("rot", "90", true), Ok(Rotation::Cw90));
+        assert_eq!(parse_rotation("rot", "-90", true), Ok(Rotation::Cw270));
+        assert_eq!(parse_rotation("rotate", "90", false), Ok(Rotation::Cw270));
+        assert_eq!(parse_rotation("rot", "720", true), Ok(Rotation::None));
+        for bad in ["", "-", "45", "+90", "9999999", "1e2", "90.0"] {
+            assert!(
+                matches!(parse_rotation("rot", bad, true), Err(GrammarError::Invalid(m)) if m.contains("rot")),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_color("bg", "#f00"), Ok(Some(Color::rgb(255, 0, 0))));
+        assert_eq!(parse_color("bg", "Red"), Ok(Some(Color::rgb(255, 0, 0))));
+        assert_eq!(parse_color("bg", "transparent"), Ok(None));
+        assert_eq!(parse_color("bg", "ff000000"), Ok(None));
+        assert!(matches!(
+            parse_color("bg", "##f00"),
+            Err(GrammarError::Invalid(_))
+        ));
         assert_eq!(require_zero("blur", "0.0"), Ok(()));
         assert_eq!(
             require_zero("blur", "2"),

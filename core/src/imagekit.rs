@@ -18,14 +18,31 @@
 //! onto one [`Transform`]: chained steps (`…:…`) are 501, like every parameter the pipeline
 //! cannot perform. [`PARAMS`] is the table of parameters; unknown ones are 400.
 //!
+//! Effects and padding, with where pixmesh's definition had to be chosen:
+//!
+//! - `rt-90|180|270` rotates the output clockwise (`rt-N90`: counter-clockwise); `w`/`h` are
+//!   those of the image before rotation. `rt-auto` and other angles are 501.
+//! - `e-grayscale`.
+//! - `bl-RADIUS` (1–100): a Gaussian of sigma RADIUS/2, as thumbor's `blur` in pixmesh.
+//! - `e-sharpen[-N]`: ImageKit documents no scale for N, so pixmesh defines an unsharp mask of
+//!   sigma 1 and strength N/10 (0–100), `e-sharpen` being `e-sharpen-10` (strength 1).
+//! - `cm-pad_resize`: fit inside `w`×`h`, enlarging, and pad to exactly the box with `bg`
+//!   (ImageKit's documented default is black), placed by `fo` (`fo-left` puts the padding on
+//!   the right).
+//! - `bg-RRGGBB` or `bg-RRGGBBAA`, where AA is ImageKit's decimal opacity `00`–`99` (percent);
+//!   without `cm-pad_resize` it composites transparency onto the colour. Other forms
+//!   (`bg-blurred`, names) are 501.
+//!
 //! The round-trip table in the tests is this module's specification.
 
 use crate::grammar::{
-    GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_decimal,
-    parse_dimension, parse_format, parse_quality, query_param, require_zero, unsupported,
+    GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_blur_radius,
+    parse_decimal, parse_dimension, parse_format, parse_quality, query_param, unsupported,
 };
 use crate::percent::decode;
-use crate::transform::{Fit, HAlign, MAX_DIMENSION, Transform, VAlign};
+use crate::transform::{
+    Color, Fit, HAlign, Hundredths, MAX_DIMENSION, Rotation, Sharpen, Transform, VAlign,
+};
 
 /// Most steps a chain may have.
 pub const MAX_STEPS: usize = 16;
@@ -135,6 +152,14 @@ impl ImagekitUrl {
             s.seen.push(spec.name);
             (spec.apply)(&mut s, &p.name, p.value.as_deref())?;
         }
+        if s.pad && s.seen.contains(&"c") {
+            return Err(invalid("c cannot be combined with cm-pad_resize"));
+        }
+        let background = match (s.pad, s.background) {
+            // ImageKit pads with black unless `bg` says otherwise.
+            (true, None) => Some(Color::BLACK),
+            (_, bg) => bg.and_then(Color::visible),
+        };
         let mut transform = Transform {
             width: s.width,
             height: s.height,
@@ -146,6 +171,12 @@ impl ImagekitUrl {
             v_align: s.v_align,
             format: s.format,
             quality: s.quality,
+            rotation: s.rotation,
+            grayscale: s.grayscale,
+            blur: s.blur,
+            sharpen: s.sharpen,
+            pad: s.pad,
+            background,
         };
         if let Some((aw, ah)) = s.aspect {
             derive_side(&mut transform, aw, ah)?;
@@ -162,7 +193,9 @@ impl ImagekitUrl {
     }
 
     /// The canonical URL (transformation in the path) asking for `t` on `image`; `None` when
-    /// the grammar cannot express `t` (fill or stretch without enlarging).
+    /// the grammar cannot express `t` (fill or stretch without enlarging; padding other than a
+    /// fit that enlarges; a blur over ImageKit's radius 100; a sharpen of sigma other than 1 or
+    /// strength not a multiple of 0.1; a background opacity that is not a whole percent).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
         let mut step = Vec::new();
         let mut param = |name: &str, value: String| {
@@ -177,12 +210,20 @@ impl ImagekitUrl {
         if t.height > 0 {
             param("h", t.height.to_string());
         }
-        match (t.fit, t.upscale) {
-            (Fit::Fill, true) => {}
-            (Fit::Stretch, true) => param("c", "force".to_owned()),
-            (Fit::FitIn, false) => param("c", "at_max".to_owned()),
-            (Fit::FitIn, true) => param("c", "at_max_enlarge".to_owned()),
-            (Fit::Fill | Fit::Stretch, false) => return None,
+        match (t.fit, t.upscale, t.pad) {
+            (Fit::FitIn, true, true) => param("cm", "pad_resize".to_owned()),
+            (_, _, true) => return None,
+            (Fit::Fill, true, _) => {}
+            (Fit::Stretch, true, _) => param("c", "force".to_owned()),
+            (Fit::FitIn, false, _) => param("c", "at_max".to_owned()),
+            (Fit::FitIn, true, _) => param("c", "at_max_enlarge".to_owned()),
+            (Fit::Fill | Fit::Stretch, false, _) => return None,
+        }
+        match (t.pad, t.background) {
+            // Transparent padding: opacity 00.
+            (true, None) => param("bg", "00000000".to_owned()),
+            (_, Some(c)) => param("bg", background_value(c)?),
+            (false, None) => {}
         }
         if let Some(fo) = FOCUS
             .iter()
@@ -202,6 +243,35 @@ impl ImagekitUrl {
         }
         if let Some(q) = t.quality {
             param("q", q.to_string());
+        }
+        if t.rotation != Rotation::None {
+            param("rt", t.rotation.degrees().to_string());
+        }
+        if let Some(sigma) = t.blur {
+            let radius = sigma.doubled();
+            if radius > Hundredths(10_000) {
+                return None;
+            }
+            param("bl", radius.to_string());
+        }
+        if t.grayscale {
+            step.push(Param {
+                name: "e-grayscale".to_owned(),
+                value: None,
+            });
+        }
+        if let Some(s) = t.sharpen {
+            if s.sigma != Hundredths::ONE || s.amount.0 % 10 != 0 {
+                return None;
+            }
+            let value = match s.amount.0 / 10 {
+                10 => None,
+                n => Some(n.to_string()),
+            };
+            step.push(Param {
+                name: "e-sharpen".to_owned(),
+                value,
+            });
         }
         Some(ImagekitUrl {
             placement: Placement::Path,
@@ -277,6 +347,12 @@ struct State {
     dpr: f64,
     quality: Option<u8>,
     format: Option<crate::transform::Format>,
+    rotation: Rotation,
+    grayscale: bool,
+    blur: Option<Hundredths>,
+    sharpen: Option<Sharpen>,
+    pad: bool,
+    background: Option<Color>,
     seen: Vec<&'static str>,
 }
 
@@ -295,6 +371,12 @@ impl Default for State {
             dpr: 1.0,
             quality: None,
             format: None,
+            rotation: Rotation::None,
+            grayscale: false,
+            blur: None,
+            sharpen: None,
+            pad: false,
+            background: None,
             seen: Vec::new(),
         }
     }
@@ -348,12 +430,38 @@ pub static PARAMS: &[ParamSpec] = &[
         Ok(())
     }),
     spec("rt", rotate),
-    spec("bl", zero_or_unsupported),
-    spec("e-sharpen", |_, n, v| match v {
-        Some(v) => require_zero(n, v),
-        None => Err(unsupported(n)),
+    spec("bl", |s, n, v| {
+        let radius = value(n, v)?;
+        if parse_decimal(n, radius)? > 100.0 {
+            return Err(invalid(format!("{n}: the radius is limited to 100")));
+        }
+        s.blur = parse_blur_radius(n, radius)?;
+        Ok(())
     }),
-    spec("e-grayscale", unsupported_param),
+    spec("e-sharpen", |s, n, v| {
+        let strength = match v {
+            None => Some(Hundredths::ONE),
+            Some(v) => {
+                let tenths = parse_decimal(n, v)?;
+                if tenths > 100.0 {
+                    return Err(invalid(format!("{n}: the value is limited to 100")));
+                }
+                Hundredths::from_f64(tenths / 10.0).filter(|a| a.0 > 0)
+            }
+        };
+        s.sharpen = strength.map(|amount| Sharpen {
+            sigma: Hundredths::ONE,
+            amount,
+        });
+        Ok(())
+    }),
+    spec("e-grayscale", |s, n, v| match v {
+        None => {
+            s.grayscale = true;
+            Ok(())
+        }
+        Some(_) => Err(invalid(format!("{n} takes no value"))),
+    }),
     spec("orig", false_or_unsupported),
     spec("md", false_or_unsupported),
     spec("pr", false_or_unsupported),
@@ -363,7 +471,7 @@ pub static PARAMS: &[ParamSpec] = &[
     spec("y", unsupported_param),
     spec("xc", unsupported_param),
     spec("yc", unsupported_param),
-    spec("bg", unsupported_param),
+    spec("bg", background),
     spec("b", unsupported_param),
     spec("r", unsupported_param),
     spec("n", unsupported_param),
@@ -436,11 +544,63 @@ fn crop(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> 
     Ok(())
 }
 
-fn crop_mode(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+fn crop_mode(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
     match value(name, v)? {
-        m @ ("pad_resize" | "extract" | "pad_extract") => Err(unsupported(format!("cm-{m}"))),
+        "pad_resize" => {
+            (s.fit, s.upscale, s.pad) = (Fit::FitIn, true, true);
+            Ok(())
+        }
+        m @ ("extract" | "pad_extract") => Err(unsupported(format!("cm-{m}"))),
         other => Err(invalid(format!("{name}: unknown crop mode {other:?}"))),
     }
+}
+
+/// `bg-RRGGBB` or `bg-RRGGBBAA` (AA: decimal opacity 00–99); other forms are 501.
+fn background(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    let v = value(name, v)?;
+    let hex = |h: &str| Color::from_hex(h).filter(|_| h.len() == 6);
+    s.background = Some(
+        match v.len() {
+            6 => hex(v),
+            8 => hex(&v[..6])
+                .zip(
+                    v[6..]
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|_| v[6..].bytes().all(|b| b.is_ascii_digit())),
+                )
+                .map(|(c, percent)| Color {
+                    a: percent_to_alpha(percent),
+                    ..c
+                }),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            let word = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+            if v.bytes().all(word) && !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                // ImageKit's other backgrounds: `blurred`, `blurred_auto`, `gradient…`, names.
+                unsupported(format!("{name}-{v}"))
+            } else {
+                invalid(format!("{name}: {v:?} is not RRGGBB or RRGGBBAA"))
+            }
+        })?,
+    );
+    Ok(())
+}
+
+/// The `bg` value of a colour: `RRGGBB`, or `RRGGBBAA` with a whole-percent opacity.
+fn background_value(c: Color) -> Option<String> {
+    let rgb = format!("{:02X}{:02X}{:02X}", c.r, c.g, c.b);
+    if c.is_opaque() {
+        return Some(rgb);
+    }
+    let percent = ((u32::from(c.a) * 100 + 127) / 255) as u8;
+    (percent < 100 && percent_to_alpha(percent) == c.a).then(|| format!("{rgb}{percent:02}"))
+}
+
+/// ImageKit's opacity percent (0–99) as 8-bit alpha, rounded.
+fn percent_to_alpha(percent: u8) -> u8 {
+    ((u32::from(percent) * 255 + 50) / 100).min(255) as u8
 }
 
 /// `fo` anchors: (name, horizontal, vertical).
@@ -479,21 +639,24 @@ fn flip(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> 
     Ok(())
 }
 
-fn rotate(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+/// `rt-DEGREES` clockwise, `rt-NDEGREES` counter-clockwise: quarter turns; `auto` and other
+/// angles are 501.
+fn rotate(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
     let v = value(name, v)?;
-    let degrees = v.strip_prefix('N').unwrap_or(v);
-    match degrees {
-        "0" | "360" => Ok(()),
-        "auto" => Err(unsupported("rt-auto")),
-        d if !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(unsupported(format!("rotation ({name}-{v})")))
-        }
-        _ => Err(invalid(format!("{name}: {v:?} is not an angle"))),
+    let (counter, degrees) = match v.strip_prefix('N') {
+        Some(d) => (true, d),
+        None => (false, v),
+    };
+    if degrees == "auto" {
+        return Err(unsupported("rt-auto"));
     }
-}
-
-fn zero_or_unsupported(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
-    require_zero(name, value(name, v)?)
+    if degrees.is_empty() || degrees.len() > 3 || !degrees.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(format!("{name}: {v:?} is not an angle")));
+    }
+    let d: i64 = degrees.parse().unwrap_or_default();
+    s.rotation = Rotation::from_degrees(if counter { -d } else { d })
+        .ok_or_else(|| unsupported(format!("rotation ({name}-{v})")))?;
+    Ok(())
 }
 
 /// Boolean switches the pipeline cannot honour when `true` (`orig`, `md`, `pr`, `lo`, `t`).
@@ -608,6 +771,67 @@ mod tests {
                 },
             ),
             ("tr::w-300,h-200:/a.jpg", fill(300, 200)),
+            (
+                "tr:rt-90,e-grayscale,bl-5,e-sharpen/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw90,
+                    grayscale: true,
+                    blur: Some(Hundredths(250)),
+                    sharpen: Some(Sharpen {
+                        sigma: Hundredths::ONE,
+                        amount: Hundredths::ONE,
+                    }),
+                    ..fill(0, 0)
+                },
+            ),
+            (
+                "tr:rt-N90,e-sharpen-25,bl-0/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw270,
+                    sharpen: Some(Sharpen {
+                        sigma: Hundredths::ONE,
+                        amount: Hundredths(250),
+                    }),
+                    ..fill(0, 0)
+                },
+            ),
+            (
+                "tr:w-300,h-200,cm-pad_resize,bg-FF000050,fo-left/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    pad: true,
+                    h_align: HAlign::Left,
+                    background: Some(Color {
+                        a: 128,
+                        ..Color::rgb(255, 0, 0)
+                    }),
+                    ..fill(300, 200)
+                },
+            ),
+            (
+                "tr:w-300,h-200,cm-pad_resize/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    pad: true,
+                    background: Some(Color::BLACK),
+                    ..fill(300, 200)
+                },
+            ),
+            (
+                "tr:w-300,h-200,cm-pad_resize,bg-FFFFFF00/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    pad: true,
+                    ..fill(300, 200)
+                },
+            ),
+            (
+                "tr:bg-00FF00,e-sharpen-0/a.jpg",
+                Transform {
+                    background: Some(Color::rgb(0, 255, 0)),
+                    ..fill(0, 0)
+                },
+            ),
         ] {
             assert_eq!(target(url).unwrap().transform, expected, "{url}");
         }
@@ -621,6 +845,9 @@ mod tests {
             "tr:w-300,h-200,c-force/a.jpg",
             "tr:w-300,c-at_max,fo-top,fl-h,f-webp,q-80/dir/a%20b.jpg",
             "tr:h-200,c-at_max_enlarge/a.jpg",
+            "tr:w-300,h-200,cm-pad_resize,bg-FF000050,fo-bottom,rt-270,bl-3,e-grayscale,e-sharpen/a.jpg",
+            "tr:w-300,h-200,cm-pad_resize,bg-00000000/a.jpg",
+            "tr:w-300,bg-102030,e-sharpen-15/a.jpg",
         ] {
             let t = target(url).unwrap();
             let back = ImagekitUrl::from_transform(&t.transform, &t.image).unwrap();
@@ -631,32 +858,53 @@ mod tests {
             None,
             "fill without enlarging has no ImageKit URL"
         );
+        for t in [
+            Transform {
+                pad: true,
+                ..fill(300, 200)
+            },
+            Transform {
+                background: Some(Color {
+                    a: 1,
+                    ..Color::WHITE
+                }),
+                ..fill(300, 200)
+            },
+            Transform {
+                sharpen: Some(Sharpen {
+                    sigma: Hundredths(150),
+                    amount: Hundredths::ONE,
+                }),
+                ..fill(300, 200)
+            },
+        ] {
+            assert_eq!(ImagekitUrl::from_transform(&t, "a.jpg"), None, "{t:?}");
+        }
     }
 
     #[test]
     fn unsupported_parameters_are_named_not_ignored() {
         for (url, what) in [
             ("tr:w-300:rt-90/a.jpg", "chained transformations"),
-            ("tr:rt-90/a.jpg", "rotation (rt-90)"),
+            ("tr:rt-45/a.jpg", "rotation (rt-45)"),
+            ("tr:rt-N100/a.jpg", "rotation (rt-N100)"),
             ("tr:rt-auto/a.jpg", "rt-auto"),
             ("tr:w-0.5/a.jpg", "relative w (w-0.5)"),
             ("tr:h-auto/a.jpg", "h-auto"),
             ("tr:ar-4-3/a.jpg", "ar without w or h"),
             ("tr:c-at_least,w-10/a.jpg", "c-at_least"),
             ("tr:cm-extract,x-10/a.jpg", "cm-extract"),
-            ("tr:cm-pad_resize/a.jpg", "cm-pad_resize"),
+            ("tr:cm-pad_extract/a.jpg", "cm-pad_extract"),
             ("tr:fo-auto/a.jpg", "fo-auto"),
             ("tr:fo-face/a.jpg", "fo-face"),
             ("tr:x-10/a.jpg", "x"),
             ("tr:f-auto/a.jpg", "f auto"),
             ("tr:f-avif/a.jpg", "f avif"),
-            ("tr:bg-FFFFFF/a.jpg", "bg"),
+            ("tr:bg-blurred/a.jpg", "bg-blurred"),
+            ("tr:bg-red/a.jpg", "bg-red"),
             ("tr:b-5_FF0000/a.jpg", "b"),
             ("tr:r-20/a.jpg", "r"),
-            ("tr:bl-10/a.jpg", "bl"),
             ("tr:dpr-auto/a.jpg", "dpr-auto"),
-            ("tr:e-sharpen/a.jpg", "e-sharpen"),
-            ("tr:e-grayscale/a.jpg", "e-grayscale"),
             ("tr:e-bgremove/a.jpg", "effect e-bgremove"),
             ("tr:orig-true/a.jpg", "orig-true"),
             ("tr:md-true/a.jpg", "md-true"),
@@ -690,6 +938,16 @@ mod tests {
             ("tr:q-0/a.jpg", "q"),
             ("tr:fl-x/a.jpg", "fl"),
             ("tr:rt-abc/a.jpg", "rt"),
+            ("tr:rt-N/a.jpg", "rt"),
+            ("tr:bl-101/a.jpg", "bl"),
+            ("tr:bl-x/a.jpg", "bl"),
+            ("tr:e-sharpen-101/a.jpg", "e-sharpen"),
+            ("tr:e-sharpen-x/a.jpg", "e-sharpen"),
+            ("tr:e-grayscale-1/a.jpg", "e-grayscale"),
+            ("tr:bg-FFF/a.jpg", "bg"),
+            ("tr:bg-FFFFFFZZ/a.jpg", "bg"),
+            ("tr:bg-FFFFFF100/a.jpg", "bg"),
+            ("tr:w-10,h-10,c-at_max,cm-pad_resize/a.jpg", "c"),
             ("tr:md-yes/a.jpg", "md"),
             ("tr:ar-4/a.jpg", "ar"),
             ("tr:ar-0-3,w-10/a.jpg", "ar"),

@@ -16,6 +16,19 @@
 //! [`OPTIONS`] is the table of every option name imgproxy documents; each entry either maps onto
 //! the transform or answers 501 naming the option. Names not in the table are 400.
 //!
+//! imgproxy rotates (`rot`, clockwise) and flips *before* it crops and extends, so `rs:fill:…`,
+//! `g:…`, `ex:1:…` and `fl:…` describe the rotated, flipped image; pixmesh's transform rotates
+//! last (see [`crate::transform`]). [`ImgproxyPath::to_target`] translates: the box's sides
+//! swap under a quarter turn, the gravities are turned back, and the flips trade axes. The crop
+//! (`g`) and the extension (`ex`'s gravity) share one alignment in the transform, so a fill
+//! crop extended at another place is 501.
+//!
+//! Effects: `bl:SIGMA` is a Gaussian blur and `sh:SIGMA` an unsharp mask of strength 1 (both
+//! sigma ≤ 100; imgproxy's sharpen is libvips' curve-shaped variant of it); `sa:0` (saturation
+//! 0) is grayscale and `sa:1` nothing, other saturations 501. `ex:1[:GRAVITY]` pads to the box
+//! with `bg` (`bg:R:G:B`, `bg:RRGGBB`, `bga:ALPHA`), transparent without it; `bg` also
+//! composites transparency onto it, in every format, as imgproxy does.
+//!
 //! The round-trip table in the tests is this module's specification.
 
 use base64::Engine;
@@ -23,11 +36,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::grammar::{
     Expiry, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_decimal, parse_dimension,
-    parse_format, parse_quality, parse_unix_seconds, require_zero, unsupported,
+    parse_format, parse_quality, parse_rotation, parse_sigma, parse_unix_seconds, require_zero,
+    sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
 use crate::thumbor::Signature;
-use crate::transform::{Fit, Format, HAlign, Transform, VAlign};
+use crate::transform::{
+    Color, Fit, Format, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign,
+};
 
 /// Most options one URL may carry.
 pub const MAX_OPTIONS: usize = 64;
@@ -205,17 +221,48 @@ impl ImgproxyPath {
             o.format = Some(parse_format("extension", ext)?);
         }
         let (handle, image) = resolve_source(&self.source_url()?)?;
+        // imgproxy's options describe the image after rotation and flips; the transform's are
+        // before them (see the module documentation).
+        let turn_back = o.rotation.inverse();
+        let (width, height) = if o.rotation.swaps_sides() {
+            (o.height, o.width)
+        } else {
+            (o.width, o.height)
+        };
+        let crop_anchor = turn_back.apply_to_anchor(mirror(o.gravity, o.flip_h, o.flip_v));
+        let pad_anchor = turn_back.apply_to_anchor(o.extend_gravity);
+        let crops = o.fit == Fit::Fill && width > 0 && height > 0;
+        let (h_align, v_align) = match o.extend {
+            true if crops && crop_anchor != pad_anchor => {
+                return Err(unsupported("extend gravity other than the crop gravity"));
+            }
+            true => pad_anchor,
+            false => crop_anchor,
+        };
+        let (flip_h, flip_v) = o.rotation.flips_before((o.flip_h, o.flip_v));
         let mut transform = Transform {
-            width: o.width,
-            height: o.height,
+            width,
+            height,
             fit: o.fit,
             upscale: o.enlarge,
-            flip_h: o.flip_h,
-            flip_v: o.flip_v,
-            h_align: o.h_align,
-            v_align: o.v_align,
+            flip_h,
+            flip_v,
+            h_align,
+            v_align,
             format: o.format,
             quality: o.quality,
+            rotation: o.rotation,
+            grayscale: o.grayscale,
+            blur: o.blur,
+            sharpen: sharpen(o.sharpen, Some(Hundredths::ONE)),
+            pad: o.extend,
+            background: o.background.and_then(|c| {
+                Color {
+                    a: o.background_alpha,
+                    ..c
+                }
+                .visible()
+            }),
         };
         apply_dpr(&mut transform, o.dpr)?;
         Ok(Target {
@@ -227,8 +274,9 @@ impl ImgproxyPath {
     }
 
     /// The canonical unsigned path that asks for `t` on `image` (a relative key). Inverse of
-    /// [`ImgproxyPath::to_target`] for every transform.
-    pub fn from_transform(t: &Transform, image: &str) -> Self {
+    /// [`ImgproxyPath::to_target`]; `None` when imgproxy cannot say `t` (a sharpening amount
+    /// other than 1).
+    pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
         let mut options = Vec::new();
         let mut opt = |name: &str, args: Vec<String>| {
             options.push(ImgOption {
@@ -241,34 +289,89 @@ impl ImgproxyPath {
             Fit::Fill => "fill",
             Fit::Stretch => "force",
         };
-        let mut rs = vec![rt.to_owned(), t.width.to_string(), t.height.to_string()];
+        let r = t.rotation;
+        let (width, height) = if r.swaps_sides() {
+            (t.height, t.width)
+        } else {
+            (t.width, t.height)
+        };
+        let mut rs = vec![rt.to_owned(), width.to_string(), height.to_string()];
         if t.upscale {
             rs.push("1".to_owned());
         }
         opt("rs", rs);
-        if let Some(g) = GRAVITIES
-            .iter()
-            .find(|g| (g.1, g.2) == (t.h_align, t.v_align))
-            .filter(|g| g.0 != "ce")
-        {
-            opt("g", vec![g.0.to_owned()]);
+        let (flip_h, flip_v) = r.flips_before((t.flip_h, t.flip_v));
+        let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
+        let crops = t.fit == Fit::Fill && t.width > 0 && t.height > 0;
+        if !t.pad || crops {
+            let g = gravity_name(mirror(final_anchor, flip_h, flip_v));
+            if g != "ce" {
+                opt("g", vec![g.to_owned()]);
+            }
+        }
+        if t.pad {
+            let mut ex = vec!["1".to_owned()];
+            let g = gravity_name(final_anchor);
+            if g != "ce" {
+                ex.push(g.to_owned());
+            }
+            opt("ex", ex);
         }
         if let Some(q) = t.quality {
             opt("q", vec![q.to_string()]);
         }
-        if t.flip_h || t.flip_v {
+        if flip_h || flip_v {
             let b = |v: bool| if v { "1" } else { "0" }.to_owned();
-            opt("fl", vec![b(t.flip_h), b(t.flip_v)]);
+            opt("fl", vec![b(flip_h), b(flip_v)]);
         }
-        ImgproxyPath {
+        if r != Rotation::None {
+            opt("rot", vec![r.degrees().to_string()]);
+        }
+        if t.grayscale {
+            opt("sa", vec!["0".to_owned()]);
+        }
+        if let Some(sigma) = t.blur {
+            opt("bl", vec![sigma.to_string()]);
+        }
+        match t.sharpen {
+            Some(Sharpen { sigma, amount }) if amount == Hundredths::ONE => {
+                opt("sh", vec![sigma.to_string()]);
+            }
+            Some(_) => return None,
+            None => {}
+        }
+        if let Some(c) = t.background {
+            opt("bg", vec![Color { a: 255, ..c }.hex()]);
+            if !c.is_opaque() {
+                let alpha = format!("{:.4}", f64::from(c.a) / 255.0);
+                opt("bga", vec![alpha]);
+            }
+        }
+        Some(ImgproxyPath {
             signature: Signature::Unsafe,
             options,
             source: Source::Plain(encode(image, |b| {
                 is_unreserved(b) || b"/:!$&'()*+,;=".contains(&b)
             })),
             extension: t.format.map(|f| f.name().to_owned()),
-        }
+        })
     }
+}
+
+/// The anchor seen in the image mirrored as imgproxy's `fl` says.
+fn mirror((h, v): (HAlign, VAlign), flip_h: bool, flip_v: bool) -> (HAlign, VAlign) {
+    (
+        if flip_h { h.mirrored() } else { h },
+        if flip_v { v.mirrored() } else { v },
+    )
+}
+
+/// The compass name of an anchor.
+fn gravity_name(anchor: (HAlign, VAlign)) -> &'static str {
+    GRAVITIES
+        .iter()
+        .find(|g| (g.1, g.2) == anchor)
+        .map_or("ce", |g| g.0)
 }
 
 /// Splits `SOURCE<sep>EXT` at the last `sep`.
@@ -334,19 +437,27 @@ fn resolve_source(url: &str) -> Result<(Option<String>, String), GrammarError> {
     Ok((None, url.to_owned()))
 }
 
-/// What the options have set so far; starts at imgproxy's defaults.
+/// What the options have set so far, as imgproxy means them (after rotation and flips); starts
+/// at imgproxy's defaults.
 struct Options {
     fit: Fit,
     width: u32,
     height: u32,
     enlarge: bool,
-    h_align: HAlign,
-    v_align: VAlign,
+    gravity: (HAlign, VAlign),
     dpr: f64,
     quality: Option<u8>,
     format: Option<Format>,
     flip_h: bool,
     flip_v: bool,
+    rotation: Rotation,
+    grayscale: bool,
+    blur: Option<Hundredths>,
+    sharpen: Option<Hundredths>,
+    extend: bool,
+    extend_gravity: (HAlign, VAlign),
+    background: Option<Color>,
+    background_alpha: u8,
     expires: Option<Expiry>,
 }
 
@@ -357,13 +468,20 @@ impl Default for Options {
             width: 0,
             height: 0,
             enlarge: false,
-            h_align: HAlign::Center,
-            v_align: VAlign::Middle,
+            gravity: (HAlign::Center, VAlign::Middle),
             dpr: 1.0,
             quality: None,
             format: None,
             flip_h: false,
             flip_v: false,
+            rotation: Rotation::None,
+            grayscale: false,
+            blur: None,
+            sharpen: None,
+            extend: false,
+            extend_gravity: (HAlign::Center, VAlign::Middle),
+            background: None,
+            background_alpha: 255,
             expires: None,
         }
     }
@@ -405,8 +523,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["format", "f", "ext"], 1, format),
     spec(&["flip", "fl"], 2, flip),
     spec(&["rotate", "rot"], 1, rotate),
-    spec(&["blur", "bl"], 1, zero_or_unsupported),
-    spec(&["sharpen", "sh"], 1, zero_or_unsupported),
+    spec(&["blur", "bl"], 1, blur),
+    spec(&["sharpen", "sh"], 1, sharpen_option),
     spec(&["pixelate", "pix"], 1, zero_or_unsupported),
     spec(&["padding", "pd"], 4, zero_or_unsupported),
     spec(&["strip_metadata", "sm"], 1, always_on),
@@ -428,12 +546,12 @@ pub static OPTIONS: &[OptionSpec] = &[
         unsupported_option,
     ),
     spec(&["trim", "t"], 4, unsupported_option),
-    spec(&["background", "bg"], 3, unsupported_option),
-    spec(&["background_alpha", "bga"], 1, unsupported_option),
+    spec(&["background", "bg"], 3, background),
+    spec(&["background_alpha", "bga"], 1, background_alpha),
     spec(&["adjust", "a"], 3, unsupported_option),
     spec(&["brightness", "br"], 1, unsupported_option),
     spec(&["contrast", "co"], 1, unsupported_option),
-    spec(&["saturation", "sa"], 1, unsupported_option),
+    spec(&["saturation", "sa"], 1, saturation),
     spec(&["monochrome", "mc"], 2, unsupported_option),
     spec(&["duotone", "dt"], 3, unsupported_option),
     spec(&["colorize", "col"], 3, unsupported_option),
@@ -566,15 +684,23 @@ fn enlarge(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
     Ok(())
 }
 
-fn extend(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
-    if parse_bool(name, required(name, args)?)? {
-        return Err(unsupported(name));
+/// `ex:EXTEND[:GRAVITY[:X:Y]]`: pad to the box; the gravity defaults to `ce`.
+fn extend(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.extend = parse_bool(name, required(name, args)?)?;
+    o.extend_gravity = (HAlign::Center, VAlign::Middle);
+    if let Some(kind) = arg(args, 1) {
+        if matches!(kind, "sm" | "obj" | "objw") {
+            return Err(invalid(format!(
+                "{name}: gravity {kind} cannot place an extension"
+            )));
+        }
+        o.extend_gravity = compass(name, kind, &args[2..])?;
     }
     Ok(())
 }
 
-fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
-    let kind = required(name, args)?;
+/// A compass gravity and its offsets (only zero offsets are supported).
+fn compass(name: &str, kind: &str, offsets: &[String]) -> Result<(HAlign, VAlign), GrammarError> {
     match kind {
         "sm" => return Err(unsupported("smart gravity (g:sm)")),
         "fp" => return Err(unsupported("focus point gravity (g:fp)")),
@@ -585,12 +711,73 @@ fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
         .iter()
         .find(|g| g.0 == kind)
         .ok_or_else(|| invalid(format!("{name}: unknown gravity {kind:?}")))?;
-    for offset in args[1..].iter().filter(|a| !a.is_empty()) {
+    for offset in offsets.iter().filter(|a| !a.is_empty()) {
         if parse_decimal(name, offset.strip_prefix('-').unwrap_or(offset))? != 0.0 {
             return Err(unsupported("gravity offsets"));
         }
     }
-    (o.h_align, o.v_align) = (h, v);
+    Ok((h, v))
+}
+
+fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.gravity = compass(name, required(name, args)?, &args[1..])?;
+    Ok(())
+}
+
+fn blur(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.blur = parse_sigma(name, required(name, args)?)?;
+    Ok(())
+}
+
+fn sharpen_option(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.sharpen = parse_sigma(name, required(name, args)?)?;
+    Ok(())
+}
+
+/// `bg:R:G:B` or `bg:HEX` (3 or 6 digits); without arguments, no background.
+fn background(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.background = match args {
+        [] => None,
+        [hex] if hex.is_empty() => None,
+        [hex] => Some(
+            Color::from_hex(hex)
+                .filter(|_| matches!(hex.len(), 3 | 6))
+                .ok_or_else(|| invalid(format!("{name}: {hex:?} is not a hex colour")))?,
+        ),
+        [r, g, b] => {
+            let channel = |c: &str| {
+                c.parse::<u8>()
+                    .ok()
+                    .filter(|_| c.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| invalid(format!("{name}: {c:?} is not a value 0-255")))
+            };
+            Some(Color::rgb(channel(r)?, channel(g)?, channel(b)?))
+        }
+        _ => return Err(invalid(format!("{name}: expected R:G:B or a hex colour"))),
+    };
+    Ok(())
+}
+
+/// `bga:ALPHA`, 0–1: the background's opacity.
+fn background_alpha(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let alpha = parse_decimal(name, required(name, args)?)?;
+    if alpha > 1.0 {
+        return Err(invalid(format!("{name}: alpha is between 0 and 1")));
+    }
+    o.background_alpha = (alpha * 255.0).round() as u8;
+    Ok(())
+}
+
+/// `sa:0` removes all colour (grayscale), `sa:1` changes nothing; other saturations are 501.
+fn saturation(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let v = parse_decimal(name, required(name, args)?)?;
+    if v == 0.0 {
+        o.grayscale = true;
+    } else if v == 1.0 {
+        o.grayscale = false;
+    } else {
+        return Err(unsupported(name));
+    }
     Ok(())
 }
 
@@ -623,14 +810,9 @@ fn flip(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError
     Ok(())
 }
 
-fn rotate(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
-    match required(name, args)? {
-        "0" | "360" => Ok(()),
-        "90" | "180" | "270" => Err(unsupported(name)),
-        other => Err(invalid(format!(
-            "{name}: {other:?} is not a multiple of 90 degrees"
-        ))),
-    }
+fn rotate(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.rotation = parse_rotation(name, required(name, args)?, true)?;
+    Ok(())
 }
 
 /// Options whose all-zero arguments ask for nothing (`bl:0`, `pd:0:0`); anything else is 501.
@@ -677,6 +859,10 @@ mod tests {
         "insecure/plain/local:///dir/a.jpg",
         "insecure/plain/a.jpg@",
         "insecure/bl:0/sh:0/rot:0/pd:0:0/sm:1/ar:t/cb:v2/exp:4102444800/plain/a.jpg@png",
+        "insecure/rs:fill:300:200:1/g:nowe/fl:1:0/rot:90/plain/a.jpg",
+        "insecure/rs:fit:300:200/ex:1:so/bg:ff0000/bga:0.5/plain/a.jpg",
+        "insecure/rs:fit:300:200:0:1/bg:255:255:255/plain/a.jpg@jpg",
+        "insecure/sa:0/bl:2.5/sh:0.7/rot:-90/bg:/plain/a.jpg",
         "insecure/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png",
         "insecure/cGhvdG9zL2EuanBn",
         "insecure/enc/AbCd.png",
@@ -783,16 +969,165 @@ mod tests {
             v_align: VAlign::Top,
             format: Some(Format::Png),
             quality: Some(70),
+            ..Transform::default()
         };
-        let p = ImgproxyPath::from_transform(&t, "dir/a b@c?.jpg");
+        let p = ImgproxyPath::from_transform(&t, "dir/a b@c?.jpg").unwrap();
+        // imgproxy crops the flipped image: the source's left is the mirror image's right.
         assert_eq!(
             p.to_path(),
-            "insecure/rs:fill:300:0:1/g:nowe/q:70/fl:1:0/plain/dir/a%20b%40c%3F.jpg@png"
+            "insecure/rs:fill:300:0:1/g:noea/q:70/fl:1:0/plain/dir/a%20b%40c%3F.jpg@png"
         );
         let back = p.to_target().unwrap();
         assert_eq!((back.transform, back.image.as_str()), (t, "dir/a b@c?.jpg"));
-        let default = ImgproxyPath::from_transform(&Transform::default(), "a.jpg");
+        let default = ImgproxyPath::from_transform(&Transform::default(), "a.jpg").unwrap();
         assert_eq!(default.to_target().unwrap().transform, Transform::default());
+        let strong = Transform {
+            sharpen: Some(Sharpen {
+                sigma: Hundredths::ONE,
+                amount: Hundredths(200),
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            ImgproxyPath::from_transform(&strong, "a.jpg"),
+            None,
+            "imgproxy's sharpen has no amount"
+        );
+    }
+
+    #[test]
+    fn rotation_flips_and_gravities_are_translated() {
+        let red = Some(Color::rgb(255, 0, 0));
+        for (path, expected) in [
+            (
+                // Crop the rotated image's top-left corner: the source's bottom-left.
+                "insecure/rs:fill:300:200/rot:90/g:nowe/plain/a.jpg",
+                Transform {
+                    width: 200,
+                    height: 300,
+                    fit: Fit::Fill,
+                    rotation: Rotation::Cw90,
+                    h_align: HAlign::Left,
+                    v_align: VAlign::Bottom,
+                    ..Transform::default()
+                },
+            ),
+            (
+                // imgproxy crops after flipping: keeping the west of the mirror image keeps
+                // the source's east.
+                "insecure/rs:fill:300:200/fl:1:0/g:we/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::Fill,
+                    flip_h: true,
+                    h_align: HAlign::Right,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/rot:270/fl:1:0/plain/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    rotation: Rotation::Cw270,
+                    flip_v: true,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/rs:fit:300:200/ex:1:so/bg:f00/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::FitIn,
+                    pad: true,
+                    v_align: VAlign::Bottom,
+                    background: red,
+                    ..Transform::default()
+                },
+            ),
+            (
+                // The crop gravity plays no part in a fit: the extension's places the image.
+                "insecure/s:300:200:0:1/g:no/bg:255:0:0/bga:0.5/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::FitIn,
+                    pad: true,
+                    background: Some(Color {
+                        a: 128,
+                        ..Color::rgb(255, 0, 0)
+                    }),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/rs:fill:300:200/g:so/ex:1:so/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::Fill,
+                    pad: true,
+                    v_align: VAlign::Bottom,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/sa:0/bl:2.5/sh:0.7/bg:ff0000/bga:0/plain/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    grayscale: true,
+                    blur: Some(Hundredths(250)),
+                    sharpen: Some(Sharpen {
+                        sigma: Hundredths(70),
+                        amount: Hundredths::ONE,
+                    }),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/sa:0/sa:1/bl:0/bg:ff0000/bg:/rot:90/rot:0/plain/a.jpg",
+                Transform {
+                    fit: Fit::FitIn,
+                    ..Transform::default()
+                },
+            ),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");
+        }
+    }
+
+    #[test]
+    fn from_transform_inverts_every_rotation_flip_and_alignment() {
+        let anchors = [HAlign::Left, HAlign::Center, HAlign::Right]
+            .into_iter()
+            .flat_map(|h| [VAlign::Top, VAlign::Middle, VAlign::Bottom].map(|v| (h, v)));
+        for (h_align, v_align) in anchors {
+            for rotation in Rotation::ALL {
+                for (flip_h, flip_v, pad, fit) in [
+                    (false, false, false, Fit::Fill),
+                    (true, false, true, Fit::Fill),
+                    (false, true, true, Fit::FitIn),
+                    (true, true, false, Fit::FitIn),
+                    (true, false, true, Fit::Stretch),
+                ] {
+                    let t = Transform {
+                        width: 300,
+                        height: 200,
+                        fit,
+                        flip_h,
+                        flip_v,
+                        h_align,
+                        v_align,
+                        rotation,
+                        pad,
+                        ..Transform::default()
+                    };
+                    let p = ImgproxyPath::from_transform(&t, "a.jpg").unwrap();
+                    assert_eq!(p.to_target().map(|t| t.transform), Ok(t), "{}", p.to_path());
+                }
+            }
+        }
     }
 
     #[test]
@@ -837,22 +1172,28 @@ mod tests {
                 "insecure/rs:fill-down:1:1/plain/a.jpg",
                 "resizing type fill-down",
             ),
-            ("insecure/rs:fit:1:1:0:1/plain/a.jpg", "extend"),
-            ("insecure/ex:1/plain/a.jpg", "extend"),
+            (
+                "insecure/rs:fill:10:10/g:no/ex:1/plain/a.jpg",
+                "extend gravity other than the crop gravity",
+            ),
+            (
+                "insecure/ex:1:fp:0.5:0.5/plain/a.jpg",
+                "focus point gravity (g:fp)",
+            ),
+            ("insecure/ex:1:no:10/plain/a.jpg", "gravity offsets"),
+            ("insecure/sa:0.5/plain/a.jpg", "saturation"),
+            ("insecure/mc:1/plain/a.jpg", "monochrome"),
             ("insecure/g:sm/plain/a.jpg", "smart gravity (g:sm)"),
             (
                 "insecure/g:fp:0.5:0.5/plain/a.jpg",
                 "focus point gravity (g:fp)",
             ),
             ("insecure/g:no:10:0/plain/a.jpg", "gravity offsets"),
-            ("insecure/bl:2/plain/a.jpg", "blur"),
-            ("insecure/sh:0.5/plain/a.jpg", "sharpen"),
             ("insecure/pd:0:10/plain/a.jpg", "padding"),
-            ("insecure/rot:90/plain/a.jpg", "rotate"),
+            ("insecure/pix:5/plain/a.jpg", "pixelate"),
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
             ("insecure/t:10/plain/a.jpg", "trim"),
-            ("insecure/bg:fff/plain/a.jpg", "background"),
             ("insecure/c:100:100/plain/a.jpg", "crop"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
@@ -888,6 +1229,17 @@ mod tests {
             ("insecure/g:up/plain/a.jpg", "gravity"),
             ("insecure/dpr:0/plain/a.jpg", "dpr"),
             ("insecure/rot:45/plain/a.jpg", "rotate"),
+            ("insecure/rot:x/plain/a.jpg", "rotate"),
+            ("insecure/bl:100.5/plain/a.jpg", "blur"),
+            ("insecure/sh:-1/plain/a.jpg", "sharpen"),
+            ("insecure/bg:ff/plain/a.jpg", "background"),
+            ("insecure/bg:ff000080/plain/a.jpg", "background"),
+            ("insecure/bg:1:2/plain/a.jpg", "background"),
+            ("insecure/bg:256:0:0/plain/a.jpg", "background"),
+            ("insecure/bga:1.5/plain/a.jpg", "background_alpha"),
+            ("insecure/ex:1:sm/plain/a.jpg", "extend"),
+            ("insecure/ex:1:up/plain/a.jpg", "extend"),
+            ("insecure/sa:x/plain/a.jpg", "saturation"),
             ("insecure/exp:soon/plain/a.jpg", "expires"),
             ("insecure/w/plain/a.jpg", ""),
             ("insecure/w:/plain/a.jpg", "width"),

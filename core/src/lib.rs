@@ -5,7 +5,7 @@
 //! here performs I/O, reads the clock or allocates without a bound set by its input, so every
 //! module builds for `wasm32-wasip1` and natively.
 //!
-//! - [`transform`]: the grammar-neutral transform model.
+//! - [`transform`]: the grammar-neutral transform model; [`color`]: colours in URLs.
 //! - [`grammar`]: what the grammars share: errors, the neutral [`grammar::Target`], expiry.
 //! - [`thumbor`]: the thumbor/imagor path grammar, parse ⇄ generate.
 //! - [`imgproxy`]: the imgproxy path grammar, parse ⇄ generate.
@@ -18,6 +18,7 @@
 //! - [`config`] and [`router`]: the filter's configuration and the per-request decision.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
 
+pub mod color;
 pub mod config;
 pub mod grammar;
 pub mod imagekit;

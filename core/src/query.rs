@@ -13,9 +13,16 @@
 //! `fit` follows Skymage's documentation: `clip` (the default) and `cover` fill the box and crop
 //! what overflows, `crop` does the same anchored by `gravity`, `fill` stretches to the box, and
 //! `scale-down` fits inside the box without enlarging; all but `scale-down` enlarge small
-//! sources. `contain` letterboxes (pads), which the pipeline cannot do yet: 501. Since every
-//! fill-type mode enlarges, a transform that fills or stretches without enlarging has no URL in
-//! this grammar ([`QueryUrl::from_transform`] returns `None`).
+//! sources. `contain` letterboxes: it fits inside the box, enlarging, and pads to exactly the
+//! box with `bg` (transparent without it; white in JPEG), the image placed by `gravity`.
+//! Since every fill-type mode enlarges, a transform that fills or stretches without enlarging
+//! has no URL in this grammar ([`QueryUrl::from_transform`] returns `None`), nor have flips,
+//! rotation and grayscale, which the grammar does not document.
+//!
+//! `blur=SIGMA` is a Gaussian blur and `sharpen=SIGMA` an unsharp mask of strength 1 (sigma in
+//! pixels, at most 100; 0 asks for nothing). `bg` (`background`) is a hex colour (`#` optional;
+//! 3, 4, 6 or 8 digits, the last ones alpha) or a CSS name: padding is filled with it and
+//! transparency composited onto it.
 //!
 //! `sig` (signature, see [`crate::sign::QuerySigner`]) and `exp` (unix seconds, 410 after it) are
 //! the security parameters.
@@ -23,12 +30,12 @@
 //! The round-trip table in the tests is this module's specification.
 
 use crate::grammar::{
-    Expiry, GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_decimal,
-    parse_dimension, parse_format, parse_quality, parse_unix_seconds, query_pairs, require_zero,
-    unsupported,
+    Expiry, GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_color,
+    parse_decimal, parse_dimension, parse_format, parse_quality, parse_sigma, parse_unix_seconds,
+    query_pairs, sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
-use crate::transform::{Fit, HAlign, Transform, VAlign};
+use crate::transform::{Color, Fit, HAlign, Hundredths, Rotation, Transform, VAlign};
 
 /// Most query parameters one URL may carry.
 pub const MAX_PARAMS: usize = 32;
@@ -114,6 +121,10 @@ impl QueryUrl {
             v_align: p.v_align,
             format: p.format,
             quality: p.quality,
+            blur: p.blur,
+            sharpen: sharpen(p.sharpen, Some(Hundredths::ONE)),
+            pad: p.pad,
+            background: p.background,
             ..Transform::default()
         };
         apply_dpr(&mut transform, p.dpr)?;
@@ -130,13 +141,18 @@ impl QueryUrl {
     /// The canonical unsigned URL asking for `t` on `image` in storage `handle`; `None` when the
     /// grammar cannot express `t` (flips; fill or stretch without enlarging).
     pub fn from_transform(t: &Transform, handle: &str, image: &str) -> Option<Self> {
-        let fit = match (t.fit, t.upscale) {
-            (Fit::Fill, true) => None,
-            (Fit::Stretch, true) => Some("fill"),
-            (Fit::FitIn, false) => Some("scale-down"),
+        let fit = match (t.fit, t.upscale, t.pad) {
+            (Fit::FitIn, true, true) => Some("contain"),
+            (_, _, true) => return None,
+            (Fit::Fill, true, _) => None,
+            (Fit::Stretch, true, _) => Some("fill"),
+            (Fit::FitIn, false, _) => Some("scale-down"),
             _ => return None,
         };
-        if t.flip_h || t.flip_v {
+        if t.flip_h || t.flip_v || t.rotation != Rotation::None || t.grayscale {
+            return None;
+        }
+        if t.sharpen.is_some_and(|s| s.amount != Hundredths::ONE) {
             return None;
         }
         let mut params = Vec::new();
@@ -167,6 +183,15 @@ impl QueryUrl {
         if let Some(q) = t.quality {
             param("q", q.to_string());
         }
+        if let Some(sigma) = t.blur {
+            param("blur", sigma.to_string());
+        }
+        if let Some(s) = t.sharpen {
+            param("sharpen", s.sigma.to_string());
+        }
+        if let Some(c) = t.background {
+            param("bg", c.hex());
+        }
         Some(QueryUrl {
             handle: handle.to_owned(),
             image: encode(image, |b| is_unreserved(b) || b == b'/'),
@@ -196,6 +221,10 @@ struct Params {
     dpr: f64,
     quality: Option<u8>,
     format: Option<crate::transform::Format>,
+    blur: Option<Hundredths>,
+    sharpen: Option<Hundredths>,
+    pad: bool,
+    background: Option<Color>,
     expires: Option<Expiry>,
 }
 
@@ -211,6 +240,10 @@ impl Default for Params {
             dpr: 1.0,
             quality: None,
             format: None,
+            blur: None,
+            sharpen: None,
+            pad: false,
+            background: None,
             expires: None,
         }
     }
@@ -253,9 +286,18 @@ pub static PARAMS: &[ParamSpec] = &[
         p.dpr = parse_decimal(n, v)?;
         Ok(())
     }),
-    spec(&["blur"], |_, n, v| require_zero(n, v)),
-    spec(&["sharpen"], |_, n, v| require_zero(n, v)),
-    spec(&["background", "bg"], |_, n, _| Err(unsupported(n))),
+    spec(&["blur"], |p, n, v| {
+        p.blur = parse_sigma(n, v)?;
+        Ok(())
+    }),
+    spec(&["sharpen"], |p, n, v| {
+        p.sharpen = parse_sigma(n, v)?;
+        Ok(())
+    }),
+    spec(&["background", "bg"], |p, n, v| {
+        p.background = parse_color(n, v)?;
+        Ok(())
+    }),
     spec(&["exp"], |p, n, v| {
         p.expires = Some(parse_unix_seconds(n, v)?);
         Ok(())
@@ -265,11 +307,11 @@ pub static PARAMS: &[ParamSpec] = &[
 ];
 
 fn fit(p: &mut Params, name: &str, value: &str) -> Result<(), GrammarError> {
-    (p.fit, p.upscale) = match value {
-        "clip" | "cover" | "crop" => (Fit::Fill, true),
-        "fill" => (Fit::Stretch, true),
-        "scale-down" => (Fit::FitIn, false),
-        "contain" => return Err(unsupported("fit=contain (letterboxing)")),
+    (p.fit, p.upscale, p.pad) = match value {
+        "clip" | "cover" | "crop" => (Fit::Fill, true, false),
+        "fill" => (Fit::Stretch, true, false),
+        "scale-down" => (Fit::FitIn, false, false),
+        "contain" => (Fit::FitIn, true, true),
         other => return Err(invalid(format!("{name}: unknown fit {other:?}"))),
     };
     Ok(())
@@ -330,6 +372,7 @@ mod tests {
         "photos/a.jpg?width=300&height=200&fit=scale-down&format=png&quality=70",
         "photos/a.jpg?w=300&dpr=1.5&blur=0&sharpen=0&exp=4102444800&sig=abcdef",
         "photos/a.jpg?bg=%23ffffff",
+        "photos/a.jpg?w=300&h=200&fit=contain&gravity=left&bg=ff000080&blur=2.5&sharpen=1",
     ];
 
     #[test]
@@ -381,6 +424,29 @@ mod tests {
         ] {
             assert_eq!(target(url).unwrap().transform, expected, "{url}");
         }
+        assert_eq!(
+            target("h/a.jpg?w=300&h=200&fit=contain&gravity=left&bg=%23f00&blur=2.5&sharpen=0.5")
+                .unwrap()
+                .transform,
+            Transform {
+                fit: Fit::FitIn,
+                pad: true,
+                h_align: HAlign::Left,
+                background: Some(Color::rgb(255, 0, 0)),
+                blur: Some(Hundredths(250)),
+                sharpen: Some(crate::transform::Sharpen {
+                    sigma: Hundredths(50),
+                    amount: Hundredths::ONE,
+                }),
+                ..fill(300, 200)
+            }
+        );
+        assert_eq!(
+            target("h/a.jpg?blur=0&sharpen=0&bg=transparent")
+                .unwrap()
+                .transform,
+            fill(0, 0)
+        );
         let t = target("my-bucket/dir/a%20b.jpg?exp=10").unwrap();
         assert_eq!(t.handle.as_deref(), Some("my-bucket"));
         assert_eq!(t.image, "dir/a b.jpg");
@@ -394,6 +460,8 @@ mod tests {
             "h/a.jpg?w=300&h=200&fit=scale-down&f=png",
             "h/a.jpg?w=300&h=200&fit=fill",
             "h/a%20b.jpg?w=300&h=200",
+            "h/a.jpg?w=300&h=200&fit=contain&gravity=bottom&blur=1.5&sharpen=0.5&bg=ff000080",
+            "h/a.jpg?w=300&fit=scale-down&bg=ffffff",
         ] {
             let t = target(url).unwrap();
             let back = QueryUrl::from_transform(&t.transform, "h", &t.image).unwrap();
@@ -406,6 +474,25 @@ mod tests {
                 upscale: true,
                 ..Transform::default()
             },
+            Transform {
+                rotation: Rotation::Cw90,
+                ..fill(1, 1)
+            },
+            Transform {
+                grayscale: true,
+                ..fill(1, 1)
+            },
+            Transform {
+                pad: true,
+                ..fill(1, 1)
+            },
+            Transform {
+                sharpen: Some(crate::transform::Sharpen {
+                    sigma: Hundredths::ONE,
+                    amount: Hundredths(150),
+                }),
+                ..fill(1, 1)
+            },
         ] {
             assert_eq!(QueryUrl::from_transform(&t, "h", "a.jpg"), None, "{t:?}");
         }
@@ -414,10 +501,6 @@ mod tests {
     #[test]
     fn unsupported_parameters_are_named_not_ignored() {
         for (url, what) in [
-            ("h/a.jpg?fit=contain", "fit=contain (letterboxing)"),
-            ("h/a.jpg?blur=5", "blur"),
-            ("h/a.jpg?sharpen=1", "sharpen"),
-            ("h/a.jpg?bg=white", "bg"),
             ("h/a.jpg?f=auto", "f auto"),
             ("h/a.jpg?format=avif", "format avif"),
             ("h/a.jpg?gravity=face", "gravity=face"),
@@ -443,6 +526,11 @@ mod tests {
             ("h/a.jpg?q=0", "q"),
             ("h/a.jpg?dpr=-1", "dpr"),
             ("h/a.jpg?exp=soon", "exp"),
+            ("h/a.jpg?blur=101", "blur"),
+            ("h/a.jpg?blur=x", "blur"),
+            ("h/a.jpg?sharpen=-1", "sharpen"),
+            ("h/a.jpg?bg=notacolour", "bg"),
+            ("h/a.jpg?background=%23ff", "background"),
             ("h/a.jpg?w=%zz", "%zz"),
         ] {
             match target(url) {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::keys::{SafeChars, escape};
 use crate::percent::{encode, is_unreserved};
 use crate::thumbor::ThumborPath;
-use crate::transform::{Fit, Format, HAlign, Transform, VAlign};
+use crate::transform::{Fit, Format, HAlign, Rotation, Transform, VAlign};
 
 /// Paths under this prefix belong to the transcoder; clients may never call them directly.
 pub const INTERNAL_PREFIX: &str = "/_pixmesh/";
@@ -97,6 +97,25 @@ impl RenderRequest {
         if let Some(quality) = t.quality {
             param("quality", &quality.to_string());
         }
+        if t.rotation != Rotation::None {
+            param("rotate", &t.rotation.degrees().to_string());
+        }
+        if t.grayscale {
+            param("grayscale", "true");
+        }
+        if let Some(sigma) = t.blur {
+            param("blur_sigma_x100", &sigma.0.to_string());
+        }
+        if let Some(s) = t.sharpen {
+            param("sharpen_sigma_x100", &s.sigma.0.to_string());
+            param("sharpen_amount_x100", &s.amount.0.to_string());
+        }
+        if t.pad {
+            param("pad", "true");
+        }
+        if let Some(c) = t.background {
+            param("background_rgba", &c.to_rgba_u32().to_string());
+        }
         q
     }
 
@@ -142,6 +161,7 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::{Color, Hundredths, Sharpen};
 
     fn request(t: Transform) -> RenderRequest {
         RenderRequest {
@@ -168,12 +188,27 @@ mod tests {
             v_align: VAlign::Bottom,
             format: Some(Format::Webp),
             quality: Some(80),
+            rotation: Rotation::Cw270,
+            grayscale: true,
+            blur: Some(Hundredths(250)),
+            sharpen: Some(Sharpen {
+                sigma: Hundredths(50),
+                amount: Hundredths(150),
+            }),
+            pad: true,
+            background: Some(Color::rgb(255, 0, 0)),
         };
         assert_eq!(
             request(t).to_query(),
             "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&width=300&height=200&fit=FIT_FIT_IN\
              &upscale=true&flip_h=true&flip_v=true&h_align=H_ALIGN_LEFT&v_align=V_ALIGN_BOTTOM\
-             &format=FORMAT_WEBP&quality=80"
+             &format=FORMAT_WEBP&quality=80&rotate=270&grayscale=true&blur_sigma_x100=250\
+             &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335"
+        );
+        assert_eq!(
+            request(t).canonical(),
+            "photos/fit-in/-300x-200/left/bottom/filters:format(webp):quality(80):upscale()\
+             :rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true):fill(ff0000)/a b/ü+.jpg"
         );
     }
 

@@ -11,13 +11,43 @@
 //! `/` and `:` inside balanced parentheses. IMAGE is everything left; `b64:` introduces a
 //! base64url-encoded image path, and `%2F` keeps a literal keyword out of the grammar.
 //!
+//! Filters mapped onto the transform, with where pixmesh's definition had to be chosen:
+//!
+//! - `rotate(A)`: A a multiple of 90, counter-clockwise as in thumbor (PIL) and imagor; it turns
+//!   the result, so `fit-in/300x200/filters:rotate(90)` is at most 200×300. Repeated, the angles
+//!   add up.
+//! - `grayscale()`.
+//! - `blur(RADIUS[,SIGMA])`: a Gaussian. thumbor convolves with a kernel truncated at RADIUS, of
+//!   SIGMA (default RADIUS); pixmesh uses sigma RADIUS/2 (imagor's rule: the Gaussian's ±2σ
+//!   spans the radius), or SIGMA when that is smaller, since the truncation then hardly matters.
+//!   RADIUS ≤ 200, SIGMA ≤ 100.
+//! - `sharpen(AMOUNT,RADIUS[,LUMINANCE_ONLY])` (thumbor): an unsharp mask of sigma RADIUS and
+//!   strength AMOUNT (≤ 10), on luminance; `LUMINANCE_ONLY` false (sharpen each channel) is 501.
+//!   `sharpen(SIGMA)` (imagor's form) is sigma SIGMA, amount 1.
+//! - `fill(COLOR[,FILL_TRANSPARENT])`: pads the result to the requested box with COLOR (hex
+//!   `rgb`/`rrggbb`/`rrggbbaa` or a CSS name; `transparent`/`none` pads with transparency) and
+//!   fills transparent areas with it, as imagor does (thumbor's `FILL_TRANSPARENT` false keeps
+//!   them: 501). thumbor and imagor centre the image; pixmesh places it by the alignment
+//!   segments (`left`, `top`, …), which URLs without them do not notice. `auto` and `blur` are
+//!   501.
+//! - `background_color(COLOR)`: composites transparency onto COLOR.
+//!
+//! pixmesh applies effects before padding and background (see [`crate::transform`]), so
+//! `grayscale`, `blur` or `sharpen` after `fill` or `background_color` in the URL (which would
+//! change the padding's colour) is 501, as are `blur` and `sharpen` given twice.
+//!
 //! The round-trip table in the tests is this module's specification.
 
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 
-use crate::grammar::{Expiry, Target, invalid, parse_timestamp};
-use crate::transform::{Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign};
+use crate::grammar::{
+    Expiry, Target, invalid, parse_amount, parse_blur_radius, parse_color, parse_rotation,
+    parse_sigma, parse_timestamp, sharpen, unsupported,
+};
+use crate::transform::{
+    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, Rotation, Transform, VAlign,
+};
 
 /// Most filters one URL may chain.
 pub const MAX_FILTERS: usize = 32;
@@ -382,8 +412,9 @@ impl ThumborPath {
             v_align: self.v_align.unwrap_or_default(),
             ..Transform::default()
         };
+        let mut state = FilterState::default();
         for f in &self.filters {
-            apply_filter(&mut t, f)?;
+            apply_filter(&mut t, &mut state, f)?;
         }
         Ok(t)
     }
@@ -431,6 +462,25 @@ impl ThumborPath {
         if t.upscale {
             filter("upscale", String::new());
         }
+        if t.rotation != Rotation::None {
+            let counter_clockwise = t.rotation.inverse().degrees();
+            filter("rotate", counter_clockwise.to_string());
+        }
+        if t.grayscale {
+            filter("grayscale", String::new());
+        }
+        if let Some(sigma) = t.blur {
+            filter("blur", sigma.doubled().to_string());
+        }
+        if let Some(s) = t.sharpen {
+            filter("sharpen", format!("{},{},true", s.amount, s.sigma));
+        }
+        match (t.pad, t.background) {
+            (true, Some(c)) => filter("fill", c.hex()),
+            (true, None) => filter("fill", "transparent".to_owned()),
+            (false, Some(c)) => filter("background_color", c.hex()),
+            (false, None) => {}
+        }
         url
     }
 }
@@ -439,16 +489,12 @@ impl ThumborPath {
 const KNOWN_FILTERS: &[&str] = &[
     "attachment",
     "autojpg",
-    "background_color",
-    "blur",
     "brightness",
     "contrast",
     "convolution",
     "dpi",
     "equalize",
-    "fill",
     "focal",
-    "grayscale",
     "hue",
     "label",
     "max_bytes",
@@ -461,18 +507,169 @@ const KNOWN_FILTERS: &[&str] = &[
     "proportion",
     "raw",
     "rgb",
-    "rotate",
     "round_corner",
     "saturation",
-    "sharpen",
     "strip_exif",
     "strip_icc",
     "strip_metadata",
     "watermark",
 ];
 
-fn apply_filter(t: &mut Transform, f: &Filter) -> Result<(), GrammarError> {
+/// What earlier filters of the same URL did, for the rules that depend on filter order.
+#[derive(Default)]
+struct FilterState {
+    /// The colour of `fill`, once given (`Some(None)`: transparent).
+    fill: Option<Option<Color>>,
+    /// The colour of `background_color`, once given.
+    background: Option<Option<Color>>,
+    blur: bool,
+    sharpen: bool,
+}
+
+impl FilterState {
+    /// An effect filter may not follow `fill` or `background_color`: pixmesh applies effects
+    /// first, thumbor in URL order (which would filter the padding too).
+    fn effect(&self, name: &str) -> Result<(), GrammarError> {
+        for (given, after) in [
+            (self.fill.is_some(), "fill"),
+            (self.background.is_some(), "background_color"),
+        ] {
+            if given {
+                return Err(unsupported(format!("filter {name} after {after}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `fill` and `background_color` both set the background: they must agree.
+    fn background(&self) -> Result<Option<Color>, GrammarError> {
+        match (self.fill, self.background) {
+            (Some(a), Some(b)) if a != b => Err(unsupported(
+                "fill and background_color with different colours",
+            )),
+            (fill, bg) => Ok(fill.or(bg).flatten()),
+        }
+    }
+}
+
+/// Splits filter arguments at commas; no arguments is an empty list.
+fn filter_args(args: &str) -> Vec<&str> {
+    if args.is_empty() {
+        Vec::new()
+    } else {
+        args.split(',').collect()
+    }
+}
+
+/// A thumbor colour argument: what [`parse_color`] accepts; imagor's `auto` (a colour picked
+/// from the image) and `blur` (a blurred copy as background) are 501.
+fn filter_color(name: &str, value: &str) -> Result<Option<Color>, GrammarError> {
+    match value.to_ascii_lowercase().as_str() {
+        "auto" | "blur" => Err(unsupported(format!("{name}({value})"))),
+        _ => parse_color(name, value),
+    }
+}
+
+fn apply_filter(
+    t: &mut Transform,
+    state: &mut FilterState,
+    f: &Filter,
+) -> Result<(), GrammarError> {
+    let args = filter_args(&f.args);
+    let arity = |min: usize, max: usize| {
+        if (min..=max).contains(&args.len()) {
+            Ok(())
+        } else if min == max {
+            Err(invalid(format!("{}() takes {min} arguments", f.name)))
+        } else {
+            Err(invalid(format!(
+                "{}() takes {min} to {max} arguments",
+                f.name
+            )))
+        }
+    };
     match f.name.as_str() {
+        "rotate" => {
+            arity(1, 1)?;
+            let r = parse_rotation("rotate", args[0], false)?;
+            t.rotation = Rotation::from_degrees(i64::from(t.rotation.degrees() + r.degrees()))
+                .unwrap_or_default();
+        }
+        "grayscale" => {
+            arity(0, 0)?;
+            state.effect("grayscale")?;
+            t.grayscale = true;
+        }
+        "blur" => {
+            arity(1, 2)?;
+            state.effect("blur")?;
+            if std::mem::replace(&mut state.blur, true) {
+                return Err(unsupported("filter blur given twice"));
+            }
+            let mut sigma = parse_blur_radius("blur", args[0])?;
+            if let (Some(s), Some(arg)) = (sigma, args.get(1)) {
+                let given = parse_sigma("blur", arg)?.unwrap_or(Hundredths(0));
+                sigma = Some(s.min(given)).filter(|s| s.0 > 0);
+            }
+            t.blur = sigma;
+        }
+        "sharpen" => {
+            arity(1, 3)?;
+            state.effect("sharpen")?;
+            if std::mem::replace(&mut state.sharpen, true) {
+                return Err(unsupported("filter sharpen given twice"));
+            }
+            t.sharpen = if args.len() == 1 {
+                sharpen(parse_sigma("sharpen", args[0])?, Some(Hundredths::ONE))
+            } else {
+                if let Some(&lum) = args.get(2) {
+                    match lum.to_ascii_lowercase().as_str() {
+                        "true" | "1" => {}
+                        "false" | "0" => {
+                            return Err(unsupported(
+                                "sharpen on every channel (luminance_only false)",
+                            ));
+                        }
+                        _ => {
+                            return Err(invalid(format!(
+                                "sharpen: luminance_only {lum:?} is not true or false"
+                            )));
+                        }
+                    }
+                }
+                sharpen(
+                    parse_sigma("sharpen", args[1])?,
+                    parse_amount("sharpen", args[0])?,
+                )
+            };
+        }
+        "fill" => {
+            arity(1, 2)?;
+            let color = filter_color("fill", args[0])?;
+            if let Some(&all) = args.get(1) {
+                match all.to_ascii_lowercase().as_str() {
+                    "true" | "1" => {}
+                    "false" | "0" => {
+                        return Err(unsupported(
+                            "fill that keeps transparent areas (fill_transparent false)",
+                        ));
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "fill: fill_transparent {all:?} is not true or false"
+                        )));
+                    }
+                }
+            }
+            state.fill = Some(color);
+            t.pad = true;
+            t.background = state.background()?;
+        }
+        "background_color" => {
+            arity(1, 1)?;
+            state.background = Some(filter_color("background_color", args[0])?);
+            t.background = state.background()?;
+        }
         "format" => {
             t.format = Some(match f.args.to_ascii_lowercase().as_str() {
                 "avif" | "gif" | "tiff" | "heif" | "jxl" => {
@@ -706,6 +903,7 @@ pub fn encode_b64_image(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::Sharpen;
 
     /// Paths in canonical form: `generate(parse(s)) == s` for each.
     const ROUND_TRIP: &[&str] = &[
@@ -733,6 +931,10 @@ mod tests {
         "unsafe/filters:watermark(s3/logo.png,10,-10,50):fill(white)/photo.jpg",
         "unsafe/filters:label(a:b(c)d,1,2)/dir/photo.jpg",
         "unsafe/filters:upscale()/photo.jpg",
+        "unsafe/fit-in/300x200/filters:fill(ff0000)/photo.jpg",
+        "unsafe/fit-in/300x200/left/filters:fill(transparent):rotate(270)/photo.jpg",
+        "unsafe/filters:rotate(90):grayscale():blur(5,2):sharpen(1.5,0.5,true)/photo.jpg",
+        "unsafe/filters:background_color(white):format(jpeg)/photo.jpg",
         "unsafe/b64:cGhvdG9zL2EuanBn/photo.jpg",
         "unsafe/dir%2Ffit-in/photo%20one.jpg",
         "cST4Ko5_FqwT3BDn-Wf4gO3RFSk=/500x500/top/raw.githubusercontent.com/cshum/imagor/master/testdata/gopher.png",
@@ -863,10 +1065,174 @@ mod tests {
                 v_align: VAlign::Middle,
                 format: Some(Format::Jpeg),
                 quality: Some(80),
+                ..Transform::default()
             }
         );
         let back = ThumborPath::from_transform(&t, "a.png");
         assert_eq!(back.to_transform().unwrap(), t);
+    }
+
+    fn transform(path: &str) -> Result<Transform, GrammarError> {
+        ThumborPath::parse(path)?.to_transform()
+    }
+
+    #[test]
+    fn maps_the_filters_onto_the_transform_model() {
+        let red = Some(Color::rgb(255, 0, 0));
+        for (path, expected) in [
+            (
+                "unsafe/filters:rotate(90)/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw270,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:rotate(270):rotate(180):rotate(360)/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw270,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:grayscale():blur(5)/a.jpg",
+                Transform {
+                    grayscale: true,
+                    blur: Some(Hundredths(250)),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:blur(10,1.5)/a.jpg",
+                Transform {
+                    blur: Some(Hundredths(150)),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:blur(4,8):sharpen(2,0.5,true)/a.jpg",
+                Transform {
+                    blur: Some(Hundredths(200)),
+                    sharpen: Some(Sharpen {
+                        sigma: Hundredths(50),
+                        amount: Hundredths(200),
+                    }),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:blur(0):sharpen(0,1)/a.jpg",
+                Transform::default(),
+            ),
+            (
+                "unsafe/filters:sharpen(1.5)/a.jpg",
+                Transform {
+                    sharpen: Some(Sharpen {
+                        sigma: Hundredths(150),
+                        amount: Hundredths::ONE,
+                    }),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/fit-in/300x200/filters:fill(red)/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::FitIn,
+                    pad: true,
+                    background: red,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/300x200/filters:fill(F00,true):background_color(ff0000)/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    pad: true,
+                    background: red,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:fill(none)/a.jpg",
+                Transform {
+                    pad: true,
+                    ..Transform::default()
+                },
+            ),
+            (
+                "unsafe/filters:background_color(ff000080)/a.jpg",
+                Transform {
+                    background: Some(Color {
+                        a: 0x80,
+                        ..Color::rgb(255, 0, 0)
+                    }),
+                    ..Transform::default()
+                },
+            ),
+        ] {
+            assert_eq!(transform(path), Ok(expected), "{path}");
+            let back = ThumborPath::from_transform(&expected, "a.jpg");
+            assert_eq!(back.to_transform(), Ok(expected), "{}", back.to_path());
+        }
+        let t = transform(
+            "unsafe/fit-in/10x20/filters:rotate(90):blur(3):sharpen(1,2,1):grayscale():fill(FFF)/a.jpg",
+        )
+        .unwrap();
+        assert_eq!(
+            ThumborPath::from_transform(&t, "a.jpg").to_path(),
+            "unsafe/fit-in/10x20/filters:rotate(90):grayscale():blur(3):sharpen(1,2,true):fill(ffffff)/a.jpg",
+            "the canonical form"
+        );
+    }
+
+    #[test]
+    fn filter_order_and_repetition_rules() {
+        for (path, what) in [
+            (
+                "unsafe/filters:fill(red):grayscale()/a.jpg",
+                "filter grayscale after fill",
+            ),
+            (
+                "unsafe/filters:background_color(red):blur(2)/a.jpg",
+                "filter blur after background_color",
+            ),
+            (
+                "unsafe/filters:blur(2):blur(3)/a.jpg",
+                "filter blur given twice",
+            ),
+            (
+                "unsafe/filters:sharpen(1):sharpen(1)/a.jpg",
+                "filter sharpen given twice",
+            ),
+            (
+                "unsafe/filters:fill(red):background_color(blue)/a.jpg",
+                "fill and background_color with different colours",
+            ),
+            (
+                "unsafe/filters:sharpen(1,1,false)/a.jpg",
+                "sharpen on every channel (luminance_only false)",
+            ),
+            (
+                "unsafe/filters:fill(red,false)/a.jpg",
+                "fill that keeps transparent areas (fill_transparent false)",
+            ),
+            ("unsafe/filters:fill(auto)/a.jpg", "fill(auto)"),
+            ("unsafe/filters:fill(blur)/a.jpg", "fill(blur)"),
+        ] {
+            assert_eq!(
+                transform(path),
+                Err(GrammarError::Unsupported(what.into())),
+                "{path}"
+            );
+        }
+        // Rotation commutes with padding, so its place among the filters does not matter.
+        assert_eq!(
+            transform("unsafe/fit-in/1x2/filters:fill(red):rotate(90)/a.jpg"),
+            transform("unsafe/fit-in/1x2/filters:rotate(90):fill(red)/a.jpg"),
+        );
     }
 
     #[test]
@@ -877,7 +1243,11 @@ mod tests {
             ("unsafe/meta/a.jpg", "meta"),
             ("unsafe/1x1:5x5/a.jpg", "manual crop"),
             ("unsafe/full-fit-in/10x10/a.jpg", "full-fit-in"),
-            ("unsafe/filters:blur(3)/a.jpg", "filter blur"),
+            ("unsafe/filters:brightness(3)/a.jpg", "filter brightness"),
+            (
+                "unsafe/10x10/filters:round_corner(3)/a.jpg",
+                "filter round_corner",
+            ),
             ("unsafe/filters:format(avif)/a.jpg", "format(avif)"),
         ] {
             let r = ThumborPath::parse(path).unwrap().to_transform();
@@ -918,6 +1288,21 @@ mod tests {
             "unsafe/filters:format(bmpx)/a.jpg",
             "unsafe/filters:upscale(1)/a.jpg",
             "unsafe/filters:nonsense(1)/a.jpg",
+            "unsafe/filters:rotate(45)/a.jpg",
+            "unsafe/filters:rotate()/a.jpg",
+            "unsafe/filters:rotate(x)/a.jpg",
+            "unsafe/filters:grayscale(1)/a.jpg",
+            "unsafe/filters:blur()/a.jpg",
+            "unsafe/filters:blur(201)/a.jpg",
+            "unsafe/filters:blur(5,101)/a.jpg",
+            "unsafe/filters:blur(-1)/a.jpg",
+            "unsafe/filters:sharpen(11,1,true)/a.jpg",
+            "unsafe/filters:sharpen(1,1,maybe)/a.jpg",
+            "unsafe/filters:sharpen(1,2,true,4)/a.jpg",
+            "unsafe/filters:fill()/a.jpg",
+            "unsafe/filters:fill(notacolour)/a.jpg",
+            "unsafe/filters:fill(red,perhaps)/a.jpg",
+            "unsafe/filters:background_color(red,blue)/a.jpg",
             "unsafe/fit-in/stretch/1x1/a.jpg",
         ] {
             let r = ThumborPath::parse(path).unwrap().to_transform();

@@ -1,7 +1,31 @@
 //! The grammar-neutral transform model every URL grammar maps onto.
+//!
+//! A [`Transform`] is applied in this order, whatever the order of the URL's options (grammars
+//! whose peers order things differently translate, see each grammar's module documentation):
+//!
+//! 1. EXIF orientation (always);
+//! 2. fit into the box (`width`×`height`, [`Fit`], `upscale`), a fill crop anchored by the
+//!    alignment;
+//! 3. flips;
+//! 4. grayscale, then Gaussian blur, then sharpening;
+//! 5. padding to the box (`pad`), the image placed by the alignment;
+//! 6. compositing onto the `background` colour, when there is one;
+//! 7. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
+//!    image before it is rotated, as in thumbor, where `rotate` is a filter applied to the
+//!    result;
+//! 8. encoding; JPEG, which has no alpha, flattens what is still transparent onto white.
+
+pub use crate::color::Color;
 
 /// Largest width or height a URL may ask for. Larger requests are rejected before any work.
 pub const MAX_DIMENSION: u32 = 16_384;
+
+/// Largest Gaussian sigma of a blur or a sharpen, in pixels: the blur's cost does not depend on
+/// it, but larger values only wash the image out. URLs asking for more are 400.
+pub const MAX_SIGMA: Hundredths = Hundredths(10_000);
+
+/// Largest sharpening amount (1 adds the full difference between the image and its blur).
+pub const MAX_SHARPEN_AMOUNT: Hundredths = Hundredths(1_000);
 
 /// How the source is fitted into the requested box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,7 +39,7 @@ pub enum Fit {
     Stretch,
 }
 
-/// Horizontal anchor of a crop.
+/// Horizontal anchor of a crop or of padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HAlign {
     /// Keep the left edge.
@@ -27,7 +51,31 @@ pub enum HAlign {
     Right,
 }
 
-/// Vertical anchor of a crop.
+impl HAlign {
+    /// −1 left, 0 centre, 1 right.
+    fn sign(self) -> i8 {
+        match self {
+            HAlign::Left => -1,
+            HAlign::Center => 0,
+            HAlign::Right => 1,
+        }
+    }
+
+    fn from_sign(s: i8) -> HAlign {
+        match s.signum() {
+            -1 => HAlign::Left,
+            0 => HAlign::Center,
+            _ => HAlign::Right,
+        }
+    }
+
+    /// The anchor seen in a left-right mirror image.
+    pub fn mirrored(self) -> HAlign {
+        HAlign::from_sign(-self.sign())
+    }
+}
+
+/// Vertical anchor of a crop or of padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VAlign {
     /// Keep the top edge.
@@ -37,6 +85,30 @@ pub enum VAlign {
     Middle,
     /// Keep the bottom edge.
     Bottom,
+}
+
+impl VAlign {
+    /// −1 top, 0 middle, 1 bottom.
+    fn sign(self) -> i8 {
+        match self {
+            VAlign::Top => -1,
+            VAlign::Middle => 0,
+            VAlign::Bottom => 1,
+        }
+    }
+
+    fn from_sign(s: i8) -> VAlign {
+        match s.signum() {
+            -1 => VAlign::Top,
+            0 => VAlign::Middle,
+            _ => VAlign::Bottom,
+        }
+    }
+
+    /// The anchor seen in a top-bottom mirror image.
+    pub fn mirrored(self) -> VAlign {
+        VAlign::from_sign(-self.sign())
+    }
 }
 
 /// An output image format.
@@ -83,7 +155,119 @@ impl Format {
     }
 }
 
-/// What to do to the source image. `Default` is "re-encode as is".
+/// A quarter-turn rotation, clockwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotation {
+    /// No rotation.
+    #[default]
+    None,
+    /// 90° clockwise.
+    Cw90,
+    /// 180°.
+    Cw180,
+    /// 270° clockwise (90° counter-clockwise).
+    Cw270,
+}
+
+impl Rotation {
+    /// Every rotation, by quarter turns.
+    pub const ALL: [Rotation; 4] = [
+        Rotation::None,
+        Rotation::Cw90,
+        Rotation::Cw180,
+        Rotation::Cw270,
+    ];
+
+    /// The rotation by `degrees` clockwise (negative: counter-clockwise), any multiple of 90;
+    /// `None` for other angles.
+    pub fn from_degrees(degrees: i64) -> Option<Rotation> {
+        (degrees % 90 == 0).then(|| Rotation::ALL[degrees.rem_euclid(360) as usize / 90])
+    }
+
+    /// Clockwise degrees: 0, 90, 180 or 270.
+    pub fn degrees(self) -> u16 {
+        self as u16 * 90
+    }
+
+    /// The rotation that undoes this one.
+    pub fn inverse(self) -> Rotation {
+        Rotation::ALL[(4 - self as usize) % 4]
+    }
+
+    /// Whether the rotation swaps width and height.
+    pub fn swaps_sides(self) -> bool {
+        matches!(self, Rotation::Cw90 | Rotation::Cw270)
+    }
+
+    /// Where an anchor of the image (a side, a corner or the centre) lands once the image is
+    /// rotated: rotating 90° clockwise takes the top-left corner to the top-right.
+    pub fn apply_to_anchor(self, (h, v): (HAlign, VAlign)) -> (HAlign, VAlign) {
+        let (mut x, mut y) = (h.sign(), v.sign());
+        for _ in 0..self as u8 {
+            (x, y) = (-y, x);
+        }
+        (HAlign::from_sign(x), VAlign::from_sign(y))
+    }
+
+    /// The flips that, applied before this rotation, equal `flips` (horizontal, vertical)
+    /// applied after it: a quarter turn exchanges the two mirror axes.
+    pub fn flips_before(self, (h, v): (bool, bool)) -> (bool, bool) {
+        if self.swaps_sides() { (v, h) } else { (h, v) }
+    }
+}
+
+/// A non-negative decimal kept in hundredths (sigma 1.5 is `Hundredths(150)`), so it is exact
+/// in URLs, on the wire and in canonical forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hundredths(pub u16);
+
+impl Hundredths {
+    /// One.
+    pub const ONE: Hundredths = Hundredths(100);
+
+    /// `value` rounded to hundredths; `None` when negative, not finite or over 655.35.
+    pub fn from_f64(value: f64) -> Option<Hundredths> {
+        let h = (value * 100.0).round();
+        // `as` saturates (and maps NaN to 0), so the conversion is safe before the check.
+        (value.is_finite() && (0.0..=f64::from(u16::MAX)).contains(&h))
+            .then_some(Hundredths(h as u16))
+    }
+
+    /// The value as a float.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// Twice the value, saturating.
+    pub fn doubled(self) -> Hundredths {
+        Hundredths(self.0.saturating_mul(2))
+    }
+}
+
+impl std::fmt::Display for Hundredths {
+    /// The shortest decimal form: `2`, `1.5`, `0.25`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (int, frac) = (self.0 / 100, self.0 % 100);
+        match frac {
+            0 => write!(f, "{int}"),
+            f2 if f2 % 10 == 0 => write!(f, "{int}.{}", f2 / 10),
+            f2 => write!(f, "{int}.{f2:02}"),
+        }
+    }
+}
+
+/// An unsharp mask: the image plus `amount` times its difference from a Gaussian blur of
+/// `sigma`, computed on luminance so colours do not fringe (like libvips' sharpen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharpen {
+    /// Sigma of the blur, in pixels: 0 < sigma ≤ [`MAX_SIGMA`].
+    pub sigma: Hundredths,
+    /// Strength: 0 < amount ≤ [`MAX_SHARPEN_AMOUNT`]; 1 is the usual unsharp mask.
+    pub amount: Hundredths,
+}
+
+/// What to do to the source image. `Default` is "re-encode as is". The module documentation
+/// gives the order in which the fields apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Transform {
     /// Target width in pixels; 0 derives it from the height and the source aspect ratio.
@@ -106,4 +290,82 @@ pub struct Transform {
     pub format: Option<Format>,
     /// Encoder quality 1–100 for lossy formats; `None` uses the format's default.
     pub quality: Option<u8>,
+    /// Rotation of the result, clockwise, after everything but encoding.
+    pub rotation: Rotation,
+    /// Convert to grayscale (Rec. 709 luma weights; alpha is kept).
+    pub grayscale: bool,
+    /// Gaussian blur of this sigma in pixels (0 < sigma ≤ [`MAX_SIGMA`]).
+    pub blur: Option<Hundredths>,
+    /// Unsharp mask.
+    pub sharpen: Option<Sharpen>,
+    /// Extend the image to the requested box (each requested side) with the background,
+    /// placed by the alignment: letterboxing.
+    pub pad: bool,
+    /// The colour under the image: padding is filled with it and transparency is composited
+    /// onto it. Never fully transparent (that is `None`: padding stays transparent where the
+    /// format has alpha, white in JPEG).
+    pub background: Option<Color>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotations_compose_and_move_anchors() {
+        assert_eq!(Rotation::from_degrees(90), Some(Rotation::Cw90));
+        assert_eq!(Rotation::from_degrees(-90), Some(Rotation::Cw270));
+        assert_eq!(Rotation::from_degrees(450), Some(Rotation::Cw90));
+        assert_eq!(Rotation::from_degrees(360), Some(Rotation::None));
+        assert_eq!(Rotation::from_degrees(45), None);
+        for r in Rotation::ALL {
+            assert_eq!(Rotation::from_degrees(i64::from(r.degrees())), Some(r));
+            assert_eq!(r.inverse().inverse(), r);
+            for h in [HAlign::Left, HAlign::Center, HAlign::Right] {
+                for v in [VAlign::Top, VAlign::Middle, VAlign::Bottom] {
+                    let a = (h, v);
+                    assert_eq!(r.inverse().apply_to_anchor(r.apply_to_anchor(a)), a);
+                }
+            }
+        }
+        let top_left = (HAlign::Left, VAlign::Top);
+        assert_eq!(
+            Rotation::Cw90.apply_to_anchor(top_left),
+            (HAlign::Right, VAlign::Top)
+        );
+        assert_eq!(
+            Rotation::Cw180.apply_to_anchor(top_left),
+            (HAlign::Right, VAlign::Bottom)
+        );
+        assert_eq!(
+            Rotation::Cw270.apply_to_anchor((HAlign::Left, VAlign::Middle)),
+            (HAlign::Center, VAlign::Bottom)
+        );
+        assert_eq!(Rotation::Cw90.flips_before((true, false)), (false, true));
+        assert_eq!(Rotation::Cw180.flips_before((true, false)), (true, false));
+        assert_eq!(HAlign::Left.mirrored(), HAlign::Right);
+        assert_eq!(VAlign::Middle.mirrored(), VAlign::Middle);
+    }
+
+    #[test]
+    fn hundredths_are_exact_decimals() {
+        assert_eq!(Hundredths::from_f64(1.5), Some(Hundredths(150)));
+        assert_eq!(Hundredths::from_f64(0.004), Some(Hundredths(0)));
+        assert_eq!(Hundredths::from_f64(-1.0), None);
+        assert_eq!(Hundredths::from_f64(f64::NAN), None);
+        assert_eq!(Hundredths::from_f64(1e9), None);
+        for (h, s) in [
+            (200, "2"),
+            (150, "1.5"),
+            (25, "0.25"),
+            (5, "0.05"),
+            (10_000, "100"),
+        ] {
+            assert_eq!(Hundredths(h).to_string(), s);
+            assert_eq!(
+                Hundredths::from_f64(s.parse().unwrap()),
+                Some(Hundredths(h))
+            );
+        }
+    }
 }

@@ -13,7 +13,10 @@ use pixmesh_core::imgproxy::{self, ImgproxyPath, Source};
 use pixmesh_core::query::{self, QueryUrl};
 use pixmesh_core::router::{Decision, MAX_URL_LEN, Router};
 use pixmesh_core::thumbor::{self, ThumborPath};
-use pixmesh_core::transform::MAX_DIMENSION;
+use pixmesh_core::transform::{
+    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation,
+    Sharpen, Transform, VAlign,
+};
 use proptest::prelude::*;
 
 /// Text built from the pieces URL grammars are made of, up to `max` pieces.
@@ -64,6 +67,26 @@ fn grammar_text(max: usize) -> impl Strategy<Value = String> {
             Just("sig"),
             Just("ik-s"),
             Just("ik-t"),
+            Just("rotate(90)"),
+            Just("rot"),
+            Just("rt"),
+            Just("bl"),
+            Just("sh"),
+            Just("bg"),
+            Just("bga"),
+            Just("ex"),
+            Just("sa"),
+            Just("fill"),
+            Just("background_color"),
+            Just("grayscale()"),
+            Just("e-grayscale"),
+            Just("cm"),
+            Just("pad_resize"),
+            Just("contain"),
+            Just("blur"),
+            Just("sharpen"),
+            Just("transparent"),
+            Just("ff0000"),
         ]
         .prop_map(str::to_owned),
         (0u64..100_000).prop_map(|n| n.to_string()),
@@ -84,7 +107,125 @@ fn split(url: &str) -> (&str, &str) {
 fn check_bounds(r: &Result<pixmesh_core::grammar::Target, GrammarError>) {
     if let Ok(t) = r {
         assert!(t.transform.width <= MAX_DIMENSION && t.transform.height <= MAX_DIMENSION);
-        assert!(t.transform.quality.is_none_or(|q| (1..=100).contains(&q)));
+        let t = &t.transform;
+        assert!(t.quality.is_none_or(|q| (1..=100).contains(&q)));
+        assert!(t.blur.is_none_or(|s| s.0 > 0 && s <= MAX_SIGMA));
+        assert!(t.sharpen.is_none_or(|s| {
+            s.sigma.0 > 0
+                && s.sigma <= MAX_SIGMA
+                && s.amount.0 > 0
+                && s.amount <= MAX_SHARPEN_AMOUNT
+        }));
+        assert!(t.background.is_none_or(|c| c.a > 0));
+    }
+}
+
+/// Any transform the model can hold.
+fn any_transform() -> impl Strategy<Value = Transform> {
+    let fit = prop_oneof![Just(Fit::Fill), Just(Fit::FitIn), Just(Fit::Stretch)];
+    let h = prop_oneof![
+        Just(HAlign::Left),
+        Just(HAlign::Center),
+        Just(HAlign::Right)
+    ];
+    let v = prop_oneof![
+        Just(VAlign::Top),
+        Just(VAlign::Middle),
+        Just(VAlign::Bottom)
+    ];
+    let format = prop::option::of(prop_oneof![
+        Just(Format::Jpeg),
+        Just(Format::Png),
+        Just(Format::Webp)
+    ]);
+    let rotation = prop::sample::select(Rotation::ALL.to_vec());
+    let sigma = (1..=MAX_SIGMA.0).prop_map(Hundredths);
+    let amount = prop_oneof![
+        Just(Hundredths::ONE),
+        (1..=MAX_SHARPEN_AMOUNT.0).prop_map(Hundredths)
+    ];
+    let color = prop_oneof![
+        Just(Color::rgb(255, 0, 0)),
+        any::<[u8; 4]>().prop_map(|[r, g, b, a]| Color {
+            r,
+            g,
+            b,
+            a: a.max(1)
+        }),
+    ];
+    (
+        (
+            0..=2000u32,
+            0..=2000u32,
+            fit,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            h,
+            v,
+        ),
+        (format, prop::option::of(1..=100u8), rotation, any::<bool>()),
+        (
+            prop::option::of(prop_oneof![sigma.clone(), Just(Hundredths(250))]),
+            prop::option::of((sigma, amount)),
+            any::<bool>(),
+            prop::option::of(color),
+        ),
+    )
+        .prop_map(
+            |(
+                (width, height, fit, upscale, flip_h, flip_v, h_align, v_align),
+                (format, quality, rotation, grayscale),
+                (blur, sharpen, pad, background),
+            )| Transform {
+                width,
+                height,
+                fit,
+                upscale,
+                flip_h,
+                flip_v,
+                h_align,
+                v_align,
+                format,
+                quality,
+                rotation,
+                grayscale,
+                blur,
+                sharpen: sharpen.map(|(sigma, amount)| Sharpen { sigma, amount }),
+                pad,
+                background,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 3000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Every grammar that can write a transform reads it back unchanged: the grammars and the
+    /// canonical (thumbor) form agree on what each option means.
+    #[test]
+    fn every_grammar_reads_back_what_it_writes(t in any_transform()) {
+        let thumbor = ThumborPath::from_transform(&t, "a.jpg");
+        prop_assert_eq!(thumbor.to_transform(), Ok(t), "{}", thumbor.to_path());
+        if let Some(p) = ImgproxyPath::from_transform(&t, "a.jpg") {
+            prop_assert_eq!(p.to_target().map(|x| x.transform), Ok(t), "{}", p.to_path());
+        }
+        if let Some(u) = ImagekitUrl::from_transform(&t, "a.jpg") {
+            let text = u.to_path();
+            let (path, query) = split(&text);
+            let back = ImagekitUrl::parse(path, query).and_then(|u| u.to_target());
+            prop_assert_eq!(back.map(|x| x.transform), Ok(t), "{}", text);
+        }
+        if let Some(u) = QueryUrl::from_transform(&t, "h", "a.jpg") {
+            let text = u.to_path();
+            let (path, query) = split(&text);
+            let back = QueryUrl::parse(path, query).and_then(|u| u.to_target());
+            prop_assert_eq!(back.map(|x| x.transform), Ok(t), "{}", text);
+        }
     }
 }
 

@@ -27,7 +27,10 @@ use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
 use pixmesh_core::render::{RenderRequest, etag, if_none_match, result_key};
-use pixmesh_core::transform::{Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign};
+use pixmesh_core::transform::{
+    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation,
+    Sharpen, Transform, VAlign,
+};
 use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
 use tokio_stream::Stream;
@@ -440,6 +443,31 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         q @ 1..=100 => Some(q as u8),
         q => return Err(bad(format!("quality {q} is not between 1 and 100"))),
     };
+    let rotation = Rotation::from_degrees(i64::from(r.rotate))
+        .filter(|rot| u32::from(rot.degrees()) == r.rotate)
+        .ok_or_else(|| bad(format!("rotate {} is not 0, 90, 180 or 270", r.rotate)))?;
+    let hundredths =
+        |v: u32, max: Hundredths, what: &str| -> Result<Option<Hundredths>, RenderError> {
+            match u16::try_from(v).ok().map(Hundredths) {
+                _ if v == 0 => Ok(None),
+                Some(h) if h <= max => Ok(Some(h)),
+                _ => Err(bad(format!("{what} {v} is over {}", max.0))),
+            }
+        };
+    let blur = hundredths(r.blur_sigma_x100, MAX_SIGMA, "blur_sigma_x100")?;
+    let sharpen = match (
+        hundredths(r.sharpen_sigma_x100, MAX_SIGMA, "sharpen_sigma_x100")?,
+        hundredths(
+            r.sharpen_amount_x100,
+            MAX_SHARPEN_AMOUNT,
+            "sharpen_amount_x100",
+        )?,
+    ) {
+        (Some(sigma), Some(amount)) => Some(Sharpen { sigma, amount }),
+        (None, None) => None,
+        _ => return Err(bad("sharpen needs both a sigma and an amount".into())),
+    };
+    let background = Color::from_rgba_u32(r.background_rgba).visible();
     Ok(RenderRequest {
         storage: r.storage,
         key: r.key,
@@ -454,6 +482,12 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             v_align,
             format,
             quality,
+            rotation,
+            grayscale: r.grayscale,
+            blur,
+            sharpen,
+            pad: r.pad,
+            background,
         },
     })
 }
@@ -750,12 +784,96 @@ mod tests {
             v_align: v1::VAlign::Bottom.into(),
             format: v1::Format::Webp.into(),
             quality: 80,
+            ..Default::default()
         };
-        let req = to_core(wire).unwrap();
+        let req = to_core(wire.clone()).unwrap();
         assert_eq!(
             req.canonical(),
             "photos/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/a/b.jpg"
         );
+        let effects = v1::RenderRequest {
+            rotate: 90,
+            grayscale: true,
+            blur_sigma_x100: 250,
+            sharpen_sigma_x100: 50,
+            sharpen_amount_x100: 200,
+            pad: true,
+            background_rgba: 0xff00_0080,
+            ..wire
+        };
+        let t = to_core(effects).unwrap().transform;
+        assert_eq!(t.rotation, Rotation::Cw90);
+        assert!(t.grayscale && t.pad);
+        assert_eq!(t.blur, Some(Hundredths(250)));
+        assert_eq!(
+            t.sharpen,
+            Some(Sharpen {
+                sigma: Hundredths(50),
+                amount: Hundredths(200)
+            })
+        );
+        assert_eq!(t.background.map(Color::hex).as_deref(), Some("ff000080"));
+    }
+
+    /// The filter's query encoding, read back the way the transcoder reads it (each parameter
+    /// onto the field of its name), gives the same transform.
+    #[test]
+    fn query_encoding_round_trips_through_the_wire() {
+        let t = Transform {
+            width: 300,
+            height: 200,
+            fit: Fit::Stretch,
+            upscale: true,
+            flip_h: true,
+            flip_v: true,
+            h_align: HAlign::Right,
+            v_align: VAlign::Top,
+            format: Some(Format::Png),
+            quality: Some(55),
+            rotation: Rotation::Cw270,
+            grayscale: true,
+            blur: Some(Hundredths(10_000)),
+            sharpen: Some(Sharpen {
+                sigma: Hundredths(1),
+                amount: Hundredths(1_000),
+            }),
+            pad: true,
+            background: Some(Color::rgb(1, 2, 3)),
+        };
+        let req = RenderRequest {
+            storage: "s".into(),
+            key: "k".into(),
+            transform: t,
+        };
+        let mut wire = v1::RenderRequest::default();
+        for pair in req.to_query().split('&') {
+            let (name, value) = pair.split_once('=').unwrap();
+            let num = || value.parse::<u32>().unwrap();
+            let yes = || value == "true";
+            match name {
+                "storage" => wire.storage = value.into(),
+                "key" => wire.key = value.into(),
+                "width" => wire.width = num(),
+                "height" => wire.height = num(),
+                "fit" => wire.fit = v1::Fit::from_str_name(value).unwrap().into(),
+                "upscale" => wire.upscale = yes(),
+                "flip_h" => wire.flip_h = yes(),
+                "flip_v" => wire.flip_v = yes(),
+                "h_align" => wire.h_align = v1::HAlign::from_str_name(value).unwrap().into(),
+                "v_align" => wire.v_align = v1::VAlign::from_str_name(value).unwrap().into(),
+                "format" => wire.format = v1::Format::from_str_name(value).unwrap().into(),
+                "quality" => wire.quality = num(),
+                "rotate" => wire.rotate = num(),
+                "grayscale" => wire.grayscale = yes(),
+                "blur_sigma_x100" => wire.blur_sigma_x100 = num(),
+                "sharpen_sigma_x100" => wire.sharpen_sigma_x100 = num(),
+                "sharpen_amount_x100" => wire.sharpen_amount_x100 = num(),
+                "pad" => wire.pad = yes(),
+                "background_rgba" => wire.background_rgba = num(),
+                other => panic!("{other} is not a RenderRequest field"),
+            }
+        }
+        assert_eq!(to_core(wire).unwrap(), req);
     }
 
     #[test]
@@ -780,6 +898,27 @@ mod tests {
             },
             v1::RenderRequest {
                 width: MAX_DIMENSION + 1,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                rotate: 45,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                rotate: 450,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                blur_sigma_x100: 10_001,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                sharpen_sigma_x100: 100,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                sharpen_sigma_x100: 100,
+                sharpen_amount_x100: 1_001,
                 ..base.clone()
             },
         ] {

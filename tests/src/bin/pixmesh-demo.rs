@@ -92,6 +92,10 @@ async fn run() -> Result<(), String> {
         println!("  {base}unsafe/fit-in/400x400/{name}");
         println!("  {base}unsafe/300x300/filters:format(webp):quality(70)/{name}");
         println!("  {base}unsafe/-200x0/filters:format(png)/{name}");
+        println!(
+            "  {base}unsafe/fit-in/400x400/filters:fill(ffd700):rotate(90):grayscale()/{name}"
+        );
+        println!("  {base}unsafe/300x0/filters:blur(8)/{name}");
     }
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
