@@ -43,7 +43,7 @@ impl RenderError {
                 StorageError::TooLarge { .. } => 413,
                 StorageError::Unavailable(_) => 503,
                 StorageError::Timeout => 504,
-                StorageError::Other(_) => 502,
+                StorageError::WrongRegion(_) | StorageError::Other(_) => 502,
             },
             RenderError::ResultStorage(e) => match e {
                 StorageError::Unavailable(_) => 503,
@@ -132,6 +132,11 @@ mod tests {
             (
                 RenderError::ResultStorage(StorageError::Unavailable("x".into())),
                 503,
+                Code::Internal,
+            ),
+            (
+                RenderError::Source(StorageError::WrongRegion("x".into())),
+                502,
                 Code::Internal,
             ),
             (

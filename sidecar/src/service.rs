@@ -530,6 +530,45 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn renders_from_a_bucket_in_another_region_go_there_after_the_first() {
+        use crate::fake_s3::{FakeS3, Reply};
+        const FLOWER: &[u8] = include_bytes!("../../samples/flower.webp");
+        let s3 = FakeS3::start(|req| match req.region.as_str() {
+            "ap-southeast-2" => Reply::new("200 OK", FLOWER).header("etag", "\"f\""),
+            _ => Reply::new("301 Moved Permanently", "")
+                .header("x-amz-bucket-region", "ap-southeast-2"),
+        })
+        .await;
+        let config = crate::config::Config::from_toml(&format!(
+            "[storages.photos]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n",
+            s3.endpoint
+        ))
+        .unwrap();
+        let renderer = crate::renderer(&config).await.unwrap();
+        let request = || RenderRequest {
+            storage: "photos".into(),
+            key: "flower.webp".into(),
+            transform: Transform {
+                width: 100,
+                ..Transform::default()
+            },
+        };
+        for _ in 0..2 {
+            let Ok(Rendition::Image { content_type, .. }) = renderer.render(request(), None).await
+            else {
+                panic!("rendered")
+            };
+            assert_eq!(content_type, "image/webp");
+        }
+        assert_eq!(
+            s3.regions(),
+            ["us-east-1", "ap-southeast-2", "ap-southeast-2"],
+            "only the first render asked the configured region"
+        );
+    }
+
     #[test]
     fn wire_request_maps_onto_the_canonical_model() {
         let wire = v1::RenderRequest {
