@@ -156,6 +156,7 @@ impl ImagekitUrl {
         Ok(Target {
             handle: None,
             image,
+            version: None,
             transform,
             expires: None,
         })

@@ -122,6 +122,7 @@ impl QueryUrl {
         Ok(Target {
             handle: Some(self.handle.clone()),
             image,
+            version: None,
             transform,
             expires: p.expires,
         })

@@ -41,6 +41,7 @@ impl RenderError {
                 StorageError::NotFound => 404,
                 StorageError::AccessDenied => 403,
                 StorageError::TooLarge { .. } => 413,
+                StorageError::VersionsUnsupported => 501,
                 StorageError::Unavailable(_) => 503,
                 StorageError::Timeout => 504,
                 StorageError::WrongRegion(_) | StorageError::Other(_) => 502,
@@ -78,6 +79,7 @@ impl RenderError {
             404 => Code::NotFound,
             504 => Code::DeadlineExceeded,
             413 | 415 | 422 => Code::FailedPrecondition,
+            501 => Code::Unimplemented,
             _ => Code::Internal,
         };
         let mut s = tonic::Status::new(code, self.to_string());
@@ -133,6 +135,11 @@ mod tests {
                 RenderError::ResultStorage(StorageError::Unavailable("x".into())),
                 503,
                 Code::Internal,
+            ),
+            (
+                RenderError::Source(StorageError::VersionsUnsupported),
+                501,
+                Code::Unimplemented,
             ),
             (
                 RenderError::Source(StorageError::WrongRegion("x".into())),

@@ -1,8 +1,10 @@
 //! Storages: where sources are read from and renditions written to.
 //!
 //! [`Storage`] is a closed set of backends (a local directory, an S3-compatible bucket) behind one
-//! small interface: `get` an object with its validators, `head` its validators alone, `put` one
-//! with metadata (S3 only, with the configured storage class, ACL and tags).
+//! small interface: `get` an object (or one version of it) with its validators, `head` its
+//! validators alone, `put` one with metadata (S3 only, with the configured storage class, ACL and
+//! tags). A local directory has no versions: asking it for one is
+//! [`StorageError::VersionsUnsupported`] (501).
 //!
 //! An S3 bucket that turns out to live in another region than configured (S3 answers `301
 //! PermanentRedirect`, or `400 AuthorizationHeaderMalformed`, naming its region) is asked again,
@@ -45,6 +47,9 @@ pub enum StorageError {
         /// The limit.
         limit: u64,
     },
+    /// An object version was asked of a storage that has none, a local directory (501).
+    #[error("this storage has no object versions")]
+    VersionsUnsupported,
     /// The storage could not be reached (503).
     #[error("storage unreachable")]
     Unavailable(String),
@@ -106,20 +111,34 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// Reads `key`, refusing objects larger than `max_bytes`.
-    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
+    /// Reads `key` (its `version`, when given), refusing objects larger than `max_bytes`.
+    pub async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Object, StorageError> {
         match self {
+            Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
             Storage::Local(l) => l.get(key, max_bytes).await,
-            Storage::S3(s) => s.get(key, max_bytes).await,
+            Storage::S3(s) => s.get(key, version, max_bytes).await,
         }
     }
 
-    /// The validators of `key` (ETag, last modification), without reading it.
-    pub async fn head(&self, key: &str) -> Result<Head, StorageError> {
+    /// The validators of `key` (its `version`, when given): ETag and last modification,
+    /// without reading it.
+    pub async fn head(&self, key: &str, version: Option<&str>) -> Result<Head, StorageError> {
         match self {
+            Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
             Storage::Local(l) => l.head(key).await,
-            Storage::S3(s) => s.head(key).await,
+            Storage::S3(s) => s.head(key, version).await,
         }
+    }
+
+    /// Whether objects here have versions that can be read (S3; versioning itself is the
+    /// bucket's setting).
+    pub fn has_versions(&self) -> bool {
+        matches!(self, Storage::S3(_))
     }
 }
 
@@ -414,10 +433,19 @@ impl S3Storage {
         ))
     }
 
-    /// The validators of `key`, from a `HEAD`.
-    pub async fn head(&self, key: &str) -> Result<Head, StorageError> {
+    /// The validators of `key` (its `version`, when given), from a `HEAD`.
+    pub async fn head(&self, key: &str, version: Option<&str>) -> Result<Head, StorageError> {
         let out = self
-            .call(|c| c.head_object().bucket(&self.bucket).key(key).send())
+            .call_with(
+                |e| classify_read(e, version),
+                |c| {
+                    c.head_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_version_id(version.map(str::to_owned))
+                        .send()
+                },
+            )
             .await?;
         Ok(Head {
             etag: out.e_tag().unwrap_or_default().to_owned(),
@@ -446,10 +474,24 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Reads `key`, refusing objects larger than `max_bytes`.
-    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
+    /// Reads `key` (its `version`, when given), refusing objects larger than `max_bytes`.
+    pub async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Object, StorageError> {
         let out = self
-            .call(|c| c.get_object().bucket(&self.bucket).key(key).send())
+            .call_with(
+                |e| classify_read(e, version),
+                |c| {
+                    c.get_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_version_id(version.map(str::to_owned))
+                        .send()
+                },
+            )
             .await?;
         let size = out.content_length().unwrap_or(0).max(0) as u64;
         if size > max_bytes {
@@ -558,6 +600,25 @@ fn named_region(raw: &HttpResponse) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     well_formed.then(|| region.to_owned())
+}
+
+/// [`classify`] for reads of `version`: a version S3 refuses as malformed (`400
+/// InvalidArgument`) or as a delete marker (`405`) is not there, like a well-formed unknown one
+/// (`404 NoSuchVersion`).
+fn classify_read<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: SdkError<E, HttpResponse>,
+    version: Option<&str>,
+) -> StorageError {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let missing = match status {
+        Some(400) => err.code() == Some("InvalidArgument"),
+        Some(405) => true,
+        _ => false,
+    };
+    if version.is_some() && missing {
+        return StorageError::NotFound;
+    }
+    classify(err)
 }
 
 /// Maps an SDK error onto the storage error model.
@@ -694,7 +755,7 @@ mod tests {
         let storage = S3Storage::new(&s3_config(&endpoint, ""), Duration::from_secs(5))
             .await
             .unwrap();
-        let head = storage.head("x.jpg").await.unwrap();
+        let head = storage.head("x.jpg", None).await.unwrap();
         assert_eq!(head.etag, "\"e\"");
         assert!(server.await.unwrap().starts_with("HEAD /b/x.jpg"));
     }
@@ -756,7 +817,7 @@ mod tests {
         let storage = storage_at(&s3.endpoint).await;
 
         let obj = storage
-            .get("a.jpg", 100)
+            .get("a.jpg", None, 100)
             .await
             .expect("found after the retry");
         assert_eq!(&obj.bytes[..], b"img");
@@ -777,8 +838,8 @@ mod tests {
 
         // Later requests, and clones made before the move, go straight to the bucket's region.
         let clone = storage.clone();
-        storage.get("a.jpg", 100).await.expect("second read");
-        clone.head("a.jpg").await.expect("head");
+        storage.get("a.jpg", None, 100).await.expect("second read");
+        clone.head("a.jpg", None).await.expect("head");
         assert_eq!(s3.regions(), ["us-east-1", HOME, HOME, HOME]);
     }
 
@@ -786,7 +847,10 @@ mod tests {
     async fn a_head_learns_the_region_from_the_header_alone() {
         let s3 = regional_bucket(Redirect::Permanent).await;
         let storage = storage_at(&s3.endpoint).await;
-        let head = storage.head("a.jpg").await.expect("found after the retry");
+        let head = storage
+            .head("a.jpg", None)
+            .await
+            .expect("found after the retry");
         assert_eq!(head.etag, "\"e\"");
         assert_eq!(s3.regions(), ["us-east-1", HOME]);
         assert!(s3.seen().iter().all(|r| r.method == "HEAD"));
@@ -797,7 +861,7 @@ mod tests {
         let s3 = regional_bucket(Redirect::MalformedAuthorization).await;
         let storage = storage_at(&s3.endpoint).await;
         storage
-            .get("a.jpg", 100)
+            .get("a.jpg", None, 100)
             .await
             .expect("found after the retry");
         storage
@@ -823,7 +887,7 @@ mod tests {
         .await;
         let storage = storage_at(&s3.endpoint).await;
         let err = storage
-            .get("a.jpg", 100)
+            .get("a.jpg", None, 100)
             .await
             .expect_err("wrong region twice");
         assert!(matches!(err, StorageError::WrongRegion(_)), "{err:?}");
@@ -841,7 +905,10 @@ mod tests {
         assert!(!logged.contains("capture-secret"), "{logged}");
 
         // A redirect naming the region already used is not retried at all.
-        let err = storage.get("a.jpg", 100).await.expect_err("still wrong");
+        let err = storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect_err("still wrong");
         assert!(matches!(err, StorageError::WrongRegion(_)), "{err:?}");
         assert_eq!(s3.regions(), ["us-east-1", HOME, HOME]);
     }
@@ -854,7 +921,7 @@ mod tests {
         })
         .await;
         let storage = storage_at(&s3.endpoint).await;
-        let err = storage.get("a.jpg", 100).await.expect_err("denied");
+        let err = storage.get("a.jpg", None, 100).await.expect_err("denied");
         assert!(matches!(err, StorageError::AccessDenied), "{err:?}");
         assert_eq!(s3.regions(), ["us-east-1"]);
     }
@@ -865,14 +932,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.bin"), b"12345").unwrap();
         let storage = Storage::Local(LocalStorage::new(&dir).unwrap());
-        let head = storage.head("a.bin").await.unwrap();
-        let obj = storage.get("a.bin", 100).await.unwrap();
+        let head = storage.head("a.bin", None).await.unwrap();
+        let obj = storage.get("a.bin", None, 100).await.unwrap();
         assert_eq!(head.etag, obj.etag);
         assert_eq!(head.last_modified, obj.last_modified);
         assert!(matches!(
-            storage.head("nope").await,
+            storage.head("nope", None).await,
             Err(StorageError::NotFound)
         ));
+        for refused in [
+            storage.get("a.bin", Some("v1"), 100).await.map(|_| ()),
+            storage.head("a.bin", Some("v1")).await.map(|_| ()),
+        ] {
+            assert!(
+                matches!(refused, Err(StorageError::VersionsUnsupported)),
+                "a directory has no versions: {refused:?}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
