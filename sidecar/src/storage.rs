@@ -603,15 +603,16 @@ fn named_region(raw: &HttpResponse) -> Option<String> {
 }
 
 /// [`classify`] for reads of `version`: a version S3 refuses as malformed (`400
-/// InvalidArgument`) or as a delete marker (`405`) is not there, like a well-formed unknown one
-/// (`404 NoSuchVersion`).
+/// InvalidArgument`, a bare `400` on `HEAD`) or as a delete marker (`405`) is not there, like a
+/// well-formed unknown one (`404 NoSuchVersion`).
 fn classify_read<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: SdkError<E, HttpResponse>,
     version: Option<&str>,
 ) -> StorageError {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let missing = match status {
-        Some(400) => err.code() == Some("InvalidArgument"),
+        // A HEAD has no error body, so no code either.
+        Some(400) => matches!(err.code(), Some("InvalidArgument") | None),
         Some(405) => true,
         _ => false,
     };
@@ -911,6 +912,50 @@ mod tests {
             .expect_err("still wrong");
         assert!(matches!(err, StorageError::WrongRegion(_)), "{err:?}");
         assert_eq!(s3.regions(), ["us-east-1", HOME, HOME]);
+    }
+
+    #[tokio::test]
+    async fn a_version_s3_refuses_as_malformed_or_deleted_is_not_found() {
+        use crate::fake_s3::{FakeS3, Reply};
+        let s3 = FakeS3::start(|req| {
+            if req.target.contains("versionId=deleted") {
+                Reply::new(
+                    "405 Method Not Allowed",
+                    "<Error><Code>MethodNotAllowed</Code></Error>",
+                )
+                .header("x-amz-delete-marker", "true")
+            } else {
+                Reply::new(
+                    "400 Bad Request",
+                    "<Error><Code>InvalidArgument</Code><Message>Invalid version id specified\
+                     </Message></Error>",
+                )
+            }
+        })
+        .await;
+        let storage = storage_at(&s3.endpoint).await;
+        for version in ["malformed", "deleted"] {
+            let err = storage
+                .get("a.jpg", Some(version), 100)
+                .await
+                .expect_err(version);
+            assert!(matches!(err, StorageError::NotFound), "{version}: {err:?}");
+        }
+        let err = storage
+            .head("a.jpg", Some("malformed"))
+            .await
+            .expect_err("head");
+        assert!(matches!(err, StorageError::NotFound), "{err:?}");
+        let err = storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect_err("no version");
+        assert!(
+            matches!(err, StorageError::Other(_)),
+            "without a version a 400 is a storage error: {err:?}"
+        );
+        let targets: Vec<String> = s3.seen().into_iter().map(|r| r.target).collect();
+        assert!(targets[0].contains("versionId=malformed"), "{targets:?}");
     }
 
     #[tokio::test]
