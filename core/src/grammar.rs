@@ -61,6 +61,9 @@ pub struct Target {
     pub handle: Option<String>,
     /// The decoded image path, not yet normalized.
     pub image: String,
+    /// The object version to read (imgproxy `s3://BUCKET/KEY?VERSION`); `None` reads the
+    /// current one.
+    pub version: Option<String>,
     /// What to do to the image.
     pub transform: Transform,
     /// When the URL stops being served.

@@ -187,6 +187,7 @@ impl ImagekitUrl {
         Ok(Target {
             handle: None,
             image,
+            version: None,
             transform,
             expires: None,
         })

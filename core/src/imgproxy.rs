@@ -7,6 +7,11 @@
 //! SOURCE = s3://BUCKET/KEY[?VERSION] | local:///KEY | KEY
 //! ```
 //!
+//! `?VERSION` reads that version of the object, as imgproxy does: what follows the first `?` of
+//! an `s3://` source (percent-encoded as `%3F` in a plain source) is the version ID, as written;
+//! `?versionId=VERSION`, S3's own spelling, means the same. An empty one reads the current
+//! version.
+//!
 //! Options are segments holding a `:`; the first segment without one starts the source (`plain`,
 //! `enc` or base64url, whose alphabet has no `:`). An option given twice applies twice, the
 //! later one winning, as in imgproxy. The signature covers everything after it, leading `/`
@@ -40,6 +45,7 @@ use crate::grammar::{
     sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
+use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
     Color, Fit, Format, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign,
@@ -220,7 +226,11 @@ impl ImgproxyPath {
         if let Some(ext) = self.extension.as_deref().filter(|e| !e.is_empty()) {
             o.format = Some(parse_format("extension", ext)?);
         }
-        let (handle, image) = resolve_source(&self.source_url()?)?;
+        let Resolved {
+            handle,
+            image,
+            version,
+        } = resolve_source(&self.source_url()?)?;
         // imgproxy's options describe the image after rotation and flips; the transform's are
         // before them (see the module documentation).
         let turn_back = o.rotation.inverse();
@@ -268,6 +278,7 @@ impl ImgproxyPath {
         Ok(Target {
             handle,
             image,
+            version,
             transform,
             expires: o.expires,
         })
@@ -402,8 +413,18 @@ fn parse_option(seg: &str) -> Result<ImgOption, GrammarError> {
     })
 }
 
-/// Maps a decoded source URL onto a storage handle (an S3 bucket) and a key.
-fn resolve_source(url: &str) -> Result<(Option<String>, String), GrammarError> {
+/// What a source URL names.
+struct Resolved {
+    /// The S3 bucket (a storage handle), for `s3://` sources.
+    handle: Option<String>,
+    /// The key.
+    image: String,
+    /// The object version, for `s3://…?VERSION` sources.
+    version: Option<String>,
+}
+
+/// Maps a decoded source URL onto a storage handle (an S3 bucket), a key and a version.
+fn resolve_source(url: &str) -> Result<Resolved, GrammarError> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, key) = rest
             .split_once('/')
@@ -413,13 +434,33 @@ fn resolve_source(url: &str) -> Result<(Option<String>, String), GrammarError> {
                 "s3:// bucket names are letters, digits, `.`, `_` and `-`",
             ));
         }
-        if key.contains('?') {
-            return Err(unsupported("s3 object versions (?versionId)"));
-        }
-        return Ok((Some(bucket.to_owned()), key.to_owned()));
+        let (key, version) = match key.split_once('?') {
+            None => (key, None),
+            Some((key, query)) => {
+                let id = query.strip_prefix("versionId=").unwrap_or(query);
+                let version = (!id.is_empty()).then(|| id.to_owned());
+                if let Some(v) = &version
+                    && !is_version_id(v)
+                {
+                    return Err(invalid(format!(
+                        "the s3:// version ID is not 1 to {MAX_VERSION_ID_LEN} visible ASCII characters"
+                    )));
+                }
+                (key, version)
+            }
+        };
+        return Ok(Resolved {
+            handle: Some(bucket.to_owned()),
+            image: key.to_owned(),
+            version,
+        });
     }
     if let Some(key) = url.strip_prefix("local://") {
-        return Ok((None, key.to_owned()));
+        return Ok(Resolved {
+            handle: None,
+            image: key.to_owned(),
+            version: None,
+        });
     }
     if let Some((scheme, _)) = url.split_once("://")
         && !scheme.contains('/')
@@ -434,7 +475,11 @@ fn resolve_source(url: &str) -> Result<(Option<String>, String), GrammarError> {
             invalid("the source has a malformed URL scheme")
         });
     }
-    Ok((None, url.to_owned()))
+    Ok(Resolved {
+        handle: None,
+        image: url.to_owned(),
+        version: None,
+    })
 }
 
 /// What the options have set so far, as imgproxy means them (after rotation and flips); starts
@@ -1131,6 +1176,38 @@ mod tests {
     }
 
     #[test]
+    fn s3_sources_may_name_an_object_version() {
+        let version = |path: &str| {
+            let t = target(path).unwrap();
+            (t.handle.unwrap(), t.image, t.version)
+        };
+        let v123 = (
+            "b".to_owned(),
+            "dir/a.jpg".to_owned(),
+            Some("v123".to_owned()),
+        );
+        for path in [
+            "insecure/rs:fit:10:10/plain/s3://b/dir/a.jpg%3Fv123",
+            "insecure/plain/s3://b/dir/a.jpg%3FversionId=v123@webp",
+            // base64url of `s3://b/dir/a.jpg?v123`
+            "insecure/czM6Ly9iL2Rpci9hLmpwZz92MTIz.png",
+        ] {
+            assert_eq!(version(path), v123, "{path}");
+        }
+        assert_eq!(version("insecure/plain/s3://b/a.jpg").2, None);
+        assert_eq!(
+            version("insecure/plain/s3://b/a.jpg%3F").2,
+            None,
+            "empty: current"
+        );
+        // Only s3:// sources have versions: elsewhere `?` is part of the key.
+        assert_eq!(
+            target("insecure/plain/local:///a.jpg%3Fv1").unwrap().image,
+            "/a.jpg?v1"
+        );
+    }
+
+    #[test]
     fn sources() {
         assert_eq!(
             target("insecure/plain/local:///a/b.jpg").unwrap().image,
@@ -1139,10 +1216,6 @@ mod tests {
         for (path, what) in [
             ("insecure/plain/http://example.com/a.jpg", "http:// sources"),
             ("insecure/plain/gs://b/a.jpg", "gs:// sources"),
-            (
-                "insecure/plain/s3://b/a.jpg%3Fv123",
-                "s3 object versions (?versionId)",
-            ),
             ("insecure/enc/AbCd", "encrypted source URLs"),
         ] {
             assert_eq!(
@@ -1156,6 +1229,8 @@ mod tests {
             "insecure/plain/s3:///a.jpg",
             "insecure/plain/s3://a%0Ab/a.jpg",
             "insecure/plain/a%0Ab://x/a.jpg",
+            "insecure/plain/s3://b/a.jpg%3Fv%201",
+            "insecure/plain/s3://b/a.jpg%3Fv%0A1",
         ] {
             assert!(
                 matches!(target(bad), Err(GrammarError::Invalid(_))),

@@ -133,6 +133,7 @@ impl QueryUrl {
         Ok(Target {
             handle: Some(self.handle.clone()),
             image,
+            version: None,
             transform,
             expires: p.expires,
         })

@@ -36,8 +36,19 @@ pub struct RenderRequest {
     pub storage: String,
     /// Object key inside that storage, already joined under the route's base dir.
     pub key: String,
+    /// The version of the object to read ([`is_version_id`]); `None` reads the current one.
+    pub version: Option<String>,
     /// What to do to it.
     pub transform: Transform,
+}
+
+/// Longest object version ID accepted, in bytes (S3 documents 1024).
+pub const MAX_VERSION_ID_LEN: usize = 1024;
+
+/// Whether `id` can be an object version ID: 1 to [`MAX_VERSION_ID_LEN`] visible ASCII
+/// characters. S3's IDs are opaque URL-ready strings; what a server does not know is its 404.
+pub fn is_version_id(id: &str) -> bool {
+    (1..=MAX_VERSION_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl RenderRequest {
@@ -54,6 +65,9 @@ impl RenderRequest {
         };
         param("storage", &self.storage);
         param("key", &self.key);
+        if let Some(version) = &self.version {
+            param("version_id", version);
+        }
         if t.width > 0 {
             param("width", &t.width.to_string());
         }
@@ -120,10 +134,20 @@ impl RenderRequest {
     }
 
     /// One string per distinct rendition: `STORAGE/OPTIONS/KEY`, the options written in the
-    /// thumbor grammar. Equal transforms give equal strings whatever grammar the URL used.
+    /// thumbor grammar, and `?versionId=VERSION` (S3's URL for a version) when a version is
+    /// read. Equal transforms give equal strings whatever grammar the URL used; different
+    /// versions of one object give different strings, hence different ETags and result keys.
+    ///
+    /// A key that itself ends in `?versionId=…` reads like a version of a shorter one; for their
+    /// result keys to collide both objects must exist in the same storage, and their renditions
+    /// still carry their own source's ETag.
     pub fn canonical(&self) -> String {
         let options = ThumborPath::from_transform(&self.transform, "").options();
-        format!("{}/{options}{}", self.storage, self.key)
+        let mut c = format!("{}/{options}{}", self.storage, self.key);
+        if let Some(version) = &self.version {
+            let _ = write!(c, "?versionId={version}");
+        }
+        c
     }
 }
 
@@ -167,7 +191,49 @@ mod tests {
         RenderRequest {
             storage: "photos".into(),
             key: "a b/ü+.jpg".into(),
+            version: None,
             transform: t,
+        }
+    }
+
+    fn version(v: &str) -> RenderRequest {
+        RenderRequest {
+            version: Some(v.into()),
+            ..request(Transform::default())
+        }
+    }
+
+    #[test]
+    fn a_version_travels_in_the_query_and_tells_renditions_apart() {
+        assert_eq!(
+            version("3HL4kqtJ+lcpX/ro.D_-").to_query(),
+            "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&version_id=3HL4kqtJ%2BlcpX%2Fro.D_-"
+        );
+        let (v1, v2) = (version("v1").canonical(), version("v2").canonical());
+        assert_eq!(v1, "photos/a b/ü+.jpg?versionId=v1");
+        let current = request(Transform::default()).canonical();
+        assert!(v1 != v2 && v1 != current && v2 != current);
+        let safe = SafeChars::default();
+        assert_eq!(
+            result_key("r", &v1, &safe),
+            "r/photos/a%20b/%C3%BC%2B.jpg%3FversionId%3Dv1"
+        );
+        assert_ne!(result_key("r", &v1, &safe), result_key("r", &v2, &safe));
+        assert_ne!(etag(&v1, "\"same\""), etag(&v2, "\"same\""));
+    }
+
+    #[test]
+    fn version_ids_are_visible_ascii_of_bounded_length() {
+        for good in [
+            "v1",
+            "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQBpUMLUo",
+            "null",
+        ] {
+            assert!(is_version_id(good), "{good}");
+        }
+        let long = "a".repeat(MAX_VERSION_ID_LEN + 1);
+        for bad in ["", "a b", "a\nb", "ü", long.as_str()] {
+            assert!(!is_version_id(bad), "{bad:?}");
         }
     }
 

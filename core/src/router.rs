@@ -342,6 +342,7 @@ impl Route {
         let request = RenderRequest {
             storage: storage.to_owned(),
             key: keys::join(&self.cfg.base_dir, &image),
+            version: target.version,
             transform: target.transform,
         };
         Ok(Render {
@@ -765,6 +766,27 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn an_s3_object_version_reaches_the_sidecar() {
+        let r = grammars();
+        let render = rendered(r.decide(
+            "GET",
+            "/ip/insecure/plain/s3://cold-bucket/a.jpg%3Fv%2B1",
+            now(),
+        ));
+        assert_eq!(render.request.version.as_deref(), Some("v+1"));
+        assert!(
+            render
+                .upstream_path
+                .contains("&key=a.jpg&version_id=v%2B1&"),
+            "{}",
+            render.upstream_path
+        );
+        let current = rendered(r.decide("GET", "/ip/insecure/plain/s3://cold-bucket/a.jpg", now()));
+        assert_eq!(current.request.version, None);
+        assert!(!current.upstream_path.contains("version"));
     }
 
     #[test]

@@ -434,6 +434,7 @@ impl ThumborPath {
             handle: None,
             transform: self.to_transform()?,
             image: self.image_path()?,
+            version: None,
             expires: self.expires()?,
         })
     }

@@ -125,6 +125,7 @@ fn reason(e: &StorageError) -> String {
             "access denied (check the credentials and their rights on the bucket)".to_owned()
         }
         StorageError::Unavailable(d) => format!("unreachable: {d}"),
+        StorageError::WrongRegion(d) => format!("region mismatch: {d}"),
         StorageError::Other(d) => format!("storage error: {d}"),
         other => other.to_string(),
     }

@@ -41,9 +41,10 @@ impl RenderError {
                 StorageError::NotFound => 404,
                 StorageError::AccessDenied => 403,
                 StorageError::TooLarge { .. } => 413,
+                StorageError::VersionsUnsupported => 501,
                 StorageError::Unavailable(_) => 503,
                 StorageError::Timeout => 504,
-                StorageError::Other(_) => 502,
+                StorageError::WrongRegion(_) | StorageError::Other(_) => 502,
             },
             RenderError::ResultStorage(e) => match e {
                 StorageError::Unavailable(_) => 503,
@@ -78,6 +79,7 @@ impl RenderError {
             404 => Code::NotFound,
             504 => Code::DeadlineExceeded,
             413 | 415 | 422 => Code::FailedPrecondition,
+            501 => Code::Unimplemented,
             _ => Code::Internal,
         };
         let mut s = tonic::Status::new(code, self.to_string());
@@ -132,6 +134,16 @@ mod tests {
             (
                 RenderError::ResultStorage(StorageError::Unavailable("x".into())),
                 503,
+                Code::Internal,
+            ),
+            (
+                RenderError::Source(StorageError::VersionsUnsupported),
+                501,
+                Code::Unimplemented,
+            ),
+            (
+                RenderError::Source(StorageError::WrongRegion("x".into())),
+                502,
                 Code::Internal,
             ),
             (

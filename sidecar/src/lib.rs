@@ -17,6 +17,9 @@ pub mod pool;
 pub mod service;
 pub mod storage;
 
+#[cfg(test)]
+mod fake_s3;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;

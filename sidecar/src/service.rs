@@ -5,9 +5,11 @@
 //! 1. convert the proto request into the canonical [`RenderRequest`] (pixmesh-core);
 //! 2. serve from result storage when the rendition is there, not expired, and (with
 //!    `verify_source`) made from the source's current ETag, which a concurrent `HEAD` on the
-//!    source tells (304 when `If-None-Match` matches);
-//! 3. read the source, from the storage's fallbacks in order when it is not found
-//!    (404/403/413/503/504 from the storage);
+//!    source tells (304 when `If-None-Match` matches); a version never changes, so renditions of
+//!    one are not verified;
+//! 3. read the source (the requested version of it, when one is; S3 storages only, else 501),
+//!    from the storage's fallbacks in order when it is not found (404/403/413/503/504 from the
+//!    storage);
 //! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering;
 //! 5. render on a blocking worker, at most one per core, 503 when the queue is full;
 //! 6. stream the image, and write it to result storage: in the background (failures logged and
@@ -26,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
-use pixmesh_core::render::{RenderRequest, etag, if_none_match, result_key};
+use pixmesh_core::render::{RenderRequest, etag, if_none_match, is_version_id, result_key};
 use pixmesh_core::transform::{
     Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation,
     Sharpen, Transform, VAlign,
@@ -146,12 +148,17 @@ impl Renderer {
         self.stats.result_write_failures.load(Ordering::Relaxed)
     }
 
-    /// The storage named `name` followed by its fallbacks.
-    fn chain(&self, name: &str) -> Result<Vec<&Storage>, RenderError> {
+    /// The storage named `name` followed by its fallbacks; for a `versioned` read only the
+    /// fallbacks that have versions (an S3 replica keeps its source's version IDs; a directory
+    /// cannot hold the version).
+    fn chain(&self, name: &str, versioned: bool) -> Result<Vec<&Storage>, RenderError> {
         let unknown = || RenderError::UnknownStorage(name.to_owned());
         let mut chain = vec![self.storages.get(name).ok_or_else(unknown)?];
         for fallback in self.fallbacks.get(name).into_iter().flatten() {
-            chain.push(self.storages.get(fallback).ok_or_else(unknown)?);
+            let storage = self.storages.get(fallback).ok_or_else(unknown)?;
+            if !versioned || storage.has_versions() {
+                chain.push(storage);
+            }
         }
         Ok(chain)
     }
@@ -161,14 +168,15 @@ impl Renderer {
         req: RenderRequest,
         if_none: Option<&str>,
     ) -> Result<Rendition, RenderError> {
-        let chain = self.chain(&req.storage)?;
+        let version = req.version.as_deref();
+        let chain = self.chain(&req.storage, version.is_some())?;
         let canonical = req.canonical();
         let stored = self.results.as_ref().map(|rs| {
             let key = result_key(&rs.base_dir, &canonical, &SafeChars::default());
             (rs, key)
         });
         if let Some((rs, key)) = &stored
-            && let Some(hit) = self.stored(rs, key, &chain, &req.key, if_none).await
+            && let Some(hit) = self.stored(rs, key, &chain, &req, if_none).await
         {
             return Ok(hit);
         }
@@ -199,12 +207,13 @@ impl Renderer {
         req: &RenderRequest,
     ) -> Result<Object, RenderError> {
         let max = self.limits.max_source_bytes;
-        let flight = format!("{}\0{}", req.storage, req.key);
+        let version = req.version.as_deref();
+        let flight = format!("{}\0{}\0{}", req.storage, req.key, version.unwrap_or(""));
         self.in_flight
             .sources
             .run(&flight, || {
                 self.stats.source_reads.fetch_add(1, Ordering::Relaxed);
-                first_found(chain, |s| s.get(&req.key, max))
+                first_found(chain, |s| s.get(&req.key, version, max))
             })
             .await
             .map_err(RenderError::Source)
@@ -255,19 +264,20 @@ impl Renderer {
     }
 
     /// The rendition at `key` in result storage, unless it is missing, unreadable, expired or
-    /// (with `verify_source`) made from another version of the source than the current one.
+    /// (with `verify_source`, and unless `req` names a version, which never changes) made from
+    /// another version of the source than the current one.
     async fn stored(
         &self,
         rs: &ResultStore,
         key: &str,
         chain: &[&Storage],
-        source_key: &str,
+        req: &RenderRequest,
         if_none: Option<&str>,
     ) -> Option<Rendition> {
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
-        let read = rs.storage.get(key, self.limits.max_source_bytes);
-        let (read, head) = if rs.verify_source {
-            let head = first_found(chain, |s| s.head(source_key));
+        let read = rs.storage.get(key, None, self.limits.max_source_bytes);
+        let (read, head) = if rs.verify_source && req.version.is_none() {
+            let head = first_found(chain, |s| s.head(&req.key, None));
             let (read, head) = tokio::join!(read, head);
             (read, Some(head))
         } else {
@@ -468,9 +478,19 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         _ => return Err(bad("sharpen needs both a sigma and an amount".into())),
     };
     let background = Color::from_rgba_u32(r.background_rgba).visible();
+    let version = match r.version_id {
+        v if v.is_empty() => None,
+        v if is_version_id(&v) => Some(v),
+        _ => {
+            return Err(bad(
+                "version_id is not 1 to 1024 visible ASCII characters".into()
+            ));
+        }
+    };
     Ok(RenderRequest {
         storage: r.storage,
         key: r.key,
+        version,
         transform: Transform {
             width: r.width,
             height: r.height,
@@ -664,6 +684,7 @@ mod tests {
         let request = RenderRequest {
             storage: "photos".into(),
             key: "flower.webp".into(),
+            version: None,
             transform: Transform {
                 width: 64,
                 height: 64,
@@ -686,7 +707,7 @@ mod tests {
             .collect();
 
         // All eight wait on one source read, which the storage has not answered yet …
-        until_waiting(&renderer.in_flight.sources, "photos\0flower.webp", 8).await;
+        until_waiting(&renderer.in_flight.sources, "photos\0flower.webp\0", 8).await;
         open_storage.send(true).unwrap();
         // … then on one render, queued behind the held worker.
         let tag = etag(&request.canonical(), "\"v1\"");
@@ -753,20 +774,98 @@ mod tests {
         let second = dir_with("fb-second", &[("both.txt", b"second"), ("only.txt", b"2")]);
         let storages = [&first, &second].map(|d| Storage::Local(LocalStorage::new(d).unwrap()));
         let chain: Vec<&Storage> = storages.iter().collect();
-        let get = |key: &'static str| first_found(&chain, move |s| s.get(key, 100));
+        let get = |key: &'static str| first_found(&chain, move |s| s.get(key, None, 100));
         assert_eq!(&get("both.txt").await.unwrap().bytes[..], b"first");
         assert_eq!(&get("only.txt").await.unwrap().bytes[..], b"2");
         assert!(matches!(get("none.txt").await, Err(StorageError::NotFound)));
-        let small = first_found(&chain, |s| s.get("both.txt", 2)).await;
+        let small = first_found(&chain, |s| s.get("both.txt", None, 2)).await;
         assert!(
             matches!(small, Err(StorageError::TooLarge { .. })),
             "errors other than not-found are final"
         );
-        let head = first_found(&chain, |s| s.head("only.txt")).await.unwrap();
-        assert_eq!(head.etag, storages[1].head("only.txt").await.unwrap().etag);
+        let head = first_found(&chain, |s| s.head("only.txt", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            head.etag,
+            storages[1].head("only.txt", None).await.unwrap().etag
+        );
         for d in [first, second] {
             std::fs::remove_dir_all(d).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn renders_from_a_bucket_in_another_region_go_there_after_the_first() {
+        use crate::fake_s3::{FakeS3, Reply};
+        const FLOWER: &[u8] = include_bytes!("../../samples/flower.webp");
+        let s3 = FakeS3::start(|req| match req.region.as_str() {
+            "ap-southeast-2" => Reply::new("200 OK", FLOWER).header("etag", "\"f\""),
+            _ => Reply::new("301 Moved Permanently", "")
+                .header("x-amz-bucket-region", "ap-southeast-2"),
+        })
+        .await;
+        let config = crate::config::Config::from_toml(&format!(
+            "[storages.photos]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n",
+            s3.endpoint
+        ))
+        .unwrap();
+        let renderer = crate::renderer(&config).await.unwrap();
+        let request = || RenderRequest {
+            storage: "photos".into(),
+            key: "flower.webp".into(),
+            version: None,
+            transform: Transform {
+                width: 100,
+                ..Transform::default()
+            },
+        };
+        for _ in 0..2 {
+            let Ok(Rendition::Image { content_type, .. }) = renderer.render(request(), None).await
+            else {
+                panic!("rendered")
+            };
+            assert_eq!(content_type, "image/webp");
+        }
+        assert_eq!(
+            s3.regions(),
+            ["us-east-1", "ap-southeast-2", "ap-southeast-2"],
+            "only the first render asked the configured region"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_local_storage_refuses_versions_and_is_no_fallback_for_them() {
+        let dir = dir_with("versions", &[("a.txt", b"a")]);
+        let root = dir.display().to_string();
+        let config = crate::config::Config::from_toml(&format!(
+            "[storages.here]\ntype = \"local\"\nroot = {root:?}\n\
+             [storages.s3]\ntype = \"s3\"\nbucket = \"b\"\nfallbacks = [\"here\"]\n\
+             endpoint = \"http://127.0.0.1:9\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n"
+        ))
+        .unwrap();
+        let renderer = crate::renderer(&config).await.unwrap();
+        let versioned = |storage: &str| RenderRequest {
+            storage: storage.into(),
+            key: "a.txt".into(),
+            version: Some("v1".into()),
+            transform: Transform::default(),
+        };
+        let Err(err) = renderer.render(versioned("here"), None).await else {
+            panic!("a directory has no versions")
+        };
+        assert_eq!(err.http_status(), 501, "{err:?}");
+        assert_eq!(err.to_status().code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            err.to_status().message(),
+            "source: this storage has no object versions"
+        );
+        let chain = renderer.chain("s3", true).unwrap();
+        assert_eq!(chain.len(), 1, "the local fallback is left out");
+        assert_eq!(renderer.chain("s3", false).unwrap().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -784,12 +883,14 @@ mod tests {
             v_align: v1::VAlign::Bottom.into(),
             format: v1::Format::Webp.into(),
             quality: 80,
+            version_id: "v+1".into(),
             ..Default::default()
         };
         let req = to_core(wire.clone()).unwrap();
         assert_eq!(
             req.canonical(),
-            "photos/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/a/b.jpg"
+            "photos/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/a/b.jpg\
+             ?versionId=v+1"
         );
         let effects = v1::RenderRequest {
             rotate: 90,
@@ -843,6 +944,7 @@ mod tests {
         let req = RenderRequest {
             storage: "s".into(),
             key: "k".into(),
+            version: None,
             transform: t,
         };
         let mut wire = v1::RenderRequest::default();
@@ -919,6 +1021,10 @@ mod tests {
             v1::RenderRequest {
                 sharpen_sigma_x100: 100,
                 sharpen_amount_x100: 1_001,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                version_id: "v 1".into(),
                 ..base.clone()
             },
         ] {

@@ -1,13 +1,23 @@
 //! Storages: where sources are read from and renditions written to.
 //!
 //! [`Storage`] is a closed set of backends (a local directory, an S3-compatible bucket) behind one
-//! small interface: `get` an object with its validators, `head` its validators alone, `put` one
-//! with metadata (S3 only, with the configured storage class, ACL and tags).
+//! small interface: `get` an object (or one version of it) with its validators, `head` its
+//! validators alone, `put` one with metadata (S3 only, with the configured storage class, ACL and
+//! tags). A local directory has no versions: asking it for one is
+//! [`StorageError::VersionsUnsupported`] (501).
+//!
+//! An S3 bucket that turns out to live in another region than configured (S3 answers `301
+//! PermanentRedirect`, or `400 AuthorizationHeaderMalformed`, naming its region) is asked again,
+//! once, signed for that region, which is remembered: later requests go there directly. A bucket
+//! still in the wrong region after that is [`StorageError::WrongRegion`] (502).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -37,12 +47,19 @@ pub enum StorageError {
         /// The limit.
         limit: u64,
     },
+    /// An object version was asked of a storage that has none, a local directory (501).
+    #[error("this storage has no object versions")]
+    VersionsUnsupported,
     /// The storage could not be reached (503).
     #[error("storage unreachable")]
     Unavailable(String),
     /// The storage did not answer in time (504).
     #[error("storage timed out")]
     Timeout,
+    /// The bucket is not in the region requests were signed for, even after retrying in the
+    /// region S3 named (502); the detail (regions, S3's answer) is for logs.
+    #[error("storage region mismatch: the bucket is not in the region requests are signed for")]
+    WrongRegion(String),
     /// Anything else the storage answered (502); the detail is for logs.
     #[error("storage error")]
     Other(String),
@@ -52,7 +69,9 @@ impl StorageError {
     /// Detail for logs (never sent to clients).
     pub fn detail(&self) -> String {
         match self {
-            StorageError::Unavailable(d) | StorageError::Other(d) => d.clone(),
+            StorageError::Unavailable(d)
+            | StorageError::WrongRegion(d)
+            | StorageError::Other(d) => d.clone(),
             other => other.to_string(),
         }
     }
@@ -92,20 +111,34 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// Reads `key`, refusing objects larger than `max_bytes`.
-    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
+    /// Reads `key` (its `version`, when given), refusing objects larger than `max_bytes`.
+    pub async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Object, StorageError> {
         match self {
+            Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
             Storage::Local(l) => l.get(key, max_bytes).await,
-            Storage::S3(s) => s.get(key, max_bytes).await,
+            Storage::S3(s) => s.get(key, version, max_bytes).await,
         }
     }
 
-    /// The validators of `key` (ETag, last modification), without reading it.
-    pub async fn head(&self, key: &str) -> Result<Head, StorageError> {
+    /// The validators of `key` (its `version`, when given): ETag and last modification,
+    /// without reading it.
+    pub async fn head(&self, key: &str, version: Option<&str>) -> Result<Head, StorageError> {
         match self {
+            Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
             Storage::Local(l) => l.head(key).await,
-            Storage::S3(s) => s.head(key).await,
+            Storage::S3(s) => s.head(key, version).await,
         }
+    }
+
+    /// Whether objects here have versions that can be read (S3; versioning itself is the
+    /// bucket's setting).
+    pub fn has_versions(&self) -> bool {
+        matches!(self, Storage::S3(_))
     }
 }
 
@@ -195,9 +228,27 @@ fn io_error(e: std::io::Error) -> StorageError {
 /// A bucket on an S3-compatible server.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
-    client: aws_sdk_s3::Client,
     bucket: String,
     writes: WriteOptions,
+    /// Shared by clones, so a region one learns all use.
+    clients: Arc<Clients>,
+}
+
+/// The clients of one bucket.
+#[derive(Debug)]
+struct Clients {
+    /// What every client is made from; only the region differs between them.
+    config: aws_sdk_s3::Config,
+    /// The client for the region the bucket is in, as far as is known: the configured region
+    /// until S3 names another.
+    current: RwLock<Arc<Regional>>,
+}
+
+/// A client and the region it signs for.
+#[derive(Debug)]
+struct Regional {
+    region: String,
+    client: aws_sdk_s3::Client,
 }
 
 /// What every write to a bucket carries besides the object; each is sent only when set.
@@ -261,10 +312,21 @@ impl S3Storage {
         if let Some(endpoint) = &cfg.endpoint {
             b = b.endpoint_url(endpoint);
         }
+        let config = b.build();
+        let region = config
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+        let regional = Regional {
+            client: aws_sdk_s3::Client::from_conf(config.clone()),
+            region,
+        };
         Ok(S3Storage {
-            client: aws_sdk_s3::Client::from_conf(b.build()),
             bucket: cfg.bucket.clone(),
             writes,
+            clients: Arc::new(Clients {
+                config,
+                current: RwLock::new(Arc::new(regional)),
+            }),
         })
     }
 
@@ -273,16 +335,118 @@ impl S3Storage {
         &self.bucket
     }
 
-    /// The validators of `key`, from a `HEAD`.
-    pub async fn head(&self, key: &str) -> Result<Head, StorageError> {
+    /// The region requests are signed for now: the configured one, or the one S3 named since.
+    pub fn region(&self) -> String {
+        self.current().region.clone()
+    }
+
+    /// The client requests use now.
+    fn current(&self) -> Arc<Regional> {
+        let current = self.clients.current.read();
+        Arc::clone(&current.unwrap_or_else(|e| e.into_inner()))
+    }
+    /// The client for `region`, which from now on is the one every request uses.
+    fn move_to(&self, region: &str) -> Arc<Regional> {
+        let mut current = self
+            .clients
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if current.region != region {
+            tracing::info!(
+                bucket = self.bucket,
+                from = current.region,
+                to = region,
+                "the bucket is in another region; sending its requests there from now on"
+            );
+            let config = self
+                .clients
+                .config
+                .to_builder()
+                .region(Region::new(region.to_owned()))
+                .build();
+            *current = Arc::new(Regional {
+                region: region.to_owned(),
+                client: aws_sdk_s3::Client::from_conf(config),
+            });
+        }
+        Arc::clone(&current)
+    }
+
+    /// Runs `op` with the current region's client. When S3 answers that the bucket is in another
+    /// region, moves there ([`S3Storage::move_to`]) and runs `op` once more; a second wrong-region
+    /// answer is [`StorageError::WrongRegion`]. Other errors are [`classify`]'d.
+    async fn call<T, E, F, Fut>(&self, op: F) -> Result<T, StorageError>
+    where
+        F: Fn(&aws_sdk_s3::Client) -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        self.call_with(classify, op).await
+    }
+
+    /// [`S3Storage::call`] with another mapping of the errors that are not about the region.
+    async fn call_with<T, E, F, Fut>(
+        &self,
+        classify: impl Fn(SdkError<E, HttpResponse>) -> StorageError,
+        op: F,
+    ) -> Result<T, StorageError>
+    where
+        F: Fn(&aws_sdk_s3::Client) -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let first = self.current();
+        let err = match op(&first.client).await {
+            Ok(out) => return Ok(out),
+            Err(err) => err,
+        };
+        let Some(named) = wrong_region(&err, &first.region) else {
+            return Err(classify(err));
+        };
+        let retry = match named {
+            Some(region) if region != first.region => self.move_to(&region),
+            _ => return Err(self.mismatch(&first.region, &err)),
+        };
+        match op(&retry.client).await {
+            Ok(out) => Ok(out),
+            Err(err) if wrong_region(&err, &retry.region).is_some() => {
+                Err(self.mismatch(&retry.region, &err))
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    /// The error for a wrong-region answer to a request signed for `region`.
+    fn mismatch<E: ProvideErrorMetadata>(
+        &self,
+        region: &str,
+        err: &SdkError<E, HttpResponse>,
+    ) -> StorageError {
+        let status = err.raw_response().map_or(0, |r| r.status().as_u16());
+        let named = err.raw_response().and_then(named_region);
+        StorageError::WrongRegion(format!(
+            "bucket {}: signed for region {region}, S3 answered HTTP {status} {} naming region {}",
+            self.bucket,
+            err.code().unwrap_or_default(),
+            named.as_deref().unwrap_or("(none)"),
+        ))
+    }
+
+    /// The validators of `key` (its `version`, when given), from a `HEAD`.
+    pub async fn head(&self, key: &str, version: Option<&str>) -> Result<Head, StorageError> {
         let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(classify)?;
+            .call_with(
+                |e| classify_read(e, version),
+                |c| {
+                    c.head_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_version_id(version.map(str::to_owned))
+                        .send()
+                },
+            )
+            .await?;
         Ok(Head {
             etag: out.e_tag().unwrap_or_default().to_owned(),
             last_modified: out.last_modified().copied(),
@@ -291,49 +455,44 @@ impl S3Storage {
 
     /// Whether the bucket exists and the credentials may use it (`HeadBucket`).
     pub async fn head_bucket(&self) -> Result<(), StorageError> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(classify)?;
+        self.call(|c| c.head_bucket().bucket(&self.bucket).send())
+            .await?;
         Ok(())
     }
 
     /// Whether the credentials may list the bucket (`ListObjectsV2` with `max-keys=1`).
     pub async fn list_one(&self) -> Result<(), StorageError> {
-        self.client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .max_keys(1)
-            .send()
-            .await
-            .map_err(classify)?;
+        self.call(|c| c.list_objects_v2().bucket(&self.bucket).max_keys(1).send())
+            .await?;
         Ok(())
     }
 
     /// Deletes `key` (no error when it does not exist).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(classify)?;
+        self.call(|c| c.delete_object().bucket(&self.bucket).key(key).send())
+            .await?;
         Ok(())
     }
 
-    /// Reads `key`, refusing objects larger than `max_bytes`.
-    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
+    /// Reads `key` (its `version`, when given), refusing objects larger than `max_bytes`.
+    pub async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Object, StorageError> {
         let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(classify)?;
+            .call_with(
+                |e| classify_read(e, version),
+                |c| {
+                    c.get_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_version_id(version.map(str::to_owned))
+                        .send()
+                },
+            )
+            .await?;
         let size = out.content_length().unwrap_or(0).max(0) as u64;
         if size > max_bytes {
             return Err(StorageError::TooLarge {
@@ -365,19 +524,19 @@ impl S3Storage {
         metadata: HashMap<String, String>,
     ) -> Result<(), StorageError> {
         let w = &self.writes;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .set_metadata(Some(metadata))
-            .set_storage_class(w.storage_class.clone())
-            .set_acl(w.acl.clone())
-            .set_tagging(w.tagging.clone())
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(classify)?;
+        self.call(|c| {
+            c.put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .set_metadata(Some(metadata.clone()))
+                .set_storage_class(w.storage_class.clone())
+                .set_acl(w.acl.clone())
+                .set_tagging(w.tagging.clone())
+                .body(ByteStream::from(bytes.clone()))
+                .send()
+        })
+        .await?;
         Ok(())
     }
 }
@@ -401,9 +560,71 @@ async fn read_capped(mut body: ByteStream, max_bytes: u64) -> Result<Bytes, Stor
     Ok(buf.freeze())
 }
 
+/// Whether `err` says the bucket is in another region than `signed_for`, and which one when S3
+/// named it: `None` when the error is about something else. Wrong-region answers are a `301` or
+/// `307` redirect, a `400 AuthorizationHeaderMalformed`, or (on `HEAD`, which has no error body)
+/// a `400` whose `x-amz-bucket-region` names another region.
+fn wrong_region<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+    signed_for: &str,
+) -> Option<Option<String>> {
+    let raw = err.raw_response()?;
+    let named = named_region(raw);
+    let regional = match raw.status().as_u16() {
+        301 | 307 => true,
+        400 => {
+            err.code() == Some("AuthorizationHeaderMalformed")
+                || named.as_deref().is_some_and(|r| r != signed_for)
+        }
+        _ => false,
+    };
+    regional.then_some(named)
+}
+
+/// The region an S3 error response names: its `x-amz-bucket-region` header, else the `<Region>`
+/// of its XML body. Only well-formed region names count (they end up in endpoint host names).
+fn named_region(raw: &HttpResponse) -> Option<String> {
+    let from_body = || {
+        let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
+        let start = body.find("<Region>")? + "<Region>".len();
+        let len = body[start..].find("</Region>")?;
+        Some(&body[start..start + len])
+    };
+    let region = raw
+        .headers()
+        .get("x-amz-bucket-region")
+        .or_else(from_body)?
+        .trim();
+    let well_formed = (1..=64).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    well_formed.then(|| region.to_owned())
+}
+
+/// [`classify`] for reads of `version`: a version S3 refuses as malformed (`400
+/// InvalidArgument`, a bare `400` on `HEAD`) or as a delete marker (`405`) is not there, like a
+/// well-formed unknown one (`404 NoSuchVersion`).
+fn classify_read<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: SdkError<E, HttpResponse>,
+    version: Option<&str>,
+) -> StorageError {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let missing = match status {
+        // A HEAD has no error body, so no code either.
+        Some(400) => matches!(err.code(), Some("InvalidArgument") | None),
+        Some(405) => true,
+        _ => false,
+    };
+    if version.is_some() && missing {
+        return StorageError::NotFound;
+    }
+    classify(err)
+}
+
 /// Maps an SDK error onto the storage error model.
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    err: SdkError<E, HttpResponse>,
 ) -> StorageError {
     match &err {
         SdkError::TimeoutError(_) => StorageError::Timeout,
@@ -535,9 +756,219 @@ mod tests {
         let storage = S3Storage::new(&s3_config(&endpoint, ""), Duration::from_secs(5))
             .await
             .unwrap();
-        let head = storage.head("x.jpg").await.unwrap();
+        let head = storage.head("x.jpg", None).await.unwrap();
         assert_eq!(head.etag, "\"e\"");
         assert!(server.await.unwrap().starts_with("HEAD /b/x.jpg"));
+    }
+
+    /// The bucket of [`regional_bucket`] is in this region; storages are configured for
+    /// `us-east-1`.
+    const HOME: &str = "eu-west-1";
+
+    /// S3's answer to a request signed for another region than [`HOME`].
+    #[derive(Clone, Copy)]
+    enum Redirect {
+        /// `301 PermanentRedirect` with `x-amz-bucket-region` (and no region in the body).
+        Permanent,
+        /// `400 AuthorizationHeaderMalformed` naming the region in its body only.
+        MalformedAuthorization,
+    }
+
+    /// A bucket in [`HOME`]: requests signed for it get `200` with an ETag and `img`, others get
+    /// `redirect`.
+    async fn regional_bucket(redirect: Redirect) -> crate::fake_s3::FakeS3 {
+        use crate::fake_s3::Reply;
+        crate::fake_s3::FakeS3::start(move |req| {
+            if req.region == HOME {
+                return Reply::new("200 OK", "img").header("etag", "\"e\"");
+            }
+            match redirect {
+                Redirect::Permanent => Reply::new(
+                    "301 Moved Permanently",
+                    "<Error><Code>PermanentRedirect</Code><Message>The bucket you are \
+                     attempting to access must be addressed using the specified endpoint.\
+                     </Message><Bucket>b</Bucket></Error>",
+                )
+                .header("x-amz-bucket-region", HOME)
+                .header("content-type", "application/xml"),
+                Redirect::MalformedAuthorization => Reply::new(
+                    "400 Bad Request",
+                    format!(
+                        "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The \
+                         authorization header is malformed; the region '{}' is wrong; \
+                         expecting '{HOME}'</Message><Region>{HOME}</Region></Error>",
+                        req.region
+                    ),
+                )
+                .header("content-type", "application/xml"),
+            }
+        })
+        .await
+    }
+
+    async fn storage_at(endpoint: &str) -> S3Storage {
+        S3Storage::new(&s3_config(endpoint, ""), Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bucket_in_another_region_is_asked_again_there_and_remembered() {
+        let s3 = regional_bucket(Redirect::Permanent).await;
+        let storage = storage_at(&s3.endpoint).await;
+
+        let obj = storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect("found after the retry");
+        assert_eq!(&obj.bytes[..], b"img");
+        assert_eq!(
+            s3.regions(),
+            ["us-east-1", HOME],
+            "retried, signed for {HOME}"
+        );
+        let retry = &s3.seen()[1];
+        assert!(retry.target.starts_with("/b/a.jpg"), "{retry:?}");
+        assert!(
+            retry
+                .authorization
+                .contains(&format!("/{HOME}/s3/aws4_request")),
+            "{retry:?}"
+        );
+        assert_eq!(storage.region(), HOME);
+
+        // Later requests, and clones made before the move, go straight to the bucket's region.
+        let clone = storage.clone();
+        storage.get("a.jpg", None, 100).await.expect("second read");
+        clone.head("a.jpg", None).await.expect("head");
+        assert_eq!(s3.regions(), ["us-east-1", HOME, HOME, HOME]);
+    }
+
+    #[tokio::test]
+    async fn a_head_learns_the_region_from_the_header_alone() {
+        let s3 = regional_bucket(Redirect::Permanent).await;
+        let storage = storage_at(&s3.endpoint).await;
+        let head = storage
+            .head("a.jpg", None)
+            .await
+            .expect("found after the retry");
+        assert_eq!(head.etag, "\"e\"");
+        assert_eq!(s3.regions(), ["us-east-1", HOME]);
+        assert!(s3.seen().iter().all(|r| r.method == "HEAD"));
+    }
+
+    #[tokio::test]
+    async fn the_region_an_authorization_error_names_is_learned_too() {
+        let s3 = regional_bucket(Redirect::MalformedAuthorization).await;
+        let storage = storage_at(&s3.endpoint).await;
+        storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect("found after the retry");
+        storage
+            .put(
+                "r.jpg",
+                Bytes::from_static(b"r"),
+                "image/jpeg",
+                HashMap::new(),
+            )
+            .await
+            .expect("writes follow too");
+        assert_eq!(s3.regions(), ["us-east-1", HOME, HOME]);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_still_in_the_wrong_region_after_the_retry_is_a_502_without_detail() {
+        use crate::error::RenderError;
+        // The bucket names a region, then refuses requests signed for it as well.
+        let s3 = crate::fake_s3::FakeS3::start(|_| {
+            crate::fake_s3::Reply::new("301 Moved Permanently", "")
+                .header("x-amz-bucket-region", HOME)
+        })
+        .await;
+        let storage = storage_at(&s3.endpoint).await;
+        let err = storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect_err("wrong region twice");
+        assert!(matches!(err, StorageError::WrongRegion(_)), "{err:?}");
+        assert_eq!(s3.regions(), ["us-east-1", HOME], "retried once only");
+
+        let err = RenderError::Source(err);
+        assert_eq!(err.http_status(), 502);
+        let public = err.to_status().message().to_owned();
+        assert!(public.contains("region mismatch"), "{public}");
+        for detail in [HOME, "us-east-1", "127.0.0.1", "AKIDTEST", "capture-secret"] {
+            assert!(!public.contains(detail), "{detail} in {public}");
+        }
+        let logged = err.detail();
+        assert!(logged.contains(HOME) && logged.contains("301"), "{logged}");
+        assert!(!logged.contains("capture-secret"), "{logged}");
+
+        // A redirect naming the region already used is not retried at all.
+        let err = storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect_err("still wrong");
+        assert!(matches!(err, StorageError::WrongRegion(_)), "{err:?}");
+        assert_eq!(s3.regions(), ["us-east-1", HOME, HOME]);
+    }
+
+    #[tokio::test]
+    async fn a_version_s3_refuses_as_malformed_or_deleted_is_not_found() {
+        use crate::fake_s3::{FakeS3, Reply};
+        let s3 = FakeS3::start(|req| {
+            if req.target.contains("versionId=deleted") {
+                Reply::new(
+                    "405 Method Not Allowed",
+                    "<Error><Code>MethodNotAllowed</Code></Error>",
+                )
+                .header("x-amz-delete-marker", "true")
+            } else {
+                Reply::new(
+                    "400 Bad Request",
+                    "<Error><Code>InvalidArgument</Code><Message>Invalid version id specified\
+                     </Message></Error>",
+                )
+            }
+        })
+        .await;
+        let storage = storage_at(&s3.endpoint).await;
+        for version in ["malformed", "deleted"] {
+            let err = storage
+                .get("a.jpg", Some(version), 100)
+                .await
+                .expect_err(version);
+            assert!(matches!(err, StorageError::NotFound), "{version}: {err:?}");
+        }
+        let err = storage
+            .head("a.jpg", Some("malformed"))
+            .await
+            .expect_err("head");
+        assert!(matches!(err, StorageError::NotFound), "{err:?}");
+        let err = storage
+            .get("a.jpg", None, 100)
+            .await
+            .expect_err("no version");
+        assert!(
+            matches!(err, StorageError::Other(_)),
+            "without a version a 400 is a storage error: {err:?}"
+        );
+        let targets: Vec<String> = s3.seen().into_iter().map(|r| r.target).collect();
+        assert!(targets[0].contains("versionId=malformed"), "{targets:?}");
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_retried() {
+        let s3 = crate::fake_s3::FakeS3::start(|_| {
+            crate::fake_s3::Reply::new("403 Forbidden", "<Error><Code>AccessDenied</Code></Error>")
+                .header("x-amz-bucket-region", "us-east-1")
+        })
+        .await;
+        let storage = storage_at(&s3.endpoint).await;
+        let err = storage.get("a.jpg", None, 100).await.expect_err("denied");
+        assert!(matches!(err, StorageError::AccessDenied), "{err:?}");
+        assert_eq!(s3.regions(), ["us-east-1"]);
     }
 
     #[tokio::test]
@@ -546,14 +977,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.bin"), b"12345").unwrap();
         let storage = Storage::Local(LocalStorage::new(&dir).unwrap());
-        let head = storage.head("a.bin").await.unwrap();
-        let obj = storage.get("a.bin", 100).await.unwrap();
+        let head = storage.head("a.bin", None).await.unwrap();
+        let obj = storage.get("a.bin", None, 100).await.unwrap();
         assert_eq!(head.etag, obj.etag);
         assert_eq!(head.last_modified, obj.last_modified);
         assert!(matches!(
-            storage.head("nope").await,
+            storage.head("nope", None).await,
             Err(StorageError::NotFound)
         ));
+        for refused in [
+            storage.get("a.bin", Some("v1"), 100).await.map(|_| ()),
+            storage.head("a.bin", Some("v1")).await.map(|_| ()),
+        ] {
+            assert!(
+                matches!(refused, Err(StorageError::VersionsUnsupported)),
+                "a directory has no versions: {refused:?}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,8 +1,9 @@
 //! Test harness for pixmesh's end-to-end tests and demo.
 //!
 //! It locates the external tools installed by `scripts/setup` ([`tools`]), runs real processes
-//! with bounded start-up waits and orphan-free shutdown ([`Garage`] for S3, [`Envoy`] for the
-//! proxy), and offers a tiny blocking HTTP client ([`http`]) for talking to them.
+//! with bounded start-up waits and orphan-free shutdown ([`Garage`] for S3, [`Moto`] for the S3
+//! features Garage lacks, [`Envoy`] for the proxy), and offers a tiny blocking HTTP client
+//! ([`http`]) for talking to them.
 //!
 //! A missing tool makes the harness panic with a message that says how to install it: tests that
 //! need a component fail, they never skip.
@@ -10,6 +11,7 @@
 pub mod envoy;
 pub mod garage;
 pub mod http;
+pub mod moto;
 pub mod ports;
 pub mod stack;
 pub mod tools;
@@ -17,4 +19,5 @@ mod util;
 
 pub use envoy::Envoy;
 pub use garage::Garage;
+pub use moto::Moto;
 pub use stack::{Sidecar, Stack};

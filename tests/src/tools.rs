@@ -99,6 +99,16 @@ pub fn garage() -> PathBuf {
     require_file(path, what, SETUP_HINT)
 }
 
+/// The moto S3 server's `moto_server` script: `$PIXMESH_MOTO`, else
+/// `$PIXMESH_CACHE/venv/bin/moto_server` (scripts/setup installs moto into the Envoy venv).
+pub fn moto() -> PathBuf {
+    let (path, what) = match env_path("PIXMESH_MOTO") {
+        Some(path) => (path, "moto_server (PIXMESH_MOTO)"),
+        None => (cache_dir().join("venv/bin/moto_server"), "moto_server"),
+    };
+    require_file(path, what, SETUP_HINT)
+}
+
 /// The proxy-wasm filter: `$PIXMESH_FILTER_WASM`, else
 /// `<workspace root>/target/wasm32-wasip1/release/pixmesh_filter.wasm`.
 ///

@@ -288,6 +288,7 @@ async fn writes_renditions_to_result_storage_and_serves_them_from_there() {
     let canonical = RenderRequest {
         storage: "photos".into(),
         key: "cached.jpg".into(),
+        version: None,
         transform,
     }
     .canonical();

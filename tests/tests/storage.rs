@@ -291,7 +291,7 @@ async fn renditions_are_written_with_storage_class_acl_and_tagging_garage_ignore
         .expect("rendition written");
     // Garage 2.5 accepts the three headers and keeps none of them: no storage class on HEAD,
     // and the tagging and ACL read APIs are not implemented (501). The request side is
-    // unit-tested in pixmesh-sidecar (storage::tests).
+    // unit-tested in pixmesh-sidecar (storage::tests), the round trip against moto (moto.rs).
     assert_eq!(stored.storage_class(), None);
     let tagging = garage
         .s3_client()
