@@ -629,7 +629,11 @@ fn decode_gif(source: &[u8], limits: &Limits) -> Result<DynamicImage, PipelineEr
         let mut canvas = vec![0; width as usize * height as usize * 4];
         // The part of the frame on the screen: rows from `top`, columns from `left`.
         let visible_w = frame_w.min(width.saturating_sub(left)) as usize * 4;
-        let visible_h = frame_h.min(height.saturating_sub(top)) as usize;
+        // A frame wholly off the screen shows nothing (and its offset may lie past the canvas).
+        let visible_h = match visible_w {
+            0 => 0,
+            _ => frame_h.min(height.saturating_sub(top)) as usize,
+        };
         let (frame_stride, canvas_stride) = (frame_w as usize * 4, width as usize * 4);
         for y in 0..visible_h {
             let from = y * frame_stride;
@@ -1884,6 +1888,38 @@ mod tests {
                 GIF_COLORS[3]
             };
             assert_eq!(px.0, expected, "({x}, {y})");
+        }
+        // Frames wholly off the screen, beside it or below it, leave it transparent.
+        for frame in [(60_000, 3, 2, 2, 0), (0, 60_000, 2, 2, 0), (4, 0, 1, 1, 0)] {
+            let gif = gif_with((4, 4), &[frame]);
+            let out = decoded(&render(&gif, &as_png(), &Limits::default()).unwrap()).to_rgba8();
+            assert!(out.pixels().all(|px| px.0 == GIF_COLORS[3]), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn damaged_gifs_are_errors_not_panics() {
+        let gif = gif_with((8, 4), &[(2, 1, 4, 2, 1), (0, 0, 8, 4, 0)]);
+        let t = transform(4, 4, Fit::Fill);
+        // xorshift64: a fixed sequence, so a failure reproduces.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2_000 {
+            let mut damaged = gif.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % damaged.len() as u64) as usize;
+                damaged[at] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                damaged.truncate((next() % damaged.len() as u64) as usize);
+            }
+            // Ok or a typed error; a panic fails the test.
+            let _ = render(&damaged, &t, &Limits::default());
         }
     }
 
