@@ -22,7 +22,8 @@
 //! | `handles` (URL name → storage) | — | `s3://BUCKET/` | — | `HANDLE/` |
 //!
 //! A route without signing keys must set `allow_unsafe`. The route's own `storage` name is always
-//! a valid handle for itself.
+//! a valid handle for itself. Any route may set `auto_format` (see [`crate::accept`]): URLs
+//! that name no format then get WebP when the client's `Accept` lists it.
 
 use std::collections::BTreeMap;
 
@@ -139,6 +140,11 @@ pub struct RouteConfig {
     /// imgproxy and query: storage handles a URL may name, mapped to sidecar storages.
     #[serde(default)]
     pub handles: BTreeMap<String, String>,
+    /// Let the client's `Accept` header choose the format of URLs that name none (thumbor's
+    /// `AUTO_WEBP`, imgproxy's `IMGPROXY_AUTO_WEBP`, ImageKit's "best format" setting); see
+    /// [`crate::accept`]. Off by default: such URLs keep the source's format.
+    #[serde(default)]
+    pub auto_format: bool,
 }
 
 impl RouteConfig {
@@ -262,10 +268,11 @@ mod tests {
         let cfg = parse(
             r#"{"routes":[{"prefix":"/img/","storage":"photos","base_dir":"o","secret":"s",
                 "signature_hash":"sha256","signature_length":20,
-                "canonical_base_url":"https://www.example.com"}]}"#,
+                "canonical_base_url":"https://www.example.com","auto_format":true}]}"#,
         )
         .unwrap();
         assert_eq!(cfg.routes[0].signature_hash, HashAlg::Sha256);
+        assert!(cfg.routes[0].auto_format);
         assert!(!format!("{cfg:?}").contains("\"s\""), "secret redacted");
     }
 
@@ -321,6 +328,7 @@ mod tests {
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","handles":{"a":"b"}}]}"#,
             r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","handles":{"a/b":"b"}}]}"#,
             r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","handles":{"a":""}}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","auto_format":"yes"}]}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

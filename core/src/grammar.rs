@@ -53,6 +53,21 @@ impl Expiry {
     }
 }
 
+/// What a URL says about its output format, beyond the transform's
+/// [`format`](Transform::format): whether the client's `Accept` header may choose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatChoice {
+    /// The URL names no format: the source's, or the client's choice on a route with
+    /// `auto_format`.
+    #[default]
+    Unnamed,
+    /// The URL names a format (or, with ImageKit's `f-orig`, the source's): never negotiated.
+    Named,
+    /// The URL asks for the format to be chosen from `Accept` (ImageKit `f-auto`, query
+    /// `f=auto`); see [`crate::accept`].
+    Auto,
+}
+
 /// What a URL of any grammar asks for, before the route maps it onto a storage and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -66,17 +81,20 @@ pub struct Target {
     pub version: Option<String>,
     /// What to do to the image.
     pub transform: Transform,
+    /// Whether the URL names the output format, or asks for it to be negotiated.
+    pub format_choice: FormatChoice,
     /// When the URL stops being served.
     pub expires: Option<Expiry>,
 }
 
 /// Formats a grammar may name that the pipeline cannot write yet (501, not 400).
 const UNSUPPORTED_FORMATS: &[&str] = &[
-    "avif", "bmp", "gif", "heic", "heif", "ico", "jp2", "jxl", "pdf", "svg", "tif", "tiff",
+    "avif", "bmp", "heic", "heif", "ico", "jp2", "jxl", "pdf", "svg", "tif", "tiff",
 ];
 
-/// Parses an output format name: `jpeg`/`jpg`, `png`, `webp`; formats the pipeline cannot write
-/// and `auto` are 501, anything else 400. `option` names the URL option in messages.
+/// Parses an output format name: `jpeg`/`jpg`, `png`, `webp`, `gif`; formats the pipeline cannot
+/// write and `auto` (in grammars that have no auto) are 501, anything else 400. `option` names
+/// the URL option in messages.
 pub(crate) fn parse_format(option: &str, value: &str) -> Result<Format, GrammarError> {
     let lower = value.to_ascii_lowercase();
     if let Some(f) = Format::from_name(&lower) {
@@ -391,6 +409,7 @@ mod tests {
     #[test]
     fn value_parsers() {
         assert_eq!(parse_format("f", "JPG"), Ok(Format::Jpeg));
+        assert_eq!(parse_format("f", "gif"), Ok(Format::Gif));
         assert!(matches!(
             parse_format("f", "avif"),
             Err(GrammarError::Unsupported(_))

@@ -33,15 +33,22 @@
 //!   without `cm-pad_resize` it composites transparency onto the colour. Other forms
 //!   (`bg-blurred`, names) are 501.
 //!
+//! Formats: `f-jpg`, `f-png`, `f-webp`, `f-gif` (first frame) fix the output; `f-orig` keeps the
+//! source's format, also on a route with `auto_format` (ImageKit's account-wide "best format"
+//! setting, which `f-orig` overrides there too); `f-auto` chooses from the client's `Accept`
+//! header (see [`crate::accept`]). `f-avif` and the video and vector formats are 501.
+//!
 //! The round-trip table in the tests is this module's specification.
 
 use crate::grammar::{
-    GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_blur_radius,
-    parse_decimal, parse_dimension, parse_format, parse_quality, query_param, unsupported,
+    FormatChoice, GrammarError, Target, apply_dpr, decode_query_component, invalid,
+    parse_blur_radius, parse_decimal, parse_dimension, parse_format, parse_quality, query_param,
+    unsupported,
 };
 use crate::percent::decode;
 use crate::transform::{
-    Color, Fit, HAlign, Hundredths, MAX_DIMENSION, Rotation, Sharpen, Transform, VAlign,
+    Color, Fit, HAlign, Hundredths, MAX_DIMENSION, OutputFormat, Rotation, Sharpen, Transform,
+    VAlign,
 };
 
 /// Most steps a chain may have.
@@ -189,6 +196,7 @@ impl ImagekitUrl {
             image,
             version: None,
             transform,
+            format_choice: s.format_choice,
             expires: None,
         })
     }
@@ -239,8 +247,10 @@ impl ImagekitUrl {
             (false, true) => param("fl", "v".to_owned()),
             (false, false) => {}
         }
-        if let Some(f) = t.format {
-            param("f", f.name().to_owned());
+        match t.format {
+            OutputFormat::Source => {}
+            OutputFormat::Fixed(f) => param("f", f.name().to_owned()),
+            OutputFormat::Compatible => return None,
         }
         if let Some(q) = t.quality {
             param("q", q.to_string());
@@ -347,7 +357,8 @@ struct State {
     flip_v: bool,
     dpr: f64,
     quality: Option<u8>,
-    format: Option<crate::transform::Format>,
+    format: OutputFormat,
+    format_choice: FormatChoice,
     rotation: Rotation,
     grayscale: bool,
     blur: Option<Hundredths>,
@@ -371,7 +382,8 @@ impl Default for State {
             flip_v: false,
             dpr: 1.0,
             quality: None,
-            format: None,
+            format: OutputFormat::Source,
+            format_choice: FormatChoice::Unnamed,
             rotation: Rotation::None,
             grayscale: false,
             blur: None,
@@ -417,9 +429,13 @@ pub static PARAMS: &[ParamSpec] = &[
         Ok(())
     }),
     spec("f", |s, n, v| {
-        s.format = match value(n, v)? {
-            "orig" => None,
-            f => Some(parse_format(n, f)?),
+        (s.format, s.format_choice) = match value(n, v)? {
+            "auto" => (OutputFormat::Source, FormatChoice::Auto),
+            "orig" => (OutputFormat::Source, FormatChoice::Named),
+            f => (
+                OutputFormat::Fixed(parse_format(n, f)?),
+                FormatChoice::Named,
+            ),
         };
         Ok(())
     }),
@@ -690,6 +706,8 @@ mod tests {
         "tr:w-300,ar-4-3,fo-top_left,q-80,fl-h_v/a%20b.jpg",
         "tr:e-grayscale,e-sharpen-10,bl-0,md-false/a.jpg",
         "tr:w-300,h-200,cm-pad_resize,bg-FFFFFF/a.jpg",
+        "tr:w-300,f-auto/a.jpg",
+        "a.gif?tr=w-100,f-gif",
     ];
 
     #[test]
@@ -750,7 +768,7 @@ mod tests {
                 Transform {
                     fit: Fit::FitIn,
                     upscale: false,
-                    format: Some(Format::Png),
+                    format: OutputFormat::Fixed(Format::Png),
                     ..fill(300, 200)
                 },
             ),
@@ -840,11 +858,65 @@ mod tests {
     }
 
     #[test]
+    fn f_auto_leaves_the_format_to_the_client_and_f_orig_keeps_the_source() {
+        for (url, choice, format) in [
+            (
+                "tr:w-300/a.jpg",
+                FormatChoice::Unnamed,
+                OutputFormat::Source,
+            ),
+            (
+                "tr:w-300,f-auto/a.jpg",
+                FormatChoice::Auto,
+                OutputFormat::Source,
+            ),
+            (
+                "tr:w-300,f-orig/a.jpg",
+                FormatChoice::Named,
+                OutputFormat::Source,
+            ),
+            (
+                "tr:w-300,f-gif/a.jpg",
+                FormatChoice::Named,
+                OutputFormat::Fixed(Format::Gif),
+            ),
+            (
+                "a.jpg?tr=f-jpg",
+                FormatChoice::Named,
+                OutputFormat::Fixed(Format::Jpeg),
+            ),
+        ] {
+            let t = target(url).unwrap();
+            assert_eq!(
+                (t.format_choice, t.transform.format),
+                (choice, format),
+                "{url}"
+            );
+        }
+        assert!(
+            matches!(target("tr:f-auto,f-png/a.jpg"), Err(GrammarError::Invalid(m)) if m.contains('f')),
+            "auto and a format at once"
+        );
+        assert_eq!(
+            ImagekitUrl::from_transform(
+                &Transform {
+                    format: OutputFormat::Compatible,
+                    ..fill(300, 200)
+                },
+                "a.jpg"
+            ),
+            None,
+            "what auto chose is never written back as a URL"
+        );
+    }
+
+    #[test]
     fn from_transform_inverts_to_target() {
         for url in [
             "tr:w-300,h-200/a.jpg",
             "tr:w-300,h-200,c-force/a.jpg",
             "tr:w-300,c-at_max,fo-top,fl-h,f-webp,q-80/dir/a%20b.jpg",
+            "tr:w-300,f-gif/a.jpg",
             "tr:h-200,c-at_max_enlarge/a.jpg",
             "tr:w-300,h-200,cm-pad_resize,bg-FF000050,fo-bottom,rt-270,bl-3,e-grayscale,e-sharpen/a.jpg",
             "tr:w-300,h-200,cm-pad_resize,bg-00000000/a.jpg",
@@ -899,7 +971,6 @@ mod tests {
             ("tr:fo-auto/a.jpg", "fo-auto"),
             ("tr:fo-face/a.jpg", "fo-face"),
             ("tr:x-10/a.jpg", "x"),
-            ("tr:f-auto/a.jpg", "f auto"),
             ("tr:f-avif/a.jpg", "f avif"),
             ("tr:bg-blurred/a.jpg", "bg-blurred"),
             ("tr:bg-red/a.jpg", "bg-red"),

@@ -34,21 +34,27 @@
 //! with `bg` (`bg:R:G:B`, `bg:RRGGBB`, `bga:ALPHA`), transparent without it; `bg` also
 //! composites transparency onto it, in every format, as imgproxy does.
 //!
+//! Formats: `f:`/`format:`/`ext:` or the source's extension (`@webp`, `.png`) fix the output
+//! (`gif`: the first frame); with neither, the source's format, or, on a route with
+//! `auto_format`, the client's choice from its `Accept` header, as `IMGPROXY_AUTO_WEBP` does
+//! (see [`crate::accept`]). `IMGPROXY_ENFORCE_WEBP`, which overrides a named format, has no
+//! equivalent.
+//!
 //! The round-trip table in the tests is this module's specification.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::grammar::{
-    Expiry, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_decimal, parse_dimension,
-    parse_format, parse_quality, parse_rotation, parse_sigma, parse_unix_seconds, require_zero,
-    sharpen, unsupported,
+    Expiry, FormatChoice, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_decimal,
+    parse_dimension, parse_format, parse_quality, parse_rotation, parse_sigma, parse_unix_seconds,
+    require_zero, sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
 use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
-    Color, Fit, Format, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign,
+    Color, Fit, Format, HAlign, Hundredths, OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
 
 /// Most options one URL may carry.
@@ -259,7 +265,7 @@ impl ImgproxyPath {
             flip_v,
             h_align,
             v_align,
-            format: o.format,
+            format: o.format.map_or(OutputFormat::Source, OutputFormat::Fixed),
             quality: o.quality,
             rotation: o.rotation,
             grayscale: o.grayscale,
@@ -280,6 +286,11 @@ impl ImgproxyPath {
             image,
             version,
             transform,
+            format_choice: if o.format.is_some() {
+                FormatChoice::Named
+            } else {
+                FormatChoice::Unnamed
+            },
             expires: o.expires,
         })
     }
@@ -364,7 +375,11 @@ impl ImgproxyPath {
             source: Source::Plain(encode(image, |b| {
                 is_unreserved(b) || b"/:!$&'()*+,;=".contains(&b)
             })),
-            extension: t.format.map(|f| f.name().to_owned()),
+            extension: match t.format {
+                OutputFormat::Source => None,
+                OutputFormat::Fixed(f) => Some(f.name().to_owned()),
+                OutputFormat::Compatible => return None,
+            },
         })
     }
 }
@@ -971,7 +986,7 @@ mod tests {
                     upscale: true,
                     h_align: HAlign::Right,
                     v_align: VAlign::Bottom,
-                    format: Some(Format::Jpeg),
+                    format: OutputFormat::Fixed(Format::Jpeg),
                     quality: Some(80),
                     ..Transform::default()
                 },
@@ -983,7 +998,7 @@ mod tests {
                     height: 200,
                     fit: Fit::Stretch,
                     flip_v: true,
-                    format: Some(Format::Webp),
+                    format: OutputFormat::Fixed(Format::Webp),
                     ..Transform::default()
                 },
             ),
@@ -992,12 +1007,36 @@ mod tests {
                 Transform {
                     width: 20,
                     fit: Fit::FitIn,
-                    format: Some(Format::Webp),
+                    format: OutputFormat::Fixed(Format::Webp),
+                    ..Transform::default()
+                },
+            ),
+            (
+                "insecure/w:100/plain/anim.gif@gif",
+                Transform {
+                    width: 100,
+                    fit: Fit::FitIn,
+                    format: OutputFormat::Fixed(Format::Gif),
                     ..Transform::default()
                 },
             ),
         ] {
             assert_eq!(target(path).unwrap().transform, expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_format_or_extension_names_the_format_and_nothing_leaves_it_to_the_route() {
+        for (path, choice) in [
+            ("insecure/plain/a.jpg", FormatChoice::Unnamed),
+            ("insecure/plain/a.jpg@", FormatChoice::Unnamed),
+            ("insecure/YS5qcGc", FormatChoice::Unnamed),
+            ("insecure/plain/a.jpg@png", FormatChoice::Named),
+            ("insecure/YS5qcGc.webp", FormatChoice::Named),
+            ("insecure/f:gif/plain/a.jpg", FormatChoice::Named),
+            ("insecure/ext:jpg/plain/a.jpg", FormatChoice::Named),
+        ] {
+            assert_eq!(target(path).unwrap().format_choice, choice, "{path}");
         }
     }
 
@@ -1012,7 +1051,7 @@ mod tests {
             flip_v: false,
             h_align: HAlign::Left,
             v_align: VAlign::Top,
-            format: Some(Format::Png),
+            format: OutputFormat::Fixed(Format::Png),
             quality: Some(70),
             ..Transform::default()
         };
@@ -1274,7 +1313,6 @@ mod tests {
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
             ("insecure/wm:0.5/plain/a.jpg", "watermark"),
             ("insecure/plain/a.jpg@avif", "extension avif"),
-            ("insecure/f:gif/plain/a.jpg", "format gif"),
             (
                 "insecure/dpr:2/plain/a.jpg",
                 "dpr without a width or height",

@@ -16,8 +16,10 @@
 //! - [`tagging`]: S3 object tagging strings (`k=v&k2=v2`), validated and re-encoded.
 //! - [`link`]: the canonical `Link` header.
 //! - [`config`] and [`router`]: the filter's configuration and the per-request decision.
+//! - [`accept`]: the output format "auto" chooses from the client's `Accept` header.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
 
+pub mod accept;
 pub mod color;
 pub mod config;
 pub mod grammar;

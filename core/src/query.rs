@@ -24,18 +24,22 @@
 //! 3, 4, 6 or 8 digits, the last ones alpha) or a CSS name: padding is filled with it and
 //! transparency composited onto it.
 //!
+//! `f` (`format`) is `jpg`/`jpeg`, `png`, `webp` or `gif` (the first frame), or `auto`: chosen
+//! from the client's `Accept` header (see [`crate::accept`]); without it, the source's format,
+//! or the client's choice on a route with `auto_format`.
+//!
 //! `sig` (signature, see [`crate::sign::QuerySigner`]) and `exp` (unix seconds, 410 after it) are
 //! the security parameters.
 //!
 //! The round-trip table in the tests is this module's specification.
 
 use crate::grammar::{
-    Expiry, GrammarError, Target, apply_dpr, decode_query_component, invalid, parse_color,
-    parse_decimal, parse_dimension, parse_format, parse_quality, parse_sigma, parse_unix_seconds,
-    query_pairs, sharpen, unsupported,
+    Expiry, FormatChoice, GrammarError, Target, apply_dpr, decode_query_component, invalid,
+    parse_color, parse_decimal, parse_dimension, parse_format, parse_quality, parse_sigma,
+    parse_unix_seconds, query_pairs, sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
-use crate::transform::{Color, Fit, HAlign, Hundredths, Rotation, Transform, VAlign};
+use crate::transform::{Color, Fit, HAlign, Hundredths, OutputFormat, Rotation, Transform, VAlign};
 
 /// Most query parameters one URL may carry.
 pub const MAX_PARAMS: usize = 32;
@@ -135,12 +139,14 @@ impl QueryUrl {
             image,
             version: None,
             transform,
+            format_choice: p.format_choice,
             expires: p.expires,
         })
     }
 
     /// The canonical unsigned URL asking for `t` on `image` in storage `handle`; `None` when the
-    /// grammar cannot express `t` (flips; fill or stretch without enlarging).
+    /// grammar cannot express `t` (flips; fill or stretch without enlarging; the format "auto"
+    /// chose for a client without WebP).
     pub fn from_transform(t: &Transform, handle: &str, image: &str) -> Option<Self> {
         let fit = match (t.fit, t.upscale, t.pad) {
             (Fit::FitIn, true, true) => Some("contain"),
@@ -178,8 +184,10 @@ impl QueryUrl {
         if let Some(g) = gravity {
             param("gravity", g.to_owned());
         }
-        if let Some(f) = t.format {
-            param("f", f.name().to_owned());
+        match t.format {
+            OutputFormat::Source => {}
+            OutputFormat::Fixed(f) => param("f", f.name().to_owned()),
+            OutputFormat::Compatible => return None,
         }
         if let Some(q) = t.quality {
             param("q", q.to_string());
@@ -221,7 +229,8 @@ struct Params {
     v_align: VAlign,
     dpr: f64,
     quality: Option<u8>,
-    format: Option<crate::transform::Format>,
+    format: OutputFormat,
+    format_choice: FormatChoice,
     blur: Option<Hundredths>,
     sharpen: Option<Hundredths>,
     pad: bool,
@@ -240,7 +249,8 @@ impl Default for Params {
             v_align: VAlign::Middle,
             dpr: 1.0,
             quality: None,
-            format: None,
+            format: OutputFormat::Source,
+            format_choice: FormatChoice::Unnamed,
             blur: None,
             sharpen: None,
             pad: false,
@@ -280,7 +290,13 @@ pub static PARAMS: &[ParamSpec] = &[
         Ok(())
     }),
     spec(&["format", "f"], |p, n, v| {
-        p.format = Some(parse_format(n, v)?);
+        (p.format, p.format_choice) = match v {
+            v if v.eq_ignore_ascii_case("auto") => (OutputFormat::Source, FormatChoice::Auto),
+            f => (
+                OutputFormat::Fixed(parse_format(n, f)?),
+                FormatChoice::Named,
+            ),
+        };
         Ok(())
     }),
     spec(&["dpr"], |p, n, v| {
@@ -374,6 +390,8 @@ mod tests {
         "photos/a.jpg?w=300&dpr=1.5&blur=0&sharpen=0&exp=4102444800&sig=abcdef",
         "photos/a.jpg?bg=%23ffffff",
         "photos/a.jpg?w=300&h=200&fit=contain&gravity=left&bg=ff000080&blur=2.5&sharpen=1",
+        "photos/a.jpg?w=300&f=auto",
+        "photos/anim.gif?w=100&format=gif",
     ];
 
     #[test]
@@ -417,7 +435,7 @@ mod tests {
                 Transform {
                     width: 800,
                     fit: Fit::FitIn,
-                    format: Some(Format::Jpeg),
+                    format: OutputFormat::Fixed(Format::Jpeg),
                     quality: Some(60),
                     ..Transform::default()
                 },
@@ -452,6 +470,52 @@ mod tests {
         assert_eq!(t.handle.as_deref(), Some("my-bucket"));
         assert_eq!(t.image, "dir/a b.jpg");
         assert_eq!(t.expires, Some(Expiry::UnixSeconds(10)));
+    }
+
+    #[test]
+    fn f_auto_leaves_the_format_to_the_client() {
+        for (url, choice, format) in [
+            ("h/a.jpg?w=300", FormatChoice::Unnamed, OutputFormat::Source),
+            ("h/a.jpg?f=auto", FormatChoice::Auto, OutputFormat::Source),
+            (
+                "h/a.jpg?format=AUTO",
+                FormatChoice::Auto,
+                OutputFormat::Source,
+            ),
+            (
+                "h/a.jpg?f=gif",
+                FormatChoice::Named,
+                OutputFormat::Fixed(Format::Gif),
+            ),
+            (
+                "h/a.jpg?format=webp",
+                FormatChoice::Named,
+                OutputFormat::Fixed(Format::Webp),
+            ),
+        ] {
+            let t = target(url).unwrap();
+            assert_eq!(
+                (t.format_choice, t.transform.format),
+                (choice, format),
+                "{url}"
+            );
+        }
+        assert!(matches!(
+            target("h/a.jpg?f=auto&format=png"),
+            Err(GrammarError::Invalid(m)) if m.contains("format")
+        ));
+        assert_eq!(
+            QueryUrl::from_transform(
+                &Transform {
+                    format: OutputFormat::Compatible,
+                    ..fill(300, 200)
+                },
+                "h",
+                "a.jpg"
+            ),
+            None,
+            "what auto chose is never written back as a URL"
+        );
     }
 
     #[test]
@@ -502,7 +566,6 @@ mod tests {
     #[test]
     fn unsupported_parameters_are_named_not_ignored() {
         for (url, what) in [
-            ("h/a.jpg?f=auto", "f auto"),
             ("h/a.jpg?format=avif", "format avif"),
             ("h/a.jpg?gravity=face", "gravity=face"),
             ("h/a.jpg?gravity=0.5x0.3", "focal point gravity"),

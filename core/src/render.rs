@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::keys::{SafeChars, escape};
 use crate::percent::{encode, is_unreserved};
 use crate::thumbor::ThumborPath;
-use crate::transform::{Fit, Format, HAlign, Rotation, Transform, VAlign};
+use crate::transform::{Fit, Format, HAlign, OutputFormat, Rotation, Transform, VAlign};
 
 /// Paths under this prefix belong to the transcoder; clients may never call them directly.
 pub const INTERNAL_PREFIX: &str = "/_pixmesh/";
@@ -98,15 +98,18 @@ impl RenderRequest {
             VAlign::Top => param("v_align", "V_ALIGN_TOP"),
             VAlign::Bottom => param("v_align", "V_ALIGN_BOTTOM"),
         }
-        if let Some(f) = t.format {
-            param(
+        match t.format {
+            OutputFormat::Source => {}
+            OutputFormat::Fixed(f) => param(
                 "format",
                 match f {
                     Format::Jpeg => "FORMAT_JPEG",
                     Format::Png => "FORMAT_PNG",
                     Format::Webp => "FORMAT_WEBP",
+                    Format::Gif => "FORMAT_GIF",
                 },
-            );
+            ),
+            OutputFormat::Compatible => param("format", "FORMAT_COMPATIBLE"),
         }
         if let Some(quality) = t.quality {
             param("quality", &quality.to_string());
@@ -136,7 +139,9 @@ impl RenderRequest {
     /// One string per distinct rendition: `STORAGE/OPTIONS/KEY`, the options written in the
     /// thumbor grammar, and `?versionId=VERSION` (S3's URL for a version) when a version is
     /// read. Equal transforms give equal strings whatever grammar the URL used; different
-    /// versions of one object give different strings, hence different ETags and result keys.
+    /// versions of one object give different strings, hence different ETags and result keys. The
+    /// format negotiated from `Accept` is part of the transform, so the WebP and the compatible
+    /// rendition of one URL differ (`filters:format(compatible)` marks the latter).
     ///
     /// A key that itself ends in `?versionId=…` reads like a version of a shorter one; for their
     /// result keys to collide both objects must exist in the same storage, and their renditions
@@ -252,7 +257,7 @@ mod tests {
             flip_v: true,
             h_align: HAlign::Left,
             v_align: VAlign::Bottom,
-            format: Some(Format::Webp),
+            format: OutputFormat::Fixed(Format::Webp),
             quality: Some(80),
             rotation: Rotation::Cw270,
             grayscale: true,
@@ -283,7 +288,7 @@ mod tests {
         let t = Transform {
             width: 300,
             fit: Fit::FitIn,
-            format: Some(Format::Webp),
+            format: OutputFormat::Fixed(Format::Webp),
             quality: Some(80),
             ..Transform::default()
         };
@@ -299,6 +304,43 @@ mod tests {
         assert_eq!(
             request(Transform::default()).canonical(),
             "photos/a b/ü+.jpg"
+        );
+    }
+
+    #[test]
+    fn every_output_format_has_its_own_query_value_canonical_form_and_etag() {
+        let formats = [
+            OutputFormat::Source,
+            OutputFormat::Fixed(Format::Jpeg),
+            OutputFormat::Fixed(Format::Png),
+            OutputFormat::Fixed(Format::Webp),
+            OutputFormat::Fixed(Format::Gif),
+            OutputFormat::Compatible,
+        ];
+        let renditions: Vec<(String, String, String)> = formats
+            .iter()
+            .map(|&format| {
+                let r = request(Transform {
+                    width: 300,
+                    format,
+                    ..Transform::default()
+                });
+                let canonical = r.canonical();
+                (r.to_query(), etag(&canonical, "\"src\""), canonical)
+            })
+            .collect();
+        for (i, a) in renditions.iter().enumerate() {
+            for b in &renditions[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+                assert_ne!(a.2, b.2);
+            }
+        }
+        assert!(renditions[4].0.ends_with("&format=FORMAT_GIF"));
+        assert!(renditions[5].0.ends_with("&format=FORMAT_COMPATIBLE"));
+        assert_eq!(
+            renditions[5].2,
+            "photos/300x/filters:format(compatible)/a b/ü+.jpg"
         );
     }
 

@@ -14,9 +14,10 @@
 
 use std::time::SystemTime;
 
+use crate::accept;
 use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig};
 use crate::grammar::{
-    GrammarError, Target, parse_unix_seconds, query_param, query_without, with_query,
+    FormatChoice, GrammarError, Target, parse_unix_seconds, query_param, query_without, with_query,
 };
 use crate::imagekit::ImagekitUrl;
 use crate::imgproxy::ImgproxyPath;
@@ -52,6 +53,9 @@ pub struct Render {
     pub upstream_path: String,
     /// `Link` header value for the response, when the route has a canonical base URL.
     pub link: Option<String>,
+    /// The output format was chosen from the client's `Accept` header: every response to this
+    /// request, 304s and errors included, must carry `Vary: Accept`.
+    pub vary_accept: bool,
     /// The canonical request itself.
     pub request: RenderRequest,
 }
@@ -157,8 +161,15 @@ impl Router {
     }
 
     /// Decides what to do with a request of `method` for `path` (the raw `:path`, with query),
-    /// received at `now` (for URL expiry).
-    pub fn decide(&self, method: &str, path: &str, now: SystemTime) -> Decision {
+    /// sent with `accept` (its `Accept` header lines joined with `,`, `None` without one: see
+    /// [`crate::accept`]) and received at `now` (for URL expiry).
+    pub fn decide(
+        &self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+        now: SystemTime,
+    ) -> Decision {
         if is_internal(path) {
             return reject(404, "not found");
         }
@@ -179,7 +190,7 @@ impl Router {
             Grammar::Imagekit => route.imagekit(rest, query),
             Grammar::Query => route.query(rest, query),
         };
-        match target.and_then(|t| route.render(t, now)) {
+        match target.and_then(|t| route.render(t, accept, now)) {
             Ok(r) => Decision::Render(r),
             Err(r) => Decision::Reject(r),
         }
@@ -329,8 +340,13 @@ impl Route {
         Ok(QueryUrl::parse(rest, query)?.to_target()?)
     }
 
-    /// The common tail of every grammar: expiry, storage, key and `Link`.
-    fn render(&self, target: Target, now: SystemTime) -> Result<Render, Rejection> {
+    /// The common tail of every grammar: expiry, storage, key, the negotiated format and `Link`.
+    fn render(
+        &self,
+        mut target: Target,
+        accept: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Render, Rejection> {
         if target.expires.is_some_and(|e| e.is_past(now)) {
             return Err(rejection(410, "this URL has expired"));
         }
@@ -339,6 +355,14 @@ impl Route {
             .storage_for(target.handle.as_deref())
             .ok_or_else(|| rejection(404, "unknown storage handle"))?;
         let image = keys::normalize(&target.image).map_err(|e| rejection(400, e.to_string()))?;
+        let vary_accept = match target.format_choice {
+            FormatChoice::Auto => true,
+            FormatChoice::Unnamed => self.cfg.auto_format,
+            FormatChoice::Named => false,
+        };
+        if vary_accept {
+            target.transform.format = accept::negotiate(accept);
+        }
         let request = RenderRequest {
             storage: storage.to_owned(),
             key: keys::join(&self.cfg.base_dir, &image),
@@ -352,6 +376,7 @@ impl Route {
                 .canonical_base_url
                 .as_deref()
                 .map(|base| link::canonical(base, &image)),
+            vary_accept,
             request,
         })
     }
@@ -360,7 +385,7 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::{Fit, Format};
+    use crate::transform::{Fit, Format, OutputFormat};
 
     /// When every request in these tests arrives, in unix seconds (2023-11-14T22:13:20Z).
     const NOW_SECS: u64 = 1_700_000_000;
@@ -398,11 +423,14 @@ mod tests {
         let signer = ThumborSigner::new("mysecret", Default::default(), None);
         let signed = "fit-in/300x200/filters:format(webp)/a%20b/c.jpg";
         let path = format!("/img/{}/{signed}?cb=1", signer.sign(signed));
-        let r = rendered(router().decide("GET", &path, now()));
+        let r = rendered(router().decide("GET", &path, None, now()));
         assert_eq!(r.request.storage, "photos");
         assert_eq!(r.request.key, "originals/a b/c.jpg");
         assert_eq!(r.request.transform.fit, Fit::FitIn);
-        assert_eq!(r.request.transform.format, Some(Format::Webp));
+        assert_eq!(
+            r.request.transform.format,
+            OutputFormat::Fixed(Format::Webp)
+        );
         assert_eq!(
             r.upstream_path,
             "/_pixmesh/v1/render?storage=photos&key=originals%2Fa%20b%2Fc.jpg&width=300&height=200&fit=FIT_FIT_IN&format=FORMAT_WEBP"
@@ -415,14 +443,14 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_and_unsafe_is_per_route() {
-        let r = rendered(router().decide("HEAD", "/img/open/unsafe/10x10/a.png", now()));
+        let r = rendered(router().decide("HEAD", "/img/open/unsafe/10x10/a.png", None, now()));
         assert_eq!(
             (r.request.storage.as_str(), r.request.key.as_str()),
             ("public", "a.png")
         );
         assert_eq!(r.link, None);
         assert_eq!(
-            rejected(router().decide("GET", "/img/unsafe/10x10/a.png", now())).0,
+            rejected(router().decide("GET", "/img/unsafe/10x10/a.png", None, now())).0,
             403
         );
     }
@@ -430,43 +458,53 @@ mod tests {
     #[test]
     fn statuses_for_bad_requests() {
         let r = router();
-        assert_eq!(r.decide("GET", "/other/path", now()), Decision::Pass);
+        assert_eq!(r.decide("GET", "/other/path", None, now()), Decision::Pass);
         assert_eq!(
-            rejected(r.decide("GET", "/_pixmesh/v1/render?storage=photos&key=x", now())).0,
+            rejected(r.decide(
+                "GET",
+                "/_pixmesh/v1/render?storage=photos&key=x",
+                None,
+                now()
+            ))
+            .0,
             404
         );
         assert_eq!(
-            rejected(r.decide("POST", "/pixmesh.v1.ImageService/Render", now())).0,
+            rejected(r.decide("POST", "/pixmesh.v1.ImageService/Render", None, now())).0,
             404,
             "a raw gRPC call would skip signature checks"
         );
         assert_eq!(
-            rejected(r.decide("POST", "/img/open/unsafe/a.jpg", now())).0,
+            rejected(r.decide("POST", "/img/open/unsafe/a.jpg", None, now())).0,
             405
         );
-        assert_eq!(rejected(r.decide("GET", "/img/open/unsafe/", now())).0, 400);
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/../secret.jpg", now())).0,
+            rejected(r.decide("GET", "/img/open/unsafe/", None, now())).0,
             400
         );
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/a%0D%0Ab.jpg", now())).0,
+            rejected(r.decide("GET", "/img/open/unsafe/../secret.jpg", None, now())).0,
             400
         );
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/smart/a/b.jpg", now())).0,
+            rejected(r.decide("GET", "/img/open/unsafe/a%0D%0Ab.jpg", None, now())).0,
+            400
+        );
+        assert_eq!(
+            rejected(r.decide("GET", "/img/open/unsafe/smart/a/b.jpg", None, now())).0,
             501
         );
         assert_eq!(
             rejected(r.decide(
                 "GET",
                 "/img/cST4Ko5_FqwT3BDn-Wf4gO3RFSk=/500x500/a.png",
+                None,
                 now()
             )),
             (403, "invalid signature".to_owned())
         );
         let long = format!("/img/open/unsafe/{}", "a".repeat(MAX_URL_LEN));
-        assert_eq!(rejected(r.decide("GET", &long, now())).0, 414);
+        assert_eq!(rejected(r.decide("GET", &long, None, now())).0, 414);
     }
 
     #[test]
@@ -474,11 +512,11 @@ mod tests {
         let signer = ThumborSigner::new("mysecret", Default::default(), None);
         let sig = signer.sign("300x200/a.jpg");
         assert!(matches!(
-            router().decide("GET", &format!("/img/{sig}/300x200/a.jpg"), now()),
+            router().decide("GET", &format!("/img/{sig}/300x200/a.jpg"), None, now()),
             Decision::Render(_)
         ));
         assert_eq!(
-            rejected(router().decide("GET", &format!("/img/{sig}/300x201/a.jpg"), now())).0,
+            rejected(router().decide("GET", &format!("/img/{sig}/300x201/a.jpg"), None, now())).0,
             403
         );
     }
@@ -551,7 +589,7 @@ mod tests {
             let requests: Vec<RenderRequest> = row
                 .iter()
                 .flatten()
-                .map(|url| rendered(r.decide("GET", url, now())).request)
+                .map(|url| rendered(r.decide("GET", url, None, now())).request)
                 .collect();
             for (url, req) in row.iter().flatten().zip(&requests) {
                 assert_eq!(req, &requests[0], "{url} differs from {:?}", row[0]);
@@ -565,17 +603,23 @@ mod tests {
         // imgproxy docs (key `secret`, salt `hello`): the signature passes, smart gravity is 501.
         let docs = "/ip/oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png";
         assert_eq!(
-            rejected(r.decide("GET", docs, now())),
+            rejected(r.decide("GET", docs, None, now())),
             (501, "not implemented: smart gravity (g:sm)".into())
         );
         // imgproxy examples, verified with the second (rotated-in) pair: the source is remote.
         let example = "/ip/m3k5QADfcKPDj-SDI2AIogZbC3FlAXszuwhtWXYqavc/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg";
         assert_eq!(
-            rejected(r.decide("GET", example, now())),
+            rejected(r.decide("GET", example, None, now())),
             (501, "not implemented: http:// sources".into())
         );
         assert_eq!(
-            rejected(r.decide("GET", &example.replace(":300/plain", ":301/plain"), now())).0,
+            rejected(r.decide(
+                "GET",
+                &example.replace(":300/plain", ":301/plain"),
+                None,
+                now()
+            ))
+            .0,
             403
         );
         // ImageKit SDK examples (private key `dummy-key`, endpoint `…/demo/`).
@@ -583,11 +627,11 @@ mod tests {
             "/demo/tr:w-300,h-200/sdk-testing-files/future-search.png?version=2.0&ik-s=dd1ee8f83d019bc59fd57a5fc4674a11eb8a3496",
             "/demo/sdk-testing-files/future-search.png?version=2.0&tr=w-300,h-200&ik-s=601d97a7834b7554f4dabf0d3fc3a219ceeb6b31",
         ] {
-            let req = rendered(r.decide("GET", url, now())).request;
+            let req = rendered(r.decide("GET", url, None, now())).request;
             assert_eq!(req.key, "sdk-testing-files/future-search.png");
             assert_eq!((req.transform.width, req.transform.height), (300, 200));
             let tampered = url.replace("version=2.0", "version=2.1");
-            assert_eq!(rejected(r.decide("GET", &tampered, now())).0, 403);
+            assert_eq!(rejected(r.decide("GET", &tampered, None, now())).0, 403);
         }
     }
 
@@ -607,13 +651,13 @@ mod tests {
             "/strict/q/photos/a.jpg?w=300&&q=80",
         ] {
             assert_eq!(
-                rejected(r.decide("GET", unsigned, now())).0,
+                rejected(r.decide("GET", unsigned, None, now())).0,
                 403,
                 "{unsigned} is refused unsigned"
             );
             let signed = r.sign(unsigned).unwrap();
             assert!(
-                matches!(r.decide("GET", &signed, now()), Decision::Render(_)),
+                matches!(r.decide("GET", &signed, None, now()), Decision::Render(_)),
                 "{signed}"
             );
         }
@@ -693,7 +737,7 @@ mod tests {
             ("/strict/q/photos/a.jpg?sig=zz", 403, "invalid signature"),
         ] {
             assert_eq!(
-                rejected(r.decide("GET", url, now())),
+                rejected(r.decide("GET", url, None, now())),
                 (status, message.to_owned()),
                 "{url}"
             );
@@ -701,7 +745,7 @@ mod tests {
         // A signed query URL whose parameters are changed afterwards.
         let signed = r.sign("/strict/q/photos/a.jpg?w=300").unwrap();
         let tampered = signed.replace("w=300", "w=3000");
-        assert_eq!(rejected(r.decide("GET", &tampered, now())).0, 403);
+        assert_eq!(rejected(r.decide("GET", &tampered, None, now())).0, 403);
     }
 
     #[test]
@@ -727,7 +771,7 @@ mod tests {
             ("/t/unsafe/filters:expire(soon)/a.jpg".to_owned(), 400),
             ("/demo/a.jpg?ik-t=soon".to_owned(), 400),
         ] {
-            let status_of = match r.decide("GET", &url, now()) {
+            let status_of = match r.decide("GET", &url, None, now()) {
                 Decision::Render(_) => 200,
                 Decision::Reject(rej) => rej.status,
                 Decision::Pass => 0,
@@ -736,7 +780,7 @@ mod tests {
         }
         let signed = r.sign(&format!("/strict/ik/a.jpg?ik-t={past}")).unwrap();
         assert_eq!(
-            rejected(r.decide("GET", &signed, now())),
+            rejected(r.decide("GET", &signed, None, now())),
             (410, "this URL has expired".to_owned()),
             "a valid signature does not revive an expired URL"
         );
@@ -745,7 +789,7 @@ mod tests {
     #[test]
     fn storage_handles() {
         let r = grammars();
-        let storage = |url: &str| rendered(r.decide("GET", url, now())).request.storage;
+        let storage = |url: &str| rendered(r.decide("GET", url, None, now())).request.storage;
         assert_eq!(storage("/v1/ex/photos/a.jpg"), "photos");
         assert_eq!(storage("/v1/ex/my-s3-bucket/a.jpg"), "photos");
         assert_eq!(storage("/v1/ex/archive/a.jpg"), "archive");
@@ -755,16 +799,115 @@ mod tests {
         );
         assert_eq!(storage("/ip/insecure/plain/local:///a.jpg"), "photos");
         assert_eq!(
-            rejected(r.decide("GET", "/v1/ex/nope/a.jpg", now())),
+            rejected(r.decide("GET", "/v1/ex/nope/a.jpg", None, now())),
             (404, "unknown storage handle".into())
         );
         assert_eq!(
-            rejected(r.decide("GET", "/ip/insecure/plain/s3://nope/a.jpg", now())),
+            rejected(r.decide("GET", "/ip/insecure/plain/s3://nope/a.jpg", None, now())),
             (
                 501,
                 "not implemented: s3://nope/ sources (the bucket is not configured for this route)"
                     .into()
             )
+        );
+    }
+
+    /// One route per grammar with `auto_format`, and the same without it.
+    fn auto_routes() -> Router {
+        Router::from_json(
+            br#"{"routes":[
+                {"prefix":"/auto/t/","storage":"s","allow_unsafe":true,"auto_format":true},
+                {"prefix":"/auto/ip/","grammar":"imgproxy","storage":"s","allow_unsafe":true,
+                 "auto_format":true},
+                {"prefix":"/auto/ik/","grammar":"imagekit","storage":"s","allow_unsafe":true,
+                 "auto_format":true},
+                {"prefix":"/auto/q/","grammar":"query","storage":"s","allow_unsafe":true,
+                 "auto_format":true},
+                {"prefix":"/t/","storage":"s","allow_unsafe":true},
+                {"prefix":"/ik/","grammar":"imagekit","storage":"s","allow_unsafe":true},
+                {"prefix":"/q/","grammar":"query","storage":"s","allow_unsafe":true}
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    const CHROME: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+    const WEBP: OutputFormat = OutputFormat::Fixed(Format::Webp);
+
+    /// The format and `Vary` a request gets with `accept`.
+    fn negotiated(r: &Router, url: &str, accept: Option<&str>) -> (OutputFormat, bool) {
+        let render = rendered(r.decide("GET", url, accept, now()));
+        (render.request.transform.format, render.vary_accept)
+    }
+
+    #[test]
+    fn urls_asking_for_auto_get_webp_only_when_the_client_lists_it() {
+        let r = auto_routes();
+        for url in ["/ik/tr:w-300,f-auto/a.jpg", "/q/s/a.jpg?w=300&f=auto"] {
+            assert_eq!(negotiated(&r, url, Some(CHROME)), (WEBP, true), "{url}");
+            for other in [Some("image/jpeg"), Some("image/*,*/*"), None] {
+                assert_eq!(
+                    negotiated(&r, url, other),
+                    (OutputFormat::Compatible, true),
+                    "{url} {other:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn auto_format_routes_negotiate_only_urls_that_name_no_format() {
+        let r = auto_routes();
+        for url in [
+            "/auto/t/unsafe/300x0/a.jpg",
+            "/auto/ip/insecure/w:300/plain/a.jpg",
+            "/auto/ik/tr:w-300/a.jpg",
+            "/auto/q/s/a.jpg?w=300",
+        ] {
+            assert_eq!(negotiated(&r, url, Some(CHROME)), (WEBP, true), "{url}");
+            assert_eq!(
+                negotiated(&r, url, Some("image/png,image/*;q=0.8")),
+                (OutputFormat::Compatible, true),
+                "{url}"
+            );
+        }
+        for (url, format) in [
+            (
+                "/auto/t/unsafe/filters:format(png)/a.jpg",
+                OutputFormat::Fixed(Format::Png),
+            ),
+            (
+                "/auto/ip/insecure/plain/a.jpg@gif",
+                OutputFormat::Fixed(Format::Gif),
+            ),
+            ("/auto/ik/tr:f-orig/a.jpg", OutputFormat::Source),
+            ("/auto/q/s/a.jpg?f=jpg", OutputFormat::Fixed(Format::Jpeg)),
+            ("/t/unsafe/300x0/a.jpg", OutputFormat::Source),
+            ("/ik/tr:w-300/a.jpg", OutputFormat::Source),
+        ] {
+            assert_eq!(negotiated(&r, url, Some(CHROME)), (format, false), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_negotiated_format_is_part_of_the_canonical_request() {
+        let r = auto_routes();
+        let url = "/q/s/a.jpg?w=300&f=auto";
+        let webp = rendered(r.decide("GET", url, Some("image/webp"), now()));
+        let other = rendered(r.decide("GET", url, Some("image/jpeg"), now()));
+        assert!(webp.upstream_path.contains("format=FORMAT_WEBP"));
+        assert!(other.upstream_path.contains("format=FORMAT_COMPATIBLE"));
+        assert_ne!(webp.request.canonical(), other.request.canonical());
+        let plain = rendered(r.decide("GET", "/q/s/a.jpg?w=300", None, now()));
+        assert_ne!(
+            other.request.canonical(),
+            plain.request.canonical(),
+            "a WebP source renders differently for a client without WebP"
+        );
+        let named = rendered(r.decide("GET", "/q/s/a.jpg?w=300&f=webp", None, now()));
+        assert_eq!(
+            webp.request, named.request,
+            "auto's WebP is the rendition that names WebP"
         );
     }
 
@@ -808,7 +951,7 @@ mod tests {
             "/v1/ex/photos/a%00b.jpg".to_owned(),
             "/v1/ex/../secret.jpg".to_owned(),
         ] {
-            assert_eq!(rejected(r.decide("GET", &url, now())).0, 400, "{url}");
+            assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 400, "{url}");
         }
     }
 }

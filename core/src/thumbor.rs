@@ -31,6 +31,10 @@
 //!   segments (`left`, `top`, …), which URLs without them do not notice. `auto` and `blur` are
 //!   501.
 //! - `background_color(COLOR)`: composites transparency onto COLOR.
+//! - `format(NAME)`: `jpeg`/`jpg`, `png`, `webp` or `gif` (the first frame). Without it, the
+//!   source's format; on a route with `auto_format` (thumbor's `AUTO_WEBP`), WebP for clients
+//!   whose `Accept` lists it (see [`crate::accept`]). thumbor leaves animated GIFs out of
+//!   `AUTO_WEBP`; pixmesh, which keeps only their first frame, does not.
 //!
 //! pixmesh applies effects before padding and background (see [`crate::transform`]), so
 //! `grayscale`, `blur` or `sharpen` after `fill` or `background_color` in the URL (which would
@@ -42,15 +46,19 @@ use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 
 use crate::grammar::{
-    Expiry, Target, invalid, parse_amount, parse_blur_radius, parse_color, parse_rotation,
-    parse_sigma, parse_timestamp, sharpen, unsupported,
+    Expiry, FormatChoice, Target, invalid, parse_amount, parse_blur_radius, parse_color,
+    parse_rotation, parse_sigma, parse_timestamp, sharpen, unsupported,
 };
 use crate::transform::{
-    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, Rotation, Transform, VAlign,
+    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, OutputFormat, Rotation, Transform,
+    VAlign,
 };
 
 /// Most filters one URL may chain.
 pub const MAX_FILTERS: usize = 32;
+
+/// How [`ThumborPath::from_transform`] writes [`OutputFormat::Compatible`] in `format(…)`.
+const COMPATIBLE: &str = "compatible";
 
 pub use crate::grammar::GrammarError;
 
@@ -430,9 +438,14 @@ impl ThumborPath {
 
     /// Everything the URL asks for, grammar-neutral: transform, decoded image path and expiry.
     pub fn to_target(&self) -> Result<Target, GrammarError> {
+        let transform = self.to_transform()?;
         Ok(Target {
             handle: None,
-            transform: self.to_transform()?,
+            transform,
+            format_choice: match transform.format {
+                OutputFormat::Source => FormatChoice::Unnamed,
+                OutputFormat::Fixed(_) | OutputFormat::Compatible => FormatChoice::Named,
+            },
             image: self.image_path()?,
             version: None,
             expires: self.expires()?,
@@ -440,7 +453,9 @@ impl ThumborPath {
     }
 
     /// The path that asks for `t` on `image`, with the given signature. Inverse of
-    /// [`ThumborPath::to_transform`] for every transform it produces.
+    /// [`ThumborPath::to_transform`] for every transform it produces. The format "auto" chose
+    /// for a client without WebP ([`OutputFormat::Compatible`]) is written `format(compatible)`,
+    /// which no URL may say: it only makes canonical forms of such requests differ.
     pub fn from_transform(t: &Transform, image: impl Into<String>) -> Self {
         let mut url = ThumborPath::new(image);
         url.fit_in = (t.fit == Fit::FitIn).then_some(FitIn::FitIn);
@@ -454,8 +469,12 @@ impl ThumborPath {
                 args,
             })
         };
-        if let Some(f) = t.format {
-            filter("format", f.name().to_owned());
+        match t.format {
+            OutputFormat::Source => {}
+            OutputFormat::Fixed(f) => filter("format", f.name().to_owned()),
+            // No URL asks for it (the router chooses it), so it only appears in canonical forms;
+            // the parser refuses it.
+            OutputFormat::Compatible => filter("format", COMPATIBLE.to_owned()),
         }
         if let Some(q) = t.quality {
             filter("quality", q.to_string());
@@ -672,8 +691,8 @@ fn apply_filter(
             t.background = state.background()?;
         }
         "format" => {
-            t.format = Some(match f.args.to_ascii_lowercase().as_str() {
-                "avif" | "gif" | "tiff" | "heif" | "jxl" => {
+            t.format = OutputFormat::Fixed(match f.args.to_ascii_lowercase().as_str() {
+                "avif" | "tiff" | "heif" | "jxl" => {
                     return Err(GrammarError::Unsupported(format!("format({})", f.args)));
                 }
                 name => Format::from_name(name)
@@ -1064,13 +1083,46 @@ mod tests {
                 flip_v: false,
                 h_align: HAlign::Left,
                 v_align: VAlign::Middle,
-                format: Some(Format::Jpeg),
+                format: OutputFormat::Fixed(Format::Jpeg),
                 quality: Some(80),
                 ..Transform::default()
             }
         );
         let back = ThumborPath::from_transform(&t, "a.png");
         assert_eq!(back.to_transform().unwrap(), t);
+    }
+
+    #[test]
+    fn the_format_filter_names_the_format_and_gif_is_one() {
+        for (path, format, choice) in [
+            ("unsafe/a.gif", OutputFormat::Source, FormatChoice::Unnamed),
+            (
+                "unsafe/filters:format(gif)/a.jpg",
+                OutputFormat::Fixed(Format::Gif),
+                FormatChoice::Named,
+            ),
+            (
+                "unsafe/filters:format(WEBP)/a.gif",
+                OutputFormat::Fixed(Format::Webp),
+                FormatChoice::Named,
+            ),
+        ] {
+            let t = ThumborPath::parse(path).unwrap().to_target().unwrap();
+            assert_eq!(
+                (t.transform.format, t.format_choice),
+                (format, choice),
+                "{path}"
+            );
+        }
+        let compatible = Transform {
+            format: OutputFormat::Compatible,
+            ..Transform::default()
+        };
+        assert_eq!(
+            ThumborPath::from_transform(&compatible, "a.jpg").to_path(),
+            "unsafe/filters:format(compatible)/a.jpg",
+            "the choice of auto has its own canonical form, which no URL may use"
+        );
     }
 
     fn transform(path: &str) -> Result<Transform, GrammarError> {
@@ -1287,6 +1339,7 @@ mod tests {
             "unsafe/filters:quality(101)/a.jpg",
             "unsafe/filters:quality(x)/a.jpg",
             "unsafe/filters:format(bmpx)/a.jpg",
+            "unsafe/filters:format(compatible)/a.jpg",
             "unsafe/filters:upscale(1)/a.jpg",
             "unsafe/filters:nonsense(1)/a.jpg",
             "unsafe/filters:rotate(45)/a.jpg",

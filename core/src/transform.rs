@@ -13,7 +13,9 @@
 //! 7. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
 //!    image before it is rotated, as in thumbor, where `rotate` is a filter applied to the
 //!    result;
-//! 8. encoding; JPEG, which has no alpha, flattens what is still transparent onto white.
+//! 8. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
+//!    transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
+//!    least half opaque and drops the others.
 
 pub use crate::color::Color;
 
@@ -111,7 +113,7 @@ impl VAlign {
     }
 }
 
-/// An output image format.
+/// An image format pixmesh reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// JPEG (`image/jpeg`).
@@ -120,11 +122,13 @@ pub enum Format {
     Png,
     /// WebP (`image/webp`).
     Webp,
+    /// GIF (`image/gif`): its first frame only, read and written as a still image.
+    Gif,
 }
 
 impl Format {
     /// Every format, in the order they are documented.
-    pub const ALL: [Format; 3] = [Format::Jpeg, Format::Png, Format::Webp];
+    pub const ALL: [Format; 4] = [Format::Jpeg, Format::Png, Format::Webp, Format::Gif];
 
     /// The name used in URLs and result keys.
     pub fn name(self) -> &'static str {
@@ -132,6 +136,7 @@ impl Format {
             Format::Jpeg => "jpeg",
             Format::Png => "png",
             Format::Webp => "webp",
+            Format::Gif => "gif",
         }
     }
 
@@ -141,6 +146,7 @@ impl Format {
             "jpeg" | "jpg" => Some(Format::Jpeg),
             "png" => Some(Format::Png),
             "webp" => Some(Format::Webp),
+            "gif" => Some(Format::Gif),
             _ => None,
         }
     }
@@ -151,6 +157,48 @@ impl Format {
             Format::Jpeg => "image/jpeg",
             Format::Png => "image/png",
             Format::Webp => "image/webp",
+            Format::Gif => "image/gif",
+        }
+    }
+}
+
+/// Which format the result is encoded in.
+///
+/// URLs ask for [`OutputFormat::Source`] (by naming no format) or a [`OutputFormat::Fixed`] one;
+/// [`OutputFormat::Compatible`] is what the router puts in place of a URL's "auto" for a client
+/// whose `Accept` header does not list WebP (see [`crate::accept`]), so a WebP source is not
+/// sent to a client that cannot show it. The result's format is [`OutputFormat::resolve`]d
+/// once the source is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// The source's own format (a GIF stays a GIF, a WebP a WebP).
+    #[default]
+    Source,
+    /// This format, whatever the source.
+    Fixed(Format),
+    /// The source's format when every client shows it (JPEG, PNG, GIF); a WebP source becomes
+    /// PNG when the result has transparency and JPEG when it is opaque, so nothing is flattened.
+    Compatible,
+}
+
+impl OutputFormat {
+    /// The format to encode in, for a source in `source`; `transparent` tells whether the
+    /// result (after every other step) has transparent pixels, and is only asked when that
+    /// decides.
+    pub fn resolve(self, source: Format, transparent: impl FnOnce() -> bool) -> Format {
+        match (self, source) {
+            (OutputFormat::Fixed(f), _) => f,
+            (OutputFormat::Compatible, Format::Webp) if transparent() => Format::Png,
+            (OutputFormat::Compatible, Format::Webp) => Format::Jpeg,
+            (OutputFormat::Source | OutputFormat::Compatible, source) => source,
+        }
+    }
+
+    /// The fixed format, if any.
+    pub fn fixed(self) -> Option<Format> {
+        match self {
+            OutputFormat::Fixed(f) => Some(f),
+            OutputFormat::Source | OutputFormat::Compatible => None,
         }
     }
 }
@@ -286,8 +334,8 @@ pub struct Transform {
     pub h_align: HAlign,
     /// Vertical anchor when [`Fit::Fill`] crops.
     pub v_align: VAlign,
-    /// Output format; `None` keeps the source format.
-    pub format: Option<Format>,
+    /// Output format; by default the source's.
+    pub format: OutputFormat,
     /// Encoder quality 1–100 for lossy formats; `None` uses the format's default.
     pub quality: Option<u8>,
     /// Rotation of the result, clockwise, after everything but encoding.
@@ -345,6 +393,33 @@ mod tests {
         assert_eq!(Rotation::Cw180.flips_before((true, false)), (true, false));
         assert_eq!(HAlign::Left.mirrored(), HAlign::Right);
         assert_eq!(VAlign::Middle.mirrored(), VAlign::Middle);
+    }
+
+    #[test]
+    fn output_formats_resolve_against_the_source() {
+        let never_asked = || -> bool { panic!("transparency does not decide this") };
+        for source in Format::ALL {
+            assert_eq!(OutputFormat::Source.resolve(source, never_asked), source);
+            assert_eq!(
+                OutputFormat::Fixed(Format::Gif).resolve(source, never_asked),
+                Format::Gif
+            );
+        }
+        let compatible =
+            |source, transparent: bool| OutputFormat::Compatible.resolve(source, || transparent);
+        assert_eq!(compatible(Format::Jpeg, false), Format::Jpeg);
+        assert_eq!(compatible(Format::Png, true), Format::Png);
+        assert_eq!(compatible(Format::Gif, true), Format::Gif);
+        assert_eq!(
+            compatible(Format::Webp, true),
+            Format::Png,
+            "a transparent WebP is never flattened into a JPEG"
+        );
+        assert_eq!(compatible(Format::Webp, false), Format::Jpeg);
+        for f in Format::ALL {
+            assert_eq!(Format::from_name(f.name()), Some(f));
+            assert!(f.content_type().ends_with(f.name()));
+        }
     }
 
     #[test]

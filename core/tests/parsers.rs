@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use pixmesh_core::accept;
 use pixmesh_core::grammar::GrammarError;
 use pixmesh_core::imagekit::{self, ImagekitUrl};
 use pixmesh_core::imgproxy::{self, ImgproxyPath, Source};
@@ -14,8 +15,8 @@ use pixmesh_core::query::{self, QueryUrl};
 use pixmesh_core::router::{Decision, MAX_URL_LEN, Router};
 use pixmesh_core::thumbor::{self, ThumborPath};
 use pixmesh_core::transform::{
-    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation,
-    Sharpen, Transform, VAlign,
+    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
+    OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
 use proptest::prelude::*;
 
@@ -95,6 +96,26 @@ fn grammar_text(max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..max).prop_map(|v| v.concat())
 }
 
+/// `Accept` header values built from media ranges, parameters and separators.
+fn accept_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("image/webp"),
+        Just("IMAGE/WEBP"),
+        Just("image/*"),
+        Just("*/*"),
+        Just(","),
+        Just(";"),
+        Just("q="),
+        Just("0"),
+        Just("1"),
+        Just("."),
+        Just(" "),
+        Just("\""),
+        Just("="),
+    ];
+    prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+}
+
 fn any_text() -> impl Strategy<Value = String> {
     prop_oneof![any::<String>(), grammar_text(80)]
 }
@@ -133,11 +154,11 @@ fn any_transform() -> impl Strategy<Value = Transform> {
         Just(VAlign::Middle),
         Just(VAlign::Bottom)
     ];
-    let format = prop::option::of(prop_oneof![
-        Just(Format::Jpeg),
-        Just(Format::Png),
-        Just(Format::Webp)
-    ]);
+    // `Compatible` is left out: the router chooses it, no URL can ask for it.
+    let format = prop_oneof![
+        Just(OutputFormat::Source),
+        prop::sample::select(Format::ALL.to_vec()).prop_map(OutputFormat::Fixed),
+    ];
     let rotation = prop::sample::select(Rotation::ALL.to_vec());
     let sigma = (1..=MAX_SIGMA.0).prop_map(Hundredths);
     let amount = prop_oneof![
@@ -237,6 +258,26 @@ proptest! {
     })]
 
     #[test]
+    fn accept_negotiation_is_total_and_honours_exclusions(
+        accept in prop_oneof![any::<String>(), accept_text()],
+    ) {
+        let chosen = accept::negotiate(Some(&accept));
+        prop_assert!(matches!(
+            chosen,
+            OutputFormat::Compatible | OutputFormat::Fixed(Format::Webp)
+        ));
+        let excluded = format!("{accept},image/webp;q=0");
+        prop_assert_eq!(accept::negotiate(Some(&excluded)), OutputFormat::Compatible);
+        let listed = format!("image/webp,{accept}");
+        if !accept.to_ascii_lowercase().contains("webp") {
+            prop_assert_eq!(
+                accept::negotiate(Some(&listed)),
+                OutputFormat::Fixed(Format::Webp)
+            );
+        }
+    }
+
+    #[test]
     fn thumbor_parser_is_total_and_round_trips(s in any_text()) {
         if let Ok(p) = ThumborPath::parse(&s) {
             prop_assert!(p.filters.len() <= thumbor::MAX_FILTERS);
@@ -291,11 +332,12 @@ proptest! {
     fn router_answers_every_request_with_a_documented_status(
         prefix in prop_oneof![Just("/t/"), Just("/ip/"), Just("/ik/"), Just("/q/"), Just("/")],
         rest in any_text(),
+        accept in prop::option::of(prop_oneof![any::<String>(), accept_text()]),
         secs in 0u64..4_000_000_000,
     ) {
         let path = format!("{prefix}{rest}");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-        match router().decide("GET", &path, now) {
+        match router().decide("GET", &path, accept.as_deref(), now) {
             Decision::Pass => prop_assert_eq!(prefix, "/"),
             Decision::Reject(r) => {
                 prop_assert!(
@@ -308,6 +350,16 @@ proptest! {
                 );
             }
             Decision::Render(r) => {
+                let format = r.request.transform.format;
+                prop_assert!(
+                    !r.vary_accept
+                        || matches!(format, OutputFormat::Compatible | OutputFormat::Fixed(Format::Webp)),
+                    "negotiation chooses WebP or the compatible format, not {:?}", format
+                );
+                prop_assert!(
+                    r.vary_accept || format != OutputFormat::Compatible,
+                    "the compatible format only comes from negotiation"
+                );
                 prop_assert!(!r.request.key.is_empty());
                 prop_assert!(!r.request.key.starts_with('/'));
                 prop_assert!(!r.request.key.split('/').any(|s| s == ".."));
@@ -324,7 +376,8 @@ fn router() -> Router {
             {"prefix":"/ip/","grammar":"imgproxy","storage":"s","base_dir":"base","allow_unsafe":true,
              "handles":{"b":"s"}},
             {"prefix":"/ik/","grammar":"imagekit","storage":"s","base_dir":"base","allow_unsafe":true},
-            {"prefix":"/q/","grammar":"query","storage":"s","base_dir":"base","allow_unsafe":true}
+            {"prefix":"/q/","grammar":"query","storage":"s","base_dir":"base","allow_unsafe":true,
+             "auto_format":true}
         ]}"#,
     )
     .unwrap()
@@ -352,7 +405,7 @@ fn pathological_inputs_at_the_length_limit_return() {
         "/".repeat(n),
     ] {
         for prefix in ["/t/", "/ip/", "/ik/", "/q/"] {
-            let d = r.decide("GET", &format!("{prefix}{body}"), now);
+            let d = r.decide("GET", &format!("{prefix}{body}"), Some(&body), now);
             assert!(
                 !matches!(d, Decision::Pass),
                 "{prefix}{}",

@@ -4,10 +4,14 @@
 //! if so its `:path` becomes the transcoder's render path, otherwise it passes untouched or is
 //! answered here (400/403/404/405/414/501, plain text).
 //!
+//! The request's `Accept` header goes to the router, which uses it where a URL asks for its
+//! format to be chosen ("auto"; see [`pixmesh_core::accept`]).
+//!
 //! Response path, only for requests this filter rewrote: strip the `grpc-status` the transcoder
 //! leaks, apply the sidecar's `x-http-status` (304/413/415/422/…), add the canonical `Link`
-//! header, and turn a gRPC error that arrives in trailers (after the body started) into a reset,
-//! so a truncated image is never cached as a complete 200.
+//! header, add `Vary: Accept` to every response (304s and errors too) of a request whose
+//! format was chosen from `Accept`, and turn a gRPC error that arrives in trailers (after the
+//! body started) into a reset, so a truncated image is never cached as a complete 200.
 
 use std::rc::Rc;
 
@@ -51,6 +55,7 @@ impl RootContext for PixmeshRoot {
         Some(Box::new(Pixmesh {
             router: Rc::clone(self.router.as_ref()?),
             link: None,
+            vary_accept: false,
             rendering: false,
         }))
     }
@@ -65,17 +70,35 @@ struct Pixmesh {
     router: Rc<Router>,
     /// `Link` header for the response, when the route has a canonical base URL.
     link: Option<String>,
+    /// The output format was chosen from `Accept`: the response varies with it.
+    vary_accept: bool,
     /// This request was rewritten into a render request.
     rendering: bool,
 }
 
 impl Context for Pixmesh {}
 
+impl Pixmesh {
+    /// Every `Accept` line of the request joined with `,` (the same list, per RFC 9110), or
+    /// `None` without one.
+    fn accept(&self) -> Option<String> {
+        let lines: Vec<String> = self
+            .get_http_request_headers()
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("accept"))
+            .map(|(_, value)| value)
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(","))
+    }
+}
+
 impl HttpContext for Pixmesh {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let method = self.get_http_request_header(":method").unwrap_or_default();
-        match self.router.decide(&method, &path, self.get_current_time()) {
+        let accept = self.accept();
+        let now = self.get_current_time();
+        match self.router.decide(&method, &path, accept.as_deref(), now) {
             Decision::Pass => Action::Continue,
             Decision::Reject(r) => {
                 log::debug!("pixmesh: {} {method} {path}: {}", r.status, r.message);
@@ -90,6 +113,7 @@ impl HttpContext for Pixmesh {
             Decision::Render(r) => {
                 self.set_http_request_header(":path", Some(&r.upstream_path));
                 self.link = r.link;
+                self.vary_accept = r.vary_accept;
                 self.rendering = true;
                 Action::Continue
             }
@@ -122,6 +146,9 @@ impl HttpContext for Pixmesh {
         );
         if let (true, Some(link)) = (ok, &self.link) {
             self.add_http_response_header("link", link);
+        }
+        if self.vary_accept {
+            self.add_http_response_header("vary", "Accept");
         }
         Action::Continue
     }

@@ -1,6 +1,14 @@
 //! The render pipeline: decode → orient → resize → flip → grayscale → blur → sharpen → pad →
 //! flatten → rotate → encode, as a list of named steps.
 //!
+//! Formats: JPEG, PNG, WebP and GIF in and out. A GIF is read as its first frame, placed on
+//! the GIF's logical screen (transparent around it); later frames are never read, so an
+//! animation of thousands of frames costs what its first frame costs. Animation is not kept
+//! (yet). The output format is
+//! [resolved](pixmesh_core::transform::OutputFormat::resolve) once the pixels are known: the
+//! source's, a fixed one, or, for "auto" without WebP, a compatible one (a WebP source becomes
+//! PNG when the result is transparent, JPEG when it is opaque).
+//!
 //! [`render`] reads as the list of steps; each step is a small function below it. The geometry
 //! follows thumbor/imagor semantics (see [`Transform`]): `fit-in`, fill-and-crop (the default) and
 //! stretch, never upscaling unless asked. The effects run on the resized image, so their cost
@@ -11,7 +19,8 @@
 //! Safety properties:
 //! - The source size is checked against [`Limits::max_source_pixels`] from the image header,
 //!   before any pixel is decoded (decompression bombs), and `image`'s own allocation limit is set
-//!   as a second line of defence.
+//!   as a second line of defence. A GIF's first frame, which may declare a size of its own, is
+//!   checked too before its pixels are decoded.
 //! - The output size, padding included, is checked against [`Limits::max_output_pixels`]
 //!   before anything is decoded or allocated for it.
 //! - No step panics on any input: pixel arithmetic is done in `u64`/`f64` and every
@@ -19,13 +28,16 @@
 //!
 //! Performance notes (DESIGN.md §3): JPEGs are decoded and encoded by libjpeg-turbo, decoded
 //! with DCT scaling (shrink-on-load, libvips' rule: 1/2, 1/4 or 1/8 while leaving at least 2×
-//! to the resize), the largest single saving. PNG and WebP are decoded by `image` at full size.
+//! to the resize), the largest single saving. PNG and WebP are decoded by `image` at full size,
+//! GIF by the `gif` crate. GIF output is quantized to 256 colours by NeuQuant (what `image`
+//! offers), at a sampling speed that keeps it linear in the output size.
 //! Resizing uses `fast_image_resize` (Lanczos3), with the fill crop folded into the resize so
 //! crop and resize are one pass.
 
 use std::io::Cursor;
 
 use fast_image_resize as fr;
+use image::codecs::gif::GifEncoder;
 use image::codecs::png::PngEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
@@ -41,6 +53,14 @@ pub const DEFAULT_WEBP_QUALITY: u8 = 80;
 pub const MAX_JPEG_DIMENSION: u32 = 65_535;
 /// Largest width or height a WebP can have.
 pub const MAX_WEBP_DIMENSION: u32 = 16_383;
+/// Largest width or height a GIF can have.
+pub const MAX_GIF_DIMENSION: u32 = 65_535;
+/// NeuQuant's sampling factor for GIF output (1 = every pixel trains the palette, 30 = one in
+/// 30): 10 is the usual balance of quality and time, and keeps quantizing linear in the size.
+const GIF_QUANTIZE_SPEED: i32 = 10;
+/// GIF transparency is all or nothing: pixels at least this opaque are kept (fully opaque),
+/// the others become transparent.
+const GIF_ALPHA_THRESHOLD: u8 = 128;
 
 /// Bytes per decoded pixel budgeted for `image`'s allocation limit: 16-bit RGBA, the widest
 /// layout the enabled decoders produce.
@@ -143,15 +163,17 @@ pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered,
     let pixels = pad(pixels, t);
     let pixels = flatten(pixels, t.background);
     let pixels = rotate(pixels, t.rotation);
-    let format = t.format.unwrap_or(source_format);
+    let format = t
+        .format
+        .resolve(source_format, || has_transparency(&pixels));
     encode(pixels, format, t.quality)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Step 1: sniff the format from the magic bytes.
 
-/// Detects the format from the leading bytes. JPEG, PNG and WebP are decoded; anything else is
-/// [`PipelineError::UnsupportedFormat`] naming what was recognised, or `"unknown"`.
+/// Detects the format from the leading bytes. JPEG, PNG, WebP and GIF are decoded; anything
+/// else is [`PipelineError::UnsupportedFormat`] naming what was recognised, or `"unknown"`.
 fn sniff_format(data: &[u8]) -> Result<Format, PipelineError> {
     let at = |offset: usize, magic: &[u8]| data.get(offset..offset + magic.len()) == Some(magic);
     if at(0, &[0xFF, 0xD8, 0xFF]) {
@@ -163,9 +185,10 @@ fn sniff_format(data: &[u8]) -> Result<Format, PipelineError> {
     if at(0, b"RIFF") && at(8, b"WEBP") {
         return Ok(Format::Webp);
     }
-    let detected = if at(0, b"GIF87a") || at(0, b"GIF89a") {
-        "gif"
-    } else if at(0, b"II*\0") || at(0, b"MM\0*") {
+    if at(0, b"GIF87a") || at(0, b"GIF89a") {
+        return Ok(Format::Gif);
+    }
+    let detected = if at(0, b"II*\0") || at(0, b"MM\0*") {
         "tiff"
     } else if at(0, b"BM") {
         "bmp"
@@ -505,8 +528,9 @@ fn shrink_on_load(format: Format, g: &Geometry) -> u8 {
         .unwrap_or(1)
 }
 
-/// Decodes the pixels: JPEGs with libjpeg-turbo at 1/`shrink` scale, everything else with
-/// `image`, reserving the decoded size against its allocation limit first.
+/// Decodes the pixels: JPEGs with libjpeg-turbo at 1/`shrink` scale, the first frame of a GIF
+/// with `gif`, everything else with `image`, reserving the decoded size against its allocation
+/// limit first.
 fn decode(
     source: &[u8],
     decoder: impl ImageDecoder,
@@ -518,6 +542,9 @@ fn decode(
         && let Some(image) = decode_jpeg(source, shrink)?
     {
         return Ok(image);
+    }
+    if format == Format::Gif {
+        return decode_gif(source, limits);
     }
     image_limits(limits)
         .reserve(decoder.total_bytes())
@@ -557,6 +584,67 @@ fn decode_jpeg(source: &[u8], shrink: u8) -> Result<Option<DynamicImage>, Pipeli
     let image = image::RgbImage::from_raw(w, h, pixels)
         .ok_or_else(|| PipelineError::Corrupt("jpeg decode: short pixel buffer".into()))?;
     Ok(Some(DynamicImage::ImageRgb8(image)))
+}
+
+/// Decodes the first frame of a GIF as RGBA, drawn at its place on the logical screen (whose
+/// size the caller has checked); what the frame does not cover is transparent. The frame's own
+/// declared size is checked against [`Limits::max_source_pixels`] before its pixels are
+/// decoded, and nothing after it is ever read.
+fn decode_gif(source: &[u8], limits: &Limits) -> Result<DynamicImage, PipelineError> {
+    let fail = |e: gif::DecodingError| match e {
+        gif::DecodingError::MemoryLimit | gif::DecodingError::OutOfMemory => {
+            PipelineError::TooLarge(format!("gif decode: {e}"))
+        }
+        e => PipelineError::Corrupt(format!("gif decode: {e}")),
+    };
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    // Bounds what the decoder allocates for metadata (ICC, XMP) besides the frame.
+    let budget = limits.max_source_pixels.saturating_mul(4).max(1);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(
+        std::num::NonZeroU64::new(budget).unwrap_or(std::num::NonZeroU64::MIN),
+    ));
+    let mut decoder = options.read_info(source).map_err(fail)?;
+    let (width, height) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    let frame = decoder
+        .next_frame_info()
+        .map_err(fail)?
+        .ok_or_else(|| PipelineError::Corrupt("gif has no frames".to_owned()))?;
+    let (left, top) = (u32::from(frame.left), u32::from(frame.top));
+    let (frame_w, frame_h) = (u32::from(frame.width), u32::from(frame.height));
+    let frame_pixels = u64::from(frame_w) * u64::from(frame_h);
+    if frame_pixels > limits.max_source_pixels {
+        return Err(PipelineError::TooLarge(format!(
+            "the gif's first frame is {frame_w}x{frame_h} ({frame_pixels} pixels), the limit is {} pixels",
+            limits.max_source_pixels
+        )));
+    }
+    let mut pixels = vec![0; frame_pixels as usize * 4];
+    if frame_pixels > 0 {
+        decoder.read_into_buffer(&mut pixels).map_err(fail)?;
+    }
+    let rgba = if (left, top, frame_w, frame_h) == (0, 0, width, height) {
+        pixels
+    } else {
+        let mut canvas = vec![0; width as usize * height as usize * 4];
+        // The part of the frame on the screen: rows from `top`, columns from `left`.
+        let visible_w = frame_w.min(width.saturating_sub(left)) as usize * 4;
+        // A frame wholly off the screen shows nothing (and its offset may lie past the canvas).
+        let visible_h = match visible_w {
+            0 => 0,
+            _ => frame_h.min(height.saturating_sub(top)) as usize,
+        };
+        let (frame_stride, canvas_stride) = (frame_w as usize * 4, width as usize * 4);
+        for y in 0..visible_h {
+            let from = y * frame_stride;
+            let to = (top as usize + y) * canvas_stride + left as usize * 4;
+            canvas[to..to + visible_w].copy_from_slice(&pixels[from..from + visible_w]);
+        }
+        canvas
+    };
+    let image = image::RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| PipelineError::Corrupt("gif decode: short pixel buffer".into()))?;
+    Ok(DynamicImage::ImageRgba8(image))
 }
 
 /// A decoder's `usize` dimension as the `u32` images use.
@@ -1202,11 +1290,19 @@ fn rotate(p: Pixels, rotation: Rotation) -> Pixels {
 // ---------------------------------------------------------------------------------------------
 // Step 14: encode.
 
+/// Whether any pixel is less than fully opaque: what decides between PNG and JPEG when a WebP
+/// source goes to a client without WebP
+/// ([`Compatible`](pixmesh_core::transform::OutputFormat::Compatible)).
+fn has_transparency(p: &Pixels) -> bool {
+    p.alpha && p.data.chunks_exact(4).any(|px| px[3] < u8::MAX)
+}
+
 /// Encodes in `format` with `quality` (1–100, lossy formats only) or the format's default.
-fn encode(p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered, PipelineError> {
+fn encode(mut p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered, PipelineError> {
     let max_side = match format {
         Format::Jpeg => MAX_JPEG_DIMENSION,
         Format::Webp => MAX_WEBP_DIMENSION,
+        Format::Gif => MAX_GIF_DIMENSION,
         Format::Png => u32::MAX,
     };
     if p.width > max_side || p.height > max_side {
@@ -1221,6 +1317,7 @@ fn encode(p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered, Pi
         Format::Jpeg => encode_jpeg(&p, quality.unwrap_or(DEFAULT_JPEG_QUALITY))?,
         Format::Png => encode_png(&p)?,
         Format::Webp => encode_webp(&p, quality.unwrap_or(DEFAULT_WEBP_QUALITY))?,
+        Format::Gif => encode_gif(&mut p)?,
     };
     Ok(Rendered {
         bytes,
@@ -1288,12 +1385,36 @@ fn encode_webp(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
     Ok(memory.to_vec())
 }
 
+/// A still GIF via `image`'s encoder: at most 256 colours, exact when the image has no more,
+/// else quantized by NeuQuant at [`GIF_QUANTIZE_SPEED`]. Pixels less opaque than
+/// [`GIF_ALPHA_THRESHOLD`] become transparent, the others opaque (the alpha is overwritten).
+fn encode_gif(p: &mut Pixels) -> Result<Vec<u8>, PipelineError> {
+    let color = if p.alpha {
+        for px in p.data.chunks_exact_mut(4) {
+            px[3] = if px[3] >= GIF_ALPHA_THRESHOLD {
+                u8::MAX
+            } else {
+                0
+            };
+        }
+        ExtendedColorType::Rgba8
+    } else {
+        ExtendedColorType::Rgb8
+    };
+    let mut out = Vec::new();
+    GifEncoder::new_with_speed(&mut out, GIF_QUANTIZE_SPEED)
+        .encode(&p.data, p.width, p.height, color)
+        .map_err(|e| PipelineError::Encode(format!("gif: {e}")))?;
+    Ok(out)
+}
+
 /// The `image` crate's name for a pipeline format.
 fn image_format(format: Format) -> ImageFormat {
     match format {
         Format::Jpeg => ImageFormat::Jpeg,
         Format::Png => ImageFormat::Png,
         Format::Webp => ImageFormat::WebP,
+        Format::Gif => ImageFormat::Gif,
     }
 }
 
@@ -1301,6 +1422,7 @@ fn image_format(format: Format) -> ImageFormat {
 mod tests {
     use super::*;
     use image::{GenericImageView, Rgb, RgbImage, Rgba, RgbaImage};
+    use pixmesh_core::transform::OutputFormat;
 
     fn testdata(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1424,13 +1546,14 @@ mod tests {
             ("medium_progressive.jpg", Format::Jpeg),
             ("alpha.png", Format::Png),
             ("flower.webp", Format::Webp),
+            ("anim.gif", Format::Gif),
         ] {
             let source = testdata(name);
             let r = render(&source, &transform(300, 0, Fit::FitIn), &limits).unwrap();
             assert_eq!(r.format, source_format, "{name} keeps its format");
             for format in Format::ALL {
                 let mut t = transform(160, 120, Fit::Fill);
-                t.format = Some(format);
+                t.format = OutputFormat::Fixed(format);
                 let r = render(&source, &t, &limits).unwrap();
                 assert_eq!((r.width, r.height), (160, 120), "{name} → {format:?}");
                 assert_eq!(decoded(&r).dimensions(), (160, 120), "{name} → {format:?}");
@@ -1454,7 +1577,7 @@ mod tests {
         assert!(png.color().has_alpha());
         assert_eq!(png.get_pixel(0, 0).0[3], 0);
         let t = Transform {
-            format: Some(Format::Jpeg),
+            format: OutputFormat::Fixed(Format::Jpeg),
             ..Transform::default()
         };
         let jpeg = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
@@ -1476,7 +1599,7 @@ mod tests {
         for format in [Format::Jpeg, Format::Webp] {
             let size = |q| {
                 let mut t = transform(400, 0, Fit::FitIn);
-                t.format = Some(format);
+                t.format = OutputFormat::Fixed(format);
                 t.quality = Some(q);
                 render(&source, &t, &Limits::default()).unwrap().bytes.len()
             };
@@ -1561,13 +1684,13 @@ mod tests {
             Ok(r) => panic!("{} bytes rendered as {r:?}", bytes.len()),
             Err(e) => e.http_status(),
         };
-        assert_eq!(status(&testdata("anim.gif")), 415);
         assert_eq!(status(b""), 415);
         assert_eq!(status(b"hello, world"), 415);
         assert!(matches!(
-            render(b"GIF89a....", &t, &limits),
-            Err(PipelineError::UnsupportedFormat(f)) if f == "gif"
+            render(b"II*\0....", &t, &limits),
+            Err(PipelineError::UnsupportedFormat(f)) if f == "tiff"
         ));
+        assert_eq!(status(b"GIF89a...."), 422, "a GIF cut inside its header");
         let jpeg = testdata("medium.jpg");
         assert_eq!(status(&jpeg[..jpeg.len() / 3]), 422, "truncated JPEG");
         assert_eq!(status(&jpeg[..20]), 422, "header only");
@@ -1650,6 +1773,315 @@ mod tests {
         };
         let err = encode(p, Format::Webp, None).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
+    }
+
+    #[test]
+    fn gif_output_is_capped_at_its_maximum_side() {
+        let p = Pixels {
+            width: MAX_GIF_DIMENSION + 1,
+            height: 1,
+            alpha: false,
+            data: vec![0; (MAX_GIF_DIMENSION as usize + 1) * 3],
+        };
+        let err = encode(p, Format::Gif, None).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+    }
+
+    /// Palette of the test GIFs: index 0 red, 1 green, 2 blue, 3 transparent.
+    const GIF_PALETTE: [u8; 12] = [255, 0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0];
+    const GIF_COLORS: [[u8; 4]; 4] = [
+        [255, 0, 0, 255],
+        [0, 255, 0, 255],
+        [0, 0, 255, 255],
+        [0, 0, 0, 0],
+    ];
+
+    /// A GIF whose logical screen is `screen`, with one frame per `(left, top, width, height,
+    /// palette index)`, each filled with its index.
+    fn gif_with(screen: (u16, u16), frames: &[(u16, u16, u16, u16, u8)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = gif::Encoder::new(&mut out, screen.0, screen.1, &GIF_PALETTE).unwrap();
+        for &(left, top, width, height, index) in frames {
+            let frame = gif::Frame {
+                left,
+                top,
+                width,
+                height,
+                transparent: Some(3),
+                buffer: std::borrow::Cow::Owned(vec![
+                    index;
+                    usize::from(width) * usize::from(height)
+                ]),
+                ..gif::Frame::default()
+            };
+            encoder.write_frame(&frame).unwrap();
+        }
+        drop(encoder);
+        out
+    }
+
+    /// Offset of the first image descriptor (`0x2C`) of a GIF written by [`gif_with`].
+    fn first_image_descriptor(gif: &[u8]) -> usize {
+        let mut i = 13 + GIF_PALETTE.len();
+        while gif[i] == 0x21 {
+            i += 2;
+            while gif[i] != 0 {
+                i += usize::from(gif[i]) + 1;
+            }
+            i += 1;
+        }
+        assert_eq!(gif[i], 0x2C);
+        i
+    }
+
+    fn as_png() -> Transform {
+        Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..Transform::default()
+        }
+    }
+
+    #[test]
+    fn gif_sources_render_their_first_frame() {
+        let anim = testdata("anim.gif");
+        let r = render(&anim, &as_png(), &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (245, 245));
+        let ours = decoded(&r).to_rgba8();
+        let first = image::load_from_memory_with_format(&anim, ImageFormat::Gif)
+            .unwrap()
+            .to_rgba8();
+        assert!(ours == first, "the first frame, pixel for pixel");
+        let decoder = image::codecs::gif::GifDecoder::new(Cursor::new(&anim)).unwrap();
+        let second = image::AnimationDecoder::into_frames(decoder)
+            .nth(1)
+            .unwrap()
+            .unwrap()
+            .into_buffer();
+        assert!(ours != second, "not a later frame");
+        let kept = render(&anim, &transform(100, 0, Fit::FitIn), &Limits::default()).unwrap();
+        assert_eq!(
+            (kept.format, kept.width, kept.height),
+            (Format::Gif, 100, 100),
+            "a GIF stays a GIF"
+        );
+    }
+
+    #[test]
+    fn a_gif_frame_is_placed_on_its_screen_and_clipped_to_it() {
+        // Screen 8×4; a green 4×2 frame at (2, 1); a red frame after it must not show.
+        let gif = gif_with((8, 4), &[(2, 1, 4, 2, 1), (0, 0, 8, 4, 0)]);
+        let out = decoded(&render(&gif, &as_png(), &Limits::default()).unwrap()).to_rgba8();
+        assert_eq!(out.dimensions(), (8, 4));
+        for (x, y, px) in out.enumerate_pixels() {
+            let inside = (2..6).contains(&x) && (1..3).contains(&y);
+            let expected = if inside { GIF_COLORS[1] } else { GIF_COLORS[3] };
+            assert_eq!(px.0, expected, "({x}, {y})");
+        }
+        // A blue 4×4 frame at (2, 2) on a 4×4 screen: only its top-left quarter is visible.
+        let gif = gif_with((4, 4), &[(2, 2, 4, 4, 2)]);
+        let out = decoded(&render(&gif, &as_png(), &Limits::default()).unwrap()).to_rgba8();
+        for (x, y, px) in out.enumerate_pixels() {
+            let visible = x >= 2 && y >= 2;
+            let expected = if visible {
+                GIF_COLORS[2]
+            } else {
+                GIF_COLORS[3]
+            };
+            assert_eq!(px.0, expected, "({x}, {y})");
+        }
+        // Frames wholly off the screen, beside it or below it, leave it transparent.
+        for frame in [(60_000, 3, 2, 2, 0), (0, 60_000, 2, 2, 0), (4, 0, 1, 1, 0)] {
+            let gif = gif_with((4, 4), &[frame]);
+            let out = decoded(&render(&gif, &as_png(), &Limits::default()).unwrap()).to_rgba8();
+            assert!(out.pixels().all(|px| px.0 == GIF_COLORS[3]), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn damaged_gifs_are_errors_not_panics() {
+        let gif = gif_with((8, 4), &[(2, 1, 4, 2, 1), (0, 0, 8, 4, 0)]);
+        let t = transform(4, 4, Fit::Fill);
+        // xorshift64: a fixed sequence, so a failure reproduces.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2_000 {
+            let mut damaged = gif.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % damaged.len() as u64) as usize;
+                damaged[at] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                damaged.truncate((next() % damaged.len() as u64) as usize);
+            }
+            // Ok or a typed error; a panic fails the test.
+            let _ = render(&damaged, &t, &Limits::default());
+        }
+    }
+
+    #[test]
+    fn frames_after_the_first_are_never_read() {
+        let frames: Vec<_> = (0..10_000u32)
+            .map(|i| (0, 0, 2, 2, (i % 3) as u8))
+            .collect();
+        let mut gif = gif_with((2, 2), &frames);
+        // Replace the trailer by the start of a frame that never ends.
+        gif.pop();
+        gif.extend_from_slice(&[0x2C, 0, 0, 0, 0, 2, 0, 2, 0, 0, 2, 0xFF, 0xFF, 0xFF]);
+        let r = render(&gif, &as_png(), &Limits::default()).unwrap();
+        let out = decoded(&r).to_rgba8();
+        assert!(
+            out.pixels().all(|px| px.0 == GIF_COLORS[0]),
+            "the first frame, red"
+        );
+    }
+
+    #[test]
+    fn hostile_gifs_are_refused_from_their_headers() {
+        let t = transform(10, 10, Fit::FitIn);
+        let huge_screen = gif_with((65_535, 65_535), &[(0, 0, 1, 1, 0)]);
+        let err = render(&huge_screen, &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        assert!(err.to_string().contains("65535x65535"), "{err}");
+
+        // A 10×10 screen whose first frame claims 60000×60000: refused before decoding it.
+        let mut huge_frame = gif_with((10, 10), &[(0, 0, 10, 10, 0)]);
+        let at = first_image_descriptor(&huge_frame);
+        huge_frame[at + 5..at + 9].copy_from_slice(&[0x60, 0xEA, 0x60, 0xEA]);
+        let err = render(&huge_frame, &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        assert!(
+            err.to_string().contains("first frame is 60000x60000"),
+            "{err}"
+        );
+
+        let no_frames = gif_with((10, 10), &[]);
+        assert_eq!(
+            render(&no_frames, &t, &Limits::default())
+                .unwrap_err()
+                .http_status(),
+            422
+        );
+        let whole = gif_with((10, 10), &[(0, 0, 10, 10, 0)]);
+        let err = render(&whole[..whole.len() - 6], &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 422, "a truncated first frame: {err}");
+    }
+
+    #[test]
+    fn gif_output_has_all_or_nothing_transparency() {
+        // Four 8-pixel columns of blue at alpha 0, 100, 200 and 255.
+        let alphas = [0u8, 100, 200, 255];
+        let src = png(DynamicImage::ImageRgba8(RgbaImage::from_fn(
+            32,
+            8,
+            |x, _| Rgba([0, 0, 255, alphas[x as usize / 8]]),
+        )));
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Gif),
+            ..Transform::default()
+        };
+        let r = render(&src, &t, &Limits::default()).unwrap();
+        assert_eq!(r.format, Format::Gif);
+        let out = decoded(&r).to_rgba8();
+        for (x, _, px) in out.enumerate_pixels() {
+            let expected = if alphas[x as usize / 8] >= 128 {
+                [0, 0, 255, 255]
+            } else {
+                [0, 0, 0, 0]
+            };
+            if expected[3] == 0 {
+                assert_eq!(px.0[3], 0, "column {x} is transparent");
+            } else {
+                assert_eq!(px.0, expected, "column {x} is opaque blue");
+            }
+        }
+    }
+
+    #[test]
+    fn gif_output_of_a_photo_stays_close_to_it() {
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Gif),
+            ..transform(160, 120, Fit::Fill)
+        };
+        let gif = render(&testdata("medium.jpg"), &t, &Limits::default()).unwrap();
+        let png = render(
+            &testdata("medium.jpg"),
+            &Transform {
+                format: OutputFormat::Fixed(Format::Png),
+                ..t
+            },
+            &Limits::default(),
+        )
+        .unwrap();
+        let (a, b) = (decoded(&gif).to_rgb8(), decoded(&png).to_rgb8());
+        let diff: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+            .sum();
+        let mean = diff as f64 / a.as_raw().len() as f64;
+        assert!(mean < 6.0, "256 colours are close to the photo: {mean}");
+    }
+
+    /// A lossless WebP of `img`.
+    fn webp_of(img: &RgbaImage) -> Vec<u8> {
+        webp::Encoder::from_rgba(img.as_raw(), img.width(), img.height())
+            .encode_lossless()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_compatible_format_never_sends_webp_and_never_flattens() {
+        let compatible = |t: Transform| Transform {
+            format: OutputFormat::Compatible,
+            ..t
+        };
+        let half_transparent = RgbaImage::from_fn(16, 16, |x, _| {
+            Rgba([255, 0, 0, if x < 8 { 0 } else { 255 }])
+        });
+        let opaque_with_alpha = RgbaImage::from_pixel(16, 16, Rgba([0, 255, 0, 255]));
+        for (name, source, expected) in [
+            ("medium.jpg", testdata("medium.jpg"), Format::Jpeg),
+            ("alpha.png", testdata("alpha.png"), Format::Png),
+            ("anim.gif", testdata("anim.gif"), Format::Gif),
+            ("opaque flower.webp", testdata("flower.webp"), Format::Jpeg),
+            ("transparent webp", webp_of(&half_transparent), Format::Png),
+            (
+                "webp with an opaque alpha channel",
+                webp_of(&opaque_with_alpha),
+                Format::Jpeg,
+            ),
+        ] {
+            let t = compatible(transform(8, 8, Fit::Fill));
+            let r = render(&source, &t, &Limits::default()).unwrap();
+            assert_eq!(r.format, expected, "{name}");
+        }
+        let r = render(
+            &webp_of(&half_transparent),
+            &compatible(Transform::default()),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded(&r).to_rgba8().get_pixel(0, 0).0[3],
+            0,
+            "the transparency is kept"
+        );
+        let onto_white = Transform {
+            background: Some(Color::WHITE),
+            ..compatible(Transform::default())
+        };
+        let r = render(&webp_of(&half_transparent), &onto_white, &Limits::default()).unwrap();
+        assert_eq!(
+            r.format,
+            Format::Jpeg,
+            "flattened by the URL, the result is opaque"
+        );
     }
 
     #[test]
@@ -1786,7 +2218,7 @@ mod tests {
     /// `medium.jpg` fitted into `w`×`h`, as PNG (lossless, so pixels compare exactly).
     fn photo(w: u32, h: u32) -> Transform {
         Transform {
-            format: Some(Format::Png),
+            format: OutputFormat::Fixed(Format::Png),
             ..transform(w, h, Fit::FitIn)
         }
     }
@@ -2159,7 +2591,7 @@ mod tests {
         assert_eq!(out.get_pixel(150, 299).0, [255, 0, 0, 255]);
         assert_ne!(out.get_pixel(150, 150).0, [255, 0, 0, 255]);
         let jpeg = Transform {
-            format: Some(Format::Jpeg),
+            format: OutputFormat::Fixed(Format::Jpeg),
             ..t
         };
         let out = decoded(&render(&photo_src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
@@ -2179,7 +2611,7 @@ mod tests {
         assert_eq!(out.get_pixel(50, 5).0[3], 0);
         assert_eq!(out.get_pixel(50, 50).0[3], 255);
         let jpeg = Transform {
-            format: Some(Format::Jpeg),
+            format: OutputFormat::Fixed(Format::Jpeg),
             ..clear
         };
         let out = decoded(&render(&src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
@@ -2236,7 +2668,7 @@ mod tests {
         let src = png(DynamicImage::ImageRgba8(img));
         let red = Some(Color::rgb(255, 0, 0));
         let jpeg = Transform {
-            format: Some(Format::Jpeg),
+            format: OutputFormat::Fixed(Format::Jpeg),
             background: red,
             ..Transform::default()
         };

@@ -30,8 +30,8 @@ use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
 use pixmesh_core::render::{RenderRequest, etag, if_none_match, is_version_id, result_key};
 use pixmesh_core::transform::{
-    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation,
-    Sharpen, Transform, VAlign,
+    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
+    OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
 use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
@@ -442,10 +442,12 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Err(_) => return Err(bad(format!("unknown v_align {}", r.v_align))),
     };
     let format = match v1::Format::try_from(r.format) {
-        Ok(v1::Format::Unspecified) => None,
-        Ok(v1::Format::Jpeg) => Some(Format::Jpeg),
-        Ok(v1::Format::Png) => Some(Format::Png),
-        Ok(v1::Format::Webp) => Some(Format::Webp),
+        Ok(v1::Format::Unspecified) => OutputFormat::Source,
+        Ok(v1::Format::Jpeg) => OutputFormat::Fixed(Format::Jpeg),
+        Ok(v1::Format::Png) => OutputFormat::Fixed(Format::Png),
+        Ok(v1::Format::Webp) => OutputFormat::Fixed(Format::Webp),
+        Ok(v1::Format::Gif) => OutputFormat::Fixed(Format::Gif),
+        Ok(v1::Format::Compatible) => OutputFormat::Compatible,
         Err(_) => return Err(bad(format!("unknown format {}", r.format))),
     };
     let quality = match r.quality {
@@ -929,7 +931,7 @@ mod tests {
             flip_v: true,
             h_align: HAlign::Right,
             v_align: VAlign::Top,
-            format: Some(Format::Png),
+            format: OutputFormat::Fixed(Format::Png),
             quality: Some(55),
             rotation: Rotation::Cw270,
             grayscale: true,
@@ -941,14 +943,29 @@ mod tests {
             pad: true,
             background: Some(Color::rgb(1, 2, 3)),
         };
-        let req = RenderRequest {
-            storage: "s".into(),
-            key: "k".into(),
-            version: None,
-            transform: t,
-        };
+        let formats = [
+            OutputFormat::Source,
+            OutputFormat::Fixed(Format::Jpeg),
+            OutputFormat::Fixed(Format::Png),
+            OutputFormat::Fixed(Format::Webp),
+            OutputFormat::Fixed(Format::Gif),
+            OutputFormat::Compatible,
+        ];
+        for format in formats {
+            let req = RenderRequest {
+                storage: "s".into(),
+                key: "k".into(),
+                version: None,
+                transform: Transform { format, ..t },
+            };
+            assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
+        }
+    }
+
+    /// The wire request the transcoder makes of a render query.
+    fn wire_from_query(query: &str) -> v1::RenderRequest {
         let mut wire = v1::RenderRequest::default();
-        for pair in req.to_query().split('&') {
+        for pair in query.split('&') {
             let (name, value) = pair.split_once('=').unwrap();
             let num = || value.parse::<u32>().unwrap();
             let yes = || value == "true";
@@ -972,10 +989,11 @@ mod tests {
                 "sharpen_amount_x100" => wire.sharpen_amount_x100 = num(),
                 "pad" => wire.pad = yes(),
                 "background_rgba" => wire.background_rgba = num(),
+                "version_id" => wire.version_id = value.into(),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }
-        assert_eq!(to_core(wire).unwrap(), req);
+        wire
     }
 
     #[test]

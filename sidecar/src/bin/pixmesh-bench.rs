@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pixmesh_core::transform::{Fit, Format, Transform};
+use pixmesh_core::transform::{Fit, Format, OutputFormat, Transform};
 use pixmesh_sidecar::pipeline::{self, Limits};
 
 struct Args {
@@ -91,7 +91,7 @@ fn file_stem(path: &Path) -> String {
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     const USAGE: &str = "usage: pixmesh-bench --size WxH [--fit fit-in|fill|stretch] \
-                         [--format jpeg|png|webp] [--quality Q] [--repeat N] [--out DIR] IMAGE...";
+                         [--format jpeg|png|webp|gif] [--quality Q] [--repeat N] [--out DIR] IMAGE...";
     let mut args = Args {
         transform: Transform::default(),
         repeat: 5,
@@ -122,8 +122,9 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--format" => {
                 let v = value()?;
-                args.transform.format =
-                    Some(Format::from_name(&v).ok_or(format!("--format {v}\n{USAGE}"))?);
+                args.transform.format = OutputFormat::Fixed(
+                    Format::from_name(&v).ok_or(format!("--format {v}\n{USAGE}"))?,
+                );
             }
             "--quality" => {
                 let v = value()?;

@@ -1,0 +1,301 @@
+//! End-to-end: output formats through a real Envoy, the filter, the sidecar and Garage.
+//!
+//! - Where a request asks for "auto" (ImageKit `f-auto`, query `f=auto`, any URL naming no
+//!   format on a route with `auto_format`), a client listing `image/webp` gets WebP and any
+//!   other client the source's format; every such response says `Vary: Accept`, 304s included.
+//!   The two renditions have their own ETags and result-storage objects, so neither ever
+//!   answers for the other.
+//! - GIF sources render their first frame; GIF is an output format in every grammar; hostile
+//!   GIFs are refused from their headers.
+
+use std::time::{Duration, Instant};
+
+use image::GenericImageView;
+use pixmesh_tests::http::Response;
+use pixmesh_tests::{Garage, Stack, tools};
+
+const RESULTS_BUCKET: &str = "results";
+const RESULTS_DIR: &str = "renditions";
+
+/// What Chrome sends for images.
+const CHROME: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+/// What Safari 13, which cannot show WebP, sent for images.
+const OLD_SAFARI: &str = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5";
+
+struct World {
+    garage: Garage,
+    stack: Stack,
+}
+
+impl World {
+    async fn start() -> World {
+        let garage = Garage::start().await;
+        garage.create_bucket(RESULTS_BUCKET).await;
+        for name in ["medium.jpg", "alpha.png", "flower.webp", "anim.gif"] {
+            let bytes = std::fs::read(tools::testdata_images().join(name)).expect("test image");
+            garage.put(garage.default_bucket(), name, bytes).await;
+        }
+        let s3 = |bucket: &str| {
+            format!(
+                "type = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+                 access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                garage.endpoint(),
+                garage.region(),
+                garage.access_key(),
+                garage.secret_key()
+            )
+        };
+        let sidecar = format!(
+            "[storages.photos]\n{}\n[storages.results]\n{}\n\
+             [result_storage]\nstorage = \"results\"\nbase_dir = \"{RESULTS_DIR}\"\n",
+            s3(garage.default_bucket()),
+            s3(RESULTS_BUCKET),
+        );
+        let filter = serde_json::json!({ "routes": [
+            { "prefix": "/auto/", "storage": "photos", "allow_unsafe": true, "auto_format": true },
+            { "prefix": "/t/", "storage": "photos", "allow_unsafe": true },
+            { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true },
+            { "prefix": "/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true },
+            { "prefix": "/q/", "grammar": "query", "storage": "photos", "allow_unsafe": true },
+        ]});
+        let stack = Stack::builder(&filter.to_string(), &sidecar).start().await;
+        World { garage, stack }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.stack.get(path, headers).await
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) {
+        self.garage
+            .put(self.garage.default_bucket(), key, bytes)
+            .await;
+    }
+
+    /// The result-storage keys of renditions of `source`, once `count` of them are there.
+    async fn renditions_of(&self, source: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys: Vec<String> = self
+                .garage
+                .list(RESULTS_BUCKET, RESULTS_DIR)
+                .await
+                .into_iter()
+                .filter(|k| k.ends_with(&format!("/{source}")))
+                .collect();
+            if keys.len() >= count || Instant::now() > deadline {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn decode(r: &Response) -> image::DynamicImage {
+    assert_eq!(r.status, 200, "body: {}", r.text());
+    image::load_from_memory(&r.body)
+        .unwrap_or_else(|e| panic!("the body is not an image ({e}): {}", r.text()))
+}
+
+/// Asserts a 200 of `content_type`, `dims` and, when `vary`, `Vary: Accept` (else no `Vary`).
+fn assert_image(url: &str, r: &Response, content_type: &str, dims: (u32, u32), vary: bool) {
+    assert_eq!(r.status, 200, "{url}: {}", r.text());
+    assert_eq!(r.header("content-type"), Some(content_type), "{url}");
+    assert_eq!(decode(r).dimensions(), dims, "{url}");
+    let expected = if vary { vec!["Accept"] } else { vec![] };
+    assert_eq!(r.header_all("vary"), expected, "{url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_gives_webp_to_clients_that_list_it_and_the_source_format_to_others() {
+    let w = World::start().await;
+    for url in [
+        "/auto/unsafe/fit-in/320x320/medium.jpg",
+        "/ik/tr:w-320,h-320,c-at_max,f-auto/medium.jpg",
+        "/q/photos/medium.jpg?w=320&h=320&fit=scale-down&f=auto",
+    ] {
+        let r = w.get(url, &[("accept", CHROME)]).await;
+        assert_image(url, &r, "image/webp", (320, 200), true);
+        for other in ["image/jpeg", OLD_SAFARI, "image/webp;q=0,image/*"] {
+            let r = w.get(url, &[("accept", other)]).await;
+            assert_image(url, &r, "image/jpeg", (320, 200), true);
+        }
+    }
+    let two_lines = [("accept", "image/jpeg"), ("accept", "image/webp")];
+    let r = w
+        .get("/auto/unsafe/fit-in/320x320/medium.jpg", &two_lines)
+        .await;
+    assert_image("two Accept lines", &r, "image/webp", (320, 200), true);
+
+    // The source's format, without flattening: PNG stays PNG with its transparency, and a WebP
+    // source becomes JPEG (it is opaque) for a client that cannot show WebP.
+    let r = w
+        .get(
+            "/auto/unsafe/fit-in/192x192/alpha.png",
+            &[("accept", OLD_SAFARI)],
+        )
+        .await;
+    assert_image("alpha.png", &r, "image/png", (192, 120), true);
+    assert!(decode(&r).color().has_alpha());
+    let r = w
+        .get("/auto/unsafe/flower.webp", &[("accept", OLD_SAFARI)])
+        .await;
+    assert_image("flower.webp", &r, "image/jpeg", (480, 360), true);
+
+    // A URL that names its format, or a route without auto_format, is not negotiated.
+    let named = "/auto/unsafe/fit-in/320x320/filters:format(png)/medium.jpg";
+    let r = w.get(named, &[("accept", CHROME)]).await;
+    assert_image(named, &r, "image/png", (320, 200), false);
+    let plain = "/t/unsafe/fit-in/320x320/medium.jpg";
+    let r = w.get(plain, &[("accept", CHROME)]).await;
+    assert_image(plain, &r, "image/jpeg", (320, 200), false);
+    let orig = "/ik/tr:w-320,h-320,c-at_max,f-orig/flower.webp";
+    let r = w.get(orig, &[("accept", OLD_SAFARI)]).await;
+    assert_image(orig, &r, "image/webp", (320, 240), false);
+
+    // Errors vary too: a cache must not keep one client's answer for another.
+    let r = w
+        .get("/auto/unsafe/missing.jpg", &[("accept", CHROME)])
+        .await;
+    assert_eq!(r.status, 404, "body: {}", r.text());
+    assert_eq!(r.header_all("vary"), ["Accept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webp_and_the_jpeg_rendition_never_answer_for_each_other() {
+    let w = World::start().await;
+    let jpeg = std::fs::read(tools::testdata_images().join("medium.jpg")).unwrap();
+    w.put("negotiated.jpg", jpeg).await;
+    let url = "/auto/unsafe/fit-in/200x200/negotiated.jpg";
+    let as_webp = [("accept", "image/webp,*/*")];
+    let as_jpeg = [("accept", "image/jpeg")];
+    let webp = w.get(url, &as_webp).await;
+    let jpeg = w.get(url, &as_jpeg).await;
+    assert_image(url, &webp, "image/webp", (200, 125), true);
+    assert_image(url, &jpeg, "image/jpeg", (200, 125), true);
+    let (webp_tag, jpeg_tag) = (webp.header("etag").unwrap(), jpeg.header("etag").unwrap());
+    assert_ne!(webp_tag, jpeg_tag);
+
+    for (accept, tag, expected) in [
+        (as_jpeg[0], webp_tag, 200),
+        (as_webp[0], jpeg_tag, 200),
+        (as_webp[0], webp_tag, 304),
+        (as_jpeg[0], jpeg_tag, 304),
+    ] {
+        let r = w.get(url, &[accept, ("if-none-match", tag)]).await;
+        assert_eq!(r.status, expected, "{accept:?} with If-None-Match {tag}");
+        assert_eq!(r.header_all("vary"), ["Accept"], "{accept:?}, {expected}");
+        if expected == 200 {
+            let same = if accept == as_webp[0] { &webp } else { &jpeg };
+            assert_eq!(r.body, same.body, "{accept:?} gets its own rendition");
+        } else {
+            assert!(r.body.is_empty());
+            assert_eq!(r.header("etag"), Some(tag));
+        }
+    }
+
+    // Both renditions are in result storage, under their own keys, and are served from there.
+    let keys = w.renditions_of("negotiated.jpg", 2).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("format(webp)")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.contains("format(compatible)")),
+        "{keys:?}"
+    );
+    w.garage
+        .s3_client()
+        .delete_object()
+        .bucket(w.garage.default_bucket())
+        .key("negotiated.jpg")
+        .send()
+        .await
+        .unwrap();
+    for (accept, first) in [(as_webp, &webp), (as_jpeg, &jpeg)] {
+        let again = w.get(url, &accept).await;
+        assert_eq!(again.status, 200, "{accept:?}: {}", again.text());
+        assert_eq!(again.body, first.body, "{accept:?} from result storage");
+        assert_eq!(again.header("content-type"), first.header("content-type"));
+        assert_eq!(again.header_all("vary"), ["Accept"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gif_sources_render_their_first_frame() {
+    let w = World::start().await;
+    let anim = std::fs::read(tools::testdata_images().join("anim.gif")).unwrap();
+    let first_frame = image::load_from_memory(&anim).unwrap().to_rgba8();
+
+    let r = w.get("/t/unsafe/anim.gif", &[]).await;
+    assert_image("anim.gif", &r, "image/gif", (245, 245), false);
+    assert!(
+        decode(&r).to_rgba8() == first_frame,
+        "the first frame, whose few colours survive GIF encoding exactly"
+    );
+    let r = w.get("/t/unsafe/filters:format(png)/anim.gif", &[]).await;
+    assert_image("anim.gif as PNG", &r, "image/png", (245, 245), false);
+    assert!(decode(&r).to_rgba8() == first_frame);
+    let r = w.get("/t/unsafe/fit-in/100x100/anim.gif", &[]).await;
+    assert_image("anim.gif resized", &r, "image/gif", (100, 100), false);
+
+    // Thousands of frames cost one: the stream is not even read past the first.
+    w.put("many-frames.gif", many_frames_then_garbage(10_000))
+        .await;
+    let r = w
+        .get("/t/unsafe/filters:format(png)/many-frames.gif", &[])
+        .await;
+    assert_image("many-frames.gif", &r, "image/png", (1, 1), false);
+    assert_eq!(decode(&r).to_rgba8().get_pixel(0, 0).0, [0, 0, 0, 255]);
+
+    w.put("huge.gif", tiny_gif(65_535, 65_535)).await;
+    let r = w.get("/t/unsafe/fit-in/100x100/huge.gif", &[]).await;
+    assert_eq!(r.status, 413, "body: {}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grammar_can_ask_for_gif() {
+    let w = World::start().await;
+    for url in [
+        "/t/unsafe/fit-in/160x160/filters:format(gif)/medium.jpg",
+        "/ip/insecure/rs:fit:160:160/f:gif/plain/medium.jpg",
+        "/ip/insecure/rs:fit:160:160/plain/medium.jpg@gif",
+        "/ik/tr:w-160,h-160,c-at_max,f-gif/medium.jpg",
+        "/q/photos/medium.jpg?w=160&h=160&fit=scale-down&f=gif",
+    ] {
+        let r = w.get(url, &[("accept", CHROME)]).await;
+        assert_image(url, &r, "image/gif", (160, 100), false);
+    }
+}
+
+/// A GIF of a `width`×`height` screen holding one black 1×1 frame.
+fn tiny_gif(width: u16, height: u16) -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&width.to_le_bytes());
+    gif.extend_from_slice(&height.to_le_bytes());
+    // A global palette of two colours: black, white.
+    gif.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF]);
+    gif.extend_from_slice(&frame_1x1(0));
+    gif.push(0x3B);
+    gif
+}
+
+/// One 1×1 frame of palette index `index` (0 or 1): the image descriptor and its LZW data
+/// (clear code, the index, end code, in 3-bit codes).
+fn frame_1x1(index: u8) -> Vec<u8> {
+    let lzw = [0x44 | (index << 3), 0x01];
+    vec![
+        0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0, // descriptor: at 0,0, 1×1, no local palette
+        2, 2, lzw[0], lzw[1], 0, // minimum code size 2, one 2-byte sub-block, end
+    ]
+}
+
+/// A 1×1 GIF whose first frame is black, followed by `frames` white frames and then bytes that
+/// are no GIF at all.
+fn many_frames_then_garbage(frames: usize) -> Vec<u8> {
+    let mut gif = tiny_gif(1, 1);
+    gif.pop();
+    for _ in 0..frames {
+        gif.extend_from_slice(&frame_1x1(1));
+    }
+    gif.extend_from_slice(b"\x2C\x00\x00not a frame");
+    gif
+}
