@@ -917,6 +917,7 @@ mod tests {
         let render = rendered(r.decide(
             "GET",
             "/ip/insecure/plain/s3://cold-bucket/a.jpg%3Fv%2B1",
+            None,
             now(),
         ));
         assert_eq!(render.request.version.as_deref(), Some("v+1"));
@@ -927,7 +928,12 @@ mod tests {
             "{}",
             render.upstream_path
         );
-        let current = rendered(r.decide("GET", "/ip/insecure/plain/s3://cold-bucket/a.jpg", now()));
+        let current = rendered(r.decide(
+            "GET",
+            "/ip/insecure/plain/s3://cold-bucket/a.jpg",
+            None,
+            now(),
+        ));
         assert_eq!(current.request.version, None);
         assert!(!current.upstream_path.contains("version"));
     }

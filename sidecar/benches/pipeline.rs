@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pixmesh_core::transform::{Fit, Format, Transform};
+use pixmesh_core::transform::{Fit, Format, OutputFormat, Transform};
 use pixmesh_sidecar::pipeline::{Limits, render};
 
 /// The test images: ../shared/testdata/images when present, and the repository's samples.
@@ -33,7 +33,7 @@ fn operations() -> Vec<(&'static str, Transform)> {
         width: 800,
         height: 800,
         fit,
-        format: Some(format),
+        format: OutputFormat::Fixed(format),
         quality: Some(80),
         ..Transform::default()
     };
