@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_sdk_s3::primitives::ByteStream;
 use tempfile::TempDir;
 
 use crate::ports::free_ports;
+use crate::s3::{self, display};
 use crate::tools;
 use crate::util::{POLL, kill_and_wait, random_hex, read_lossy, tail};
 
@@ -262,14 +259,7 @@ impl Garage {
 
     /// Uploads `bytes` to `bucket`/`key` with the default key. Panics on error.
     pub async fn put(&self, bucket: &str, key: &str, bytes: impl Into<Vec<u8>>) {
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(bytes.into()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {}", display(e)));
+        s3::put(&self.client, bucket, key, bytes.into()).await;
     }
 
     /// Downloads `bucket`/`key` with the default key; `None` if there is no such key. Panics on
@@ -297,25 +287,7 @@ impl Garage {
 
     /// The keys in `bucket` that start with `prefix`, sorted. Panics on error.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.unwrap_or_else(|e| panic!("list s3://{bucket}/{prefix}: {}", display(e)));
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-        }
-        keys.sort();
-        keys
+        s3::list(&self.client, bucket, prefix).await
     }
 }
 
@@ -373,34 +345,13 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-fn config_builder(
-    endpoint: &str,
-    access_key: &str,
-    secret_key: &str,
-) -> aws_sdk_s3::config::Builder {
-    aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            access_key,
-            secret_key,
-            None,
-            None,
-            "pixmesh-tests",
-        ))
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-}
-
 fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
-    Client::from_conf(config_builder(endpoint, access_key, secret_key).build())
+    Client::from_conf(s3::config_builder(endpoint, REGION, access_key, secret_key).build())
 }
 
 /// A client that fails fast, for the readiness poll.
 fn probe_client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
-    let config = config_builder(endpoint, access_key, secret_key)
+    let config = s3::config_builder(endpoint, REGION, access_key, secret_key)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -410,11 +361,6 @@ fn probe_client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
         )
         .build();
     Client::from_conf(config)
-}
-
-/// Formats an SDK error with its whole source chain.
-fn display<E: std::error::Error>(e: E) -> String {
-    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod garage;
 pub mod http;
 pub mod moto;
 pub mod ports;
+pub mod s3;
 pub mod stack;
 pub mod tools;
 mod util;

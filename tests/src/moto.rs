@@ -11,13 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use tempfile::TempDir;
 
+use crate::s3::{self, display};
 use crate::tools;
 use crate::util::{POLL, kill_and_wait, read_lossy, tail};
 
@@ -166,35 +163,13 @@ impl Moto {
     /// Uploads `bytes` to `bucket`/`key`; returns the new version's ID (`None` in a bucket
     /// without versioning). Panics on error.
     pub async fn put(&self, bucket: &str, key: &str, bytes: impl Into<Vec<u8>>) -> Option<String> {
-        let out = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(bytes.into()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {}", display(e)));
+        let out = s3::put(&self.client, bucket, key, bytes.into()).await;
         out.version_id().map(str::to_owned)
     }
 
     /// The keys in `bucket` that start with `prefix`, sorted. Panics on error.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let out = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("list s3://{bucket}/{prefix}: {}", display(e)));
-        let mut keys: Vec<String> = out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect();
-        keys.sort();
-        keys
+        s3::list(&self.client, bucket, prefix).await
     }
 }
 
@@ -220,27 +195,7 @@ fn listening_port(log: &str) -> Option<u16> {
 }
 
 fn s3_client(endpoint: &str) -> Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY,
-            SECRET_KEY,
-            None,
-            None,
-            "pixmesh-tests",
-        ))
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    Client::from_conf(config)
-}
-
-/// Formats an SDK error with its whole source chain.
-fn display<E: std::error::Error>(e: E) -> String {
-    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
+    Client::from_conf(s3::config_builder(endpoint, REGION, ACCESS_KEY, SECRET_KEY).build())
 }
 
 #[cfg(test)]
