@@ -11,7 +11,6 @@ against a neutral reference: Pillow's Lanczos downscale of the full-size decode 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ os.environ.setdefault("VIPS_CONCURRENCY", "1")  # one image per core, as pixmesh
 import numpy as np  # noqa: E402
 import pyvips  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT.parent / "shared" / "testdata" / "images"
@@ -127,16 +128,13 @@ def main():
                 })
                 print(f"{path.name} → {fmt}: pixmesh {r['cpu_ms']:.1f} ms, libvips {ms:.1f} ms",
                       file=sys.stderr)
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
     table = [
         f"# pixmesh pipeline vs libvips ({time.strftime('%Y-%m-%d')})",
         "",
         f"Fit into {BOX}x{BOX} (no enlarging), quality {QUALITY}; CPU ms per image, median of "
         f"{args.repeat} runs after a warm-up. libvips {pyvips.version(0)}.{pyvips.version(1)}."
         f"{pyvips.version(2)} in process via pyvips `thumbnail_buffer`, VIPS_CONCURRENCY=1. "
-        f"{os.cpu_count()} cores, {cpu}. SSIM: luma, 8x8 blocks, against Pillow's Lanczos "
+        f"{describe()}. SSIM: luma, 8x8 blocks, against Pillow's Lanczos "
         "downscale of the full decode (1.0 = identical). Regenerate with `bench/run`.",
         "",
         "| image | format | pixmesh ms | libvips ms | ratio | pixmesh KB | libvips KB "

@@ -9,14 +9,14 @@ request reads, decodes, resizes and encodes. Both use the thumbor URL grammar:
 
 import argparse
 import http.client
-import os
-import platform
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,9 +96,6 @@ def main():
               file=sys.stderr)
 
     p, t = results["pixmesh"], results["thumbor"]
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
     lines = [
         f"# pixmesh vs thumbor, end to end ({time.strftime('%Y-%m-%d')})",
         "",
@@ -106,7 +103,7 @@ def main():
         f"after a warm-up; every request a distinct rendition (fit-in 400–799 px box, JPEG q80) of "
         f"one of: {', '.join(args.images)}. pixmesh: Envoy + wasm filter + sidecar (release), "
         f"local-directory loader, no result storage. thumbor {args.thumbor_version}: file loader, "
-        f"no storage, no result storage, one process per core. {os.cpu_count()} cores, {cpu}; "
+        f"no storage, no result storage, one process per core. {describe()}; "
         "client, servers and Envoy share the machine. Regenerate with `bench/load`.",
         "",
         "| server | req/s | p50 ms | p99 ms | mean ms |",

@@ -22,3 +22,20 @@ pub use envoy::Envoy;
 pub use garage::Garage;
 pub use moto::Moto;
 pub use stack::{Sidecar, Stack};
+
+/// Waits until `check` holds, polling every 50 ms; panics with `what` after 10 s. For effects
+/// that happen in the background (result-storage writes after a response).
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -125,6 +125,12 @@ pub fn filter_wasm() -> PathBuf {
     )
 }
 
+/// The bytes of test image `name` in [`testdata_images`]. Panics when it cannot be read.
+pub fn test_image(name: &str) -> Vec<u8> {
+    let path = testdata_images().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("test image {}: {e}", path.display()))
+}
+
 /// The test image directory: `$PIXMESH_TESTDATA`, else `<workspace root>/../shared/testdata/images`.
 pub fn testdata_images() -> PathBuf {
     let path = env_path("PIXMESH_TESTDATA")

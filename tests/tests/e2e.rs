@@ -33,8 +33,9 @@ impl World {
         garage.create_bucket(RESULTS_BUCKET).await;
         let (no_rights_key, no_rights_secret) = garage.create_key("no-rights").await;
         for name in ["medium.jpg", "flower.webp", "alpha.png"] {
-            let bytes = std::fs::read(tools::testdata_images().join(name)).expect("test image");
-            garage.put(garage.default_bucket(), name, bytes).await;
+            garage
+                .put(garage.default_bucket(), name, tools::test_image(name))
+                .await;
         }
         let s3 = |bucket: &str, endpoint: &str, key: &str, secret: &str| {
             format!(

@@ -32,8 +32,9 @@ impl World {
         let garage = Garage::start().await;
         garage.create_bucket(RESULTS_BUCKET).await;
         for name in ["medium.jpg", "alpha.png", "flower.webp", "anim.gif"] {
-            let bytes = std::fs::read(tools::testdata_images().join(name)).expect("test image");
-            garage.put(garage.default_bucket(), name, bytes).await;
+            garage
+                .put(garage.default_bucket(), name, tools::test_image(name))
+                .await;
         }
         let s3 = |bucket: &str| {
             format!(

@@ -3,7 +3,6 @@
 //! class, canned ACL and tags of renditions written to result storage, read back with the S3 API.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::types::{Permission, StorageClass, Type};
 use image::GenericImageView;
@@ -11,17 +10,13 @@ use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_server::ImageService as _;
 use pixmesh_sidecar::config::Config;
 use pixmesh_sidecar::service::{ImageService, Renderer};
-use pixmesh_tests::{Moto, Stack, tools};
+use pixmesh_tests::{Moto, Stack, eventually, tools};
 
 /// `fit-in/100x100` of medium.jpg (1280x800) and of flower.webp (480x360).
 const MEDIUM_100: (u32, u32) = (100, 63);
 const FLOWER_100: (u32, u32) = (100, 75);
 /// The group every anonymous client belongs to, as S3 ACLs name it.
 const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-
-fn image(name: &str) -> Vec<u8> {
-    std::fs::read(tools::testdata_images().join(name)).expect("test image")
-}
 
 /// The dimensions of a rendered image.
 fn dims(bytes: &[u8]) -> (u32, u32) {
@@ -42,26 +37,17 @@ fn escaped(s: &str) -> String {
         .collect()
 }
 
-/// Waits until `check` holds, panicking with `what` after 10 s.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_object_version_renders_through_the_stack() {
     let moto = Moto::start().await;
     moto.create_versioned_bucket("images").await;
     moto.create_bucket("results").await;
-    let v1 = moto.put("images", "a.jpg", image("medium.jpg")).await;
-    let v2 = moto.put("images", "a.jpg", image("flower.webp")).await;
+    let v1 = moto
+        .put("images", "a.jpg", tools::test_image("medium.jpg"))
+        .await;
+    let v2 = moto
+        .put("images", "a.jpg", tools::test_image("flower.webp"))
+        .await;
     let (v1, v2) = (v1.expect("a version ID"), v2.expect("a version ID"));
     assert_ne!(v1, v2);
 
@@ -168,7 +154,8 @@ async fn renditions_keep_their_storage_class_acl_and_tags_and_get_none_unasked()
     for bucket in ["images", "dressed", "plain"] {
         moto.create_bucket(bucket).await;
     }
-    moto.put("images", "a.jpg", image("medium.jpg")).await;
+    moto.put("images", "a.jpg", tools::test_image("medium.jpg"))
+        .await;
     let config = |bucket: &str, writes: &str| {
         format!(
             "{}{}[result_storage]\nstorage = \"results\"\nreport_errors = true\n",

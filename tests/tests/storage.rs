@@ -6,7 +6,7 @@
 //! sidecar's); the invalidation test goes through the whole stack.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use image::GenericImageView;
 use pixmesh_core::keys::SafeChars;
@@ -16,17 +16,13 @@ use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_server::ImageService as _;
 use pixmesh_sidecar::config::Config;
 use pixmesh_sidecar::service::{ImageService, Renderer};
-use pixmesh_tests::{Garage, Stack, ports, tools};
+use pixmesh_tests::{Garage, Stack, eventually, ports, tools};
 
 const RESULTS_BUCKET: &str = "results";
 const RESULTS_DIR: &str = "renditions";
 /// `fit-in/100x100` of medium.jpg (1280x800) and of flower.webp (480x360).
 const MEDIUM_100: (u32, u32) = (100, 63);
 const FLOWER_100: (u32, u32) = (100, 75);
-
-fn image(name: &str) -> Vec<u8> {
-    std::fs::read(tools::testdata_images().join(name)).expect("test image")
-}
 
 /// `[storages.NAME]` for `bucket` on `garage` with the given key, plus `extra` lines.
 fn s3_storage(garage: &Garage, name: &str, bucket: &str, key: (&str, &str), extra: &str) -> String {
@@ -133,19 +129,6 @@ fn stored_key(storage: &str, key: &str) -> String {
     result_key(RESULTS_DIR, &canonical, &SafeChars::default())
 }
 
-/// Waits until `check` holds, panicking with `what` after 10 s.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The user metadata of `bucket`/`key`, `None` when it does not exist.
 async fn metadata(
     garage: &Garage,
@@ -168,7 +151,11 @@ async fn garage() -> Garage {
     let garage = Garage::start().await;
     garage.create_bucket(RESULTS_BUCKET).await;
     garage
-        .put(garage.default_bucket(), "a.jpg", image("medium.jpg"))
+        .put(
+            garage.default_bucket(),
+            "a.jpg",
+            tools::test_image("medium.jpg"),
+        )
         .await;
     garage
 }
@@ -211,7 +198,11 @@ async fn render_then_change_the_source(garage: &Garage, svc: &ImageService) {
     assert_eq!(dims(&first.data), MEDIUM_100);
     wait_for_rendition_of_current_source(garage, "a.jpg").await;
     garage
-        .put(garage.default_bucket(), "a.jpg", image("flower.webp"))
+        .put(
+            garage.default_bucket(),
+            "a.jpg",
+            tools::test_image("flower.webp"),
+        )
         .await;
 }
 
@@ -232,7 +223,11 @@ async fn a_changed_source_is_rendered_again_through_the_stack() {
     wait_for_rendition_of_current_source(&garage, "a.jpg").await;
 
     garage
-        .put(garage.default_bucket(), "a.jpg", image("flower.webp"))
+        .put(
+            garage.default_bucket(),
+            "a.jpg",
+            tools::test_image("flower.webp"),
+        )
         .await;
     let second = get().await;
     assert_eq!(second.status, 200, "{}", second.text());
@@ -375,10 +370,18 @@ async fn fallbacks_are_tried_in_order_when_not_found() {
     for bucket in ["archive", "attic"] {
         garage.create_bucket(bucket).await;
     }
-    garage.put("archive", "a.jpg", image("flower.webp")).await;
-    garage.put("archive", "b.jpg", image("flower.webp")).await;
-    garage.put("attic", "b.jpg", image("medium.jpg")).await;
-    garage.put("attic", "c.jpg", image("medium.jpg")).await;
+    garage
+        .put("archive", "a.jpg", tools::test_image("flower.webp"))
+        .await;
+    garage
+        .put("archive", "b.jpg", tools::test_image("flower.webp"))
+        .await;
+    garage
+        .put("attic", "b.jpg", tools::test_image("medium.jpg"))
+        .await;
+    garage
+        .put("attic", "c.jpg", tools::test_image("medium.jpg"))
+        .await;
     let (no_rights, no_rights_secret) = garage.create_key("no-rights").await;
     let fallbacks = "fallbacks = [\"archive\", \"attic\"]";
     let key = default_key(&garage);
