@@ -7,7 +7,8 @@
 //! [limits]
 //! max_source_bytes = 134217728
 //! max_source_pixels = 50000000
-//! max_queue = 64                # renders waiting for a worker (one per core); then 503
+//! max_queue = 64                # requests waiting for a render slot (two per core); then 503
+//! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
 //!
 //! [storages.samples]            # a local directory (the demo's default)
 //! type = "local"
@@ -118,8 +119,14 @@ pub struct Limits {
     pub max_output_pixels: u64,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
-    /// Renders allowed to wait for a free worker (one worker per core); beyond, 503 at once.
+    /// Requests allowed to wait for a render slot (two per core: one rendering, one with its
+    /// source read ahead); beyond, 503 at once. Waiting requests hold no image memory.
     pub max_queue: usize,
+    /// Memory the renders in progress may reserve together, in bytes: each reserves its source
+    /// and an upper bound of what decoding, resizing and encoding it allocates before it starts,
+    /// and waits while that does not fit (413 when it alone exceeds the budget). Besides this,
+    /// at most one source per core read ahead and the sidecar's own ~50 MB.
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for Limits {
@@ -130,6 +137,7 @@ impl Default for Limits {
             max_output_pixels: 50_000_000,
             storage_timeout_ms: 10_000,
             max_queue: 64,
+            memory_budget_bytes: 1 << 30,
         }
     }
 }
@@ -315,6 +323,14 @@ impl Config {
         if self.storages.is_empty() {
             return invalid("no [storages] configured".into());
         }
+        let limits = &self.limits;
+        if limits.memory_budget_bytes < limits.max_source_bytes {
+            return invalid(format!(
+                "limits: memory_budget_bytes ({}) is below max_source_bytes ({}): the largest \
+                 sources could never be rendered",
+                limits.memory_budget_bytes, limits.max_source_bytes
+            ));
+        }
         for (name, s) in &self.storages {
             if name.is_empty() || name.contains('/') {
                 return invalid(format!("storage name {name:?} must be non-empty without /"));
@@ -426,6 +442,7 @@ mod tests {
             "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[result_storage]\nstorage = \"b\"",
             "[storages.a]\ntype = \"ftp\"",
             "typo = 1\n[storages.a]\ntype = \"local\"\nroot = \"/\"",
+            "[limits]\nmemory_budget_bytes = 1000\n[storages.a]\ntype = \"local\"\nroot = \"/\"",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

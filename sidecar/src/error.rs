@@ -4,6 +4,7 @@
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
+use crate::budget::BudgetError;
 use crate::pipeline::PipelineError;
 use crate::pool::PoolError;
 use crate::storage::StorageError;
@@ -30,6 +31,9 @@ pub enum RenderError {
     /// No render worker was free and the queue was full (503), or a worker was lost (500).
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The render alone needs more memory than the sidecar's budget (413).
+    #[error(transparent)]
+    Memory(#[from] BudgetError),
 }
 
 impl RenderError {
@@ -54,6 +58,7 @@ impl RenderError {
             RenderError::Pipeline(e) => e.http_status(),
             RenderError::Pool(PoolError::Busy { .. }) => 503,
             RenderError::Pool(PoolError::Lost(_)) => 500,
+            RenderError::Memory(_) => 413,
         }
     }
 
@@ -160,6 +165,14 @@ mod tests {
                 RenderError::Pool(PoolError::Busy { queued: 64 }),
                 503,
                 Code::Internal,
+            ),
+            (
+                RenderError::Memory(BudgetError::TooLarge {
+                    needed_mib: 2048,
+                    budget_mib: 1024,
+                }),
+                413,
+                Code::FailedPrecondition,
             ),
         ];
         for (err, http, code) in cases {

@@ -4,10 +4,12 @@
 //! - [`storage`]: local-directory and S3 storages.
 //! - [`pipeline`]: decode → resize → encode, as named steps.
 //! - [`pool`]: the bounded render worker pool.
+//! - [`budget`]: the memory budget renders reserve from.
 //! - [`service`]: the tonic service and the render flow.
 //! - [`error`]: the error model and its HTTP/gRPC statuses.
 //! - [`check`]: `pixmesh-sidecar check`, probing every configured storage.
 
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod error;
@@ -30,6 +32,7 @@ use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 
+use budget::MemoryBudget;
 use config::{Config, StorageConfig};
 use pool::WorkerPool;
 use service::{ImageService, Renderer, ResultStore, Stats};
@@ -113,6 +116,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             }
         })?,
         workers: WorkerPool::new(cores, config.limits.max_queue),
+        budget: MemoryBudget::new(config.limits.memory_budget_bytes),
         in_flight: Default::default(),
     })
 }

@@ -142,15 +142,15 @@ impl PipelineError {
 /// Renders `source` (the encoded bytes of the stored object) as `t` asks. CPU-bound and
 /// synchronous: callers run it on a blocking thread.
 pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered, PipelineError> {
-    let source_format = sniff_format(source)?;
-    check_complete(source, source_format)?;
-    let mut decoder = read_header(source, source_format, limits)?;
-    check_source_size(decoder.dimensions(), limits)?;
-    let orientation = read_orientation(&mut decoder);
-    let (width, height) = upright_size(decoder.dimensions(), orientation);
-    let geometry = compute_geometry(width, height, t);
-    check_output_size(&geometry, t, limits)?;
-    let shrink = shrink_on_load(source_format, &geometry);
+    let Plan {
+        source_format,
+        decoder,
+        orientation,
+        width,
+        height,
+        geometry,
+        shrink,
+    } = plan(source, t, limits)?;
     let image = decode(source, decoder, source_format, limits, shrink)?;
     let image = apply_orientation(image, orientation);
     let pixels = normalise(image)?;
@@ -167,6 +167,104 @@ pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered,
         .format
         .resolve(source_format, || has_transparency(&pixels));
     encode(pixels, format, t.quality)
+}
+
+/// What the header says about a render, before any pixel is decoded: steps 1–3 below.
+struct Plan<D> {
+    source_format: Format,
+    decoder: D,
+    orientation: Orientation,
+    /// The upright source size.
+    width: u32,
+    height: u32,
+    geometry: Geometry,
+    /// The shrink-on-load denominator (1, 2, 4 or 8).
+    shrink: u8,
+}
+
+/// Sniffs, reads the header, checks the limits and computes the geometry.
+fn plan<'a>(
+    source: &'a [u8],
+    t: &Transform,
+    limits: &Limits,
+) -> Result<Plan<impl ImageDecoder + 'a>, PipelineError> {
+    let source_format = sniff_format(source)?;
+    check_complete(source, source_format)?;
+    let mut decoder = read_header(source, source_format, limits)?;
+    check_source_size(decoder.dimensions(), limits)?;
+    let orientation = read_orientation(&mut decoder);
+    let (width, height) = upright_size(decoder.dimensions(), orientation);
+    let geometry = compute_geometry(width, height, t);
+    check_output_size(&geometry, t, limits)?;
+    let shrink = shrink_on_load(source_format, &geometry);
+    Ok(Plan {
+        source_format,
+        decoder,
+        orientation,
+        width,
+        height,
+        geometry,
+        shrink,
+    })
+}
+
+/// Fixed allowance per render for what [`memory_needed`] does not count: decoder state,
+/// Huffman and filter tables, the encoder's own buffers.
+const RENDER_OVERHEAD_BYTES: u64 = 4 << 20;
+
+/// An upper bound of the memory [`render`] allocates for `t` on `source`, besides `source`
+/// itself, from the header alone, refusing what `render` would refuse from the header with the
+/// same error. Conservative: the decoded image counts twice (orientation and normalising may
+/// copy it), the output-sized buffers of the steps after the resize four times.
+pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u64, PipelineError> {
+    let format = sniff_format(source)?;
+    if format == Format::Jpeg
+        && let Ok(header) = turbojpeg::read_header(source)
+        && !is_cmyk(header.colorspace)
+    {
+        // libjpeg-turbo reads the header without the copy of the source `image`'s JPEG decoder
+        // makes (`render` pays that, and it is counted). The EXIF orientation is not read: both
+        // orientations are estimated and the larger counts.
+        check_complete(source, format)?;
+        let size = (dimension(header.width)?, dimension(header.height)?);
+        check_source_size(size, limits)?;
+        let mut needed = 0;
+        for (width, height) in [size, (size.1, size.0)] {
+            let geometry = compute_geometry(width, height, t);
+            check_output_size(&geometry, t, limits)?;
+            let shrink = u64::from(shrink_on_load(format, &geometry));
+            let decoded =
+                u64::from(width).div_ceil(shrink) * u64::from(height).div_ceil(shrink) * 3;
+            needed = needed.max(working_set(decoded, &geometry, t));
+        }
+        return Ok(needed.saturating_add(source.len() as u64));
+    }
+    let plan = plan(source, t, limits)?;
+    let decoded = match plan.source_format {
+        // A CMYK JPEG: `image` decodes it at full size, from a copy of the source.
+        Format::Jpeg => plan
+            .decoder
+            .total_bytes()
+            .saturating_add(source.len() as u64),
+        // The first frame and the logical screen it is drawn on, both RGBA.
+        Format::Gif => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
+        _ => plan.decoder.total_bytes(),
+    };
+    Ok(working_set(decoded, &plan.geometry, t))
+}
+
+/// What a render holds at most, given the bytes its decoder produces (see [`memory_needed`]).
+fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
+    let (out_w, out_h) = if t.pad {
+        padded_size(geometry.width, geometry.height, t)
+    } else {
+        (geometry.width, geometry.height)
+    };
+    let output = u64::from(out_w) * u64::from(out_h) * 4;
+    decoded
+        .saturating_mul(2)
+        .saturating_add(output.saturating_mul(4))
+        .saturating_add(RENDER_OVERHEAD_BYTES)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,10 +657,7 @@ fn decode_jpeg(source: &[u8], shrink: u8) -> Result<Option<DynamicImage>, Pipeli
     let fail = |e: turbojpeg::Error| PipelineError::Corrupt(format!("jpeg decode: {e}"));
     let mut decompressor = turbojpeg::Decompressor::new().map_err(fail)?;
     let header = decompressor.read_header(source).map_err(fail)?;
-    if matches!(
-        header.colorspace,
-        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
-    ) {
+    if is_cmyk(header.colorspace) {
         return Ok(None);
     }
     let scale = turbojpeg::ScalingFactor::new(1, usize::from(shrink));
@@ -584,6 +679,14 @@ fn decode_jpeg(source: &[u8], shrink: u8) -> Result<Option<DynamicImage>, Pipeli
     let image = image::RgbImage::from_raw(w, h, pixels)
         .ok_or_else(|| PipelineError::Corrupt("jpeg decode: short pixel buffer".into()))?;
     Ok(Some(DynamicImage::ImageRgb8(image)))
+}
+
+/// Whether libjpeg-turbo leaves this colourspace to `image` (it cannot convert it to RGB).
+fn is_cmyk(colorspace: turbojpeg::Colorspace) -> bool {
+    matches!(
+        colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    )
 }
 
 /// Decodes the first frame of a GIF as RGBA, drawn at its place on the logical screen (whose
@@ -1761,6 +1864,36 @@ mod tests {
         let err = render(&testdata("medium.jpg"), &big, &tiny_output).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
         assert!(render(&testdata("medium.jpg"), &t, &tiny_output).is_ok());
+    }
+
+    #[test]
+    fn memory_estimates_cover_the_decode_and_refuse_what_render_refuses() {
+        let jpeg = testdata("medium.jpg"); // 1280x800
+        let full = 1280 * 800 * 3;
+        let needed = |t: &Transform| memory_needed(&jpeg, t, &Limits::default()).unwrap();
+        let large = needed(&transform(1200, 0, Fit::FitIn));
+        assert!(large >= 2 * full + jpeg.len() as u64, "{large}");
+        // A thumbnail decodes at an eighth of the size (shrink-on-load).
+        let thumb = needed(&transform(100, 0, Fit::FitIn));
+        assert!(thumb < large / 4, "{thumb} vs {large}");
+        assert!(thumb >= 2 * (160 * 100 * 3), "{thumb}");
+        // Padding counts the padded canvas.
+        let padded = Transform {
+            pad: true,
+            ..transform(3000, 3000, Fit::FitIn)
+        };
+        assert!(needed(&padded) >= 4 * 3000 * 3000 * 4);
+        let png = testdata("alpha.png");
+        let decoded = image::load_from_memory(&png).unwrap();
+        let bytes = u64::from(decoded.width()) * u64::from(decoded.height()) * 4;
+        let t = transform(50, 50, Fit::FitIn);
+        assert!(memory_needed(&png, &t, &Limits::default()).unwrap() >= 2 * bytes);
+
+        let bomb = png_claiming(100_000, 100_000);
+        let err = memory_needed(&bomb, &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        let err = memory_needed(b"not an image", &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 415, "{err}");
     }
 
     #[test]

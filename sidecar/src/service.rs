@@ -7,11 +7,13 @@
 //!    `verify_source`) made from the source's current ETag, which a concurrent `HEAD` on the
 //!    source tells (304 when `If-None-Match` matches); a version never changes, so renditions of
 //!    one are not verified;
-//! 3. read the source (the requested version of it, when one is; S3 storages only, else 501),
-//!    from the storage's fallbacks in order when it is not found (404/403/413/503/504 from the
-//!    storage);
+//! 3. be admitted to the worker pool (two requests per core hold a source at a time, 503 when
+//!    the queue of those waiting is full), then read the source (the requested version of it,
+//!    when one is; S3 storages only, else 501), from the storage's fallbacks in order when it is
+//!    not found (404/403/413/503/504 from the storage);
 //! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering;
-//! 5. render on a blocking worker, at most one per core, 503 when the queue is full;
+//! 5. render on a blocking worker, at most one per core, once the memory budget holds the
+//!    source and what the render will allocate (413 when that alone exceeds the budget);
 //! 6. stream the image, and write it to result storage: in the background (failures logged and
 //!    counted), or before answering with `report_errors`.
 //!
@@ -39,11 +41,12 @@ use tokio_stream::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
+use crate::budget::MemoryBudget;
 use crate::config::Limits;
 use crate::error::RenderError;
 use crate::flight::Flights;
 use crate::pipeline;
-use crate::pool::WorkerPool;
+use crate::pool::{Admission, WorkerPool};
 use crate::storage::{Head, Object, S3Storage, Storage, StorageError, http_date};
 
 /// Size of each streamed `HttpBody` message.
@@ -96,9 +99,17 @@ pub struct Stats {
 #[derive(Default)]
 pub struct InFlight {
     /// Source reads, by storage and key.
-    sources: Flights<Result<Object, StorageError>>,
+    sources: Flights<Result<Source, RenderError>>,
     /// Renders (and their result-storage write), by rendition ETag.
     renders: Flights<Result<Rendered, RenderError>>,
+}
+
+/// A source in memory, with the pool admission that lets it be there: released when the last
+/// request sharing it is done.
+#[derive(Clone)]
+struct Source {
+    object: Object,
+    admission: Arc<Admission>,
 }
 
 /// A rendered image, cheap to share between the requests of one flight.
@@ -125,6 +136,8 @@ pub struct Renderer {
     pub cache_control: MetadataValue<tonic::metadata::Ascii>,
     /// Renders run here: one per core, with a bounded queue.
     pub workers: WorkerPool,
+    /// What renders in progress may allocate together.
+    pub budget: MemoryBudget,
     /// Source reads and renders in flight.
     pub in_flight: InFlight,
 }
@@ -181,7 +194,7 @@ impl Renderer {
             return Ok(hit);
         }
         let source = self.read_source(&chain, &req).await?;
-        let tag = etag(&canonical, &source.etag);
+        let tag = etag(&canonical, &source.object.etag);
         if if_none.is_some_and(|h| if_none_match(h, &tag)) {
             return Ok(Rendition::NotModified { etag: tag });
         }
@@ -200,35 +213,44 @@ impl Renderer {
         })
     }
 
-    /// The source object, read once for all concurrent requests for it.
+    /// The source object, read once for all concurrent requests for it, once the pool admits
+    /// it.
     async fn read_source(
         &self,
         chain: &[&Storage],
         req: &RenderRequest,
-    ) -> Result<Object, RenderError> {
+    ) -> Result<Source, RenderError> {
         let max = self.limits.max_source_bytes;
         let version = req.version.as_deref();
         let flight = format!("{}\0{}\0{}", req.storage, req.key, version.unwrap_or(""));
         self.in_flight
             .sources
-            .run(&flight, || {
+            .run(&flight, || async {
+                let admission = Arc::new(self.workers.admit().await?);
                 self.stats.source_reads.fetch_add(1, Ordering::Relaxed);
-                first_found(chain, |s| s.get(&req.key, version, max))
+                let object = first_found(chain, |s| s.get(&req.key, version, max))
+                    .await
+                    .map_err(RenderError::Source)?;
+                Ok(Source { object, admission })
             })
             .await
-            .map_err(RenderError::Source)
     }
 
     /// Renders `source` and writes the rendition to result storage (`stored`: where).
     async fn render_and_store(
         &self,
-        source: Object,
+        Source {
+            object: source,
+            admission,
+        }: Source,
         transform: Transform,
         tag: &str,
         stored: Option<(&ResultStore, String)>,
     ) -> Result<Rendered, RenderError> {
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
-        let rendered = self.run_pipeline(source.bytes, transform).await?;
+        let rendered = self
+            .run_pipeline(&admission, source.bytes.clone(), transform)
+            .await?;
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
         let last_modified = source.last_modified.as_ref().and_then(http_date);
@@ -314,8 +336,11 @@ impl Renderer {
         Some(from_result_storage(obj, if_none))
     }
 
+    /// Renders on a worker, once the memory budget holds the source and what the render
+    /// allocates (estimated from the header; refused at once when that exceeds the budget).
     async fn run_pipeline(
         &self,
+        admitted: &Admission,
         source: Bytes,
         transform: Transform,
     ) -> Result<pipeline::Rendered, RenderError> {
@@ -323,9 +348,16 @@ impl Renderer {
             max_source_pixels: self.limits.max_source_pixels,
             max_output_pixels: self.limits.max_output_pixels,
         };
+        let needed = pipeline::memory_needed(&source, &transform, &limits)?;
+        let _reserved = self
+            .budget
+            .reserve((source.len() as u64).saturating_add(needed))
+            .await?;
         let rendered = self
             .workers
-            .run(move || pipeline::render(&source, &transform, &limits))
+            .run(admitted, move || {
+                pipeline::render(&source, &transform, &limits)
+            })
             .await??;
         Ok(rendered)
     }
@@ -656,6 +688,7 @@ mod tests {
             limits: Limits::default(),
             cache_control: MetadataValue::from_static("public"),
             workers: WorkerPool::new(1, 64),
+            budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
             in_flight: InFlight::default(),
         })
     }
@@ -698,7 +731,13 @@ mod tests {
         let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
         let blocker = {
             let renderer = renderer.clone();
-            tokio::spawn(async move { renderer.workers.run(move || worker_gate.recv()).await })
+            tokio::spawn(async move {
+                let admitted = renderer.workers.admit().await.unwrap();
+                renderer
+                    .workers
+                    .run(&admitted, move || worker_gate.recv())
+                    .await
+            })
         };
 
         let requests: Vec<_> = (0..8)

@@ -1,0 +1,210 @@
+//! The memory budget under load: 64 concurrent requests for renditions of 16-megapixel JPEGs
+//! (each its own source file) keep the sidecar's peak resident memory within its configured
+//! budget of what it used idle (without the pool's admission limit every source would be in
+//! memory at once), and a render that alone needs more than the budget is a 413.
+//!
+//! The real binary runs as its own process, so `VmHWM` (peak RSS) is the sidecar's alone.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pixmesh_proto::v1::image_service_client::ImageServiceClient;
+use pixmesh_proto::v1::{Fit, Format, HealthRequest, RenderRequest};
+
+/// 16.8 megapixels.
+const SIDE: usize = 4096;
+const REQUESTS: usize = 64;
+const BUDGET: u64 = 100 << 20;
+
+/// A 4096×4096 JPEG with enough detail (a noisy gradient) to be several megabytes.
+fn sixteen_megapixel_jpeg() -> Vec<u8> {
+    let mut pixels = vec![0u8; SIDE * SIDE * 3];
+    let mut state = 0x2545_f491_u32;
+    for (i, px) in pixels.chunks_exact_mut(3).enumerate() {
+        let (x, y) = (i % SIDE, i / SIDE);
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let noise = (state & 0x3f) as usize;
+        px[0] = ((x / 16 + noise) & 0xff) as u8;
+        px[1] = ((y / 16 + noise) & 0xff) as u8;
+        px[2] = (((x + y) / 32 + noise) & 0xff) as u8;
+    }
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width: SIDE,
+        pitch: SIDE * 3,
+        height: SIDE,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 92, turbojpeg::Subsamp::Sub2x2)
+        .unwrap()
+        .to_vec()
+}
+
+/// Kills the sidecar when the test ends, however it ends.
+struct Sidecar(Child);
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The peak resident set size of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_sidecar(dir: &Path, port: u16) -> Sidecar {
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n\
+             [limits]\nmemory_budget_bytes = {BUDGET}\nmax_source_bytes = {}\n\
+             [storages.photos]\ntype = \"local\"\nroot = \"{}\"\n",
+            32 << 20,
+            dir.join("images").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pixmesh-sidecar"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start pixmesh-sidecar");
+    Sidecar(child)
+}
+
+async fn connect(port: u16) -> ImageServiceClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut client) =
+            ImageServiceClient::connect(format!("http://127.0.0.1:{port}")).await
+            && client.health(HealthRequest {}).await.is_ok()
+        {
+            return client.max_decoding_message_size(64 << 20);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_16_megapixel_renders_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let jpeg = sixteen_megapixel_jpeg();
+    assert!(
+        jpeg.len() > 4 << 20,
+        "a detailed source: {} bytes",
+        jpeg.len()
+    );
+    eprintln!("source: {} bytes", jpeg.len());
+    std::fs::write(images.join("0.jpg"), &jpeg).unwrap();
+    for i in 1..REQUESTS {
+        // Distinct files, so each request reads (and holds) its own copy of the source.
+        std::fs::hard_link(images.join("0.jpg"), images.join(format!("{i}.jpg"))).unwrap();
+    }
+
+    let port = free_port();
+    let sidecar = start_sidecar(dir.path(), port);
+    let client = connect(port).await;
+    let idle = peak_rss(sidecar.0.id());
+
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                // Under an eighth of the source: decoded at a quarter size (shrink-on-load).
+                let width = 500 + i as u32;
+                let response = client
+                    .render_unary(RenderRequest {
+                        storage: "photos".into(),
+                        key: format!("{i}.jpg"),
+                        width,
+                        fit: Fit::FitIn.into(),
+                        format: Format::Jpeg.into(),
+                        ..Default::default()
+                    })
+                    .await;
+                (width, response)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (width, response) = request.await.unwrap();
+        let body = response
+            .unwrap_or_else(|e| panic!("render of width {width} failed: {e}"))
+            .into_inner()
+            .data;
+        let header = turbojpeg::read_header(&body).expect("a JPEG");
+        assert_eq!(
+            (header.width, header.height),
+            (width as usize, width as usize)
+        );
+    }
+
+    let peak = peak_rss(sidecar.0.id());
+
+    // One render that alone would need more than the budget (a full-size decode) is refused,
+    // not queued until memory that never comes.
+    let refused = client
+        .clone()
+        .render_unary(RenderRequest {
+            storage: "photos".into(),
+            key: "0.jpg".into(),
+            width: 2048,
+            fit: Fit::FitIn.into(),
+            format: Format::Jpeg.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("over the budget");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        refused.metadata().get("x-http-status").unwrap(),
+        "413",
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("memory budget"), "{refused:?}");
+
+    let used = peak.saturating_sub(idle);
+    assert!(
+        used <= BUDGET,
+        "peak RSS grew by {} MiB under load (idle {} MiB), more than the {} MiB budget",
+        used >> 20,
+        idle >> 20,
+        BUDGET >> 20
+    );
+    eprintln!(
+        "idle {} MiB, peak {} MiB: {} MiB of the {} MiB budget",
+        idle >> 20,
+        peak >> 20,
+        used >> 20,
+        BUDGET >> 20
+    );
+}
