@@ -263,7 +263,7 @@ impl Renderer {
                 if let Some((ss, key)) = copy {
                     self.write_copy(ss, key, &req.storage, &obj);
                 }
-                Ok(obj)
+                Ok::<_, StorageError>(obj)
             })
             .await
             .map_err(RenderError::Source)

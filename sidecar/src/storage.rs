@@ -661,6 +661,12 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     match &err {
         SdkError::TimeoutError(_) => StorageError::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => StorageError::Timeout,
+        // No request was sent: the credential chain (or STS assume-role) gave no credentials.
+        // A configuration or permission problem, not an outage; the detail names the cause.
+        SdkError::DispatchFailure(_) if credentials_failed(&err) => StorageError::Other(format!(
+            "{}",
+            aws_sdk_s3::error::DisplayErrorContext(&err)
+        )),
         SdkError::DispatchFailure(_) => {
             StorageError::Unavailable(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
         }
@@ -675,6 +681,18 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         }
         _ => StorageError::Other(format!("{}", aws_sdk_s3::error::DisplayErrorContext(&err))),
     }
+}
+
+/// Whether `err` comes from loading credentials rather than from the request itself.
+fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Formats a timestamp as an HTTP date (`Last-Modified`).
@@ -1106,10 +1124,8 @@ mod tests {
         assert!(seen[0].body.contains("RoleSessionName=render-1"), "{seen:?}");
         let shown = format!("{err} {}", err.detail());
         assert!(!shown.contains("capture-secret"), "{shown}");
-        assert!(
-            matches!(err, StorageError::Other(_) | StorageError::AccessDenied),
-            "{err:?}"
-        );
+        assert!(matches!(err, StorageError::Other(_)), "not an outage: {err:?}");
+        assert!(err.detail().contains("loading credentials"), "{err:?}");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! the output or the log (run at `debug`).
 
 use std::path::Path;
-use std::process::Command;
+use tokio::process::Command;
 
 use pixmesh_sidecar::config::Config;
 use pixmesh_tests::sts::FakeSts;
@@ -35,7 +35,7 @@ fn photos(garage: &Garage, extra: &str) -> String {
 
 /// Runs `pixmesh-sidecar check --config` on `toml` with only `env` (and a `HOME` of its own,
 /// no instance metadata) in its environment.
-fn check(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Run {
+async fn check(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Run {
     let config = dir.join("pixmesh.toml");
     std::fs::write(&config, toml).expect("write config");
     let home = dir.join("home");
@@ -50,6 +50,7 @@ fn check(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Run {
         .env("RUST_LOG", "debug")
         .envs(env.iter().copied())
         .output()
+        .await
         .expect("run pixmesh-sidecar check");
     Run {
         ok: out.status.success(),
@@ -101,7 +102,7 @@ async fn environment_variables() {
             ("AWS_ACCESS_KEY_ID", key),
             ("AWS_SECRET_ACCESS_KEY", garage.secret_key()),
         ],
-    );
+    ).await;
     assert_passes(&run, "right keys in the environment");
     assert_no_secret(&run, &[garage.secret_key()]);
 
@@ -112,11 +113,11 @@ async fn environment_variables() {
             ("AWS_ACCESS_KEY_ID", key),
             ("AWS_SECRET_ACCESS_KEY", WRONG_SECRET),
         ],
-    );
+    ).await;
     assert_denied(&run, "a wrong secret in the environment");
     assert_no_secret(&run, &[WRONG_SECRET, garage.secret_key()]);
 
-    let run = check(dir.path(), &toml, &[]);
+    let run = check(dir.path(), &toml, &[]).await;
     assert!(!run.ok, "no credentials at all\n{}", run.output);
     assert!(run.output.contains("FAIL storage photos"), "{}", run.output);
 }
@@ -139,11 +140,11 @@ async fn shared_credentials_file_and_profile() {
     let file = file.to_str().unwrap();
     let env = [("AWS_SHARED_CREDENTIALS_FILE", file)];
 
-    let run = check(dir.path(), &photos(&garage, "profile = \"reader\""), &env);
+    let run = check(dir.path(), &photos(&garage, "profile = \"reader\""), &env).await;
     assert_passes(&run, "the configured profile");
     assert_no_secret(&run, &[garage.secret_key()]);
 
-    let run = check(dir.path(), &photos(&garage, ""), &env);
+    let run = check(dir.path(), &photos(&garage, ""), &env).await;
     assert_denied(&run, "the default profile holds a wrong secret");
     assert_no_secret(&run, &[WRONG_SECRET, garage.secret_key()]);
 
@@ -151,14 +152,14 @@ async fn shared_credentials_file_and_profile() {
         dir.path(),
         &photos(&garage, ""),
         &[("AWS_SHARED_CREDENTIALS_FILE", file), ("AWS_PROFILE", "reader")],
-    );
+    ).await;
     assert_passes(&run, "AWS_PROFILE");
 
     // The file in its default place, ~/.aws/credentials.
     let aws = dir.path().join("home/.aws");
     std::fs::create_dir_all(&aws).unwrap();
     std::fs::copy(file, aws.join("credentials")).unwrap();
-    let run = check(dir.path(), &photos(&garage, "profile = \"reader\""), &[]);
+    let run = check(dir.path(), &photos(&garage, "profile = \"reader\""), &[]).await;
     assert_passes(&run, "~/.aws/credentials");
 }
 
@@ -170,21 +171,20 @@ async fn web_identity_through_sts() {
     std::fs::write(&token, "eyJ.web-identity-token.sig").unwrap();
     let token = token.to_str().unwrap();
     let role = "arn:aws:iam::123456789012:role/pixmesh-irsa";
-    let run_with = |sts: &FakeSts| {
-        check(
-            dir.path(),
-            &photos(&garage, ""),
-            &[
-                ("AWS_WEB_IDENTITY_TOKEN_FILE", token),
-                ("AWS_ROLE_ARN", role),
-                ("AWS_ROLE_SESSION_NAME", "pixmesh-pod"),
-                ("AWS_ENDPOINT_URL_STS", &sts.endpoint),
-            ],
-        )
+    let toml = photos(&garage, "");
+    let env = |endpoint: &str| {
+        [
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_owned()),
+            ("AWS_ROLE_ARN", role.to_owned()),
+            ("AWS_ROLE_SESSION_NAME", "pixmesh-pod".to_owned()),
+            ("AWS_ENDPOINT_URL_STS", endpoint.to_owned()),
+        ]
     };
 
     let sts = FakeSts::start(garage.access_key(), garage.secret_key()).await;
-    let run = run_with(&sts);
+    let vars = env(&sts.endpoint);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = check(dir.path(), &toml, &vars).await;
     assert_passes(&run, "credentials from AssumeRoleWithWebIdentity");
     assert_no_secret(&run, &[garage.secret_key()]);
     let requests = sts.requests();
@@ -199,7 +199,9 @@ async fn web_identity_through_sts() {
     assert!(req.has("RoleSessionName", "pixmesh-pod"), "{req:?}");
 
     let wrong = FakeSts::start(garage.access_key(), WRONG_SECRET).await;
-    let run = run_with(&wrong);
+    let vars = env(&wrong.endpoint);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = check(dir.path(), &toml, &vars).await;
     assert_denied(&run, "STS handed out a wrong secret");
     assert_no_secret(&run, &[WRONG_SECRET]);
 }
@@ -223,7 +225,7 @@ async fn assume_role_with_external_id() {
             sts.endpoint
         )
     };
-    let run = check(dir.path(), &photos(&garage, &role(&sts)), &[]);
+    let run = check(dir.path(), &photos(&garage, &role(&sts)), &[]).await;
     assert_passes(&run, "the assumed role's credentials");
     assert_no_secret(&run, &[&base_secret, &reader_secret]);
     let req = &sts.requests()[0];
@@ -240,7 +242,7 @@ async fn assume_role_with_external_id() {
 
     // Without the role, the base key alone is refused.
     let alone = format!("access_key_id = \"{base}\"\nsecret_access_key = \"{base_secret}\"\n");
-    let run = check(dir.path(), &photos(&garage, &alone), &[]);
+    let run = check(dir.path(), &photos(&garage, &alone), &[]).await;
     assert_denied(&run, "the base key alone");
     assert_no_secret(&run, &[&base_secret]);
 }
@@ -281,13 +283,13 @@ async fn a_read_only_key_serves_renders_and_check_says_it_cannot_write() {
     assert_eq!(img.width(), 100);
 
     let dir = TempDir::new().unwrap();
-    let run = check(dir.path(), &toml, &[]);
+    let run = check(dir.path(), &toml, &[]).await;
     assert_passes(&run, "read-only key");
     // The same key as the result storage: reading is fine, writing is refused.
     let writing = format!(
         "{toml}[result_storage]\nstorage = \"photos\"\nbase_dir = \"renditions\"\n"
     );
-    let run = check(dir.path(), &writing, &[]);
+    let run = check(dir.path(), &writing, &[]).await;
     assert!(!run.ok, "{}", run.output);
     assert!(
         run.output.contains("ok   storage photos: bucket images is reachable and readable"),
