@@ -155,7 +155,11 @@ mod tests {
         // Same values, other spelling of the names, other unrelated headers: same digest.
         assert_eq!(
             base,
-            d(&[("X-DEVICE", "mobile"), ("accept", "*/*"), ("Cookie", "x=2; ab=1")])
+            d(&[
+                ("X-DEVICE", "mobile"),
+                ("accept", "*/*"),
+                ("Cookie", "x=2; ab=1")
+            ])
         );
         let others = [
             d(&[("x-device", "desktop"), ("cookie", "ab=1")]),

@@ -270,7 +270,10 @@ impl FilterConfig {
 /// What is wrong with a route's cache key names, if anything.
 fn cache_key_problem(headers: &[String], cookies: &[String]) -> Option<String> {
     use crate::cachekey::{MAX_NAMES, is_token};
-    for (what, names) in [("cache_key_headers", headers), ("cache_key_cookies", cookies)] {
+    for (what, names) in [
+        ("cache_key_headers", headers),
+        ("cache_key_cookies", cookies),
+    ] {
         if names.len() > MAX_NAMES {
             return Some(format!("{what}: at most {MAX_NAMES} names"));
         }

@@ -227,10 +227,16 @@ mod tests {
         };
         assert_eq!(
             keyed("0a").to_query(),
-            format!("storage=photos&key=a%20b%2F%C3%BC%2B.jpg&cache_key={}", "0a".repeat(16))
+            format!(
+                "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&cache_key={}",
+                "0a".repeat(16)
+            )
         );
         let (a, b) = (keyed("0a").canonical(), keyed("0b").canonical());
-        assert_eq!(a, format!("photos/a b/ü+.jpg#cache_key={}", "0a".repeat(16)));
+        assert_eq!(
+            a,
+            format!("photos/a b/ü+.jpg#cache_key={}", "0a".repeat(16))
+        );
         let plain = request(Transform::default()).canonical();
         assert!(a != b && a != plain && b != plain);
         let safe = SafeChars::default();

@@ -1044,7 +1044,11 @@ mod tests {
             &[("x-device", "mobile")],
         ] {
             let o = render(url, other);
-            assert_ne!(o.request.canonical(), mobile.request.canonical(), "{other:?}");
+            assert_ne!(
+                o.request.canonical(),
+                mobile.request.canonical(),
+                "{other:?}"
+            );
         }
         // Routes without a cache key: no key, no Vary, whatever is sent; decide() sends nothing.
         let plain = render("/plain/unsafe/300x0/a.jpg", &[("x-device", "mobile")]);
@@ -1065,7 +1069,10 @@ mod tests {
         let url = "/auto/t/unsafe/300x0/a.jpg";
         for (h, format) in [
             (hdrs(&[("Accept", CHROME)]), WEBP),
-            (hdrs(&[("accept", "image/jpeg"), ("ACCEPT", "image/webp")]), WEBP),
+            (
+                hdrs(&[("accept", "image/jpeg"), ("ACCEPT", "image/webp")]),
+                WEBP,
+            ),
             (hdrs(&[("accept", "image/jpeg")]), OutputFormat::Compatible),
             (hdrs(&[]), OutputFormat::Compatible),
         ] {

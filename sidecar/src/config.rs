@@ -340,7 +340,11 @@ impl S3Config {
                 return Err(format!("{what} needs role_arn"));
             }
         }
-        if self.role_arn.as_deref().is_some_and(|a| !a.starts_with("arn:")) {
+        if self
+            .role_arn
+            .as_deref()
+            .is_some_and(|a| !a.starts_with("arn:"))
+        {
             return Err("role_arn must be an ARN (arn:…:iam::ACCOUNT:role/NAME)".into());
         }
         // STS: 2 to 64 of [\w+=,.@-].
@@ -503,8 +507,14 @@ impl Config {
             }
         }
         let prefixes = [
-            ("result_storage", self.result_storage.as_ref().map(|r| &r.path_prefix)),
-            ("source_storage", self.source_storage.as_ref().map(|s| &s.path_prefix)),
+            (
+                "result_storage",
+                self.result_storage.as_ref().map(|r| &r.path_prefix),
+            ),
+            (
+                "source_storage",
+                self.source_storage.as_ref().map(|s| &s.path_prefix),
+            ),
         ];
         for (role, prefix) in prefixes {
             if let Some(p) = prefix
@@ -600,12 +610,27 @@ mod tests {
         for (extra, why) in [
             (format!("{KEYS}profile = \"p\""), "profile"),
             ("session_token = \"t\"".to_owned(), "session_token"),
-            ("external_id = \"x-1\"".to_owned(), "external_id needs role_arn"),
-            ("sts_endpoint = \"http://h\"".to_owned(), "sts_endpoint needs role_arn"),
-            ("role_session_name = \"n1\"".to_owned(), "role_session_name needs role_arn"),
+            (
+                "external_id = \"x-1\"".to_owned(),
+                "external_id needs role_arn",
+            ),
+            (
+                "sts_endpoint = \"http://h\"".to_owned(),
+                "sts_endpoint needs role_arn",
+            ),
+            (
+                "role_session_name = \"n1\"".to_owned(),
+                "role_session_name needs role_arn",
+            ),
             ("role_arn = \"reader\"".to_owned(), "must be an ARN"),
-            (format!("{ROLE}role_session_name = \"a b\""), "role_session_name"),
-            (format!("{ROLE}role_session_name = \"a\""), "role_session_name"),
+            (
+                format!("{ROLE}role_session_name = \"a b\""),
+                "role_session_name",
+            ),
+            (
+                format!("{ROLE}role_session_name = \"a\""),
+                "role_session_name",
+            ),
             (format!("{ROLE}external_id = \"a\\nb\""), "external_id"),
         ] {
             let err = Config::from_toml(&s3(&extra)).unwrap_err().to_string();

@@ -245,8 +245,9 @@ impl Renderer {
         let flight = format!("{}\0{}\0{}", req.storage, req.key, version.unwrap_or(""));
         // Versions never change and are read as asked, never from a copy.
         let copy = match (&self.sources, version) {
-            (Some(ss), None) => role::role_key(&ss.path_prefix, &ss.base_dir, &req.key)
-                .map(|key| (ss, key)),
+            (Some(ss), None) => {
+                role::role_key(&ss.path_prefix, &ss.base_dir, &req.key).map(|key| (ss, key))
+            }
             _ => None,
         };
         self.in_flight
@@ -272,7 +273,11 @@ impl Renderer {
     /// The copy of a source of `storage` at `key` in source storage, unless it is missing,
     /// unreadable, expired or a copy of another storage's object.
     async fn read_copy(&self, ss: &SourceStore, key: &str, storage: &str) -> Option<Object> {
-        let mut obj = match ss.storage.get(key, None, self.limits.max_source_bytes).await {
+        let mut obj = match ss
+            .storage
+            .get(key, None, self.limits.max_source_bytes)
+            .await
+        {
             Ok(obj) => obj,
             Err(StorageError::NotFound) => return None,
             Err(e) => {

@@ -663,10 +663,9 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         SdkError::DispatchFailure(d) if d.is_timeout() => StorageError::Timeout,
         // No request was sent: the credential chain (or STS assume-role) gave no credentials.
         // A configuration or permission problem, not an outage; the detail names the cause.
-        SdkError::DispatchFailure(_) if credentials_failed(&err) => StorageError::Other(format!(
-            "{}",
-            aws_sdk_s3::error::DisplayErrorContext(&err)
-        )),
+        SdkError::DispatchFailure(_) if credentials_failed(&err) => {
+            StorageError::Other(format!("{}", aws_sdk_s3::error::DisplayErrorContext(&err)))
+        }
         SdkError::DispatchFailure(_) => {
             StorageError::Unavailable(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
         }
@@ -1120,11 +1119,20 @@ mod tests {
             .unwrap();
         let err = storage.get("a.jpg", None, 100).await.expect_err("refused");
         let seen = fake.seen();
-        assert!(seen.iter().all(|r| r.method == "POST"), "no S3 request: {seen:#?}");
-        assert!(seen[0].body.contains("RoleSessionName=render-1"), "{seen:?}");
+        assert!(
+            seen.iter().all(|r| r.method == "POST"),
+            "no S3 request: {seen:#?}"
+        );
+        assert!(
+            seen[0].body.contains("RoleSessionName=render-1"),
+            "{seen:?}"
+        );
         let shown = format!("{err} {}", err.detail());
         assert!(!shown.contains("capture-secret"), "{shown}");
-        assert!(matches!(err, StorageError::Other(_)), "not an outage: {err:?}");
+        assert!(
+            matches!(err, StorageError::Other(_)),
+            "not an outage: {err:?}"
+        );
         assert!(err.detail().contains("loading credentials"), "{err:?}");
     }
 

@@ -65,7 +65,8 @@ async fn check(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Run {
 fn assert_passes(run: &Run, what: &str) {
     assert!(run.ok, "{what}: expected to pass\n{}", run.output);
     assert!(
-        run.output.contains("ok   storage photos: bucket images is reachable and readable"),
+        run.output
+            .contains("ok   storage photos: bucket images is reachable and readable"),
         "{what}\n{}",
         run.output
     );
@@ -74,7 +75,8 @@ fn assert_passes(run: &Run, what: &str) {
 fn assert_denied(run: &Run, what: &str) {
     assert!(!run.ok, "{what}: expected to fail\n{}", run.output);
     assert!(
-        run.output.contains("FAIL storage photos: bucket images: HeadBucket: "),
+        run.output
+            .contains("FAIL storage photos: bucket images: HeadBucket: "),
         "{what}\n{}",
         run.output
     );
@@ -82,7 +84,11 @@ fn assert_denied(run: &Run, what: &str) {
 
 fn assert_no_secret(run: &Run, secrets: &[&str]) {
     for secret in secrets {
-        assert!(!run.output.contains(secret), "secret shown:\n{}", run.output);
+        assert!(
+            !run.output.contains(secret),
+            "secret shown:\n{}",
+            run.output
+        );
     }
 }
 
@@ -102,7 +108,8 @@ async fn environment_variables() {
             ("AWS_ACCESS_KEY_ID", key),
             ("AWS_SECRET_ACCESS_KEY", garage.secret_key()),
         ],
-    ).await;
+    )
+    .await;
     assert_passes(&run, "right keys in the environment");
     assert_no_secret(&run, &[garage.secret_key()]);
 
@@ -113,7 +120,8 @@ async fn environment_variables() {
             ("AWS_ACCESS_KEY_ID", key),
             ("AWS_SECRET_ACCESS_KEY", WRONG_SECRET),
         ],
-    ).await;
+    )
+    .await;
     assert_denied(&run, "a wrong secret in the environment");
     assert_no_secret(&run, &[WRONG_SECRET, garage.secret_key()]);
 
@@ -151,8 +159,12 @@ async fn shared_credentials_file_and_profile() {
     let run = check(
         dir.path(),
         &photos(&garage, ""),
-        &[("AWS_SHARED_CREDENTIALS_FILE", file), ("AWS_PROFILE", "reader")],
-    ).await;
+        &[
+            ("AWS_SHARED_CREDENTIALS_FILE", file),
+            ("AWS_PROFILE", "reader"),
+        ],
+    )
+    .await;
     assert_passes(&run, "AWS_PROFILE");
 
     // The file in its default place, ~/.aws/credentials.
@@ -192,10 +204,16 @@ async fn web_identity_through_sts() {
     let req = &requests[0];
     assert!(req.has("Action", "AssumeRoleWithWebIdentity"), "{req:?}");
     assert!(
-        req.has("RoleArn", "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fpixmesh-irsa"),
+        req.has(
+            "RoleArn",
+            "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fpixmesh-irsa"
+        ),
         "{req:?}"
     );
-    assert!(req.has("WebIdentityToken", "eyJ.web-identity-token.sig"), "{req:?}");
+    assert!(
+        req.has("WebIdentityToken", "eyJ.web-identity-token.sig"),
+        "{req:?}"
+    );
     assert!(req.has("RoleSessionName", "pixmesh-pod"), "{req:?}");
 
     let wrong = FakeSts::start(garage.access_key(), WRONG_SECRET).await;
@@ -232,7 +250,10 @@ async fn assume_role_with_external_id() {
     assert!(req.has("Action", "AssumeRole"), "{req:?}");
     assert!(req.has("ExternalId", "pixmesh-ext-42"), "{req:?}");
     assert!(
-        req.has("RoleArn", "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Freader"),
+        req.has(
+            "RoleArn",
+            "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Freader"
+        ),
         "{req:?}"
     );
     assert!(
@@ -286,13 +307,13 @@ async fn a_read_only_key_serves_renders_and_check_says_it_cannot_write() {
     let run = check(dir.path(), &toml, &[]).await;
     assert_passes(&run, "read-only key");
     // The same key as the result storage: reading is fine, writing is refused.
-    let writing = format!(
-        "{toml}[result_storage]\nstorage = \"photos\"\nbase_dir = \"renditions\"\n"
-    );
+    let writing =
+        format!("{toml}[result_storage]\nstorage = \"photos\"\nbase_dir = \"renditions\"\n");
     let run = check(dir.path(), &writing, &[]).await;
     assert!(!run.ok, "{}", run.output);
     assert!(
-        run.output.contains("ok   storage photos: bucket images is reachable and readable"),
+        run.output
+            .contains("ok   storage photos: bucket images is reachable and readable"),
         "{}",
         run.output
     );

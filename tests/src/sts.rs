@@ -38,7 +38,9 @@ impl FakeSts {
     /// Answers every AssumeRole* request with the temporary credentials `access_key` /
     /// `secret_key` (and a session token), valid until 2099.
     pub async fn start(access_key: &str, secret_key: &str) -> FakeSts {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake STS");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake STS");
         let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
@@ -74,7 +76,11 @@ impl Drop for FakeSts {
 }
 
 /// Reads one request from `conn`, answers it and closes the connection.
-async fn read_request(mut conn: TcpStream, access_key: &str, secret_key: &str) -> Option<StsRequest> {
+async fn read_request(
+    mut conn: TcpStream,
+    access_key: &str,
+    secret_key: &str,
+) -> Option<StsRequest> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {

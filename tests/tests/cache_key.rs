@@ -68,7 +68,12 @@ async fn each_header_and_cookie_value_is_its_own_rendition() {
         }
     }
     // The same values give the same rendition; unlisted cookies and headers do not count.
-    let again = get(&[("x-device", "mobile"), ("cookie", "other=2"), ("x-other", "1")]).await;
+    let again = get(&[
+        ("x-device", "mobile"),
+        ("cookie", "other=2"),
+        ("x-other", "1"),
+    ])
+    .await;
     assert_eq!(etag(&again), mobile);
 
     // One result-storage object per value.
@@ -96,12 +101,18 @@ async fn each_header_and_cookie_value_is_its_own_rendition() {
 
     // Errors vary too; routes without a cache key do not.
     let missing = stack
-        .get("/k/unsafe/fit-in/100x100/nope.jpg", &[("x-device", "mobile")])
+        .get(
+            "/k/unsafe/fit-in/100x100/nope.jpg",
+            &[("x-device", "mobile")],
+        )
         .await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header_all("vary"), ["x-device, cookie"]);
     let plain = stack
-        .get("/t/unsafe/fit-in/100x100/medium.jpg", &[("x-device", "mobile")])
+        .get(
+            "/t/unsafe/fit-in/100x100/medium.jpg",
+            &[("x-device", "mobile")],
+        )
         .await;
     assert_eq!(plain.status, 200);
     assert!(plain.header_all("vary").is_empty());

@@ -84,7 +84,11 @@ async fn garage() -> Garage {
     }
     for key in ["uploads/a.jpg", "static/b.jpg"] {
         garage
-            .put(garage.default_bucket(), key, tools::test_image("medium.jpg"))
+            .put(
+                garage.default_bucket(),
+                key,
+                tools::test_image("medium.jpg"),
+            )
             .await;
     }
     garage
@@ -111,23 +115,33 @@ async fn sources_are_copied_once_and_read_from_the_copy_when_the_original_is_gon
     let stats = &renderer.stats;
 
     // Outside the prefix: rendered, never copied.
-    assert_eq!(dims(&render(&svc, "static/b.jpg", 100).await.unwrap().data), (100, 63));
+    assert_eq!(
+        dims(&render(&svc, "static/b.jpg", 100).await.unwrap().data),
+        (100, 63)
+    );
     let first = render(&svc, "uploads/a.jpg", 100).await.expect("render");
     assert_eq!(dims(&first.data), (100, 63));
     let medium = tools::test_image("medium.jpg");
-    eventually("the copy is written under base_dir, prefix stripped", || async {
-        garage.get(COPIES, "src/a.jpg").await.as_ref() == Some(&medium)
-    })
+    eventually(
+        "the copy is written under base_dir, prefix stripped",
+        || async { garage.get(COPIES, "src/a.jpg").await.as_ref() == Some(&medium) },
+    )
     .await;
     assert_eq!(garage.list(COPIES, "").await, ["src/a.jpg"]);
     assert_eq!(stats.source_reads.load(Ordering::Relaxed), 2);
     assert_eq!(stats.source_copy_hits.load(Ordering::Relaxed), 0);
 
     delete(&garage, garage.default_bucket(), "uploads/a.jpg").await;
-    let other = render(&svc, "uploads/a.jpg", 50).await.expect("from the copy");
+    let other = render(&svc, "uploads/a.jpg", 50)
+        .await
+        .expect("from the copy");
     assert_eq!(dims(&other.data), (50, 31));
     assert_eq!(stats.source_copy_hits.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.source_reads.load(Ordering::Relaxed), 2, "the loader is not asked");
+    assert_eq!(
+        stats.source_reads.load(Ordering::Relaxed),
+        2,
+        "the loader is not asked"
+    );
 
     // Without the copy, the original is gone indeed; outside the prefix nothing is copied.
     delete(&garage, garage.default_bucket(), "static/b.jpg").await;
@@ -141,8 +155,16 @@ async fn sources_are_copied_once_and_read_from_the_copy_when_the_original_is_gon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_copies_are_read_from_the_loader_again() {
     let garage = garage().await;
-    let (long, _) = service(&config(&garage, &format!("{SOURCE_ROLE}expiration_secs = 3600\n"))).await;
-    let (short, stats) = service(&config(&garage, &format!("{SOURCE_ROLE}expiration_secs = 1\n"))).await;
+    let (long, _) = service(&config(
+        &garage,
+        &format!("{SOURCE_ROLE}expiration_secs = 3600\n"),
+    ))
+    .await;
+    let (short, stats) = service(&config(
+        &garage,
+        &format!("{SOURCE_ROLE}expiration_secs = 1\n"),
+    ))
+    .await;
     render(&short, "uploads/a.jpg", 100).await.expect("render");
     let medium = tools::test_image("medium.jpg");
     eventually("the copy is written", || async {
@@ -181,7 +203,11 @@ async fn a_failed_copy_is_counted_and_the_render_still_served() {
     let rendered = render(&svc, "uploads/a.jpg", 100).await.expect("served");
     assert_eq!(dims(&rendered.data), (100, 63));
     eventually("the failed copy is counted", || async {
-        renderer.stats.source_copy_write_failures.load(Ordering::Relaxed) == 1
+        renderer
+            .stats
+            .source_copy_write_failures
+            .load(Ordering::Relaxed)
+            == 1
     })
     .await;
     assert_eq!(garage.list(COPIES, "").await, Vec::<String>::new());
@@ -190,8 +216,9 @@ async fn a_failed_copy_is_counted_and_the_render_still_served() {
     let text: Vec<String> = lines.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{text:#?}");
     assert!(
-        text[2].starts_with("FAIL source_storage copies: bucket copies: PutObject src/.pixmesh-check/")
-            && text[2].contains("access denied"),
+        text[2].starts_with(
+            "FAIL source_storage copies: bucket copies: PutObject src/.pixmesh-check/"
+        ) && text[2].contains("access denied"),
         "{text:#?}"
     );
     assert!(!text.concat().contains(&secret));
