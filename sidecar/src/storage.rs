@@ -664,7 +664,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         // No request was sent: the credential chain (or STS assume-role) gave no credentials.
         // A configuration or permission problem, not an outage; the detail names the cause.
         SdkError::DispatchFailure(_) if credentials_failed(&err) => {
-            StorageError::Other(format!("{}", aws_sdk_s3::error::DisplayErrorContext(&err)))
+            StorageError::Other(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
         }
         SdkError::DispatchFailure(_) => {
             StorageError::Unavailable(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
