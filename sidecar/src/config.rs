@@ -174,6 +174,8 @@ impl Default for Limits {
 /// One named storage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+// Parsed once at start-up and never moved around in bulk: the S3 variant's size is harmless.
+#[allow(clippy::large_enum_variant)]
 pub enum StorageConfig {
     /// Files under a local directory (read-only).
     Local {
