@@ -238,7 +238,10 @@ async fn result_storage_keeps_only_sources_under_its_prefix_named_without_it() {
         .canonical();
     let expected = result_key("renditions", &canonical, &SafeChars::default());
     assert_eq!(expected, "renditions/photos/fit-in/100x100/a.jpg");
-    assert_eq!(garage.list(RESULTS, "").await, [expected.clone()]);
+    assert_eq!(
+        garage.list(RESULTS, "").await,
+        std::slice::from_ref(&expected)
+    );
 
     // Served from there: replacing the stored rendition's bytes shows.
     garage
