@@ -23,7 +23,9 @@
 //!
 //! A route without signing keys must set `allow_unsafe`. The route's own `storage` name is always
 //! a valid handle for itself. Any route may set `auto_format` (see [`crate::accept`]): URLs
-//! that name no format then get WebP when the client's `Accept` lists it.
+//! that name no format then get WebP when the client's `Accept` lists it; and
+//! `cache_key_headers` / `cache_key_cookies` (see [`crate::cachekey`]): renditions then differ
+//! per value of those headers and cookies.
 
 use std::collections::BTreeMap;
 
@@ -145,6 +147,13 @@ pub struct RouteConfig {
     /// [`crate::accept`]. Off by default: such URLs keep the source's format.
     #[serde(default)]
     pub auto_format: bool,
+    /// Request headers whose values are part of each rendition's identity (imgproxy's cache key
+    /// headers; see [`crate::cachekey`]): responses carry `Vary` on them.
+    #[serde(default)]
+    pub cache_key_headers: Vec<String>,
+    /// Cookies whose values are part of each rendition's identity; responses `Vary: Cookie`.
+    #[serde(default)]
+    pub cache_key_cookies: Vec<String>,
 }
 
 impl RouteConfig {
@@ -250,9 +259,47 @@ impl FilterConfig {
             if r.canonical_base_url.as_deref().is_some_and(bad_url) {
                 return fail("canonical_base_url must be an http(s) URL");
             }
+            if let Some(reason) = cache_key_problem(&r.cache_key_headers, &r.cache_key_cookies) {
+                return fail(&reason);
+            }
         }
         Ok(())
     }
+}
+
+/// What is wrong with a route's cache key names, if anything.
+fn cache_key_problem(headers: &[String], cookies: &[String]) -> Option<String> {
+    use crate::cachekey::{MAX_NAMES, is_token};
+    for (what, names) in [
+        ("cache_key_headers", headers),
+        ("cache_key_cookies", cookies),
+    ] {
+        if names.len() > MAX_NAMES {
+            return Some(format!("{what}: at most {MAX_NAMES} names"));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if !is_token(name) {
+                return Some(format!("{what}: {name:?} is not a header or cookie name"));
+            }
+            let twice = names[..i].iter().any(|n| {
+                if what == "cache_key_headers" {
+                    n.eq_ignore_ascii_case(name)
+                } else {
+                    n == name
+                }
+            });
+            if twice {
+                return Some(format!("{what}: {name:?} is listed twice"));
+            }
+        }
+    }
+    if headers.iter().any(|h| h.eq_ignore_ascii_case("cookie")) {
+        return Some("cache_key_headers: list cookies by name in cache_key_cookies".into());
+    }
+    if headers.iter().any(|h| h.eq_ignore_ascii_case("accept")) {
+        return Some("cache_key_headers: Accept is negotiated by auto_format".into());
+    }
+    None
 }
 
 #[cfg(test)]
@@ -329,6 +376,13 @@ mod tests {
             r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","handles":{"a/b":"b"}}]}"#,
             r#"{"routes":[{"prefix":"/a/","grammar":"query","storage":"s","secret":"k","handles":{"a":""}}]}"#,
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","auto_format":"yes"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_headers":["a b"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_headers":["X-A","x-a"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_headers":["Cookie"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_headers":["accept"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_cookies":["a=b"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_cookies":["a","a"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_cookies":["1","2","3","4","5","6","7","8","9"]}]}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -17,9 +17,12 @@
 //! - [`link`]: the canonical `Link` header.
 //! - [`config`] and [`router`]: the filter's configuration and the per-request decision.
 //! - [`accept`]: the output format "auto" chooses from the client's `Accept` header.
+//! - [`cachekey`]: renditions that vary with configured request headers and cookies.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
+//! - [`role`]: which source keys a storage role keeps (its path prefix) and where (its base dir).
 
 pub mod accept;
+pub mod cachekey;
 pub mod color;
 pub mod config;
 pub mod grammar;
@@ -30,6 +33,7 @@ pub mod link;
 mod percent;
 pub mod query;
 pub mod render;
+pub mod role;
 pub mod router;
 pub mod sign;
 pub mod tagging;

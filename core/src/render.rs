@@ -40,6 +40,9 @@ pub struct RenderRequest {
     pub version: Option<String>,
     /// What to do to it.
     pub transform: Transform,
+    /// Digest of the request headers and cookies the route's renditions vary with
+    /// ([`crate::cachekey`]); `None` when they vary with none.
+    pub cache_key: Option<String>,
 }
 
 /// Longest object version ID accepted, in bytes (S3 documents 1024).
@@ -133,12 +136,16 @@ impl RenderRequest {
         if let Some(c) = t.background {
             param("background_rgba", &c.to_rgba_u32().to_string());
         }
+        if let Some(key) = &self.cache_key {
+            param("cache_key", key);
+        }
         q
     }
 
     /// One string per distinct rendition: `STORAGE/OPTIONS/KEY`, the options written in the
     /// thumbor grammar, and `?versionId=VERSION` (S3's URL for a version) when a version is
-    /// read. Equal transforms give equal strings whatever grammar the URL used; different
+    /// read, and `#cache_key=DIGEST` when the rendition varies with request headers or cookies
+    /// ([`crate::cachekey`]). Equal transforms give equal strings whatever grammar the URL used; different
     /// versions of one object give different strings, hence different ETags and result keys. The
     /// format negotiated from `Accept` is part of the transform, so the WebP and the compatible
     /// rendition of one URL differ (`filters:format(compatible)` marks the latter).
@@ -151,6 +158,9 @@ impl RenderRequest {
         let mut c = format!("{}/{options}{}", self.storage, self.key);
         if let Some(version) = &self.version {
             let _ = write!(c, "?versionId={version}");
+        }
+        if let Some(key) = &self.cache_key {
+            let _ = write!(c, "#cache_key={key}");
         }
         c
     }
@@ -198,6 +208,7 @@ mod tests {
             key: "a b/ü+.jpg".into(),
             version: None,
             transform: t,
+            cache_key: None,
         }
     }
 
@@ -206,6 +217,33 @@ mod tests {
             version: Some(v.into()),
             ..request(Transform::default())
         }
+    }
+
+    #[test]
+    fn a_cache_key_travels_in_the_query_and_tells_renditions_apart() {
+        let keyed = |k: &str| RenderRequest {
+            cache_key: Some(k.repeat(16)),
+            ..request(Transform::default())
+        };
+        assert_eq!(
+            keyed("0a").to_query(),
+            format!(
+                "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&cache_key={}",
+                "0a".repeat(16)
+            )
+        );
+        let (a, b) = (keyed("0a").canonical(), keyed("0b").canonical());
+        assert_eq!(
+            a,
+            format!("photos/a b/ü+.jpg#cache_key={}", "0a".repeat(16))
+        );
+        let plain = request(Transform::default()).canonical();
+        assert!(a != b && a != plain && b != plain);
+        let safe = SafeChars::default();
+        assert_ne!(result_key("r", &a, &safe), result_key("r", &b, &safe));
+        assert_ne!(result_key("r", &a, &safe), result_key("r", &plain, &safe));
+        assert_ne!(etag(&a, "\"same\""), etag(&b, "\"same\""));
+        assert_ne!(etag(&a, "\"same\""), etag(&plain, "\"same\""));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use std::time::SystemTime;
 
 use crate::accept;
+use crate::cachekey::CacheKey;
 use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig};
 use crate::grammar::{
     FormatChoice, GrammarError, Target, parse_unix_seconds, query_param, query_without, with_query,
@@ -56,6 +57,9 @@ pub struct Render {
     /// The output format was chosen from the client's `Accept` header: every response to this
     /// request, 304s and errors included, must carry `Vary: Accept`.
     pub vary_accept: bool,
+    /// `Vary` value for every response to this request (304s and errors included): the request
+    /// headers (and `cookie`) the route's renditions vary with ([`crate::cachekey`]).
+    pub vary: Option<String>,
     /// The canonical request itself.
     pub request: RenderRequest,
 }
@@ -114,6 +118,7 @@ enum Signer {
 struct Route {
     cfg: RouteConfig,
     signer: Option<Signer>,
+    cache_key: CacheKey,
 }
 
 /// The validated routing table, built once per configuration.
@@ -142,7 +147,12 @@ impl Router {
                     Grammar::Imagekit => secret.map(|s| Signer::Imagekit(ImagekitSigner::new(s))),
                     Grammar::Query => secret.map(|s| Signer::Query(QuerySigner::new(s))),
                 };
-                Route { cfg, signer }
+                let cache_key = CacheKey::new(&cfg.cache_key_headers, &cfg.cache_key_cookies);
+                Route {
+                    cfg,
+                    signer,
+                    cache_key,
+                }
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.cfg.prefix.len()));
@@ -170,6 +180,36 @@ impl Router {
         accept: Option<&str>,
         now: SystemTime,
     ) -> Decision {
+        self.decide_with(method, path, accept, &[], now)
+    }
+
+    /// [`Router::decide`] for a request with all its header lines (`(name, value)`, names in
+    /// any case): `Accept` is read from them, and the request headers and cookies a route's
+    /// renditions vary with ([`crate::cachekey`]).
+    pub fn decide_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        now: SystemTime,
+    ) -> Decision {
+        let accept: Vec<&str> = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("accept"))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        let accept = (!accept.is_empty()).then(|| accept.join(","));
+        self.decide_with(method, path, accept.as_deref(), headers, now)
+    }
+
+    fn decide_with(
+        &self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+        headers: &[(String, String)],
+        now: SystemTime,
+    ) -> Decision {
         if is_internal(path) {
             return reject(404, "not found");
         }
@@ -190,7 +230,7 @@ impl Router {
             Grammar::Imagekit => route.imagekit(rest, query),
             Grammar::Query => route.query(rest, query),
         };
-        match target.and_then(|t| route.render(t, accept, now)) {
+        match target.and_then(|t| route.render(t, accept, headers, now)) {
             Ok(r) => Decision::Render(r),
             Err(r) => Decision::Reject(r),
         }
@@ -345,6 +385,7 @@ impl Route {
         &self,
         mut target: Target,
         accept: Option<&str>,
+        headers: &[(String, String)],
         now: SystemTime,
     ) -> Result<Render, Rejection> {
         if target.expires.is_some_and(|e| e.is_past(now)) {
@@ -368,6 +409,7 @@ impl Route {
             key: keys::join(&self.cfg.base_dir, &image),
             version: target.version,
             transform: target.transform,
+            cache_key: self.cache_key.digest(headers),
         };
         Ok(Render {
             upstream_path: format!("{RENDER_PATH}?{}", request.to_query()),
@@ -377,6 +419,7 @@ impl Route {
                 .as_deref()
                 .map(|base| link::canonical(base, &image)),
             vary_accept,
+            vary: self.cache_key.vary(),
             request,
         })
     }
@@ -958,6 +1001,84 @@ mod tests {
             "/v1/ex/../secret.jpg".to_owned(),
         ] {
             assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 400, "{url}");
+        }
+    }
+
+    fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn routes_with_a_cache_key_digest_the_listed_headers_and_cookies_and_vary_on_them() {
+        let r = Router::from_json(
+            br#"{"routes":[
+                {"prefix":"/k/","storage":"s","allow_unsafe":true,
+                 "cache_key_headers":["X-Device"],"cache_key_cookies":["ab"]},
+                {"prefix":"/plain/","storage":"s","allow_unsafe":true}]}"#,
+        )
+        .unwrap();
+        let render = |path: &str, h: &[(&str, &str)]| {
+            rendered(r.decide_request("GET", path, &hdrs(h), now()))
+        };
+        let url = "/k/unsafe/300x0/a.jpg";
+        let mobile = render(url, &[("x-device", "mobile"), ("cookie", "ab=1; z=2")]);
+        assert_eq!(mobile.vary.as_deref(), Some("x-device, cookie"));
+        assert!(!mobile.vary_accept);
+        let key = mobile.request.cache_key.clone().expect("a cache key");
+        assert!(crate::cachekey::is_digest(&key), "{key}");
+        assert!(mobile.upstream_path.ends_with(&format!("&cache_key={key}")));
+        assert!(
+            !mobile.upstream_path.contains("mobile"),
+            "values travel digested"
+        );
+        let same = render(url, &[("X-Device", "mobile"), ("Cookie", "z=3; ab=1")]);
+        assert_eq!(same.request, mobile.request);
+        for other in [
+            &[("x-device", "desktop"), ("cookie", "ab=1")][..],
+            &[("x-device", "mobile"), ("cookie", "ab=2")],
+            &[("x-device", ""), ("cookie", "ab=1")],
+            &[("cookie", "ab=1")],
+            &[("x-device", "mobile")],
+        ] {
+            let o = render(url, other);
+            assert_ne!(
+                o.request.canonical(),
+                mobile.request.canonical(),
+                "{other:?}"
+            );
+        }
+        // Routes without a cache key: no key, no Vary, whatever is sent; decide() sends nothing.
+        let plain = render("/plain/unsafe/300x0/a.jpg", &[("x-device", "mobile")]);
+        assert_eq!((plain.request.cache_key, plain.vary), (None, None));
+        let bare = rendered(r.decide("GET", url, None, now()));
+        assert_eq!(bare.vary.as_deref(), Some("x-device, cookie"));
+        assert_ne!(bare.request, mobile.request);
+        assert_eq!(
+            bare.request.cache_key,
+            render(url, &[]).request.cache_key,
+            "decide() is a request without headers"
+        );
+    }
+
+    #[test]
+    fn decide_request_reads_accept_from_the_headers() {
+        let r = auto_routes();
+        let url = "/auto/t/unsafe/300x0/a.jpg";
+        for (h, format) in [
+            (hdrs(&[("Accept", CHROME)]), WEBP),
+            (
+                hdrs(&[("accept", "image/jpeg"), ("ACCEPT", "image/webp")]),
+                WEBP,
+            ),
+            (hdrs(&[("accept", "image/jpeg")]), OutputFormat::Compatible),
+            (hdrs(&[]), OutputFormat::Compatible),
+        ] {
+            let got = rendered(r.decide_request("GET", url, &h, now()));
+            assert_eq!(got.request.transform.format, format, "{h:?}");
+            assert!(got.vary_accept);
         }
     }
 }

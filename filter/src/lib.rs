@@ -4,13 +4,14 @@
 //! if so its `:path` becomes the transcoder's render path, otherwise it passes untouched or is
 //! answered here (400/403/404/405/414/501, plain text).
 //!
-//! The request's `Accept` header goes to the router, which uses it where a URL asks for its
-//! format to be chosen ("auto"; see [`pixmesh_core::accept`]).
+//! The request's headers go to the router, which reads `Accept` where a URL asks for its
+//! format to be chosen ("auto"; see [`pixmesh_core::accept`]) and the headers and cookies a
+//! route's renditions vary with ([`pixmesh_core::cachekey`]).
 //!
 //! Response path, only for requests this filter rewrote: strip the `grpc-status` the transcoder
 //! leaks, apply the sidecar's `x-http-status` (304/413/415/422/…), add the canonical `Link`
 //! header, add `Vary: Accept` to every response (304s and errors too) of a request whose
-//! format was chosen from `Accept`, and turn a gRPC error that arrives in trailers (after the
+//! format was chosen from `Accept`, and `Vary` on the route's cache-key headers (and `cookie`), and turn a gRPC error that arrives in trailers (after the
 //! body started) into a reset, so a truncated image is never cached as a complete 200.
 
 use std::rc::Rc;
@@ -56,6 +57,7 @@ impl RootContext for PixmeshRoot {
             router: Rc::clone(self.router.as_ref()?),
             link: None,
             vary_accept: false,
+            vary: None,
             rendering: false,
         }))
     }
@@ -72,33 +74,21 @@ struct Pixmesh {
     link: Option<String>,
     /// The output format was chosen from `Accept`: the response varies with it.
     vary_accept: bool,
+    /// The route's renditions vary with these request headers (and cookies): `Vary` value.
+    vary: Option<String>,
     /// This request was rewritten into a render request.
     rendering: bool,
 }
 
 impl Context for Pixmesh {}
 
-impl Pixmesh {
-    /// Every `Accept` line of the request joined with `,` (the same list, per RFC 9110), or
-    /// `None` without one.
-    fn accept(&self) -> Option<String> {
-        let lines: Vec<String> = self
-            .get_http_request_headers()
-            .into_iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("accept"))
-            .map(|(_, value)| value)
-            .collect();
-        (!lines.is_empty()).then(|| lines.join(","))
-    }
-}
-
 impl HttpContext for Pixmesh {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let method = self.get_http_request_header(":method").unwrap_or_default();
-        let accept = self.accept();
+        let headers = self.get_http_request_headers();
         let now = self.get_current_time();
-        match self.router.decide(&method, &path, accept.as_deref(), now) {
+        match self.router.decide_request(&method, &path, &headers, now) {
             Decision::Pass => Action::Continue,
             Decision::Reject(r) => {
                 log::debug!("pixmesh: {} {method} {path}: {}", r.status, r.message);
@@ -114,6 +104,7 @@ impl HttpContext for Pixmesh {
                 self.set_http_request_header(":path", Some(&r.upstream_path));
                 self.link = r.link;
                 self.vary_accept = r.vary_accept;
+                self.vary = r.vary;
                 self.rendering = true;
                 Action::Continue
             }
@@ -149,6 +140,9 @@ impl HttpContext for Pixmesh {
         }
         if self.vary_accept {
             self.add_http_response_header("vary", "Accept");
+        }
+        if let Some(vary) = &self.vary {
+            self.add_http_response_header("vary", vary);
         }
         Action::Continue
     }

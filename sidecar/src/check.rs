@@ -4,8 +4,8 @@
 //! - every local storage: the directory can be listed;
 //! - every S3 storage: the bucket exists and the credentials may use it (`HeadBucket`), and may
 //!   read it (`ListObjectsV2` with `max-keys=1`);
-//! - the result storage: a probe object can be written (with the configured storage class, ACL
-//!   and tags) and deleted again.
+//! - the result storage and the source storage: a probe object can be written (with the
+//!   configured storage class, ACL and tags) and deleted again.
 //!
 //! Lines never carry credentials; they may name endpoints and buckets (this is for operators).
 
@@ -38,7 +38,7 @@ impl std::fmt::Display for Line {
     }
 }
 
-/// Probes every storage of `config` and its result storage, in name order, result storage last.
+/// Probes every storage of `config` in name order, then its result storage and source storage.
 pub async fn check(config: &Config) -> Vec<Line> {
     let timeout = Duration::from_millis(config.limits.storage_timeout_ms);
     let mut lines = Vec::new();
@@ -55,11 +55,21 @@ pub async fn check(config: &Config) -> Vec<Line> {
         };
         lines.push(line(subject, outcome));
     }
-    if let Some(rs) = &config.result_storage {
-        let subject = format!("result_storage {}", rs.storage);
-        let outcome = match config.storages.get(&rs.storage) {
+    let writers = [
+        config
+            .result_storage
+            .as_ref()
+            .map(|rs| ("result_storage", &rs.storage, &rs.base_dir)),
+        config
+            .source_storage
+            .as_ref()
+            .map(|ss| ("source_storage", &ss.storage, &ss.base_dir)),
+    ];
+    for (role, name, base_dir) in writers.into_iter().flatten() {
+        let subject = format!("{role} {name}");
+        let outcome = match config.storages.get(name) {
             Some(StorageConfig::S3(s3)) => match S3Storage::new(s3, timeout).await {
-                Ok(storage) => write_probe(&storage, &rs.base_dir).await,
+                Ok(storage) => write_probe(&storage, base_dir).await,
                 Err(e) => Err(e),
             },
             _ => Err("not an S3 storage".to_owned()),

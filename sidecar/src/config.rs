@@ -22,6 +22,11 @@
 //! force_path_style = true              # default: true with a custom endpoint
 //! access_key_id = "GK…"                # omit both keys for the default credential chain
 //! secret_access_key = "example-secret"
+//! # profile = "images"                 # default chain only: a profile of ~/.aws/{config,credentials}
+//! role_arn = "arn:aws:iam::123456789012:role/pixmesh-reader"   # assumed with the keys above
+//! external_id = "pixmesh-42"           # when the role's trust policy asks for one
+//! role_session_name = "pixmesh"
+//! # sts_endpoint = "https://sts.eu-west-1.amazonaws.com"
 //! fallbacks = ["samples"]              # tried in order when an object is not found (at most 2)
 //! # On writes to this bucket (result storage), each sent only when set:
 //! storage_class = "STANDARD_IA"
@@ -34,6 +39,13 @@
 //! verify_source = true          # HEAD the source on each hit; re-render when its ETag changed
 //! expiration_secs = 604800      # older renditions count as missing (never deleted); unset: never
 //! report_errors = false         # a failed rendition write fails the response only when true
+//! # path_prefix = "uploads"     # only sources under uploads/ (the loader's key); stripped
+//!
+//! [source_storage]              # optional: keep a copy of each source, read it first
+//! storage = "photos"
+//! base_dir = "copies"
+//! path_prefix = "uploads"       # only sources under uploads/; uploads/a.jpg → copies/a.jpg
+//! expiration_secs = 86400       # older copies are read from the loader again; unset: never
 //! ```
 
 use std::collections::BTreeMap;
@@ -105,6 +117,31 @@ pub struct Config {
     /// Where renditions are written and served from; none when unset.
     #[serde(default)]
     pub result_storage: Option<ResultStorageConfig>,
+    /// Where copies of sources are kept and read first (imagor's storage role); none when unset.
+    #[serde(default)]
+    pub source_storage: Option<SourceStorageConfig>,
+}
+
+/// The storage role (imagor's `S3_STORAGE_*`): a copy of every source read, kept in an S3
+/// storage and read before the loader. The storage's own `storage_class`, `acl` and `tagging`
+/// apply to the copies. Reads of an object version bypass it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceStorageConfig {
+    /// Name of an S3 storage in `[storages]`.
+    pub storage: String,
+    /// Key prefix of every copy.
+    #[serde(default)]
+    pub base_dir: String,
+    /// Only sources whose key (the key the loader reads) is under this prefix, by whole
+    /// segments, are copied; the prefix is stripped and the rest joined under `base_dir`. Empty:
+    /// every source.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Copies older than this many seconds (by their `Last-Modified`) count as missing: the
+    /// source is read from the loader again and the copy overwritten. Unset: never.
+    #[serde(default)]
+    pub expiration_secs: Option<u64>,
 }
 
 /// Resource limits.
@@ -145,6 +182,8 @@ impl Default for Limits {
 /// One named storage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+// Parsed once at start-up and never moved around in bulk: the S3 variant's size is harmless.
+#[allow(clippy::large_enum_variant)]
 pub enum StorageConfig {
     /// Files under a local directory (read-only).
     Local {
@@ -182,6 +221,26 @@ pub struct S3Config {
     /// Session token for temporary static credentials.
     #[serde(default)]
     pub session_token: Option<Secret>,
+    /// Profile of the shared config and credentials files (`~/.aws/credentials`,
+    /// `AWS_SHARED_CREDENTIALS_FILE`) the default chain reads; `AWS_PROFILE` or `default` when
+    /// unset. Only without static keys.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Role assumed with STS `AssumeRole` before using the bucket, signed with this storage's
+    /// base credentials (the static keys, else the default chain). Temporary credentials are
+    /// renewed before they expire.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// External ID the role's trust policy requires (only with `role_arn`).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Session name of the assumed role (only with `role_arn`); `pixmesh` when unset.
+    #[serde(default)]
+    pub role_session_name: Option<String>,
+    /// STS endpoint used to assume `role_arn` (only with it); AWS's (or
+    /// `AWS_ENDPOINT_URL_STS`) when unset.
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
     /// Other storages tried in order, at most [`MAX_FALLBACKS`], when an object is not found
     /// here. Only the requested storage's own list is followed (fallbacks are not transitive).
     #[serde(default)]
@@ -208,6 +267,11 @@ pub struct ResultStorageConfig {
     /// Key prefix of every rendition.
     #[serde(default)]
     pub base_dir: String,
+    /// Only renditions of sources whose key (the key the loader reads) is under this prefix, by
+    /// whole segments, are kept; the prefix is stripped from the key in the rendition's name.
+    /// Empty: every source.
+    #[serde(default)]
+    pub path_prefix: String,
     /// On a hit, compare the ETag the rendition was made from with the source's current one
     /// (one HEAD on the source, concurrent with the result read) and re-render when it changed.
     /// Costs one source request per hit (and per miss); turn off when sources never change.
@@ -229,6 +293,7 @@ impl ResultStorageConfig {
         ResultStorageConfig {
             storage: storage.to_owned(),
             base_dir: base_dir.to_owned(),
+            path_prefix: String::new(),
             verify_source: true,
             expiration_secs: None,
             report_errors: false,
@@ -264,6 +329,55 @@ impl S3Config {
     pub fn acl(&self) -> Result<Option<ObjectCannedAcl>, String> {
         known(self.acl.as_deref(), ObjectCannedAcl::values(), "acl")
             .map(|v| v.map(ObjectCannedAcl::from))
+    }
+
+    /// Refuses credential settings that contradict each other: a profile with static keys,
+    /// role options without `role_arn`, a malformed session name.
+    pub fn credential_settings(&self) -> Result<(), String> {
+        if self.profile.is_some() && self.access_key_id.is_some() {
+            return Err("profile is for the default chain; not with access_key_id".into());
+        }
+        if self.session_token.is_some() && self.access_key_id.is_none() {
+            return Err("session_token needs access_key_id and secret_access_key".into());
+        }
+        if self.role_arn.is_none() {
+            let role_only = [
+                ("external_id", self.external_id.is_some()),
+                ("role_session_name", self.role_session_name.is_some()),
+                ("sts_endpoint", self.sts_endpoint.is_some()),
+            ];
+            if let Some((what, _)) = role_only.iter().find(|(_, set)| *set) {
+                return Err(format!("{what} needs role_arn"));
+            }
+        }
+        if self
+            .role_arn
+            .as_deref()
+            .is_some_and(|a| !a.starts_with("arn:"))
+        {
+            return Err("role_arn must be an ARN (arn:…:iam::ACCOUNT:role/NAME)".into());
+        }
+        // STS: 2 to 64 of [\w+=,.@-].
+        if let Some(name) = &self.role_session_name {
+            let valid = (2..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+            if !valid {
+                return Err("role_session_name must be 2 to 64 of A-Z a-z 0-9 _+=,.@-".into());
+            }
+        }
+        // STS: 2 to 1224 of [\w+=,.@:/-].
+        if let Some(id) = &self.external_id {
+            let valid = (2..=1224).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+            if !valid {
+                return Err("external_id must be 2 to 1224 of A-Z a-z 0-9 _+=,.@:/-".into());
+            }
+        }
+        Ok(())
     }
 
     /// The configured tagging in its canonical header form.
@@ -344,6 +458,9 @@ impl Config {
                         "storage {name}: set both access_key_id and secret_access_key, or neither"
                     ));
                 }
+                if let Err(e) = s3.credential_settings() {
+                    return invalid(format!("storage {name}: {e}"));
+                }
                 let settings = [s3.storage_class().err(), s3.acl().err(), s3.tagging().err()];
                 if let Some(e) = settings.into_iter().flatten().next() {
                     return invalid(format!("storage {name}: {e}"));
@@ -386,6 +503,45 @@ impl Config {
                 return invalid(
                     "result_storage: expiration_secs must be at least 1 (omit it for none)".into(),
                 );
+            }
+        }
+        if let Some(ss) = &self.source_storage {
+            match self.storages.get(&ss.storage) {
+                Some(StorageConfig::S3(_)) => {}
+                Some(StorageConfig::Local { .. }) => {
+                    return invalid(format!(
+                        "source_storage: storage {} is local; source storage must be S3",
+                        ss.storage
+                    ));
+                }
+                None => {
+                    return invalid(format!("source_storage: no storage named {}", ss.storage));
+                }
+            }
+            if ss.expiration_secs == Some(0) {
+                return invalid(
+                    "source_storage: expiration_secs must be at least 1 (omit it for none)".into(),
+                );
+            }
+        }
+        let prefixes = [
+            (
+                "result_storage",
+                self.result_storage.as_ref().map(|r| &r.path_prefix),
+            ),
+            (
+                "source_storage",
+                self.source_storage.as_ref().map(|s| &s.path_prefix),
+            ),
+        ];
+        for (role, prefix) in prefixes {
+            if let Some(p) = prefix
+                && !p.trim_matches('/').is_empty()
+                && pixmesh_core::keys::normalize(p).as_deref() != Ok(p.trim_matches('/'))
+            {
+                return invalid(format!(
+                    "{role}: path_prefix {p:?} must be plain segments (no `.`, `..`, `//` or control characters)"
+                ));
             }
         }
         if self.cache_control.bytes().any(|b| b.is_ascii_control()) {
@@ -463,6 +619,51 @@ mod tests {
         assert_eq!(s3.storage_class(), Ok(None));
         assert_eq!(s3.acl(), Ok(None), "no ACL header unless configured");
         assert_eq!(s3.tagging(), Ok(None));
+    }
+
+    #[test]
+    fn credential_settings_are_checked_at_load() {
+        let s3 = |extra: &str| format!("[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n{extra}\n");
+        const KEYS: &str = "access_key_id = \"AK\"\nsecret_access_key = \"s3cr3t\"\n";
+        const ROLE: &str = "role_arn = \"arn:aws:iam::123456789012:role/r\"\n";
+        for (extra, why) in [
+            (format!("{KEYS}profile = \"p\""), "profile"),
+            ("session_token = \"t\"".to_owned(), "session_token"),
+            (
+                "external_id = \"x-1\"".to_owned(),
+                "external_id needs role_arn",
+            ),
+            (
+                "sts_endpoint = \"http://h\"".to_owned(),
+                "sts_endpoint needs role_arn",
+            ),
+            (
+                "role_session_name = \"n1\"".to_owned(),
+                "role_session_name needs role_arn",
+            ),
+            ("role_arn = \"reader\"".to_owned(), "must be an ARN"),
+            (
+                format!("{ROLE}role_session_name = \"a b\""),
+                "role_session_name",
+            ),
+            (
+                format!("{ROLE}role_session_name = \"a\""),
+                "role_session_name",
+            ),
+            (format!("{ROLE}external_id = \"a\\nb\""), "external_id"),
+        ] {
+            let err = Config::from_toml(&s3(&extra)).unwrap_err().to_string();
+            assert!(err.contains(why), "{extra}: {err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+        for good in [
+            "profile = \"reader\"".to_owned(),
+            format!("{KEYS}{ROLE}external_id = \"ext-42\"\nrole_session_name = \"pixmesh\""),
+            format!("{ROLE}sts_endpoint = \"http://127.0.0.1:1\""),
+        ] {
+            let cfg = Config::from_toml(&s3(&good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert!(!format!("{cfg:?}").contains("s3cr3t"));
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A fake S3 endpoint on 127.0.0.1 for unit tests of what no local S3 server does (region
-//! redirects): every request is recorded with the region its SigV4 signature is scoped to, and
+//! redirects, STS `AssumeRole`): every request is recorded with the region its SigV4 signature is scoped to, and
 //! answered by a function of that record.
 
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,8 @@ pub struct Seen {
     pub region: String,
     /// The `Authorization` header as sent.
     pub authorization: String,
+    /// The request body (STS sends its parameters there), lossily decoded.
+    pub body: String,
 }
 
 /// A complete HTTP/1.1 response.
@@ -137,6 +139,7 @@ async fn serve(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
         buf.drain(..head_end + length);
         let mut request_line = head.lines().next().unwrap_or_default().split(' ');
         let authorization = header("authorization").unwrap_or_default();
@@ -145,6 +148,7 @@ async fn serve(
             target: request_line.next().unwrap_or_default().to_owned(),
             region: scope_region(&authorization).unwrap_or_default().to_owned(),
             authorization,
+            body,
         };
         let answer = reply(&seen).to_bytes(seen.method == "HEAD");
         log.lock().unwrap().push(seen);

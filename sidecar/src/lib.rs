@@ -35,7 +35,7 @@ use tonic::transport::server::TcpIncoming;
 use budget::MemoryBudget;
 use config::{Config, StorageConfig};
 use pool::WorkerPool;
-use service::{ImageService, Renderer, ResultStore, Stats};
+use service::{ImageService, Renderer, ResultStore, SourceStore, Stats};
 use storage::{LocalStorage, S3Storage, Storage};
 
 /// Why the sidecar could not start or stopped serving.
@@ -84,6 +84,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             Some(Storage::S3(s3)) => Some(ResultStore {
                 storage: s3.clone(),
                 base_dir: rs.base_dir.clone(),
+                path_prefix: rs.path_prefix.clone(),
                 verify_source: rs.verify_source,
                 expiration: rs.expiration_secs.map(Duration::from_secs),
                 report_errors: rs.report_errors,
@@ -92,6 +93,23 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
                 return Err(ServeError::Storage {
                     name: rs.storage.clone(),
                     reason: "result storage must be an S3 storage".into(),
+                });
+            }
+        },
+        None => None,
+    };
+    let sources = match &config.source_storage {
+        Some(ss) => match storages.get(&ss.storage) {
+            Some(Storage::S3(s3)) => Some(SourceStore {
+                storage: s3.clone(),
+                base_dir: ss.base_dir.clone(),
+                path_prefix: ss.path_prefix.clone(),
+                expiration: ss.expiration_secs.map(Duration::from_secs),
+            }),
+            _ => {
+                return Err(ServeError::Storage {
+                    name: ss.storage.clone(),
+                    reason: "source storage must be an S3 storage".into(),
                 });
             }
         },
@@ -107,6 +125,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         storages,
         fallbacks,
         results,
+        sources,
         stats: Arc::new(Stats::default()),
         limits: config.limits.clone(),
         cache_control: MetadataValue::try_from(config.cache_control.as_str()).map_err(|_| {

@@ -27,10 +27,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
 use pixmesh_core::render::{RenderRequest, etag, if_none_match, is_version_id, result_key};
+use pixmesh_core::role;
 use pixmesh_core::transform::{
     Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
     OutputFormat, Rotation, Sharpen, Transform, VAlign,
@@ -64,6 +65,8 @@ pub struct ResultStore {
     pub storage: S3Storage,
     /// Key prefix of every rendition.
     pub base_dir: String,
+    /// Only renditions of sources under this prefix are kept ([`pixmesh_core::role`]).
+    pub path_prefix: String,
     /// Re-render when the source's ETag differs from the one the rendition was made from.
     pub verify_source: bool,
     /// Renditions older than this count as missing.
@@ -71,6 +74,25 @@ pub struct ResultStore {
     /// A failed write fails the response (else it is logged and counted only).
     pub report_errors: bool,
 }
+
+/// Where copies of sources are kept (the storage role) and read before the loader.
+pub struct SourceStore {
+    /// The bucket.
+    pub storage: S3Storage,
+    /// Key prefix of every copy.
+    pub base_dir: String,
+    /// Only sources under this prefix are copied ([`pixmesh_core::role`]).
+    pub path_prefix: String,
+    /// Copies older than this count as missing.
+    pub expiration: Option<Duration>,
+}
+
+/// User-metadata names kept with each source copy: the loader storage it was read from (keys
+/// of several storages may map onto one copy; a copy of another storage's object is a miss),
+/// and the original's ETag and `Last-Modified`, which renditions made from the copy carry.
+const META_COPY_STORAGE: &str = "pixmesh-copy-of-storage";
+const META_COPY_ETAG: &str = "pixmesh-copy-of-etag";
+const META_COPY_MODIFIED: &str = "pixmesh-copy-of-last-modified";
 
 /// Whether an object last modified at `modified` is older than `expiration` at `now`: never
 /// without an expiration or a `Last-Modified`; a time in the future counts as new.
@@ -93,6 +115,10 @@ pub struct Stats {
     pub source_reads: AtomicU64,
     /// Renders started (one per flight of identical requests).
     pub renders: AtomicU64,
+    /// Sources served from their copy in source storage.
+    pub source_copy_hits: AtomicU64,
+    /// Source copies that could not be written (they do not fail a response).
+    pub source_copy_write_failures: AtomicU64,
 }
 
 /// Work in flight, shared by identical concurrent requests.
@@ -128,6 +154,8 @@ pub struct Renderer {
     pub fallbacks: HashMap<String, Vec<String>>,
     /// Result storage, if configured.
     pub results: Option<ResultStore>,
+    /// Source storage (copies of sources), if configured.
+    pub sources: Option<SourceStore>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// Resource limits.
@@ -184,9 +212,15 @@ impl Renderer {
         let version = req.version.as_deref();
         let chain = self.chain(&req.storage, version.is_some())?;
         let canonical = req.canonical();
-        let stored = self.results.as_ref().map(|rs| {
-            let key = result_key(&rs.base_dir, &canonical, &SafeChars::default());
-            (rs, key)
+        let stored = self.results.as_ref().and_then(|rs| {
+            // Renditions are named after the source key with the role's prefix stripped.
+            let rest = role::strip_prefix(&rs.path_prefix, &req.key)?;
+            let named = RenderRequest {
+                key: rest.to_owned(),
+                ..req.clone()
+            };
+            let key = result_key(&rs.base_dir, &named.canonical(), &SafeChars::default());
+            Some((rs, key))
         });
         if let Some((rs, key)) = &stored
             && let Some(hit) = self.stored(rs, key, &chain, &req, if_none).await
@@ -223,17 +257,91 @@ impl Renderer {
         let max = self.limits.max_source_bytes;
         let version = req.version.as_deref();
         let flight = format!("{}\0{}\0{}", req.storage, req.key, version.unwrap_or(""));
+        // Versions never change and are read as asked, never from a copy.
+        let copy = match (&self.sources, version) {
+            (Some(ss), None) => {
+                role::role_key(&ss.path_prefix, &ss.base_dir, &req.key).map(|key| (ss, key))
+            }
+            _ => None,
+        };
         self.in_flight
             .sources
             .run(&flight, || async {
                 let admission = Arc::new(self.workers.admit().await?);
+                if let Some((ss, key)) = &copy
+                    && let Some(object) = self.read_copy(ss, key, &req.storage).await
+                {
+                    self.stats.source_copy_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Source { object, admission });
+                }
                 self.stats.source_reads.fetch_add(1, Ordering::Relaxed);
                 let object = first_found(chain, |s| s.get(&req.key, version, max))
                     .await
                     .map_err(RenderError::Source)?;
+                if let Some((ss, key)) = copy {
+                    self.write_copy(ss, key, &req.storage, &object);
+                }
                 Ok(Source { object, admission })
             })
             .await
+    }
+
+    /// The copy of a source of `storage` at `key` in source storage, unless it is missing,
+    /// unreadable, expired or a copy of another storage's object.
+    async fn read_copy(&self, ss: &SourceStore, key: &str, storage: &str) -> Option<Object> {
+        let mut obj = match ss
+            .storage
+            .get(key, None, self.limits.max_source_bytes)
+            .await
+        {
+            Ok(obj) => obj,
+            Err(StorageError::NotFound) => return None,
+            Err(e) => {
+                tracing::warn!(key, error = e.detail(), "source storage read failed");
+                return None;
+            }
+        };
+        if obj.metadata.get(META_COPY_STORAGE).map(String::as_str) != Some(storage) {
+            tracing::debug!(key, "source copy of another storage; reading the source");
+            return None;
+        }
+        if expired(ss.expiration, obj.last_modified, SystemTime::now()) {
+            tracing::debug!(key, "source copy expired; reading the source again");
+            return None;
+        }
+        if let Some(etag) = obj.metadata.get(META_COPY_ETAG) {
+            obj.etag = etag.clone();
+        }
+        obj.last_modified = obj
+            .metadata
+            .get(META_COPY_MODIFIED)
+            .and_then(|m| DateTime::from_str(m, DateTimeFormat::HttpDate).ok());
+        Some(obj)
+    }
+
+    /// Writes a copy of `obj`, read from `storage`, at `key` in source storage, in the
+    /// background: a failure is logged and counted, never a failed response.
+    fn write_copy(&self, ss: &SourceStore, key: String, storage: &str, obj: &Object) {
+        let mut meta = HashMap::from([
+            (META_COPY_STORAGE.to_owned(), storage.to_owned()),
+            (META_COPY_ETAG.to_owned(), obj.etag.clone()),
+        ]);
+        if let Some(lm) = obj.last_modified.as_ref().and_then(http_date) {
+            meta.insert(META_COPY_MODIFIED.to_owned(), lm);
+        }
+        let content_type = obj
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let (store, stats, bytes) = (ss.storage.clone(), self.stats.clone(), obj.bytes.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.put(&key, bytes, &content_type, meta).await {
+                stats
+                    .source_copy_write_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key, error = e.detail(), "source storage write failed");
+            }
+        });
     }
 
     /// Renders `source` and writes the rendition to result storage (`stored`: where).
@@ -521,10 +629,16 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             ));
         }
     };
+    let cache_key = match r.cache_key {
+        k if k.is_empty() => None,
+        k if pixmesh_core::cachekey::is_digest(&k) => Some(k),
+        _ => return Err(bad("cache_key is not a digest".into())),
+    };
     Ok(RenderRequest {
         storage: r.storage,
         key: r.key,
         version,
+        cache_key,
         transform: Transform {
             width: r.width,
             height: r.height,
@@ -684,6 +798,7 @@ mod tests {
             storages: HashMap::from([("photos".to_owned(), Storage::S3(storage))]),
             fallbacks: HashMap::new(),
             results: None,
+            sources: None,
             stats: Arc::default(),
             limits: Limits::default(),
             cache_control: MetadataValue::from_static("public"),
@@ -720,6 +835,7 @@ mod tests {
             storage: "photos".into(),
             key: "flower.webp".into(),
             version: None,
+            cache_key: None,
             transform: Transform {
                 width: 64,
                 height: 64,
@@ -857,6 +973,7 @@ mod tests {
             storage: "photos".into(),
             key: "flower.webp".into(),
             version: None,
+            cache_key: None,
             transform: Transform {
                 width: 100,
                 ..Transform::default()
@@ -892,6 +1009,7 @@ mod tests {
             storage: storage.into(),
             key: "a.txt".into(),
             version: Some("v1".into()),
+            cache_key: None,
             transform: Transform::default(),
         };
         let Err(err) = renderer.render(versioned("here"), None).await else {
@@ -907,6 +1025,87 @@ mod tests {
         assert_eq!(chain.len(), 1, "the local fallback is left out");
         assert_eq!(renderer.chain("s3", false).unwrap().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn source_copies_are_read_first_written_after_a_miss_and_never_used_for_versions() {
+        use crate::fake_s3::{FakeS3, Reply};
+        // Copies live under `copies/` of the same bucket; none exists yet.
+        let s3 = FakeS3::start(|req| {
+            if req.method == "GET" && req.target.starts_with("/b/copies/") {
+                Reply::new("404 Not Found", "<Error><Code>NoSuchKey</Code></Error>")
+            } else {
+                Reply::new("200 OK", "src").header("etag", "\"o\"")
+            }
+        })
+        .await;
+        let base = renderer_over(&s3.endpoint).await;
+        let Storage::S3(bucket) = &base.storages["photos"] else {
+            panic!("photos is S3")
+        };
+        let renderer = Renderer {
+            storages: base.storages.clone(),
+            fallbacks: HashMap::new(),
+            results: None,
+            sources: Some(SourceStore {
+                storage: bucket.clone(),
+                base_dir: "copies".into(),
+                path_prefix: "up".into(),
+                expiration: None,
+            }),
+            stats: Arc::default(),
+            limits: Limits::default(),
+            cache_control: MetadataValue::from_static("public"),
+            workers: WorkerPool::new(1, 64),
+            in_flight: InFlight::default(),
+        };
+        let request = |key: &str, version: Option<&str>| RenderRequest {
+            storage: "photos".into(),
+            key: key.into(),
+            version: version.map(str::to_owned),
+            cache_key: None,
+            transform: Transform::default(),
+        };
+        let chain = renderer.chain("photos", true).unwrap();
+        let versioned = renderer
+            .read_source(&chain, &request("up/v.jpg", Some("v1")))
+            .await
+            .unwrap();
+        assert_eq!(&versioned.bytes[..], b"src");
+        let outside = renderer
+            .read_source(&chain, &request("down/o.jpg", None))
+            .await
+            .unwrap();
+        assert_eq!(outside.etag, "\"o\"");
+        let chain = renderer.chain("photos", false).unwrap();
+        renderer
+            .read_source(&chain, &request("up/a.jpg", None))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !s3.seen().iter().any(|r| r.method == "PUT") {
+            assert!(tokio::time::Instant::now() < deadline, "no copy written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen: Vec<String> = s3
+            .seen()
+            .into_iter()
+            .map(|r| format!("{} {}", r.method, r.target.split('?').next().unwrap()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "GET /b/up/v.jpg",
+                "GET /b/down/o.jpg",
+                "GET /b/copies/a.jpg",
+                "GET /b/up/a.jpg",
+                "PUT /b/copies/a.jpg",
+            ],
+            "versions and keys outside the prefix bypass the copies"
+        );
+        assert!(s3.seen()[0].target.contains("versionId=v1"));
+        assert_eq!(renderer.stats.source_reads.load(Ordering::Relaxed), 3);
+        assert_eq!(renderer.stats.source_copy_hits.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -990,11 +1189,12 @@ mod tests {
             OutputFormat::Fixed(Format::Gif),
             OutputFormat::Compatible,
         ];
-        for format in formats {
+        for (i, format) in formats.into_iter().enumerate() {
             let req = RenderRequest {
                 storage: "s".into(),
                 key: "k".into(),
                 version: None,
+                cache_key: (i % 2 == 1).then(|| "0123456789abcdef".repeat(2)),
                 transform: Transform { format, ..t },
             };
             assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
@@ -1029,6 +1229,7 @@ mod tests {
                 "pad" => wire.pad = yes(),
                 "background_rgba" => wire.background_rgba = num(),
                 "version_id" => wire.version_id = value.into(),
+                "cache_key" => wire.cache_key = value.into(),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }
@@ -1082,6 +1283,10 @@ mod tests {
             },
             v1::RenderRequest {
                 version_id: "v 1".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                cache_key: "mobile".into(),
                 ..base.clone()
             },
         ] {

@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use aws_config::SdkConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    StalledStreamProtectionConfig,
+    SharedCredentialsProvider, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
@@ -289,10 +291,22 @@ impl S3Storage {
                 "pixmesh-config",
             ));
         }
+        if let Some(profile) = &cfg.profile {
+            loader = loader.profile_name(profile);
+        }
         if let Some(region) = &cfg.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        let shared = loader.load().await;
+        let mut shared = loader.load().await;
+        if shared.region().is_none() {
+            shared = shared
+                .into_builder()
+                .region(Region::new("us-east-1"))
+                .build();
+        }
+        if let Some(role) = &cfg.role_arn {
+            shared = assume_role(shared, cfg, role).await;
+        }
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .timeout_config(
                 TimeoutConfig::builder()
@@ -306,9 +320,6 @@ impl S3Storage {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .force_path_style(cfg.force_path_style.unwrap_or(cfg.endpoint.is_some()));
-        if shared.region().is_none() {
-            b = b.region(Region::new("us-east-1"));
-        }
         if let Some(endpoint) = &cfg.endpoint {
             b = b.endpoint_url(endpoint);
         }
@@ -541,6 +552,27 @@ impl S3Storage {
     }
 }
 
+/// `shared` with its credentials replaced by those of `role`, assumed through STS with
+/// `shared`'s credentials (and the external ID and session name of `cfg`). The provider asks STS
+/// on first use and again before the temporary credentials expire; the S3 client caches them.
+async fn assume_role(shared: SdkConfig, cfg: &S3Config, role: &str) -> SdkConfig {
+    let mut base = shared.to_builder();
+    if let Some(endpoint) = &cfg.sts_endpoint {
+        base = base.endpoint_url(endpoint);
+    }
+    let mut builder = AssumeRoleProvider::builder(role)
+        .configure(&base.build())
+        .session_name(cfg.role_session_name.as_deref().unwrap_or("pixmesh"));
+    if let Some(id) = &cfg.external_id {
+        builder = builder.external_id(id);
+    }
+    let provider = builder.build().await;
+    shared
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build()
+}
+
 /// Collects a body, stopping as soon as it exceeds `max_bytes` (the declared length can lie).
 async fn read_capped(mut body: ByteStream, max_bytes: u64) -> Result<Bytes, StorageError> {
     let mut buf = bytes::BytesMut::new();
@@ -629,6 +661,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     match &err {
         SdkError::TimeoutError(_) => StorageError::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => StorageError::Timeout,
+        // No request was sent: the credential chain (or STS assume-role) gave no credentials.
+        // A configuration or permission problem, not an outage; the detail names the cause.
+        SdkError::DispatchFailure(_) if credentials_failed(&err) => {
+            StorageError::Other(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
+        }
         SdkError::DispatchFailure(_) => {
             StorageError::Unavailable(aws_sdk_s3::error::DisplayErrorContext(&err).to_string())
         }
@@ -643,6 +680,18 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         }
         _ => StorageError::Other(format!("{}", aws_sdk_s3::error::DisplayErrorContext(&err))),
     }
+}
+
+/// Whether `err` comes from loading credentials rather than from the request itself.
+fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Formats a timestamp as an HTTP date (`Last-Modified`).
@@ -969,6 +1018,122 @@ mod tests {
         let err = storage.get("a.jpg", None, 100).await.expect_err("denied");
         assert!(matches!(err, StorageError::AccessDenied), "{err:?}");
         assert_eq!(s3.regions(), ["us-east-1"]);
+    }
+
+    /// STS's answer to `AssumeRole`: temporary credentials `ASIATEMPORARY` / `temp-secret`.
+    const ASSUMED: &str = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+        <AssumeRoleResult><Credentials><AccessKeyId>ASIATEMPORARY</AccessKeyId>\
+        <SecretAccessKey>temp-secret</SecretAccessKey><SessionToken>temp-token</SessionToken>\
+        <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials><AssumedRoleUser>\
+        <Arn>arn:aws:sts::123456789012:assumed-role/reader/pixmesh</Arn>\
+        <AssumedRoleId>AROAEXAMPLE:pixmesh</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>\
+        <ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></AssumeRoleResponse>";
+
+    /// The access key ID of a SigV4 `Authorization` header and its service.
+    fn signer(authorization: &str) -> (String, String) {
+        let scope = authorization
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split([',', ' ']).next())
+            .unwrap_or_default();
+        let parts: Vec<&str> = scope.split('/').collect();
+        (
+            parts.first().copied().unwrap_or_default().to_owned(),
+            parts.get(3).copied().unwrap_or_default().to_owned(),
+        )
+    }
+
+    const ROLE_OPTIONS: &str = "role_arn = \"arn:aws:iam::123456789012:role/reader\"\n\
+                                external_id = \"ext-42\"\n";
+
+    #[tokio::test]
+    async fn an_assumed_role_signs_s3_requests_with_the_credentials_sts_returned() {
+        use crate::fake_s3::{FakeS3, Reply};
+        // One fake for both services: STS is a form POST to `/`.
+        let fake = FakeS3::start(|req| {
+            if req.method == "POST" && req.target == "/" {
+                Reply::new("200 OK", ASSUMED).header("content-type", "text/xml")
+            } else {
+                Reply::new("200 OK", "img").header("etag", "\"e\"")
+            }
+        })
+        .await;
+        let extra = format!("{ROLE_OPTIONS}sts_endpoint = \"{}\"\n", fake.endpoint);
+        let storage = S3Storage::new(&s3_config(&fake.endpoint, &extra), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(fake.seen(), [], "nothing is asked before the first use");
+        storage.get("a.jpg", None, 100).await.expect("read");
+        storage.head("a.jpg", None).await.expect("head");
+
+        let seen = fake.seen();
+        assert_eq!(seen.len(), 3, "one AssumeRole, then S3: {seen:#?}");
+        let sts = &seen[0];
+        assert_eq!((sts.method.as_str(), sts.target.as_str()), ("POST", "/"));
+        for param in [
+            "Action=AssumeRole",
+            "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Freader",
+            "ExternalId=ext-42",
+            "RoleSessionName=pixmesh",
+        ] {
+            assert!(sts.body.split('&').any(|p| p == param), "{param}: {sts:?}");
+        }
+        assert_eq!(
+            signer(&sts.authorization),
+            ("AKIDTEST".to_owned(), "sts".to_owned()),
+            "the role is assumed with the storage's own keys"
+        );
+        for s3 in &seen[1..] {
+            assert!(s3.target.starts_with("/b/a.jpg"), "{s3:?}");
+            assert_eq!(
+                signer(&s3.authorization),
+                ("ASIATEMPORARY".to_owned(), "s3".to_owned()),
+                "S3 is signed with the temporary key"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_assume_role_fails_the_read_without_showing_credentials() {
+        use crate::fake_s3::{FakeS3, Reply};
+        let fake = FakeS3::start(|req| {
+            if req.method == "POST" {
+                Reply::new(
+                    "403 Forbidden",
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>\
+                     <Message>not authorized to perform sts:AssumeRole</Message></Error>\
+                     <RequestId>r2</RequestId></ErrorResponse>",
+                )
+                .header("content-type", "text/xml")
+            } else {
+                Reply::new("200 OK", "img")
+            }
+        })
+        .await;
+        let extra = format!(
+            "{ROLE_OPTIONS}role_session_name = \"render-1\"\nsts_endpoint = \"{}\"\n",
+            fake.endpoint
+        );
+        let storage = S3Storage::new(&s3_config(&fake.endpoint, &extra), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let err = storage.get("a.jpg", None, 100).await.expect_err("refused");
+        let seen = fake.seen();
+        assert!(
+            seen.iter().all(|r| r.method == "POST"),
+            "no S3 request: {seen:#?}"
+        );
+        assert!(
+            seen[0].body.contains("RoleSessionName=render-1"),
+            "{seen:?}"
+        );
+        let shown = format!("{err} {}", err.detail());
+        assert!(!shown.contains("capture-secret"), "{shown}");
+        assert!(
+            matches!(err, StorageError::Other(_)),
+            "not an outage: {err:?}"
+        );
+        assert!(err.detail().contains("loading credentials"), "{err:?}");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ pub mod moto;
 pub mod ports;
 pub mod s3;
 pub mod stack;
+pub mod sts;
 pub mod tools;
 mod util;
 

@@ -291,6 +291,7 @@ async fn writes_renditions_to_result_storage_and_serves_them_from_there() {
         storage: "photos".into(),
         key: "cached.jpg".into(),
         version: None,
+        cache_key: None,
         transform,
     }
     .canonical();
