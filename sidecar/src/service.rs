@@ -28,7 +28,9 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
-use pixmesh_core::render::{RenderRequest, etag, if_none_match, is_version_id, result_key};
+use pixmesh_core::render::{
+    RenderRequest, digest_result_key, etag, if_none_match, is_version_id, result_key,
+};
 use pixmesh_core::transform::{
     Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
     OutputFormat, Rotation, Sharpen, Transform, VAlign,
@@ -61,12 +63,34 @@ pub struct ResultStore {
     pub storage: S3Storage,
     /// Key prefix of every rendition.
     pub base_dir: String,
+    /// How rendition keys are named under `base_dir`.
+    pub keys: ResultKeys,
     /// Re-render when the source's ETag differs from the one the rendition was made from.
     pub verify_source: bool,
     /// Renditions older than this count as missing.
     pub expiration: Option<Duration>,
     /// A failed write fails the response (else it is logged and counted only).
     pub report_errors: bool,
+}
+
+/// How rendition keys are named (`[result_storage] path_style`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultKeys {
+    /// The canonical request escaped with these safe characters (the result storage's
+    /// `safe_chars`).
+    Path(SafeChars),
+    /// The SHA-1 of the canonical request, `ab/cd/ef…`.
+    Digest,
+}
+
+impl ResultStore {
+    /// The key of the rendition whose canonical request is `canonical`.
+    pub fn key(&self, canonical: &str) -> String {
+        match &self.keys {
+            ResultKeys::Path(safe) => result_key(&self.base_dir, canonical, safe),
+            ResultKeys::Digest => digest_result_key(&self.base_dir, canonical),
+        }
+    }
 }
 
 /// Whether an object last modified at `modified` is older than `expiration` at `now`: never
@@ -171,10 +195,7 @@ impl Renderer {
         let version = req.version.as_deref();
         let chain = self.chain(&req.storage, version.is_some())?;
         let canonical = req.canonical();
-        let stored = self.results.as_ref().map(|rs| {
-            let key = result_key(&rs.base_dir, &canonical, &SafeChars::default());
-            (rs, key)
-        });
+        let stored = self.results.as_ref().map(|rs| (rs, rs.key(&canonical)));
         if let Some((rs, key)) = &stored
             && let Some(hit) = self.stored(rs, key, &chain, &req, if_none).await
         {
