@@ -105,12 +105,12 @@ impl BucketRouting {
         if fallback_buckets.len() > MAX_FALLBACK_BUCKETS {
             return Err(RoutingConfigError::TooManyFallbacks(fallback_buckets.len()));
         }
-        let named = rules
+        let mut named = rules
             .iter()
             .map(|(_, b)| b)
             .chain(&default_bucket)
             .chain(&fallback_buckets);
-        if let Some(bad) = named.into_iter().find(|b| !is_bucket_name(b)) {
+        if let Some(bad) = named.find(|b| !is_bucket_name(b)) {
             return Err(RoutingConfigError::BucketName(bad.clone()));
         }
         for (i, (m, _)) in rules.iter().enumerate() {
@@ -364,12 +364,14 @@ mod tests {
 
     #[test]
     fn bucket_names() {
-        for good in ["abc", "my-bucket.v2", "a1b", &"a".repeat(63), "1-2.3"] {
+        let longest = "a".repeat(63);
+        for good in ["abc", "my-bucket.v2", "a1b", longest.as_str(), "1-2.3"] {
             assert!(is_bucket_name(good), "{good}");
         }
+        let too_long = "a".repeat(64);
         for bad in [
             "", "ab", "Abc", "a_b", "-ab", "ab-", ".ab", "ab.", "a..b", "10.0.0.1", "a b",
-            "ü-bucket", &"a".repeat(64),
+            "ü-bucket", too_long.as_str(),
         ] {
             assert!(!is_bucket_name(bad), "{bad}");
         }

@@ -576,7 +576,7 @@ mod tests {
             ),
             (vec![("IMAGOR_SIGNER_TYPE", "md5")], "IMAGOR_SIGNER_TYPE"),
         ] {
-            let err = with(&extra).unwrap_err().to_string();
+            let err = with(extra.as_slice()).unwrap_err().to_string();
             assert!(err.contains(want), "{extra:?}: {err}");
         }
         assert_eq!(map(&env(&[("IMAGOR_UNSAFE", "1")]), "/"), Err(EnvError::NoLoader));

@@ -293,14 +293,14 @@ impl RoutedS3 {
         max_bytes: u64,
     ) -> Result<Object, StorageError> {
         let (targets, key) = self.targets(key)?;
-        let mut last = StorageError::NotFound;
         for (storage, named_by_url) in &targets {
-            match missing_bucket_is_missing(storage.get(&key, version, max_bytes).await, *named_by_url) {
-                Err(StorageError::NotFound) => last = StorageError::NotFound,
+            let read = storage.get(&key, version, max_bytes).await;
+            match missing_bucket_is_missing(read, *named_by_url) {
+                Err(StorageError::NotFound) => {}
                 other => return other,
             }
         }
-        Err(last)
+        Err(StorageError::NotFound)
     }
 
     /// The validators of `key` (its `version`, when given), from its bucket or the fallbacks.
