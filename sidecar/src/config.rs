@@ -498,8 +498,8 @@ mod tests {
             .join("\n");
         let cfg = Config::from_toml(&doc).unwrap();
         assert_eq!(cfg.storages.len(), 3);
-        assert_eq!(rs.path_style, PathStyle::Default);
         let rs = cfg.result_storage.clone().unwrap();
+        assert_eq!(rs.path_style, PathStyle::Default);
         assert_eq!(rs.base_dir, "renditions");
         assert!(rs.verify_source);
         assert_eq!(rs.expiration_secs, Some(604800));
