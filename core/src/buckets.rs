@@ -96,7 +96,8 @@ impl BucketRouting {
                 "longer than {MAX_PATTERN_LEN} bytes"
             )));
         }
-        let pattern = Regex::new(pattern).map_err(|e| RoutingConfigError::Pattern(e.to_string()))?;
+        let pattern =
+            Regex::new(pattern).map_err(|e| RoutingConfigError::Pattern(e.to_string()))?;
         let names: Vec<&str> = pattern.capture_names().flatten().collect();
         if !names.contains(&"bucket") {
             return Err(RoutingConfigError::NoBucketGroup);
@@ -129,8 +130,13 @@ impl BucketRouting {
 
     /// imagor's wildcard bucket `*`: the first key segment is the bucket, the rest the key.
     pub fn wildcard() -> Self {
-        BucketRouting::new(r"^(?P<bucket>[^/]+)/(?P<path>.+)$", Vec::new(), None, Vec::new())
-            .expect("the wildcard pattern is valid")
+        BucketRouting::new(
+            r"^(?P<bucket>[^/]+)/(?P<path>.+)$",
+            Vec::new(),
+            None,
+            Vec::new(),
+        )
+        .expect("the wildcard pattern is valid")
     }
 
     /// Passthrough mode: no rules and no default bucket, so the key names the bucket.
@@ -229,7 +235,12 @@ mod tests {
                 "SG",
                 "f7a3-SG-image.jpg",
             ),
-            (r"^(?P<bucket>[^/]+)/", "users/photo.jpg", "users", "users/photo.jpg"),
+            (
+                r"^(?P<bucket>[^/]+)/",
+                "users/photo.jpg",
+                "users",
+                "users/photo.jpg",
+            ),
             (
                 r"(?P<bucket>[a-z]{2}-[a-z]+-\d)",
                 "eu-west-1-img.jpg",
@@ -302,13 +313,19 @@ mod tests {
         .unwrap();
         assert!(!r.is_passthrough());
         let bucket = |key: &str| r.route(key).map(|routed| routed.bucket);
-        assert_eq!(bucket("f7a3-SG-image.jpg").as_deref(), Ok("imagor-singapore"));
+        assert_eq!(
+            bucket("f7a3-SG-image.jpg").as_deref(),
+            Ok("imagor-singapore")
+        );
         assert_eq!(bucket("0000-US-a.jpg").as_deref(), Ok("imagor-us"));
         assert_eq!(bucket("beef-EU-a/b.jpg").as_deref(), Ok("imagor-eu"));
         // A captured value no rule matches, and a key the pattern does not match: the default.
         assert_eq!(bucket("f7a3-JP-image.jpg").as_deref(), Ok("imagor-default"));
         assert_eq!(bucket("plain/image.jpg").as_deref(), Ok("imagor-default"));
-        assert_eq!(r.route("f7a3-SG-image.jpg").unwrap().key, "f7a3-SG-image.jpg");
+        assert_eq!(
+            r.route("f7a3-SG-image.jpg").unwrap().key,
+            "f7a3-SG-image.jpg"
+        );
         assert_eq!(r.fallback_buckets(), ["imagor-archive"]);
         assert_eq!(
             r.configured_buckets(),
@@ -348,9 +365,18 @@ mod tests {
                 key: "images/photo.jpg".into()
             })
         );
-        assert_eq!(w.route("mysite-prod/assets/logo.png").unwrap().key, "assets/logo.png");
+        assert_eq!(
+            w.route("mysite-prod/assets/logo.png").unwrap().key,
+            "assets/logo.png"
+        );
         assert_eq!(w.route("photo.jpg"), Err(RouteError::NoBucket));
-        for bad in ["UPPER/a.jpg", "a_b/x.jpg", "ab/x.jpg", "192.168.1.1/x.jpg", "a..b/x.jpg"] {
+        for bad in [
+            "UPPER/a.jpg",
+            "a_b/x.jpg",
+            "ab/x.jpg",
+            "192.168.1.1/x.jpg",
+            "a..b/x.jpg",
+        ] {
             assert_eq!(w.route(bad), Err(RouteError::InvalidBucket), "{bad}");
         }
     }
@@ -370,8 +396,19 @@ mod tests {
         }
         let too_long = "a".repeat(64);
         for bad in [
-            "", "ab", "Abc", "a_b", "-ab", "ab-", ".ab", "ab.", "a..b", "10.0.0.1", "a b",
-            "ü-bucket", too_long.as_str(),
+            "",
+            "ab",
+            "Abc",
+            "a_b",
+            "-ab",
+            "ab-",
+            ".ab",
+            "ab.",
+            "a..b",
+            "10.0.0.1",
+            "a b",
+            "ü-bucket",
+            too_long.as_str(),
         ] {
             assert!(!is_bucket_name(bad), "{bad}");
         }
@@ -411,7 +448,13 @@ mod tests {
             RoutingConfigError::BucketName("no".into())
         );
         assert_eq!(
-            new("(?P<bucket>x)", vec![("x", "aaa"), ("x", "bbb")], None, vec![]).unwrap_err(),
+            new(
+                "(?P<bucket>x)",
+                vec![("x", "aaa"), ("x", "bbb")],
+                None,
+                vec![]
+            )
+            .unwrap_err(),
             RoutingConfigError::RuleMatch("x".into())
         );
         assert!(matches!(

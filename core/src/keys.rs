@@ -68,7 +68,10 @@ pub fn map_key(base_dir: &str, path_prefix: &str, path: &str) -> Result<String, 
     if prefix.is_empty() {
         return Ok(join(base_dir, &image));
     }
-    match image.strip_prefix(prefix).map(|rest| rest.strip_prefix('/')) {
+    match image
+        .strip_prefix(prefix)
+        .map(|rest| rest.strip_prefix('/'))
+    {
         Some(Some(rest)) if !rest.is_empty() => Ok(join(base_dir, rest)),
         _ => Err(KeyError::OutsidePrefix(prefix.to_owned())),
     }
@@ -79,7 +82,9 @@ pub fn map_key(base_dir: &str, path_prefix: &str, path: &str) -> Result<String, 
 pub enum SafeCharsError {
     /// Only ASCII punctuation and space can be added (alphanumerics and `/-_.~` are always
     /// kept); `--` alone means "escape nothing".
-    #[error("safe characters must be ASCII punctuation or space (or `--` for no escaping), not {0:?}")]
+    #[error(
+        "safe characters must be ASCII punctuation or space (or `--` for no escaping), not {0:?}"
+    )]
     NotPunctuation(char),
 }
 
@@ -172,16 +177,45 @@ mod tests {
             ("base", "", "a.jpg", Ok("base/a.jpg")),
             ("", "/avatars/", "avatars/x/y.jpg", Ok("x/y.jpg")),
             ("src", "a/b", "/a/./b/c.jpg", Ok("src/c.jpg")),
-            ("", "avatars", "avatarsX/user.jpg", Err(KeyError::OutsidePrefix("avatars".into()))),
-            ("", "avatars", "avatars", Err(KeyError::OutsidePrefix("avatars".into()))),
-            ("", "avatars", "avatars/", Err(KeyError::OutsidePrefix("avatars".into()))),
-            ("", "avatars", "other/avatars/a.jpg", Err(KeyError::OutsidePrefix("avatars".into()))),
-            ("", "a/b", "a/bc/d.jpg", Err(KeyError::OutsidePrefix("a/b".into()))),
+            (
+                "",
+                "avatars",
+                "avatarsX/user.jpg",
+                Err(KeyError::OutsidePrefix("avatars".into())),
+            ),
+            (
+                "",
+                "avatars",
+                "avatars",
+                Err(KeyError::OutsidePrefix("avatars".into())),
+            ),
+            (
+                "",
+                "avatars",
+                "avatars/",
+                Err(KeyError::OutsidePrefix("avatars".into())),
+            ),
+            (
+                "",
+                "avatars",
+                "other/avatars/a.jpg",
+                Err(KeyError::OutsidePrefix("avatars".into())),
+            ),
+            (
+                "",
+                "a/b",
+                "a/bc/d.jpg",
+                Err(KeyError::OutsidePrefix("a/b".into())),
+            ),
             ("", "avatars", "avatars/../x.jpg", Err(KeyError::DotDot)),
         ];
         for (base, prefix, path, want) in cases {
             let got = map_key(base, prefix, path);
-            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "{base:?} {prefix:?} {path:?}");
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                want.clone(),
+                "{base:?} {prefix:?} {path:?}"
+            );
             if let Ok(key) = got {
                 assert!(!key.starts_with('/'), "{key}");
             }
@@ -221,7 +255,11 @@ mod tests {
             ("a b%&=?#.jpg", &s3, "a%20b%25%26%3D%3F%23.jpg"),
             // UTF-8 bytes, not code points.
             ("ü.jpg", &s3, "%C3%BC.jpg"),
-            ("日本/写真.jpg", &s3, "%E6%97%A5%E6%9C%AC/%E5%86%99%E7%9C%9F.jpg"),
+            (
+                "日本/写真.jpg",
+                &s3,
+                "%E6%97%A5%E6%9C%AC/%E5%86%99%E7%9C%9F.jpg",
+            ),
             ("ü[1].jpg", &brackets, "%C3%BC[1].jpg"),
             // `--` escapes nothing.
             ("a:b c/ü[1].jpg", &none, "a:b c/ü[1].jpg"),

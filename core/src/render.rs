@@ -188,7 +188,10 @@ pub fn digest_result_key(base_dir: &str, canonical: &str) -> String {
     for b in digest {
         let _ = write!(hex, "{b:02x}");
     }
-    crate::keys::join(base_dir, &format!("{}/{}/{}", &hex[..2], &hex[2..4], &hex[4..]))
+    crate::keys::join(
+        base_dir,
+        &format!("{}/{}/{}", &hex[..2], &hex[2..4], &hex[4..]),
+    )
 }
 
 /// Whether an `If-None-Match` header value matches `etag` (weak comparison, `*` matches).

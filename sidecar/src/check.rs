@@ -144,7 +144,9 @@ async fn write_probe(storage: &S3Storage, base_dir: &str) -> Result<String, Stri
 /// An operator-facing reason: the public message plus the detail where there is one.
 fn reason(e: &StorageError) -> String {
     match e {
-        StorageError::NotFound | StorageError::NoSuchBucket => "the bucket does not exist".to_owned(),
+        StorageError::NotFound | StorageError::NoSuchBucket => {
+            "the bucket does not exist".to_owned()
+        }
         StorageError::AccessDenied => {
             "access denied (check the credentials and their rights on the bucket)".to_owned()
         }

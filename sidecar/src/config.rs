@@ -599,10 +599,7 @@ mod tests {
         assert_eq!(s3("w").source_key_escaping(), Ok(None), "off by default");
         assert!(s3("w").is_wildcard() && !s3("a").is_wildcard());
         assert_eq!(s3("r").safe_chars(), Ok(SafeChars::All));
-        assert_eq!(
-            cfg.result_storage.unwrap().path_style,
-            PathStyle::Digest
-        );
+        assert_eq!(cfg.result_storage.unwrap().path_style, PathStyle::Digest);
 
         for (bad, why) in [
             (

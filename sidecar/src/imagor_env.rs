@@ -157,7 +157,10 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
             None => (b.to_owned(), None),
         },
     };
-    let base_dir = match (bucket_dir.filter(|d| !d.is_empty()), get("S3_LOADER_BASE_DIR")) {
+    let base_dir = match (
+        bucket_dir.filter(|d| !d.is_empty()),
+        get("S3_LOADER_BASE_DIR"),
+    ) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 "S3_LOADER_BASE_DIR",
@@ -203,7 +206,10 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
             Some((b, d)) => (b, Some(d.trim_matches('/'))),
             None => (rb, None),
         };
-        let rbase = match (rdir.filter(|d| !d.is_empty()), get("S3_RESULT_STORAGE_BASE_DIR")) {
+        let rbase = match (
+            rdir.filter(|d| !d.is_empty()),
+            get("S3_RESULT_STORAGE_BASE_DIR"),
+        ) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "S3_RESULT_STORAGE_BASE_DIR",
@@ -235,8 +241,12 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
         rs.insert("storage".into(), "results".into());
         rs.insert("base_dir".into(), rbase.into());
         if let Some(exp) = get("S3_RESULT_STORAGE_EXPIRATION") {
-            let secs = go_duration_secs(exp)
-                .ok_or_else(|| invalid("S3_RESULT_STORAGE_EXPIRATION", "not a duration of at least 1s (e.g. 168h)"))?;
+            let secs = go_duration_secs(exp).ok_or_else(|| {
+                invalid(
+                    "S3_RESULT_STORAGE_EXPIRATION",
+                    "not a duration of at least 1s (e.g. 168h)",
+                )
+            })?;
             rs.insert("expiration_secs".into(), Value::Integer(secs));
         }
         match get("IMAGOR_RESULT_STORAGE_PATH_STYLE") {
@@ -273,7 +283,8 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
         }
     }
     sidecar.insert("storages".into(), Value::Table(storages));
-    let sidecar_toml = toml::to_string(&sidecar).map_err(|e| invalid("(sidecar config)", &e.to_string()))?;
+    let sidecar_toml =
+        toml::to_string(&sidecar).map_err(|e| invalid("(sidecar config)", &e.to_string()))?;
 
     // The filter's route.
     let mut route = serde_json::json!({
@@ -368,7 +379,9 @@ fn credentials<'a>(
         (None, None) if token.is_none() => Ok(None),
         _ => Err(EnvError::Invalid {
             name: format!("{role}_ACCESS_KEY_ID"),
-            reason: format!("set both {role}_ACCESS_KEY_ID and {role}_SECRET_ACCESS_KEY, or neither"),
+            reason: format!(
+                "set both {role}_ACCESS_KEY_ID and {role}_SECRET_ACCESS_KEY, or neither"
+            ),
         }),
     }
 }
@@ -462,7 +475,10 @@ mod tests {
         assert_eq!(loader.region.as_deref(), Some("eu-west-1"));
         assert!(loader.escape_keys);
         assert_eq!(loader.safe_chars.as_deref(), Some("[]"));
-        assert_eq!(loader.access_key_id, None, "global keys stay with the default chain");
+        assert_eq!(
+            loader.access_key_id, None,
+            "global keys stay with the default chain"
+        );
         let StorageConfig::S3(results) = &cfg.storages["results"] else {
             panic!("results is S3")
         };
@@ -474,7 +490,8 @@ mod tests {
         assert_eq!(rs.path_style, PathStyle::Digest);
         assert!(!m.sidecar_toml.contains("global-secret"));
 
-        let filter = pixmesh_core::config::FilterConfig::from_json(m.filter_json.as_bytes()).unwrap();
+        let filter =
+            pixmesh_core::config::FilterConfig::from_json(m.filter_json.as_bytes()).unwrap();
         let route = &filter.routes[0];
         assert_eq!(route.prefix, "/");
         assert_eq!(route.storage, "loader");
@@ -490,7 +507,10 @@ mod tests {
             &env(&[
                 ("IMAGOR_UNSAFE", "1"),
                 ("AWS_REGION", "us-east-1"),
-                ("S3_LOADER_BUCKET_ROUTER_CONFIG", "/etc/imagor/bucket-routing.yaml"),
+                (
+                    "S3_LOADER_BUCKET_ROUTER_CONFIG",
+                    "/etc/imagor/bucket-routing.yaml",
+                ),
             ]),
             "/",
         )
@@ -528,12 +548,17 @@ mod tests {
         assert_eq!(loader.region.as_deref(), Some("ap-southeast-1"));
         assert_eq!(loader.access_key_id.as_deref(), Some("AKIDLOADER"));
         assert!(cfg.result_storage.is_none());
-        let filter = pixmesh_core::config::FilterConfig::from_json(m.filter_json.as_bytes()).unwrap();
+        let filter =
+            pixmesh_core::config::FilterConfig::from_json(m.filter_json.as_bytes()).unwrap();
         assert_eq!(filter.routes[0].base_dir, "originals");
         assert_eq!(filter.routes[0].path_prefix, "avatars");
         assert_eq!(filter.routes[0].prefix, "/img/");
 
-        let wildcard = map(&env(&[("S3_LOADER_BUCKET", "*"), ("IMAGOR_SECRET", "s")]), "/").unwrap();
+        let wildcard = map(
+            &env(&[("S3_LOADER_BUCKET", "*"), ("IMAGOR_SECRET", "s")]),
+            "/",
+        )
+        .unwrap();
         assert!(wildcard.sidecar_toml.contains("bucket = \"*\""));
     }
 
@@ -546,28 +571,49 @@ mod tests {
             map(&e, "/")
         };
         assert!(with(&[]).is_ok());
-        assert!(with(&[("PATH", "/bin"), ("AWS_PROFILE", "x")]).is_ok(), "not imagor's");
+        assert!(
+            with(&[("PATH", "/bin"), ("AWS_PROFILE", "x")]).is_ok(),
+            "not imagor's"
+        );
         for (extra, want) in [
             (vec![("S3_LOADER_BUKET", "x")], "S3_LOADER_BUKET is not"),
-            (vec![("IMAGOR_CACHE_HEADER_TTL", "1h")], "IMAGOR_CACHE_HEADER_TTL"),
+            (
+                vec![("IMAGOR_CACHE_HEADER_TTL", "1h")],
+                "IMAGOR_CACHE_HEADER_TTL",
+            ),
             (vec![("S3_STORAGE_BUCKET", "b")], "storage role"),
             (vec![("AWS_STORAGE_REGION", "x")], "storage role"),
             (vec![("S3_SAFE_CHARS", "ab")], "S3_SAFE_CHARS"),
             (vec![("S3_FORCE_PATH_STYLE", "yes")], "S3_FORCE_PATH_STYLE"),
             (vec![("IMAGOR_UNSAFE", "maybe")], "IMAGOR_UNSAFE"),
-            (vec![("S3_LOADER_BASE_DIR", "x"), ("S3_LOADER_BUCKET", "b/y")], "already names"),
-            (vec![("AWS_LOADER_ACCESS_KEY_ID", "k")], "both"),
-            (vec![("S3_RESULT_STORAGE_ACL", "private")], "without S3_RESULT_STORAGE_BUCKET"),
             (
-                vec![("S3_RESULT_STORAGE_BUCKET", "r"), ("S3_RESULT_STORAGE_EXPIRATION", "1 day")],
+                vec![("S3_LOADER_BASE_DIR", "x"), ("S3_LOADER_BUCKET", "b/y")],
+                "already names",
+            ),
+            (vec![("AWS_LOADER_ACCESS_KEY_ID", "k")], "both"),
+            (
+                vec![("S3_RESULT_STORAGE_ACL", "private")],
+                "without S3_RESULT_STORAGE_BUCKET",
+            ),
+            (
+                vec![
+                    ("S3_RESULT_STORAGE_BUCKET", "r"),
+                    ("S3_RESULT_STORAGE_EXPIRATION", "1 day"),
+                ],
                 "EXPIRATION",
             ),
             (
-                vec![("S3_RESULT_STORAGE_BUCKET", "r"), ("S3_RESULT_STORAGE_PATH_PREFIX", "x")],
+                vec![
+                    ("S3_RESULT_STORAGE_BUCKET", "r"),
+                    ("S3_RESULT_STORAGE_PATH_PREFIX", "x"),
+                ],
                 "PATH_PREFIX",
             ),
             (
-                vec![("S3_RESULT_STORAGE_BUCKET", "r"), ("IMAGOR_RESULT_STORAGE_PATH_STYLE", "suffix")],
+                vec![
+                    ("S3_RESULT_STORAGE_BUCKET", "r"),
+                    ("IMAGOR_RESULT_STORAGE_PATH_STYLE", "suffix"),
+                ],
                 "original and digest",
             ),
             (
@@ -579,14 +625,25 @@ mod tests {
             let err = with(extra.as_slice()).unwrap_err().to_string();
             assert!(err.contains(want), "{extra:?}: {err}");
         }
-        assert_eq!(map(&env(&[("IMAGOR_UNSAFE", "1")]), "/"), Err(EnvError::NoLoader));
+        assert_eq!(
+            map(&env(&[("IMAGOR_UNSAFE", "1")]), "/"),
+            Err(EnvError::NoLoader)
+        );
         let err = map(&env(&[("S3_LOADER_BUCKET", "b")]), "/").unwrap_err();
         assert!(err.to_string().contains("allow_unsafe"), "{err}");
     }
 
     #[test]
     fn go_durations() {
-        for (d, secs) in [("24h", 86400), ("168h", 604800), ("1h30m", 5400), ("1.5h", 5400), ("90s", 90), ("1m0.5s", 60), ("1000ms", 1)] {
+        for (d, secs) in [
+            ("24h", 86400),
+            ("168h", 604800),
+            ("1h30m", 5400),
+            ("1.5h", 5400),
+            ("90s", 90),
+            ("1m0.5s", 60),
+            ("1000ms", 1),
+        ] {
             assert_eq!(go_duration_secs(d), Some(secs), "{d}");
         }
         for bad in ["", "24", "h", "500ms", "0s", "-1h", "1d", "1 h", "1.h.5"] {

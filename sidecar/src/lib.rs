@@ -70,9 +70,9 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
             StorageConfig::Local { root, .. } => Storage::Local(
                 LocalStorage::new(root).map_err(|e| failed(format!("{}: {e}", root.display())))?,
             ),
-            StorageConfig::S3(s3) if s3.is_wildcard() => Storage::Routed(Arc::new(
-                RoutedS3::new(s3, timeout).await.map_err(failed)?,
-            )),
+            StorageConfig::S3(s3) if s3.is_wildcard() => {
+                Storage::Routed(Arc::new(RoutedS3::new(s3, timeout).await.map_err(failed)?))
+            }
             StorageConfig::S3(s3) => {
                 Storage::S3(S3Storage::new(s3, timeout).await.map_err(failed)?)
             }

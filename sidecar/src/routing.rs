@@ -127,7 +127,9 @@ impl RoutingFile {
             path: path.to_owned(),
             reason,
         };
-        let size = std::fs::metadata(path).map_err(|e| read(e.to_string()))?.len();
+        let size = std::fs::metadata(path)
+            .map_err(|e| read(e.to_string()))?
+            .len();
         if size > MAX_FILE_BYTES {
             return Err(read(format!("{size} bytes; at most {MAX_FILE_BYTES}")));
         }
@@ -148,7 +150,10 @@ impl RoutingFile {
                 .map(|r| (r.matches.clone(), r.bucket.name.clone()))
                 .collect(),
             file.default_bucket.as_ref().map(|b| b.name.clone()),
-            file.fallback_buckets.iter().map(|b| b.name.clone()).collect(),
+            file.fallback_buckets
+                .iter()
+                .map(|b| b.name.clone())
+                .collect(),
         )
         .map_err(|e| e.to_string())?;
         let mut seen: HashMap<&str, &BucketEntry> = HashMap::new();
@@ -375,10 +380,17 @@ rules:
         let eu = file.rules[2].bucket.config(&base);
         assert_eq!(eu.bucket, "imagor-eu");
         assert_eq!(eu.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(eu.endpoint.as_deref(), Some("https://s3.custom-endpoint.com"));
+        assert_eq!(
+            eu.endpoint.as_deref(),
+            Some("https://s3.custom-endpoint.com")
+        );
         assert_eq!(eu.access_key_id.as_deref(), Some("AKIAIOSFODNN7EXAMPLE"));
         let sg = file.rules[0].bucket.config(&base);
-        assert_eq!(sg.access_key_id.as_deref(), Some("GLOBAL"), "global credentials");
+        assert_eq!(
+            sg.access_key_id.as_deref(),
+            Some("GLOBAL"),
+            "global credentials"
+        );
         assert_eq!(sg.region.as_deref(), Some("ap-southeast-1"));
         let debug = format!("{file:?}");
         assert!(!debug.contains("wJalrXUtnFEMI"), "{debug}");

@@ -52,7 +52,8 @@ fn s3_storage_with_key(
 /// The in-process service for `toml`.
 async fn service(toml: &str) -> ImageService {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-    let renderer: Arc<Renderer> = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
+    let renderer: Arc<Renderer> =
+        Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
     ImageService(renderer)
 }
 
@@ -105,10 +106,18 @@ async fn encoded_keys_and_path_prefixes_through_the_stack() {
     let garage = Garage::start().await;
     let bucket = garage.default_bucket();
     garage
-        .put(bucket, "image%2Bexample.jpg", tools::test_image("medium.jpg"))
+        .put(
+            bucket,
+            "image%2Bexample.jpg",
+            tools::test_image("medium.jpg"),
+        )
         .await;
     garage
-        .put(bucket, "source/user-1.jpg", tools::test_image("flower.webp"))
+        .put(
+            bucket,
+            "source/user-1.jpg",
+            tools::test_image("flower.webp"),
+        )
         .await;
     let sidecar = format!(
         "{}{}",
@@ -129,12 +138,18 @@ async fn encoded_keys_and_path_prefixes_through_the_stack() {
     let plain = stack.get("/ik-plain/tr:w-100/image+example.jpg", &[]).await;
     assert_eq!(plain.status, 404, "without encoding the key is read as is");
 
-    let avatar = stack.get("/pp/unsafe/fit-in/100x100/avatars/user-1.jpg", &[]).await;
+    let avatar = stack
+        .get("/pp/unsafe/fit-in/100x100/avatars/user-1.jpg", &[])
+        .await;
     assert_eq!(avatar.status, 200, "{}", avatar.text());
     assert_eq!(avatar.header("content-type"), Some("image/webp"));
     let outside = stack.get("/pp/unsafe/fit-in/100x100/user-1.jpg", &[]).await;
     assert_eq!(outside.status, 400);
-    assert!(outside.text().contains("not under avatars/"), "{}", outside.text());
+    assert!(
+        outside.text().contains("not under avatars/"),
+        "{}",
+        outside.text()
+    );
 }
 
 /// Safe characters: `images/aa[1].gif` is found only with `safe_chars = "[]"` (the seed's
@@ -147,22 +162,52 @@ async fn safe_characters_choose_which_object_a_key_reads() {
         .put(bucket, "images/aa[1].gif", tools::test_image("anim.gif"))
         .await;
     garage
-        .put(bucket, "images/aa%5B1%5D.gif", tools::test_image("medium.jpg"))
+        .put(
+            bucket,
+            "images/aa%5B1%5D.gif",
+            tools::test_image("medium.jpg"),
+        )
         .await;
     garage
-        .put(bucket, "%C3%BC/caf%C3%A9.png", tools::test_image("alpha.png"))
+        .put(
+            bucket,
+            "%C3%BC/caf%C3%A9.png",
+            tools::test_image("alpha.png"),
+        )
         .await;
     let svc = service(&format!(
         "{}{}{}",
         s3_storage(&garage, "default", bucket, "escape_keys = true"),
-        s3_storage(&garage, "brackets", bucket, "escape_keys = true\nsafe_chars = \"[]\""),
-        s3_storage(&garage, "none", bucket, "escape_keys = true\nsafe_chars = \"--\""),
+        s3_storage(
+            &garage,
+            "brackets",
+            bucket,
+            "escape_keys = true\nsafe_chars = \"[]\""
+        ),
+        s3_storage(
+            &garage,
+            "none",
+            bucket,
+            "escape_keys = true\nsafe_chars = \"--\""
+        ),
     ))
     .await;
-    assert_eq!(source_type(&svc, "default", "images/aa[1].gif").await, ok("image/jpeg"));
-    assert_eq!(source_type(&svc, "brackets", "images/aa[1].gif").await, ok("image/gif"));
-    assert_eq!(source_type(&svc, "none", "images/aa[1].gif").await, ok("image/gif"));
-    assert_eq!(source_type(&svc, "default", "ü/café.png").await, ok("image/png"));
+    assert_eq!(
+        source_type(&svc, "default", "images/aa[1].gif").await,
+        ok("image/jpeg")
+    );
+    assert_eq!(
+        source_type(&svc, "brackets", "images/aa[1].gif").await,
+        ok("image/gif")
+    );
+    assert_eq!(
+        source_type(&svc, "none", "images/aa[1].gif").await,
+        ok("image/gif")
+    );
+    assert_eq!(
+        source_type(&svc, "default", "ü/café.png").await,
+        ok("image/png")
+    );
     assert_eq!(source_type(&svc, "none", "ü/café.png").await, status("404"));
 }
 
@@ -175,10 +220,18 @@ async fn the_wildcard_bucket_is_the_first_key_segment() {
         garage.create_bucket(bucket).await;
     }
     garage
-        .put("tenant-a", "images/photo.jpg", tools::test_image("medium.jpg"))
+        .put(
+            "tenant-a",
+            "images/photo.jpg",
+            tools::test_image("medium.jpg"),
+        )
         .await;
     garage
-        .put("tenant-b", "images/photo.jpg", tools::test_image("flower.webp"))
+        .put(
+            "tenant-b",
+            "images/photo.jpg",
+            tools::test_image("flower.webp"),
+        )
         .await;
     garage
         .put("tenant-b", "a+b.png", tools::test_image("alpha.png"))
@@ -231,7 +284,11 @@ async fn a_routing_file_routes_keys_to_buckets_with_fallbacks() {
         .put("route-sg", "photo.jpg", tools::test_image("medium.jpg"))
         .await;
     garage
-        .put("route-default", "photo.jpg", tools::test_image("flower.webp"))
+        .put(
+            "route-default",
+            "photo.jpg",
+            tools::test_image("flower.webp"),
+        )
         .await;
     garage
         .put("route-archive", "old.png", tools::test_image("alpha.png"))
@@ -286,7 +343,10 @@ async fn a_routing_file_routes_keys_to_buckets_with_fallbacks() {
     .await;
     assert!(lines.iter().all(|l| l.ok), "{lines:?}");
     let text = format!("{lines:?}");
-    assert!(text.contains("route-sg") && !text.contains(&sg_secret), "{text}");
+    assert!(
+        text.contains("route-sg") && !text.contains(&sg_secret),
+        "{text}"
+    );
 }
 
 /// Result keys: the default path style honours the result storage's safe characters, and the
@@ -296,7 +356,11 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
     let garage = Garage::start().await;
     garage.create_bucket(RESULTS_BUCKET).await;
     garage
-        .put(garage.default_bucket(), "a b.jpg", tools::test_image("medium.jpg"))
+        .put(
+            garage.default_bucket(),
+            "a b.jpg",
+            tools::test_image("medium.jpg"),
+        )
         .await;
     let with_results = |results_extra: &str, result_extra: &str| {
         format!(
@@ -329,9 +393,17 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
         (
             "safe_chars = \":\"",
             "",
-            result_key(RESULTS_DIR, &canonical, &SafeChars::from_setting(":").unwrap()),
+            result_key(
+                RESULTS_DIR,
+                &canonical,
+                &SafeChars::from_setting(":").unwrap(),
+            ),
         ),
-        ("", "path_style = \"digest\"", digest_result_key(RESULTS_DIR, &canonical)),
+        (
+            "",
+            "path_style = \"digest\"",
+            digest_result_key(RESULTS_DIR, &canonical),
+        ),
     ] {
         let svc = service(&with_results(results_extra, result_extra)).await;
         render_png(svc).await;
@@ -343,8 +415,16 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
     // The keys differ from one another and from the default style's.
     let all = garage.list(RESULTS_BUCKET, RESULTS_DIR).await;
     assert_eq!(all.len(), 3, "{all:?}");
-    assert!(all.iter().any(|k| k.contains("filters:format(png)/a b.jpg")), "{all:?}");
-    assert!(all.iter().any(|k| k.contains("filters:format(png)/a%20b.jpg")), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|k| k.contains("filters:format(png)/a b.jpg")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|k| k.contains("filters:format(png)/a%20b.jpg")),
+        "{all:?}"
+    );
     let default = result_key(RESULTS_DIR, &canonical, &SafeChars::default());
     assert!(!all.contains(&default), "{all:?}");
 }
