@@ -109,7 +109,7 @@ const OWNED_PREFIXES: &[&str] = &[
 pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvError> {
     let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
     for name in env.keys() {
-        if name.starts_with("S3_STORAGE_") && name != "S3_STORAGE_CLASS"
+        if (name.starts_with("S3_STORAGE_") && name != "S3_STORAGE_CLASS")
             || name.starts_with("AWS_STORAGE_")
         {
             return Err(EnvError::Unsupported {
@@ -429,7 +429,9 @@ pub fn go_duration_secs(s: &str) -> Option<i64> {
         rest = next;
     }
     let secs = (nanos / 1e9).floor();
-    (secs >= 1.0 && secs < i64::MAX as f64).then_some(secs as i64)
+    (1.0..i64::MAX as f64)
+        .contains(&secs)
+        .then_some(secs as i64)
 }
 
 #[cfg(test)]
