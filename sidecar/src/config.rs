@@ -150,6 +150,8 @@ impl Default for Limits {
 /// One named storage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+// Parsed once at startup and kept in one map: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum StorageConfig {
     /// Files under a local directory (read-only).
     Local {
