@@ -118,6 +118,11 @@ pub struct RouteConfig {
     /// Key prefix inside that storage under which image paths are joined.
     #[serde(default)]
     pub base_dir: String,
+    /// Serve only image paths under this prefix (whole segments), which is removed before the
+    /// rest is joined under `base_dir` (imagor's `S3_LOADER_PATH_PREFIX`); other paths are 400.
+    /// Empty (the default): every path.
+    #[serde(default)]
+    pub path_prefix: String,
     /// Accept `unsafe/` (unsigned) URLs. Off by default.
     #[serde(default)]
     pub allow_unsafe: bool,
@@ -210,6 +215,10 @@ impl FilterConfig {
             let bad_storage = |s: &str| s.is_empty() || s.contains('/');
             if bad_storage(&r.storage) {
                 return fail("storage must be a non-empty name without /");
+            }
+            let prefix = r.path_prefix.trim_matches('/');
+            if !prefix.is_empty() && crate::keys::normalize(prefix).as_deref() != Ok(prefix) {
+                return fail("path_prefix must be path segments without `.`, `..` or `//`");
             }
             if r.secret.as_ref().is_some_and(|s| s.0.is_empty()) {
                 return fail("secret is empty");
@@ -315,9 +324,11 @@ mod tests {
         let cfg = parse(
             r#"{"routes":[{"prefix":"/img/","storage":"photos","base_dir":"o","secret":"s",
                 "signature_hash":"sha256","signature_length":20,
-                "canonical_base_url":"https://www.example.com","auto_format":true}]}"#,
+                "canonical_base_url":"https://www.example.com","auto_format":true,
+                "path_prefix":"/avatars/"}]}"#,
         )
         .unwrap();
+        assert_eq!(cfg.routes[0].path_prefix, "/avatars/");
         assert_eq!(cfg.routes[0].signature_hash, HashAlg::Sha256);
         assert!(cfg.routes[0].auto_format);
         assert!(!format!("{cfg:?}").contains("\"s\""), "secret redacted");
@@ -383,6 +394,9 @@ mod tests {
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_cookies":["a=b"]}]}"#,
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_cookies":["a","a"]}]}"#,
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","cache_key_cookies":["1","2","3","4","5","6","7","8","9"]}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","path_prefix":"a/../b"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","path_prefix":"a//b"}]}"#,
+            r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k","path_prefix":"./a"}]}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -12,7 +12,8 @@
 //! - [`imagekit`]: the ImageKit URL grammar, parse ⇄ generate.
 //! - [`query`]: the query-string (Skymage-style) grammar, parse ⇄ generate.
 //! - [`sign`]: URL signatures and their constant-time verification.
-//! - [`keys`]: request-path normalization, base-dir joins and S3 key escaping.
+//! - [`keys`]: request-path normalization, path prefixes, base-dir joins and S3 key escaping.
+//! - [`buckets`]: the bucket a key is read from (wildcard bucket, bucket routing files).
 //! - [`tagging`]: S3 object tagging strings (`k=v&k2=v2`), validated and re-encoded.
 //! - [`link`]: the canonical `Link` header.
 //! - [`config`] and [`router`]: the filter's configuration and the per-request decision.
@@ -23,6 +24,7 @@
 
 pub mod accept;
 pub mod cachekey;
+pub mod buckets;
 pub mod color;
 pub mod config;
 pub mod grammar;

@@ -188,6 +188,22 @@ pub fn result_key(base_dir: &str, canonical: &str, safe: &SafeChars) -> String {
     crate::keys::join(base_dir, &escape(canonical, safe))
 }
 
+/// Result-storage key of a rendition in imagor's digest path style
+/// (`IMAGOR_RESULT_STORAGE_PATH_STYLE=digest`): the SHA-1 of the canonical request in hex, split
+/// as imagor splits it, `ab/cd/ef01…`, under `base_dir`. Keys stay short and evenly spread
+/// whatever the request looks like, but no longer tell what they hold.
+pub fn digest_result_key(base_dir: &str, canonical: &str) -> String {
+    let digest = sha1::Sha1::digest(canonical.as_bytes());
+    let mut hex = String::with_capacity(40);
+    for b in digest {
+        let _ = write!(hex, "{b:02x}");
+    }
+    crate::keys::join(
+        base_dir,
+        &format!("{}/{}/{}", &hex[..2], &hex[2..4], &hex[4..]),
+    )
+}
+
 /// Whether an `If-None-Match` header value matches `etag` (weak comparison, `*` matches).
 pub fn if_none_match(header: &str, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
@@ -343,6 +359,27 @@ mod tests {
             request(Transform::default()).canonical(),
             "photos/a b/ü+.jpg"
         );
+    }
+
+    #[test]
+    fn digest_result_keys_are_the_sha1_of_the_canonical_request() {
+        // `printf photos/a.jpg | sha1sum` = 441d0513b2eee46ea9b5c481500fcb6244144358
+        let key = digest_result_key("results", "photos/a.jpg");
+        assert_eq!(key, "results/44/1d/0513b2eee46ea9b5c481500fcb6244144358");
+        assert_eq!(
+            digest_result_key("", "photos/a.jpg"),
+            "44/1d/0513b2eee46ea9b5c481500fcb6244144358"
+        );
+        assert_ne!(key, digest_result_key("results", "photos/b.jpg"));
+        let c = request(Transform {
+            width: 300,
+            ..Transform::default()
+        })
+        .canonical();
+        let key = digest_result_key("r/", &c);
+        let (dir, rest) = key.split_at(2);
+        assert_eq!(dir, "r/");
+        assert!(rest.len() == 42 && rest.as_bytes()[2] == b'/' && rest.as_bytes()[5] == b'/');
     }
 
     #[test]

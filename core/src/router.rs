@@ -396,6 +396,8 @@ impl Route {
             .storage_for(target.handle.as_deref())
             .ok_or_else(|| rejection(404, "unknown storage handle"))?;
         let image = keys::normalize(&target.image).map_err(|e| rejection(400, e.to_string()))?;
+        let key = keys::map_key(&self.cfg.base_dir, &self.cfg.path_prefix, &image)
+            .map_err(|e| rejection(400, e.to_string()))?;
         let vary_accept = match target.format_choice {
             FormatChoice::Auto => true,
             FormatChoice::Unnamed => self.cfg.auto_format,
@@ -406,7 +408,7 @@ impl Route {
         }
         let request = RenderRequest {
             storage: storage.to_owned(),
-            key: keys::join(&self.cfg.base_dir, &image),
+            key,
             version: target.version,
             transform: target.transform,
             cache_key: self.cache_key.digest(headers),
@@ -1079,6 +1081,50 @@ mod tests {
             let got = rendered(r.decide_request("GET", url, &h, now()));
             assert_eq!(got.request.transform.format, format, "{h:?}");
             assert!(got.vary_accept);
+    /// A route with a `path_prefix` serves only paths under it, in every grammar, and joins
+    /// what follows it under its base dir (the seed's example: avatars/user-1.jpg, prefix
+    /// avatars, base dir source → source/user-1.jpg).
+    #[test]
+    fn path_prefix_is_required_stripped_and_joined_under_the_base_dir() {
+        let json = serde_json::json!({ "routes": [
+            { "prefix": "/t/", "storage": "photos", "allow_unsafe": true,
+              "base_dir": "source", "path_prefix": "avatars",
+              "canonical_base_url": "https://www.example.com" },
+            { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true,
+              "base_dir": "source", "path_prefix": "/avatars/" },
+            { "prefix": "/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true,
+              "base_dir": "source", "path_prefix": "avatars" },
+            { "prefix": "/q/", "grammar": "query", "storage": "photos", "allow_unsafe": true,
+              "base_dir": "source", "path_prefix": "avatars" },
+        ]});
+        let r = Router::from_json(json.to_string().as_bytes()).unwrap();
+        for url in [
+            "/t/unsafe/avatars/user-1.jpg",
+            "/t/unsafe//avatars/./user-1.jpg",
+            "/ip/insecure/plain/avatars/user-1.jpg",
+            "/ik/avatars/user-1.jpg",
+            "/q/photos/avatars/user-1.jpg",
+        ] {
+            let render = rendered(r.decide("GET", url, None, now()));
+            assert_eq!(render.request.key, "source/user-1.jpg", "{url}");
+        }
+        let render = rendered(r.decide("GET", "/t/unsafe/avatars/user-1.jpg", None, now()));
+        assert_eq!(
+            render.link.as_deref(),
+            Some("<https://www.example.com/avatars/user-1.jpg>; rel=\"canonical\""),
+            "the canonical URL keeps the path the client asked for"
+        );
+        for url in [
+            "/t/unsafe/other/user-1.jpg",
+            "/t/unsafe/avatarsX/user-1.jpg",
+            "/t/unsafe/avatars",
+            "/ip/insecure/plain/other/avatars/user-1.jpg",
+            "/ik/user-1.jpg",
+            "/q/photos/user-1.jpg",
+        ] {
+            let (status, message) = rejected(r.decide("GET", url, None, now()));
+            assert_eq!(status, 400, "{url}");
+            assert_eq!(message, "the image path is not under avatars/", "{url}");
         }
     }
 }

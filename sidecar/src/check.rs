@@ -3,7 +3,8 @@
 //!
 //! - every local storage: the directory can be listed;
 //! - every S3 storage: the bucket exists and the credentials may use it (`HeadBucket`), and may
-//!   read it (`ListObjectsV2` with `max-keys=1`);
+//!   read it (`ListObjectsV2` with `max-keys=1`); for a routing file, every bucket it names; a
+//!   wildcard bucket (`*`) has no fixed bucket to probe, which its line says;
 //! - the result storage and the source storage: a probe object can be written (with the
 //!   configured storage class, ACL and tags) and deleted again.
 //!
@@ -14,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pixmesh_core::keys::join;
 
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, S3Config, StorageConfig};
+use crate::routing::RoutedS3;
 use crate::storage::{S3Storage, StorageError};
 
 /// Where probe objects are written, under the result storage's base dir.
@@ -48,6 +50,7 @@ pub async fn check(config: &Config) -> Vec<Line> {
             StorageConfig::Local { root, .. } => std::fs::read_dir(root)
                 .map(|_| format!("directory {} can be listed", root.display()))
                 .map_err(|e| format!("directory {}: {e}", root.display())),
+            StorageConfig::S3(s3) if s3.is_wildcard() => routed_probe(s3, timeout).await,
             StorageConfig::S3(s3) => match S3Storage::new(s3, timeout).await {
                 Ok(storage) => read_probe(&storage).await,
                 Err(e) => Err(e),
@@ -104,6 +107,27 @@ async fn read_probe(storage: &S3Storage) -> Result<String, String> {
     Ok(format!("bucket {bucket} is reachable and readable"))
 }
 
+/// Probes every bucket a routing file names; a plain wildcard names none.
+async fn routed_probe(s3: &S3Config, timeout: Duration) -> Result<String, String> {
+    if s3.routing_file.is_none() {
+        return Ok("bucket \"*\": each key names its bucket; no fixed bucket to probe".into());
+    }
+    let routed = RoutedS3::new(s3, timeout).await?;
+    let buckets = routed.routing().configured_buckets();
+    for bucket in &buckets {
+        if let Some(storage) = routed.configured(bucket) {
+            read_probe(storage).await?;
+        }
+    }
+    if buckets.is_empty() {
+        return Ok("routing file in passthrough mode: each key names its bucket".into());
+    }
+    Ok(format!(
+        "buckets {} are reachable and readable",
+        buckets.join(", ")
+    ))
+}
+
 async fn write_probe(storage: &S3Storage, base_dir: &str) -> Result<String, String> {
     let bucket = storage.bucket();
     let stamp = SystemTime::now()
@@ -130,7 +154,9 @@ async fn write_probe(storage: &S3Storage, base_dir: &str) -> Result<String, Stri
 /// An operator-facing reason: the public message plus the detail where there is one.
 fn reason(e: &StorageError) -> String {
     match e {
-        StorageError::NotFound => "the bucket does not exist".to_owned(),
+        StorageError::NotFound | StorageError::NoSuchBucket => {
+            "the bucket does not exist".to_owned()
+        }
         StorageError::AccessDenied => {
             "access denied (check the credentials and their rights on the bucket)".to_owned()
         }

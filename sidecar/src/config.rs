@@ -32,6 +32,17 @@
 //! storage_class = "STANDARD_IA"
 //! acl = "private"                      # canned ACL; no ACL header when unset
 //! tagging = "source=pixmesh&lifecycle=derived"
+//! # Keys: escape_keys = true reads `a+b.jpg` as `a%2Bb.jpg` (imagor's S3 loader, ImageKit's
+//! # "encode keys"); safe_chars adds to what stays unescaped (also in result keys here).
+//! safe_chars = "[]"
+//!
+//! [storages.tenants]            # bucket "*": the first key segment names the bucket
+//! type = "s3"
+//! bucket = "*"
+//! endpoint = "http://127.0.0.1:3900"
+//! region = "us-east-1"
+//! escape_keys = true
+//! # routing_file = "/etc/pixmesh/bucket-routing.yaml"  # imagor's bucket routing file instead
 //!
 //! [result_storage]              # optional: where renditions are kept and served from
 //! storage = "photos"
@@ -39,6 +50,7 @@
 //! verify_source = true          # HEAD the source on each hit; re-render when its ETag changed
 //! expiration_secs = 604800      # older renditions count as missing (never deleted); unset: never
 //! report_errors = false         # a failed rendition write fails the response only when true
+//! path_style = "default"        # or "digest": keys are SHA-1s of the request, `ab/cd/ef…`
 //! # path_prefix = "uploads"     # only sources under uploads/ (the loader's key); stripped
 //!
 //! [source_storage]              # optional: keep a copy of each source, read it first
@@ -53,6 +65,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::types::{ObjectCannedAcl, StorageClass};
+use pixmesh_core::keys::SafeChars;
 use pixmesh_core::tagging;
 use serde::Deserialize;
 
@@ -197,11 +210,14 @@ pub enum StorageConfig {
     S3(S3Config),
 }
 
-/// Connection to one S3-compatible bucket.
+/// Connection to one S3-compatible bucket, or to many (`bucket = "*"`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
-    /// Bucket name.
+    /// Bucket name. [`WILDCARD_BUCKET`] (`*`, imagor's wildcard bucket): each key's first
+    /// segment names the bucket and the rest is the object key, or, with `routing_file`, that
+    /// file routes keys to buckets; every such bucket is reached with this storage's endpoint,
+    /// region and credentials unless the file gives a bucket its own.
     pub bucket: String,
     /// Custom endpoint (MinIO, R2, Garage, …); AWS when unset.
     #[serde(default)]
@@ -256,7 +272,25 @@ pub struct S3Config {
     /// none when unset. On AWS the writer also needs `s3:PutObjectTagging`.
     #[serde(default)]
     pub tagging: Option<String>,
+    /// Percent-escape source keys before reading them here, as imagor's S3 loader does (and
+    /// ImageKit's "encode keys" switch): every byte of the UTF-8 key except alphanumerics,
+    /// `/-_.~`, `!"()*` and `safe_chars` becomes `%XX`, so `image+example.jpg` reads the object
+    /// `image%2Bexample.jpg`. Off by default: keys are read as they are.
+    #[serde(default)]
+    pub escape_keys: bool,
+    /// More characters kept unescaped (imagor's `S3_SAFE_CHARS`: ASCII punctuation, e.g. `[]`
+    /// for an object `images/aa[1].gif`), or `--` for no escaping at all. Applies to source keys
+    /// with `escape_keys`, and to rendition keys when this is the result storage.
+    #[serde(default)]
+    pub safe_chars: Option<String>,
+    /// imagor's bucket routing file (`S3_LOADER_BUCKET_ROUTER_CONFIG`, YAML; see
+    /// [`crate::routing`]); needs `bucket = "*"`.
+    #[serde(default)]
+    pub routing_file: Option<PathBuf>,
 }
+
+/// The bucket name that makes an S3 storage take its bucket from each key.
+pub const WILDCARD_BUCKET: &str = "*";
 
 /// Where renditions are kept.
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +319,22 @@ pub struct ResultStorageConfig {
     /// happens after the response and a failure is only logged and counted.
     #[serde(default)]
     pub report_errors: bool,
+    /// How rendition keys are named.
+    #[serde(default)]
+    pub path_style: PathStyle,
+}
+
+/// How rendition keys are named in result storage (imagor's `IMAGOR_RESULT_STORAGE_PATH_STYLE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathStyle {
+    /// The canonical request, escaped: `photos/fit-in/300x/filters%3Aformat(webp)/a.jpg`
+    /// ([`pixmesh_core::render::result_key`]).
+    #[default]
+    Default,
+    /// The SHA-1 of the canonical request in hex, `ab/cd/ef…`
+    /// ([`pixmesh_core::render::digest_result_key`]).
+    Digest,
 }
 
 impl ResultStorageConfig {
@@ -297,6 +347,7 @@ impl ResultStorageConfig {
             verify_source: true,
             expiration_secs: None,
             report_errors: false,
+            path_style: PathStyle::Default,
         }
     }
 }
@@ -315,6 +366,28 @@ impl StorageConfig {
 }
 
 impl S3Config {
+    /// Whether this storage takes its bucket from each key ([`WILDCARD_BUCKET`]).
+    pub fn is_wildcard(&self) -> bool {
+        self.bucket == WILDCARD_BUCKET
+    }
+
+    /// The configured safe characters, imagor's S3 default when unset.
+    pub fn safe_chars(&self) -> Result<SafeChars, String> {
+        match &self.safe_chars {
+            None => Ok(SafeChars::default()),
+            Some(s) => SafeChars::from_setting(s).map_err(|e| format!("safe_chars: {e}")),
+        }
+    }
+
+    /// How source keys are escaped before reading: `None` when they are read as they are.
+    pub fn source_key_escaping(&self) -> Result<Option<SafeChars>, String> {
+        Ok(if self.escape_keys {
+            Some(self.safe_chars()?)
+        } else {
+            None
+        })
+    }
+
     /// The configured storage class, refused unless S3 knows it.
     pub fn storage_class(&self) -> Result<Option<StorageClass>, String> {
         known(
@@ -461,9 +534,33 @@ impl Config {
                 if let Err(e) = s3.credential_settings() {
                     return invalid(format!("storage {name}: {e}"));
                 }
-                let settings = [s3.storage_class().err(), s3.acl().err(), s3.tagging().err()];
+                let settings = [
+                    s3.storage_class().err(),
+                    s3.acl().err(),
+                    s3.tagging().err(),
+                    s3.safe_chars().err(),
+                ];
                 if let Some(e) = settings.into_iter().flatten().next() {
                     return invalid(format!("storage {name}: {e}"));
+                }
+                let results_here = self
+                    .result_storage
+                    .as_ref()
+                    .is_some_and(|rs| &rs.storage == name);
+                if s3.safe_chars.is_some() && !s3.escape_keys && !results_here {
+                    return invalid(format!(
+                        "storage {name}: safe_chars needs escape_keys = true (or this storage \
+                         holding the result storage)"
+                    ));
+                }
+                if let Some(file) = &s3.routing_file {
+                    if !s3.is_wildcard() {
+                        return invalid(format!(
+                            "storage {name}: routing_file needs bucket = \"*\""
+                        ));
+                    }
+                    crate::routing::RoutingFile::load(file)
+                        .map_err(|e| ConfigError::Invalid(format!("storage {name}: {e}")))?;
                 }
             }
             let fallbacks = s.fallbacks();
@@ -488,6 +585,12 @@ impl Config {
         }
         if let Some(rs) = &self.result_storage {
             match self.storages.get(&rs.storage) {
+                Some(StorageConfig::S3(s3)) if s3.is_wildcard() => {
+                    return invalid(format!(
+                        "result_storage: storage {} has no fixed bucket (bucket = \"*\")",
+                        rs.storage
+                    ));
+                }
                 Some(StorageConfig::S3(_)) => {}
                 Some(StorageConfig::Local { .. }) => {
                     return invalid(format!(
@@ -566,8 +669,9 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let cfg = Config::from_toml(&doc).unwrap();
-        assert_eq!(cfg.storages.len(), 2);
+        assert_eq!(cfg.storages.len(), 3);
         let rs = cfg.result_storage.clone().unwrap();
+        assert_eq!(rs.path_style, PathStyle::Default);
         assert_eq!(rs.base_dir, "renditions");
         assert!(rs.verify_source);
         assert_eq!(rs.expiration_secs, Some(604800));
@@ -691,5 +795,58 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("expiration_secs"), "{err}");
+    }
+
+    #[test]
+    fn key_escaping_wildcard_buckets_and_path_styles() {
+        let cfg = Config::from_toml(
+            "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nescape_keys = true\n\
+             safe_chars = \"[]\"\n[storages.w]\ntype = \"s3\"\nbucket = \"*\"\n\
+             [storages.r]\ntype = \"s3\"\nbucket = \"r\"\nsafe_chars = \"--\"\n\
+             [result_storage]\nstorage = \"r\"\npath_style = \"digest\"",
+        )
+        .unwrap();
+        let s3 = |name: &str| match &cfg.storages[name] {
+            StorageConfig::S3(s3) => s3.clone(),
+            StorageConfig::Local { .. } => panic!("{name} is S3"),
+        };
+        assert_eq!(
+            s3("a").source_key_escaping(),
+            Ok(Some(SafeChars::from_setting("[]").unwrap()))
+        );
+        assert_eq!(s3("w").source_key_escaping(), Ok(None), "off by default");
+        assert!(s3("w").is_wildcard() && !s3("a").is_wildcard());
+        assert_eq!(s3("r").safe_chars(), Ok(SafeChars::All));
+        assert_eq!(cfg.result_storage.unwrap().path_style, PathStyle::Digest);
+
+        for (bad, why) in [
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nsafe_chars = \"[]\"",
+                "safe_chars needs escape_keys",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nescape_keys = true\nsafe_chars = \"ab\"",
+                "safe_chars",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nrouting_file = \"/r.yaml\"",
+                "routing_file needs bucket",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"*\"\nrouting_file = \"/nonexistent/r.yaml\"",
+                "/nonexistent/r.yaml",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"*\"\n[result_storage]\nstorage = \"a\"",
+                "no fixed bucket",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n[result_storage]\nstorage = \"a\"\npath_style = \"hash\"",
+                "path_style",
+            ),
+        ] {
+            let err = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -42,13 +42,16 @@ impl RenderError {
         match self {
             RenderError::UnknownStorage(_) | RenderError::BadRequest(_) => 400,
             RenderError::Source(e) => match e {
+                StorageError::Unroutable(_) => 400,
                 StorageError::NotFound => 404,
                 StorageError::AccessDenied => 403,
                 StorageError::TooLarge { .. } => 413,
                 StorageError::VersionsUnsupported => 501,
                 StorageError::Unavailable(_) => 503,
                 StorageError::Timeout => 504,
-                StorageError::WrongRegion(_) | StorageError::Other(_) => 502,
+                StorageError::WrongRegion(_)
+                | StorageError::NoSuchBucket
+                | StorageError::Other(_) => 502,
             },
             RenderError::ResultStorage(e) => match e {
                 StorageError::Unavailable(_) => 503,
@@ -155,6 +158,18 @@ mod tests {
                 RenderError::UnknownStorage("x".into()),
                 400,
                 Code::InvalidArgument,
+            ),
+            (
+                RenderError::Source(StorageError::Unroutable(
+                    pixmesh_core::buckets::RouteError::InvalidBucket,
+                )),
+                400,
+                Code::InvalidArgument,
+            ),
+            (
+                RenderError::Source(StorageError::NoSuchBucket),
+                502,
+                Code::Internal,
             ),
             (
                 RenderError::Pipeline(PipelineError::UnsupportedFormat("gif".into())),

@@ -2,20 +2,25 @@
 //!
 //! - [`config`]: the TOML configuration.
 //! - [`storage`]: local-directory and S3 storages.
+//! - [`routing`]: S3 storages that take the bucket from the key (`*`, bucket routing files).
 //! - [`pipeline`]: decode → resize → encode, as named steps.
 //! - [`pool`]: the bounded render worker pool.
 //! - [`budget`]: the memory budget renders reserve from.
 //! - [`service`]: the tonic service and the render flow.
 //! - [`error`]: the error model and its HTTP/gRPC statuses.
 //! - [`check`]: `pixmesh-sidecar check`, probing every configured storage.
+//! - [`imagor_env`]: `pixmesh-sidecar from-imagor-env`, imagor's environment variables mapped
+//!   onto pixmesh's two configuration files.
 
 pub mod budget;
 pub mod check;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod imagor_env;
 pub mod pipeline;
 pub mod pool;
+pub mod routing;
 pub mod service;
 pub mod storage;
 
@@ -33,9 +38,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 
 use budget::MemoryBudget;
-use config::{Config, StorageConfig};
+use config::{Config, PathStyle, StorageConfig};
 use pool::WorkerPool;
-use service::{ImageService, Renderer, ResultStore, SourceStore, Stats};
+use routing::RoutedS3;
+use service::{ImageService, Renderer, ResultKeys, ResultStore, SourceStore, Stats};
 use storage::{LocalStorage, S3Storage, Storage};
 
 /// Why the sidecar could not start or stopped serving.
@@ -67,6 +73,9 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
             StorageConfig::Local { root, .. } => Storage::Local(
                 LocalStorage::new(root).map_err(|e| failed(format!("{}: {e}", root.display())))?,
             ),
+            StorageConfig::S3(s3) if s3.is_wildcard() => {
+                Storage::Routed(Arc::new(RoutedS3::new(s3, timeout).await.map_err(failed)?))
+            }
             StorageConfig::S3(s3) => {
                 Storage::S3(S3Storage::new(s3, timeout).await.map_err(failed)?)
             }
@@ -80,11 +89,20 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
 pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
     let storages = storages(config).await?;
     let results = match &config.result_storage {
-        Some(rs) => match storages.get(&rs.storage) {
-            Some(Storage::S3(s3)) => Some(ResultStore {
+        Some(rs) => match (storages.get(&rs.storage), config.storages.get(&rs.storage)) {
+            (Some(Storage::S3(s3)), Some(StorageConfig::S3(cfg))) => Some(ResultStore {
                 storage: s3.clone(),
                 base_dir: rs.base_dir.clone(),
                 path_prefix: rs.path_prefix.clone(),
+                keys: match rs.path_style {
+                    PathStyle::Default => ResultKeys::Path(cfg.safe_chars().map_err(|reason| {
+                        ServeError::Storage {
+                            name: rs.storage.clone(),
+                            reason,
+                        }
+                    })?),
+                    PathStyle::Digest => ResultKeys::Digest,
+                },
                 verify_source: rs.verify_source,
                 expiration: rs.expiration_secs.map(Duration::from_secs),
                 report_errors: rs.report_errors,

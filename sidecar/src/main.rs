@@ -50,6 +50,20 @@ enum Command {
         #[arg(required = true)]
         urls: Vec<String>,
     },
+    /// Write the sidecar TOML and the filter JSON that do what imagor's environment variables
+    /// (S3_LOADER_BUCKET, AWS_LOADER_REGION, S3_SAFE_CHARS, IMAGOR_SECRET, …) in this process's
+    /// environment say. Unknown, unsupported or contradictory imagor variables are errors.
+    FromImagorEnv {
+        /// Where the sidecar's TOML goes.
+        #[arg(long)]
+        sidecar_out: PathBuf,
+        /// Where the filter's JSON goes.
+        #[arg(long)]
+        filter_out: PathBuf,
+        /// The route's path prefix (imagor serves at the root).
+        #[arg(long, default_value = "/")]
+        prefix: String,
+    },
     /// Ask a running sidecar whether it is serving (exit 0) or not (exit 1).
     Health {
         /// The sidecar's gRPC address.
@@ -104,6 +118,25 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             for url in urls {
                 println!("{}", router.sign(&url)?);
             }
+        }
+        Command::FromImagorEnv {
+            sidecar_out,
+            filter_out,
+            prefix,
+        } => {
+            let env = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+            let mapped = pixmesh_sidecar::imagor_env::map(&env, &prefix)?;
+            std::fs::write(&sidecar_out, mapped.sidecar_toml)?;
+            std::fs::write(&filter_out, mapped.filter_json)?;
+            // Validated as `serve` will read it (a routing file must exist and parse).
+            Config::load(&sidecar_out)?;
+            println!(
+                "wrote {} and {}",
+                sidecar_out.display(),
+                filter_out.display()
+            );
         }
         Command::Health { addr } => {
             let mut client = ImageServiceClient::connect(addr).await?;

@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
-use pixmesh_core::render::{RenderRequest, etag, if_none_match, is_version_id, result_key};
+use pixmesh_core::render::{
+    RenderRequest, digest_result_key, etag, if_none_match, is_version_id, result_key,
+};
 use pixmesh_core::role;
 use pixmesh_core::transform::{
     Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
@@ -67,6 +69,8 @@ pub struct ResultStore {
     pub base_dir: String,
     /// Only renditions of sources under this prefix are kept ([`pixmesh_core::role`]).
     pub path_prefix: String,
+    /// How rendition keys are named under `base_dir`.
+    pub keys: ResultKeys,
     /// Re-render when the source's ETag differs from the one the rendition was made from.
     pub verify_source: bool,
     /// Renditions older than this count as missing.
@@ -93,6 +97,25 @@ pub struct SourceStore {
 const META_COPY_STORAGE: &str = "pixmesh-copy-of-storage";
 const META_COPY_ETAG: &str = "pixmesh-copy-of-etag";
 const META_COPY_MODIFIED: &str = "pixmesh-copy-of-last-modified";
+/// How rendition keys are named (`[result_storage] path_style`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultKeys {
+    /// The canonical request escaped with these safe characters (the result storage's
+    /// `safe_chars`).
+    Path(SafeChars),
+    /// The SHA-1 of the canonical request, `ab/cd/ef…`.
+    Digest,
+}
+
+impl ResultStore {
+    /// The key of the rendition whose canonical request is `canonical`.
+    pub fn key(&self, canonical: &str) -> String {
+        match &self.keys {
+            ResultKeys::Path(safe) => result_key(&self.base_dir, canonical, safe),
+            ResultKeys::Digest => digest_result_key(&self.base_dir, canonical),
+        }
+    }
+}
 
 /// Whether an object last modified at `modified` is older than `expiration` at `now`: never
 /// without an expiration or a `Last-Modified`; a time in the future counts as new.
@@ -219,8 +242,7 @@ impl Renderer {
                 key: rest.to_owned(),
                 ..req.clone()
             };
-            let key = result_key(&rs.base_dir, &named.canonical(), &SafeChars::default());
-            Some((rs, key))
+            Some((rs, rs.key(&named.canonical())))
         });
         if let Some((rs, key)) = &stored
             && let Some(hit) = self.stored(rs, key, &chain, &req, if_none).await

@@ -10,7 +10,12 @@
 //! PermanentRedirect`, or `400 AuthorizationHeaderMalformed`, naming its region) is asked again,
 //! once, signed for that region, which is remembered: later requests go there directly. A bucket
 //! still in the wrong region after that is [`StorageError::WrongRegion`] (502).
+//!
+//! An S3 storage may escape source keys before reading them (`escape_keys`, imagor's rules:
+//! [`pixmesh_core::keys::escape`]), and may take the bucket from each key (`bucket = "*"` or a
+//! routing file: [`crate::routing::RoutedS3`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -29,8 +34,11 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{ObjectCannedAcl, StorageClass};
 use bytes::Bytes;
+use pixmesh_core::buckets::RouteError;
+use pixmesh_core::keys::{SafeChars, escape};
 
 use crate::config::S3Config;
+use crate::routing::RoutedS3;
 
 /// Why a storage operation failed. Messages are safe to show: no credentials, no endpoints.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,6 +70,13 @@ pub enum StorageError {
     /// region S3 named (502); the detail (regions, S3's answer) is for logs.
     #[error("storage region mismatch: the bucket is not in the region requests are signed for")]
     WrongRegion(String),
+    /// The bucket does not exist: 502 for a configured bucket, a missing object (404) for one
+    /// a URL named ([`crate::routing`]).
+    #[error("storage error")]
+    NoSuchBucket,
+    /// The key names no usable bucket of a storage that takes its bucket from the key (400).
+    #[error("{0}")]
+    Unroutable(RouteError),
     /// Anything else the storage answered (502); the detail is for logs.
     #[error("storage error")]
     Other(String),
@@ -74,6 +89,7 @@ impl StorageError {
             StorageError::Unavailable(d)
             | StorageError::WrongRegion(d)
             | StorageError::Other(d) => d.clone(),
+            StorageError::NoSuchBucket => "the bucket does not exist".to_owned(),
             other => other.to_string(),
         }
     }
@@ -110,6 +126,8 @@ pub enum Storage {
     Local(LocalStorage),
     /// An S3-compatible bucket.
     S3(S3Storage),
+    /// S3-compatible buckets chosen by the key (`bucket = "*"`, routing files).
+    Routed(Arc<RoutedS3>),
 }
 
 impl Storage {
@@ -123,7 +141,8 @@ impl Storage {
         match self {
             Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
             Storage::Local(l) => l.get(key, max_bytes).await,
-            Storage::S3(s) => s.get(key, version, max_bytes).await,
+            Storage::S3(s) => s.get(&s.source_key(key), version, max_bytes).await,
+            Storage::Routed(r) => r.get(key, version, max_bytes).await,
         }
     }
 
@@ -133,14 +152,15 @@ impl Storage {
         match self {
             Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
             Storage::Local(l) => l.head(key).await,
-            Storage::S3(s) => s.head(key, version).await,
+            Storage::S3(s) => s.head(&s.source_key(key), version).await,
+            Storage::Routed(r) => r.head(key, version).await,
         }
     }
 
     /// Whether objects here have versions that can be read (S3; versioning itself is the
     /// bucket's setting).
     pub fn has_versions(&self) -> bool {
-        matches!(self, Storage::S3(_))
+        matches!(self, Storage::S3(_) | Storage::Routed(_))
     }
 }
 
@@ -232,6 +252,9 @@ fn io_error(e: std::io::Error) -> StorageError {
 pub struct S3Storage {
     bucket: String,
     writes: WriteOptions,
+    /// How source keys are escaped before reading ([`Storage::get`], [`Storage::head`]), if
+    /// they are; keys given to this type's own methods are used as they are.
+    escape: Option<SafeChars>,
     /// Shared by clones, so a region one learns all use.
     clients: Arc<Clients>,
 }
@@ -281,6 +304,7 @@ impl S3Storage {
     /// setting.
     pub async fn new(cfg: &S3Config, timeout: Duration) -> Result<Self, String> {
         let writes = WriteOptions::from_config(cfg)?;
+        let escape = cfg.source_key_escaping()?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
             loader = loader.credentials_provider(Credentials::new(
@@ -334,6 +358,7 @@ impl S3Storage {
         Ok(S3Storage {
             bucket: cfg.bucket.clone(),
             writes,
+            escape,
             clients: Arc::new(Clients {
                 config,
                 current: RwLock::new(Arc::new(regional)),
@@ -344,6 +369,35 @@ impl S3Storage {
     /// The bucket name.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The same endpoint, credentials and settings for another bucket, which starts in the
+    /// configured region and learns its own.
+    pub fn for_bucket(&self, bucket: &str) -> S3Storage {
+        let config = self.clients.config.clone();
+        let region = config
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+        S3Storage {
+            bucket: bucket.to_owned(),
+            writes: self.writes.clone(),
+            escape: self.escape.clone(),
+            clients: Arc::new(Clients {
+                current: RwLock::new(Arc::new(Regional {
+                    client: aws_sdk_s3::Client::from_conf(config.clone()),
+                    region,
+                })),
+                config,
+            }),
+        }
+    }
+
+    /// The object key a source `key` is read from: escaped when the storage escapes keys.
+    pub fn source_key<'a>(&self, key: &'a str) -> Cow<'a, str> {
+        match &self.escape {
+            Some(safe) => Cow::Owned(escape(key, safe)),
+            None => Cow::Borrowed(key),
+        }
     }
 
     /// The region requests are signed for now: the configured one, or the one S3 named since.
@@ -672,7 +726,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or_default();
             match (s.raw().status().as_u16(), code) {
-                (_, "NoSuchBucket") => StorageError::Other("the bucket does not exist".into()),
+                (_, "NoSuchBucket") => StorageError::NoSuchBucket,
                 (404, _) | (_, "NoSuchKey" | "NotFound") => StorageError::NotFound,
                 (403, _) | (_, "AccessDenied") => StorageError::AccessDenied,
                 (status, code) => StorageError::Other(format!("HTTP {status} {code}")),

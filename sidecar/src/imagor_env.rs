@@ -1,0 +1,655 @@
+//! imagor's environment variables → pixmesh's configuration, so an imagor deployment can switch
+//! by changing the image: `pixmesh-sidecar from-imagor-env --sidecar-out pixmesh.toml
+//! --filter-out filter.json` writes both files from the environment it runs in.
+//!
+//! | imagor | pixmesh |
+//! |---|---|
+//! | `S3_LOADER_BUCKET` (`bucket/dir` too, `*`), `S3_LOADER_BUCKET_ROUTER_CONFIG` | `[storages.loader]` `bucket` (`*` and `routing_file` for the router) |
+//! | `AWS_REGION`, `AWS_LOADER_REGION` / `_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN`, `S3_ENDPOINT`, `S3_LOADER_ENDPOINT`, `S3_FORCE_PATH_STYLE` | the loader's `region`, keys, `endpoint`, `force_path_style` |
+//! | `S3_LOADER_BASE_DIR`, `S3_LOADER_PATH_PREFIX` | the route's `base_dir`, `path_prefix` |
+//! | `S3_SAFE_CHARS` | `escape_keys = true` (imagor always escapes) and `safe_chars`, loader and results |
+//! | `S3_RESULT_STORAGE_BUCKET` and its `AWS_RESULT_STORAGE_*`, `S3_RESULT_STORAGE_ENDPOINT` | `[storages.results]`, `[result_storage]` |
+//! | `S3_RESULT_STORAGE_BASE_DIR`, `S3_RESULT_STORAGE_ACL`, `S3_RESULT_STORAGE_TAGGING`, `S3_STORAGE_CLASS` | `base_dir`, `acl`, `tagging`, `storage_class` |
+//! | `S3_RESULT_STORAGE_EXPIRATION` (a Go duration: `168h`, `1h30m`) | `expiration_secs` |
+//! | `IMAGOR_RESULT_STORAGE_PATH_STYLE` (`original`, `digest`) | `path_style` |
+//! | `IMAGOR_SECRET`, `IMAGOR_UNSAFE`, `IMAGOR_SIGNER_TYPE`, `IMAGOR_SIGNER_TRUNCATE` | the route's `secret`, `allow_unsafe`, `signature_hash`, `signature_length` |
+//!
+//! The global `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` are not copied:
+//! pixmesh's default credential chain reads them from the environment it serves in, as imagor's
+//! does. Any other `S3_*`, `IMAGOR_*`, `AWS_LOADER_*`, `AWS_STORAGE_*` or `AWS_RESULT_STORAGE_*`
+//! variable is an error, as are contradictions (a base dir both in `S3_LOADER_BUCKET` and
+//! `S3_LOADER_BASE_DIR`) and what pixmesh does not do (the storage role `S3_STORAGE_*`, result
+//! path prefixes, other path styles): nothing is silently dropped.
+
+use std::collections::BTreeMap;
+
+use toml::{Table, Value};
+
+/// Why the environment cannot be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    /// A variable pixmesh does not know (a typo, or an imagor option it has no equivalent of).
+    #[error("{0} is not an imagor setting pixmesh can map")]
+    Unknown(String),
+    /// A variable pixmesh knows but cannot honour.
+    #[error("{name}: {reason}")]
+    Unsupported {
+        /// The variable.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A value is malformed, or contradicts another.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No loader is configured.
+    #[error("set S3_LOADER_BUCKET or S3_LOADER_BUCKET_ROUTER_CONFIG")]
+    NoLoader,
+}
+
+/// The two configuration files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// The sidecar's TOML.
+    pub sidecar_toml: String,
+    /// The filter's JSON.
+    pub filter_json: String,
+}
+
+/// Variables this mapping reads, besides the global AWS credentials it leaves to the chain.
+const KNOWN: &[&str] = &[
+    "AWS_REGION",
+    "S3_ENDPOINT",
+    "S3_FORCE_PATH_STYLE",
+    "S3_SAFE_CHARS",
+    "S3_STORAGE_CLASS",
+    "S3_LOADER_BUCKET",
+    "S3_LOADER_BUCKET_ROUTER_CONFIG",
+    "S3_LOADER_ENDPOINT",
+    "S3_LOADER_BASE_DIR",
+    "S3_LOADER_PATH_PREFIX",
+    "AWS_LOADER_REGION",
+    "AWS_LOADER_ACCESS_KEY_ID",
+    "AWS_LOADER_SECRET_ACCESS_KEY",
+    "AWS_LOADER_SESSION_TOKEN",
+    "S3_RESULT_STORAGE_BUCKET",
+    "S3_RESULT_STORAGE_ENDPOINT",
+    "S3_RESULT_STORAGE_BASE_DIR",
+    "S3_RESULT_STORAGE_PATH_PREFIX",
+    "S3_RESULT_STORAGE_ACL",
+    "S3_RESULT_STORAGE_TAGGING",
+    "S3_RESULT_STORAGE_EXPIRATION",
+    "AWS_RESULT_STORAGE_REGION",
+    "AWS_RESULT_STORAGE_ACCESS_KEY_ID",
+    "AWS_RESULT_STORAGE_SECRET_ACCESS_KEY",
+    "AWS_RESULT_STORAGE_SESSION_TOKEN",
+    "IMAGOR_SECRET",
+    "IMAGOR_UNSAFE",
+    "IMAGOR_SIGNER_TYPE",
+    "IMAGOR_SIGNER_TRUNCATE",
+    "IMAGOR_RESULT_STORAGE_PATH_STYLE",
+];
+
+/// Prefixes whose variables must all be known.
+const OWNED_PREFIXES: &[&str] = &[
+    "S3_",
+    "IMAGOR_",
+    "AWS_LOADER_",
+    "AWS_STORAGE_",
+    "AWS_RESULT_STORAGE_",
+];
+
+/// Maps imagor's variables in `env` onto a sidecar TOML and a filter JSON whose one route, at
+/// `prefix`, speaks imagor's URLs.
+pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvError> {
+    let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    for name in env.keys() {
+        if (name.starts_with("S3_STORAGE_") && name != "S3_STORAGE_CLASS")
+            || name.starts_with("AWS_STORAGE_")
+        {
+            return Err(EnvError::Unsupported {
+                name: name.clone(),
+                reason: "the storage role (copies of sources) is not mapped; remove it".into(),
+            });
+        }
+        let owned = OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
+        if owned && !KNOWN.contains(&name.as_str()) {
+            return Err(EnvError::Unknown(name.clone()));
+        }
+    }
+    let invalid = |name: &str, reason: &str| EnvError::Invalid {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let unsupported = |name: &str, reason: &str| EnvError::Unsupported {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+
+    let force_path_style = get("S3_FORCE_PATH_STYLE")
+        .map(|v| parse_bool(v).ok_or_else(|| invalid("S3_FORCE_PATH_STYLE", "not a boolean")))
+        .transpose()?;
+    let safe_chars = get("S3_SAFE_CHARS");
+    if let Some(s) = safe_chars {
+        pixmesh_core::keys::SafeChars::from_setting(s)
+            .map_err(|e| invalid("S3_SAFE_CHARS", &e.to_string()))?;
+    }
+
+    // The loader.
+    let router = get("S3_LOADER_BUCKET_ROUTER_CONFIG");
+    let (bucket, bucket_dir) = match (get("S3_LOADER_BUCKET"), router) {
+        (None, None) => return Err(EnvError::NoLoader),
+        (Some(b), Some(_)) if b != "*" => {
+            return Err(invalid(
+                "S3_LOADER_BUCKET",
+                "with S3_LOADER_BUCKET_ROUTER_CONFIG the routing file names the buckets: unset it or set *",
+            ));
+        }
+        (_, Some(_)) => ("*".to_owned(), None),
+        (Some("*"), None) => ("*".to_owned(), None),
+        (Some(b), None) => match b.split_once('/') {
+            Some((bucket, dir)) => (bucket.to_owned(), Some(dir.trim_matches('/').to_owned())),
+            None => (b.to_owned(), None),
+        },
+    };
+    let base_dir = match (
+        bucket_dir.filter(|d| !d.is_empty()),
+        get("S3_LOADER_BASE_DIR"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "S3_LOADER_BASE_DIR",
+                "S3_LOADER_BUCKET already names a directory (bucket/dir)",
+            ));
+        }
+        (Some(d), None) => d,
+        (None, d) => d.unwrap_or_default().trim_matches('/').to_owned(),
+    };
+    let mut loader = s3_table(
+        &bucket,
+        get("S3_LOADER_ENDPOINT").or(get("S3_ENDPOINT")),
+        get("AWS_LOADER_REGION").or(get("AWS_REGION")),
+        force_path_style,
+        credentials(&get, "AWS_LOADER")?,
+    );
+    loader.insert("escape_keys".into(), Value::Boolean(true));
+    if let Some(s) = safe_chars {
+        loader.insert("safe_chars".into(), s.into());
+    }
+    if let Some(file) = router {
+        loader.insert("routing_file".into(), file.into());
+    }
+    let mut storages = Table::new();
+    storages.insert("loader".into(), Value::Table(loader));
+
+    // The result storage.
+    let mut sidecar = Table::new();
+    if let Some(rb) = get("S3_RESULT_STORAGE_BUCKET") {
+        if rb == "*" {
+            return Err(unsupported(
+                "S3_RESULT_STORAGE_BUCKET",
+                "a result storage needs a fixed bucket",
+            ));
+        }
+        if get("S3_RESULT_STORAGE_PATH_PREFIX").is_some() {
+            return Err(unsupported(
+                "S3_RESULT_STORAGE_PATH_PREFIX",
+                "pixmesh keeps every rendition; remove it",
+            ));
+        }
+        let (rbucket, rdir) = match rb.split_once('/') {
+            Some((b, d)) => (b, Some(d.trim_matches('/'))),
+            None => (rb, None),
+        };
+        let rbase = match (
+            rdir.filter(|d| !d.is_empty()),
+            get("S3_RESULT_STORAGE_BASE_DIR"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "S3_RESULT_STORAGE_BASE_DIR",
+                    "S3_RESULT_STORAGE_BUCKET already names a directory (bucket/dir)",
+                ));
+            }
+            (Some(d), None) => d.to_owned(),
+            (None, d) => d.unwrap_or_default().trim_matches('/').to_owned(),
+        };
+        let mut results = s3_table(
+            rbucket,
+            get("S3_RESULT_STORAGE_ENDPOINT").or(get("S3_ENDPOINT")),
+            get("AWS_RESULT_STORAGE_REGION").or(get("AWS_REGION")),
+            force_path_style,
+            credentials(&get, "AWS_RESULT_STORAGE")?,
+        );
+        for (var, key) in [
+            ("S3_RESULT_STORAGE_ACL", "acl"),
+            ("S3_RESULT_STORAGE_TAGGING", "tagging"),
+            ("S3_STORAGE_CLASS", "storage_class"),
+            ("S3_SAFE_CHARS", "safe_chars"),
+        ] {
+            if let Some(v) = get(var) {
+                results.insert(key.into(), v.into());
+            }
+        }
+        storages.insert("results".into(), Value::Table(results));
+        let mut rs = Table::new();
+        rs.insert("storage".into(), "results".into());
+        rs.insert("base_dir".into(), rbase.into());
+        if let Some(exp) = get("S3_RESULT_STORAGE_EXPIRATION") {
+            let secs = go_duration_secs(exp).ok_or_else(|| {
+                invalid(
+                    "S3_RESULT_STORAGE_EXPIRATION",
+                    "not a duration of at least 1s (e.g. 168h)",
+                )
+            })?;
+            rs.insert("expiration_secs".into(), Value::Integer(secs));
+        }
+        match get("IMAGOR_RESULT_STORAGE_PATH_STYLE") {
+            None | Some("original") => {}
+            Some("digest") => {
+                rs.insert("path_style".into(), "digest".into());
+            }
+            Some(_) => {
+                return Err(unsupported(
+                    "IMAGOR_RESULT_STORAGE_PATH_STYLE",
+                    "only original and digest are mapped",
+                ));
+            }
+        }
+        sidecar.insert("result_storage".into(), Value::Table(rs));
+    } else {
+        for var in [
+            "S3_RESULT_STORAGE_ENDPOINT",
+            "S3_RESULT_STORAGE_BASE_DIR",
+            "S3_RESULT_STORAGE_PATH_PREFIX",
+            "S3_RESULT_STORAGE_ACL",
+            "S3_RESULT_STORAGE_TAGGING",
+            "S3_RESULT_STORAGE_EXPIRATION",
+            "AWS_RESULT_STORAGE_REGION",
+            "AWS_RESULT_STORAGE_ACCESS_KEY_ID",
+            "AWS_RESULT_STORAGE_SECRET_ACCESS_KEY",
+            "AWS_RESULT_STORAGE_SESSION_TOKEN",
+            "IMAGOR_RESULT_STORAGE_PATH_STYLE",
+            "S3_STORAGE_CLASS",
+        ] {
+            if get(var).is_some() {
+                return Err(invalid(var, "set without S3_RESULT_STORAGE_BUCKET"));
+            }
+        }
+    }
+    sidecar.insert("storages".into(), Value::Table(storages));
+    let sidecar_toml =
+        toml::to_string(&sidecar).map_err(|e| invalid("(sidecar config)", &e.to_string()))?;
+
+    // The filter's route.
+    let mut route = serde_json::json!({
+        "prefix": prefix,
+        "storage": "loader",
+    });
+    if !base_dir.is_empty() {
+        route["base_dir"] = base_dir.into();
+    }
+    if let Some(p) = get("S3_LOADER_PATH_PREFIX") {
+        route["path_prefix"] = p.trim_matches('/').into();
+    }
+    if let Some(secret) = get("IMAGOR_SECRET") {
+        route["secret"] = secret.into();
+    }
+    if let Some(v) = get("IMAGOR_UNSAFE") {
+        let unsafe_ok = parse_bool(v).ok_or_else(|| invalid("IMAGOR_UNSAFE", "not a boolean"))?;
+        route["allow_unsafe"] = unsafe_ok.into();
+    }
+    if let Some(v) = get("IMAGOR_SIGNER_TYPE") {
+        if !matches!(v, "sha1" | "sha256" | "sha512") {
+            return Err(invalid("IMAGOR_SIGNER_TYPE", "not sha1, sha256 or sha512"));
+        }
+        route["signature_hash"] = v.into();
+    }
+    if let Some(v) = get("IMAGOR_SIGNER_TRUNCATE") {
+        let n: usize = v
+            .parse()
+            .map_err(|_| invalid("IMAGOR_SIGNER_TRUNCATE", "not a number"))?;
+        if n > 0 {
+            route["signature_length"] = n.into();
+        }
+    }
+    let filter = serde_json::json!({ "routes": [route] });
+    pixmesh_core::config::FilterConfig::from_json(filter.to_string().as_bytes()).map_err(|e| {
+        invalid(
+            "IMAGOR_SECRET/IMAGOR_UNSAFE",
+            &format!("the route is not valid: {e}"),
+        )
+    })?;
+    Ok(Mapped {
+        sidecar_toml,
+        filter_json: serde_json::to_string_pretty(&filter).expect("JSON serializes"),
+    })
+}
+
+/// `[storages.NAME]` of an S3 bucket.
+fn s3_table(
+    bucket: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+    force_path_style: Option<bool>,
+    credentials: Option<(String, String, Option<String>)>,
+) -> Table {
+    let mut t = Table::new();
+    t.insert("type".into(), "s3".into());
+    t.insert("bucket".into(), bucket.into());
+    if let Some(e) = endpoint {
+        t.insert("endpoint".into(), e.into());
+    }
+    if let Some(r) = region {
+        t.insert("region".into(), r.into());
+    }
+    if let Some(f) = force_path_style {
+        t.insert("force_path_style".into(), Value::Boolean(f));
+    }
+    if let Some((id, secret, token)) = credentials {
+        t.insert("access_key_id".into(), id.into());
+        t.insert("secret_access_key".into(), secret.into());
+        if let Some(token) = token {
+            t.insert("session_token".into(), token.into());
+        }
+    }
+    t
+}
+
+/// A role's own keys (`{ROLE}_ACCESS_KEY_ID`, `_SECRET_ACCESS_KEY`, `_SESSION_TOKEN`): both or
+/// neither of the first two.
+fn credentials<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    role: &str,
+) -> Result<Option<(String, String, Option<String>)>, EnvError> {
+    let id = get(&format!("{role}_ACCESS_KEY_ID"));
+    let secret = get(&format!("{role}_SECRET_ACCESS_KEY"));
+    let token = get(&format!("{role}_SESSION_TOKEN"));
+    match (id, secret) {
+        (Some(id), Some(secret)) => Ok(Some((
+            id.to_owned(),
+            secret.to_owned(),
+            token.map(str::to_owned),
+        ))),
+        (None, None) if token.is_none() => Ok(None),
+        _ => Err(EnvError::Invalid {
+            name: format!("{role}_ACCESS_KEY_ID"),
+            reason: format!(
+                "set both {role}_ACCESS_KEY_ID and {role}_SECRET_ACCESS_KEY, or neither"
+            ),
+        }),
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A Go duration (`24h`, `1h30m`, `1.5h`, `90s`, `500ms`) in whole seconds, `None` when it is
+/// malformed, negative or under one second.
+pub fn go_duration_secs(s: &str) -> Option<i64> {
+    let mut rest = s;
+    let mut nanos: f64 = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_end);
+        if num.is_empty() || num == "." {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        nanos += value * scale;
+        rest = next;
+    }
+    let secs = (nanos / 1e9).floor();
+    (1.0..i64::MAX as f64)
+        .contains(&secs)
+        .then_some(secs as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, PathStyle, StorageConfig};
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The seed's Docker Compose example, less the storage role pixmesh does not map.
+    #[test]
+    fn the_seed_compose_example() {
+        let m = map(
+            &env(&[
+                ("PORT", "8000"),
+                ("IMAGOR_SECRET", "mysecret"),
+                ("AWS_ACCESS_KEY_ID", "AKIDGLOBAL"),
+                ("AWS_SECRET_ACCESS_KEY", "global-secret"),
+                ("AWS_REGION", "eu-west-1"),
+                ("S3_SAFE_CHARS", "[]"),
+                ("S3_LOADER_BUCKET", "mybucket"),
+                ("S3_LOADER_BASE_DIR", "images"),
+                ("S3_RESULT_STORAGE_BUCKET", "mybucket"),
+                ("S3_RESULT_STORAGE_BASE_DIR", "images/result"),
+                ("S3_RESULT_STORAGE_ACL", "public-read"),
+                ("S3_RESULT_STORAGE_EXPIRATION", "168h"),
+                ("S3_STORAGE_CLASS", "STANDARD_IA"),
+                ("IMAGOR_RESULT_STORAGE_PATH_STYLE", "digest"),
+            ]),
+            "/",
+        )
+        .unwrap();
+        let cfg = Config::from_toml(&m.sidecar_toml).unwrap();
+        let StorageConfig::S3(loader) = &cfg.storages["loader"] else {
+            panic!("loader is S3")
+        };
+        assert_eq!(loader.bucket, "mybucket");
+        assert_eq!(loader.region.as_deref(), Some("eu-west-1"));
+        assert!(loader.escape_keys);
+        assert_eq!(loader.safe_chars.as_deref(), Some("[]"));
+        assert_eq!(
+            loader.access_key_id, None,
+            "global keys stay with the default chain"
+        );
+        let StorageConfig::S3(results) = &cfg.storages["results"] else {
+            panic!("results is S3")
+        };
+        assert_eq!(results.acl.as_deref(), Some("public-read"));
+        assert_eq!(results.storage_class.as_deref(), Some("STANDARD_IA"));
+        let rs = cfg.result_storage.unwrap();
+        assert_eq!(rs.base_dir, "images/result");
+        assert_eq!(rs.expiration_secs, Some(168 * 3600));
+        assert_eq!(rs.path_style, PathStyle::Digest);
+        assert!(!m.sidecar_toml.contains("global-secret"));
+
+        let filter =
+            pixmesh_core::config::FilterConfig::from_json(m.filter_json.as_bytes()).unwrap();
+        let route = &filter.routes[0];
+        assert_eq!(route.prefix, "/");
+        assert_eq!(route.storage, "loader");
+        assert_eq!(route.base_dir, "images");
+        assert_eq!(route.secret.as_ref().map(|s| s.expose()), Some("mysecret"));
+        assert!(!route.allow_unsafe);
+    }
+
+    /// The seed's bucket-routing Compose example, and per-role keys, endpoints and prefixes.
+    #[test]
+    fn routing_files_wildcards_and_per_role_settings() {
+        let m = map(
+            &env(&[
+                ("IMAGOR_UNSAFE", "1"),
+                ("AWS_REGION", "us-east-1"),
+                (
+                    "S3_LOADER_BUCKET_ROUTER_CONFIG",
+                    "/etc/imagor/bucket-routing.yaml",
+                ),
+            ]),
+            "/",
+        )
+        .unwrap();
+        let table: Table = toml::from_str(&m.sidecar_toml).unwrap();
+        let loader = table["storages"]["loader"].as_table().unwrap();
+        assert_eq!(loader["bucket"].as_str(), Some("*"));
+        assert_eq!(
+            loader["routing_file"].as_str(),
+            Some("/etc/imagor/bucket-routing.yaml")
+        );
+        assert!(m.filter_json.contains("\"allow_unsafe\": true"));
+
+        let m = map(
+            &env(&[
+                ("IMAGOR_UNSAFE", "true"),
+                ("S3_LOADER_BUCKET", "photos/originals/"),
+                ("S3_ENDPOINT", "http://minio:9000"),
+                ("S3_FORCE_PATH_STYLE", "1"),
+                ("S3_LOADER_PATH_PREFIX", "/avatars"),
+                ("AWS_LOADER_REGION", "ap-southeast-1"),
+                ("AWS_LOADER_ACCESS_KEY_ID", "AKIDLOADER"),
+                ("AWS_LOADER_SECRET_ACCESS_KEY", "loader-secret"),
+            ]),
+            "/img/",
+        )
+        .unwrap();
+        let cfg = Config::from_toml(&m.sidecar_toml).unwrap();
+        let StorageConfig::S3(loader) = &cfg.storages["loader"] else {
+            panic!("loader is S3")
+        };
+        assert_eq!(loader.bucket, "photos");
+        assert_eq!(loader.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(loader.force_path_style, Some(true));
+        assert_eq!(loader.region.as_deref(), Some("ap-southeast-1"));
+        assert_eq!(loader.access_key_id.as_deref(), Some("AKIDLOADER"));
+        assert!(cfg.result_storage.is_none());
+        let filter =
+            pixmesh_core::config::FilterConfig::from_json(m.filter_json.as_bytes()).unwrap();
+        assert_eq!(filter.routes[0].base_dir, "originals");
+        assert_eq!(filter.routes[0].path_prefix, "avatars");
+        assert_eq!(filter.routes[0].prefix, "/img/");
+
+        let wildcard = map(
+            &env(&[("S3_LOADER_BUCKET", "*"), ("IMAGOR_SECRET", "s")]),
+            "/",
+        )
+        .unwrap();
+        assert!(wildcard.sidecar_toml.contains("bucket = \"*\""));
+    }
+
+    #[test]
+    fn unknown_unsupported_and_contradictory_values_are_errors() {
+        let base = [("S3_LOADER_BUCKET", "b"), ("IMAGOR_SECRET", "s")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut e = env(&base);
+            e.extend(env(extra));
+            map(&e, "/")
+        };
+        assert!(with(&[]).is_ok());
+        assert!(
+            with(&[("PATH", "/bin"), ("AWS_PROFILE", "x")]).is_ok(),
+            "not imagor's"
+        );
+        for (extra, want) in [
+            (vec![("S3_LOADER_BUKET", "x")], "S3_LOADER_BUKET is not"),
+            (
+                vec![("IMAGOR_CACHE_HEADER_TTL", "1h")],
+                "IMAGOR_CACHE_HEADER_TTL",
+            ),
+            (vec![("S3_STORAGE_BUCKET", "b")], "storage role"),
+            (vec![("AWS_STORAGE_REGION", "x")], "storage role"),
+            (vec![("S3_SAFE_CHARS", "ab")], "S3_SAFE_CHARS"),
+            (vec![("S3_FORCE_PATH_STYLE", "yes")], "S3_FORCE_PATH_STYLE"),
+            (vec![("IMAGOR_UNSAFE", "maybe")], "IMAGOR_UNSAFE"),
+            (
+                vec![("S3_LOADER_BASE_DIR", "x"), ("S3_LOADER_BUCKET", "b/y")],
+                "already names",
+            ),
+            (vec![("AWS_LOADER_ACCESS_KEY_ID", "k")], "both"),
+            (
+                vec![("S3_RESULT_STORAGE_ACL", "private")],
+                "without S3_RESULT_STORAGE_BUCKET",
+            ),
+            (
+                vec![
+                    ("S3_RESULT_STORAGE_BUCKET", "r"),
+                    ("S3_RESULT_STORAGE_EXPIRATION", "1 day"),
+                ],
+                "EXPIRATION",
+            ),
+            (
+                vec![
+                    ("S3_RESULT_STORAGE_BUCKET", "r"),
+                    ("S3_RESULT_STORAGE_PATH_PREFIX", "x"),
+                ],
+                "PATH_PREFIX",
+            ),
+            (
+                vec![
+                    ("S3_RESULT_STORAGE_BUCKET", "r"),
+                    ("IMAGOR_RESULT_STORAGE_PATH_STYLE", "suffix"),
+                ],
+                "original and digest",
+            ),
+            (
+                vec![("S3_LOADER_BUCKET_ROUTER_CONFIG", "/r.yaml")],
+                "routing file names the buckets",
+            ),
+            (vec![("IMAGOR_SIGNER_TYPE", "md5")], "IMAGOR_SIGNER_TYPE"),
+        ] {
+            let err = with(extra.as_slice()).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        assert_eq!(
+            map(&env(&[("IMAGOR_UNSAFE", "1")]), "/"),
+            Err(EnvError::NoLoader)
+        );
+        let err = map(&env(&[("S3_LOADER_BUCKET", "b")]), "/").unwrap_err();
+        assert!(err.to_string().contains("allow_unsafe"), "{err}");
+    }
+
+    #[test]
+    fn go_durations() {
+        for (d, secs) in [
+            ("24h", 86400),
+            ("168h", 604800),
+            ("1h30m", 5400),
+            ("1.5h", 5400),
+            ("90s", 90),
+            ("1m0.5s", 60),
+            ("1000ms", 1),
+        ] {
+            assert_eq!(go_duration_secs(d), Some(secs), "{d}");
+        }
+        for bad in ["", "24", "h", "500ms", "0s", "-1h", "1d", "1 h", "1.h.5"] {
+            assert_eq!(go_duration_secs(bad), None, "{bad}");
+        }
+    }
+}
