@@ -28,6 +28,13 @@
 //! (`g`) and the extension (`ex`'s gravity) share one alignment in the transform, so a fill
 //! crop extended at another place is 501.
 //!
+//! `c:W:H[:GRAVITY]` (`crop`) keeps a W×H region of the source before resizing: whole pixels,
+//! fractions of the side below 1, 0 the whole side; placed by GRAVITY (a compass gravity;
+//! `sm`, `fp`, `obj` and non-zero offsets are 501), or by `g` without one, as imgproxy does. A
+//! region larger than the image is clamped to it. Like `g`, it describes the rotated, flipped
+//! image, and is translated back. Crops placed at an offset (thumbor's, ImageKit's `x`/`y`)
+//! have no imgproxy URL.
+//!
 //! Effects: `bl:SIGMA` is a Gaussian blur and `sh:SIGMA` an unsharp mask of strength 1 (both
 //! sigma ≤ 100; imgproxy's sharpen is libvips' curve-shaped variant of it); `sa:0` (saturation
 //! 0) is grayscale and `sa:1` nothing, other saturations 501. `ex:1[:GRAVITY]` pads to the box
@@ -46,15 +53,16 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::grammar::{
-    Expiry, FormatChoice, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_decimal,
-    parse_dimension, parse_format, parse_quality, parse_rotation, parse_sigma, parse_unix_seconds,
-    require_zero, sharpen, unsupported,
+    Expiry, FormatChoice, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_crop_size,
+    parse_decimal, parse_dimension, parse_format, parse_quality, parse_rotation, parse_sigma,
+    parse_unix_seconds, require_zero, sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
 use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
-    Color, Fit, Format, HAlign, Hundredths, OutputFormat, Rotation, Sharpen, Transform, VAlign,
+    Color, Crop as CropRegion, CropAt, Fit, Format, Fraction, HAlign, Hundredths, OutputFormat,
+    Rotation, Sharpen, Span, Transform, VAlign,
 };
 
 /// Most options one URL may carry.
@@ -255,6 +263,20 @@ impl ImgproxyPath {
             true => pad_anchor,
             false => crop_anchor,
         };
+        let crop = o.crop.map(|(w, h, gravity)| {
+            let (width, height) = if o.rotation.swaps_sides() {
+                (h, w)
+            } else {
+                (w, h)
+            };
+            let (h_anchor, v_anchor) =
+                turn_back.apply_to_anchor(mirror(gravity.unwrap_or(o.gravity), o.flip_h, o.flip_v));
+            CropRegion {
+                width,
+                height,
+                at: CropAt::Anchor(h_anchor, v_anchor),
+            }
+        });
         let (flip_h, flip_v) = o.rotation.flips_before((o.flip_h, o.flip_v));
         let mut transform = Transform {
             width,
@@ -279,6 +301,7 @@ impl ImgproxyPath {
                 }
                 .visible()
             }),
+            crop,
         };
         apply_dpr(&mut transform, o.dpr)?;
         Ok(Target {
@@ -323,6 +346,28 @@ impl ImgproxyPath {
         }
         opt("rs", rs);
         let (flip_h, flip_v) = r.flips_before((t.flip_h, t.flip_v));
+        if let Some(c) = t.crop {
+            // imgproxy places crops by gravity only (offsets from a corner would need the
+            // corner turned with the image): offset regions have no imgproxy URL here.
+            let CropAt::Anchor(h, v) = c.at else {
+                return None;
+            };
+            if (c.width, c.height) == (Span::FULL, Span::FULL) {
+                return None; // `c:0:0` is no crop at all
+            }
+            let (w, hgt) = if r.swaps_sides() {
+                (c.height, c.width)
+            } else {
+                (c.width, c.height)
+            };
+            let span = |s: Span| match s {
+                Span::Pixels(p) => p.to_string(),
+                Span::Fraction(f) if f == Fraction::ONE => "0".to_owned(),
+                Span::Fraction(f) => f.to_string(),
+            };
+            let g = gravity_name(mirror(r.apply_to_anchor((h, v)), flip_h, flip_v));
+            opt("c", vec![span(w), span(hgt), g.to_owned()]);
+        }
         let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
         let crops = t.fit == Fit::Fill && t.width > 0 && t.height > 0;
         if !t.pad || crops {
@@ -519,6 +564,8 @@ struct Options {
     background: Option<Color>,
     background_alpha: u8,
     expires: Option<Expiry>,
+    /// `c:W:H[:GRAVITY]`: the region's size and its own gravity (the `g` one when `None`).
+    crop: Option<(Span, Span, Option<(HAlign, VAlign)>)>,
 }
 
 impl Default for Options {
@@ -543,6 +590,7 @@ impl Default for Options {
             background: None,
             background_alpha: 255,
             expires: None,
+            crop: None,
         }
     }
 }
@@ -599,7 +647,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         4,
         unsupported_option,
     ),
-    spec(&["crop", "c"], 5, unsupported_option),
+    spec(&["crop", "c"], 5, crop),
     spec(
         &["crop_aspect_ratio", "crop_ar", "car"],
         2,
@@ -777,6 +825,19 @@ fn compass(name: &str, kind: &str, offsets: &[String]) -> Result<(HAlign, VAlign
         }
     }
     Ok((h, v))
+}
+
+/// `c:W:H[:GRAVITY[:X:Y]]`: keep a W×H region of the source (pixels, fractions below 1, 0 the
+/// whole side), placed by GRAVITY or else by `g`; `c:0:0` crops nothing.
+fn crop(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let size = |i: usize| arg(args, i).map_or(Ok(Span::FULL), |v| parse_crop_size(name, v, true));
+    let (w, h) = (size(0)?, size(1)?);
+    let gravity = match arg(args, 2) {
+        Some(kind) => Some(compass(name, kind, args.get(3..).unwrap_or_default())?),
+        None => None,
+    };
+    o.crop = ((w, h) != (Span::FULL, Span::FULL)).then_some((w, h, gravity));
+    Ok(())
 }
 
 fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
@@ -1215,6 +1276,88 @@ mod tests {
     }
 
     #[test]
+    fn crops_are_sized_regions_placed_by_gravity() {
+        use crate::transform::{Crop as Region, Fraction, Span};
+        let region = |w, h, ha, va| {
+            Some(Region {
+                width: w,
+                height: h,
+                at: CropAt::Anchor(ha, va),
+            })
+        };
+        let (px, half) = (Span::Pixels, Span::Fraction(Fraction(5000)));
+        for (path, crop) in [
+            (
+                "insecure/c:100:50/plain/a.jpg",
+                region(px(100), px(50), HAlign::Center, VAlign::Middle),
+            ),
+            // Without its own gravity, the crop takes `g`'s.
+            (
+                "insecure/g:nowe/c:0.5:0/plain/a.jpg",
+                region(half, Span::FULL, HAlign::Left, VAlign::Top),
+            ),
+            (
+                "insecure/crop:100:50:soea/g:no/plain/a.jpg",
+                region(px(100), px(50), HAlign::Right, VAlign::Bottom),
+            ),
+            // imgproxy crops the rotated image: its top-left is the source's bottom-left.
+            (
+                "insecure/rot:90/c:100:50:nowe/plain/a.jpg",
+                region(px(50), px(100), HAlign::Left, VAlign::Bottom),
+            ),
+            (
+                "insecure/fl:1/c:100:50:we/plain/a.jpg",
+                region(px(100), px(50), HAlign::Right, VAlign::Middle),
+            ),
+            ("insecure/c:0:0/plain/a.jpg", None),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform.crop), Ok(crop), "{path}");
+        }
+        for bad in [
+            "insecure/c:1.5:10/plain/a.jpg",
+            "insecure/c:-1:10/plain/a.jpg",
+            "insecure/c:100:100:up/plain/a.jpg",
+            "insecure/c:70000:1/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                target(bad)
+            );
+        }
+        for rotation in Rotation::ALL {
+            for (flip_h, flip_v) in [(false, false), (true, false), (false, true)] {
+                for (h, v) in [(HAlign::Left, VAlign::Top), (HAlign::Right, VAlign::Middle)] {
+                    let t = Transform {
+                        width: 30,
+                        height: 20,
+                        rotation,
+                        flip_h,
+                        flip_v,
+                        crop: region(px(100), half, h, v),
+                        ..Transform::default()
+                    };
+                    let p = ImgproxyPath::from_transform(&t, "a.jpg").unwrap();
+                    assert_eq!(p.to_target().map(|t| t.transform), Ok(t), "{}", p.to_path());
+                }
+            }
+        }
+        let offset = Transform {
+            crop: Some(Region {
+                width: px(10),
+                height: px(10),
+                at: CropAt::Offset(px(1), px(2)),
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            ImgproxyPath::from_transform(&offset, "a.jpg"),
+            None,
+            "imgproxy places crops by gravity"
+        );
+    }
+
+    #[test]
     fn s3_sources_may_name_an_object_version() {
         let version = |path: &str| {
             let t = target(path).unwrap();
@@ -1308,7 +1451,8 @@ mod tests {
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
             ("insecure/t:10/plain/a.jpg", "trim"),
-            ("insecure/c:100:100/plain/a.jpg", "crop"),
+            ("insecure/c:100:100:sm/plain/a.jpg", "smart gravity (g:sm)"),
+            ("insecure/c:100:100:no:5/plain/a.jpg", "gravity offsets"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
             ("insecure/wm:0.5/plain/a.jpg", "watermark"),

@@ -17,7 +17,7 @@
 //! box with `bg` (transparent without it; white in JPEG), the image placed by `gravity`.
 //! Since every fill-type mode enlarges, a transform that fills or stretches without enlarging
 //! has no URL in this grammar ([`QueryUrl::from_transform`] returns `None`), nor have flips,
-//! rotation and grayscale, which the grammar does not document.
+//! rotation, grayscale and manual crops, which the grammar does not document (`crop` is 501).
 //!
 //! `blur=SIGMA` is a Gaussian blur and `sharpen=SIGMA` an unsharp mask of strength 1 (sigma in
 //! pixels, at most 100; 0 asks for nothing). `bg` (`background`) is a hex colour (`#` optional;
@@ -156,7 +156,7 @@ impl QueryUrl {
             (Fit::FitIn, false, _) => Some("scale-down"),
             _ => return None,
         };
-        if t.flip_h || t.flip_v || t.rotation != Rotation::None || t.grayscale {
+        if t.flip_h || t.flip_v || t.rotation != Rotation::None || t.grayscale || t.crop.is_some() {
             return None;
         }
         if t.sharpen.is_some_and(|s| s.amount != Hundredths::ONE) {
