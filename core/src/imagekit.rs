@@ -202,6 +202,7 @@ impl ImagekitUrl {
             pad: s.pad,
             background,
             crop,
+            focus: None,
         };
         if let Some((aw, ah)) = s.aspect {
             derive_side(&mut transform, aw, ah)?;
@@ -224,6 +225,9 @@ impl ImagekitUrl {
     /// fit that enlarges; a blur over ImageKit's radius 100; a sharpen of sigma other than 1 or
     /// strength not a multiple of 0.1; a background opacity that is not a whole percent).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
+        if t.focus.is_some() {
+            return None; // `fo-custom` reads coordinates stored with the image
+        }
         let mut step = Vec::new();
         let mut param = |name: &str, value: String| {
             step.push(Param {

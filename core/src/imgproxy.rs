@@ -35,6 +35,10 @@
 //! image, and is translated back. Crops placed at an offset (thumbor's, ImageKit's `x`/`y`)
 //! have no imgproxy URL.
 //!
+//! `g:fp:X:Y` centres the fill crop on the point (fractions of the image, 0–1) as far as the
+//! image allows; turned back through the rotation and flips like the other gravities. It is
+//! of the image after `c:` in imgproxy, of the source in pixmesh: the two together are 501.
+//!
 //! Effects: `bl:SIGMA` is a Gaussian blur and `sh:SIGMA` an unsharp mask of strength 1 (both
 //! sigma ≤ 100; imgproxy's sharpen is libvips' curve-shaped variant of it); `sa:0` (saturation
 //! 0) is grayscale and `sa:1` nothing, other saturations 501. `ex:1[:GRAVITY]` pads to the box
@@ -61,8 +65,8 @@ use crate::percent::{decode, encode, is_unreserved};
 use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
-    Color, Crop as CropRegion, CropAt, Fit, Format, Fraction, HAlign, Hundredths, OutputFormat,
-    Rotation, Sharpen, Span, Transform, VAlign,
+    Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
+    OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
 };
 
 /// Most options one URL may carry.
@@ -277,6 +281,17 @@ impl ImgproxyPath {
                 at: CropAt::Anchor(h_anchor, v_anchor),
             }
         });
+        let focus = match (o.focus, o.crop) {
+            // imgproxy's focus point is of the cropped image; pixmesh's of the source.
+            (Some(_), Some(_)) => return Err(unsupported("focus point gravity with a crop")),
+            (Some((x, y)), None) => {
+                let x = if o.flip_h { x.complement() } else { x };
+                let y = if o.flip_v { y.complement() } else { y };
+                let (x, y) = turn_back.apply_to_point((x, y));
+                Some(Focus::point(x, y))
+            }
+            (None, _) => None,
+        };
         let (flip_h, flip_v) = o.rotation.flips_before((o.flip_h, o.flip_v));
         let mut transform = Transform {
             width,
@@ -302,6 +317,7 @@ impl ImgproxyPath {
                 .visible()
             }),
             crop,
+            focus,
         };
         apply_dpr(&mut transform, o.dpr)?;
         Ok(Target {
@@ -370,7 +386,16 @@ impl ImgproxyPath {
         }
         let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
         let crops = t.fit == Fit::Fill && t.width > 0 && t.height > 0;
-        if !t.pad || crops {
+        if let Some(f) = t.focus {
+            let (x, y) = f.as_point()?;
+            if t.crop.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) {
+                return None;
+            }
+            let (x, y) = r.apply_to_point((x, y));
+            let x = if flip_h { x.complement() } else { x };
+            let y = if flip_v { y.complement() } else { y };
+            opt("g", vec!["fp".to_owned(), x.to_string(), y.to_string()]);
+        } else if !t.pad || crops {
             let g = gravity_name(mirror(final_anchor, flip_h, flip_v));
             if g != "ce" {
                 opt("g", vec![g.to_owned()]);
@@ -566,6 +591,8 @@ struct Options {
     expires: Option<Expiry>,
     /// `c:W:H[:GRAVITY]`: the region's size and its own gravity (the `g` one when `None`).
     crop: Option<(Span, Span, Option<(HAlign, VAlign)>)>,
+    /// `g:fp:X:Y`: the focus point, in the rotated, flipped image.
+    focus: Option<(Fraction, Fraction)>,
 }
 
 impl Default for Options {
@@ -591,6 +618,7 @@ impl Default for Options {
             background_alpha: 255,
             expires: None,
             crop: None,
+            focus: None,
         }
     }
 }
@@ -840,8 +868,21 @@ fn crop(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError
     Ok(())
 }
 
+/// `g:GRAVITY[:X:Y]`, or `g:fp:X:Y`, the focus point as fractions (0–1) of the image.
 fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
-    o.gravity = compass(name, required(name, args)?, &args[1..])?;
+    let kind = required(name, args)?;
+    o.focus = None;
+    if kind == "fp" {
+        let coordinate = |i: usize| {
+            let v = arg(args, i).ok_or_else(|| invalid(format!("{name}: fp needs X and Y")))?;
+            Fraction::from_f64(parse_decimal(name, v)?)
+                .ok_or_else(|| invalid(format!("{name}: fp coordinates are between 0 and 1")))
+        };
+        o.focus = Some((coordinate(1)?, coordinate(2)?));
+        o.gravity = (HAlign::Center, VAlign::Middle);
+        return Ok(());
+    }
+    o.gravity = compass(name, kind, &args[1..])?;
     Ok(())
 }
 
@@ -1358,6 +1399,53 @@ mod tests {
     }
 
     #[test]
+    fn the_focus_point_is_turned_back_to_the_source() {
+        use crate::transform::Fraction;
+        let point = |x, y| Some(Focus::point(Fraction(x), Fraction(y)));
+        for (path, focus) in [
+            (
+                "insecure/rs:fill:10:10/g:fp:0.25:0.75/plain/a.jpg",
+                point(2500, 7500),
+            ),
+            // Flipped left to right: the mirror image's x = 0.25 is the source's 0.75.
+            (
+                "insecure/fl:1/g:fp:0.25:0.75/plain/a.jpg",
+                point(7500, 7500),
+            ),
+            // Rotated 90° clockwise: the rotated image's top-right is the source's top-left.
+            ("insecure/rot:90/g:fp:1:0/plain/a.jpg", point(0, 0)),
+            ("insecure/g:fp:0.5:0.5/g:no/plain/a.jpg", None),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform.focus), Ok(focus), "{path}");
+        }
+        for bad in [
+            "insecure/g:fp:1.5:0/plain/a.jpg",
+            "insecure/g:fp:0.5/plain/a.jpg",
+            "insecure/g:fp:x:0/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        for rotation in Rotation::ALL {
+            for (flip_h, flip_v) in [(false, false), (true, false), (true, true)] {
+                let t = Transform {
+                    width: 30,
+                    height: 20,
+                    rotation,
+                    flip_h,
+                    flip_v,
+                    focus: point(1234, 9000),
+                    ..Transform::default()
+                };
+                let p = ImgproxyPath::from_transform(&t, "a.jpg").unwrap();
+                assert_eq!(p.to_target().map(|t| t.transform), Ok(t), "{}", p.to_path());
+            }
+        }
+    }
+
+    #[test]
     fn s3_sources_may_name_an_object_version() {
         let version = |path: &str| {
             let t = target(path).unwrap();
@@ -1442,8 +1530,8 @@ mod tests {
             ("insecure/mc:1/plain/a.jpg", "monochrome"),
             ("insecure/g:sm/plain/a.jpg", "smart gravity (g:sm)"),
             (
-                "insecure/g:fp:0.5:0.5/plain/a.jpg",
-                "focus point gravity (g:fp)",
+                "insecure/g:fp:0.5:0.5/c:10:10/plain/a.jpg",
+                "focus point gravity with a crop",
             ),
             ("insecure/g:no:10:0/plain/a.jpg", "gravity offsets"),
             ("insecure/pd:0:10/plain/a.jpg", "padding"),

@@ -136,6 +136,9 @@ impl RenderRequest {
         if let Some(c) = t.crop {
             param("crop", &c.to_string());
         }
+        if let Some(f) = t.focus {
+            param("focus", &f.to_string());
+        }
         q
     }
 
@@ -276,6 +279,7 @@ mod tests {
                 height: Span::Fraction(Fraction(5000)),
                 at: CropAt::Anchor(HAlign::Right, VAlign::Top),
             }),
+            focus: None,
         };
         assert_eq!(
             request(t).to_query(),

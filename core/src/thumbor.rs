@@ -22,6 +22,11 @@
 //!
 //! Filters mapped onto the transform, with where pixmesh's definition had to be chosen:
 //!
+//! - `focal(LxT:RxB)`: a focal region of the source (pixels, or fractions when all four are at
+//!   most 1, as in imagor); a fill crop is centred on its centre as far as the image allows,
+//!   instead of following the alignment. thumbor weighs several focal points; pixmesh takes one
+//!   (`focal` twice is 501). Coordinates are the source's, before a manual crop, as in thumbor.
+//!
 //! - `rotate(A)`: A a multiple of 90, counter-clockwise as in thumbor (PIL) and imagor; it turns
 //!   the result, so `fit-in/300x200/filters:rotate(90)` is at most 200×300. Repeated, the angles
 //!   add up.
@@ -59,8 +64,8 @@ use crate::grammar::{
     parse_rotation, parse_sigma, parse_timestamp, sharpen, unsupported,
 };
 use crate::transform::{
-    Color, Crop as CropRegion, CropAt, Fit, Format, Fraction, HAlign, Hundredths, MAX_CROP_PIXELS,
-    MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, VAlign,
+    Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
+    MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, VAlign,
 };
 
 /// Most filters one URL may chain.
@@ -587,6 +592,9 @@ impl ThumborPath {
             let counter_clockwise = t.rotation.inverse().degrees();
             filter("rotate", counter_clockwise.to_string());
         }
+        if let Some(f) = t.focus {
+            filter("focal", focal_args(f));
+        }
         if t.grayscale {
             filter("grayscale", String::new());
         }
@@ -615,7 +623,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "convolution",
     "dpi",
     "equalize",
-    "focal",
     "hue",
     "label",
     "max_bytes",
@@ -645,6 +652,7 @@ struct FilterState {
     background: Option<Option<Color>>,
     blur: bool,
     sharpen: bool,
+    focal: bool,
 }
 
 impl FilterState {
@@ -786,6 +794,12 @@ fn apply_filter(
             t.pad = true;
             t.background = state.background()?;
         }
+        "focal" => {
+            if std::mem::replace(&mut state.focal, true) {
+                return Err(unsupported("filter focal given twice"));
+            }
+            t.focus = Some(parse_focal(&f.args)?);
+        }
         "background_color" => {
             arity(1, 1)?;
             state.background = Some(filter_color("background_color", args[0])?);
@@ -823,6 +837,56 @@ fn apply_filter(
         name => return Err(invalid(format!("unknown filter {name}"))),
     }
     Ok(())
+}
+
+/// `focal(LxT:RxB)`: a focal region of the source, in pixels or, when all four values are at
+/// most 1, in fractions of its sides (imagor's rule, as for the manual crop); a point when the
+/// corners meet.
+fn parse_focal(args: &str) -> Result<Focus, GrammarError> {
+    let c = parse_crop(args).ok_or_else(|| invalid("focal() takes LEFTxTOP:RIGHTxBOTTOM"))?;
+    if c.right < c.left || c.bottom < c.top {
+        return Err(invalid(
+            "focal: the right and bottom edges must not be before the left and top ones",
+        ));
+    }
+    let edges = [c.left, c.top, c.right, c.bottom];
+    let [left, top, right, bottom] = if edges.iter().all(|&v| v <= 1.0) {
+        edges.map(|v| Span::Fraction(Fraction::from_f64(v).unwrap_or(Fraction::ONE)))
+    } else {
+        let mut px = [Span::Pixels(0); 4];
+        for (out, v) in px.iter_mut().zip(edges) {
+            if v.fract() != 0.0 || v > f64::from(MAX_CROP_PIXELS) {
+                return Err(invalid(format!(
+                    "focal: {v} is not a whole number of pixels up to {MAX_CROP_PIXELS}"
+                )));
+            }
+            *out = Span::Pixels(v as u32);
+        }
+        px
+    };
+    Ok(Focus {
+        left,
+        top,
+        right,
+        bottom,
+    })
+}
+
+/// The `focal(…)` arguments of a focus: what [`parse_focal`] reads back, or, for a region in
+/// pixels that would read as fractions, a canonical-only form no URL may use.
+fn focal_args(f: Focus) -> String {
+    let edges = [f.left, f.top, f.right, f.bottom];
+    let text = |s: Span| match s {
+        Span::Pixels(p) => p.to_string(),
+        Span::Fraction(fr) => fr.as_f64().to_string(),
+    };
+    let [l, t, r, b] = edges.map(text);
+    let tiny_pixels = edges.iter().all(|e| matches!(e, Span::Pixels(0 | 1)));
+    if tiny_pixels {
+        format!("{l}x{t}:{r}x{b},pixels")
+    } else {
+        format!("{l}x{t}:{r}x{b}")
+    }
 }
 
 /// `expire(UNIX_MS)`: imagor's expiry in unix milliseconds.
@@ -1434,6 +1498,75 @@ mod tests {
             );
             assert_eq!(crop.to_string().parse::<Region>(), Ok(crop));
         }
+    }
+
+    #[test]
+    fn focal_regions_are_pixels_or_ratios() {
+        let px = Span::Pixels;
+        let fr = |f| Span::Fraction(Fraction(f));
+        for (path, focus) in [
+            (
+                "unsafe/400x100/filters:focal(146x206:279x360)/a.jpg",
+                Focus {
+                    left: px(146),
+                    top: px(206),
+                    right: px(279),
+                    bottom: px(360),
+                },
+            ),
+            (
+                "unsafe/400x100/filters:focal(0.35x0.25:0.6x0.3)/a.jpg",
+                Focus {
+                    left: fr(3500),
+                    top: fr(2500),
+                    right: fr(6000),
+                    bottom: fr(3000),
+                },
+            ),
+            (
+                "unsafe/10x20:300x400/400x100/filters:focal(50x50:50x50)/a.jpg",
+                Focus {
+                    left: px(50),
+                    top: px(50),
+                    right: px(50),
+                    bottom: px(50),
+                },
+            ),
+        ] {
+            let t = transform(path).unwrap();
+            assert_eq!(t.focus, Some(focus), "{path}");
+            assert_eq!(ThumborPath::from_transform(&t, "a.jpg").to_path(), path);
+        }
+        for bad in [
+            "unsafe/filters:focal()/a.jpg",
+            "unsafe/filters:focal(10x10:5x20)/a.jpg",
+            "unsafe/filters:focal(1.5x0:2x10)/a.jpg",
+            "unsafe/filters:focal(0x0:1x1,pixels)/a.jpg",
+        ] {
+            assert!(
+                matches!(transform(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                transform(bad)
+            );
+        }
+        assert_eq!(
+            transform("unsafe/filters:focal(1x1:2x2):focal(1x1:3x3)/a.jpg"),
+            Err(GrammarError::Unsupported("filter focal given twice".into()))
+        );
+        let tiny = Transform {
+            focus: Some(Focus {
+                left: px(0),
+                top: px(0),
+                right: px(1),
+                bottom: px(1),
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            ThumborPath::from_transform(&tiny, "a.jpg").to_path(),
+            "unsafe/filters:focal(0x0:1x1,pixels)/a.jpg",
+            "a region in pixels that would read as ratios is canonical-only"
+        );
     }
 
     #[test]

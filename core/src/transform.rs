@@ -7,7 +7,7 @@
 //! 2. the manual [`Crop`], a region of the upright source cut out before anything else (clamped
 //!    to the image; a region wholly outside it is an error);
 //! 3. fit into the box (`width`×`height`, [`Fit`], `upscale`), a fill crop anchored by the
-//!    alignment;
+//!    alignment, or centred on the [`Focus`] as far as the image allows;
 //! 4. flips;
 //! 5. grayscale, then Gaussian blur, then sharpening;
 //! 6. padding to the box (`pad`), the image placed by the alignment;
@@ -486,6 +486,107 @@ impl std::str::FromStr for Crop {
     }
 }
 
+/// A focal region of the upright source (thumbor's `focal(LxT:RxB)`; a point when its edges
+/// meet, as imgproxy's `g:fp:X:Y`): the fill crop is centred on its centre as far as the image
+/// allows, instead of being placed by the alignment. Edges are in source coordinates, before
+/// the manual [`Crop`]; the four share a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Focus {
+    /// Left edge.
+    pub left: Span,
+    /// Top edge.
+    pub top: Span,
+    /// Right edge (not left of `left`).
+    pub right: Span,
+    /// Bottom edge (not above `top`).
+    pub bottom: Span,
+}
+
+impl Focus {
+    /// The point (x, y) given as fractions of the source.
+    pub fn point(x: Fraction, y: Fraction) -> Focus {
+        Focus {
+            left: Span::Fraction(x),
+            top: Span::Fraction(y),
+            right: Span::Fraction(x),
+            bottom: Span::Fraction(y),
+        }
+    }
+
+    /// The point, as fractions of the source, when the focus is one.
+    pub fn as_point(self) -> Option<(Fraction, Fraction)> {
+        match (self.left, self.top, self.right, self.bottom) {
+            (Span::Fraction(x), Span::Fraction(y), Span::Fraction(r), Span::Fraction(b))
+                if (x, y) == (r, b) =>
+            {
+                Some((x, y))
+            }
+            _ => None,
+        }
+    }
+
+    /// The centre in pixels of a `width`×`height` source.
+    pub fn centre(self, width: u32, height: u32) -> (f64, f64) {
+        (
+            (self.left.on(width) + self.right.on(width)) / 2.0,
+            (self.top.on(height) + self.bottom.on(height)) / 2.0,
+        )
+    }
+}
+
+impl std::fmt::Display for Focus {
+    /// `LEFT,TOP,RIGHT,BOTTOM`: the form used on the wire.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{},{},{},{}",
+            self.left, self.top, self.right, self.bottom
+        )
+    }
+}
+
+impl std::str::FromStr for Focus {
+    type Err = CropSpecError;
+
+    /// The inverse of `Display`; the edges must share a unit and be in order.
+    fn from_str(s: &str) -> Result<Focus, CropSpecError> {
+        let bad = || CropSpecError::Malformed(s.chars().take(64).collect());
+        let spans = s
+            .split(',')
+            .map(|p| p.parse::<Span>().map_err(|()| bad()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let [left, top, right, bottom] = spans[..] else {
+            return Err(bad());
+        };
+        let ordered = |a: Span, b: Span| match (a, b) {
+            (Span::Pixels(a), Span::Pixels(b)) => a <= b,
+            (Span::Fraction(a), Span::Fraction(b)) => a <= b,
+            _ => false,
+        };
+        let same_unit = std::mem::discriminant(&left) == std::mem::discriminant(&top);
+        if !(ordered(left, right) && ordered(top, bottom) && same_unit) {
+            return Err(bad());
+        }
+        Ok(Focus {
+            left,
+            top,
+            right,
+            bottom,
+        })
+    }
+}
+
+impl Rotation {
+    /// Where a point of the image, in fractions (x, y), lands once the image is rotated:
+    /// rotating 90° clockwise takes the top-left corner (0, 0) to the top-right (1, 0).
+    pub fn apply_to_point(self, (mut x, mut y): (Fraction, Fraction)) -> (Fraction, Fraction) {
+        for _ in 0..self as u8 {
+            (x, y) = (y.complement(), x);
+        }
+        (x, y)
+    }
+}
+
 /// An unsharp mask: the image plus `amount` times its difference from a Gaussian blur of
 /// `sigma`, computed on luminance so colours do not fringe (like libvips' sharpen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,6 +638,8 @@ pub struct Transform {
     pub background: Option<Color>,
     /// Region of the upright source cut out first (see [`Crop`]).
     pub crop: Option<Crop>,
+    /// Where the fill crop centres (see [`Focus`]); the alignment is then unused.
+    pub focus: Option<Focus>,
 }
 
 #[cfg(test)]
@@ -577,6 +680,55 @@ mod tests {
         assert_eq!(Rotation::Cw180.flips_before((true, false)), (true, false));
         assert_eq!(HAlign::Left.mirrored(), HAlign::Right);
         assert_eq!(VAlign::Middle.mirrored(), VAlign::Middle);
+    }
+
+    #[test]
+    fn points_turn_with_the_image_and_crops_have_a_text_form() {
+        let (zero, one) = (Fraction(0), Fraction::ONE);
+        assert_eq!(Rotation::Cw90.apply_to_point((zero, zero)), (one, zero));
+        assert_eq!(
+            Rotation::Cw270.apply_to_point((Fraction(2500), Fraction(1000))),
+            (Fraction(1000), Fraction(7500))
+        );
+        for r in Rotation::ALL {
+            let p = (Fraction(1234), Fraction(8765));
+            assert_eq!(r.inverse().apply_to_point(r.apply_to_point(p)), p);
+        }
+        for (text, ok) in [
+            ("10,0.5,3,4", true),
+            ("10,20,left-bottom", true),
+            ("1.0,1,0.0,0", true),
+            ("0,5,1,1", false),
+            ("5,0.0,1,1", false),
+            ("5,5,1", false),
+            ("5,5,1,2,3", false),
+            ("1.5,5,0,0", false),
+            ("65536,5,0,0", false),
+            ("0.12345,5,0,0", false),
+            ("-1,5,0,0", false),
+        ] {
+            let parsed = text.parse::<Crop>();
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            if let Ok(c) = parsed {
+                assert_eq!(c.to_string(), text);
+            }
+        }
+        for (text, ok) in [
+            ("1,2,3,4", true),
+            ("0.5,0.25,0.5,0.25", true),
+            ("3,2,1,4", false),
+            ("0.5,2,0.5,2", false),
+            ("0.5,0.5,0.5", false),
+        ] {
+            let parsed = text.parse::<Focus>();
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            if let Ok(f) = parsed {
+                assert_eq!(f.to_string(), text);
+            }
+        }
+        assert_eq!(Fraction(5000).to_string(), "0.5");
+        assert_eq!(Fraction(125).to_string(), "0.0125");
+        assert_eq!(Fraction::ONE.to_string(), "1.0");
     }
 
     #[test]
