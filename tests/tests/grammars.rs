@@ -417,3 +417,37 @@ async fn manual_crops_are_the_same_in_every_grammar_that_has_them() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn focal_points_are_the_same_in_every_grammar_that_has_them() {
+    let w = World::start().await;
+    // A 400×100 strip from the 2560×1600 source, centred on x = 0.25 (640 px) as far as the
+    // image allows: the fill crop is 2560×640, so only the vertical place moves, to 0.8.
+    let focused = same_pixels(
+        &w,
+        "image/png",
+        &[
+            "/img/unsafe/400x100/filters:focal(0.25x0.8:0.25x0.8):format(png)/photos/medium.jpg",
+            "/ip/insecure/rs:fill:400:100/g:fp:0.25:0.8/plain/photos/medium.jpg@png",
+            "/v1/ex/samples/photos/medium.jpg?w=400&h=100&fit=crop&gravity=0.25x0.8&f=png",
+        ],
+    )
+    .await;
+    assert_eq!(focused.dimensions(), (400, 100));
+    // 0.8 × 1600 = 1280 is the centre: the strip spans 960–1600, as anchored at the bottom.
+    let bottom = same_pixels_any_form(
+        &w,
+        &["/img/unsafe/400x100/bottom/filters:format(png)/photos/medium.jpg"],
+    )
+    .await;
+    assert!(
+        focused.as_raw() == bottom.as_raw(),
+        "clamped at the bottom edge"
+    );
+    let centred = same_pixels_any_form(
+        &w,
+        &["/img/unsafe/400x100/filters:format(png)/photos/medium.jpg"],
+    )
+    .await;
+    assert!(focused.as_raw() != centred.as_raw());
+}
