@@ -567,6 +567,9 @@ fn resolve_source(url: &str) -> Result<Resolved, GrammarError> {
     })
 }
 
+/// `c:W:H[:GRAVITY]` as parsed: width, height, and the crop's own gravity if it has one.
+type CropOption = (Span, Span, Option<(HAlign, VAlign)>);
+
 /// What the options have set so far, as imgproxy means them (after rotation and flips); starts
 /// at imgproxy's defaults.
 struct Options {
@@ -590,7 +593,7 @@ struct Options {
     background_alpha: u8,
     expires: Option<Expiry>,
     /// `c:W:H[:GRAVITY]`: the region's size and its own gravity (the `g` one when `None`).
-    crop: Option<(Span, Span, Option<(HAlign, VAlign)>)>,
+    crop: Option<CropOption>,
     /// `g:fp:X:Y`: the focus point, in the rotated, flipped image.
     focus: Option<(Fraction, Fraction)>,
 }
