@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::transform::{
-    Color, Format, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, Rotation, Sharpen,
-    Transform,
+    Color, Format, Fraction, Hundredths, MAX_CROP_PIXELS, MAX_DIMENSION, MAX_SHARPEN_AMOUNT,
+    MAX_SIGMA, Rotation, Sharpen, Span, Transform,
 };
 
 /// Why a URL was not turned into a transform.
@@ -261,6 +261,45 @@ pub(crate) fn require_zero(option: &str, value: &str) -> Result<(), GrammarError
         return Err(unsupported(option));
     }
     Ok(())
+}
+
+/// Parses a crop size as imgproxy and ImageKit write it: at least 1 is whole pixels (at most
+/// [`MAX_CROP_PIXELS`]), below 1 a fraction of the source's side (to ten-thousandths), and 0,
+/// when `zero_is_full`, the whole side (imgproxy); otherwise 0 is 400.
+pub(crate) fn parse_crop_size(
+    option: &str,
+    value: &str,
+    zero_is_full: bool,
+) -> Result<Span, GrammarError> {
+    let v = parse_decimal(option, value)?;
+    if v == 0.0 {
+        return if zero_is_full {
+            Ok(Span::FULL)
+        } else {
+            Err(invalid(format!("{option}: a crop size cannot be 0")))
+        };
+    }
+    if v < 1.0 {
+        return Fraction::from_f64(v)
+            .filter(|f| f.0 > 0)
+            .map(Span::Fraction)
+            .ok_or_else(|| invalid(format!("{option}: {value} is too small a fraction")));
+    }
+    parse_crop_pixels(option, value)
+}
+
+/// Parses a whole number of pixels for a crop, 0 to [`MAX_CROP_PIXELS`].
+pub(crate) fn parse_crop_pixels(option: &str, value: &str) -> Result<Span, GrammarError> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|&p| p <= MAX_CROP_PIXELS && value.bytes().all(|b| b.is_ascii_digit()))
+        .map(Span::Pixels)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{option}: {value:?} is not a whole number of pixels up to {MAX_CROP_PIXELS}"
+            ))
+        })
 }
 
 /// Folds a device pixel ratio into the requested box: each non-zero side is multiplied and

@@ -33,6 +33,13 @@
 //!   without `cm-pad_resize` it composites transparency onto the colour. Other forms
 //!   (`bg-blurred`, names) are 501.
 //!
+//! - `cm-extract`: keeps a `w`×`h` region of the source (pixels, or fractions of the source
+//!   below 1, as ImageKit's relative sizes) at `x`,`y` (pixels or fractions below 1; a missing
+//!   one is 0) or, without them, placed by `fo` (centred by default), and does not resize: the
+//!   output is the region. ImageKit refuses regions outside the image; pixmesh clamps them, and
+//!   a region wholly outside is 400. `xc`/`yc` (centre coordinates), `cm-pad_extract` and
+//!   `c`, `ar` or `dpr` with an extraction (a second step) are 501.
+//!
 //! Formats: `f-jpg`, `f-png`, `f-webp`, `f-gif` (first frame) fix the output; `f-orig` keeps the
 //! source's format, also on a route with `auto_format` (ImageKit's account-wide "best format"
 //! setting, which `f-orig` overrides there too); `f-auto` chooses from the client's `Accept`
@@ -42,13 +49,13 @@
 
 use crate::grammar::{
     FormatChoice, GrammarError, Target, apply_dpr, decode_query_component, invalid,
-    parse_blur_radius, parse_decimal, parse_dimension, parse_format, parse_quality, query_param,
-    unsupported,
+    parse_blur_radius, parse_crop_pixels, parse_crop_size, parse_decimal, parse_dimension,
+    parse_format, parse_quality, query_param, unsupported,
 };
 use crate::percent::decode;
 use crate::transform::{
-    Color, Fit, HAlign, Hundredths, MAX_DIMENSION, OutputFormat, Rotation, Sharpen, Transform,
-    VAlign,
+    Color, Crop as CropRegion, CropAt, Fit, Fraction, HAlign, Hundredths, MAX_DIMENSION,
+    OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
 };
 
 /// Most steps a chain may have.
@@ -162,14 +169,24 @@ impl ImagekitUrl {
         if s.pad && s.seen.contains(&"c") {
             return Err(invalid("c cannot be combined with cm-pad_resize"));
         }
+        let (width, height, crop) = if s.extract {
+            (0, 0, Some(extract_region(&mut s)?))
+        } else {
+            if s.x.is_some() || s.y.is_some() {
+                return Err(unsupported("x and y without cm-extract"));
+            }
+            let side =
+                |n: &str, v: &Option<String>| v.as_deref().map_or(Ok(0), |v| dimension(n, Some(v)));
+            (side("w", &s.w)?, side("h", &s.h)?, None)
+        };
         let background = match (s.pad, s.background) {
             // ImageKit pads with black unless `bg` says otherwise.
             (true, None) => Some(Color::BLACK),
             (_, bg) => bg.and_then(Color::visible),
         };
         let mut transform = Transform {
-            width: s.width,
-            height: s.height,
+            width,
+            height,
             fit: s.fit,
             upscale: s.upscale,
             flip_h: s.flip_h,
@@ -184,6 +201,8 @@ impl ImagekitUrl {
             sharpen: s.sharpen,
             pad: s.pad,
             background,
+            crop,
+            focus: None,
         };
         if let Some((aw, ah)) = s.aspect {
             derive_side(&mut transform, aw, ah)?;
@@ -206,6 +225,9 @@ impl ImagekitUrl {
     /// fit that enlarges; a blur over ImageKit's radius 100; a sharpen of sigma other than 1 or
     /// strength not a multiple of 0.1; a background opacity that is not a whole percent).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
+        if t.focus.is_some() {
+            return None; // `fo-custom` reads coordinates stored with the image
+        }
         let mut step = Vec::new();
         let mut param = |name: &str, value: String| {
             step.push(Param {
@@ -213,13 +235,53 @@ impl ImagekitUrl {
                 value: Some(value),
             })
         };
-        if t.width > 0 {
+        if let Some(c) = t.crop {
+            // An extraction is its own step: with a resize it would be a chain.
+            let geometry = |t: &Transform| {
+                (
+                    t.width, t.height, t.fit, t.upscale, t.pad, t.h_align, t.v_align,
+                )
+            };
+            let extract = Transform {
+                upscale: true,
+                ..Transform::default()
+            };
+            if geometry(t) != geometry(&extract) {
+                return None;
+            }
+            // ImageKit writes fractions strictly between 0 and 1 only.
+            let span = |s: Span| match s {
+                Span::Pixels(p) => Some(p.to_string()),
+                Span::Fraction(f) if f.0 > 0 && f < Fraction::ONE => Some(f.to_string()),
+                Span::Fraction(_) => None,
+            };
+            param("w", span(c.width)?);
+            param("h", span(c.height)?);
+            param("cm", "extract".to_owned());
+            match c.at {
+                CropAt::Offset(x, y) => {
+                    let zero = |s: Span| match s {
+                        Span::Fraction(Fraction(0)) => Some("0".to_owned()),
+                        s => span(s),
+                    };
+                    param("x", zero(x)?);
+                    param("y", zero(y)?);
+                }
+                CropAt::Anchor(h, v) => {
+                    let fo = FOCUS.iter().find(|f| (f.1, f.2) == (h, v))?;
+                    if fo.0 != "center" {
+                        param("fo", fo.0.to_owned());
+                    }
+                }
+            }
+        } else if t.width > 0 {
             param("w", t.width.to_string());
         }
-        if t.height > 0 {
+        if t.height > 0 && t.crop.is_none() {
             param("h", t.height.to_string());
         }
         match (t.fit, t.upscale, t.pad) {
+            _ if t.crop.is_some() => {}
             (Fit::FitIn, true, true) => param("cm", "pad_resize".to_owned()),
             (_, _, true) => return None,
             (Fit::Fill, true, _) => {}
@@ -237,7 +299,7 @@ impl ImagekitUrl {
         if let Some(fo) = FOCUS
             .iter()
             .find(|f| (f.1, f.2) == (t.h_align, t.v_align))
-            .filter(|f| f.0 != "center")
+            .filter(|f| f.0 != "center" && t.crop.is_none())
         {
             param("fo", fo.0.to_owned());
         }
@@ -346,8 +408,14 @@ fn parse_param(p: &str) -> Result<Param, GrammarError> {
 
 /// What the parameters have set so far; starts at ImageKit's defaults (`c-maintain_ratio`).
 struct State {
-    width: u32,
-    height: u32,
+    /// `w` and `h` as written: box sides, or with `cm-extract` the region's size.
+    w: Option<String>,
+    h: Option<String>,
+    /// `cm-extract`: keep a region of the source instead of resizing.
+    extract: bool,
+    /// `x`, `y`: the extracted region's top-left corner.
+    x: Option<Span>,
+    y: Option<Span>,
     aspect: Option<(f64, f64)>,
     fit: Fit,
     upscale: bool,
@@ -371,8 +439,11 @@ struct State {
 impl Default for State {
     fn default() -> Self {
         State {
-            width: 0,
-            height: 0,
+            w: None,
+            h: None,
+            extract: false,
+            x: None,
+            y: None,
             aspect: None,
             fit: Fit::Fill,
             upscale: true,
@@ -412,11 +483,11 @@ const fn spec(name: &'static str, apply: Apply) -> ParamSpec {
 /// cannot perform are 501 unless their value asks for nothing (`bl-0`, `rt-0`, `md-false`, …).
 pub static PARAMS: &[ParamSpec] = &[
     spec("w", |s, n, v| {
-        s.width = dimension(n, v)?;
+        s.w = Some(value(n, v)?.to_owned());
         Ok(())
     }),
     spec("h", |s, n, v| {
-        s.height = dimension(n, v)?;
+        s.h = Some(value(n, v)?.to_owned());
         Ok(())
     }),
     spec("ar", aspect_ratio),
@@ -484,8 +555,14 @@ pub static PARAMS: &[ParamSpec] = &[
     spec("pr", false_or_unsupported),
     spec("lo", false_or_unsupported),
     spec("t", false_or_unsupported),
-    spec("x", unsupported_param),
-    spec("y", unsupported_param),
+    spec("x", |s, n, v| {
+        s.x = Some(crop_offset(n, value(n, v)?)?);
+        Ok(())
+    }),
+    spec("y", |s, n, v| {
+        s.y = Some(crop_offset(n, value(n, v)?)?);
+        Ok(())
+    }),
     spec("xc", unsupported_param),
     spec("yc", unsupported_param),
     spec("bg", background),
@@ -522,6 +599,46 @@ fn aspect_ratio(s: &mut State, name: &str, v: Option<&str>) -> Result<(), Gramma
     }
     s.aspect = Some((w, h));
     Ok(())
+}
+
+/// The region `cm-extract` keeps: `w`×`h` (pixels, or fractions of the source below 1) at
+/// `x`,`y` (0 when one is missing) or, without them, placed by `fo` (centred by default). The
+/// output is the region itself: `c`, `ar` and `dpr` would need a second step (501).
+fn extract_region(s: &mut State) -> Result<CropRegion, GrammarError> {
+    for (given, what) in [
+        (s.seen.contains(&"c"), "c with cm-extract"),
+        (s.aspect.is_some(), "ar with cm-extract"),
+        (s.dpr != 1.0, "dpr with cm-extract"),
+    ] {
+        if given {
+            return Err(unsupported(what));
+        }
+    }
+    let size = |n: &str, v: &Option<String>| match v {
+        Some(v) => parse_crop_size(n, v, false),
+        None => Err(invalid("cm-extract needs w and h")),
+    };
+    let (width, height) = (size("w", &s.w)?, size("h", &s.h)?);
+    let at = match (s.x, s.y) {
+        (None, None) => CropAt::Anchor(s.h_align, s.v_align),
+        _ if s.seen.contains(&"fo") => {
+            return Err(invalid("cm-extract takes x and y or fo, not both"));
+        }
+        (x, y) => CropAt::Offset(x.unwrap_or(Span::Pixels(0)), y.unwrap_or(Span::Pixels(0))),
+    };
+    // The anchor belongs to the region; the (absent) fill crop keeps the default.
+    (s.h_align, s.v_align) = (HAlign::Center, VAlign::Middle);
+    Ok(CropRegion { width, height, at })
+}
+
+/// `x`/`y` of `cm-extract`: whole pixels, or a fraction of the source below 1.
+fn crop_offset(name: &str, v: &str) -> Result<Span, GrammarError> {
+    match parse_decimal(name, v)? {
+        f if f > 0.0 && f < 1.0 => Fraction::from_f64(f)
+            .map(Span::Fraction)
+            .ok_or_else(|| invalid(format!("{name}: {v:?} is not a position"))),
+        _ => parse_crop_pixels(name, v),
+    }
 }
 
 /// Derives the missing side from `ar-W-H` and the given one.
@@ -567,7 +684,11 @@ fn crop_mode(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarEr
             (s.fit, s.upscale, s.pad) = (Fit::FitIn, true, true);
             Ok(())
         }
-        m @ ("extract" | "pad_extract") => Err(unsupported(format!("cm-{m}"))),
+        "extract" => {
+            s.extract = true;
+            Ok(())
+        }
+        "pad_extract" => Err(unsupported("cm-pad_extract")),
         other => Err(invalid(format!("{name}: unknown crop mode {other:?}"))),
     }
 }
@@ -956,6 +1077,73 @@ mod tests {
     }
 
     #[test]
+    fn extract_keeps_a_region_at_its_own_size() {
+        use crate::transform::{Crop as Region, Fraction};
+        let region = |width, height, at| Region { width, height, at };
+        let px = Span::Pixels;
+        let fr = |f| Span::Fraction(Fraction(f));
+        for (url, crop) in [
+            (
+                "tr:w-100,h-50,cm-extract,x-10,y-20/a.jpg",
+                region(px(100), px(50), CropAt::Offset(px(10), px(20))),
+            ),
+            (
+                "tr:w-0.5,h-0.25,cm-extract,fo-bottom_right/a.jpg",
+                region(
+                    fr(5000),
+                    fr(2500),
+                    CropAt::Anchor(HAlign::Right, VAlign::Bottom),
+                ),
+            ),
+            (
+                "tr:w-100,h-50,cm-extract/a.jpg",
+                region(
+                    px(100),
+                    px(50),
+                    CropAt::Anchor(HAlign::Center, VAlign::Middle),
+                ),
+            ),
+            (
+                "tr:w-100,h-50,cm-extract,x-0.5,y-0,rt-90,e-grayscale/a.jpg",
+                region(px(100), px(50), CropAt::Offset(fr(5000), px(0))),
+            ),
+        ] {
+            let t = target(url).unwrap().transform;
+            assert_eq!(t.crop, Some(crop), "{url}");
+            assert_eq!((t.width, t.height), (0, 0), "{url}: no resize");
+            let back = ImagekitUrl::from_transform(&t, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), url);
+        }
+        assert_eq!(
+            target("tr:w-100,h-50,cm-extract,x-10/a.jpg")
+                .unwrap()
+                .transform
+                .crop,
+            Some(region(px(100), px(50), CropAt::Offset(px(10), px(0))))
+        );
+        for crop in [
+            region(Span::FULL, px(5), CropAt::Offset(px(0), px(0))),
+            region(px(5), px(5), CropAt::Offset(fr(10_000), px(0))),
+        ] {
+            let t = Transform {
+                crop: Some(crop),
+                upscale: true,
+                ..Transform::default()
+            };
+            assert_eq!(ImagekitUrl::from_transform(&t, "a.jpg"), None, "{crop:?}");
+        }
+        let resized = Transform {
+            crop: Some(region(px(5), px(5), CropAt::Offset(px(0), px(0)))),
+            ..fill(10, 10)
+        };
+        assert_eq!(
+            ImagekitUrl::from_transform(&resized, "a.jpg"),
+            None,
+            "an extraction and a resize are two steps"
+        );
+    }
+
+    #[test]
     fn unsupported_parameters_are_named_not_ignored() {
         for (url, what) in [
             ("tr:w-300:rt-90/a.jpg", "chained transformations"),
@@ -966,11 +1154,16 @@ mod tests {
             ("tr:h-auto/a.jpg", "h-auto"),
             ("tr:ar-4-3/a.jpg", "ar without w or h"),
             ("tr:c-at_least,w-10/a.jpg", "c-at_least"),
-            ("tr:cm-extract,x-10/a.jpg", "cm-extract"),
+            (
+                "tr:w-10,h-10,cm-extract,c-at_max/a.jpg",
+                "c with cm-extract",
+            ),
+            ("tr:w-10,cm-extract,ar-4-3/a.jpg", "ar with cm-extract"),
+            ("tr:w-10,h-10,cm-extract,dpr-2/a.jpg", "dpr with cm-extract"),
             ("tr:cm-pad_extract/a.jpg", "cm-pad_extract"),
             ("tr:fo-auto/a.jpg", "fo-auto"),
             ("tr:fo-face/a.jpg", "fo-face"),
-            ("tr:x-10/a.jpg", "x"),
+            ("tr:x-10/a.jpg", "x and y without cm-extract"),
             ("tr:f-avif/a.jpg", "f avif"),
             ("tr:bg-blurred/a.jpg", "bg-blurred"),
             ("tr:bg-red/a.jpg", "bg-red"),
@@ -1026,6 +1219,14 @@ mod tests {
             ("tr:w-10,h-10,ar-4-3/a.jpg", "ar"),
             ("tr:W-10/a.jpg", "W"),
             ("tr:t-x/a.jpg", "t"),
+            ("tr:cm-extract,x-10/a.jpg", "cm-extract needs w and h"),
+            (
+                "tr:w-10,h-10,cm-extract,x-1,fo-top/a.jpg",
+                "cm-extract takes x",
+            ),
+            ("tr:w-0,h-10,cm-extract/a.jpg", "w"),
+            ("tr:w-10,h-10,cm-extract,x-1.5/a.jpg", "x"),
+            ("tr:w-10,h-1.5,cm-extract/a.jpg", "h"),
             ("a.jpg?tr=w-0.%0A", "w"),
         ] {
             match target(url) {

@@ -28,6 +28,17 @@
 //! (`g`) and the extension (`ex`'s gravity) share one alignment in the transform, so a fill
 //! crop extended at another place is 501.
 //!
+//! `c:W:H[:GRAVITY]` (`crop`) keeps a W×H region of the source before resizing: whole pixels,
+//! fractions of the side below 1, 0 the whole side; placed by GRAVITY (a compass gravity;
+//! `sm`, `fp`, `obj` and non-zero offsets are 501), or by `g` without one, as imgproxy does. A
+//! region larger than the image is clamped to it. Like `g`, it describes the rotated, flipped
+//! image, and is translated back. Crops placed at an offset (thumbor's, ImageKit's `x`/`y`)
+//! have no imgproxy URL.
+//!
+//! `g:fp:X:Y` centres the fill crop on the point (fractions of the image, 0–1) as far as the
+//! image allows; turned back through the rotation and flips like the other gravities. It is
+//! of the image after `c:` in imgproxy, of the source in pixmesh: the two together are 501.
+//!
 //! Effects: `bl:SIGMA` is a Gaussian blur and `sh:SIGMA` an unsharp mask of strength 1 (both
 //! sigma ≤ 100; imgproxy's sharpen is libvips' curve-shaped variant of it); `sa:0` (saturation
 //! 0) is grayscale and `sa:1` nothing, other saturations 501. `ex:1[:GRAVITY]` pads to the box
@@ -46,15 +57,16 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::grammar::{
-    Expiry, FormatChoice, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_decimal,
-    parse_dimension, parse_format, parse_quality, parse_rotation, parse_sigma, parse_unix_seconds,
-    require_zero, sharpen, unsupported,
+    Expiry, FormatChoice, GrammarError, Target, apply_dpr, invalid, parse_bool, parse_crop_size,
+    parse_decimal, parse_dimension, parse_format, parse_quality, parse_rotation, parse_sigma,
+    parse_unix_seconds, require_zero, sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
 use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
-    Color, Fit, Format, HAlign, Hundredths, OutputFormat, Rotation, Sharpen, Transform, VAlign,
+    Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
+    OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
 };
 
 /// Most options one URL may carry.
@@ -255,6 +267,31 @@ impl ImgproxyPath {
             true => pad_anchor,
             false => crop_anchor,
         };
+        let crop = o.crop.map(|(w, h, gravity)| {
+            let (width, height) = if o.rotation.swaps_sides() {
+                (h, w)
+            } else {
+                (w, h)
+            };
+            let (h_anchor, v_anchor) =
+                turn_back.apply_to_anchor(mirror(gravity.unwrap_or(o.gravity), o.flip_h, o.flip_v));
+            CropRegion {
+                width,
+                height,
+                at: CropAt::Anchor(h_anchor, v_anchor),
+            }
+        });
+        let focus = match (o.focus, o.crop) {
+            // imgproxy's focus point is of the cropped image; pixmesh's of the source.
+            (Some(_), Some(_)) => return Err(unsupported("focus point gravity with a crop")),
+            (Some((x, y)), None) => {
+                let x = if o.flip_h { x.complement() } else { x };
+                let y = if o.flip_v { y.complement() } else { y };
+                let (x, y) = turn_back.apply_to_point((x, y));
+                Some(Focus::point(x, y))
+            }
+            (None, _) => None,
+        };
         let (flip_h, flip_v) = o.rotation.flips_before((o.flip_h, o.flip_v));
         let mut transform = Transform {
             width,
@@ -279,6 +316,8 @@ impl ImgproxyPath {
                 }
                 .visible()
             }),
+            crop,
+            focus,
         };
         apply_dpr(&mut transform, o.dpr)?;
         Ok(Target {
@@ -323,9 +362,40 @@ impl ImgproxyPath {
         }
         opt("rs", rs);
         let (flip_h, flip_v) = r.flips_before((t.flip_h, t.flip_v));
+        if let Some(c) = t.crop {
+            // imgproxy places crops by gravity only (offsets from a corner would need the
+            // corner turned with the image): offset regions have no imgproxy URL here.
+            let CropAt::Anchor(h, v) = c.at else {
+                return None;
+            };
+            if (c.width, c.height) == (Span::FULL, Span::FULL) {
+                return None; // `c:0:0` is no crop at all
+            }
+            let (w, hgt) = if r.swaps_sides() {
+                (c.height, c.width)
+            } else {
+                (c.width, c.height)
+            };
+            let span = |s: Span| match s {
+                Span::Pixels(p) => p.to_string(),
+                Span::Fraction(f) if f == Fraction::ONE => "0".to_owned(),
+                Span::Fraction(f) => f.to_string(),
+            };
+            let g = gravity_name(mirror(r.apply_to_anchor((h, v)), flip_h, flip_v));
+            opt("c", vec![span(w), span(hgt), g.to_owned()]);
+        }
         let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
         let crops = t.fit == Fit::Fill && t.width > 0 && t.height > 0;
-        if !t.pad || crops {
+        if let Some(f) = t.focus {
+            let (x, y) = f.as_point()?;
+            if t.crop.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) {
+                return None;
+            }
+            let (x, y) = r.apply_to_point((x, y));
+            let x = if flip_h { x.complement() } else { x };
+            let y = if flip_v { y.complement() } else { y };
+            opt("g", vec!["fp".to_owned(), x.to_string(), y.to_string()]);
+        } else if !t.pad || crops {
             let g = gravity_name(mirror(final_anchor, flip_h, flip_v));
             if g != "ce" {
                 opt("g", vec![g.to_owned()]);
@@ -497,6 +567,9 @@ fn resolve_source(url: &str) -> Result<Resolved, GrammarError> {
     })
 }
 
+/// `c:W:H[:GRAVITY]` as parsed: width, height, and the crop's own gravity if it has one.
+type CropOption = (Span, Span, Option<(HAlign, VAlign)>);
+
 /// What the options have set so far, as imgproxy means them (after rotation and flips); starts
 /// at imgproxy's defaults.
 struct Options {
@@ -519,6 +592,10 @@ struct Options {
     background: Option<Color>,
     background_alpha: u8,
     expires: Option<Expiry>,
+    /// `c:W:H[:GRAVITY]`: the region's size and its own gravity (the `g` one when `None`).
+    crop: Option<CropOption>,
+    /// `g:fp:X:Y`: the focus point, in the rotated, flipped image.
+    focus: Option<(Fraction, Fraction)>,
 }
 
 impl Default for Options {
@@ -543,6 +620,8 @@ impl Default for Options {
             background: None,
             background_alpha: 255,
             expires: None,
+            crop: None,
+            focus: None,
         }
     }
 }
@@ -599,7 +678,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         4,
         unsupported_option,
     ),
-    spec(&["crop", "c"], 5, unsupported_option),
+    spec(&["crop", "c"], 5, crop),
     spec(
         &["crop_aspect_ratio", "crop_ar", "car"],
         2,
@@ -779,8 +858,34 @@ fn compass(name: &str, kind: &str, offsets: &[String]) -> Result<(HAlign, VAlign
     Ok((h, v))
 }
 
+/// `c:W:H[:GRAVITY[:X:Y]]`: keep a W×H region of the source (pixels, fractions below 1, 0 the
+/// whole side), placed by GRAVITY or else by `g`; `c:0:0` crops nothing.
+fn crop(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let size = |i: usize| arg(args, i).map_or(Ok(Span::FULL), |v| parse_crop_size(name, v, true));
+    let (w, h) = (size(0)?, size(1)?);
+    let gravity = match arg(args, 2) {
+        Some(kind) => Some(compass(name, kind, args.get(3..).unwrap_or_default())?),
+        None => None,
+    };
+    o.crop = ((w, h) != (Span::FULL, Span::FULL)).then_some((w, h, gravity));
+    Ok(())
+}
+
+/// `g:GRAVITY[:X:Y]`, or `g:fp:X:Y`, the focus point as fractions (0–1) of the image.
 fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
-    o.gravity = compass(name, required(name, args)?, &args[1..])?;
+    let kind = required(name, args)?;
+    o.focus = None;
+    if kind == "fp" {
+        let coordinate = |i: usize| {
+            let v = arg(args, i).ok_or_else(|| invalid(format!("{name}: fp needs X and Y")))?;
+            Fraction::from_f64(parse_decimal(name, v)?)
+                .ok_or_else(|| invalid(format!("{name}: fp coordinates are between 0 and 1")))
+        };
+        o.focus = Some((coordinate(1)?, coordinate(2)?));
+        o.gravity = (HAlign::Center, VAlign::Middle);
+        return Ok(());
+    }
+    o.gravity = compass(name, kind, &args[1..])?;
     Ok(())
 }
 
@@ -1215,6 +1320,135 @@ mod tests {
     }
 
     #[test]
+    fn crops_are_sized_regions_placed_by_gravity() {
+        use crate::transform::{Crop as Region, Fraction, Span};
+        let region = |w, h, ha, va| {
+            Some(Region {
+                width: w,
+                height: h,
+                at: CropAt::Anchor(ha, va),
+            })
+        };
+        let (px, half) = (Span::Pixels, Span::Fraction(Fraction(5000)));
+        for (path, crop) in [
+            (
+                "insecure/c:100:50/plain/a.jpg",
+                region(px(100), px(50), HAlign::Center, VAlign::Middle),
+            ),
+            // Without its own gravity, the crop takes `g`'s.
+            (
+                "insecure/g:nowe/c:0.5:0/plain/a.jpg",
+                region(half, Span::FULL, HAlign::Left, VAlign::Top),
+            ),
+            (
+                "insecure/crop:100:50:soea/g:no/plain/a.jpg",
+                region(px(100), px(50), HAlign::Right, VAlign::Bottom),
+            ),
+            // imgproxy crops the rotated image: its top-left is the source's bottom-left.
+            (
+                "insecure/rot:90/c:100:50:nowe/plain/a.jpg",
+                region(px(50), px(100), HAlign::Left, VAlign::Bottom),
+            ),
+            (
+                "insecure/fl:1/c:100:50:we/plain/a.jpg",
+                region(px(100), px(50), HAlign::Right, VAlign::Middle),
+            ),
+            ("insecure/c:0:0/plain/a.jpg", None),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform.crop), Ok(crop), "{path}");
+        }
+        for bad in [
+            "insecure/c:1.5:10/plain/a.jpg",
+            "insecure/c:-1:10/plain/a.jpg",
+            "insecure/c:100:100:up/plain/a.jpg",
+            "insecure/c:70000:1/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                target(bad)
+            );
+        }
+        for rotation in Rotation::ALL {
+            for (flip_h, flip_v) in [(false, false), (true, false), (false, true)] {
+                for (h, v) in [(HAlign::Left, VAlign::Top), (HAlign::Right, VAlign::Middle)] {
+                    let t = Transform {
+                        width: 30,
+                        height: 20,
+                        rotation,
+                        flip_h,
+                        flip_v,
+                        crop: region(px(100), half, h, v),
+                        ..Transform::default()
+                    };
+                    let p = ImgproxyPath::from_transform(&t, "a.jpg").unwrap();
+                    assert_eq!(p.to_target().map(|t| t.transform), Ok(t), "{}", p.to_path());
+                }
+            }
+        }
+        let offset = Transform {
+            crop: Some(Region {
+                width: px(10),
+                height: px(10),
+                at: CropAt::Offset(px(1), px(2)),
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            ImgproxyPath::from_transform(&offset, "a.jpg"),
+            None,
+            "imgproxy places crops by gravity"
+        );
+    }
+
+    #[test]
+    fn the_focus_point_is_turned_back_to_the_source() {
+        use crate::transform::Fraction;
+        let point = |x, y| Some(Focus::point(Fraction(x), Fraction(y)));
+        for (path, focus) in [
+            (
+                "insecure/rs:fill:10:10/g:fp:0.25:0.75/plain/a.jpg",
+                point(2500, 7500),
+            ),
+            // Flipped left to right: the mirror image's x = 0.25 is the source's 0.75.
+            (
+                "insecure/fl:1/g:fp:0.25:0.75/plain/a.jpg",
+                point(7500, 7500),
+            ),
+            // Rotated 90° clockwise: the rotated image's top-right is the source's top-left.
+            ("insecure/rot:90/g:fp:1:0/plain/a.jpg", point(0, 0)),
+            ("insecure/g:fp:0.5:0.5/g:no/plain/a.jpg", None),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform.focus), Ok(focus), "{path}");
+        }
+        for bad in [
+            "insecure/g:fp:1.5:0/plain/a.jpg",
+            "insecure/g:fp:0.5/plain/a.jpg",
+            "insecure/g:fp:x:0/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        for rotation in Rotation::ALL {
+            for (flip_h, flip_v) in [(false, false), (true, false), (true, true)] {
+                let t = Transform {
+                    width: 30,
+                    height: 20,
+                    rotation,
+                    flip_h,
+                    flip_v,
+                    focus: point(1234, 9000),
+                    ..Transform::default()
+                };
+                let p = ImgproxyPath::from_transform(&t, "a.jpg").unwrap();
+                assert_eq!(p.to_target().map(|t| t.transform), Ok(t), "{}", p.to_path());
+            }
+        }
+    }
+
+    #[test]
     fn s3_sources_may_name_an_object_version() {
         let version = |path: &str| {
             let t = target(path).unwrap();
@@ -1299,8 +1533,8 @@ mod tests {
             ("insecure/mc:1/plain/a.jpg", "monochrome"),
             ("insecure/g:sm/plain/a.jpg", "smart gravity (g:sm)"),
             (
-                "insecure/g:fp:0.5:0.5/plain/a.jpg",
-                "focus point gravity (g:fp)",
+                "insecure/g:fp:0.5:0.5/c:10:10/plain/a.jpg",
+                "focus point gravity with a crop",
             ),
             ("insecure/g:no:10:0/plain/a.jpg", "gravity offsets"),
             ("insecure/pd:0:10/plain/a.jpg", "padding"),
@@ -1308,7 +1542,8 @@ mod tests {
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
             ("insecure/t:10/plain/a.jpg", "trim"),
-            ("insecure/c:100:100/plain/a.jpg", "crop"),
+            ("insecure/c:100:100:sm/plain/a.jpg", "smart gravity (g:sm)"),
+            ("insecure/c:100:100:no:5/plain/a.jpg", "gravity offsets"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
             ("insecure/wm:0.5/plain/a.jpg", "watermark"),

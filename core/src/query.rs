@@ -17,7 +17,10 @@
 //! box with `bg` (transparent without it; white in JPEG), the image placed by `gravity`.
 //! Since every fill-type mode enlarges, a transform that fills or stretches without enlarging
 //! has no URL in this grammar ([`QueryUrl::from_transform`] returns `None`), nor have flips,
-//! rotation and grayscale, which the grammar does not document.
+//! rotation, grayscale and manual crops, which the grammar does not document (`crop` is 501).
+//!
+//! `gravity=XxY` (fractions 0–1 of the image, e.g. `0.5x0.3`) is a focal point: the crop of
+//! `cover`/`crop` is centred on it as far as the image allows.
 //!
 //! `blur=SIGMA` is a Gaussian blur and `sharpen=SIGMA` an unsharp mask of strength 1 (sigma in
 //! pixels, at most 100; 0 asks for nothing). `bg` (`background`) is a hex colour (`#` optional;
@@ -39,7 +42,9 @@ use crate::grammar::{
     parse_unix_seconds, query_pairs, sharpen, unsupported,
 };
 use crate::percent::{decode, encode, is_unreserved};
-use crate::transform::{Color, Fit, HAlign, Hundredths, OutputFormat, Rotation, Transform, VAlign};
+use crate::transform::{
+    Color, Fit, Focus, Fraction, HAlign, Hundredths, OutputFormat, Rotation, Transform, VAlign,
+};
 
 /// Most query parameters one URL may carry.
 pub const MAX_PARAMS: usize = 32;
@@ -129,6 +134,7 @@ impl QueryUrl {
             sharpen: sharpen(p.sharpen, Some(Hundredths::ONE)),
             pad: p.pad,
             background: p.background,
+            focus: p.focus,
             ..Transform::default()
         };
         apply_dpr(&mut transform, p.dpr)?;
@@ -156,7 +162,7 @@ impl QueryUrl {
             (Fit::FitIn, false, _) => Some("scale-down"),
             _ => return None,
         };
-        if t.flip_h || t.flip_v || t.rotation != Rotation::None || t.grayscale {
+        if t.flip_h || t.flip_v || t.rotation != Rotation::None || t.grayscale || t.crop.is_some() {
             return None;
         }
         if t.sharpen.is_some_and(|s| s.amount != Hundredths::ONE) {
@@ -170,19 +176,30 @@ impl QueryUrl {
         if t.height > 0 {
             param("h", t.height.to_string());
         }
+        let focal_point = match t.focus {
+            None => None,
+            Some(_) if (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) => return None,
+            Some(f) => f
+                .as_point()
+                .map(|(x, y)| format!("{}x{}", x.as_f64(), y.as_f64())),
+        };
+        if t.focus.is_some() && focal_point.is_none() {
+            return None;
+        }
         let gravity = GRAVITIES
             .iter()
             .find(|g| (g.1, g.2) == (t.h_align, t.v_align))
-            .map(|g| g.0)
-            .filter(|&g| g != "center");
-        match (fit, gravity) {
+            .map(|g| g.0.to_owned())
+            .filter(|g| g != "center")
+            .or(focal_point);
+        match (fit, &gravity) {
             // `clip` and `crop` mean the same; `crop` says the gravity matters.
             (None, Some(_)) => param("fit", "crop".to_owned()),
             (Some(f), _) => param("fit", f.to_owned()),
             (None, None) => {}
         }
         if let Some(g) = gravity {
-            param("gravity", g.to_owned());
+            param("gravity", g);
         }
         match t.format {
             OutputFormat::Source => {}
@@ -236,6 +253,7 @@ struct Params {
     pad: bool,
     background: Option<Color>,
     expires: Option<Expiry>,
+    focus: Option<Focus>,
 }
 
 impl Default for Params {
@@ -256,6 +274,7 @@ impl Default for Params {
             pad: false,
             background: None,
             expires: None,
+            focus: None,
         }
     }
 }
@@ -368,7 +387,16 @@ fn gravity(p: &mut Params, name: &str, value: &str) -> Result<(), GrammarError> 
             parse_decimal(name, x).is_ok() && parse_decimal(name, y).is_ok()
         }) =>
         {
-            Err(unsupported("focal point gravity"))
+            let (x, y) = v.split_once('x').unwrap_or_default();
+            let fraction = |c: &str| {
+                Fraction::from_f64(parse_decimal(name, c)?).ok_or_else(|| {
+                    invalid(format!(
+                        "{name}: focal point coordinates are between 0 and 1"
+                    ))
+                })
+            };
+            p.focus = Some(Focus::point(fraction(x)?, fraction(y)?));
+            Ok(())
         }
         other => Err(invalid(format!("{name}: unknown gravity {other:?}"))),
     }
@@ -564,11 +592,32 @@ mod tests {
     }
 
     #[test]
+    fn a_gravity_of_coordinates_is_a_focal_point() {
+        let t = |url: &str| {
+            let (path, query) = split_query(url);
+            QueryUrl::parse(path, query).and_then(|u| u.to_target())
+        };
+        let target = t("h/a.jpg?w=300&h=200&fit=crop&gravity=0.25x0.8").unwrap();
+        assert_eq!(
+            target.transform.focus,
+            Some(Focus::point(Fraction(2500), Fraction(8000)))
+        );
+        let back = QueryUrl::from_transform(&target.transform, "h", "a.jpg").unwrap();
+        assert_eq!(
+            back.to_path(),
+            "h/a.jpg?w=300&h=200&fit=crop&gravity=0.25x0.8"
+        );
+        assert!(matches!(
+            t("h/a.jpg?gravity=1.5x0.5"),
+            Err(GrammarError::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn unsupported_parameters_are_named_not_ignored() {
         for (url, what) in [
             ("h/a.jpg?format=avif", "format avif"),
             ("h/a.jpg?gravity=face", "gravity=face"),
-            ("h/a.jpg?gravity=0.5x0.3", "focal point gravity"),
             ("h/a.jpg?dpr=2", "dpr without a width or height"),
         ] {
             assert_eq!(

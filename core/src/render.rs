@@ -136,6 +136,12 @@ impl RenderRequest {
         if let Some(c) = t.background {
             param("background_rgba", &c.to_rgba_u32().to_string());
         }
+        if let Some(c) = t.crop {
+            param("crop", &c.to_string());
+        }
+        if let Some(f) = t.focus {
+            param("focus", &f.to_string());
+        }
         if let Some(key) = &self.cache_key {
             param("cache_key", key);
         }
@@ -216,7 +222,7 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::{Color, Hundredths, Sharpen};
+    use crate::transform::{Color, Crop, CropAt, Fraction, Hundredths, Sharpen, Span};
 
     fn request(t: Transform) -> RenderRequest {
         RenderRequest {
@@ -322,18 +328,39 @@ mod tests {
             }),
             pad: true,
             background: Some(Color::rgb(255, 0, 0)),
+            crop: Some(Crop {
+                width: Span::Pixels(100),
+                height: Span::Fraction(Fraction(5000)),
+                at: CropAt::Anchor(HAlign::Right, VAlign::Top),
+            }),
+            focus: None,
         };
         assert_eq!(
             request(t).to_query(),
             "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&width=300&height=200&fit=FIT_FIT_IN\
              &upscale=true&flip_h=true&flip_v=true&h_align=H_ALIGN_LEFT&v_align=V_ALIGN_BOTTOM\
              &format=FORMAT_WEBP&quality=80&rotate=270&grayscale=true&blur_sigma_x100=250\
-             &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335"
+             &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335\
+             &crop=100%2C0.5%2Cright-top"
         );
         assert_eq!(
             request(t).canonical(),
-            "photos/fit-in/-300x-200/left/bottom/filters:format(webp):quality(80):upscale()\
-             :rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true):fill(ff0000)/a b/ü+.jpg"
+            "photos/fit-in/-300x-200/left/bottom/filters:crop(100,0.5,right-top):format(webp)\
+             :quality(80):upscale():rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true)\
+             :fill(ff0000)/a b/ü+.jpg"
+        );
+        let offset = Transform {
+            crop: Some(Crop {
+                width: Span::Pixels(100),
+                height: Span::Pixels(50),
+                at: CropAt::Offset(Span::Pixels(10), Span::Pixels(20)),
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            request(offset).canonical(),
+            "photos/10x20:110x70/a b/ü+.jpg",
+            "a crop thumbor can say is written its way"
         );
     }
 

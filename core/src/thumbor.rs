@@ -11,7 +11,21 @@
 //! `/` and `:` inside balanced parentheses. IMAGE is everything left; `b64:` introduces a
 //! base64url-encoded image path, and `%2F` keeps a literal keyword out of the grammar.
 //!
+//! `AxB:CxD/` is a manual crop (left, top, right, bottom) of the upright source, before
+//! anything else: whole pixels, or, when all four are at most 1, fractions of the sides
+//! (imagor's rule; `0x0:1x1` is the whole image). Like thumbor, pixmesh clamps the region to
+//! the image and reads `0x0:0x0` as no crop; unlike thumbor, which then ignores the crop, a
+//! region with its right or bottom edge not past its left or top one is 400, and one wholly
+//! outside the image is 400 once the image's size is known. Crops other grammars make that
+//! thumbor cannot say (placed by gravity, mixed units) have the canonical-only form
+//! `filters:crop(W,H,AT)` (see [`crate::transform::Crop`]), which URLs may not use.
+//!
 //! Filters mapped onto the transform, with where pixmesh's definition had to be chosen:
+//!
+//! - `focal(LxT:RxB)`: a focal region of the source (pixels, or fractions when all four are at
+//!   most 1, as in imagor); a fill crop is centred on its centre as far as the image allows,
+//!   instead of following the alignment. thumbor weighs several focal points; pixmesh takes one
+//!   (`focal` twice is 501). Coordinates are the source's, before a manual crop, as in thumbor.
 //!
 //! - `rotate(A)`: A a multiple of 90, counter-clockwise as in thumbor (PIL) and imagor; it turns
 //!   the result, so `fit-in/300x200/filters:rotate(90)` is at most 200×300. Repeated, the angles
@@ -50,8 +64,8 @@ use crate::grammar::{
     parse_rotation, parse_sigma, parse_timestamp, sharpen, unsupported,
 };
 use crate::transform::{
-    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, OutputFormat, Rotation, Transform,
-    VAlign,
+    Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
+    MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, VAlign,
 };
 
 /// Most filters one URL may chain.
@@ -110,6 +124,89 @@ pub struct Crop {
     pub right: f64,
     /// Bottom edge.
     pub bottom: f64,
+}
+
+impl Crop {
+    /// The region of the source this crop keeps: `None` for `0x0:0x0` (thumbor's "no crop").
+    /// When all four values are at most 1 they are fractions of the source's sides (imagor's
+    /// rule), otherwise whole pixels; the right and bottom edges must be past the left and top
+    /// ones (thumbor skips such crops; pixmesh says so: 400).
+    pub fn to_region(&self) -> Result<Option<CropRegion>, GrammarError> {
+        let edges = [self.left, self.top, self.right, self.bottom];
+        if edges.iter().all(|&v| v == 0.0) {
+            return Ok(None);
+        }
+        if self.right <= self.left || self.bottom <= self.top {
+            return Err(invalid(
+                "crop: the right and bottom edges must be past the left and top ones",
+            ));
+        }
+        let [l, t, r, b] = if edges.iter().all(|&v| v <= 1.0) {
+            edges.map(|v| Fraction::from_f64(v).map_or(Span::FULL, Span::Fraction))
+        } else {
+            let mut px = [Span::Pixels(0); 4];
+            for (out, v) in px.iter_mut().zip(edges) {
+                if v.fract() != 0.0 || v > f64::from(MAX_CROP_PIXELS) {
+                    return Err(invalid(format!(
+                        "crop: {v} is not a whole number of pixels up to {MAX_CROP_PIXELS} \
+                         (fractions need every value at most 1)"
+                    )));
+                }
+                *out = Span::Pixels(v as u32);
+            }
+            px
+        };
+        let size = |from: Span, to: Span| match (from, to) {
+            (Span::Pixels(a), Span::Pixels(b)) => Span::Pixels(b - a),
+            (Span::Fraction(a), Span::Fraction(b)) => Span::Fraction(Fraction(b.0 - a.0)),
+            _ => unreachable!("the four edges share a unit"),
+        };
+        let (width, height) = (size(l, r), size(t, b));
+        if matches!(width, Span::Fraction(Fraction(0)))
+            || matches!(height, Span::Fraction(Fraction(0)))
+        {
+            return Err(invalid(
+                "crop: the region is less than a ten-thousandth wide",
+            ));
+        }
+        Ok(Some(CropRegion {
+            width,
+            height,
+            at: CropAt::Offset(l, t),
+        }))
+    }
+
+    /// The `AxB:CxD` segment that keeps `region`, when thumbor can say it: an offset region in
+    /// pixels (not one that reads as fractions) or in fractions inside the image.
+    pub fn from_region(region: CropRegion) -> Option<Crop> {
+        let CropAt::Offset(left, top) = region.at else {
+            return None;
+        };
+        let edges = match (left, top, region.width, region.height) {
+            (Span::Pixels(l), Span::Pixels(t), Span::Pixels(w), Span::Pixels(h)) => {
+                let (r, b) = (l.checked_add(w)?, t.checked_add(h)?);
+                if r.max(b) <= 1 || r.max(b) > MAX_CROP_PIXELS {
+                    return None;
+                }
+                [l, t, r, b].map(f64::from)
+            }
+            (Span::Fraction(l), Span::Fraction(t), Span::Fraction(w), Span::Fraction(h)) => {
+                let (r, b) = (Fraction(l.0 + w.0), Fraction(t.0 + h.0));
+                if r > Fraction::ONE || b > Fraction::ONE {
+                    return None;
+                }
+                [l, t, r, b].map(Fraction::as_f64)
+            }
+            _ => return None,
+        };
+        let [left, top, right, bottom] = edges;
+        Some(Crop {
+            left,
+            top,
+            right,
+            bottom,
+        })
+    }
 }
 
 /// The `fit-in` family.
@@ -394,9 +491,6 @@ impl ThumborPath {
         if self.trim.is_some() {
             return unsupported("trim");
         }
-        if self.crop.is_some() {
-            return unsupported("manual crop");
-        }
         if self.padding.is_some() {
             return unsupported("padding");
         }
@@ -418,6 +512,12 @@ impl ThumborPath {
             flip_v: self.flip_v,
             h_align: self.h_align.unwrap_or_default(),
             v_align: self.v_align.unwrap_or_default(),
+            crop: self
+                .crop
+                .as_ref()
+                .map(Crop::to_region)
+                .transpose()?
+                .flatten(),
             ..Transform::default()
         };
         let mut state = FilterState::default();
@@ -458,6 +558,7 @@ impl ThumborPath {
     /// which no URL may say: it only makes canonical forms of such requests differ.
     pub fn from_transform(t: &Transform, image: impl Into<String>) -> Self {
         let mut url = ThumborPath::new(image);
+        url.crop = t.crop.and_then(Crop::from_region);
         url.fit_in = (t.fit == Fit::FitIn).then_some(FitIn::FitIn);
         url.stretch = t.fit == Fit::Stretch;
         (url.width, url.height, url.flip_h, url.flip_v) = (t.width, t.height, t.flip_h, t.flip_v);
@@ -469,6 +570,11 @@ impl ThumborPath {
                 args,
             })
         };
+        if let Some(c) = t.crop.filter(|c| Crop::from_region(*c).is_none()) {
+            // A crop thumbor cannot say (anchored, mixed units, a 1-pixel crop that would read
+            // as ratios): canonical forms only; the parser refuses `crop(…)`.
+            filter("crop", c.to_string());
+        }
         match t.format {
             OutputFormat::Source => {}
             OutputFormat::Fixed(f) => filter("format", f.name().to_owned()),
@@ -485,6 +591,9 @@ impl ThumborPath {
         if t.rotation != Rotation::None {
             let counter_clockwise = t.rotation.inverse().degrees();
             filter("rotate", counter_clockwise.to_string());
+        }
+        if let Some(f) = t.focus {
+            filter("focal", focal_args(f));
         }
         if t.grayscale {
             filter("grayscale", String::new());
@@ -514,7 +623,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "convolution",
     "dpi",
     "equalize",
-    "focal",
     "hue",
     "label",
     "max_bytes",
@@ -544,6 +652,7 @@ struct FilterState {
     background: Option<Option<Color>>,
     blur: bool,
     sharpen: bool,
+    focal: bool,
 }
 
 impl FilterState {
@@ -685,6 +794,12 @@ fn apply_filter(
             t.pad = true;
             t.background = state.background()?;
         }
+        "focal" => {
+            if std::mem::replace(&mut state.focal, true) {
+                return Err(unsupported("filter focal given twice"));
+            }
+            t.focus = Some(parse_focal(&f.args)?);
+        }
         "background_color" => {
             arity(1, 1)?;
             state.background = Some(filter_color("background_color", args[0])?);
@@ -722,6 +837,56 @@ fn apply_filter(
         name => return Err(invalid(format!("unknown filter {name}"))),
     }
     Ok(())
+}
+
+/// `focal(LxT:RxB)`: a focal region of the source, in pixels or, when all four values are at
+/// most 1, in fractions of its sides (imagor's rule, as for the manual crop); a point when the
+/// corners meet.
+fn parse_focal(args: &str) -> Result<Focus, GrammarError> {
+    let c = parse_crop(args).ok_or_else(|| invalid("focal() takes LEFTxTOP:RIGHTxBOTTOM"))?;
+    if c.right < c.left || c.bottom < c.top {
+        return Err(invalid(
+            "focal: the right and bottom edges must not be before the left and top ones",
+        ));
+    }
+    let edges = [c.left, c.top, c.right, c.bottom];
+    let [left, top, right, bottom] = if edges.iter().all(|&v| v <= 1.0) {
+        edges.map(|v| Span::Fraction(Fraction::from_f64(v).unwrap_or(Fraction::ONE)))
+    } else {
+        let mut px = [Span::Pixels(0); 4];
+        for (out, v) in px.iter_mut().zip(edges) {
+            if v.fract() != 0.0 || v > f64::from(MAX_CROP_PIXELS) {
+                return Err(invalid(format!(
+                    "focal: {v} is not a whole number of pixels up to {MAX_CROP_PIXELS}"
+                )));
+            }
+            *out = Span::Pixels(v as u32);
+        }
+        px
+    };
+    Ok(Focus {
+        left,
+        top,
+        right,
+        bottom,
+    })
+}
+
+/// The `focal(…)` arguments of a focus: what [`parse_focal`] reads back, or, for a region in
+/// pixels that would read as fractions, a canonical-only form no URL may use.
+fn focal_args(f: Focus) -> String {
+    let edges = [f.left, f.top, f.right, f.bottom];
+    let text = |s: Span| match s {
+        Span::Pixels(p) => p.to_string(),
+        Span::Fraction(fr) => fr.as_f64().to_string(),
+    };
+    let [l, t, r, b] = edges.map(text);
+    let tiny_pixels = edges.iter().all(|e| matches!(e, Span::Pixels(0 | 1)));
+    if tiny_pixels {
+        format!("{l}x{t}:{r}x{b},pixels")
+    } else {
+        format!("{l}x{t}:{r}x{b}")
+    }
 }
 
 /// `expire(UNIX_MS)`: imagor's expiry in unix milliseconds.
@@ -1242,6 +1407,169 @@ mod tests {
     }
 
     #[test]
+    fn manual_crops_are_pixels_or_ratios() {
+        use crate::transform::{Crop as Region, CropAt, Fraction, Span};
+        let px = Span::Pixels;
+        let fr = |f| Span::Fraction(Fraction(f));
+        for (path, crop) in [
+            (
+                "unsafe/10x20:300x400/a.jpg",
+                Region {
+                    width: px(290),
+                    height: px(380),
+                    at: CropAt::Offset(px(10), px(20)),
+                },
+            ),
+            (
+                "unsafe/0.1x0.25:0.9x1/a.jpg",
+                Region {
+                    width: fr(8000),
+                    height: fr(7500),
+                    at: CropAt::Offset(fr(1000), fr(2500)),
+                },
+            ),
+            (
+                "unsafe/0x0:1x5/a.jpg",
+                Region {
+                    width: px(1),
+                    height: px(5),
+                    at: CropAt::Offset(px(0), px(0)),
+                },
+            ),
+        ] {
+            let t = transform(path).unwrap();
+            assert_eq!(t.crop, Some(crop), "{path}");
+            let back = ThumborPath::from_transform(&t, "a.jpg");
+            assert_eq!(back.to_path(), path);
+        }
+        assert_eq!(
+            transform("unsafe/0x0:0x0/300x200/a.jpg").unwrap().crop,
+            None,
+            "thumbor's no-crop"
+        );
+        for bad in [
+            "unsafe/10x10:5x20/a.jpg",
+            "unsafe/10x10:20x10/a.jpg",
+            "unsafe/0.5x0:1.5x10/a.jpg",
+            "unsafe/0x0:70000x10/a.jpg",
+            "unsafe/0.00001x0:0.00002x1/a.jpg",
+            "unsafe/filters:crop(10,10,0,0)/a.jpg",
+        ] {
+            assert!(
+                matches!(transform(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                transform(bad)
+            );
+        }
+        // Crops thumbor cannot say have a canonical form no URL may use.
+        for (crop, canonical) in [
+            (
+                Region {
+                    width: px(100),
+                    height: fr(5000),
+                    at: CropAt::Anchor(HAlign::Right, VAlign::Top),
+                },
+                "unsafe/filters:crop(100,0.5,right-top)/a.jpg",
+            ),
+            (
+                Region {
+                    width: px(1),
+                    height: px(1),
+                    at: CropAt::Offset(px(0), px(0)),
+                },
+                "unsafe/filters:crop(1,1,0,0)/a.jpg",
+            ),
+            (
+                Region {
+                    width: fr(6000),
+                    height: fr(1000),
+                    at: CropAt::Offset(fr(5000), fr(0)),
+                },
+                "unsafe/filters:crop(0.6,0.1,0.5,0.0)/a.jpg",
+            ),
+        ] {
+            let t = Transform {
+                crop: Some(crop),
+                ..Transform::default()
+            };
+            assert_eq!(
+                ThumborPath::from_transform(&t, "a.jpg").to_path(),
+                canonical
+            );
+            assert_eq!(crop.to_string().parse::<Region>(), Ok(crop));
+        }
+    }
+
+    #[test]
+    fn focal_regions_are_pixels_or_ratios() {
+        let px = Span::Pixels;
+        let fr = |f| Span::Fraction(Fraction(f));
+        for (path, focus) in [
+            (
+                "unsafe/400x100/filters:focal(146x206:279x360)/a.jpg",
+                Focus {
+                    left: px(146),
+                    top: px(206),
+                    right: px(279),
+                    bottom: px(360),
+                },
+            ),
+            (
+                "unsafe/400x100/filters:focal(0.35x0.25:0.6x0.3)/a.jpg",
+                Focus {
+                    left: fr(3500),
+                    top: fr(2500),
+                    right: fr(6000),
+                    bottom: fr(3000),
+                },
+            ),
+            (
+                "unsafe/10x20:300x400/400x100/filters:focal(50x50:50x50)/a.jpg",
+                Focus {
+                    left: px(50),
+                    top: px(50),
+                    right: px(50),
+                    bottom: px(50),
+                },
+            ),
+        ] {
+            let t = transform(path).unwrap();
+            assert_eq!(t.focus, Some(focus), "{path}");
+            assert_eq!(ThumborPath::from_transform(&t, "a.jpg").to_path(), path);
+        }
+        for bad in [
+            "unsafe/filters:focal()/a.jpg",
+            "unsafe/filters:focal(10x10:5x20)/a.jpg",
+            "unsafe/filters:focal(1.5x0:2x10)/a.jpg",
+            "unsafe/filters:focal(0x0:1x1,pixels)/a.jpg",
+        ] {
+            assert!(
+                matches!(transform(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                transform(bad)
+            );
+        }
+        assert_eq!(
+            transform("unsafe/filters:focal(1x1:2x2):focal(1x1:3x3)/a.jpg"),
+            Err(GrammarError::Unsupported("filter focal given twice".into()))
+        );
+        let tiny = Transform {
+            focus: Some(Focus {
+                left: px(0),
+                top: px(0),
+                right: px(1),
+                bottom: px(1),
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            ThumborPath::from_transform(&tiny, "a.jpg").to_path(),
+            "unsafe/filters:focal(0x0:1x1,pixels)/a.jpg",
+            "a region in pixels that would read as ratios is canonical-only"
+        );
+    }
+
+    #[test]
     fn filter_order_and_repetition_rules() {
         for (path, what) in [
             (
@@ -1294,7 +1622,6 @@ mod tests {
             ("unsafe/300x200/smart/a.jpg", "smart crop"),
             ("unsafe/trim/a.jpg", "trim"),
             ("unsafe/meta/a.jpg", "meta"),
-            ("unsafe/1x1:5x5/a.jpg", "manual crop"),
             ("unsafe/full-fit-in/10x10/a.jpg", "full-fit-in"),
             ("unsafe/filters:brightness(3)/a.jpg", "filter brightness"),
             (

@@ -4,16 +4,18 @@
 //! whose peers order things differently translate, see each grammar's module documentation):
 //!
 //! 1. EXIF orientation (always);
-//! 2. fit into the box (`width`×`height`, [`Fit`], `upscale`), a fill crop anchored by the
-//!    alignment;
-//! 3. flips;
-//! 4. grayscale, then Gaussian blur, then sharpening;
-//! 5. padding to the box (`pad`), the image placed by the alignment;
-//! 6. compositing onto the `background` colour, when there is one;
-//! 7. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
+//! 2. the manual [`Crop`], a region of the upright source cut out before anything else (clamped
+//!    to the image; a region wholly outside it is an error);
+//! 3. fit into the box (`width`×`height`, [`Fit`], `upscale`), a fill crop anchored by the
+//!    alignment, or centred on the [`Focus`] as far as the image allows;
+//! 4. flips;
+//! 5. grayscale, then Gaussian blur, then sharpening;
+//! 6. padding to the box (`pad`), the image placed by the alignment;
+//! 7. compositing onto the `background` colour, when there is one;
+//! 8. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
 //!    image before it is rotated, as in thumbor, where `rotate` is a filter applied to the
 //!    result;
-//! 8. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
+//! 9. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
 //!    transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
 //!    least half opaque and drops the others.
 
@@ -304,6 +306,287 @@ impl std::fmt::Display for Hundredths {
     }
 }
 
+/// A fraction of an image side in ten-thousandths, 0 to 1 (`Fraction(5000)` is a half), so it
+/// is exact in URLs, on the wire and in canonical forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fraction(pub u16);
+
+impl Fraction {
+    /// The whole side.
+    pub const ONE: Fraction = Fraction(10_000);
+
+    /// `value` (0 to 1) rounded to ten-thousandths; `None` outside that range or not finite.
+    pub fn from_f64(value: f64) -> Option<Fraction> {
+        (value.is_finite() && (0.0..=1.0).contains(&value))
+            .then(|| Fraction((value * 10_000.0).round() as u16))
+    }
+
+    /// The value as a float.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+
+    /// One minus this fraction: the same place seen from the other side.
+    pub fn complement(self) -> Fraction {
+        Fraction(Fraction::ONE.0.saturating_sub(self.0))
+    }
+}
+
+impl std::fmt::Display for Fraction {
+    /// The shortest decimal form, always with a point so it never reads as pixels: `0.5`,
+    /// `0.0125`, `1.0`, `0.0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (int, frac) = (self.0 / 10_000, self.0 % 10_000);
+        let digits = format!("{frac:04}");
+        let digits = digits.trim_end_matches('0');
+        write!(f, "{int}.{}", if digits.is_empty() { "0" } else { digits })
+    }
+}
+
+/// A length or position along one side of the source: pixels, or a fraction of the side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// Pixels of the upright source (at most [`MAX_CROP_PIXELS`]).
+    Pixels(u32),
+    /// A fraction of the upright source's side.
+    Fraction(Fraction),
+}
+
+impl Span {
+    /// The whole side.
+    pub const FULL: Span = Span::Fraction(Fraction::ONE);
+
+    /// The span in pixels on a side of `side` pixels (fractions are not rounded).
+    pub fn on(self, side: u32) -> f64 {
+        match self {
+            Span::Pixels(p) => f64::from(p),
+            Span::Fraction(f) => f.as_f64() * f64::from(side),
+        }
+    }
+}
+
+/// Largest pixel coordinate or size a manual crop may name (sources are at most this big on a
+/// side: see the sidecar's limits, and JPEG's own).
+pub const MAX_CROP_PIXELS: u32 = 65_535;
+
+/// Where a manual [`Crop`] lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropAt {
+    /// Its top-left corner is at (left, top) (thumbor `AxB:CxD`, ImageKit `cm-extract,x-,y-`).
+    Offset(Span, Span),
+    /// It is placed by this anchor (imgproxy `crop:W:H:GRAVITY`, ImageKit `cm-extract,fo-`).
+    Anchor(HAlign, VAlign),
+}
+
+/// A manual crop: a region of the upright source cut out before the image is fitted into the
+/// box. The region is clamped to the image (thumbor and imgproxy do the same); one wholly
+/// outside it is a 400, since nothing would be left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crop {
+    /// Width of the region (never zero; [`Span::FULL`] is the whole width).
+    pub width: Span,
+    /// Height of the region (never zero; [`Span::FULL`] is the whole height).
+    pub height: Span,
+    /// Where the region lies.
+    pub at: CropAt,
+}
+
+/// Why a crop's text form ([`Crop`]'s `Display`) did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CropSpecError {
+    /// Not `W,H,LEFT,TOP` or `W,H,ANCHOR` with valid spans (non-zero sizes, pixels up to
+    /// [`MAX_CROP_PIXELS`], fractions up to 1).
+    #[error("malformed crop {0:?}: expected W,H,LEFT,TOP or W,H,ANCHOR")]
+    Malformed(String),
+}
+
+impl std::fmt::Display for Span {
+    /// Pixels as an integer, fractions always with a decimal point (`10`, `0.25`, `1.0`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Span::Pixels(p) => write!(f, "{p}"),
+            Span::Fraction(fr) => write!(f, "{fr}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = ();
+
+    /// The inverse of `Display`.
+    fn from_str(s: &str) -> Result<Span, ()> {
+        let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        match s.split_once('.') {
+            Some((int, frac)) if digits(int) && digits(frac) && frac.len() <= 4 => {
+                let v: f64 = s.parse().map_err(|_| ())?;
+                Fraction::from_f64(v).map(Span::Fraction).ok_or(())
+            }
+            None if digits(s) && s.len() <= 5 => s
+                .parse()
+                .ok()
+                .filter(|&p| p <= MAX_CROP_PIXELS)
+                .map(Span::Pixels)
+                .ok_or(()),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Names of the nine anchors in crop texts: `left-top` … `right-bottom`.
+fn anchor_name(h: HAlign, v: VAlign) -> String {
+    format!("{h:?}-{v:?}").to_ascii_lowercase()
+}
+
+impl std::fmt::Display for Crop {
+    /// `W,H,LEFT,TOP` or `W,H,ANCHOR` (e.g. `100,0.5,10,20`, `0.5,0.5,center-middle`): the
+    /// form used on the wire and in canonical forms.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{},", self.width, self.height)?;
+        match self.at {
+            CropAt::Offset(l, t) => write!(f, "{l},{t}"),
+            CropAt::Anchor(h, v) => f.write_str(&anchor_name(h, v)),
+        }
+    }
+}
+
+impl std::str::FromStr for Crop {
+    type Err = CropSpecError;
+
+    /// The inverse of `Display`.
+    fn from_str(s: &str) -> Result<Crop, CropSpecError> {
+        let bad = || CropSpecError::Malformed(s.chars().take(64).collect());
+        let parts: Vec<&str> = s.split(',').collect();
+        let span = |p: &str| p.parse::<Span>().map_err(|()| bad());
+        let size = |p: &str| {
+            span(p).and_then(|s| match s {
+                Span::Pixels(0) | Span::Fraction(Fraction(0)) => Err(bad()),
+                s => Ok(s),
+            })
+        };
+        let at = match parts.as_slice() {
+            [_, _, l, t] => CropAt::Offset(span(l)?, span(t)?),
+            [_, _, anchor] => {
+                let mut found = None;
+                for h in [HAlign::Left, HAlign::Center, HAlign::Right] {
+                    for v in [VAlign::Top, VAlign::Middle, VAlign::Bottom] {
+                        if anchor_name(h, v) == *anchor {
+                            found = Some(CropAt::Anchor(h, v));
+                        }
+                    }
+                }
+                found.ok_or_else(bad)?
+            }
+            _ => return Err(bad()),
+        };
+        Ok(Crop {
+            width: size(parts[0])?,
+            height: size(parts[1])?,
+            at,
+        })
+    }
+}
+
+/// A focal region of the upright source (thumbor's `focal(LxT:RxB)`; a point when its edges
+/// meet, as imgproxy's `g:fp:X:Y`): the fill crop is centred on its centre as far as the image
+/// allows, instead of being placed by the alignment. Edges are in source coordinates, before
+/// the manual [`Crop`]; the four share a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Focus {
+    /// Left edge.
+    pub left: Span,
+    /// Top edge.
+    pub top: Span,
+    /// Right edge (not left of `left`).
+    pub right: Span,
+    /// Bottom edge (not above `top`).
+    pub bottom: Span,
+}
+
+impl Focus {
+    /// The point (x, y) given as fractions of the source.
+    pub fn point(x: Fraction, y: Fraction) -> Focus {
+        Focus {
+            left: Span::Fraction(x),
+            top: Span::Fraction(y),
+            right: Span::Fraction(x),
+            bottom: Span::Fraction(y),
+        }
+    }
+
+    /// The point, as fractions of the source, when the focus is one.
+    pub fn as_point(self) -> Option<(Fraction, Fraction)> {
+        match (self.left, self.top, self.right, self.bottom) {
+            (Span::Fraction(x), Span::Fraction(y), Span::Fraction(r), Span::Fraction(b))
+                if (x, y) == (r, b) =>
+            {
+                Some((x, y))
+            }
+            _ => None,
+        }
+    }
+
+    /// The centre in pixels of a `width`×`height` source.
+    pub fn centre(self, width: u32, height: u32) -> (f64, f64) {
+        (
+            (self.left.on(width) + self.right.on(width)) / 2.0,
+            (self.top.on(height) + self.bottom.on(height)) / 2.0,
+        )
+    }
+}
+
+impl std::fmt::Display for Focus {
+    /// `LEFT,TOP,RIGHT,BOTTOM`: the form used on the wire.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{},{},{},{}",
+            self.left, self.top, self.right, self.bottom
+        )
+    }
+}
+
+impl std::str::FromStr for Focus {
+    type Err = CropSpecError;
+
+    /// The inverse of `Display`; the edges must share a unit and be in order.
+    fn from_str(s: &str) -> Result<Focus, CropSpecError> {
+        let bad = || CropSpecError::Malformed(s.chars().take(64).collect());
+        let spans = s
+            .split(',')
+            .map(|p| p.parse::<Span>().map_err(|()| bad()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let [left, top, right, bottom] = spans[..] else {
+            return Err(bad());
+        };
+        let ordered = |a: Span, b: Span| match (a, b) {
+            (Span::Pixels(a), Span::Pixels(b)) => a <= b,
+            (Span::Fraction(a), Span::Fraction(b)) => a <= b,
+            _ => false,
+        };
+        let same_unit = std::mem::discriminant(&left) == std::mem::discriminant(&top);
+        if !(ordered(left, right) && ordered(top, bottom) && same_unit) {
+            return Err(bad());
+        }
+        Ok(Focus {
+            left,
+            top,
+            right,
+            bottom,
+        })
+    }
+}
+
+impl Rotation {
+    /// Where a point of the image, in fractions (x, y), lands once the image is rotated:
+    /// rotating 90° clockwise takes the top-left corner (0, 0) to the top-right (1, 0).
+    pub fn apply_to_point(self, (mut x, mut y): (Fraction, Fraction)) -> (Fraction, Fraction) {
+        for _ in 0..self as u8 {
+            (x, y) = (y.complement(), x);
+        }
+        (x, y)
+    }
+}
+
 /// An unsharp mask: the image plus `amount` times its difference from a Gaussian blur of
 /// `sigma`, computed on luminance so colours do not fringe (like libvips' sharpen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +636,10 @@ pub struct Transform {
     /// onto it. Never fully transparent (that is `None`: padding stays transparent where the
     /// format has alpha, white in JPEG).
     pub background: Option<Color>,
+    /// Region of the upright source cut out first (see [`Crop`]).
+    pub crop: Option<Crop>,
+    /// Where the fill crop centres (see [`Focus`]); the alignment is then unused.
+    pub focus: Option<Focus>,
 }
 
 #[cfg(test)]
@@ -393,6 +680,55 @@ mod tests {
         assert_eq!(Rotation::Cw180.flips_before((true, false)), (true, false));
         assert_eq!(HAlign::Left.mirrored(), HAlign::Right);
         assert_eq!(VAlign::Middle.mirrored(), VAlign::Middle);
+    }
+
+    #[test]
+    fn points_turn_with_the_image_and_crops_have_a_text_form() {
+        let (zero, one) = (Fraction(0), Fraction::ONE);
+        assert_eq!(Rotation::Cw90.apply_to_point((zero, zero)), (one, zero));
+        assert_eq!(
+            Rotation::Cw270.apply_to_point((Fraction(2500), Fraction(1000))),
+            (Fraction(1000), Fraction(7500))
+        );
+        for r in Rotation::ALL {
+            let p = (Fraction(1234), Fraction(8765));
+            assert_eq!(r.inverse().apply_to_point(r.apply_to_point(p)), p);
+        }
+        for (text, ok) in [
+            ("10,0.5,3,4", true),
+            ("10,20,left-bottom", true),
+            ("1.0,1,0.0,0", true),
+            ("0,5,1,1", false),
+            ("5,0.0,1,1", false),
+            ("5,5,1", false),
+            ("5,5,1,2,3", false),
+            ("1.5,5,0,0", false),
+            ("65536,5,0,0", false),
+            ("0.12345,5,0,0", false),
+            ("-1,5,0,0", false),
+        ] {
+            let parsed = text.parse::<Crop>();
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            if let Ok(c) = parsed {
+                assert_eq!(c.to_string(), text);
+            }
+        }
+        for (text, ok) in [
+            ("1,2,3,4", true),
+            ("0.5,0.25,0.5,0.25", true),
+            ("3,2,1,4", false),
+            ("0.5,2,0.5,2", false),
+            ("0.5,0.5,0.5", false),
+        ] {
+            let parsed = text.parse::<Focus>();
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            if let Ok(f) = parsed {
+                assert_eq!(f.to_string(), text);
+            }
+        }
+        assert_eq!(Fraction(5000).to_string(), "0.5");
+        assert_eq!(Fraction(125).to_string(), "0.0125");
+        assert_eq!(Fraction::ONE.to_string(), "1.0");
     }
 
     #[test]

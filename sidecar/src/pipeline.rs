@@ -1,4 +1,4 @@
-//! The render pipeline: decode → orient → resize → flip → grayscale → blur → sharpen → pad →
+//! The render pipeline: decode → orient → crop → resize → flip → grayscale → blur → sharpen → pad →
 //! flatten → rotate → encode, as a list of named steps.
 //!
 //! Formats: JPEG, PNG, WebP and GIF in and out. A GIF is read as its first frame, placed on
@@ -42,7 +42,7 @@ use image::codecs::png::PngEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
 use pixmesh_core::transform::{
-    Color, Fit, Format, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign,
+    Color, Crop, CropAt, Fit, Format, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign,
 };
 
 /// Default JPEG quality when the transform does not ask for one.
@@ -125,6 +125,9 @@ pub enum PipelineError {
     /// Resizing or encoding failed (HTTP 500).
     #[error("encoding failed: {0}")]
     Encode(String),
+    /// The manual crop lies wholly outside the image, so nothing is left (HTTP 400).
+    #[error("the crop region lies outside the {0} image")]
+    CropOutside(String),
 }
 
 impl PipelineError {
@@ -135,6 +138,7 @@ impl PipelineError {
             PipelineError::Corrupt(_) => 422,
             PipelineError::TooLarge(_) => 413,
             PipelineError::Encode(_) => 500,
+            PipelineError::CropOutside(_) => 400,
         }
     }
 }
@@ -194,8 +198,7 @@ fn plan<'a>(
     check_source_size(decoder.dimensions(), limits)?;
     let orientation = read_orientation(&mut decoder);
     let (width, height) = upright_size(decoder.dimensions(), orientation);
-    let geometry = compute_geometry(width, height, t);
-    check_output_size(&geometry, t, limits)?;
+    let geometry = geometry(width, height, t, limits)?;
     let shrink = shrink_on_load(source_format, &geometry);
     Ok(Plan {
         source_format,
@@ -206,6 +209,20 @@ fn plan<'a>(
         geometry,
         shrink,
     })
+}
+
+/// The geometry of `t` on an upright `width`×`height` source: the manual crop, the focal point
+/// inside it, the fit; checked against the output limit.
+fn geometry(width: u32, height: u32, t: &Transform, limits: &Limits) -> Result<Geometry, PipelineError> {
+    let region = crop_region(width, height, t.crop)?;
+    let focus = t.focus.map(|f| {
+        let (x, y) = f.centre(width, height);
+        (x - region.left, y - region.top)
+    });
+    let geometry =
+        compute_geometry_at(region.width as u32, region.height as u32, t, focus).within(&region);
+    check_output_size(&geometry, t, limits)?;
+    Ok(geometry)
 }
 
 /// Fixed allowance per render for what [`memory_needed`] does not count: decoder state,
@@ -228,15 +245,18 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
         check_complete(source, format)?;
         let size = (dimension(header.width)?, dimension(header.height)?);
         check_source_size(size, limits)?;
-        let mut needed = 0;
-        for (width, height) in [size, (size.1, size.0)] {
-            let geometry = compute_geometry(width, height, t);
-            check_output_size(&geometry, t, limits)?;
+        // A crop may only fit one of them: the other's error does not count.
+        let estimates = [size, (size.1, size.0)].map(|(width, height)| {
+            let geometry = geometry(width, height, t, limits)?;
             let shrink = u64::from(shrink_on_load(format, &geometry));
             let decoded =
                 u64::from(width).div_ceil(shrink) * u64::from(height).div_ceil(shrink) * 3;
-            needed = needed.max(working_set(decoded, &geometry, t));
-        }
+            Ok(working_set(decoded, &geometry, t))
+        });
+        let needed = match estimates {
+            [Err(e), Err(_)] => return Err(e),
+            [a, b] => a.unwrap_or(0).max(b.unwrap_or(0)),
+        };
         return Ok(needed.saturating_add(source.len() as u64));
     }
     let plan = plan(source, t, limits)?;
@@ -454,6 +474,18 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// The same geometry computed on `region` of a larger image, in that image's coordinates.
+    fn within(self, region: &Rect) -> Geometry {
+        Geometry {
+            crop: Rect {
+                left: self.crop.left + region.left,
+                top: self.crop.top + region.top,
+                ..self.crop
+            },
+            ..self
+        }
+    }
+
     /// The same geometry on the image as decoded, `decoded_w`×`decoded_h`, when the decoder
     /// shrank the `w0`×`h0` source on load: the crop scales with it, the output size stays.
     fn on_decoded(self, w0: u32, h0: u32, decoded_w: u32, decoded_h: u32) -> Geometry {
@@ -479,8 +511,54 @@ impl Geometry {
     }
 }
 
-/// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source.
+/// The manual crop: the region of the upright `w0`×`h0` source that `crop` keeps, on whole
+/// pixels (fractions of a side are rounded), clamped to the image (as thumbor and imgproxy do);
+/// the whole image without one. A region with nothing inside the image is an error.
+fn crop_region(w0: u32, h0: u32, crop: Option<Crop>) -> Result<Rect, PipelineError> {
+    let Some(c) = crop else {
+        return Ok(Rect::full(w0, h0));
+    };
+    let (fw, fh) = (f64::from(w0), f64::from(h0));
+    let width = c.width.on(w0).round().max(1.0);
+    let height = c.height.on(h0).round().max(1.0);
+    let (left, top) = match c.at {
+        CropAt::Offset(l, t) => (l.on(w0).round(), t.on(h0).round()),
+        CropAt::Anchor(h, v) => {
+            let (spare_x, spare_y) = ((fw - width).max(0.0), (fh - height).max(0.0));
+            let left = match h {
+                HAlign::Left => 0.0,
+                HAlign::Center => (spare_x / 2.0).floor(),
+                HAlign::Right => spare_x,
+            };
+            let top = match v {
+                VAlign::Top => 0.0,
+                VAlign::Middle => (spare_y / 2.0).floor(),
+                VAlign::Bottom => spare_y,
+            };
+            (left, top)
+        }
+    };
+    let (right, bottom) = ((left + width).min(fw), (top + height).min(fh));
+    if right <= left || bottom <= top {
+        return Err(PipelineError::CropOutside(format!("{w0}x{h0}")));
+    }
+    Ok(Rect {
+        left,
+        top,
+        width: right - left,
+        height: bottom - top,
+    })
+}
+
+/// [`compute_geometry_at`] without a focal point.
+#[cfg(test)]
 fn compute_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
+    compute_geometry_at(w0, h0, t, None)
+}
+
+/// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source;
+/// a fill crop is centred on `focus` (pixels of that source) when there is one.
+fn compute_geometry_at(w0: u32, h0: u32, t: &Transform, focus: Option<(f64, f64)>) -> Geometry {
     let full = Rect::full(w0, h0);
     let (w, h) = (t.width, t.height);
     if w == 0 && h == 0 {
@@ -508,7 +586,7 @@ fn compute_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
                 height,
             }
         }
-        (Fit::Fill, Some(_), Some(_)) => fill_geometry(w0, h0, t),
+        (Fit::Fill, Some(_), Some(_)) => fill_geometry(w0, h0, t, focus),
         // FitIn, or Fill with one side derived from the aspect ratio (no crop, so it is a fit).
         (Fit::FitIn | Fit::Fill, sx, sy) => {
             let scale = match (sx, sy) {
@@ -535,7 +613,7 @@ fn scale_side(side: u32, scale: f64) -> u32 {
 /// Fill: the source rectangle with the box's aspect ratio, as large as the source allows and
 /// anchored per the alignment, scaled to the box. Without upscaling, a box larger than that
 /// rectangle yields the rectangle itself, cropped on whole pixels and not resampled.
-fn fill_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
+fn fill_geometry(w0: u32, h0: u32, t: &Transform, focus: Option<(f64, f64)>) -> Geometry {
     let (bw, bh) = (u64::from(t.width), u64::from(t.height));
     // The box is at least as wide (relative to its height) as the source: keep the full source
     // width and crop the height. Compared exactly in integers.
@@ -550,7 +628,7 @@ fn fill_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
     if scale > 1.0 && !t.upscale {
         let width = (cw.round() as u32).clamp(1, w0);
         let height = (ch.round() as u32).clamp(1, h0);
-        let crop = anchor(w0, h0, f64::from(width), f64::from(height), t);
+        let crop = anchor(w0, h0, f64::from(width), f64::from(height), t, focus);
         let crop = Rect {
             left: crop.left.floor(),
             top: crop.top.floor(),
@@ -563,25 +641,34 @@ fn fill_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
         };
     }
     Geometry {
-        crop: anchor(w0, h0, cw, ch, t),
+        crop: anchor(w0, h0, cw, ch, t, focus),
         width: t.width,
         height: t.height,
     }
 }
 
-/// Places a `cw`×`ch` rectangle inside the `w0`×`h0` source per the transform's alignment.
-fn anchor(w0: u32, h0: u32, cw: f64, ch: f64, t: &Transform) -> Rect {
+/// Places a `cw`×`ch` rectangle inside the `w0`×`h0` source: centred on `focus` as far as the
+/// source allows, or else per the transform's alignment.
+fn anchor(w0: u32, h0: u32, cw: f64, ch: f64, t: &Transform, focus: Option<(f64, f64)>) -> Rect {
     let spare_x = (f64::from(w0) - cw).max(0.0);
     let spare_y = (f64::from(h0) - ch).max(0.0);
-    let left = match t.h_align {
-        HAlign::Left => 0.0,
-        HAlign::Center => spare_x / 2.0,
-        HAlign::Right => spare_x,
-    };
-    let top = match t.v_align {
-        VAlign::Top => 0.0,
-        VAlign::Middle => spare_y / 2.0,
-        VAlign::Bottom => spare_y,
+    let (left, top) = match focus {
+        Some((x, y)) => (
+            (x - cw / 2.0).clamp(0.0, spare_x),
+            (y - ch / 2.0).clamp(0.0, spare_y),
+        ),
+        None => (
+            match t.h_align {
+                HAlign::Left => 0.0,
+                HAlign::Center => spare_x / 2.0,
+                HAlign::Right => spare_x,
+            },
+            match t.v_align {
+                VAlign::Top => 0.0,
+                VAlign::Middle => spare_y / 2.0,
+                VAlign::Bottom => spare_y,
+            },
+        ),
     };
     Rect {
         left,
@@ -1518,6 +1605,315 @@ fn image_format(format: Format) -> ImageFormat {
         Format::Png => ImageFormat::Png,
         Format::Webp => ImageFormat::WebP,
         Format::Gif => ImageFormat::Gif,
+    }
+}
+
+/// The manual crop step ([`crop_region`], folded into the resize).
+#[cfg(test)]
+mod crop_tests {
+    use super::*;
+    use image::{GenericImageView, Rgb, RgbImage};
+    use pixmesh_core::transform::{Focus, Fraction, OutputFormat, Span};
+
+    fn offset(w: Span, h: Span, l: Span, t: Span) -> Option<Crop> {
+        Some(Crop {
+            width: w,
+            height: h,
+            at: CropAt::Offset(l, t),
+        })
+    }
+
+    fn anchored(w: Span, h: Span, ha: HAlign, va: VAlign) -> Option<Crop> {
+        Some(Crop {
+            width: w,
+            height: h,
+            at: CropAt::Anchor(ha, va),
+        })
+    }
+
+    fn rect(r: Rect) -> (f64, f64, f64, f64) {
+        (r.left, r.top, r.width, r.height)
+    }
+
+    use Span::{Fraction as Fr, Pixels as Px};
+
+    #[test]
+    fn regions_are_placed_rounded_and_clamped() {
+        let region = |c| {
+            crop_region(400, 200, c)
+                .map(rect)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(region(None), Ok((0.0, 0.0, 400.0, 200.0)));
+        assert_eq!(
+            region(offset(Px(100), Px(50), Px(10), Px(20))),
+            Ok((10.0, 20.0, 100.0, 50.0))
+        );
+        assert_eq!(
+            region(offset(
+                Fr(Fraction(5000)),
+                Fr(Fraction(2500)),
+                Fr(Fraction(2500)),
+                Fr(Fraction(5000))
+            )),
+            Ok((100.0, 100.0, 200.0, 50.0))
+        );
+        // Clamped to the image, as thumbor and imgproxy do.
+        assert_eq!(
+            region(offset(Px(1000), Px(1000), Px(300), Px(150))),
+            Ok((300.0, 150.0, 100.0, 50.0))
+        );
+        for (ha, va, expected) in [
+            (HAlign::Left, VAlign::Top, (0.0, 0.0, 100.0, 100.0)),
+            (HAlign::Center, VAlign::Middle, (150.0, 50.0, 100.0, 100.0)),
+            (HAlign::Right, VAlign::Bottom, (300.0, 100.0, 100.0, 100.0)),
+        ] {
+            assert_eq!(region(anchored(Px(100), Px(100), ha, va)), Ok(expected));
+        }
+        // A region larger than the image keeps all of it, whatever the anchor.
+        assert_eq!(
+            region(anchored(Px(900), Px(900), HAlign::Right, VAlign::Bottom)),
+            Ok((0.0, 0.0, 400.0, 200.0))
+        );
+        // A tiny fraction still keeps a pixel.
+        assert_eq!(
+            region(offset(Fr(Fraction(1)), Fr(Fraction(1)), Px(0), Px(0))),
+            Ok((0.0, 0.0, 1.0, 1.0))
+        );
+        for outside in [
+            offset(Px(10), Px(10), Px(400), Px(0)),
+            offset(Px(10), Px(10), Px(0), Px(65_535)),
+            offset(Px(10), Px(10), Span::FULL, Px(0)),
+        ] {
+            let r = crop_region(400, 200, outside);
+            assert!(
+                matches!(r, Err(PipelineError::CropOutside(_))),
+                "{outside:?}: {r:?}"
+            );
+            assert_eq!(r.unwrap_err().http_status(), 400);
+        }
+    }
+
+    /// A 4-quadrant RGB image: red top-left, green top-right, blue bottom-left, white
+    /// bottom-right.
+    fn quadrants(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            match (x < width / 2, y < height / 2) {
+                (true, true) => Rgb([255, 0, 0]),
+                (false, true) => Rgb([0, 255, 0]),
+                (true, false) => Rgb([0, 0, 255]),
+                (false, false) => Rgb([255, 255, 255]),
+            }
+        })
+    }
+
+    fn encoded(img: RgbImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut out), format)
+            .unwrap();
+        out
+    }
+
+    fn render_rgb(src: &[u8], t: &Transform) -> RgbImage {
+        let r = render(src, t, &Limits::default()).unwrap();
+        image::load_from_memory(&r.bytes).unwrap().to_rgb8()
+    }
+
+    /// Every pixel within `tolerance` of `expected` on every channel.
+    fn all_near(img: &RgbImage, expected: [u8; 3], tolerance: u8) -> bool {
+        img.pixels().all(|p| {
+            p.0.iter()
+                .zip(expected)
+                .all(|(&a, b)| a.abs_diff(b) <= tolerance)
+        })
+    }
+
+    #[test]
+    fn the_crop_is_cut_before_the_resize() {
+        let src = encoded(quadrants(200, 100), ImageFormat::Png);
+        // The green quadrant alone, at its own size.
+        let green = Transform {
+            crop: offset(Px(100), Px(50), Px(100), Px(0)),
+            ..Transform::default()
+        };
+        let out = render_rgb(&src, &green);
+        assert_eq!(out.dimensions(), (100, 50));
+        assert!(all_near(&out, [0, 255, 0], 2));
+        // Anchored at the bottom right, by fractions: the white quadrant, then filled into a
+        // box of another shape (the fill crop cuts from the region, never from outside it).
+        let white = Transform {
+            width: 30,
+            height: 10,
+            crop: anchored(
+                Fr(Fraction(5000)),
+                Fr(Fraction(5000)),
+                HAlign::Right,
+                VAlign::Bottom,
+            ),
+            ..Transform::default()
+        };
+        let out = render_rgb(&src, &white);
+        assert_eq!(out.dimensions(), (30, 10));
+        assert!(all_near(&inner(&out), [255, 255, 255], 2));
+        // Fit-in of the region: its aspect ratio, not the source's.
+        let t = Transform {
+            width: 40,
+            height: 40,
+            fit: Fit::FitIn,
+            crop: offset(Px(50), Px(100), Px(0), Px(0)),
+            ..Transform::default()
+        };
+        let out = render_rgb(&src, &t);
+        assert_eq!(out.dimensions(), (20, 40));
+        assert!(all_near(&out.view(0, 0, 20, 18).to_image(), [255, 0, 0], 8));
+        assert!(all_near(
+            &out.view(0, 22, 20, 18).to_image(),
+            [0, 0, 255],
+            8
+        ));
+    }
+
+    #[test]
+    fn the_crop_is_of_the_upright_image_and_survives_shrink_on_load() {
+        // 400x200 stored with orientation 6: upright 200x400, blue top-left, red top-right,
+        // white bottom-left, green bottom-right. The fits reduce 5× and 10×: DCT-scaled decodes.
+        let stored = quadrants(400, 200);
+        let jpeg = encoded(stored.clone(), ImageFormat::Jpeg);
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+        tiff.extend_from_slice(&3u16.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&6u16.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut src = jpeg[..2].to_vec();
+        src.extend_from_slice(&[0xFF, 0xE1]);
+        src.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        src.extend_from_slice(&app1);
+        src.extend_from_slice(&jpeg[2..]);
+        for (crop, colour) in [
+            (offset(Px(100), Px(200), Px(0), Px(200)), [255, 255, 255]),
+            (
+                anchored(Px(100), Px(200), HAlign::Right, VAlign::Top),
+                [255, 0, 0],
+            ),
+        ] {
+            for width in [20, 10] {
+                let t = Transform {
+                    width,
+                    fit: Fit::FitIn,
+                    crop,
+                    ..Transform::default()
+                };
+                let out = render_rgb(&src, &t);
+                assert_eq!(out.dimensions(), (width, width * 2));
+                // Away from the region's edges, where JPEG blocks may bleed.
+                let inner = out.view(2, 2, width - 4, width * 2 - 4).to_image();
+                assert!(all_near(&inner, colour, 40), "{crop:?} at {width}");
+            }
+        }
+    }
+
+    /// `img` without a 2-pixel frame, where resampling may reach past a crop's edge.
+    fn inner(img: &RgbImage) -> RgbImage {
+        let (w, h) = img.dimensions();
+        img.view(2, 2, w - 4, h - 4).to_image()
+    }
+
+    /// 400×100: red up to x = 100, grey to 300, green after.
+    fn bands() -> Vec<u8> {
+        let img = RgbImage::from_fn(400, 100, |x, _| match x {
+            0..100 => Rgb([255, 0, 0]),
+            100..300 => Rgb([128, 128, 128]),
+            _ => Rgb([0, 255, 0]),
+        });
+        encoded(img, ImageFormat::Png)
+    }
+
+    #[test]
+    fn the_fill_crop_centres_on_the_focus_as_far_as_the_image_allows() {
+        let src = bands();
+        let square = |focus: Option<Focus>, crop: Option<Crop>| Transform {
+            width: 50,
+            height: 50,
+            focus,
+            crop,
+            ..Transform::default()
+        };
+        let point = |x| Some(Focus::point(Fraction(x), Fraction(5000)));
+        let green = render_rgb(&src, &square(point(8750), None));
+        assert!(
+            all_near(&inner(&green), [0, 255, 0], 2),
+            "centred on x = 350"
+        );
+        let red = render_rgb(&src, &square(point(0), None));
+        assert!(
+            all_near(&inner(&red), [255, 0, 0], 2),
+            "clamped at the left edge"
+        );
+        let region = Some(Focus {
+            left: Px(310),
+            top: Px(0),
+            right: Px(390),
+            bottom: Px(100),
+        });
+        assert!(all_near(
+            &inner(&render_rgb(&src, &square(region, None))),
+            [0, 255, 0],
+            2
+        ));
+        // Without a focus the centre is grey; a focus at the alignment's place changes nothing.
+        let grey = render_rgb(&src, &square(None, None));
+        assert!(all_near(&inner(&grey), [128, 128, 128], 2));
+        assert_eq!(render_rgb(&src, &square(point(5000), None)), grey);
+        // The focus is in source coordinates, the fill crop cut from the manual crop: the
+        // region x = 200..400 centred on x = 250 keeps 200..300, grey, where its centre alone
+        // would straddle grey and green.
+        let right_half = offset(Px(200), Px(100), Px(200), Px(0));
+        let at = Some(Focus::point(Fraction(6250), Fraction(5000)));
+        assert!(all_near(
+            &inner(&render_rgb(&src, &square(at, right_half))),
+            [128, 128, 128],
+            2
+        ));
+        let centred = render_rgb(&src, &square(None, right_half));
+        assert!(!all_near(&centred, [128, 128, 128], 2) && !all_near(&centred, [0, 255, 0], 2));
+        // A fit has no crop to place.
+        let fit = Transform {
+            fit: Fit::FitIn,
+            ..square(point(8750), None)
+        };
+        assert_eq!(render_rgb(&src, &fit).dimensions(), (50, 13));
+    }
+
+    #[test]
+    fn a_crop_of_a_real_photo_matches_a_plain_decode() {
+        let src = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/testdata/images/medium.jpg"),
+        )
+        .unwrap();
+        let full = image::load_from_memory(&src).unwrap().to_rgb8();
+        let (w, h) = full.dimensions();
+        let t = Transform {
+            crop: offset(Px(w / 4), Px(h / 3), Px(w / 2), Px(h / 5)),
+            format: OutputFormat::Fixed(Format::Png),
+            ..Transform::default()
+        };
+        let out = render_rgb(&src, &t);
+        let expected = image::imageops::crop_imm(&full, w / 2, h / 5, w / 4, h / 3).to_image();
+        assert_eq!(out.dimensions(), expected.dimensions());
+        let diff: u64 = out
+            .as_raw()
+            .iter()
+            .zip(expected.as_raw())
+            .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+            .sum();
+        let mean = diff as f64 / out.as_raw().len() as f64;
+        assert!(mean < 2.0, "mean difference {mean}");
     }
 }
 

@@ -35,8 +35,8 @@ use pixmesh_core::render::{
 };
 use pixmesh_core::role;
 use pixmesh_core::transform::{
-    Color, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
-    OutputFormat, Rotation, Sharpen, Transform, VAlign,
+    Color, CropSpecError, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT,
+    MAX_SIGMA, OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
 use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
@@ -642,6 +642,14 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         _ => return Err(bad("sharpen needs both a sigma and an amount".into())),
     };
     let background = Color::from_rgba_u32(r.background_rgba).visible();
+    let crop = match r.crop.as_str() {
+        "" => None,
+        c => Some(c.parse().map_err(|e: CropSpecError| bad(e.to_string()))?),
+    };
+    let focus = match r.focus.as_str() {
+        "" => None,
+        f => Some(f.parse().map_err(|e: CropSpecError| bad(e.to_string()))?),
+    };
     let version = match r.version_id {
         v if v.is_empty() => None,
         v if is_version_id(&v) => Some(v),
@@ -678,6 +686,8 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             sharpen,
             pad: r.pad,
             background,
+            crop,
+            focus,
         },
     })
 }
@@ -769,6 +779,7 @@ mod tests {
 
     use super::*;
     use crate::storage::LocalStorage;
+    use pixmesh_core::transform::{Crop, CropAt, Focus, Fraction, Span};
 
     /// A fake S3 endpoint on 127.0.0.1 that answers every GET with `body` (ETag `"v1"`), but
     /// only once `open` turns true; returns the endpoint and a counter of requests received.
@@ -1202,6 +1213,22 @@ mod tests {
             }),
             pad: true,
             background: Some(Color::rgb(1, 2, 3)),
+            crop: Some(Crop {
+                width: Span::Pixels(65_535),
+                height: Span::Fraction(Fraction(1)),
+                at: CropAt::Offset(Span::Fraction(Fraction::ONE), Span::Pixels(0)),
+            }),
+            focus: Some(Focus {
+                left: Span::Pixels(1),
+                top: Span::Pixels(2),
+                right: Span::Pixels(3),
+                bottom: Span::Pixels(65_535),
+            }),
+        };
+        let anchored = Crop {
+            width: Span::FULL,
+            height: Span::Pixels(7),
+            at: CropAt::Anchor(HAlign::Right, VAlign::Top),
         };
         let formats = [
             OutputFormat::Source,
@@ -1218,6 +1245,15 @@ mod tests {
                 version: None,
                 cache_key: (i % 2 == 1).then(|| "0123456789abcdef".repeat(2)),
                 transform: Transform { format, ..t },
+            };
+            assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
+            let req = RenderRequest {
+                transform: Transform {
+                    format,
+                    crop: Some(anchored),
+                    ..t
+                },
+                ..req
             };
             assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
         }
@@ -1252,6 +1288,8 @@ mod tests {
                 "background_rgba" => wire.background_rgba = num(),
                 "version_id" => wire.version_id = value.into(),
                 "cache_key" => wire.cache_key = value.into(),
+                "crop" => wire.crop = value.replace("%2C", ","),
+                "focus" => wire.focus = value.replace("%2C", ","),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }
@@ -1309,6 +1347,26 @@ mod tests {
             },
             v1::RenderRequest {
                 cache_key: "mobile".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                crop: "0,5,1,1".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                crop: "5,5,up-left".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                crop: "1.5,5,0,0".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                focus: "0.5,0.5,0.4,0.6".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                focus: "0.5,1,0.5,1".into(),
                 ..base.clone()
             },
         ] {

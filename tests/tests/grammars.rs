@@ -298,3 +298,156 @@ async fn every_grammar_refuses_unsigned_unsupported_and_expired_urls() {
     let r = w.get_signed("/v1/ex/elsewhere/photos/medium.jpg").await;
     assert_eq!(r.status, 404, "unknown storage handle: {}", r.text());
 }
+
+/// Mean absolute difference of two same-sized images, per channel value.
+fn mean_difference(a: &image::RgbaImage, b: &image::RgbaImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let diff: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+        .sum();
+    diff as f64 / a.as_raw().len() as f64
+}
+
+/// GETs each URL (signed) and asserts they are the same image pixel for pixel, whatever their
+/// canonical forms (and so ETags); returns it.
+async fn same_pixels_any_form(w: &World, urls: &[&str]) -> image::RgbaImage {
+    let mut first: Option<(&str, image::RgbaImage)> = None;
+    for &url in urls {
+        let pixels = decode(url, &w.get_signed(url).await).to_rgba8();
+        match &first {
+            None => first = Some((url, pixels)),
+            Some((first_url, first_pixels)) => assert!(
+                pixels.dimensions() == first_pixels.dimensions()
+                    && pixels.as_raw() == first_pixels.as_raw(),
+                "{url} and {first_url} differ"
+            ),
+        }
+    }
+    first.expect("at least one URL").1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_crops_are_the_same_in_every_grammar_that_has_them() {
+    let w = World::start().await;
+    let source = image::open(tools::testdata_images().join("medium.jpg"))
+        .expect("test image")
+        .to_rgba8();
+    assert_eq!(source.dimensions(), (2560, 1600));
+
+    // The bottom-right 640×400 at its own size: by its corners (thumbor, in pixels and in
+    // ratios) and by x/y (ImageKit), which are one transform…
+    let by_offset = same_pixels(
+        &w,
+        "image/png",
+        &[
+            "/img/unsafe/1920x1200:2560x1600/filters:upscale():format(png)/photos/medium.jpg",
+            "/ik/tr:w-640,h-400,cm-extract,x-1920,y-1200,f-png/photos/medium.jpg",
+        ],
+    )
+    .await;
+    assert_eq!(by_offset.dimensions(), (640, 400));
+    same_pixels(
+        &w,
+        "image/png",
+        &[
+            "/img/unsafe/0.75x0.75:1x1/filters:upscale():format(png)/photos/medium.jpg",
+            "/ik/tr:w-0.25,h-0.25,cm-extract,x-0.75,y-0.75,f-png/photos/medium.jpg",
+        ],
+    )
+    .await;
+    // …and by gravity (imgproxy, ImageKit `fo`), other transforms (imgproxy fits and never
+    // enlarges by default, ImageKit enlarges) with the same pixels.
+    let by_gravity = same_pixels_any_form(
+        &w,
+        &[
+            "/ip/insecure/c:640:400:soea/plain/photos/medium.jpg@png",
+            "/ik/tr:w-640,h-400,cm-extract,fo-bottom_right,f-png/photos/medium.jpg",
+        ],
+    )
+    .await;
+    assert!(by_gravity.as_raw() == by_offset.as_raw());
+    let expected = image::imageops::crop_imm(&source, 1920, 1200, 640, 400).to_image();
+    assert!(
+        mean_difference(&by_offset, &expected) < 2.0,
+        "the crop is that region of the source"
+    );
+
+    // Cropped, then fitted into 320×200: the top-left quarter, scaled down 4×.
+    let fitted = same_pixels_any_form(
+        &w,
+        &[
+            "/img/unsafe/0x0:1280x800/fit-in/320x200/filters:format(png)/photos/medium.jpg",
+            "/ip/insecure/c:1280:800:nowe/rs:fit:320:200/plain/photos/medium.jpg@png",
+        ],
+    )
+    .await;
+    assert_eq!(fitted.dimensions(), (320, 200));
+    let quarter = image::imageops::crop_imm(&source, 0, 0, 1280, 800).to_image();
+    let expected =
+        image::imageops::resize(&quarter, 320, 200, image::imageops::FilterType::Lanczos3);
+    assert!(
+        mean_difference(&fitted, &expected) < 4.0,
+        "the fit is of the top-left quarter"
+    );
+    // Filled into a square from a crop: the fill crop stays inside the region.
+    let square = same_pixels_any_form(
+        &w,
+        &[
+            "/img/unsafe/0x0:1280x800/100x100/filters:format(png)/photos/medium.jpg",
+            "/ip/insecure/c:0.5:0.5:nowe/rs:fill:100:100/plain/photos/medium.jpg@png",
+        ],
+    )
+    .await;
+    assert_eq!(square.dimensions(), (100, 100));
+
+    // A region wholly outside the image leaves nothing: 400.
+    for outside in [
+        "/img/unsafe/3000x0:3100x10/photos/medium.jpg",
+        "/ik/tr:w-10,h-10,cm-extract,x-5000,y-0/photos/medium.jpg",
+    ] {
+        let r = w.get_signed(outside).await;
+        assert_eq!(r.status, 400, "{outside}: {}", r.text());
+        assert!(
+            r.text().contains("crop region lies outside"),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn focal_points_are_the_same_in_every_grammar_that_has_them() {
+    let w = World::start().await;
+    // A 400×100 strip from the 2560×1600 source, centred on x = 0.25 (640 px) as far as the
+    // image allows: the fill crop is 2560×640, so only the vertical place moves, to 0.8.
+    let focused = same_pixels(
+        &w,
+        "image/png",
+        &[
+            "/img/unsafe/400x100/filters:focal(0.25x0.8:0.25x0.8):format(png):upscale()/photos/medium.jpg",
+            "/ip/insecure/rs:fill:400:100:1/g:fp:0.25:0.8/plain/photos/medium.jpg@png",
+            "/v1/ex/samples/photos/medium.jpg?w=400&h=100&fit=crop&gravity=0.25x0.8&f=png",
+        ],
+    )
+    .await;
+    assert_eq!(focused.dimensions(), (400, 100));
+    // 0.8 × 1600 = 1280 is the centre: the strip spans 960–1600, as anchored at the bottom.
+    let bottom = same_pixels_any_form(
+        &w,
+        &["/img/unsafe/400x100/bottom/filters:format(png)/photos/medium.jpg"],
+    )
+    .await;
+    assert!(
+        focused.as_raw() == bottom.as_raw(),
+        "clamped at the bottom edge"
+    );
+    let centred = same_pixels_any_form(
+        &w,
+        &["/img/unsafe/400x100/filters:format(png)/photos/medium.jpg"],
+    )
+    .await;
+    assert!(focused.as_raw() != centred.as_raw());
+}
