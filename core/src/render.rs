@@ -107,6 +107,7 @@ impl RenderRequest {
                     Format::Png => "FORMAT_PNG",
                     Format::Webp => "FORMAT_WEBP",
                     Format::Gif => "FORMAT_GIF",
+                    Format::Avif => "FORMAT_AVIF",
                 },
             ),
             OutputFormat::Compatible => param("format", "FORMAT_COMPATIBLE"),
@@ -132,6 +133,14 @@ impl RenderRequest {
         }
         if let Some(c) = t.background {
             param("background_rgba", &c.to_rgba_u32().to_string());
+        }
+        match t.progressive {
+            None => {}
+            Some(true) => param("progressive", "PROGRESSIVE_ON"),
+            Some(false) => param("progressive", "PROGRESSIVE_OFF"),
+        }
+        if let Some(max) = t.max_bytes {
+            param("max_bytes", &max.to_string());
         }
         q
     }
@@ -268,18 +277,22 @@ mod tests {
             }),
             pad: true,
             background: Some(Color::rgb(255, 0, 0)),
+            progressive: Some(true),
+            max_bytes: Some(20_000),
         };
         assert_eq!(
             request(t).to_query(),
             "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&width=300&height=200&fit=FIT_FIT_IN\
              &upscale=true&flip_h=true&flip_v=true&h_align=H_ALIGN_LEFT&v_align=V_ALIGN_BOTTOM\
              &format=FORMAT_WEBP&quality=80&rotate=270&grayscale=true&blur_sigma_x100=250\
-             &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335"
+             &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335\
+             &progressive=PROGRESSIVE_ON&max_bytes=20000"
         );
         assert_eq!(
             request(t).canonical(),
             "photos/fit-in/-300x-200/left/bottom/filters:format(webp):quality(80):upscale()\
-             :rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true):fill(ff0000)/a b/ü+.jpg"
+             :rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true):fill(ff0000)\
+             :progressive(true):max_bytes(20000)/a b/ü+.jpg"
         );
     }
 
@@ -316,6 +329,7 @@ mod tests {
             OutputFormat::Fixed(Format::Webp),
             OutputFormat::Fixed(Format::Gif),
             OutputFormat::Compatible,
+            OutputFormat::Fixed(Format::Avif),
         ];
         let renditions: Vec<(String, String, String)> = formats
             .iter()
@@ -338,10 +352,52 @@ mod tests {
         }
         assert!(renditions[4].0.ends_with("&format=FORMAT_GIF"));
         assert!(renditions[5].0.ends_with("&format=FORMAT_COMPATIBLE"));
+        assert!(renditions[6].0.ends_with("&format=FORMAT_AVIF"));
+        assert_eq!(renditions[6].2, "photos/300x/filters:format(avif)/a b/ü+.jpg");
         assert_eq!(
             renditions[5].2,
             "photos/300x/filters:format(compatible)/a b/ü+.jpg"
         );
+    }
+
+    #[test]
+    fn encoder_settings_are_part_of_the_rendition() {
+        let base = Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            ..Transform::default()
+        };
+        let variants = [
+            base,
+            Transform {
+                progressive: Some(true),
+                ..base
+            },
+            Transform {
+                progressive: Some(false),
+                ..base
+            },
+            Transform {
+                max_bytes: Some(10_000),
+                ..base
+            },
+            Transform {
+                max_bytes: Some(10_001),
+                ..base
+            },
+        ];
+        let forms: Vec<(String, String)> = variants
+            .iter()
+            .map(|&t| (request(t).to_query(), request(t).canonical()))
+            .collect();
+        for (i, a) in forms.iter().enumerate() {
+            for b in &forms[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+            }
+        }
+        assert!(forms[2].0.ends_with("&progressive=PROGRESSIVE_OFF"));
+        assert!(forms[2].1.contains(":progressive(false)/"));
+        assert!(forms[3].0.ends_with("&max_bytes=10000"));
     }
 
     #[test]

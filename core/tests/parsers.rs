@@ -192,12 +192,17 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             any::<bool>(),
             prop::option::of(color),
         ),
+        (
+            prop::option::of(any::<bool>()),
+            prop::option::of(1..=u32::MAX),
+        ),
     )
         .prop_map(
             |(
                 (width, height, fit, upscale, flip_h, flip_v, h_align, v_align),
                 (format, quality, rotation, grayscale),
                 (blur, sharpen, pad, background),
+                (progressive, max_bytes),
             )| Transform {
                 width,
                 height,
@@ -215,6 +220,8 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 sharpen: sharpen.map(|(sigma, amount)| Sharpen { sigma, amount }),
                 pad,
                 background,
+                progressive,
+                max_bytes,
             },
         )
 }

@@ -121,6 +121,8 @@ pub struct Renderer {
     pub stats: Arc<Stats>,
     /// Resource limits.
     pub limits: Limits,
+    /// Encoder defaults for requests that name no quality or scan mode.
+    pub encoding: pipeline::Encoding,
     /// `Cache-Control` of every rendition.
     pub cache_control: MetadataValue<tonic::metadata::Ascii>,
     /// Renders run here: one per core, with a bounded queue.
@@ -323,9 +325,10 @@ impl Renderer {
             max_source_pixels: self.limits.max_source_pixels,
             max_output_pixels: self.limits.max_output_pixels,
         };
+        let encoding = self.encoding.clone();
         let rendered = self
             .workers
-            .run(move || pipeline::render(&source, &transform, &limits))
+            .run(move || pipeline::render_with(&source, &transform, &limits, &encoding))
             .await??;
         Ok(rendered)
     }
@@ -448,6 +451,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Ok(v1::Format::Webp) => OutputFormat::Fixed(Format::Webp),
         Ok(v1::Format::Gif) => OutputFormat::Fixed(Format::Gif),
         Ok(v1::Format::Compatible) => OutputFormat::Compatible,
+        Ok(v1::Format::Avif) => OutputFormat::Fixed(Format::Avif),
         Err(_) => return Err(bad(format!("unknown format {}", r.format))),
     };
     let quality = match r.quality {
@@ -480,6 +484,12 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         _ => return Err(bad("sharpen needs both a sigma and an amount".into())),
     };
     let background = Color::from_rgba_u32(r.background_rgba).visible();
+    let progressive = match v1::Progressive::try_from(r.progressive) {
+        Ok(v1::Progressive::Unspecified) => None,
+        Ok(v1::Progressive::On) => Some(true),
+        Ok(v1::Progressive::Off) => Some(false),
+        Err(_) => return Err(bad(format!("unknown progressive {}", r.progressive))),
+    };
     let version = match r.version_id {
         v if v.is_empty() => None,
         v if is_version_id(&v) => Some(v),
@@ -510,6 +520,8 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             sharpen,
             pad: r.pad,
             background,
+            progressive,
+            max_bytes: (r.max_bytes > 0).then_some(r.max_bytes),
         },
     })
 }
@@ -654,6 +666,7 @@ mod tests {
             results: None,
             stats: Arc::default(),
             limits: Limits::default(),
+            encoding: pipeline::Encoding::default(),
             cache_control: MetadataValue::from_static("public"),
             workers: WorkerPool::new(1, 64),
             in_flight: InFlight::default(),
@@ -942,6 +955,8 @@ mod tests {
             }),
             pad: true,
             background: Some(Color::rgb(1, 2, 3)),
+            progressive: Some(false),
+            max_bytes: Some(u32::MAX),
         };
         let formats = [
             OutputFormat::Source,
@@ -950,6 +965,7 @@ mod tests {
             OutputFormat::Fixed(Format::Webp),
             OutputFormat::Fixed(Format::Gif),
             OutputFormat::Compatible,
+            OutputFormat::Fixed(Format::Avif),
         ];
         for format in formats {
             let req = RenderRequest {
@@ -959,6 +975,18 @@ mod tests {
                 transform: Transform { format, ..t },
             };
             assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
+            let progressive = RenderRequest {
+                transform: Transform {
+                    progressive: Some(true),
+                    max_bytes: None,
+                    ..req.transform
+                },
+                ..req.clone()
+            };
+            assert_eq!(
+                to_core(wire_from_query(&progressive.to_query())).unwrap(),
+                progressive
+            );
         }
     }
 
@@ -990,6 +1018,10 @@ mod tests {
                 "pad" => wire.pad = yes(),
                 "background_rgba" => wire.background_rgba = num(),
                 "version_id" => wire.version_id = value.into(),
+                "progressive" => {
+                    wire.progressive = v1::Progressive::from_str_name(value).unwrap().into()
+                }
+                "max_bytes" => wire.max_bytes = num(),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }
