@@ -937,7 +937,7 @@ mod tests {
             "tr:w-300,h-200,c-force/a.jpg",
             "tr:w-300,c-at_max,fo-top,fl-h,f-webp,q-80/dir/a%20b.jpg",
             "tr:w-300,f-gif/a.jpg",
-            "tr:w-300,f-jpg,q-70,pr-true/a.jpg",
+            "tr:w-300,f-jpeg,q-70,pr-true/a.jpg",
             "tr:w-300,f-avif,pr-false/a.jpg",
             "tr:h-200,c-at_max_enlarge/a.jpg",
             "tr:w-300,h-200,cm-pad_resize,bg-FF000050,fo-bottom,rt-270,bl-3,e-grayscale,e-sharpen/a.jpg",

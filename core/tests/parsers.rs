@@ -268,19 +268,26 @@ proptest! {
     fn accept_negotiation_is_total_and_honours_exclusions(
         accept in prop_oneof![any::<String>(), accept_text()],
     ) {
-        let chosen = accept::negotiate(Some(&accept));
-        prop_assert!(matches!(
-            chosen,
-            OutputFormat::Compatible | OutputFormat::Fixed(Format::Webp)
-        ));
-        let excluded = format!("{accept},image/webp;q=0");
-        prop_assert_eq!(accept::negotiate(Some(&excluded)), OutputFormat::Compatible);
-        let listed = format!("image/webp,{accept}");
-        if !accept.to_ascii_lowercase().contains("webp") {
+        for avif in [false, true] {
+            let chosen = accept::negotiate(Some(&accept), avif);
+            prop_assert!(matches!(
+                chosen,
+                OutputFormat::Compatible | OutputFormat::Fixed(Format::Webp)
+            ) || (avif && chosen == OutputFormat::Fixed(Format::Avif)));
+            let excluded = format!("{accept},image/webp;q=0,image/avif;q=0");
             prop_assert_eq!(
-                accept::negotiate(Some(&listed)),
-                OutputFormat::Fixed(Format::Webp)
+                accept::negotiate(Some(&excluded), avif),
+                OutputFormat::Compatible
             );
+            let listed = format!("image/webp,{accept}");
+            if !accept.to_ascii_lowercase().contains("webp")
+                && !accept.to_ascii_lowercase().contains("avif")
+            {
+                prop_assert_eq!(
+                    accept::negotiate(Some(&listed), avif),
+                    OutputFormat::Fixed(Format::Webp)
+                );
+            }
         }
     }
 
