@@ -1750,7 +1750,10 @@ mod tests {
             for max in [500u32, 999, 1_000, 4_321, 5_000, 7_999] {
                 let mut calls = Vec::new();
                 let out = fit_bytes(start, Some(max), sized_by_quality(&mut calls)).unwrap();
-                let best = (max / 100).min(u32::from(start)) as usize;
+                // Nothing under the floor is tried: then the floor's result, the smallest.
+                let best = (max / 100)
+                    .min(u32::from(start))
+                    .max(u32::from(MAX_BYTES_MIN_QUALITY)) as usize;
                 assert_eq!(out.len(), best * 100, "start {start}, max {max}");
                 assert!(calls.len() <= MAX_BYTES_ENCODES, "{calls:?}");
                 assert_eq!(calls[0], start);
@@ -1786,7 +1789,7 @@ mod tests {
         for format in [Format::Jpeg, Format::Webp, Format::Avif] {
             let t = Transform {
                 format: OutputFormat::Fixed(format),
-                ..transform(400, 300, Fit::Fill)
+                ..transform(240, 180, Fit::Fill)
             };
             let full = render(&source, &t, &limits).unwrap().bytes.len();
             let budget = (full / 2) as u32;
@@ -1805,7 +1808,7 @@ mod tests {
                 fitted.bytes.len()
             );
             assert!(fitted.bytes.len() > budget as usize / 4, "{format:?}: not the best fit");
-            assert_eq!((fitted.width, fitted.height), (400, 300));
+            assert_eq!((fitted.width, fitted.height), (240, 180));
             // A budget nothing meets: the lowest quality searched, the smallest result.
             let lowest = render(
                 &source,
@@ -2229,7 +2232,7 @@ mod tests {
             alpha: false,
             data: vec![0; (MAX_WEBP_DIMENSION as usize + 1) * 3],
         };
-        let err = encode(p, Format::Webp, None).unwrap_err();
+        let err = encode(p, Format::Webp, &Transform::default(), &Encoding::default()).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
     }
 
@@ -2241,7 +2244,7 @@ mod tests {
             alpha: false,
             data: vec![0; (MAX_GIF_DIMENSION as usize + 1) * 3],
         };
-        let err = encode(p, Format::Gif, None).unwrap_err();
+        let err = encode(p, Format::Gif, &Transform::default(), &Encoding::default()).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
     }
 
