@@ -127,8 +127,16 @@ mod tests {
             ("an empty header", Some("")),
             ("no header at all", None),
         ] {
-            assert_eq!(negotiate(accept, false), OutputFormat::Compatible, "{client}");
-            assert_eq!(negotiate(accept, true), OutputFormat::Compatible, "{client}");
+            assert_eq!(
+                negotiate(accept, false),
+                OutputFormat::Compatible,
+                "{client}"
+            );
+            assert_eq!(
+                negotiate(accept, true),
+                OutputFormat::Compatible,
+                "{client}"
+            );
         }
     }
 

@@ -353,7 +353,10 @@ mod tests {
         assert!(renditions[4].0.ends_with("&format=FORMAT_GIF"));
         assert!(renditions[5].0.ends_with("&format=FORMAT_COMPATIBLE"));
         assert!(renditions[6].0.ends_with("&format=FORMAT_AVIF"));
-        assert_eq!(renditions[6].2, "photos/300x/filters:format(avif)/a b/ü+.jpg");
+        assert_eq!(
+            renditions[6].2,
+            "photos/300x/filters:format(avif)/a b/ü+.jpg"
+        );
         assert_eq!(
             renditions[5].2,
             "photos/300x/filters:format(compatible)/a b/ü+.jpg"

@@ -1389,13 +1389,9 @@ fn encode(
         .unwrap_or(DEFAULT_JPEG_QUALITY);
     let progressive = t.progressive.unwrap_or(enc.jpeg_progressive);
     let bytes = match format {
-        Format::Jpeg => fit_bytes(quality, t.max_bytes, |q| {
-            encode_jpeg(&p, q, progressive)
-        })?,
+        Format::Jpeg => fit_bytes(quality, t.max_bytes, |q| encode_jpeg(&p, q, progressive))?,
         Format::Webp => fit_bytes(quality, t.max_bytes, |q| encode_webp(&p, q))?,
-        Format::Avif => fit_bytes(quality, t.max_bytes, |q| {
-            encode_avif(&p, q, enc.avif_speed)
-        })?,
+        Format::Avif => fit_bytes(quality, t.max_bytes, |q| encode_avif(&p, q, enc.avif_speed))?,
         Format::Png => encode_png(&p)?,
         Format::Gif => encode_gif(&mut p)?,
     };
@@ -1667,8 +1663,8 @@ mod tests {
         // A progressive JPEG of the same quality is the same picture.
         let t = jpeg_of(transform(300, 200, Fit::Fill));
         let baseline = decoded(&render(&source, &t, &limits).unwrap()).to_rgb8();
-        let progressive = decoded(&render_with(&source, &t, &limits, &progressive_config).unwrap())
-            .to_rgb8();
+        let progressive =
+            decoded(&render_with(&source, &t, &limits, &progressive_config).unwrap()).to_rgb8();
         let diff: u64 = baseline
             .as_raw()
             .iter()
@@ -1807,7 +1803,10 @@ mod tests {
                 "{format:?}: {} > {budget} (from {full})",
                 fitted.bytes.len()
             );
-            assert!(fitted.bytes.len() > budget as usize / 4, "{format:?}: not the best fit");
+            assert!(
+                fitted.bytes.len() > budget as usize / 4,
+                "{format:?}: not the best fit"
+            );
             assert_eq!((fitted.width, fitted.height), (240, 180));
             // A budget nothing meets: the lowest quality searched, the smallest result.
             let lowest = render(
