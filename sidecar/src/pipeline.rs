@@ -51,11 +51,12 @@ pub const DEFAULT_JPEG_QUALITY: u8 = 80;
 /// Default WebP quality when the transform does not ask for one.
 pub const DEFAULT_WEBP_QUALITY: u8 = 80;
 /// Default AVIF quality (ravif's scale, where cavif's own default is 80) when the transform
-/// does not ask for one: about the size of WebP at 80 or less, at equal or better quality.
+/// does not ask for one (imgproxy's AVIF default is 63, on libaom's scale); not yet tuned
+/// against WebP at equal SSIMULACRA2.
 pub const DEFAULT_AVIF_QUALITY: u8 = 70;
-/// Default rav1e speed preset for AVIF (1 slowest and smallest, 10 fastest). 8 keeps a
-/// 800×600 encode to a few hundred milliseconds on one core; 6 (cavif's default is 4) is
-/// about twice as slow for files a few percent smaller.
+/// Default rav1e speed preset for AVIF (1 slowest and smallest, 10 fastest; cavif's default
+/// is 4): a fast preset, since each encode holds one of the pool's workers (one per core).
+/// Its encode time has not been benchmarked yet.
 pub const DEFAULT_AVIF_SPEED: u8 = 8;
 /// Largest width or height of an AVIF that pixmesh writes (libavif's default limit is
 /// 16384×16384 pixels in all).
