@@ -5,34 +5,38 @@
 //! on a route with `auto_format` set, every URL that names no format does, as with thumbor's
 //! `AUTO_WEBP`, imgproxy's `IMGPROXY_AUTO_WEBP` (the URL has no extension or `format`) and
 //! ImageKit's account-wide "best format" setting (the URL has no `f`; `f-orig` opts out).
-//! pixmesh writes no AVIF, so [`negotiate`] chooses between two answers:
+//! [`negotiate`] chooses between three answers, in this order:
 //!
+//! - AVIF, when the route allows it (`auto_avif`, as thumbor's `AUTO_AVIF` and imgproxy's
+//!   `IMGPROXY_AUTO_AVIF`, both off by default: AVIF encoding costs several times WebP's) and
+//!   the client lists `image/avif` with a non-zero quality;
 //! - WebP, when the client lists `image/webp` with a non-zero quality;
 //! - otherwise [`OutputFormat::Compatible`]: the source's format (JPEG, PNG, GIF), a WebP source
 //!   becoming PNG when the result is transparent and JPEG when it is opaque, so auto never
 //!   flattens transparency.
 //!
-//! Only an explicit `image/webp` counts. `image/*` and `*/*` do not: browsers that could not
-//! decode WebP sent them too (Safari before version 14 sent `image/png,image/svg+xml,image/*;q=0.8,…`),
-//! while every browser that decodes WebP lists it by name; thumbor and imgproxy decide the same
-//! way. A request without `Accept` lists nothing. `image/webp;q=0` anywhere in the list
-//! excludes WebP, even when it is listed again. Media types and parameter names compare
-//! case-insensitively. An entry whose `q` is not a quality value (`0` to `1`, at most three
-//! decimals) is ignored: sending WebP to a client that cannot show it is worse than not.
+//! Only an explicit `image/avif` or `image/webp` counts. `image/*` and `*/*` do not: browsers
+//! that could not decode WebP sent them too (Safari before version 14 sent
+//! `image/png,image/svg+xml,image/*;q=0.8,…`), while every browser that decodes WebP or AVIF
+//! lists it by name; thumbor and imgproxy decide the same way. A request without `Accept` lists
+//! nothing. `image/webp;q=0` anywhere in the list excludes WebP, even when it is listed again
+//! (the same for AVIF). Media types and parameter names compare case-insensitively. An entry
+//! whose `q` is not a quality value (`0` to `1`, at most three decimals) is ignored: sending a
+//! format to a client that cannot show it is worse than not.
 //!
 //! Responses to a request where auto applied carry `Vary: Accept` (the filter adds it, 304s
-//! included), and the chosen format is part of the canonical request, so the WebP and the
-//! compatible rendition of one URL have different ETags and result-storage keys.
+//! included), and the chosen format is part of the canonical request, so the AVIF, the WebP and
+//! the compatible rendition of one URL have different ETags and result-storage keys.
 
 use crate::transform::{Format, OutputFormat};
 
-/// The media type that selects WebP.
-const WEBP: &str = "image/webp";
-
 /// The output format auto chooses for a client that sent `accept` (all its `Accept` header
-/// lines joined with `,`; `None` when it sent none).
-pub fn negotiate(accept: Option<&str>) -> OutputFormat {
-    if accepts_webp(accept) {
+/// lines joined with `,`; `None` when it sent none); AVIF only when `avif` (the route's
+/// `auto_avif`) allows it.
+pub fn negotiate(accept: Option<&str>, avif: bool) -> OutputFormat {
+    if avif && accepts(accept, Format::Avif) {
+        OutputFormat::Fixed(Format::Avif)
+    } else if accepts(accept, Format::Webp) {
         OutputFormat::Fixed(Format::Webp)
     } else {
         OutputFormat::Compatible
@@ -41,11 +45,18 @@ pub fn negotiate(accept: Option<&str>) -> OutputFormat {
 
 /// Whether `accept` lists `image/webp` with a quality above 0 and never with quality 0.
 pub fn accepts_webp(accept: Option<&str>) -> bool {
+    accepts(accept, Format::Webp)
+}
+
+/// Whether `accept` lists `format`'s media type with a quality above 0 and never with
+/// quality 0.
+pub fn accepts(accept: Option<&str>, format: Format) -> bool {
+    let wanted = format.content_type();
     let mut listed = false;
     for range in accept.unwrap_or_default().split(',') {
         let mut parts = range.split(';');
         let media_type = parts.next().unwrap_or_default().trim();
-        if !media_type.eq_ignore_ascii_case(WEBP) {
+        if !media_type.eq_ignore_ascii_case(wanted) {
             continue;
         }
         let mut quality = Some(1000);
@@ -88,6 +99,7 @@ mod tests {
     use super::*;
 
     const WEBP_OUT: OutputFormat = OutputFormat::Fixed(Format::Webp);
+    const AVIF_OUT: OutputFormat = OutputFormat::Fixed(Format::Avif);
 
     #[test]
     fn browsers_that_list_webp_get_it_and_others_get_a_compatible_format() {
@@ -102,7 +114,8 @@ mod tests {
                 "image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5",
             ),
         ] {
-            assert_eq!(negotiate(Some(accept)), WEBP_OUT, "{client}");
+            assert_eq!(negotiate(Some(accept), false), WEBP_OUT, "{client}");
+            assert_eq!(negotiate(Some(accept), true), AVIF_OUT, "{client}");
         }
         for (client, accept) in [
             (
@@ -114,8 +127,36 @@ mod tests {
             ("an empty header", Some("")),
             ("no header at all", None),
         ] {
-            assert_eq!(negotiate(accept), OutputFormat::Compatible, "{client}");
+            assert_eq!(
+                negotiate(accept, false),
+                OutputFormat::Compatible,
+                "{client}"
+            );
+            assert_eq!(
+                negotiate(accept, true),
+                OutputFormat::Compatible,
+                "{client}"
+            );
         }
+    }
+
+    #[test]
+    fn avif_ranks_above_webp_where_the_route_allows_it() {
+        for (accept, avif, out) in [
+            ("image/avif,image/webp", true, AVIF_OUT),
+            ("image/webp,image/avif", true, AVIF_OUT),
+            ("image/avif,image/webp", false, WEBP_OUT),
+            ("image/avif;q=0,image/webp", true, WEBP_OUT),
+            ("image/avif, image/avif;q=0", true, OutputFormat::Compatible),
+            ("IMAGE/AVIF;Q=0.5", true, AVIF_OUT),
+            ("image/avif", false, OutputFormat::Compatible),
+            ("image/avifx,image/*", true, OutputFormat::Compatible),
+            ("image/avif;q=2,image/webp", true, WEBP_OUT),
+        ] {
+            assert_eq!(negotiate(Some(accept), avif), out, "{accept} (avif {avif})");
+        }
+        assert!(accepts(Some("image/avif"), Format::Avif));
+        assert!(!accepts(Some("image/avif"), Format::Webp));
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //!
 //! A route without signing keys must set `allow_unsafe`. The route's own `storage` name is always
 //! a valid handle for itself. Any route may set `auto_format` (see [`crate::accept`]): URLs
-//! that name no format then get WebP when the client's `Accept` lists it; and
+//! that name no format then get WebP when the client's `Accept` lists it. `auto_avif` lets
+//! auto (from the URL or from `auto_format`) choose AVIF, above WebP, for clients that list it.
 //! `cache_key_headers` / `cache_key_cookies` (see [`crate::cachekey`]): renditions then differ
 //! per value of those headers and cookies.
 
@@ -159,6 +160,11 @@ pub struct RouteConfig {
     /// Cookies whose values are part of each rendition's identity; responses `Vary: Cookie`.
     #[serde(default)]
     pub cache_key_cookies: Vec<String>,
+    /// Let auto choose AVIF, ranked above WebP, for clients whose `Accept` lists `image/avif`
+    /// (thumbor's `AUTO_AVIF`, imgproxy's `IMGPROXY_AUTO_AVIF`). Off by default, as in both:
+    /// AVIF encoding costs several times WebP's.
+    #[serde(default)]
+    pub auto_avif: bool,
 }
 
 impl RouteConfig {

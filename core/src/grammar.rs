@@ -89,10 +89,10 @@ pub struct Target {
 
 /// Formats a grammar may name that the pipeline cannot write yet (501, not 400).
 const UNSUPPORTED_FORMATS: &[&str] = &[
-    "avif", "bmp", "heic", "heif", "ico", "jp2", "jxl", "pdf", "svg", "tif", "tiff",
+    "bmp", "heic", "heif", "ico", "jp2", "jxl", "pdf", "svg", "tif", "tiff",
 ];
 
-/// Parses an output format name: `jpeg`/`jpg`, `png`, `webp`, `gif`; formats the pipeline cannot
+/// Parses an output format name: `jpeg`/`jpg`, `png`, `webp`, `gif`, `avif`; formats the pipeline cannot
 /// write and `auto` (in grammars that have no auto) are 501, anything else 400. `option` names
 /// the URL option in messages.
 pub(crate) fn parse_format(option: &str, value: &str) -> Result<Format, GrammarError> {
@@ -449,8 +449,9 @@ mod tests {
     fn value_parsers() {
         assert_eq!(parse_format("f", "JPG"), Ok(Format::Jpeg));
         assert_eq!(parse_format("f", "gif"), Ok(Format::Gif));
+        assert_eq!(parse_format("f", "AVIF"), Ok(Format::Avif));
         assert!(matches!(
-            parse_format("f", "avif"),
+            parse_format("f", "jxl"),
             Err(GrammarError::Unsupported(_))
         ));
         assert!(matches!(

@@ -45,8 +45,15 @@
 //! with `bg` (`bg:R:G:B`, `bg:RRGGBB`, `bga:ALPHA`), transparent without it; `bg` also
 //! composites transparency onto it, in every format, as imgproxy does.
 //!
+//! Encoding: `q` is the quality; `mb:BYTES` (`max_bytes`) lowers the quality of a JPEG, WebP
+//! or AVIF until it fits, and sends the smallest try when nothing does (`mb:0`: no limit);
+//! `jpgo:PROGRESSIVE` (`jpeg_options`) asks for a progressive or a baseline JPEG, its other
+//! arguments only as pixmesh encodes anyway (`no_subsample`, `trellis_quant`,
+//! `overshoot_deringing`, `optimize_scans` false, `quant_table` 0; anything else is 501).
+//! Without `jpgo`, the sidecar's configured default applies, like `IMGPROXY_JPEG_PROGRESSIVE`.
+//!
 //! Formats: `f:`/`format:`/`ext:` or the source's extension (`@webp`, `.png`) fix the output
-//! (`gif`: the first frame); with neither, the source's format, or, on a route with
+//! (`gif`: the first frame; `avif`); with neither, the source's format, or, on a route with
 //! `auto_format`, the client's choice from its `Accept` header, as `IMGPROXY_AUTO_WEBP` does
 //! (see [`crate::accept`]). `IMGPROXY_ENFORCE_WEBP`, which overrides a named format, has no
 //! equivalent.
@@ -318,6 +325,8 @@ impl ImgproxyPath {
             }),
             crop,
             focus,
+            progressive: o.progressive,
+            max_bytes: o.max_bytes,
         };
         apply_dpr(&mut transform, o.dpr)?;
         Ok(Target {
@@ -411,6 +420,12 @@ impl ImgproxyPath {
         }
         if let Some(q) = t.quality {
             opt("q", vec![q.to_string()]);
+        }
+        if let Some(max) = t.max_bytes {
+            opt("mb", vec![max.to_string()]);
+        }
+        if let Some(progressive) = t.progressive {
+            opt("jpgo", vec![if progressive { "1" } else { "0" }.to_owned()]);
         }
         if flip_h || flip_v {
             let b = |v: bool| if v { "1" } else { "0" }.to_owned();
@@ -596,6 +611,8 @@ struct Options {
     crop: Option<CropOption>,
     /// `g:fp:X:Y`: the focus point, in the rotated, flipped image.
     focus: Option<(Fraction, Fraction)>,
+    max_bytes: Option<u32>,
+    progressive: Option<bool>,
 }
 
 impl Default for Options {
@@ -622,6 +639,8 @@ impl Default for Options {
             expires: None,
             crop: None,
             focus: None,
+            max_bytes: None,
+            progressive: None,
         }
     }
 }
@@ -720,8 +739,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["dpi"], 1, unsupported_option),
     spec(&["format_quality", "fq"], 16, unsupported_option),
     spec(&["autoquality", "aq"], 6, unsupported_option),
-    spec(&["max_bytes", "mb"], 1, unsupported_option),
-    spec(&["jpeg_options", "jpgo"], 8, unsupported_option),
+    spec(&["max_bytes", "mb"], 1, max_bytes),
+    spec(&["jpeg_options", "jpgo"], 6, jpeg_options),
     spec(&["png_options", "pngo"], 3, unsupported_option),
     spec(&["webp_options", "webpo"], 2, unsupported_option),
     spec(&["avif_options", "avifo"], 1, unsupported_option),
@@ -959,6 +978,56 @@ fn quality(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
         "0" => None,
         q => Some(parse_quality(name, q)?),
     };
+    Ok(())
+}
+
+/// `mb:BYTES`: a byte budget for lossy outputs; 0 removes it.
+fn max_bytes(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let value = required(name, args)?;
+    let bytes = value
+        .parse::<u32>()
+        .ok()
+        .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{name}: {value:?} is not a whole number of bytes up to {}",
+                u32::MAX
+            ))
+        })?;
+    o.max_bytes = (bytes > 0).then_some(bytes);
+    Ok(())
+}
+
+/// `jpgo:PROGRESSIVE:NO_SUBSAMPLE:TRELLIS_QUANT:OVERSHOOT_DERINGING:OPTIMIZE_SCANS:QUANT_TABLE`:
+/// the scan mode is applied; the others must ask for what pixmesh's JPEG encoder does (4:2:0,
+/// no trellis quantization or overshoot deringing, standard scans and table 0), else 501.
+fn jpeg_options(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    required(name, args)?;
+    if let Some(p) = arg(args, 0) {
+        o.progressive = Some(parse_bool(name, p)?);
+    }
+    for (i, what) in [
+        "no_subsample",
+        "trellis_quant",
+        "overshoot_deringing",
+        "optimize_scans",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let Some(v) = arg(args, i + 1)
+            && parse_bool(name, v)?
+        {
+            return Err(unsupported(format!("{name} {what}")));
+        }
+    }
+    if let Some(table) = arg(args, 5) {
+        match table.parse::<u8>() {
+            Ok(0) => {}
+            Ok(1..=8) => return Err(unsupported(format!("{name} quant_table {table}"))),
+            _ => return Err(invalid(format!("{name}: quant_table {table:?} is not 0-8"))),
+        }
+    }
     Ok(())
 }
 
@@ -1547,7 +1616,7 @@ mod tests {
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
             ("insecure/wm:0.5/plain/a.jpg", "watermark"),
-            ("insecure/plain/a.jpg@avif", "extension avif"),
+            ("insecure/plain/a.jpg@jxl", "extension jxl"),
             (
                 "insecure/dpr:2/plain/a.jpg",
                 "dpr without a width or height",

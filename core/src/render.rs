@@ -110,6 +110,7 @@ impl RenderRequest {
                     Format::Png => "FORMAT_PNG",
                     Format::Webp => "FORMAT_WEBP",
                     Format::Gif => "FORMAT_GIF",
+                    Format::Avif => "FORMAT_AVIF",
                 },
             ),
             OutputFormat::Compatible => param("format", "FORMAT_COMPATIBLE"),
@@ -141,6 +142,14 @@ impl RenderRequest {
         }
         if let Some(f) = t.focus {
             param("focus", &f.to_string());
+        }
+        match t.progressive {
+            None => {}
+            Some(true) => param("progressive", "PROGRESSIVE_ON"),
+            Some(false) => param("progressive", "PROGRESSIVE_OFF"),
+        }
+        if let Some(max) = t.max_bytes {
+            param("max_bytes", &max.to_string());
         }
         if let Some(key) = &self.cache_key {
             param("cache_key", key);
@@ -334,6 +343,8 @@ mod tests {
                 at: CropAt::Anchor(HAlign::Right, VAlign::Top),
             }),
             focus: None,
+            progressive: Some(true),
+            max_bytes: Some(20_000),
         };
         assert_eq!(
             request(t).to_query(),
@@ -418,6 +429,7 @@ mod tests {
             OutputFormat::Fixed(Format::Webp),
             OutputFormat::Fixed(Format::Gif),
             OutputFormat::Compatible,
+            OutputFormat::Fixed(Format::Avif),
         ];
         let renditions: Vec<(String, String, String)> = formats
             .iter()
@@ -440,10 +452,55 @@ mod tests {
         }
         assert!(renditions[4].0.ends_with("&format=FORMAT_GIF"));
         assert!(renditions[5].0.ends_with("&format=FORMAT_COMPATIBLE"));
+        assert!(renditions[6].0.ends_with("&format=FORMAT_AVIF"));
+        assert_eq!(
+            renditions[6].2,
+            "photos/300x/filters:format(avif)/a b/ü+.jpg"
+        );
         assert_eq!(
             renditions[5].2,
             "photos/300x/filters:format(compatible)/a b/ü+.jpg"
         );
+    }
+
+    #[test]
+    fn encoder_settings_are_part_of_the_rendition() {
+        let base = Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            ..Transform::default()
+        };
+        let variants = [
+            base,
+            Transform {
+                progressive: Some(true),
+                ..base
+            },
+            Transform {
+                progressive: Some(false),
+                ..base
+            },
+            Transform {
+                max_bytes: Some(10_000),
+                ..base
+            },
+            Transform {
+                max_bytes: Some(10_001),
+                ..base
+            },
+        ];
+        let forms: Vec<(String, String)> = variants
+            .iter()
+            .map(|&t| (request(t).to_query(), request(t).canonical()))
+            .collect();
+        for (i, a) in forms.iter().enumerate() {
+            for b in &forms[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+            }
+        }
+        assert!(forms[2].0.ends_with("&progressive=PROGRESSIVE_OFF"));
+        assert!(forms[2].1.contains(":progressive(false)/"));
+        assert!(forms[3].0.ends_with("&max_bytes=10000"));
     }
 
     #[test]

@@ -404,7 +404,7 @@ impl Route {
             FormatChoice::Named => false,
         };
         if vary_accept {
-            target.transform.format = accept::negotiate(accept);
+            target.transform.format = accept::negotiate(accept, self.cfg.auto_avif);
         }
         let request = RenderRequest {
             storage: storage.to_owned(),
@@ -932,6 +932,39 @@ mod tests {
         ] {
             assert_eq!(negotiated(&r, url, Some(CHROME)), (format, false), "{url}");
         }
+    }
+
+    #[test]
+    fn auto_avif_routes_rank_avif_above_webp() {
+        let r = Router::from_json(
+            br#"{"routes":[
+                {"prefix":"/a/","grammar":"imagekit","storage":"s","allow_unsafe":true,
+                 "auto_format":true,"auto_avif":true}
+            ]}"#,
+        )
+        .unwrap();
+        let avif = OutputFormat::Fixed(Format::Avif);
+        for url in ["/a/tr:w-300/a.jpg", "/a/tr:w-300,f-auto/a.jpg"] {
+            assert_eq!(negotiated(&r, url, Some(CHROME)), (avif, true), "{url}");
+            assert_eq!(
+                negotiated(&r, url, Some("image/webp")),
+                (WEBP, true),
+                "{url}"
+            );
+            assert_eq!(
+                negotiated(&r, url, Some("image/avif;q=0,image/webp")),
+                (WEBP, true),
+                "{url}"
+            );
+        }
+        let avif = rendered(r.decide("GET", "/a/tr:w-300/a.jpg", Some(CHROME), now()));
+        assert!(avif.upstream_path.contains("format=FORMAT_AVIF"));
+        let webp = rendered(r.decide("GET", "/a/tr:w-300/a.jpg", Some("image/webp"), now()));
+        assert_ne!(avif.request.canonical(), webp.request.canonical());
+        assert_eq!(
+            negotiated(&r, "/a/tr:w-300,f-jpg/a.jpg", Some(CHROME)),
+            (OutputFormat::Fixed(Format::Jpeg), false)
+        );
     }
 
     #[test]

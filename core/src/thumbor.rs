@@ -45,7 +45,14 @@
 //!   segments (`left`, `top`, …), which URLs without them do not notice. `auto` and `blur` are
 //!   501.
 //! - `background_color(COLOR)`: composites transparency onto COLOR.
-//! - `format(NAME)`: `jpeg`/`jpg`, `png`, `webp` or `gif` (the first frame). Without it, the
+//! - `max_bytes(N)`: at most N bytes (N ≥ 1): a JPEG, WebP or AVIF result is encoded again at
+//!   lower qualities until it fits (see [`Transform::max_bytes`]). When even the lowest quality
+//!   does not fit, pixmesh sends the smallest result, as imgproxy does (thumbor sends its first,
+//!   unreduced one).
+//! - `progressive(true|false)`: a progressive or a baseline JPEG; without it, the sidecar's
+//!   configured default (thumbor's `PROGRESSIVE_JPEG` setting). pixmesh's own filter: thumbor
+//!   and imagor have no URL for it (and thumbor skips filters it does not know).
+//! - `format(NAME)`: `jpeg`/`jpg`, `png`, `webp`, `gif` (the first frame) or `avif`. Without it, the
 //!   source's format; on a route with `auto_format` (thumbor's `AUTO_WEBP`), WebP for clients
 //!   whose `Accept` lists it (see [`crate::accept`]). thumbor leaves animated GIFs out of
 //!   `AUTO_WEBP`; pixmesh, which keeps only their first frame, does not.
@@ -610,6 +617,12 @@ impl ThumborPath {
             (false, Some(c)) => filter("background_color", c.hex()),
             (false, None) => {}
         }
+        if let Some(progressive) = t.progressive {
+            filter("progressive", progressive.to_string());
+        }
+        if let Some(max) = t.max_bytes {
+            filter("max_bytes", max.to_string());
+        }
         url
     }
 }
@@ -625,7 +638,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "equalize",
     "hue",
     "label",
-    "max_bytes",
     "max_frames",
     "noise",
     "no_upscale",
@@ -807,7 +819,7 @@ fn apply_filter(
         }
         "format" => {
             t.format = OutputFormat::Fixed(match f.args.to_ascii_lowercase().as_str() {
-                "avif" | "tiff" | "heif" | "jxl" => {
+                "tiff" | "heif" | "jxl" => {
                     return Err(GrammarError::Unsupported(format!("format({})", f.args)));
                 }
                 name => Format::from_name(name)
@@ -824,6 +836,33 @@ fn apply_filter(
                         invalid(format!("quality({:?}) must be between 1 and 100", f.args))
                     })?,
             );
+        }
+        "max_bytes" => {
+            let max = f
+                .args
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "max_bytes({:?}) must be a whole number of bytes from 1 to {}",
+                        f.args,
+                        u32::MAX
+                    ))
+                })?;
+            t.max_bytes = Some(max);
+        }
+        "progressive" => {
+            arity(1, 1)?;
+            t.progressive = Some(match args[0].to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(invalid(format!(
+                        "progressive({other:?}) is not true or false"
+                    )));
+                }
+            });
         }
         // Checked when the URL is served: see `ThumborPath::expires`.
         "expire" => {
@@ -1628,7 +1667,7 @@ mod tests {
                 "unsafe/10x10/filters:round_corner(3)/a.jpg",
                 "filter round_corner",
             ),
-            ("unsafe/filters:format(avif)/a.jpg", "format(avif)"),
+            ("unsafe/filters:format(jxl)/a.jpg", "format(jxl)"),
         ] {
             let r = ThumborPath::parse(path).unwrap().to_transform();
             assert_eq!(r, Err(GrammarError::Unsupported(what.into())), "{path}");
@@ -1660,6 +1699,29 @@ mod tests {
     }
 
     #[test]
+    fn max_bytes_and_avif_map_onto_the_transform_and_back() {
+        let path = "unsafe/fit-in/300x200/filters:format(avif):quality(50):max_bytes(40000)/a.jpg";
+        let t = ThumborPath::parse(path).unwrap().to_transform().unwrap();
+        assert_eq!(t.format, OutputFormat::Fixed(Format::Avif));
+        assert_eq!((t.quality, t.max_bytes), (Some(50), Some(40_000)));
+        assert_eq!(ThumborPath::from_transform(&t, "a.jpg").to_path(), path);
+        let t = ThumborPath::parse("unsafe/filters:max_bytes(4294967295)/a.jpg")
+            .unwrap()
+            .to_transform()
+            .unwrap();
+        assert_eq!(t.max_bytes, Some(u32::MAX));
+        for (arg, progressive) in [("true", true), ("false", false), ("1", true), ("0", false)] {
+            let path = format!("unsafe/filters:progressive({arg})/a.jpg");
+            let t = ThumborPath::parse(&path).unwrap().to_transform().unwrap();
+            assert_eq!(t.progressive, Some(progressive), "{path}");
+            assert_eq!(
+                ThumborPath::from_transform(&t, "a.jpg").to_path(),
+                format!("unsafe/filters:progressive({progressive})/a.jpg")
+            );
+        }
+    }
+
+    #[test]
     fn bad_filter_arguments_are_invalid() {
         for path in [
             "unsafe/filters:quality(0)/a.jpg",
@@ -1667,6 +1729,13 @@ mod tests {
             "unsafe/filters:quality(x)/a.jpg",
             "unsafe/filters:format(bmpx)/a.jpg",
             "unsafe/filters:format(compatible)/a.jpg",
+            "unsafe/filters:max_bytes(0)/a.jpg",
+            "unsafe/filters:max_bytes(-5)/a.jpg",
+            "unsafe/filters:max_bytes(1.5)/a.jpg",
+            "unsafe/filters:max_bytes(4294967296)/a.jpg",
+            "unsafe/filters:max_bytes()/a.jpg",
+            "unsafe/filters:progressive(maybe)/a.jpg",
+            "unsafe/filters:progressive()/a.jpg",
             "unsafe/filters:upscale(1)/a.jpg",
             "unsafe/filters:nonsense(1)/a.jpg",
             "unsafe/filters:rotate(45)/a.jpg",

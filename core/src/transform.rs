@@ -17,7 +17,9 @@
 //!    result;
 //! 9. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
 //!    transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
-//!    least half opaque and drops the others.
+//!    least half opaque and drops the others. The encoder settings (`quality`, `progressive`,
+//!    `max_bytes`) apply here; where a request names none, the sidecar's configured defaults
+//!    do.
 
 pub use crate::color::Color;
 
@@ -126,11 +128,19 @@ pub enum Format {
     Webp,
     /// GIF (`image/gif`): its first frame only, read and written as a still image.
     Gif,
+    /// AVIF (`image/avif`): written only (AV1 still image, 8-bit 4:4:4); an AVIF source is 415.
+    Avif,
 }
 
 impl Format {
     /// Every format, in the order they are documented.
-    pub const ALL: [Format; 4] = [Format::Jpeg, Format::Png, Format::Webp, Format::Gif];
+    pub const ALL: [Format; 5] = [
+        Format::Jpeg,
+        Format::Png,
+        Format::Webp,
+        Format::Gif,
+        Format::Avif,
+    ];
 
     /// The name used in URLs and result keys.
     pub fn name(self) -> &'static str {
@@ -139,6 +149,7 @@ impl Format {
             Format::Png => "png",
             Format::Webp => "webp",
             Format::Gif => "gif",
+            Format::Avif => "avif",
         }
     }
 
@@ -149,6 +160,7 @@ impl Format {
             "png" => Some(Format::Png),
             "webp" => Some(Format::Webp),
             "gif" => Some(Format::Gif),
+            "avif" => Some(Format::Avif),
             _ => None,
         }
     }
@@ -160,7 +172,14 @@ impl Format {
             Format::Png => "image/png",
             Format::Webp => "image/webp",
             Format::Gif => "image/gif",
+            Format::Avif => "image/avif",
         }
+    }
+
+    /// Whether the format's encoder is lossy, so that a quality (and a byte budget,
+    /// [`Transform::max_bytes`]) applies to it.
+    pub fn is_lossy(self) -> bool {
+        matches!(self, Format::Jpeg | Format::Webp | Format::Avif)
     }
 }
 
@@ -619,7 +638,8 @@ pub struct Transform {
     pub v_align: VAlign,
     /// Output format; by default the source's.
     pub format: OutputFormat,
-    /// Encoder quality 1–100 for lossy formats; `None` uses the format's default.
+    /// Encoder quality 1–100 for lossy formats; `None` uses the format's default (the sidecar's
+    /// configuration).
     pub quality: Option<u8>,
     /// Rotation of the result, clockwise, after everything but encoding.
     pub rotation: Rotation,
@@ -640,7 +660,19 @@ pub struct Transform {
     pub crop: Option<Crop>,
     /// Where the fill crop centres (see [`Focus`]); the alignment is then unused.
     pub focus: Option<Focus>,
+    /// JPEG output as a progressive (multi-scan) JPEG (`Some(true)`) or a baseline one
+    /// (`Some(false)`); `None` follows the sidecar's configuration. Other formats ignore it.
+    pub progressive: Option<bool>,
+    /// Largest encoded size in bytes: a lossy output ([`Format::is_lossy`]) is encoded again at
+    /// lower qualities (a bounded binary search, down to [`MAX_BYTES_MIN_QUALITY`]) until it
+    /// fits, and is the smallest one tried when none does; lossless outputs are left as they
+    /// are, as thumbor and imgproxy do. `None`: no budget (never `Some(0)`).
+    pub max_bytes: Option<u32>,
 }
+
+/// The lowest quality the [`Transform::max_bytes`] search tries, as thumbor and imgproxy (which
+/// stop there): below it images fall apart faster than they shrink.
+pub const MAX_BYTES_MIN_QUALITY: u8 = 10;
 
 #[cfg(test)]
 mod tests {

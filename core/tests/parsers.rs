@@ -239,6 +239,10 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             prop::option::of(color),
         ),
         (prop::option::of(crop), prop::option::of(focus)),
+        (
+            prop::option::of(any::<bool>()),
+            prop::option::of(1..=u32::MAX),
+        ),
     )
         .prop_map(
             |(
@@ -246,6 +250,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (format, quality, rotation, grayscale),
                 (blur, sharpen, pad, background),
                 (crop, focus),
+                (progressive, max_bytes),
             )| Transform {
                 width,
                 height,
@@ -265,6 +270,8 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 background,
                 crop,
                 focus,
+                progressive,
+                max_bytes,
             },
         )
 }
@@ -327,19 +334,26 @@ proptest! {
     fn accept_negotiation_is_total_and_honours_exclusions(
         accept in prop_oneof![any::<String>(), accept_text()],
     ) {
-        let chosen = accept::negotiate(Some(&accept));
-        prop_assert!(matches!(
-            chosen,
-            OutputFormat::Compatible | OutputFormat::Fixed(Format::Webp)
-        ));
-        let excluded = format!("{accept},image/webp;q=0");
-        prop_assert_eq!(accept::negotiate(Some(&excluded)), OutputFormat::Compatible);
-        let listed = format!("image/webp,{accept}");
-        if !accept.to_ascii_lowercase().contains("webp") {
+        for avif in [false, true] {
+            let chosen = accept::negotiate(Some(&accept), avif);
+            prop_assert!(matches!(
+                chosen,
+                OutputFormat::Compatible | OutputFormat::Fixed(Format::Webp)
+            ) || (avif && chosen == OutputFormat::Fixed(Format::Avif)));
+            let excluded = format!("{accept},image/webp;q=0,image/avif;q=0");
             prop_assert_eq!(
-                accept::negotiate(Some(&listed)),
-                OutputFormat::Fixed(Format::Webp)
+                accept::negotiate(Some(&excluded), avif),
+                OutputFormat::Compatible
             );
+            let listed = format!("image/webp,{accept}");
+            if !accept.to_ascii_lowercase().contains("webp")
+                && !accept.to_ascii_lowercase().contains("avif")
+            {
+                prop_assert_eq!(
+                    accept::negotiate(Some(&listed), avif),
+                    OutputFormat::Fixed(Format::Webp)
+                );
+            }
         }
     }
 

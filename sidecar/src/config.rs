@@ -10,6 +10,13 @@
 //! max_queue = 64                # requests waiting for a render slot (two per core); then 503
 //! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
 //!
+//! [encoding]                    # what a URL that names no quality or scan mode gets
+//! jpeg_quality = 80
+//! webp_quality = 80
+//! avif_quality = 70             # ravif's scale
+//! jpeg_progressive = true       # default false: baseline JPEGs
+//! avif_speed = 8                # rav1e preset: 1 slowest/smallest … 10 fastest
+//!
 //! [storages.samples]            # a local directory (the demo's default)
 //! type = "local"
 //! root = "/srv/images"
@@ -125,6 +132,9 @@ pub struct Config {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Encoder defaults for requests that name no quality or scan mode.
+    #[serde(default)]
+    pub encoding: EncodingConfig,
     /// Named storages; the filter's routes refer to them by name.
     pub storages: BTreeMap<String, StorageConfig>,
     /// Where renditions are written and served from; none when unset.
@@ -189,6 +199,70 @@ impl Default for Limits {
             max_queue: 64,
             memory_budget_bytes: 1 << 30,
         }
+    }
+}
+
+/// Encoder defaults (`[encoding]`), like imgproxy's `IMGPROXY_FORMAT_QUALITY` and
+/// `IMGPROXY_JPEG_PROGRESSIVE` or thumbor's `QUALITY`, `WEBP_QUALITY`, `AVIF_QUALITY` and
+/// `PROGRESSIVE_JPEG`. They are not part of a rendition's ETag or result key: after changing
+/// them, a new result-storage `base_dir` makes every rendition new.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncodingConfig {
+    /// JPEG quality, 1–100, when the URL names none.
+    pub jpeg_quality: u8,
+    /// WebP quality, 1–100, when the URL names none.
+    pub webp_quality: u8,
+    /// AVIF quality, 1–100 (ravif's scale), when the URL names none.
+    pub avif_quality: u8,
+    /// Progressive JPEGs unless the URL asks for baseline (default false: baseline).
+    pub jpeg_progressive: bool,
+    /// rav1e speed preset for AVIF, 1 (slowest, smallest files) to 10 (fastest).
+    pub avif_speed: u8,
+}
+
+impl Default for EncodingConfig {
+    fn default() -> Self {
+        let e = crate::pipeline::Encoding::default();
+        EncodingConfig {
+            jpeg_quality: e.jpeg_quality,
+            webp_quality: e.webp_quality,
+            avif_quality: e.avif_quality,
+            jpeg_progressive: e.jpeg_progressive,
+            avif_speed: e.avif_speed,
+        }
+    }
+}
+
+impl EncodingConfig {
+    /// The pipeline's encoder settings.
+    pub fn to_pipeline(&self) -> crate::pipeline::Encoding {
+        crate::pipeline::Encoding {
+            jpeg_quality: self.jpeg_quality,
+            webp_quality: self.webp_quality,
+            avif_quality: self.avif_quality,
+            jpeg_progressive: self.jpeg_progressive,
+            avif_speed: self.avif_speed,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, q) in [
+            ("jpeg_quality", self.jpeg_quality),
+            ("webp_quality", self.webp_quality),
+            ("avif_quality", self.avif_quality),
+        ] {
+            if !(1..=100).contains(&q) {
+                return Err(format!("encoding: {name} {q} is not between 1 and 100"));
+            }
+        }
+        if !(1..=10).contains(&self.avif_speed) {
+            return Err(format!(
+                "encoding: avif_speed {} is not between 1 and 10",
+                self.avif_speed
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -650,6 +724,7 @@ impl Config {
         if self.cache_control.bytes().any(|b| b.is_ascii_control()) {
             return invalid("cache_control contains a control character".into());
         }
+        self.encoding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -670,6 +745,8 @@ mod tests {
             .join("\n");
         let cfg = Config::from_toml(&doc).unwrap();
         assert_eq!(cfg.storages.len(), 3);
+        assert!(cfg.encoding.jpeg_progressive);
+        assert_eq!(cfg.encoding.avif_quality, 70);
         let rs = cfg.result_storage.clone().unwrap();
         assert_eq!(rs.path_style, PathStyle::Default);
         assert_eq!(rs.base_dir, "renditions");
@@ -846,6 +923,40 @@ mod tests {
             ),
         ] {
             let err = Config::from_toml(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn encoding_defaults_are_the_pipeline_defaults_and_are_checked() {
+        let cfg = Config::from_toml(TWO).unwrap();
+        assert_eq!(
+            cfg.encoding.to_pipeline(),
+            crate::pipeline::Encoding::default()
+        );
+        let cfg = Config::from_toml(&format!(
+            "{TWO}[encoding]\njpeg_quality = 90\nwebp_quality = 60\navif_quality = 40\n\
+             jpeg_progressive = true\navif_speed = 10"
+        ))
+        .unwrap();
+        let e = cfg.encoding.to_pipeline();
+        assert_eq!(
+            (e.jpeg_quality, e.webp_quality, e.avif_quality, e.avif_speed),
+            (90, 60, 40, 10)
+        );
+        assert!(e.jpeg_progressive);
+        for (bad, why) in [
+            ("jpeg_quality = 0", "jpeg_quality"),
+            ("webp_quality = 101", "webp_quality"),
+            ("avif_quality = 0", "avif_quality"),
+            ("avif_speed = 0", "avif_speed"),
+            ("avif_speed = 11", "avif_speed"),
+            ("png_quality = 5", "png_quality"),
+            ("jpeg_quality = 300", "jpeg_quality"),
+        ] {
+            let err = Config::from_toml(&format!("{TWO}[encoding]\n{bad}"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }

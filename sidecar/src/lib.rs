@@ -146,6 +146,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         sources,
         stats: Arc::new(Stats::default()),
         limits: config.limits.clone(),
+        encoding: config.encoding.to_pipeline(),
         cache_control: MetadataValue::try_from(config.cache_control.as_str()).map_err(|_| {
             ServeError::Storage {
                 name: "cache_control".into(),

@@ -42,13 +42,25 @@ use image::codecs::png::PngEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
 use pixmesh_core::transform::{
-    Color, Crop, CropAt, Fit, Format, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign,
+    Color, Crop, CropAt, Fit, Format, HAlign, Hundredths, MAX_BYTES_MIN_QUALITY, Rotation, Sharpen,
+    Transform, VAlign,
 };
 
 /// Default JPEG quality when the transform does not ask for one.
 pub const DEFAULT_JPEG_QUALITY: u8 = 80;
 /// Default WebP quality when the transform does not ask for one.
 pub const DEFAULT_WEBP_QUALITY: u8 = 80;
+/// Default AVIF quality (ravif's scale, where cavif's own default is 80) when the transform
+/// does not ask for one (imgproxy's AVIF default is 63, on libaom's scale); not yet tuned
+/// against WebP at equal SSIMULACRA2.
+pub const DEFAULT_AVIF_QUALITY: u8 = 70;
+/// Default rav1e speed preset for AVIF (1 slowest and smallest, 10 fastest; cavif's default
+/// is 4): a fast preset, since each encode holds one of the pool's workers (one per core).
+/// Its encode time has not been benchmarked yet.
+pub const DEFAULT_AVIF_SPEED: u8 = 8;
+/// Largest width or height of an AVIF that pixmesh writes (libavif's default limit is
+/// 16384×16384 pixels in all).
+pub const MAX_AVIF_DIMENSION: u32 = 16_384;
 /// Largest width or height a JPEG can have.
 pub const MAX_JPEG_DIMENSION: u32 = 65_535;
 /// Largest width or height a WebP can have.
@@ -82,6 +94,47 @@ impl Default for Limits {
         Limits {
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
+        }
+    }
+}
+
+/// Encoder settings that do not come from the URL (the sidecar's `[encoding]` configuration):
+/// what a request that names no quality or scan mode gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoding {
+    /// JPEG quality, 1–100.
+    pub jpeg_quality: u8,
+    /// WebP quality, 1–100.
+    pub webp_quality: u8,
+    /// AVIF quality, 1–100 (ravif's scale).
+    pub avif_quality: u8,
+    /// Write progressive JPEGs unless the request asks for baseline.
+    pub jpeg_progressive: bool,
+    /// rav1e speed preset, 1 (slowest, smallest) – 10 (fastest).
+    pub avif_speed: u8,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Encoding {
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
+            webp_quality: DEFAULT_WEBP_QUALITY,
+            avif_quality: DEFAULT_AVIF_QUALITY,
+            jpeg_progressive: false,
+            avif_speed: DEFAULT_AVIF_SPEED,
+        }
+    }
+}
+
+impl Encoding {
+    /// The quality `format` is encoded at when the request names none; `None` for the
+    /// lossless formats.
+    pub fn default_quality(&self, format: Format) -> Option<u8> {
+        match format {
+            Format::Jpeg => Some(self.jpeg_quality),
+            Format::Webp => Some(self.webp_quality),
+            Format::Avif => Some(self.avif_quality),
+            Format::Png | Format::Gif => None,
         }
     }
 }
@@ -143,9 +196,19 @@ impl PipelineError {
     }
 }
 
-/// Renders `source` (the encoded bytes of the stored object) as `t` asks. CPU-bound and
-/// synchronous: callers run it on a blocking thread.
+/// Renders `source` (the encoded bytes of the stored object) as `t` asks, with the default
+/// [`Encoding`]. CPU-bound and synchronous: callers run it on a blocking thread.
 pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered, PipelineError> {
+    render_with(source, t, limits, &Encoding::default())
+}
+
+/// [`render`] with the encoder defaults `encoding` (the sidecar's configuration).
+pub fn render_with(
+    source: &[u8],
+    t: &Transform,
+    limits: &Limits,
+    encoding: &Encoding,
+) -> Result<Rendered, PipelineError> {
     let Plan {
         source_format,
         decoder,
@@ -170,7 +233,7 @@ pub fn render(source: &[u8], t: &Transform, limits: &Limits) -> Result<Rendered,
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
-    encode(pixels, format, t.quality)
+    encode(pixels, format, t, encoding)
 }
 
 /// What the header says about a render, before any pixel is decoded: steps 1–3 below.
@@ -1487,12 +1550,20 @@ fn has_transparency(p: &Pixels) -> bool {
     p.alpha && p.data.chunks_exact(4).any(|px| px[3] < u8::MAX)
 }
 
-/// Encodes in `format` with `quality` (1–100, lossy formats only) or the format's default.
-fn encode(mut p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered, PipelineError> {
+/// Encodes in `format`: lossy formats at the transform's quality (1–100) or the configured
+/// default, within the transform's byte budget ([`fit_bytes`]); JPEG progressive or baseline as
+/// the transform or the configuration says.
+fn encode(
+    mut p: Pixels,
+    format: Format,
+    t: &Transform,
+    enc: &Encoding,
+) -> Result<Rendered, PipelineError> {
     let max_side = match format {
         Format::Jpeg => MAX_JPEG_DIMENSION,
         Format::Webp => MAX_WEBP_DIMENSION,
         Format::Gif => MAX_GIF_DIMENSION,
+        Format::Avif => MAX_AVIF_DIMENSION,
         Format::Png => u32::MAX,
     };
     if p.width > max_side || p.height > max_side {
@@ -1503,10 +1574,16 @@ fn encode(mut p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered
             format.name()
         )));
     }
+    let quality = t
+        .quality
+        .or(enc.default_quality(format))
+        .unwrap_or(DEFAULT_JPEG_QUALITY);
+    let progressive = t.progressive.unwrap_or(enc.jpeg_progressive);
     let bytes = match format {
-        Format::Jpeg => encode_jpeg(&p, quality.unwrap_or(DEFAULT_JPEG_QUALITY))?,
+        Format::Jpeg => fit_bytes(quality, t.max_bytes, |q| encode_jpeg(&p, q, progressive))?,
+        Format::Webp => fit_bytes(quality, t.max_bytes, |q| encode_webp(&p, q))?,
+        Format::Avif => fit_bytes(quality, t.max_bytes, |q| encode_avif(&p, q, enc.avif_speed))?,
         Format::Png => encode_png(&p)?,
-        Format::Webp => encode_webp(&p, quality.unwrap_or(DEFAULT_WEBP_QUALITY))?,
         Format::Gif => encode_gif(&mut p)?,
     };
     Ok(Rendered {
@@ -1517,9 +1594,51 @@ fn encode(mut p: Pixels, format: Format, quality: Option<u8>) -> Result<Rendered
     })
 }
 
-/// JPEG via libjpeg-turbo, 4:2:0 like libvips' default; RGBA still there (no background, or a
-/// translucent one) is flattened onto white first.
-fn encode_jpeg(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
+/// Most encodes [`fit_bytes`] makes: the first at the asked quality, then a binary search of
+/// the qualities from [`MAX_BYTES_MIN_QUALITY`] up to it (⌈log2(100 − 10 + 1)⌉ = 7).
+pub const MAX_BYTES_ENCODES: usize = 8;
+
+/// Encodes at `quality` and, when `max_bytes` is set and the result is larger, searches the
+/// qualities from [`MAX_BYTES_MIN_QUALITY`] below `quality` for the highest whose result fits
+/// (a binary search: sizes grow with quality, at most [`MAX_BYTES_ENCODES`] encodes in all).
+/// When none fits, the smallest result tried is returned, as imgproxy does (thumbor returns
+/// its first, unreduced one): the client gets an image rather than an error, and it is as close
+/// to the budget as pixmesh can get.
+fn fit_bytes(
+    quality: u8,
+    max_bytes: Option<u32>,
+    mut encode_at: impl FnMut(u8) -> Result<Vec<u8>, PipelineError>,
+) -> Result<Vec<u8>, PipelineError> {
+    let first = encode_at(quality)?;
+    let Some(max) = max_bytes.map(|m| m as usize) else {
+        return Ok(first);
+    };
+    if first.len() <= max {
+        return Ok(first);
+    }
+    let (mut low, mut high) = (MAX_BYTES_MIN_QUALITY, quality.saturating_sub(1));
+    let mut fitting: Option<Vec<u8>> = None;
+    let mut smallest = first;
+    while low <= high {
+        let mid = low + (high - low) / 2;
+        let out = encode_at(mid)?;
+        if out.len() <= max {
+            fitting = Some(out);
+            low = mid + 1;
+        } else {
+            if out.len() < smallest.len() {
+                smallest = out;
+            }
+            // mid ≥ MAX_BYTES_MIN_QUALITY ≥ 1: no underflow.
+            high = mid - 1;
+        }
+    }
+    Ok(fitting.unwrap_or(smallest))
+}
+
+/// JPEG via libjpeg-turbo, 4:2:0 like libvips' default, progressive (multi-scan) or baseline;
+/// RGBA still there (no background, or a translucent one) is flattened onto white first.
+fn encode_jpeg(p: &Pixels, quality: u8, progressive: bool) -> Result<Vec<u8>, PipelineError> {
     let fail = |e: turbojpeg::Error| PipelineError::Encode(format!("jpeg: {e}"));
     let flattened;
     let rgb = if p.alpha {
@@ -1535,6 +1654,7 @@ fn encode_jpeg(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
     compressor
         .set_subsamp(turbojpeg::Subsamp::Sub2x2)
         .map_err(fail)?;
+    compressor.set_progressive(progressive).map_err(fail)?;
     let width = p.width as usize;
     compressor
         .compress_to_vec(turbojpeg::Image {
@@ -1575,6 +1695,36 @@ fn encode_webp(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
     Ok(memory.to_vec())
 }
 
+/// AVIF via ravif (rav1e, pure Rust, single-threaded: one image per core), at rav1e speed
+/// preset `speed`; the alpha channel, when any pixel is translucent, at the same quality.
+fn encode_avif(p: &Pixels, quality: u8, speed: u8) -> Result<Vec<u8>, PipelineError> {
+    let quality = f32::from(quality.clamp(1, 100));
+    let encoder = ravif::Encoder::new()
+        .with_quality(quality)
+        .with_alpha_quality(quality)
+        .with_speed(speed.clamp(1, 10))
+        .with_num_threads(Some(1));
+    let (width, height) = (p.width as usize, p.height as usize);
+    let encoded = if p.alpha {
+        let pixels: Vec<ravif::RGBA8> = p
+            .data
+            .chunks_exact(4)
+            .map(|c| ravif::RGBA8::new(c[0], c[1], c[2], c[3]))
+            .collect();
+        encoder.encode_rgba(ravif::Img::new(pixels.as_slice(), width, height))
+    } else {
+        let pixels: Vec<ravif::RGB8> = p
+            .data
+            .chunks_exact(3)
+            .map(|c| ravif::RGB8::new(c[0], c[1], c[2]))
+            .collect();
+        encoder.encode_rgb(ravif::Img::new(pixels.as_slice(), width, height))
+    };
+    encoded
+        .map(|e| e.avif_file)
+        .map_err(|e| PipelineError::Encode(format!("avif: {e}")))
+}
+
 /// A still GIF via `image`'s encoder: at most 256 colours, exact when the image has no more,
 /// else quantized by NeuQuant at [`GIF_QUANTIZE_SPEED`]. Pixels less opaque than
 /// [`GIF_ALPHA_THRESHOLD`] become transparent, the others opaque (the alpha is overwritten).
@@ -1605,6 +1755,7 @@ fn image_format(format: Format) -> ImageFormat {
         Format::Png => ImageFormat::Png,
         Format::Webp => ImageFormat::WebP,
         Format::Gif => ImageFormat::Gif,
+        Format::Avif => ImageFormat::Avif,
     }
 }
 
@@ -1949,6 +2100,311 @@ mod tests {
         image::load_from_memory_with_format(&r.bytes, image_format(r.format)).unwrap()
     }
 
+    /// The offset just after the first `name` box header in `data` (a naive search, enough
+    /// for the small files the encoder writes).
+    fn find_box(data: &[u8], name: &[u8; 4]) -> Option<usize> {
+        data.windows(4).position(|w| w == name).map(|i| i + 4)
+    }
+
+    /// An AVIF's size from its `ispe` (image spatial extents) property; panics when it is not
+    /// an AVIF.
+    fn avif_size(data: &[u8]) -> (u32, u32) {
+        assert_eq!(&data[4..12], b"ftypavif", "an AVIF file type box");
+        let at = find_box(data, b"ispe").expect("an ispe property") + 4; // version, flags
+        let u32_at = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().unwrap());
+        (u32_at(at), u32_at(at + 4))
+    }
+
+    /// The start-of-frame marker of a JPEG (0xC0 baseline, 0xC2 progressive, …), found by
+    /// walking its marker segments.
+    fn jpeg_sof(data: &[u8]) -> u8 {
+        let mut pos = 2;
+        loop {
+            assert_eq!(data[pos], 0xFF, "marker at {pos}");
+            let marker = data[pos + 1];
+            if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                return marker;
+            }
+            let len = u16::from_be_bytes([data[pos + 2], data[pos + 3]]);
+            pos += 2 + usize::from(len);
+        }
+    }
+
+    fn jpeg_of(t: Transform) -> Transform {
+        Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            ..t
+        }
+    }
+
+    #[test]
+    fn progressive_jpeg_per_request_and_by_configuration() {
+        let source = testdata("medium.jpg");
+        let limits = Limits::default();
+        let baseline_config = Encoding::default();
+        let progressive_config = Encoding {
+            jpeg_progressive: true,
+            ..Encoding::default()
+        };
+        for (progressive, config, sof) in [
+            (None, &baseline_config, 0xC0),
+            (Some(true), &baseline_config, 0xC2),
+            (None, &progressive_config, 0xC2),
+            (Some(false), &progressive_config, 0xC0),
+        ] {
+            let t = Transform {
+                progressive,
+                ..jpeg_of(transform(300, 200, Fit::Fill))
+            };
+            let r = render_with(&source, &t, &limits, config).unwrap();
+            assert_eq!(jpeg_sof(&r.bytes), sof, "{progressive:?} {config:?}");
+            assert_eq!(decoded(&r).dimensions(), (300, 200));
+        }
+        // A progressive JPEG of the same quality is the same picture.
+        let t = jpeg_of(transform(300, 200, Fit::Fill));
+        let baseline = decoded(&render(&source, &t, &limits).unwrap()).to_rgb8();
+        let progressive =
+            decoded(&render_with(&source, &t, &limits, &progressive_config).unwrap()).to_rgb8();
+        let diff: u64 = baseline
+            .as_raw()
+            .iter()
+            .zip(progressive.as_raw())
+            .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+            .sum();
+        assert!(
+            diff / (baseline.as_raw().len() as u64) < 2,
+            "mean difference {diff}"
+        );
+        // Other formats are not affected.
+        let png = Transform {
+            progressive: Some(true),
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(100, 100, Fit::Fill)
+        };
+        let r = render(&source, &png, &limits).unwrap();
+        assert_eq!(r.format, Format::Png);
+    }
+
+    #[test]
+    fn configured_quality_applies_per_format_unless_the_url_names_one() {
+        let source = testdata("medium.jpg");
+        let limits = Limits::default();
+        let low = Encoding {
+            jpeg_quality: 30,
+            webp_quality: 30,
+            avif_quality: 30,
+            ..Encoding::default()
+        };
+        let high = Encoding {
+            jpeg_quality: 95,
+            webp_quality: 95,
+            avif_quality: 95,
+            ..Encoding::default()
+        };
+        for format in [Format::Jpeg, Format::Webp, Format::Avif] {
+            let t = Transform {
+                format: OutputFormat::Fixed(format),
+                ..transform(200, 150, Fit::Fill)
+            };
+            let size = |t: &Transform, e: &Encoding| {
+                render_with(&source, t, &limits, e).unwrap().bytes.len()
+            };
+            assert!(size(&t, &low) < size(&t, &high), "{format:?}");
+            // The configuration is only a default: a URL's quality wins.
+            let named = Transform {
+                quality: Some(60),
+                ..t
+            };
+            let bytes = |e: &Encoding| render_with(&source, &named, &limits, e).unwrap().bytes;
+            assert_eq!(bytes(&low), bytes(&high), "{format:?}");
+            // Each format reads its own setting.
+            let only_this = Encoding {
+                jpeg_quality: if format == Format::Jpeg { 30 } else { 95 },
+                webp_quality: if format == Format::Webp { 30 } else { 95 },
+                avif_quality: if format == Format::Avif { 30 } else { 95 },
+                ..Encoding::default()
+            };
+            assert_eq!(
+                render_with(&source, &t, &limits, &only_this).unwrap().bytes,
+                render_with(&source, &t, &limits, &low).unwrap().bytes,
+                "{format:?}"
+            );
+        }
+    }
+
+    /// A fake encoder whose output grows with the quality, counting its calls.
+    fn sized_by_quality(calls: &mut Vec<u8>) -> impl FnMut(u8) -> Result<Vec<u8>, PipelineError> {
+        move |q| {
+            calls.push(q);
+            Ok(vec![q; usize::from(q) * 100])
+        }
+    }
+
+    #[test]
+    fn max_bytes_finds_the_highest_quality_that_fits_in_few_encodes() {
+        for start in [100u8, 80, 57, 11] {
+            for max in [500u32, 999, 1_000, 4_321, 5_000, 7_999] {
+                let mut calls = Vec::new();
+                let out = fit_bytes(start, Some(max), sized_by_quality(&mut calls)).unwrap();
+                // Nothing under the floor is tried: then the floor's result, the smallest.
+                let best = (max / 100)
+                    .min(u32::from(start))
+                    .max(u32::from(MAX_BYTES_MIN_QUALITY)) as usize;
+                assert_eq!(out.len(), best * 100, "start {start}, max {max}");
+                assert!(calls.len() <= MAX_BYTES_ENCODES, "{calls:?}");
+                assert_eq!(calls[0], start);
+            }
+        }
+        // Fits at once: one encode.
+        let mut calls = Vec::new();
+        let out = fit_bytes(80, Some(8_000), sized_by_quality(&mut calls)).unwrap();
+        assert_eq!((out.len(), calls.len()), (8_000, 1));
+        // No budget: one encode, whatever its size.
+        let mut calls = Vec::new();
+        let out = fit_bytes(80, None, sized_by_quality(&mut calls)).unwrap();
+        assert_eq!((out.len(), calls.len()), (8_000, 1));
+        // Nothing fits: the smallest try, at the lowest quality searched.
+        let mut calls = Vec::new();
+        let out = fit_bytes(80, Some(10), sized_by_quality(&mut calls)).unwrap();
+        assert_eq!(out.len(), usize::from(MAX_BYTES_MIN_QUALITY) * 100);
+        assert!(calls.len() <= MAX_BYTES_ENCODES, "{calls:?}");
+        assert_eq!(calls.iter().min(), Some(&MAX_BYTES_MIN_QUALITY));
+        // Asked below the search's floor: nothing lower is tried.
+        let mut calls = Vec::new();
+        let out = fit_bytes(5, Some(10), sized_by_quality(&mut calls)).unwrap();
+        assert_eq!((out.len(), calls), (500, vec![5]));
+        // Encoder errors are errors.
+        let failing = |_| Err(PipelineError::Encode("boom".into()));
+        assert!(fit_bytes(80, Some(10), failing).is_err());
+    }
+
+    #[test]
+    fn max_bytes_shrinks_lossy_outputs_of_real_images() {
+        let source = testdata("medium.jpg");
+        let limits = Limits::default();
+        for format in [Format::Jpeg, Format::Webp, Format::Avif] {
+            let t = Transform {
+                format: OutputFormat::Fixed(format),
+                ..transform(240, 180, Fit::Fill)
+            };
+            let full = render(&source, &t, &limits).unwrap().bytes.len();
+            let budget = (full / 2) as u32;
+            let fitted = render(
+                &source,
+                &Transform {
+                    max_bytes: Some(budget),
+                    ..t
+                },
+                &limits,
+            )
+            .unwrap();
+            assert!(
+                fitted.bytes.len() <= budget as usize,
+                "{format:?}: {} > {budget} (from {full})",
+                fitted.bytes.len()
+            );
+            assert!(
+                fitted.bytes.len() > budget as usize / 4,
+                "{format:?}: not the best fit"
+            );
+            assert_eq!((fitted.width, fitted.height), (240, 180));
+            // A budget nothing meets: the lowest quality searched, the smallest result.
+            let lowest = render(
+                &source,
+                &Transform {
+                    quality: Some(MAX_BYTES_MIN_QUALITY),
+                    ..t
+                },
+                &limits,
+            )
+            .unwrap();
+            let tiny = render(
+                &source,
+                &Transform {
+                    max_bytes: Some(100),
+                    ..t
+                },
+                &limits,
+            )
+            .unwrap();
+            assert_eq!(tiny.bytes, lowest.bytes, "{format:?}");
+            // A budget already met changes nothing.
+            let roomy = Transform {
+                max_bytes: Some(full as u32),
+                ..t
+            };
+            assert_eq!(render(&source, &roomy, &limits).unwrap().bytes.len(), full);
+        }
+        // Lossless formats are left as they are.
+        let png = Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(100, 100, Fit::Fill)
+        };
+        let tight = Transform {
+            max_bytes: Some(100),
+            ..png
+        };
+        assert_eq!(
+            render(&source, &tight, &limits).unwrap().bytes,
+            render(&source, &png, &limits).unwrap().bytes
+        );
+    }
+
+    #[test]
+    fn avif_output_keeps_size_and_alpha() {
+        let limits = Limits::default();
+        let photo = render(
+            &testdata("medium.jpg"),
+            &Transform {
+                format: OutputFormat::Fixed(Format::Avif),
+                ..transform(320, 0, Fit::FitIn)
+            },
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(photo.format, Format::Avif);
+        assert_eq!(avif_size(&photo.bytes), (photo.width, photo.height));
+        assert_eq!(photo.width, 320);
+        assert!(
+            find_box(&photo.bytes, b"auxC").is_none(),
+            "an opaque image has no alpha plane"
+        );
+        let alpha = render(
+            &testdata("alpha.png"),
+            &Transform {
+                format: OutputFormat::Fixed(Format::Avif),
+                ..transform(64, 64, Fit::FitIn)
+            },
+            &limits,
+        )
+        .unwrap();
+        assert!(
+            find_box(&alpha.bytes, b"auxC").is_some(),
+            "a transparent image keeps its alpha plane"
+        );
+        // The smallest images encode too.
+        let one = png(DynamicImage::ImageRgba8(RgbaImage::from_pixel(
+            1,
+            1,
+            Rgba([10, 20, 30, 40]),
+        )));
+        let r = render(
+            &one,
+            &Transform {
+                format: OutputFormat::Fixed(Format::Avif),
+                ..Transform::default()
+            },
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(avif_size(&r.bytes), (1, 1));
+        // AVIF sources are still refused by name.
+        assert!(matches!(
+            render(&r.bytes, &Transform::default(), &limits),
+            Err(PipelineError::UnsupportedFormat(f)) if f == "avif"
+        ));
+    }
+
     /// A 4-quadrant RGB image: red top-left, green top-right, blue bottom-left, white bottom-right.
     fn quadrants(width: u32, height: u32) -> RgbImage {
         RgbImage::from_fn(width, height, |x, y| {
@@ -2055,6 +2511,11 @@ mod tests {
                 t.format = OutputFormat::Fixed(format);
                 let r = render(&source, &t, &limits).unwrap();
                 assert_eq!((r.width, r.height), (160, 120), "{name} → {format:?}");
+                if format == Format::Avif {
+                    // pixmesh reads no AVIF: its header says the size.
+                    assert_eq!(avif_size(&r.bytes), (160, 120), "{name} → avif");
+                    continue;
+                }
                 assert_eq!(decoded(&r).dimensions(), (160, 120), "{name} → {format:?}");
             }
         }
@@ -2300,7 +2761,7 @@ mod tests {
             alpha: false,
             data: vec![0; (MAX_WEBP_DIMENSION as usize + 1) * 3],
         };
-        let err = encode(p, Format::Webp, None).unwrap_err();
+        let err = encode(p, Format::Webp, &Transform::default(), &Encoding::default()).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
     }
 
@@ -2312,7 +2773,7 @@ mod tests {
             alpha: false,
             data: vec![0; (MAX_GIF_DIMENSION as usize + 1) * 3],
         };
-        let err = encode(p, Format::Gif, None).unwrap_err();
+        let err = encode(p, Format::Gif, &Transform::default(), &Encoding::default()).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
     }
 

@@ -183,6 +183,8 @@ pub struct Renderer {
     pub stats: Arc<Stats>,
     /// Resource limits.
     pub limits: Limits,
+    /// Encoder defaults for requests that name no quality or scan mode.
+    pub encoding: pipeline::Encoding,
     /// `Cache-Control` of every rendition.
     pub cache_control: MetadataValue<tonic::metadata::Ascii>,
     /// Renders run here: one per core, with a bounded queue.
@@ -483,10 +485,11 @@ impl Renderer {
             .budget
             .reserve((source.len() as u64).saturating_add(needed))
             .await?;
+        let encoding = self.encoding.clone();
         let rendered = self
             .workers
             .run(admitted, move || {
-                pipeline::render(&source, &transform, &limits)
+                pipeline::render_with(&source, &transform, &limits, &encoding)
             })
             .await??;
         Ok(rendered)
@@ -610,6 +613,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Ok(v1::Format::Webp) => OutputFormat::Fixed(Format::Webp),
         Ok(v1::Format::Gif) => OutputFormat::Fixed(Format::Gif),
         Ok(v1::Format::Compatible) => OutputFormat::Compatible,
+        Ok(v1::Format::Avif) => OutputFormat::Fixed(Format::Avif),
         Err(_) => return Err(bad(format!("unknown format {}", r.format))),
     };
     let quality = match r.quality {
@@ -650,6 +654,12 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         "" => None,
         f => Some(f.parse().map_err(|e: CropSpecError| bad(e.to_string()))?),
     };
+    let progressive = match v1::Progressive::try_from(r.progressive) {
+        Ok(v1::Progressive::Unspecified) => None,
+        Ok(v1::Progressive::On) => Some(true),
+        Ok(v1::Progressive::Off) => Some(false),
+        Err(_) => return Err(bad(format!("unknown progressive {}", r.progressive))),
+    };
     let version = match r.version_id {
         v if v.is_empty() => None,
         v if is_version_id(&v) => Some(v),
@@ -688,6 +698,8 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             background,
             crop,
             focus,
+            progressive,
+            max_bytes: (r.max_bytes > 0).then_some(r.max_bytes),
         },
     })
 }
@@ -834,6 +846,7 @@ mod tests {
             sources: None,
             stats: Arc::default(),
             limits: Limits::default(),
+            encoding: pipeline::Encoding::default(),
             cache_control: MetadataValue::from_static("public"),
             workers: WorkerPool::new(1, 64),
             budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
@@ -1213,6 +1226,8 @@ mod tests {
             }),
             pad: true,
             background: Some(Color::rgb(1, 2, 3)),
+            progressive: Some(false),
+            max_bytes: Some(u32::MAX),
             crop: Some(Crop {
                 width: Span::Pixels(65_535),
                 height: Span::Fraction(Fraction(1)),
@@ -1237,6 +1252,7 @@ mod tests {
             OutputFormat::Fixed(Format::Webp),
             OutputFormat::Fixed(Format::Gif),
             OutputFormat::Compatible,
+            OutputFormat::Fixed(Format::Avif),
         ];
         for (i, format) in formats.into_iter().enumerate() {
             let req = RenderRequest {
@@ -1253,9 +1269,21 @@ mod tests {
                     crop: Some(anchored),
                     ..t
                 },
-                ..req
+                ..req.clone()
             };
             assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
+            let progressive = RenderRequest {
+                transform: Transform {
+                    progressive: Some(true),
+                    max_bytes: None,
+                    ..req.transform
+                },
+                ..req.clone()
+            };
+            assert_eq!(
+                to_core(wire_from_query(&progressive.to_query())).unwrap(),
+                progressive
+            );
         }
     }
 
@@ -1290,6 +1318,10 @@ mod tests {
                 "cache_key" => wire.cache_key = value.into(),
                 "crop" => wire.crop = value.replace("%2C", ","),
                 "focus" => wire.focus = value.replace("%2C", ","),
+                "progressive" => {
+                    wire.progressive = v1::Progressive::from_str_name(value).unwrap().into()
+                }
+                "max_bytes" => wire.max_bytes = num(),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }

@@ -7,6 +7,9 @@
 //!   answers for the other.
 //! - GIF sources render their first frame; GIF is an output format in every grammar; hostile
 //!   GIFs are refused from their headers.
+//! - AVIF is an output format in every grammar and, on a route with `auto_avif`, auto's first
+//!   choice; the JPEG scan mode and `max_bytes` reach the encoder from every grammar that has
+//!   them (through the transcoder's enum and field names).
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +57,8 @@ impl World {
         );
         let filter = serde_json::json!({ "routes": [
             { "prefix": "/auto/", "storage": "photos", "allow_unsafe": true, "auto_format": true },
+            { "prefix": "/avif/", "storage": "photos", "allow_unsafe": true, "auto_format": true,
+              "auto_avif": true },
             { "prefix": "/t/", "storage": "photos", "allow_unsafe": true },
             { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true },
             { "prefix": "/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true },
@@ -265,6 +270,87 @@ async fn every_grammar_can_ask_for_gif() {
         let r = w.get(url, &[("accept", CHROME)]).await;
         assert_image(url, &r, "image/gif", (160, 100), false);
     }
+}
+
+/// Asserts an AVIF response (pixmesh reads no AVIF: the file type box and `Vary` only).
+fn assert_avif(url: &str, r: &Response, vary: bool) {
+    assert_eq!(r.status, 200, "{url}: {}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/avif"), "{url}");
+    assert_eq!(r.body.get(4..12), Some(&b"ftypavif"[..]), "{url}");
+    let expected = if vary { vec!["Accept"] } else { vec![] };
+    assert_eq!(r.header_all("vary"), expected, "{url}");
+}
+
+/// The start-of-frame marker of a JPEG: 0xC0 baseline, 0xC2 progressive.
+fn jpeg_sof(data: &[u8]) -> u8 {
+    let mut pos = 2;
+    loop {
+        assert_eq!(data[pos], 0xFF, "a JPEG marker at {pos}");
+        let marker = data[pos + 1];
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return marker;
+        }
+        pos += 2 + usize::from(u16::from_be_bytes([data[pos + 2], data[pos + 3]]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avif_progressive_jpeg_and_max_bytes_in_every_grammar_that_has_them() {
+    let w = World::start().await;
+    for url in [
+        "/t/unsafe/fit-in/160x160/filters:format(avif)/medium.jpg",
+        "/ip/insecure/rs:fit:160:160/f:avif/plain/medium.jpg",
+        "/ip/insecure/rs:fit:160:160/plain/medium.jpg@avif",
+        "/ik/tr:w-160,h-160,c-at_max,f-avif/medium.jpg",
+        "/q/photos/medium.jpg?w=160&h=160&fit=scale-down&f=avif",
+    ] {
+        let r = w.get(url, &[("accept", "image/jpeg")]).await;
+        assert_avif(url, &r, false);
+    }
+    // auto_avif: AVIF first, then WebP, then the source's format; all vary on Accept.
+    let url = "/avif/unsafe/fit-in/160x160/medium.jpg";
+    assert_avif(url, &w.get(url, &[("accept", CHROME)]).await, true);
+    let r = w.get(url, &[("accept", "image/avif;q=0,image/webp")]).await;
+    assert_image(url, &r, "image/webp", (160, 100), true);
+    let r = w.get(url, &[("accept", OLD_SAFARI)]).await;
+    assert_image(url, &r, "image/jpeg", (160, 100), true);
+    // Without auto_avif, Chrome still gets WebP.
+    let url = "/auto/unsafe/fit-in/160x160/medium.jpg";
+    let r = w.get(url, &[("accept", CHROME)]).await;
+    assert_image(url, &r, "image/webp", (160, 100), true);
+
+    for (url, sof) in [
+        ("/t/unsafe/fit-in/320x320/medium.jpg", 0xC0),
+        (
+            "/t/unsafe/fit-in/320x320/filters:progressive(true)/medium.jpg",
+            0xC2,
+        ),
+        ("/ip/insecure/rs:fit:320:320/jpgo:1/plain/medium.jpg", 0xC2),
+        ("/ip/insecure/rs:fit:320:320/jpgo:0/plain/medium.jpg", 0xC0),
+        ("/ik/tr:w-320,h-320,c-at_max,pr-true/medium.jpg", 0xC2),
+    ] {
+        let r = w.get(url, &[]).await;
+        assert_image(url, &r, "image/jpeg", (320, 200), false);
+        assert_eq!(jpeg_sof(&r.body), sof, "{url}");
+    }
+
+    let full = w.get("/t/unsafe/fit-in/320x320/medium.jpg", &[]).await;
+    let budget = full.body.len() / 2;
+    let mut fitted = Vec::new();
+    for url in [
+        format!("/t/unsafe/fit-in/320x320/filters:max_bytes({budget})/medium.jpg"),
+        format!("/ip/insecure/rs:fit:320:320/mb:{budget}/plain/medium.jpg@jpg"),
+    ] {
+        let r = w.get(&url, &[]).await;
+        assert_image(&url, &r, "image/jpeg", (320, 200), false);
+        assert!(r.body.len() <= budget, "{url}: {} bytes", r.body.len());
+        fitted.push(r.body);
+    }
+    assert_eq!(fitted[0], fitted[1], "the same budget gives the same image");
+    let r = w
+        .get("/ik/tr:w-320,f-avif,q-50/medium.jpg", &[("accept", CHROME)])
+        .await;
+    assert_avif("f-avif,q-50", &r, false);
 }
 
 /// A GIF of a `width`×`height` screen holding one black 1×1 frame.
