@@ -7,6 +7,7 @@
 //! [limits]
 //! max_source_bytes = 134217728
 //! max_source_pixels = 50000000
+//! max_animation_frames = 100    # frames kept of an animated GIF/WebP (GIF/WebP output)
 //! max_queue = 64                # renders waiting for a worker (one per core); then 503
 //!
 //! [storages.samples]            # a local directory (the demo's default)
@@ -116,6 +117,10 @@ pub struct Limits {
     pub max_source_pixels: u64,
     /// Largest output image, in pixels (413 beyond).
     pub max_output_pixels: u64,
+    /// Frames of an animated GIF/WebP source kept when the output is GIF or WebP (the first
+    /// ones, as imgproxy's `IMGPROXY_MAX_ANIMATION_FRAMES`); at least 1, and 1 renders every
+    /// animation as its first frame. Frames × pixels count against the pixel limits (413).
+    pub max_animation_frames: u32,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
     /// Renders allowed to wait for a free worker (one worker per core); beyond, 503 at once.
@@ -128,6 +133,7 @@ impl Default for Limits {
             max_source_bytes: 128 << 20,
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
+            max_animation_frames: crate::pipeline::DEFAULT_MAX_ANIMATION_FRAMES,
             storage_timeout_ms: 10_000,
             max_queue: 64,
         }
@@ -314,6 +320,9 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.storages.is_empty() {
             return invalid("no [storages] configured".into());
+        }
+        if self.limits.max_animation_frames == 0 {
+            return invalid("limits.max_animation_frames must be at least 1".into());
         }
         for (name, s) in &self.storages {
             if name.is_empty() || name.contains('/') {

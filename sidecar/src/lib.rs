@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod libwebp;
 pub mod pipeline;
 pub mod pool;
 pub mod service;
