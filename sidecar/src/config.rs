@@ -444,6 +444,17 @@ mod tests {
                        [storages.b]\ntype = \"local\"\nroot = \"/\"\n";
 
     #[test]
+    fn max_animation_frames_is_read_and_at_least_one() {
+        let cfg = Config::from_toml(&format!("[limits]\nmax_animation_frames = 7\n{TWO}")).unwrap();
+        assert_eq!(cfg.limits.max_animation_frames, 7);
+        let default = Config::from_toml(TWO).unwrap().limits.max_animation_frames;
+        assert_eq!(default, crate::pipeline::DEFAULT_MAX_ANIMATION_FRAMES);
+        let err =
+            Config::from_toml(&format!("[limits]\nmax_animation_frames = 0\n{TWO}")).unwrap_err();
+        assert!(err.to_string().contains("max_animation_frames"), "{err}");
+    }
+
+    #[test]
     fn new_settings_default_to_what_existing_configs_meant() {
         let cfg = Config::from_toml(&format!("{TWO}[result_storage]\nstorage = \"a\"")).unwrap();
         let rs = cfg.result_storage.unwrap();

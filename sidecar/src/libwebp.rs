@@ -143,7 +143,9 @@ impl<'a> AnimDecoder<'a> {
         // SAFETY: plain-data options, initialised by libwebp.
         let mut options: sys::WebPAnimDecoderOptions = unsafe { std::mem::zeroed() };
         if unsafe { sys::WebPAnimDecoderOptionsInit(&mut options) } == 0 {
-            return Err(PipelineError::Encode("webp animation decoder init".to_owned()));
+            return Err(PipelineError::Encode(
+                "webp animation decoder init".to_owned(),
+            ));
         }
         options.color_mode = sys::WEBP_CSP_MODE::MODE_RGBA;
         options.use_threads = 0;
@@ -251,17 +253,15 @@ pub fn encode_animation(
     .map_err(|()| fail("config"))?;
     // SAFETY: plain-data options, initialised by libwebp.
     let mut options: sys::WebPAnimEncoderOptions = unsafe { std::mem::zeroed() };
-    if unsafe {
-        sys::WebPAnimEncoderOptionsInitInternal(&mut options, sys::WebPGetMuxABIVersion())
-    } == 0
+    if unsafe { sys::WebPAnimEncoderOptionsInitInternal(&mut options, sys::WebPGetMuxABIVersion()) }
+        == 0
     {
         return Err(fail("options"));
     }
     options.anim_params.loop_count = c_int::try_from(loop_count).unwrap_or(0);
     // SAFETY: valid options; the encoder is owned by the guard below.
-    let enc = unsafe {
-        sys::WebPAnimEncoderNewInternal(w, h, &options, sys::WebPGetMuxABIVersion())
-    };
+    let enc =
+        unsafe { sys::WebPAnimEncoderNewInternal(w, h, &options, sys::WebPGetMuxABIVersion()) };
     if enc.is_null() {
         return Err(fail("encoder"));
     }

@@ -2334,7 +2334,12 @@ mod tests {
             assert!(diff < 2.0, "{t:?}: mean difference {diff:.2} of 255");
         }
         // Through the whole pipeline: the size asked for.
-        let r = render(&source, &transform(800, 800, Fit::FitIn), &Limits::default()).unwrap();
+        let r = render(
+            &source,
+            &transform(800, 800, Fit::FitIn),
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!((r.width, r.height), (800, 500));
     }
 
@@ -2921,8 +2926,7 @@ mod tests {
         let mut out = Vec::new();
         let (w, h) = img.dimensions();
         if format == ImageFormat::Jpeg {
-            let mut encoder =
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100);
+            let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100);
             encoder.set_icc_profile(icc).unwrap();
             encoder
                 .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
@@ -2974,7 +2978,11 @@ mod tests {
             assert_eq!(*out.get_pixel(4, 4), Rgb([234, 51, 35]));
         }
         // A profile that does not parse is ignored, not an error.
-        let src = tagged(&p3_primaries(), ImageFormat::Png, b"not an icc profile".to_vec());
+        let src = tagged(
+            &p3_primaries(),
+            ImageFormat::Png,
+            b"not an icc profile".to_vec(),
+        );
         let out = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
         assert_eq!(*out.get_pixel(4, 4), Rgb([234, 51, 35]));
     }
@@ -2983,7 +2991,8 @@ mod tests {
     fn outputs_carry_no_exif_xmp_or_icc() {
         // A JPEG with EXIF (an orientation and an artist), XMP and a Display P3 ICC profile.
         let mut src = jpeg_with_orientation(&quadrants(64, 32), 1);
-        let artist = b"Exif\0\0II*\0\x08\0\0\0\x01\0\x3b\x01\x02\0\x05\0\0\0\x1a\0\0\0\0\0\0\0Anne\0";
+        let artist =
+            b"Exif\0\0II*\0\x08\0\0\0\x01\0\x3b\x01\x02\0\x05\0\0\0\x1a\0\0\0\0\0\0\0Anne\0";
         let xmp = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta xmlns:x='adobe:ns:meta/'/>";
         let mut icc = b"ICC_PROFILE\0\x01\x01".to_vec();
         icc.extend_from_slice(&ColorProfile::new_display_p3().encode().unwrap());
@@ -2994,7 +3003,12 @@ mod tests {
             src.splice(2..2, segment);
         }
         let has = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        for needle in [&b"Exif\0\0"[..], b"Anne", b"ns.adobe.com/xap", b"ICC_PROFILE"] {
+        for needle in [
+            &b"Exif\0\0"[..],
+            b"Anne",
+            b"ns.adobe.com/xap",
+            b"ICC_PROFILE",
+        ] {
             assert!(has(&src, needle), "the source carries {needle:?}");
         }
         for format in [Format::Jpeg, Format::Png, Format::Webp, Format::Gif] {

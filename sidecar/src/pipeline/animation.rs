@@ -221,7 +221,8 @@ fn render_gif(
                 }
             }
             gif::DisposalMethod::Previous => {
-                if let Some(saved) = saved {
+                // A frame wholly off the screen saved nothing.
+                if let Some(saved) = saved.filter(|_| visible_w > 0) {
                     for (y, row) in saved.chunks_exact(visible_w * 4).enumerate() {
                         let at = ((top + y) * sw + left) * 4;
                         canvas[at..at + visible_w * 4].copy_from_slice(row);
@@ -370,7 +371,7 @@ mod tests {
     use image::{AnimationDecoder, RgbaImage};
     use pixmesh_core::transform::{Fit, OutputFormat};
 
-    use super::super::render as render_image;
+    use super::super::{DEFAULT_MAX_ANIMATION_FRAMES, render as render_image};
     use super::*;
 
     /// Red, green, blue, and a transparent index 3.
@@ -490,7 +491,8 @@ mod tests {
         assert_eq!((r.format, r.width, r.height), (Format::Gif, 20, 10));
         let frames = gif_frames(&r.bytes);
         assert_eq!(frames.len(), 3);
-        for ((img, ms), (colour, delay)) in frames.iter().zip([(RED, 100), (GREEN, 200), (BLUE, 300)])
+        for ((img, ms), (colour, delay)) in
+            frames.iter().zip([(RED, 100), (GREEN, 200), (BLUE, 300)])
         {
             assert_eq!(img.dimensions(), (20, 10));
             assert_eq!(*ms, delay);
@@ -510,7 +512,8 @@ mod tests {
         assert_eq!((r.format, r.width, r.height), (Format::Webp, 20, 10));
         let frames = webp_frames(&r.bytes);
         assert_eq!(frames.len(), 3);
-        for ((img, ms), (colour, delay)) in frames.iter().zip([(RED, 100), (GREEN, 200), (BLUE, 300)])
+        for ((img, ms), (colour, delay)) in
+            frames.iter().zip([(RED, 100), (GREEN, 200), (BLUE, 300)])
         {
             assert_eq!(img.dimensions(), (20, 10));
             assert_eq!(*ms, delay);
@@ -560,8 +563,16 @@ mod tests {
         );
         // Flipped: the left third is now on the right, in every frame.
         for ((img, _), colour) in frames.iter().zip([RED, BLUE]) {
-            assert!(near(&img.get_pixel(13, 5).0, colour), "{:?}", img.get_pixel(13, 5));
-            assert!(near(&img.get_pixel(2, 5).0, GREEN), "{:?}", img.get_pixel(2, 5));
+            assert!(
+                near(&img.get_pixel(13, 5).0, colour),
+                "{:?}",
+                img.get_pixel(13, 5)
+            );
+            assert!(
+                near(&img.get_pixel(2, 5).0, GREEN),
+                "{:?}",
+                img.get_pixel(2, 5)
+            );
         }
         assert_eq!(libwebp::AnimDecoder::new(&r.bytes).unwrap().loop_count(), 0);
 
@@ -584,7 +595,11 @@ mod tests {
             let r = render_image(&source, &fit(15, 10, format), &Limits::default()).unwrap();
             assert!(matches!(r.format, Format::Png | Format::Jpeg), "{format:?}");
             let img = image::load_from_memory(&r.bytes).unwrap().to_rgba8();
-            assert!(near(&img.get_pixel(2, 5).0, RED), "{:?}", img.get_pixel(2, 5));
+            assert!(
+                near(&img.get_pixel(2, 5).0, RED),
+                "{:?}",
+                img.get_pixel(2, 5)
+            );
         }
     }
 
