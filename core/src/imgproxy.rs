@@ -1308,7 +1308,7 @@ mod tests {
             ("insecure/pd:0:10/plain/a.jpg", "padding"),
             ("insecure/pix:5/plain/a.jpg", "pixelate"),
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
-            ("insecure/scp:0/plain/a.jpg", "scp:false"),
+            ("insecure/scp:0/plain/a.jpg", "strip_color_profile:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
             ("insecure/t:10/plain/a.jpg", "trim"),
             ("insecure/c:100:100/plain/a.jpg", "crop"),
