@@ -7,6 +7,7 @@
 //! [limits]
 //! max_source_bytes = 134217728
 //! max_source_pixels = 50000000
+//! max_animation_frames = 100    # frames kept of an animated GIF/WebP (GIF/WebP output)
 //! max_queue = 64                # requests waiting for a render slot (two per core); then 503
 //! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
 //!
@@ -177,6 +178,10 @@ pub struct Limits {
     pub max_source_pixels: u64,
     /// Largest output image, in pixels (413 beyond).
     pub max_output_pixels: u64,
+    /// Frames of an animated GIF/WebP source kept when the output is GIF or WebP (the first
+    /// ones, as imgproxy's `IMGPROXY_MAX_ANIMATION_FRAMES`); at least 1, and 1 renders every
+    /// animation as its first frame. Frames × pixels count against the pixel limits (413).
+    pub max_animation_frames: u32,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
     /// Requests allowed to wait for a render slot (two per core: one rendering, one with its
@@ -195,6 +200,7 @@ impl Default for Limits {
             max_source_bytes: 128 << 20,
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
+            max_animation_frames: crate::pipeline::DEFAULT_MAX_ANIMATION_FRAMES,
             storage_timeout_ms: 10_000,
             max_queue: 64,
             memory_budget_bytes: 1 << 30,
@@ -592,6 +598,9 @@ impl Config {
                 limits.memory_budget_bytes, limits.max_source_bytes
             ));
         }
+        if self.limits.max_animation_frames == 0 {
+            return invalid("limits.max_animation_frames must be at least 1".into());
+        }
         for (name, s) in &self.storages {
             if name.is_empty() || name.contains('/') {
                 return invalid(format!("storage name {name:?} must be non-empty without /"));
@@ -787,6 +796,17 @@ mod tests {
 
     const TWO: &str = "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n\
                        [storages.b]\ntype = \"local\"\nroot = \"/\"\n";
+
+    #[test]
+    fn max_animation_frames_is_read_and_at_least_one() {
+        let cfg = Config::from_toml(&format!("[limits]\nmax_animation_frames = 7\n{TWO}")).unwrap();
+        assert_eq!(cfg.limits.max_animation_frames, 7);
+        let default = Config::from_toml(TWO).unwrap().limits.max_animation_frames;
+        assert_eq!(default, crate::pipeline::DEFAULT_MAX_ANIMATION_FRAMES);
+        let err =
+            Config::from_toml(&format!("[limits]\nmax_animation_frames = 0\n{TWO}")).unwrap_err();
+        assert!(err.to_string().contains("max_animation_frames"), "{err}");
+    }
 
     #[test]
     fn new_settings_default_to_what_existing_configs_meant() {

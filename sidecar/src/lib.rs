@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod imagor_env;
+pub mod libwebp;
 pub mod pipeline;
 pub mod pool;
 pub mod routing;

@@ -1,10 +1,13 @@
-//! The render pipeline: decode → orient → crop → resize → flip → grayscale → blur → sharpen → pad →
-//! flatten → rotate → encode, as a list of named steps.
+//! The render pipeline: decode → orient → crop → resize → to sRGB → flip → grayscale → blur →
+//! sharpen → pad → flatten → rotate → encode, as a list of named steps.
 //!
-//! Formats: JPEG, PNG, WebP and GIF in and out. A GIF is read as its first frame, placed on
+//! Formats: JPEG, PNG, WebP and GIF in and out. Animated GIF and WebP sources stay animated
+//! when the output is GIF or WebP ([`animation`]: every frame through the same steps, up to
+//! [`Limits::max_animation_frames`]). Otherwise a GIF is read as its first frame, placed on
 //! the GIF's logical screen (transparent around it); later frames are never read, so an
-//! animation of thousands of frames costs what its first frame costs. Animation is not kept
-//! (yet). The output format is
+//! animation of thousands of frames costs what its first frame costs. Outputs carry no
+//! metadata (EXIF, XMP, ICC); a source with a non-sRGB ICC profile is converted to sRGB. The
+//! output format is
 //! [resolved](pixmesh_core::transform::OutputFormat::resolve) once the pixels are known: the
 //! source's, a fixed one, or, for "auto" without WebP, a compatible one (a WebP source becomes
 //! PNG when the result is transparent, JPEG when it is opaque).
@@ -28,11 +31,14 @@
 //!
 //! Performance notes (DESIGN.md §3): JPEGs are decoded and encoded by libjpeg-turbo, decoded
 //! with DCT scaling (shrink-on-load, libvips' rule: 1/2, 1/4 or 1/8 while leaving at least 2×
-//! to the resize), the largest single saving. PNG and WebP are decoded by `image` at full size,
-//! GIF by the `gif` crate. GIF output is quantized to 256 colours by NeuQuant (what `image`
+//! to the resize), the largest single saving. Still WebPs are decoded by libwebp, scaled while
+//! decoding by any factor that leaves 2× to the resize; PNG by `image` at full size, GIF by
+//! the `gif` crate. GIF output is quantized to 256 colours by NeuQuant (what `image`
 //! offers), at a sampling speed that keeps it linear in the output size.
 //! Resizing uses `fast_image_resize` (Lanczos3), with the fill crop folded into the resize so
 //! crop and resize are one pass.
+
+mod animation;
 
 use std::io::Cursor;
 
@@ -41,6 +47,7 @@ use image::codecs::gif::GifEncoder;
 use image::codecs::png::PngEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
+use moxcms::ColorProfile;
 use pixmesh_core::transform::{
     Color, Crop, CropAt, Fit, Format, HAlign, Hundredths, MAX_BYTES_MIN_QUALITY, Rotation, Sharpen,
     Transform, VAlign,
@@ -87,13 +94,20 @@ pub struct Limits {
     pub max_source_pixels: u64,
     /// Largest output image, in pixels. Default 50 MP.
     pub max_output_pixels: u64,
+    /// Frames of an animation kept in an animated GIF or WebP output (the first ones); 1
+    /// renders every animation as its first frame. Default [`DEFAULT_MAX_ANIMATION_FRAMES`].
+    pub max_animation_frames: u32,
 }
+
+/// Default [`Limits::max_animation_frames`].
+pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 100;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
+            max_animation_frames: DEFAULT_MAX_ANIMATION_FRAMES,
         }
     }
 }
@@ -211,29 +225,47 @@ pub fn render_with(
 ) -> Result<Rendered, PipelineError> {
     let Plan {
         source_format,
-        decoder,
+        mut decoder,
         orientation,
         width,
         height,
         geometry,
         shrink,
     } = plan(source, t, limits)?;
+    if let Some(animation) =
+        animation::render(source, source_format, decoder.dimensions(), t, limits)?
+    {
+        return Ok(animation);
+    }
+    let profile = read_color_profile(&mut decoder);
     let image = decode(source, decoder, source_format, limits, shrink)?;
     let image = apply_orientation(image, orientation);
     let pixels = normalise(image)?;
     let geometry = geometry.on_decoded(width, height, pixels.width, pixels.height);
-    let pixels = resize(pixels, &geometry)?;
+    let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t)?;
+    let format = t
+        .format
+        .resolve(source_format, || has_transparency(&pixels));
+    encode(pixels, format, t, encoding)
+}
+
+/// The steps from resize to rotate, which a still and each frame of an animation go through
+/// alike; `profile` is the source's colour profile when it is not sRGB.
+fn frame_steps(
+    pixels: Pixels,
+    geometry: &Geometry,
+    profile: Option<&ColorProfile>,
+    t: &Transform,
+) -> Result<Pixels, PipelineError> {
+    let pixels = resize(pixels, geometry)?;
+    let pixels = to_srgb(pixels, profile);
     let pixels = flip(pixels, t.flip_h, t.flip_v);
     let pixels = grayscale(pixels, t.grayscale);
     let pixels = blur(pixels, t.blur);
     let pixels = sharpen(pixels, t.sharpen);
     let pixels = pad(pixels, t);
     let pixels = flatten(pixels, t.background);
-    let pixels = rotate(pixels, t.rotation);
-    let format = t
-        .format
-        .resolve(source_format, || has_transparency(&pixels));
-    encode(pixels, format, t, encoding)
+    Ok(rotate(pixels, t.rotation))
 }
 
 /// What the header says about a render, before any pixel is decoded: steps 1–3 below.
@@ -245,8 +277,8 @@ struct Plan<D> {
     width: u32,
     height: u32,
     geometry: Geometry,
-    /// The shrink-on-load denominator (1, 2, 4 or 8).
-    shrink: u8,
+    /// The shrink-on-load factor (JPEG: 1, 2, 4 or 8; WebP: any, at least 1).
+    shrink: f64,
 }
 
 /// Sniffs, reads the header, checks the limits and computes the geometry.
@@ -311,9 +343,9 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
         // A crop may only fit one of them: the other's error does not count.
         let estimates = [size, (size.1, size.0)].map(|(width, height)| {
             let geometry = geometry(width, height, t, limits)?;
-            let shrink = u64::from(shrink_on_load(format, &geometry));
-            let decoded =
-                u64::from(width).div_ceil(shrink) * u64::from(height).div_ceil(shrink) * 3;
+            let shrink = shrink_on_load(format, &geometry);
+            let side = |n: u32| (f64::from(n) / shrink).ceil() as u64;
+            let decoded = side(width) * side(height) * 3;
             Ok(working_set(decoded, &geometry, t))
         });
         let needed = match estimates {
@@ -491,6 +523,23 @@ fn check_source_size((width, height): (u32, u32), limits: &Limits) -> Result<(),
 /// The EXIF orientation; unreadable metadata is ignored rather than failing the image.
 fn read_orientation(decoder: &mut impl ImageDecoder) -> Orientation {
     decoder.orientation().unwrap_or(Orientation::NoTransforms)
+}
+
+/// The source's embedded ICC profile, when it describes RGB pixels in another colour space
+/// than sRGB (Display P3, Adobe RGB, ProPhoto, …): `None` without one, for sRGB itself (same
+/// primaries), for CMYK and grey profiles (`image` has already converted those pixels to RGB)
+/// and for a profile that does not parse, which is ignored as browsers ignore it.
+fn read_color_profile(decoder: &mut impl ImageDecoder) -> Option<ColorProfile> {
+    let bytes = decoder.icc_profile().ok()??;
+    let profile = ColorProfile::new_from_slice(&bytes).ok()?;
+    let srgb = ColorProfile::new_srgb();
+    let same = |a: moxcms::Xyzd, b: moxcms::Xyzd| {
+        (a.x - b.x).abs() < 2e-3 && (a.y - b.y).abs() < 2e-3 && (a.z - b.z).abs() < 2e-3
+    };
+    let is_srgb = same(profile.red_colorant, srgb.red_colorant)
+        && same(profile.green_colorant, srgb.green_colorant)
+        && same(profile.blue_colorant, srgb.blue_colorant);
+    (profile.color_space == moxcms::DataColorSpace::Rgb && !is_srgb).then_some(profile)
 }
 
 /// The size of the image once `orientation` is applied: quarter turns swap the sides.
@@ -762,34 +811,45 @@ fn check_output_size(g: &Geometry, t: &Transform, limits: &Limits) -> Result<(),
 // ---------------------------------------------------------------------------------------------
 // Step 4: decode.
 
-/// The DCT scaling denominator (1, 2, 4 or 8) for decoding a JPEG that will be reduced per `g`:
-/// libvips' rule, the largest that still leaves at least a 2× reduction to the Lanczos3 resize
-/// in the least-reduced direction, so quality matches a full-size decode. Other formats: 1.
-fn shrink_on_load(format: Format, g: &Geometry) -> u8 {
-    if format != Format::Jpeg {
-        return 1;
-    }
+/// The factor to shrink the source by while decoding it, for a source that will be reduced per
+/// `g`; 1 when it is decoded at full size. The rule is libvips' for JPEG: leave at least a 2×
+/// reduction to the Lanczos3 resize in the least-reduced direction, so quality matches a
+/// full-size decode. A JPEG shrinks by its DCT scaling denominators (2, 4 or 8); a still WebP
+/// by any factor (libwebp's rescaler, an area average), so it is decoded at twice the output
+/// size, when that is at least 1.25× smaller than the source. GIF and PNG: 1.
+fn shrink_on_load(format: Format, g: &Geometry) -> f64 {
     let reduction = (g.crop.width / f64::from(g.width)).min(g.crop.height / f64::from(g.height));
-    [8u8, 4, 2]
-        .into_iter()
-        .find(|&d| reduction >= 2.0 * f64::from(d))
-        .unwrap_or(1)
+    match format {
+        Format::Jpeg => [8.0, 4.0, 2.0]
+            .into_iter()
+            .find(|&d| reduction >= 2.0 * d)
+            .unwrap_or(1.0),
+        Format::Webp if reduction >= 2.0 * WEBP_MIN_SHRINK => reduction / 2.0,
+        _ => 1.0,
+    }
 }
 
-/// Decodes the pixels: JPEGs with libjpeg-turbo at 1/`shrink` scale, the first frame of a GIF
-/// with `gif`, everything else with `image`, reserving the decoded size against its allocation
+/// The smallest shrink-on-load factor worth asking libwebp's rescaler for.
+const WEBP_MIN_SHRINK: f64 = 1.25;
+
+/// Decodes the pixels: JPEGs with libjpeg-turbo at 1/`shrink` scale, still WebPs with libwebp
+/// at 1/`shrink` scale, the first frame of a GIF with `gif`, everything else (PNG, a WebP
+/// animation's first frame) with `image`, reserving the decoded size against its allocation
 /// limit first.
 fn decode(
     source: &[u8],
     decoder: impl ImageDecoder,
     format: Format,
     limits: &Limits,
-    shrink: u8,
+    shrink: f64,
 ) -> Result<DynamicImage, PipelineError> {
     if format == Format::Jpeg
-        && let Some(image) = decode_jpeg(source, shrink)?
+        && let Some(image) = decode_jpeg(source, shrink as u8)?
     {
         return Ok(image);
+    }
+    if format == Format::Webp && !crate::libwebp::features(source)?.animated {
+        return decode_webp(source, decoder.dimensions(), shrink);
     }
     if format == Format::Gif {
         return decode_gif(source, limits);
@@ -837,6 +897,27 @@ fn is_cmyk(colorspace: turbojpeg::Colorspace) -> bool {
         colorspace,
         turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
     )
+}
+
+/// Decodes a still WebP with libwebp, scaled by 1/`shrink` while decoding (each side rounded,
+/// at least 1) when `shrink` is above 1. The caller has checked `(width, height)`, the size
+/// from the header, against the limits.
+fn decode_webp(
+    source: &[u8],
+    (width, height): (u32, u32),
+    shrink: f64,
+) -> Result<DynamicImage, PipelineError> {
+    let scaled = (shrink > 1.0).then(|| {
+        let side = |n: u32| ((f64::from(n) / shrink).round() as u32).clamp(1, n);
+        (side(width), side(height))
+    });
+    let d = crate::libwebp::decode(source, scaled)?;
+    let image = if d.alpha {
+        image::RgbaImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgba8)
+    } else {
+        image::RgbImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgb8)
+    };
+    image.ok_or_else(|| PipelineError::Corrupt("webp decode: short pixel buffer".into()))
 }
 
 /// Decodes the first frame of a GIF as RGBA, drawn at its place on the logical screen (whose
@@ -1038,6 +1119,37 @@ fn crop_copy(src: &Pixels, left: u32, top: u32, width: u32, height: u32) -> Pixe
         height,
         alpha: src.alpha,
         data,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 6b: colour profile to sRGB.
+
+/// Converts pixels in the source's colour `profile` to sRGB (perceptual intent, alpha kept),
+/// on the resized image so the cost follows the output size, as libvips' thumbnail does.
+/// Outputs carry no profile, so without this a Display P3 or Adobe RGB photo would look dull.
+/// A profile moxcms cannot build a transform from leaves the pixels as they are.
+fn to_srgb(p: Pixels, profile: Option<&ColorProfile>) -> Pixels {
+    let Some(profile) = profile else {
+        return p;
+    };
+    let layout = if p.alpha {
+        moxcms::Layout::Rgba
+    } else {
+        moxcms::Layout::Rgb
+    };
+    let Ok(transform) = profile.create_transform_8bit(
+        layout,
+        &ColorProfile::new_srgb(),
+        layout,
+        moxcms::TransformOptions::default(),
+    ) else {
+        return p;
+    };
+    let mut data = vec![0; p.data.len()];
+    match transform.transform(&p.data, &mut data) {
+        Ok(()) => Pixels { data, ..p },
+        Err(_) => p,
     }
 }
 
@@ -3078,20 +3190,20 @@ mod tests {
     fn shrink_on_load_leaves_at_least_twice_the_reduction_to_the_resize() {
         let shrink =
             |w0, h0, t: Transform| shrink_on_load(Format::Jpeg, &compute_geometry(w0, h0, &t));
-        assert_eq!(shrink(2560, 1600, transform(320, 320, Fit::FitIn)), 4); // 8× → 1/4
-        assert_eq!(shrink(2560, 1600, transform(160, 0, Fit::FitIn)), 8); // 16× → 1/8
-        assert_eq!(shrink(2560, 1600, transform(1000, 0, Fit::FitIn)), 1); // 2.56× → none
-        assert_eq!(shrink(2560, 1600, transform(600, 0, Fit::FitIn)), 2); // 4.3× → 1/2
+        assert_eq!(shrink(2560, 1600, transform(320, 320, Fit::FitIn)), 4.0); // 8× → 1/4
+        assert_eq!(shrink(2560, 1600, transform(160, 0, Fit::FitIn)), 8.0); // 16× → 1/8
+        assert_eq!(shrink(2560, 1600, transform(1000, 0, Fit::FitIn)), 1.0); // 2.56× → none
+        assert_eq!(shrink(2560, 1600, transform(600, 0, Fit::FitIn)), 2.0); // 4.3× → 1/2
         // Fill crops the long side: the short side's reduction decides.
-        assert_eq!(shrink(2560, 1600, transform(400, 400, Fit::Fill)), 2); // 4× → 1/2
+        assert_eq!(shrink(2560, 1600, transform(400, 400, Fit::Fill)), 2.0); // 4× → 1/2
         // Stretch: the least-reduced direction decides.
-        assert_eq!(shrink(2560, 1600, transform(100, 1600, Fit::Stretch)), 1);
-        assert_eq!(shrink(2560, 1600, transform(320, 0, Fit::FitIn)), 4);
+        assert_eq!(shrink(2560, 1600, transform(100, 1600, Fit::Stretch)), 1.0);
+        assert_eq!(shrink(2560, 1600, transform(320, 0, Fit::FitIn)), 4.0);
         let png = compute_geometry(2560, 1600, &transform(100, 0, Fit::FitIn));
         assert_eq!(
             shrink_on_load(Format::Png, &png),
-            1,
-            "only JPEG decodes scaled"
+            1.0,
+            "only JPEG and WebP decode scaled"
         );
     }
 
@@ -3117,7 +3229,8 @@ mod tests {
         ] {
             let geometry = compute_geometry(2560, 1600, &t);
             let shrink = shrink_on_load(Format::Jpeg, &geometry);
-            assert!(shrink > 1, "{t:?}");
+            assert!(shrink > 1.0, "{t:?}");
+            let shrink = shrink as u8;
             let full = normalise(decode_jpeg(&source, 1).unwrap().unwrap()).unwrap();
             let full = resize(full, &geometry).unwrap();
             let scaled = normalise(decode_jpeg(&source, shrink).unwrap().unwrap()).unwrap();
@@ -3169,6 +3282,77 @@ mod tests {
             "{:?}",
             out.get_pixel(17, 17)
         );
+    }
+
+    #[test]
+    fn webp_shrink_on_load_decodes_at_twice_the_output_size() {
+        let shrink =
+            |w0, h0, t: Transform| shrink_on_load(Format::Webp, &compute_geometry(w0, h0, &t));
+        assert_eq!(shrink(2560, 1600, transform(800, 800, Fit::FitIn)), 1.6); // 3.2× → 1/1.6
+        assert_eq!(shrink(2560, 1600, transform(160, 0, Fit::FitIn)), 8.0); // 16× → 1/8
+        assert_eq!(shrink(2560, 1600, transform(1000, 0, Fit::FitIn)), 1.28); // 2.56×
+        assert_eq!(shrink(2560, 1600, transform(1100, 0, Fit::FitIn)), 1.0); // 2.33×: not worth it
+        // Fill: the short side's reduction decides; stretch: the least-reduced direction.
+        assert_eq!(shrink(2560, 1600, transform(400, 400, Fit::Fill)), 2.0);
+        assert_eq!(shrink(2560, 1600, transform(100, 1600, Fit::Stretch)), 1.0);
+    }
+
+    #[test]
+    fn webp_shrink_on_load_matches_a_full_size_decode() {
+        let source = testdata("medium.webp");
+        for t in [
+            transform(800, 800, Fit::FitIn),
+            transform(150, 150, Fit::Fill),
+            transform(100, 60, Fit::Stretch),
+        ] {
+            let geometry = compute_geometry(2560, 1600, &t);
+            let shrink = shrink_on_load(Format::Webp, &geometry);
+            assert!(shrink > 1.0, "{t:?}");
+            let full = normalise(decode_webp(&source, (2560, 1600), 1.0).unwrap()).unwrap();
+            assert_eq!((full.width, full.height), (2560, 1600));
+            let full = resize(full, &geometry).unwrap();
+            let scaled = normalise(decode_webp(&source, (2560, 1600), shrink).unwrap()).unwrap();
+            let expected = |n: f64| (n / shrink).round() as u32;
+            assert_eq!(
+                (scaled.width, scaled.height),
+                (expected(2560.0), expected(1600.0)),
+                "{t:?}"
+            );
+            let (w, h) = (scaled.width, scaled.height);
+            let scaled = resize(scaled, &geometry.on_decoded(2560, 1600, w, h)).unwrap();
+            let diff = mean_abs_diff(&full, &scaled);
+            assert!(diff < 2.0, "{t:?}: mean difference {diff:.2} of 255");
+        }
+        // Through the whole pipeline: the size asked for.
+        let r = render(
+            &source,
+            &transform(800, 800, Fit::FitIn),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!((r.width, r.height), (800, 500));
+    }
+
+    #[test]
+    fn webp_shrink_on_load_keeps_alpha() {
+        // Left half opaque red, right half fully transparent; 1/4 decode for a 50-pixel fit.
+        let img = RgbaImage::from_fn(400, 200, |x, _| {
+            if x < 200 {
+                Rgba([255, 0, 0, 255])
+            } else {
+                Rgba([0, 0, 255, 0])
+            }
+        });
+        let geometry = compute_geometry(400, 200, &transform(50, 0, Fit::FitIn));
+        assert_eq!(shrink_on_load(Format::Webp, &geometry), 4.0);
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(50, 0, Fit::FitIn)
+        };
+        let out = decoded(&render(&webp_of(&img), &t, &Limits::default()).unwrap()).to_rgba8();
+        assert_eq!(out.dimensions(), (50, 25));
+        assert_eq!(*out.get_pixel(5, 12), Rgba([255, 0, 0, 255]));
+        assert_eq!(out.get_pixel(45, 12)[3], 0);
     }
 
     #[test]
@@ -3725,5 +3909,117 @@ mod tests {
             }
         }
         assert!(transparent > 0, "alpha.png has transparent pixels");
+    }
+
+    /// `img` encoded as `format` (JPEG at quality 100, or PNG) with `icc` embedded.
+    fn tagged(img: &RgbImage, format: ImageFormat, icc: Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (w, h) = img.dimensions();
+        if format == ImageFormat::Jpeg {
+            let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100);
+            encoder.set_icc_profile(icc).unwrap();
+            encoder
+                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+                .unwrap();
+        } else {
+            let mut encoder = PngEncoder::new(&mut out);
+            encoder.set_icc_profile(icc).unwrap();
+            encoder
+                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+                .unwrap();
+        }
+        out
+    }
+
+    /// Three 16-pixel columns: sRGB's red, green and blue as Display P3 values (CSS Color 4:
+    /// `color(display-p3 0.9175 0.2003 0.1386)` is `#f00`, `0.4584 0.9853 0.2983` is `#0f0`,
+    /// `0.0 0.0 0.9596` is `#00f`, rounded to 8 bits).
+    fn p3_primaries() -> RgbImage {
+        RgbImage::from_fn(48, 16, |x, _| match x / 16 {
+            0 => Rgb([234, 51, 35]),
+            1 => Rgb([117, 251, 76]),
+            _ => Rgb([0, 0, 245]),
+        })
+    }
+
+    #[test]
+    fn display_p3_sources_are_converted_to_srgb() {
+        let p3 = ColorProfile::new_display_p3().encode().unwrap();
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(24, 0, Fit::FitIn)
+        };
+        for format in [ImageFormat::Png, ImageFormat::Jpeg] {
+            let src = tagged(&p3_primaries(), format, p3.clone());
+            let out = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+            assert_eq!(out.dimensions(), (24, 8));
+            for (x, expected) in [(4, [255, 0, 0]), (12, [0, 255, 0]), (20, [0, 0, 255])] {
+                let px = *out.get_pixel(x, 4);
+                assert!(near(px, expected, 8), "{format:?} column {x}: {px:?}");
+            }
+        }
+        // Untagged, or tagged sRGB: the values stay as they are.
+        let srgb = ColorProfile::new_srgb().encode().unwrap();
+        for src in [
+            png(DynamicImage::ImageRgb8(p3_primaries())),
+            tagged(&p3_primaries(), ImageFormat::Png, srgb),
+        ] {
+            let out = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+            assert_eq!(*out.get_pixel(4, 4), Rgb([234, 51, 35]));
+        }
+        // A profile that does not parse is ignored, not an error.
+        let src = tagged(
+            &p3_primaries(),
+            ImageFormat::Png,
+            b"not an icc profile".to_vec(),
+        );
+        let out = decoded(&render(&src, &t, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(*out.get_pixel(4, 4), Rgb([234, 51, 35]));
+    }
+
+    #[test]
+    fn outputs_carry_no_exif_xmp_or_icc() {
+        // A JPEG with EXIF (an orientation and an artist), XMP and a Display P3 ICC profile.
+        let mut src = jpeg_with_orientation(&quadrants(64, 32), 1);
+        let artist =
+            b"Exif\0\0II*\0\x08\0\0\0\x01\0\x3b\x01\x02\0\x05\0\0\0\x1a\0\0\0\0\0\0\0Anne\0";
+        let xmp = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta xmlns:x='adobe:ns:meta/'/>";
+        let mut icc = b"ICC_PROFILE\0\x01\x01".to_vec();
+        icc.extend_from_slice(&ColorProfile::new_display_p3().encode().unwrap());
+        for (marker, payload) in [(0xE1u8, &artist[..]), (0xE1, &xmp[..]), (0xE2, &icc[..])] {
+            let mut segment = vec![0xFF, marker];
+            segment.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+            segment.extend_from_slice(payload);
+            src.splice(2..2, segment);
+        }
+        let has = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        for needle in [
+            &b"Exif\0\0"[..],
+            b"Anne",
+            b"ns.adobe.com/xap",
+            b"ICC_PROFILE",
+        ] {
+            assert!(has(&src, needle), "the source carries {needle:?}");
+        }
+        for format in [Format::Jpeg, Format::Png, Format::Webp, Format::Gif] {
+            let t = Transform {
+                format: OutputFormat::Fixed(format),
+                ..transform(32, 0, Fit::FitIn)
+            };
+            let out = render(&src, &t, &Limits::default()).unwrap().bytes;
+            for needle in [
+                &b"Exif"[..],
+                b"EXIF",
+                b"eXIf",
+                b"Anne",
+                b"ns.adobe.com/xap",
+                b"XMP ",
+                b"ICC_PROFILE",
+                b"iCCP",
+                b"ICCP",
+            ] {
+                assert!(!has(&out, needle), "{format:?} output carries {needle:?}");
+            }
+        }
     }
 }

@@ -479,6 +479,7 @@ impl Renderer {
         let limits = pipeline::Limits {
             max_source_pixels: self.limits.max_source_pixels,
             max_output_pixels: self.limits.max_output_pixels,
+            max_animation_frames: self.limits.max_animation_frames,
         };
         let needed = pipeline::memory_needed(&source, &transform, &limits)?;
         let _reserved = self
