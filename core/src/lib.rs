@@ -23,8 +23,8 @@
 //! - [`role`]: which source keys a storage role keeps (its path prefix) and where (its base dir).
 
 pub mod accept;
-pub mod cachekey;
 pub mod buckets;
+pub mod cachekey;
 pub mod color;
 pub mod config;
 pub mod grammar;

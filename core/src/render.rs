@@ -352,13 +352,13 @@ mod tests {
              &upscale=true&flip_h=true&flip_v=true&h_align=H_ALIGN_LEFT&v_align=V_ALIGN_BOTTOM\
              &format=FORMAT_WEBP&quality=80&rotate=270&grayscale=true&blur_sigma_x100=250\
              &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335\
-             &crop=100%2C0.5%2Cright-top"
+             &crop=100%2C0.5%2Cright-top&progressive=PROGRESSIVE_ON&max_bytes=20000"
         );
         assert_eq!(
             request(t).canonical(),
             "photos/fit-in/-300x-200/left/bottom/filters:crop(100,0.5,right-top):format(webp)\
              :quality(80):upscale():rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true)\
-             :fill(ff0000)/a b/ü+.jpg"
+             :fill(ff0000):progressive(true):max_bytes(20000)/a b/ü+.jpg"
         );
         let offset = Transform {
             crop: Some(Crop {

@@ -1114,6 +1114,9 @@ mod tests {
             let got = rendered(r.decide_request("GET", url, &h, now()));
             assert_eq!(got.request.transform.format, format, "{h:?}");
             assert!(got.vary_accept);
+        }
+    }
+
     /// A route with a `path_prefix` serves only paths under it, in every grammar, and joins
     /// what follows it under its base dir (the seed's example: avatars/user-1.jpg, prefix
     /// avatars, base dir source → source/user-1.jpg).

@@ -12,14 +12,16 @@
 //! | `S3_RESULT_STORAGE_BASE_DIR`, `S3_RESULT_STORAGE_ACL`, `S3_RESULT_STORAGE_TAGGING`, `S3_STORAGE_CLASS` | `base_dir`, `acl`, `tagging`, `storage_class` |
 //! | `S3_RESULT_STORAGE_EXPIRATION` (a Go duration: `168h`, `1h30m`) | `expiration_secs` |
 //! | `IMAGOR_RESULT_STORAGE_PATH_STYLE` (`original`, `digest`) | `path_style` |
+//! | `S3_RESULT_STORAGE_PATH_PREFIX` | `[result_storage] path_prefix` |
+//! | `S3_STORAGE_BUCKET` and its `AWS_STORAGE_*`, `S3_STORAGE_ENDPOINT`, `_BASE_DIR`, `_PATH_PREFIX`, `_ACL`, `_TAGGING`, `_EXPIRATION` (and `S3_STORAGE_CLASS`) | `[storages.sources]`, `[source_storage]` (copies of sources, read first) |
 //! | `IMAGOR_SECRET`, `IMAGOR_UNSAFE`, `IMAGOR_SIGNER_TYPE`, `IMAGOR_SIGNER_TRUNCATE` | the route's `secret`, `allow_unsafe`, `signature_hash`, `signature_length` |
 //!
 //! The global `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` are not copied:
 //! pixmesh's default credential chain reads them from the environment it serves in, as imagor's
 //! does. Any other `S3_*`, `IMAGOR_*`, `AWS_LOADER_*`, `AWS_STORAGE_*` or `AWS_RESULT_STORAGE_*`
 //! variable is an error, as are contradictions (a base dir both in `S3_LOADER_BUCKET` and
-//! `S3_LOADER_BASE_DIR`) and what pixmesh does not do (the storage role `S3_STORAGE_*`, result
-//! path prefixes, other path styles): nothing is silently dropped.
+//! `S3_LOADER_BASE_DIR`) and what pixmesh does not do (path styles other than `original` and
+//! `digest`, a `*` bucket for a writing role): nothing is silently dropped.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +95,18 @@ const KNOWN: &[&str] = &[
     "IMAGOR_SIGNER_TYPE",
     "IMAGOR_SIGNER_TRUNCATE",
     "IMAGOR_RESULT_STORAGE_PATH_STYLE",
+    "S3_STORAGE_BUCKET",
+    "S3_STORAGE_ENDPOINT",
+    "S3_STORAGE_BASE_DIR",
+    "S3_STORAGE_PATH_PREFIX",
+    "S3_STORAGE_ACL",
+    "S3_STORAGE_TAGGING",
+    "S3_STORAGE_EXPIRATION",
+    "AWS_STORAGE_REGION",
+    "AWS_STORAGE_ACCESS_KEY_ID",
+    "AWS_STORAGE_SECRET_ACCESS_KEY",
+    "AWS_STORAGE_SESSION_TOKEN",
+    "IMAGOR_STORAGE_PATH_STYLE",
 ];
 
 /// Prefixes whose variables must all be known.
@@ -109,24 +123,12 @@ const OWNED_PREFIXES: &[&str] = &[
 pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvError> {
     let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
     for name in env.keys() {
-        if (name.starts_with("S3_STORAGE_") && name != "S3_STORAGE_CLASS")
-            || name.starts_with("AWS_STORAGE_")
-        {
-            return Err(EnvError::Unsupported {
-                name: name.clone(),
-                reason: "the storage role (copies of sources) is not mapped; remove it".into(),
-            });
-        }
         let owned = OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
         if owned && !KNOWN.contains(&name.as_str()) {
             return Err(EnvError::Unknown(name.clone()));
         }
     }
     let invalid = |name: &str, reason: &str| EnvError::Invalid {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let unsupported = |name: &str, reason: &str| EnvError::Unsupported {
         name: name.to_owned(),
         reason: reason.to_owned(),
     };
@@ -187,100 +189,22 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
     let mut storages = Table::new();
     storages.insert("loader".into(), Value::Table(loader));
 
-    // The result storage.
+    // The writing roles: result storage and storage (copies of sources).
     let mut sidecar = Table::new();
-    if let Some(rb) = get("S3_RESULT_STORAGE_BUCKET") {
-        if rb == "*" {
-            return Err(unsupported(
-                "S3_RESULT_STORAGE_BUCKET",
-                "a result storage needs a fixed bucket",
-            ));
+    for role in [Role::Results, Role::Sources] {
+        if let Some((storage, table)) = writing_role(&get, role, force_path_style)? {
+            storages.insert(role.storage_name().into(), Value::Table(storage));
+            sidecar.insert(role.section().into(), Value::Table(table));
         }
-        if get("S3_RESULT_STORAGE_PATH_PREFIX").is_some() {
-            return Err(unsupported(
-                "S3_RESULT_STORAGE_PATH_PREFIX",
-                "pixmesh keeps every rendition; remove it",
-            ));
-        }
-        let (rbucket, rdir) = match rb.split_once('/') {
-            Some((b, d)) => (b, Some(d.trim_matches('/'))),
-            None => (rb, None),
-        };
-        let rbase = match (
-            rdir.filter(|d| !d.is_empty()),
-            get("S3_RESULT_STORAGE_BASE_DIR"),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "S3_RESULT_STORAGE_BASE_DIR",
-                    "S3_RESULT_STORAGE_BUCKET already names a directory (bucket/dir)",
-                ));
-            }
-            (Some(d), None) => d.to_owned(),
-            (None, d) => d.unwrap_or_default().trim_matches('/').to_owned(),
-        };
-        let mut results = s3_table(
-            rbucket,
-            get("S3_RESULT_STORAGE_ENDPOINT").or(get("S3_ENDPOINT")),
-            get("AWS_RESULT_STORAGE_REGION").or(get("AWS_REGION")),
-            force_path_style,
-            credentials(&get, "AWS_RESULT_STORAGE")?,
-        );
-        for (var, key) in [
-            ("S3_RESULT_STORAGE_ACL", "acl"),
-            ("S3_RESULT_STORAGE_TAGGING", "tagging"),
-            ("S3_STORAGE_CLASS", "storage_class"),
-            ("S3_SAFE_CHARS", "safe_chars"),
-        ] {
-            if let Some(v) = get(var) {
-                results.insert(key.into(), v.into());
-            }
-        }
-        storages.insert("results".into(), Value::Table(results));
-        let mut rs = Table::new();
-        rs.insert("storage".into(), "results".into());
-        rs.insert("base_dir".into(), rbase.into());
-        if let Some(exp) = get("S3_RESULT_STORAGE_EXPIRATION") {
-            let secs = go_duration_secs(exp).ok_or_else(|| {
-                invalid(
-                    "S3_RESULT_STORAGE_EXPIRATION",
-                    "not a duration of at least 1s (e.g. 168h)",
-                )
-            })?;
-            rs.insert("expiration_secs".into(), Value::Integer(secs));
-        }
-        match get("IMAGOR_RESULT_STORAGE_PATH_STYLE") {
-            None | Some("original") => {}
-            Some("digest") => {
-                rs.insert("path_style".into(), "digest".into());
-            }
-            Some(_) => {
-                return Err(unsupported(
-                    "IMAGOR_RESULT_STORAGE_PATH_STYLE",
-                    "only original and digest are mapped",
-                ));
-            }
-        }
-        sidecar.insert("result_storage".into(), Value::Table(rs));
-    } else {
-        for var in [
-            "S3_RESULT_STORAGE_ENDPOINT",
-            "S3_RESULT_STORAGE_BASE_DIR",
-            "S3_RESULT_STORAGE_PATH_PREFIX",
-            "S3_RESULT_STORAGE_ACL",
-            "S3_RESULT_STORAGE_TAGGING",
-            "S3_RESULT_STORAGE_EXPIRATION",
-            "AWS_RESULT_STORAGE_REGION",
-            "AWS_RESULT_STORAGE_ACCESS_KEY_ID",
-            "AWS_RESULT_STORAGE_SECRET_ACCESS_KEY",
-            "AWS_RESULT_STORAGE_SESSION_TOKEN",
-            "IMAGOR_RESULT_STORAGE_PATH_STYLE",
+    }
+    if get("S3_STORAGE_CLASS").is_some()
+        && get("S3_RESULT_STORAGE_BUCKET").is_none()
+        && get("S3_STORAGE_BUCKET").is_none()
+    {
+        return Err(invalid(
             "S3_STORAGE_CLASS",
-        ] {
-            if get(var).is_some() {
-                return Err(invalid(var, "set without S3_RESULT_STORAGE_BUCKET"));
-            }
-        }
+            "set without S3_RESULT_STORAGE_BUCKET or S3_STORAGE_BUCKET",
+        ));
     }
     sidecar.insert("storages".into(), Value::Table(storages));
     let sidecar_toml =
@@ -329,6 +253,157 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
         sidecar_toml,
         filter_json: serde_json::to_string_pretty(&filter).expect("JSON serializes"),
     })
+}
+
+/// imagor's roles that write to S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `S3_RESULT_STORAGE_*`: renditions.
+    Results,
+    /// `S3_STORAGE_*`: copies of sources.
+    Sources,
+}
+
+impl Role {
+    /// The infix of its variables: `S3_{infix}_BUCKET`, `AWS_{infix}_REGION`.
+    fn infix(self) -> &'static str {
+        match self {
+            Role::Results => "RESULT_STORAGE",
+            Role::Sources => "STORAGE",
+        }
+    }
+
+    /// The name of its `[storages.NAME]`.
+    fn storage_name(self) -> &'static str {
+        match self {
+            Role::Results => "results",
+            Role::Sources => "sources",
+        }
+    }
+
+    /// Its section in the sidecar config.
+    fn section(self) -> &'static str {
+        match self {
+            Role::Results => "result_storage",
+            Role::Sources => "source_storage",
+        }
+    }
+}
+
+/// The storage and the role section of a writing `role`, `None` when its bucket is unset (and
+/// then none of its other variables may be set).
+fn writing_role<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    role: Role,
+    force_path_style: Option<bool>,
+) -> Result<Option<(Table, Table)>, EnvError> {
+    let r = role.infix();
+    let var = |suffix: &str| format!("S3_{r}_{suffix}");
+    let invalid = |name: String, reason: &str| EnvError::Invalid {
+        name,
+        reason: reason.to_owned(),
+    };
+    let path_style_var = format!("IMAGOR_{r}_PATH_STYLE");
+    let Some(bucket) = get(&var("BUCKET")) else {
+        let own = [
+            "ENDPOINT",
+            "BASE_DIR",
+            "PATH_PREFIX",
+            "ACL",
+            "TAGGING",
+            "EXPIRATION",
+        ]
+        .map(|s| var(s))
+        .into_iter()
+        .chain(
+            [
+                "REGION",
+                "ACCESS_KEY_ID",
+                "SECRET_ACCESS_KEY",
+                "SESSION_TOKEN",
+            ]
+            .map(|s| format!("AWS_{r}_{s}")),
+        )
+        .chain([path_style_var]);
+        for name in own {
+            if get(&name).is_some() {
+                return Err(invalid(name, &format!("set without {}", var("BUCKET"))));
+            }
+        }
+        return Ok(None);
+    };
+    if bucket == "*" {
+        return Err(EnvError::Unsupported {
+            name: var("BUCKET"),
+            reason: "a writing role needs a fixed bucket".into(),
+        });
+    }
+    let (bucket, dir) = match bucket.split_once('/') {
+        Some((b, d)) => (b, Some(d.trim_matches('/'))),
+        None => (bucket, None),
+    };
+    let base_dir = match (dir.filter(|d| !d.is_empty()), get(&var("BASE_DIR"))) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                var("BASE_DIR"),
+                &format!("{} already names a directory (bucket/dir)", var("BUCKET")),
+            ));
+        }
+        (Some(d), None) => d.to_owned(),
+        (None, d) => d.unwrap_or_default().trim_matches('/').to_owned(),
+    };
+    let mut storage = s3_table(
+        bucket,
+        get(&var("ENDPOINT")).or(get("S3_ENDPOINT")),
+        get(&format!("AWS_{r}_REGION")).or(get("AWS_REGION")),
+        force_path_style,
+        credentials(get, &format!("AWS_{r}"))?,
+    );
+    for (name, key) in [
+        (var("ACL"), "acl"),
+        (var("TAGGING"), "tagging"),
+        ("S3_STORAGE_CLASS".to_owned(), "storage_class"),
+    ] {
+        if let Some(v) = get(&name) {
+            storage.insert(key.into(), v.into());
+        }
+    }
+    if role == Role::Results
+        && let Some(v) = get("S3_SAFE_CHARS")
+    {
+        storage.insert("safe_chars".into(), v.into());
+    }
+    let mut table = Table::new();
+    table.insert("storage".into(), role.storage_name().into());
+    table.insert("base_dir".into(), base_dir.into());
+    if let Some(p) = get(&var("PATH_PREFIX")) {
+        table.insert("path_prefix".into(), p.trim_matches('/').into());
+    }
+    if let Some(exp) = get(&var("EXPIRATION")) {
+        let secs = go_duration_secs(exp).ok_or_else(|| {
+            invalid(
+                var("EXPIRATION"),
+                "not a duration of at least 1s (e.g. 168h)",
+            )
+        })?;
+        table.insert("expiration_secs".into(), Value::Integer(secs));
+    }
+    match (role, get(&path_style_var)) {
+        (_, None | Some("original")) => {}
+        (Role::Results, Some("digest")) => {
+            table.insert("path_style".into(), "digest".into());
+        }
+        (_, Some(_)) => {
+            return Err(EnvError::Unsupported {
+                name: path_style_var,
+                reason: match role {
+                    Role::Results => "only original and digest are mapped".into(),
+                    Role::Sources => "copies of sources are kept under their own path".into(),
+                },
+            });
+        }
+    }
+    Ok(Some((storage, table)))
 }
 
 /// `[storages.NAME]` of an S3 bucket.
@@ -446,7 +521,8 @@ mod tests {
             .collect()
     }
 
-    /// The seed's Docker Compose example, less the storage role pixmesh does not map.
+    /// The seed's Docker Compose example (with a result-storage expiration, a storage class and
+    /// digest keys besides).
     #[test]
     fn the_seed_compose_example() {
         let m = map(
@@ -459,6 +535,9 @@ mod tests {
                 ("S3_SAFE_CHARS", "[]"),
                 ("S3_LOADER_BUCKET", "mybucket"),
                 ("S3_LOADER_BASE_DIR", "images"),
+                ("S3_STORAGE_BUCKET", "mybucket"),
+                ("S3_STORAGE_BASE_DIR", "images"),
+                ("S3_STORAGE_ACL", "public-read"),
                 ("S3_RESULT_STORAGE_BUCKET", "mybucket"),
                 ("S3_RESULT_STORAGE_BASE_DIR", "images/result"),
                 ("S3_RESULT_STORAGE_ACL", "public-read"),
@@ -490,6 +569,17 @@ mod tests {
         assert_eq!(rs.base_dir, "images/result");
         assert_eq!(rs.expiration_secs, Some(168 * 3600));
         assert_eq!(rs.path_style, PathStyle::Digest);
+        let StorageConfig::S3(sources) = &cfg.storages["sources"] else {
+            panic!("sources is S3")
+        };
+        assert_eq!(sources.bucket, "mybucket");
+        assert_eq!(sources.acl.as_deref(), Some("public-read"));
+        assert_eq!(sources.storage_class.as_deref(), Some("STANDARD_IA"));
+        let ss = cfg.source_storage.unwrap();
+        assert_eq!(
+            (ss.storage.as_str(), ss.base_dir.as_str()),
+            ("sources", "images")
+        );
         assert!(!m.sidecar_toml.contains("global-secret"));
 
         let filter =
@@ -577,14 +667,41 @@ mod tests {
             with(&[("PATH", "/bin"), ("AWS_PROFILE", "x")]).is_ok(),
             "not imagor's"
         );
+        let prefixed = with(&[
+            ("S3_RESULT_STORAGE_BUCKET", "r"),
+            ("S3_RESULT_STORAGE_PATH_PREFIX", "/avatars/"),
+            ("S3_STORAGE_BUCKET", "s"),
+            ("S3_STORAGE_PATH_PREFIX", "uploads"),
+            ("S3_STORAGE_EXPIRATION", "24h"),
+        ])
+        .unwrap();
+        let cfg = Config::from_toml(&prefixed.sidecar_toml).unwrap();
+        assert_eq!(cfg.result_storage.unwrap().path_prefix, "avatars");
+        let ss = cfg.source_storage.unwrap();
+        assert_eq!(ss.path_prefix, "uploads");
+        assert_eq!(ss.expiration_secs, Some(86400));
         for (extra, want) in [
             (vec![("S3_LOADER_BUKET", "x")], "S3_LOADER_BUKET is not"),
             (
                 vec![("IMAGOR_CACHE_HEADER_TTL", "1h")],
                 "IMAGOR_CACHE_HEADER_TTL",
             ),
-            (vec![("S3_STORAGE_BUCKET", "b")], "storage role"),
-            (vec![("AWS_STORAGE_REGION", "x")], "storage role"),
+            (
+                vec![("S3_STORAGE_ACL", "private")],
+                "without S3_STORAGE_BUCKET",
+            ),
+            (
+                vec![("AWS_STORAGE_REGION", "x")],
+                "without S3_STORAGE_BUCKET",
+            ),
+            (vec![("S3_STORAGE_BUCKET", "*")], "fixed bucket"),
+            (
+                vec![
+                    ("S3_STORAGE_BUCKET", "s"),
+                    ("IMAGOR_STORAGE_PATH_STYLE", "digest"),
+                ],
+                "own path",
+            ),
             (vec![("S3_SAFE_CHARS", "ab")], "S3_SAFE_CHARS"),
             (vec![("S3_FORCE_PATH_STYLE", "yes")], "S3_FORCE_PATH_STYLE"),
             (vec![("IMAGOR_UNSAFE", "maybe")], "IMAGOR_UNSAFE"),
@@ -603,13 +720,6 @@ mod tests {
                     ("S3_RESULT_STORAGE_EXPIRATION", "1 day"),
                 ],
                 "EXPIRATION",
-            ),
-            (
-                vec![
-                    ("S3_RESULT_STORAGE_BUCKET", "r"),
-                    ("S3_RESULT_STORAGE_PATH_PREFIX", "x"),
-                ],
-                "PATH_PREFIX",
             ),
             (
                 vec![

@@ -308,7 +308,12 @@ fn plan<'a>(
 
 /// The geometry of `t` on an upright `width`×`height` source: the manual crop, the focal point
 /// inside it, the fit; checked against the output limit.
-fn geometry(width: u32, height: u32, t: &Transform, limits: &Limits) -> Result<Geometry, PipelineError> {
+fn geometry(
+    width: u32,
+    height: u32,
+    t: &Transform,
+    limits: &Limits,
+) -> Result<Geometry, PipelineError> {
     let region = crop_region(width, height, t.crop)?;
     let focus = t.focus.map(|f| {
         let (x, y) = f.centre(width, height);

@@ -1104,6 +1104,8 @@ mod tests {
             limits: Limits::default(),
             cache_control: MetadataValue::from_static("public"),
             workers: WorkerPool::new(1, 64),
+            budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
+            encoding: pipeline::Encoding::default(),
             in_flight: InFlight::default(),
         };
         let request = |key: &str, version: Option<&str>| RenderRequest {
@@ -1118,12 +1120,15 @@ mod tests {
             .read_source(&chain, &request("up/v.jpg", Some("v1")))
             .await
             .unwrap();
-        assert_eq!(&versioned.bytes[..], b"src");
+        assert_eq!(&versioned.object.bytes[..], b"src");
+        // A source in memory holds one of the pool's two admissions until it is dropped.
+        drop(versioned);
         let outside = renderer
             .read_source(&chain, &request("down/o.jpg", None))
             .await
             .unwrap();
-        assert_eq!(outside.etag, "\"o\"");
+        assert_eq!(outside.object.etag, "\"o\"");
+        drop(outside);
         let chain = renderer.chain("photos", false).unwrap();
         renderer
             .read_source(&chain, &request("up/a.jpg", None))

@@ -21,8 +21,7 @@ use pixmesh_core::transform::{Format, Transform};
 
 use super::{
     DEFAULT_WEBP_QUALITY, GIF_ALPHA_THRESHOLD, GIF_QUANTIZE_SPEED, Geometry, Limits,
-    MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION, PipelineError, Pixels, Rendered, compute_geometry,
-    frame_steps,
+    MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION, PipelineError, Pixels, Rendered, frame_steps,
 };
 use crate::libwebp;
 

@@ -1,0 +1,183 @@
+//! `bench/load`'s result-storage phase: latency of renditions served from result storage.
+//!
+//! ```text
+//! pixmesh-hits IMAGES_DIR [--requests N] [--concurrency C] IMAGE...
+//! ```
+//!
+//! Starts Garage (sources and renditions in two buckets), Envoy with the real filter and the
+//! sidecar in this process, renders `2 × C` distinct renditions of each IMAGE once (misses, which
+//! write them to result storage), waits until every one is stored, then requests them again N
+//! times over C keep-alive connections: every request a hit. Twice: with `verify_source` (a HEAD
+//! on the source beside each result read, the default) and without. Prints a markdown table.
+//! A benchmark, not a test: nothing here asserts a time.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pixmesh_tests::{Garage, Stack, eventually};
+
+const RESULTS_BUCKET: &str = "results";
+
+struct Args {
+    dir: std::path::PathBuf,
+    images: Vec<String>,
+    requests: usize,
+    concurrency: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .ok_or("usage: pixmesh-hits IMAGES_DIR [--requests N] [--concurrency C] IMAGE...")?;
+    let (mut requests, mut concurrency, mut images) = (2000, 8, Vec::new());
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> Result<usize, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--requests" => requests = number("--requests")?,
+            "--concurrency" => concurrency = number("--concurrency")?,
+            _ => images.push(arg),
+        }
+    }
+    if images.is_empty() || concurrency == 0 {
+        return Err("name at least one image; concurrency must be positive".into());
+    }
+    Ok(Args {
+        dir: dir.into(),
+        images,
+        requests,
+        concurrency,
+    })
+}
+
+/// The `n`th rendition path: a fit-in box from 200 to 200 + n px, JPEG q80.
+fn path(images: &[String], n: usize) -> String {
+    let side = 200 + n / images.len();
+    let image = &images[n % images.len()];
+    format!("/img/unsafe/fit-in/{side}x{side}/filters:format(jpeg):quality(80)/{image}")
+}
+
+struct Summary {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// `total` GETs over `concurrency` keep-alive connections, cycling through `paths`.
+fn load(base: &str, paths: &[String], total: usize, concurrency: usize) -> Summary {
+    let next = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(total));
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                let agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build()
+                    .new_agent();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let url = format!("{base}{}", paths[i % paths.len()]);
+                    let begin = Instant::now();
+                    let mut response = agent
+                        .get(&url)
+                        .call()
+                        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                    let body = response.body_mut().read_to_vec().expect("read the body");
+                    let took = begin.elapsed();
+                    assert!(body.starts_with(&[0xff, 0xd8]), "{url}: not a JPEG");
+                    latencies.lock().unwrap().push(took);
+                }
+            });
+        }
+    });
+    let wall = start.elapsed();
+    let mut latencies = latencies.into_inner().unwrap();
+    latencies.sort();
+    let ms = |q: f64| {
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    Summary {
+        rps: total as f64 / wall.as_secs_f64(),
+        p50: ms(0.50),
+        p99: ms(0.99),
+        max: ms(1.0),
+    }
+}
+
+async fn measure(garage: &Garage, args: &Args, verify_source: bool) -> Summary {
+    let storage = |name: &str, bucket: &str| {
+        format!(
+            "[storages.{name}]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\n\
+             region = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            garage.endpoint(),
+            garage.region(),
+            garage.access_key(),
+            garage.secret_key()
+        )
+    };
+    let base_dir = format!("verify-{verify_source}");
+    let sidecar = format!(
+        "{}{}[result_storage]\nstorage = \"results\"\nbase_dir = \"{base_dir}\"\n\
+         verify_source = {verify_source}\n",
+        storage("photos", garage.default_bucket()),
+        storage("results", RESULTS_BUCKET),
+    );
+    let filter = r#"{"routes":[{"prefix":"/img/","storage":"photos","allow_unsafe":true}]}"#;
+    let stack = Stack::builder(filter, &sidecar).start().await;
+    let base = stack.url("");
+    let paths: Vec<String> = (0..args.images.len() * 2 * args.concurrency)
+        .map(|n| path(&args.images, n))
+        .collect();
+    let warm = paths.clone();
+    let warm_base = base.clone();
+    tokio::task::spawn_blocking(move || load(&warm_base, &warm, warm.len(), 2))
+        .await
+        .expect("warm-up");
+    let wanted = paths.len();
+    eventually("every rendition is in result storage", || async {
+        garage.list(RESULTS_BUCKET, &base_dir).await.len() >= wanted
+    })
+    .await;
+    let (requests, concurrency) = (args.requests, args.concurrency);
+    tokio::task::spawn_blocking(move || load(&base, &paths, requests, concurrency))
+        .await
+        .expect("load")
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = parse_args()?;
+    let garage = Garage::start().await;
+    garage.create_bucket(RESULTS_BUCKET).await;
+    for image in &args.images {
+        let bytes = std::fs::read(args.dir.join(image)).map_err(|e| format!("{image}: {e}"))?;
+        garage.put(garage.default_bucket(), image, bytes).await;
+    }
+    println!(
+        "| result-storage hits | req/s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|"
+    );
+    for verify_source in [true, false] {
+        let s = measure(&garage, &args, verify_source).await;
+        let label = if verify_source {
+            "`verify_source = true` (result GET + source HEAD)"
+        } else {
+            "`verify_source = false` (result GET only)"
+        };
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            s.rps, s.p50, s.p99, s.max
+        );
+    }
+    Ok(())
+}
