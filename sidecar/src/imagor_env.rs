@@ -313,7 +313,7 @@ fn writing_role<'a>(
             "TAGGING",
             "EXPIRATION",
         ]
-        .map(|s| var(s))
+        .map(&var)
         .into_iter()
         .chain(
             [
