@@ -247,6 +247,18 @@ impl Garage {
         }
     }
 
+    /// The body of a sidecar `[storages.NAME]` table for `bucket` with the default key.
+    pub fn storage_toml(&self, bucket: &str) -> String {
+        format!(
+            "type = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            self.endpoint(),
+            self.region(),
+            self.access_key(),
+            self.secret_key()
+        )
+    }
+
     /// An S3 client with the default key (path-style, [`REGION`], checksums only when required).
     pub fn s3_client(&self) -> Client {
         self.client.clone()

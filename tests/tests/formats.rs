@@ -39,16 +39,7 @@ impl World {
                 .put(garage.default_bucket(), name, tools::test_image(name))
                 .await;
         }
-        let s3 = |bucket: &str| {
-            format!(
-                "type = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
-                 access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-                garage.endpoint(),
-                garage.region(),
-                garage.access_key(),
-                garage.secret_key()
-            )
-        };
+        let s3 = |bucket: &str| garage.storage_toml(bucket);
         let sidecar = format!(
             "[storages.photos]\n{}\n[storages.results]\n{}\n\
              [result_storage]\nstorage = \"results\"\nbase_dir = \"{RESULTS_DIR}\"\n",

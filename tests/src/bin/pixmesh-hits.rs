@@ -116,16 +116,8 @@ fn load(base: &str, paths: &[String], total: usize, concurrency: usize) -> Summa
 }
 
 async fn measure(garage: &Garage, args: &Args, verify_source: bool) -> Summary {
-    let storage = |name: &str, bucket: &str| {
-        format!(
-            "[storages.{name}]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\n\
-             region = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            garage.endpoint(),
-            garage.region(),
-            garage.access_key(),
-            garage.secret_key()
-        )
-    };
+    let storage =
+        |name: &str, bucket: &str| format!("[storages.{name}]\n{}", garage.storage_toml(bucket));
     let base_dir = format!("verify-{verify_source}");
     let sidecar = format!(
         "{}{}[result_storage]\nstorage = \"results\"\nbase_dir = \"{base_dir}\"\n\
