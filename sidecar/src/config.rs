@@ -18,6 +18,12 @@
 //! jpeg_progressive = true       # default false: baseline JPEGs
 //! avif_speed = 8                # rav1e preset: 1 slowest/smallest … 10 fastest
 //!
+//! [s3]                          # what every S3 storage below uses where it says nothing
+//! endpoint = "http://127.0.0.1:3900"   # (credentials fall back as a whole: a storage with its
+//! region = "us-east-1"                 # own access_key_id or profile uses none of these keys)
+//! # access_key_id = "GK…"  secret_access_key = "…"  session_token, profile, force_path_style,
+//! # role_arn, external_id, role_session_name, sts_endpoint
+//!
 //! [storages.samples]            # a local directory (the demo's default)
 //! type = "local"
 //! root = "/srv/images"
@@ -46,9 +52,7 @@
 //!
 //! [storages.tenants]            # bucket "*": the first key segment names the bucket
 //! type = "s3"
-//! bucket = "*"
-//! endpoint = "http://127.0.0.1:3900"
-//! region = "us-east-1"
+//! bucket = "*"                  # endpoint, region, credentials: from [s3]
 //! escape_keys = true
 //! # routing_file = "/etc/pixmesh/bucket-routing.yaml"  # imagor's bucket routing file instead
 //!
@@ -144,6 +148,95 @@ pub struct Config {
     /// Where copies of sources are kept and read first (imagor's storage role); none when unset.
     #[serde(default)]
     pub source_storage: Option<SourceStorageConfig>,
+    /// Connection and credential settings every S3 storage falls back to where it sets none
+    /// of its own (imagor's global `S3_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
+    /// Already applied to [`Config::storages`] once loaded.
+    #[serde(default)]
+    pub s3: S3Defaults,
+}
+
+/// The `[s3]` table: what an S3 storage uses when it does not say (the loader, storage and
+/// result roles each fall back to it). Settings fall back one by one, except credentials,
+/// which fall back as a whole so they never mix: a storage with its own `access_key_id` or
+/// `profile` uses none of the global keys, token or profile, and one with its own `role_arn`
+/// none of the global role settings (`external_id`, `role_session_name`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Defaults {
+    /// See [`S3Config::endpoint`].
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// See [`S3Config::region`].
+    #[serde(default)]
+    pub region: Option<String>,
+    /// See [`S3Config::force_path_style`].
+    #[serde(default)]
+    pub force_path_style: Option<bool>,
+    /// See [`S3Config::access_key_id`].
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// See [`S3Config::secret_access_key`].
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// See [`S3Config::session_token`].
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+    /// See [`S3Config::profile`].
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// See [`S3Config::role_arn`].
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// See [`S3Config::external_id`].
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// See [`S3Config::role_session_name`].
+    #[serde(default)]
+    pub role_session_name: Option<String>,
+    /// See [`S3Config::sts_endpoint`].
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+}
+
+impl S3Defaults {
+    /// Fills what `s3` leaves unset (credentials as a whole, see [`S3Defaults`]).
+    fn fill(&self, s3: &mut S3Config) {
+        let fill = |own: &mut Option<String>, global: &Option<String>| {
+            if own.is_none() {
+                own.clone_from(global);
+            }
+        };
+        fill(&mut s3.endpoint, &self.endpoint);
+        fill(&mut s3.region, &self.region);
+        fill(&mut s3.sts_endpoint, &self.sts_endpoint);
+        if s3.force_path_style.is_none() {
+            s3.force_path_style = self.force_path_style;
+        }
+        let own_credentials = s3.access_key_id.is_some()
+            || s3.secret_access_key.is_some()
+            || s3.session_token.is_some()
+            || s3.profile.is_some();
+        if !own_credentials {
+            s3.access_key_id.clone_from(&self.access_key_id);
+            s3.secret_access_key.clone_from(&self.secret_access_key);
+            s3.session_token.clone_from(&self.session_token);
+            s3.profile.clone_from(&self.profile);
+        }
+        let own_role =
+            s3.role_arn.is_some() || s3.external_id.is_some() || s3.role_session_name.is_some();
+        if !own_role {
+            s3.role_arn.clone_from(&self.role_arn);
+            s3.external_id.clone_from(&self.external_id);
+            s3.role_session_name.clone_from(&self.role_session_name);
+        }
+    }
+
+    /// Refuses global settings that contradict each other, as a storage's would be.
+    fn validate(&self) -> Result<(), String> {
+        let mut alone = S3Config::default();
+        self.fill(&mut alone);
+        alone.credential_settings()
+    }
 }
 
 /// The storage role (imagor's `S3_STORAGE_*`): a copy of every source read, kept in an S3
@@ -290,8 +383,9 @@ pub enum StorageConfig {
     S3(S3Config),
 }
 
-/// Connection to one S3-compatible bucket, or to many (`bucket = "*"`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// Connection to one S3-compatible bucket, or to many (`bucket = "*"`). After loading, the
+/// settings a storage leaves unset have been filled from [`Config::s3`] ([`S3Defaults`]).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Bucket name. [`WILDCARD_BUCKET`] (`*`, imagor's wildcard bucket): each key's first
@@ -487,6 +581,9 @@ impl S3Config {
     /// Refuses credential settings that contradict each other: a profile with static keys,
     /// role options without `role_arn`, a malformed session name.
     pub fn credential_settings(&self) -> Result<(), String> {
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err("set both access_key_id and secret_access_key, or neither".into());
+        }
         if self.profile.is_some() && self.access_key_id.is_some() {
             return Err("profile is for the default chain; not with access_key_id".into());
         }
@@ -580,7 +677,15 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text)?;
+        let mut cfg: Config = toml::from_str(text)?;
+        cfg.s3
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[s3]: {e}")))?;
+        for storage in cfg.storages.values_mut() {
+            if let StorageConfig::S3(s3) = storage {
+                cfg.s3.fill(s3);
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -608,11 +713,6 @@ impl Config {
             if let StorageConfig::S3(s3) = s {
                 if s3.bucket.is_empty() {
                     return invalid(format!("storage {name}: bucket is empty"));
-                }
-                if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
-                    return invalid(format!(
-                        "storage {name}: set both access_key_id and secret_access_key, or neither"
-                    ));
                 }
                 if let Err(e) = s3.credential_settings() {
                     return invalid(format!("storage {name}: {e}"));
@@ -775,6 +875,128 @@ mod tests {
         let debug = format!("{:?}", cfg.storages["photos"]);
         assert!(!debug.contains("example-secret"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
+        let StorageConfig::S3(tenants) = &cfg.storages["tenants"] else {
+            panic!("tenants is S3")
+        };
+        assert_eq!(tenants.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(tenants.region.as_deref(), Some("us-east-1"));
+    }
+
+    /// The S3 storage `name` of a config.
+    fn s3_of<'a>(cfg: &'a Config, name: &str) -> &'a S3Config {
+        match &cfg.storages[name] {
+            StorageConfig::S3(s3) => s3,
+            StorageConfig::Local { .. } => panic!("{name} is local"),
+        }
+    }
+
+    #[test]
+    fn unset_storage_settings_fall_back_to_the_s3_table() {
+        let cfg = Config::from_toml(
+            "[s3]
+endpoint = \"http://minio:9000\"
+region = \"eu-west-1\"
+\
+             force_path_style = false
+access_key_id = \"GLOBAL\"
+\
+             secret_access_key = \"global-secret\"
+session_token = \"global-token\"
+\
+             role_arn = \"arn:aws:iam::1:role/global\"
+external_id = \"ext-global\"
+\
+             sts_endpoint = \"http://sts:1\"
+\
+             [storages.plain]
+type = \"s3\"
+bucket = \"a\"
+\
+             [storages.own]
+type = \"s3\"
+bucket = \"b\"
+endpoint = \"http://r2:1\"
+\
+             region = \"auto\"
+force_path_style = true
+access_key_id = \"OWN\"
+\
+             secret_access_key = \"own-secret\"
+role_arn = \"arn:aws:iam::1:role/own\"
+\
+             [storages.chain]
+type = \"s3\"
+bucket = \"c\"
+profile = \"images\"
+\
+             [storages.disk]
+type = \"local\"
+root = \"/srv\"
+",
+        )
+        .unwrap();
+        let plain = s3_of(&cfg, "plain");
+        assert_eq!(plain.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(plain.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(plain.force_path_style, Some(false));
+        assert_eq!(plain.access_key_id.as_deref(), Some("GLOBAL"));
+        assert_eq!(plain.secret_access_key, Some("global-secret".into()));
+        assert_eq!(plain.session_token, Some("global-token".into()));
+        assert_eq!(
+            plain.role_arn.as_deref(),
+            Some("arn:aws:iam::1:role/global")
+        );
+        assert_eq!(plain.external_id.as_deref(), Some("ext-global"));
+        assert_eq!(plain.sts_endpoint.as_deref(), Some("http://sts:1"));
+
+        // Its own settings win; credentials and the role never mix with the global ones.
+        let own = s3_of(&cfg, "own");
+        assert_eq!(own.endpoint.as_deref(), Some("http://r2:1"));
+        assert_eq!(own.region.as_deref(), Some("auto"));
+        assert_eq!(own.force_path_style, Some(true));
+        assert_eq!(own.access_key_id.as_deref(), Some("OWN"));
+        assert_eq!(own.session_token, None, "not the global key's token");
+        assert_eq!(own.role_arn.as_deref(), Some("arn:aws:iam::1:role/own"));
+        assert_eq!(own.external_id, None, "not the global role's external id");
+
+        // A profile is its own credentials: the global keys would contradict it.
+        let chain = s3_of(&cfg, "chain");
+        assert_eq!(chain.profile.as_deref(), Some("images"));
+        assert_eq!(chain.access_key_id, None);
+        assert_eq!(chain.endpoint.as_deref(), Some("http://minio:9000"));
+
+        // Without [s3], nothing is filled in.
+        let bare = Config::from_toml("[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n").unwrap();
+        assert_eq!(
+            s3_of(&bare, "a"),
+            &S3Config {
+                bucket: "a".into(),
+                ..S3Config::default()
+            }
+        );
+    }
+
+    #[test]
+    fn the_s3_table_is_checked_like_a_storage() {
+        const LOCAL: &str = "[storages.a]\ntype = \"local\"\nroot = \"/\"\n";
+        for (s3, why) in [
+            (
+                "access_key_id = \"x\"",
+                "both access_key_id and secret_access_key",
+            ),
+            (
+                "access_key_id = \"x\"\nsecret_access_key = \"y\"\nprofile = \"p\"",
+                "profile is for the default chain",
+            ),
+            ("external_id = \"ext-1\"", "external_id needs role_arn"),
+            ("role_arn = \"pixmesh\"", "role_arn must be an ARN"),
+            ("bucket = \"b\"", "unknown field `bucket`"),
+        ] {
+            let err = Config::from_toml(&format!("[s3]\n{s3}\n{LOCAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{s3}: {err}");
+        }
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Credentials end to end: the real `pixmesh-sidecar check` binary, run as a subprocess with a
 //! controlled environment (no inherited `AWS_*`, its own `HOME`), against a real Garage, which
 //! verifies SigV4 strictly: the right credentials pass, wrong ones fail, whichever link of the
-//! default chain (environment, shared credentials file and profile, web identity) or STS
-//! assume-role supplies them. STS itself is a fake ([`FakeSts`]) that hands out Garage keys.
+//! default chain (environment, shared credentials file and profile, web identity, the container
+//! endpoint of ECS and EKS Pod Identity, EC2 instance metadata) or STS assume-role supplies
+//! them. STS and the credential endpoints are a fake ([`FakeAws`]) that hands out Garage keys.
 //!
-//! Also: a key that may only read the source bucket serves renders, and no secret ever shows in
-//! the output or the log (run at `debug`).
+//! Also: a key that may only read the source bucket serves renders, the `[s3]` table's
+//! settings reach every role that sets none, and no secret ever shows in the output or the log
+//! (run at `debug`).
 
 use std::path::Path;
 use tokio::process::Command;
 
 use pixmesh_sidecar::config::Config;
-use pixmesh_tests::sts::FakeSts;
+use pixmesh_tests::fake_aws::{CONTAINER_TOKEN, FakeAws};
 use pixmesh_tests::{Garage, tools};
 use tempfile::TempDir;
 
@@ -193,7 +195,7 @@ async fn web_identity_through_sts() {
         ]
     };
 
-    let sts = FakeSts::start(garage.access_key(), garage.secret_key()).await;
+    let sts = FakeAws::start(garage.access_key(), garage.secret_key()).await;
     let vars = env(&sts.endpoint);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let run = check(dir.path(), &toml, &vars).await;
@@ -216,7 +218,7 @@ async fn web_identity_through_sts() {
     );
     assert!(req.has("RoleSessionName", "pixmesh-pod"), "{req:?}");
 
-    let wrong = FakeSts::start(garage.access_key(), WRONG_SECRET).await;
+    let wrong = FakeAws::start(garage.access_key(), WRONG_SECRET).await;
     let vars = env(&wrong.endpoint);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let run = check(dir.path(), &toml, &vars).await;
@@ -234,8 +236,8 @@ async fn assume_role_with_external_id() {
     garage
         .allow(garage.default_bucket(), &reader, true, false)
         .await;
-    let sts = FakeSts::start(&reader, &reader_secret).await;
-    let role = |sts: &FakeSts| {
+    let sts = FakeAws::start(&reader, &reader_secret).await;
+    let role = |sts: &FakeAws| {
         format!(
             "access_key_id = \"{base}\"\nsecret_access_key = \"{base_secret}\"\n\
              role_arn = \"arn:aws:iam::123456789012:role/reader\"\n\
@@ -325,4 +327,143 @@ async fn a_read_only_key_serves_renders_and_check_says_it_cannot_write() {
         run.output
     );
     assert_no_secret(&run, &[&secret]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_credentials_of_ecs_and_eks_pod_identity() {
+    let garage = Garage::start().await;
+    let dir = TempDir::new().unwrap();
+    let token = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token, CONTAINER_TOKEN).unwrap();
+    let token = token.to_str().unwrap();
+    let toml = photos(&garage, "");
+
+    let aws = FakeAws::start(garage.access_key(), garage.secret_key()).await;
+    let uri = aws.container_uri();
+    let run = check(
+        dir.path(),
+        &toml,
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token),
+        ],
+    )
+    .await;
+    assert_passes(&run, "credentials from the container endpoint");
+    assert_no_secret(&run, &[garage.secret_key(), CONTAINER_TOKEN]);
+    let asked = aws.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.path == "/v1/credentials" && r.authorization == CONTAINER_TOKEN),
+        "the endpoint was asked with the pod's token: {asked:?}"
+    );
+
+    // The endpoint refuses a request without the pod's token.
+    let run = check(
+        dir.path(),
+        &toml,
+        &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)],
+    )
+    .await;
+    assert!(!run.ok, "no token, no credentials\n{}", run.output);
+
+    let wrong = FakeAws::start(garage.access_key(), WRONG_SECRET).await;
+    let run = check(
+        dir.path(),
+        &toml,
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &wrong.container_uri()),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token),
+        ],
+    )
+    .await;
+    assert_denied(&run, "the container endpoint handed out a wrong secret");
+    assert_no_secret(&run, &[WRONG_SECRET]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_metadata_credentials() {
+    let garage = Garage::start().await;
+    let dir = TempDir::new().unwrap();
+    let toml = photos(&garage, "");
+    let aws = FakeAws::start(garage.access_key(), garage.secret_key()).await;
+    let imds = [
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", aws.endpoint.as_str()),
+    ];
+    let run = check(dir.path(), &toml, &imds).await;
+    assert_passes(&run, "credentials of the instance's role (IMDSv2)");
+    assert_no_secret(&run, &[garage.secret_key()]);
+    let asked: Vec<String> = aws
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        asked.iter().any(|r| r == "PUT /latest/api/token"),
+        "an IMDSv2 session first: {asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|r| r == "GET /latest/meta-data/iam/security-credentials/pixmesh-node"),
+        "then the role's credentials: {asked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_table_reaches_every_role_that_sets_nothing() {
+    let garage = Garage::start().await;
+    let dir = TempDir::new().unwrap();
+    let (reader, reader_secret) = garage.create_key("reader").await;
+    garage
+        .allow(garage.default_bucket(), &reader, true, false)
+        .await;
+    // Endpoint, region and the writing key only in [s3]; the storages name their bucket.
+    let config = |photos_extra: &str, results_extra: &str| {
+        format!(
+            "[limits]\nstorage_timeout_ms = 5000\n\
+             [s3]\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\
+             [storages.photos]\ntype = \"s3\"\nbucket = \"{bucket}\"\n{photos_extra}\n\
+             [storages.results]\ntype = \"s3\"\nbucket = \"{bucket}\"\n{results_extra}\n\
+             [result_storage]\nstorage = \"results\"\nbase_dir = \"renditions\"\n",
+            garage.endpoint(),
+            garage.region(),
+            garage.access_key(),
+            garage.secret_key(),
+            bucket = garage.default_bucket(),
+        )
+    };
+    let read_only =
+        format!("access_key_id = \"{reader}\"\nsecret_access_key = \"{reader_secret}\"");
+    let written = "ok   result_storage results: bucket images: wrote and deleted probe object";
+
+    let run = check(dir.path(), &config("", ""), &[]).await;
+    assert_passes(&run, "every role on the [s3] settings");
+    assert!(run.output.contains(written), "{}", run.output);
+    assert_no_secret(&run, &[garage.secret_key()]);
+
+    // The loader's own read-only key: it still reads; the result role keeps the global key.
+    let run = check(dir.path(), &config(&read_only, ""), &[]).await;
+    assert_passes(&run, "the loader's own key");
+    assert!(run.output.contains(written), "{}", run.output);
+
+    // The result role's own read-only key wins over the global one: writing is refused.
+    let run = check(dir.path(), &config("", &read_only), &[]).await;
+    assert!(!run.ok, "{}", run.output);
+    assert!(
+        run.output
+            .contains("FAIL result_storage results: bucket images: PutObject")
+            && run.output.contains("access denied"),
+        "{}",
+        run.output
+    );
+    assert_no_secret(&run, &[garage.secret_key(), &reader_secret]);
+
+    // Without [s3], the same storages have no endpoint: AWS, unreachable from here.
+    let bare = config("", "").replace(&format!("endpoint = \"{}\"\n", garage.endpoint()), "");
+    let run = check(dir.path(), &bare, &[]).await;
+    assert!(!run.ok, "{}", run.output);
 }

@@ -9,13 +9,13 @@
 //! need a component fail, they never skip.
 
 pub mod envoy;
+pub mod fake_aws;
 pub mod garage;
 pub mod http;
 pub mod moto;
 pub mod ports;
 pub mod s3;
 pub mod stack;
-pub mod sts;
 pub mod tools;
 mod util;
 
