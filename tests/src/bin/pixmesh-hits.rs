@@ -7,15 +7,27 @@
 //! Starts Garage (sources and renditions in two buckets), Envoy with the real filter and the
 //! sidecar in this process, renders `2 × C` distinct renditions of each IMAGE once (misses, which
 //! write them to result storage), waits until every one is stored, then requests them again N
-//! times over C keep-alive connections: every request a hit. Twice: with `verify_source` (a HEAD
-//! on the source beside each result read, the default) and without. Prints a markdown table.
+//! times over C keep-alive connections: every request a hit. With `verify_source` (a HEAD on
+//! the source beside each result read, the default) and without, each twice: straight to
+//! Garage, and through [`quick_ack_relay`]. Prints a markdown table.
 //! A benchmark, not a test: nothing here asserts a time.
+//!
+//! Why the relay: Garage does not set `TCP_NODELAY` and writes a GET's headers and body
+//! separately, so the body waits (Nagle) for the ACK of the headers, which the reader delays
+//! by 40 ms: every result read costs ≥ 40 ms on Linux loopback, whoever reads it (AWS S3 and
+//! the Go servers, MinIO included, set `TCP_NODELAY`). The relay ACKs Garage at once, so its
+//! rows show what pixmesh itself costs.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
 use pixmesh_tests::{Garage, Stack, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const RESULTS_BUCKET: &str = "results";
 
@@ -115,10 +127,73 @@ fn load(base: &str, paths: &[String], total: usize, concurrency: usize) -> Summa
     }
 }
 
-async fn measure(garage: &Garage, args: &Args, verify_source: bool) -> Summary {
-    let storage =
-        |name: &str, bucket: &str| format!("[storages.{name}]\n{}", garage.storage_toml(bucket));
-    let base_dir = format!("verify-{verify_source}");
+/// A TCP relay to `upstream` on 127.0.0.1 that acknowledges what `upstream` sends at once
+/// (`TCP_QUICKACK` after every read) instead of delaying the ACK, so a server without
+/// `TCP_NODELAY` is not held back by Nagle's algorithm. Serves until the process ends.
+async fn quick_ack_relay(upstream: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let addr = listener.local_addr().expect("relay address");
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(up) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (Ok(()), Ok(())) = (down.set_nodelay(true), up.set_nodelay(true)) else {
+                    return;
+                };
+                let (mut down_read, mut down_write) = down.into_split();
+                let (mut up_read, mut up_write) = up.into_split();
+                let requests = tokio::io::copy(&mut down_read, &mut up_write);
+                let responses = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = up_read.read(&mut buf).await?;
+                        if n == 0 {
+                            return down_write.shutdown().await;
+                        }
+                        quick_ack(up_read.as_ref());
+                        down_write.write_all(&buf[..n]).await?;
+                    }
+                };
+                let _ = tokio::join!(requests, responses);
+            });
+        }
+    });
+    addr
+}
+
+/// Sends the pending ACK of `stream` now (Linux: `TCP_QUICKACK`, which the kernel clears again
+/// by itself, hence after every read).
+fn quick_ack(stream: &TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, an option value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+async fn measure(garage: &Garage, args: &Args, verify_source: bool, relay: bool) -> Summary {
+    let endpoint = garage.endpoint();
+    let via = if relay {
+        let upstream = endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("Garage's address");
+        format!("http://{}", quick_ack_relay(upstream).await)
+    } else {
+        endpoint.clone()
+    };
+    let storage = |name: &str, bucket: &str| {
+        format!("[storages.{name}]\n{}", garage.storage_toml(bucket)).replace(&endpoint, &via)
+    };
+    let base_dir = format!("verify-{verify_source}-relay-{relay}");
     let sidecar = format!(
         "{}{}[result_storage]\nstorage = \"results\"\nbase_dir = \"{base_dir}\"\n\
          verify_source = {verify_source}\n",
@@ -159,13 +234,19 @@ async fn main() -> Result<(), String> {
     println!(
         "| result-storage hits | req/s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|"
     );
-    for verify_source in [true, false] {
-        let s = measure(&garage, &args, verify_source).await;
-        let label = if verify_source {
+    for (verify_source, relay) in [(true, false), (false, false), (true, true), (false, true)] {
+        let s = measure(&garage, &args, verify_source, relay).await;
+        let reads = if verify_source {
             "`verify_source = true` (result GET + source HEAD)"
         } else {
             "`verify_source = false` (result GET only)"
         };
+        let to = if relay {
+            "Garage, ACKed at once"
+        } else {
+            "Garage"
+        };
+        let label = format!("{reads}, {to}");
         println!(
             "| {label} | {:.1} | {:.1} | {:.1} | {:.1} |",
             s.rps, s.p50, s.p99, s.max
