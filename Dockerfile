@@ -3,7 +3,7 @@
 #   docker build -t pixmesh:latest .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm \
+RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm pkg-config libdav1d-dev \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add wasm32-wasip1
 COPY . .
@@ -16,7 +16,7 @@ RUN cargo build --locked --release -p pixmesh-sidecar \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libdav1d6 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/pixmesh-sidecar /usr/local/bin/
 COPY --from=build /out/pixmesh_filter.wasm /out/pixmesh.pb /opt/pixmesh/

@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod check;
 pub mod config;
+pub mod dav1d;
 pub mod error;
 pub mod flight;
 pub mod imagor_env;

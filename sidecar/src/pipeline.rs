@@ -1,7 +1,7 @@
 //! The render pipeline: decode → orient → crop → resize → to sRGB → flip → grayscale → blur →
 //! sharpen → pad → flatten → rotate → encode, as a list of named steps.
 //!
-//! Formats: JPEG, PNG, WebP and GIF in and out. Animated GIF and WebP sources stay animated
+//! Formats: JPEG, PNG, WebP and GIF in and out, AVIF in ([`avif`], libdav1d) and out (ravif). Animated GIF and WebP sources stay animated
 //! when the output is GIF or WebP ([`animation`]: every frame through the same steps, up to
 //! [`Limits::max_animation_frames`]). Otherwise a GIF is read as its first frame, placed on
 //! the GIF's logical screen (transparent around it); later frames are never read, so an
@@ -39,6 +39,7 @@
 //! crop and resize are one pass.
 
 mod animation;
+mod avif;
 
 use std::io::Cursor;
 
@@ -368,6 +369,11 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
             .saturating_add(source.len() as u64),
         // The first frame and the logical screen it is drawn on, both RGBA.
         Format::Gif => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
+        // The RGB(A) result and libdav1d's YUV pictures.
+        Format::Avif => plan
+            .decoder
+            .total_bytes()
+            .saturating_add(avif::AvifDecoder::decoder_bytes(plan.width, plan.height)),
         _ => plan.decoder.total_bytes(),
     };
     Ok(working_set(decoded, &plan.geometry, t))
@@ -406,13 +412,16 @@ fn sniff_format(data: &[u8]) -> Result<Format, PipelineError> {
     if at(0, b"GIF87a") || at(0, b"GIF89a") {
         return Ok(Format::Gif);
     }
+    // An AVIF sequence too: the AVIF reader names it when it refuses it.
+    if at(4, b"ftyp") && matches!(data.get(8..12), Some(b"avif" | b"avis")) {
+        return Ok(Format::Avif);
+    }
     let detected = if at(0, b"II*\0") || at(0, b"MM\0*") {
         "tiff"
     } else if at(0, b"BM") {
         "bmp"
     } else if at(4, b"ftyp") {
         match data.get(8..12) {
-            Some(b"avif" | b"avis") => "avif",
             Some(b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1") => {
                 "heif"
             }
@@ -500,12 +509,16 @@ fn read_header<'a>(
     source: &'a [u8],
     format: Format,
     limits: &Limits,
-) -> Result<impl ImageDecoder + 'a, PipelineError> {
+) -> Result<Box<dyn ImageDecoder + 'a>, PipelineError> {
+    if format == Format::Avif {
+        return Ok(Box::new(avif::AvifDecoder::new(source, limits)?));
+    }
     let mut reader = image::ImageReader::with_format(Cursor::new(source), image_format(format));
     reader.limits(image_limits(limits));
-    reader
+    let decoder = reader
         .into_decoder()
-        .map_err(|e| image_error(e, format, "header"))
+        .map_err(|e| image_error(e, format, "header"))?;
+    Ok(Box::new(decoder))
 }
 
 /// Rejects empty images and sources over [`Limits::max_source_pixels`].
@@ -2515,11 +2528,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(avif_size(&r.bytes), (1, 1));
-        // AVIF sources are still refused by name.
-        assert!(matches!(
-            render(&r.bytes, &Transform::default(), &limits),
-            Err(PipelineError::UnsupportedFormat(f)) if f == "avif"
-        ));
+        // And read back (as AVIF, the source's format): one translucent pixel.
+        let back = render(&r.bytes, &Transform::default(), &limits).unwrap();
+        assert_eq!((back.format, back.width, back.height), (Format::Avif, 1, 1));
     }
 
     /// A 4-quadrant RGB image: red top-left, green top-right, blue bottom-left, white bottom-right.

@@ -10,6 +10,8 @@
 //! - AVIF is an output format in every grammar and, on a route with `auto_avif`, auto's first
 //!   choice; the JPEG scan mode and `max_bytes` reach the encoder from every grammar that has
 //!   them (through the transcoder's enum and field names).
+//! - AVIF sources (libaom's, and pixmesh's own renditions stored back as sources) render in
+//!   every format, AVIF by default; a damaged one is a 422.
 
 use std::time::{Duration, Instant};
 
@@ -342,6 +344,53 @@ async fn avif_progressive_jpeg_and_max_bytes_in_every_grammar_that_has_them() {
         .get("/ik/tr:w-320,f-avif,q-50/medium.jpg", &[("accept", CHROME)])
         .await;
     assert_avif("f-avif,q-50", &r, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avif_sources_render_in_every_format() {
+    let w = World::start().await;
+    let bars = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sidecar/testdata/bars-420.avif"),
+    )
+    .unwrap();
+    w.put("bars.avif", bars.clone()).await;
+    // A rendition stored back as a source: pixmesh reads what it writes.
+    let own = w
+        .get(
+            "/t/unsafe/fit-in/320x320/filters:format(avif)/medium.jpg",
+            &[],
+        )
+        .await;
+    assert_avif("own", &own, false);
+    w.put("own.avif", own.body.clone()).await;
+
+    let r = w.get("/t/unsafe/32x16/bars.avif", &[]).await;
+    assert_avif("the source's format", &r, false);
+    for (url, content_type) in [
+        ("/t/unsafe/32x16/filters:format(png)/bars.avif", "image/png"),
+        (
+            "/ip/insecure/rs:fill:32:16/plain/bars.avif@jpg",
+            "image/jpeg",
+        ),
+        ("/ik/tr:w-32,h-16,f-webp/bars.avif", "image/webp"),
+    ] {
+        let r = w.get(url, &[]).await;
+        assert_image(url, &r, content_type, (32, 16), false);
+        // The first bar is red, the last white.
+        let img = decode(&r).to_rgb8();
+        let (red, white) = (img.get_pixel(3, 8).0, img.get_pixel(29, 8).0);
+        assert!(red[0] > 200 && red[1] < 60 && red[2] < 60, "{url}: {red:?}");
+        assert!(white.iter().all(|&c| c > 200), "{url}: {white:?}");
+    }
+    let url = "/t/unsafe/fit-in/160x160/filters:format(jpeg)/own.avif";
+    assert_image(url, &w.get(url, &[]).await, "image/jpeg", (160, 100), false);
+
+    let mut damaged = bars;
+    let mdat = damaged.windows(4).position(|w| w == b"mdat").unwrap() + 4;
+    damaged[mdat..mdat + 8].fill(0xff);
+    w.put("damaged.avif", damaged).await;
+    let r = w.get("/t/unsafe/32x16/damaged.avif", &[]).await;
+    assert_eq!(r.status, 422, "{}", r.text());
 }
 
 /// A GIF of a `width`×`height` screen holding one black 1×1 frame.
