@@ -255,7 +255,7 @@ pub fn render_with(
     let image = decode(source, decoder, source_format, limits, shrink)?;
     let image = apply_orientation(image, orientation);
     let mut pixels = normalise(image)?;
-    let mut geometry = replan(&pixels, (width, height), geometry, t, limits)?;
+    let (mut geometry, mut frame) = replan(&pixels, (width, height), geometry, t, limits)?;
     let decoded = trim::Decoded {
         source,
         format: source_format,
@@ -264,10 +264,10 @@ pub fn render_with(
         shrink,
     };
     if let Some(sharper) = trim::decode_again(&decoded, &geometry)? {
-        geometry = replan(&sharper, (width, height), geometry, t, limits)?;
+        (geometry, frame) = replan(&sharper, (width, height), geometry, t, limits)?;
         pixels = sharper;
     }
-    let geometry = geometry.on_decoded(width, height, pixels.width, pixels.height);
+    let (pixels, geometry) = trim::cut(pixels, &frame, (width, height), geometry);
     let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t)?;
     let format = t
         .format
@@ -276,18 +276,18 @@ pub fn render_with(
 }
 
 /// Step 5b: the geometry on the decoded `pixels` of an upright `width`×`height` source, in
-/// source pixels: the planned one, unless the transform trims (the geometry is planned again
-/// on the trimmed box, [`trim::frame`]) or places its fill crop by attention
-/// ([`smart::place`], unless a focus places it).
+/// source pixels, and the trimmed box it lies in: the planned one in the whole source, unless
+/// the transform trims (the geometry is planned again on the trimmed box, [`trim::frame`]) or
+/// places its fill crop by attention ([`smart::place`], unless a focus places it).
 fn replan(
     pixels: &Pixels,
     (width, height): (u32, u32),
     planned: Geometry,
     t: &Transform,
     limits: &Limits,
-) -> Result<Geometry, PipelineError> {
+) -> Result<(Geometry, Rect), PipelineError> {
     if t.trim.is_none() && !t.smart {
-        return Ok(planned);
+        return Ok((planned, Rect::full(width, height)));
     }
     let frame = trim::frame(pixels, (width, height), t.trim);
     let (fw, fh) = (frame.width as u32, frame.height as u32);
@@ -308,7 +308,7 @@ fn replan(
         None => planned,
     };
     if !t.smart || t.focus.is_some() || t.fit != Fit::Fill {
-        return Ok(geometry);
+        return Ok((geometry, frame));
     }
     let region = crop_region(fw, fh, t.crop)?;
     let region = Rect {
@@ -320,7 +320,7 @@ fn replan(
         f64::from(width) / f64::from(pixels.width),
         f64::from(height) / f64::from(pixels.height),
     );
-    Ok(smart::place(pixels, scale, &region, geometry))
+    Ok((smart::place(pixels, scale, &region, geometry), frame))
 }
 
 /// The steps from resize to rotate, which a still and each frame of an animation go through

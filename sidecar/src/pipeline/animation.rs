@@ -16,6 +16,10 @@
 //! GIF frames are composed here (placement, transparency, disposal: "background" clears the
 //! frame's rectangle to transparent, as browsers do, "previous" restores it); WebP frames are
 //! composed by libwebp. Every output frame is the whole canvas.
+//!
+//! A trim or a smart crop is found on the first frame (as composed on the canvas) and the
+//! geometry it gives applies to every frame, so the animation does not jump; the limits are
+//! checked again for it before the first frame is rendered.
 
 use pixmesh_core::transform::{Format, Transform};
 
@@ -80,7 +84,7 @@ pub(super) fn render(
     check_sizes(frames, (width, height), &geometry, t, limits)?;
     let (rendered, loops) = match source_format {
         Format::Gif => render_gif(source, (width, height), frames, &geometry, t, limits)?,
-        _ => render_webp(source, frames, &geometry, t)?,
+        _ => render_webp(source, frames, &geometry, t, limits)?,
     };
     encode(rendered, format, loops, t).map(Some)
 }
@@ -114,6 +118,22 @@ fn check_sizes(
         )));
     }
     Ok(())
+}
+
+/// The geometry of every frame: the planned one, or the one a trim or smart crop finds on the
+/// `first` frame ([`super::replan`]; the canvas is never shrunk on load), within the limits.
+fn first_frame_geometry(
+    first: &Pixels,
+    planned: &Geometry,
+    frames: u32,
+    t: &Transform,
+    limits: &Limits,
+) -> Result<Geometry, PipelineError> {
+    let size = (first.width, first.height);
+    // The canvas is never cut to the trimmed box: later frames may draw outside it.
+    let (geometry, _) = super::replan(first, size, *planned, t, limits)?;
+    check_sizes(frames, size, &geometry, t, limits)?;
+    Ok(geometry)
 }
 
 fn gif_error(e: gif::DecodingError) -> PipelineError {
@@ -157,6 +177,7 @@ fn render_gif(
     let (sw, sh) = (width as usize, height as usize);
     let mut canvas = vec![0u8; sw * sh * 4];
     let mut out = Vec::with_capacity(frames as usize);
+    let mut placed = None;
     let mut buffer = Vec::new();
     for _ in 0..frames {
         let Some(frame) = decoder.next_frame_info().map_err(gif_error)? else {
@@ -208,8 +229,12 @@ fn render_gif(
             alpha: true,
             data: canvas.clone(),
         };
+        let geometry = match placed {
+            Some(g) => g,
+            None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
+        };
         out.push(Frame {
-            pixels: frame_steps(pixels, geometry, None, t)?,
+            pixels: frame_steps(pixels, &geometry, None, t)?,
             duration_ms: u32::from(delay) * 10,
         });
         match dispose {
@@ -245,6 +270,7 @@ fn render_webp(
     frames: u32,
     geometry: &Geometry,
     t: &Transform,
+    limits: &Limits,
 ) -> Result<(Vec<Frame>, Loops), PipelineError> {
     let mut decoder = libwebp::AnimDecoder::new(source)?;
     let (width, height) = decoder.canvas();
@@ -253,6 +279,7 @@ fn render_webp(
         n => Loops::Count(u16::try_from(n).unwrap_or(u16::MAX)),
     };
     let mut out = Vec::with_capacity(frames as usize);
+    let mut placed = None;
     for _ in 0..frames {
         let Some((canvas, duration_ms)) = decoder.next_frame()? else {
             break;
@@ -263,8 +290,12 @@ fn render_webp(
             alpha: true,
             data: canvas.to_vec(),
         };
+        let geometry = match placed {
+            Some(g) => g,
+            None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
+        };
         out.push(Frame {
-            pixels: frame_steps(pixels, geometry, None, t)?,
+            pixels: frame_steps(pixels, &geometry, None, t)?,
             duration_ms,
         });
     }

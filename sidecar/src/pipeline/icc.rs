@@ -219,3 +219,170 @@ fn webp(data: &[u8], icc: &[u8], (width, height): (u32, u32)) -> Result<Vec<u8>,
     out.extend_from_slice(&body);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
+    use image::codecs::png::{PngDecoder, PngEncoder};
+    use image::codecs::webp::WebPDecoder;
+    use image::{ExtendedColorType, ImageEncoder, RgbImage, RgbaImage};
+    use moxcms::ColorProfile;
+    use pixmesh_core::transform::{Fit, OutputFormat};
+
+    use super::super::{Limits, render};
+    use super::*;
+
+    /// `img` as a PNG or JPEG (quality 100) with `icc` embedded by `image`'s encoders.
+    fn tagged(img: &RgbaImage, format: Format, icc: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (w, h) = img.dimensions();
+        if format == Format::Jpeg {
+            let rgb = image::DynamicImage::ImageRgba8(img.clone()).to_rgb8();
+            let mut encoder = JpegEncoder::new_with_quality(&mut out, 100);
+            encoder.set_icc_profile(icc.to_vec()).unwrap();
+            encoder
+                .write_image(rgb.as_raw(), w, h, ExtendedColorType::Rgb8)
+                .unwrap();
+        } else {
+            let mut encoder = PngEncoder::new(&mut out);
+            encoder.set_icc_profile(icc.to_vec()).unwrap();
+            encoder
+                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgba8)
+                .unwrap();
+        }
+        out
+    }
+
+    /// The ICC profile `image`'s decoder reads from an encoded output.
+    fn profile_of(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
+        let cursor = Cursor::new(bytes);
+        match format {
+            Format::Jpeg => JpegDecoder::new(cursor).unwrap().icc_profile().unwrap(),
+            Format::Png => PngDecoder::new(cursor).unwrap().icc_profile().unwrap(),
+            Format::Webp => WebPDecoder::new(cursor).unwrap().icc_profile().unwrap(),
+            other => panic!("{other:?} carries no profile"),
+        }
+    }
+
+    /// sRGB red as Display P3 values, in 16×16 pixels, opaque or half transparent.
+    fn p3_red(alpha: u8) -> RgbaImage {
+        RgbaImage::from_pixel(16, 16, image::Rgba([234, 51, 35, alpha]))
+    }
+
+    fn keep(format: Format) -> Transform {
+        Transform {
+            width: 8,
+            fit: Fit::FitIn,
+            format: OutputFormat::Fixed(format),
+            keep_icc: true,
+            ..Transform::default()
+        }
+    }
+
+    #[test]
+    fn jpeg_png_and_webp_outputs_carry_the_exact_profile_and_unconverted_pixels() {
+        let p3 = ColorProfile::new_display_p3().encode().unwrap();
+        for (source_format, alpha) in [(Format::Jpeg, 255), (Format::Png, 255), (Format::Png, 128)]
+        {
+            let source = tagged(&p3_red(alpha), source_format, &p3);
+            for format in [Format::Jpeg, Format::Png, Format::Webp] {
+                let out = render(&source, &keep(format), &Limits::default()).unwrap();
+                let what = format!("{source_format:?} (alpha {alpha}) to {format:?}");
+                assert_eq!(
+                    profile_of(&out.bytes, format).as_deref(),
+                    Some(&p3[..]),
+                    "{what}"
+                );
+                let pixels = image::load_from_memory(&out.bytes).unwrap().to_rgba8();
+                assert_eq!(pixels.dimensions(), (8, 8), "{what}");
+                let px = pixels.get_pixel(4, 4).0;
+                if alpha == 255 || format == Format::Jpeg {
+                    // Still the P3 values, not sRGB's (255, 0, 0); JPEG flattens onto white.
+                    let expected = if alpha == 255 {
+                        [234, 51, 35]
+                    } else {
+                        [244, 153, 145]
+                    };
+                    for (c, e) in px[..3].iter().zip(expected) {
+                        assert!(c.abs_diff(e) <= 6, "{what}: {px:?}");
+                    }
+                } else {
+                    assert!(px[3].abs_diff(alpha) <= 2, "{what}: alpha kept, {px:?}");
+                }
+            }
+            // Without keep_icc, the default: converted, no profile.
+            let t = Transform {
+                keep_icc: false,
+                ..keep(Format::Png)
+            };
+            let out = render(&source, &t, &Limits::default()).unwrap();
+            assert_eq!(profile_of(&out.bytes, Format::Png), None);
+        }
+    }
+
+    #[test]
+    fn a_profile_over_one_jpeg_segment_is_split_and_reassembled() {
+        // Not a profile moxcms parses (it is kept as it is), 2.5 segments long.
+        let blob: Vec<u8> = (0..JPEG_CHUNK * 5 / 2).map(|i| (i % 251) as u8).collect();
+        let source = tagged(&p3_red(255), Format::Png, &blob);
+        let out = render(&source, &keep(Format::Jpeg), &Limits::default()).unwrap();
+        assert_eq!(profile_of(&out.bytes, Format::Jpeg), Some(blob));
+        let segments = out
+            .bytes
+            .windows(12)
+            .filter(|w| w == b"ICC_PROFILE\0")
+            .count();
+        assert_eq!(segments, 3);
+    }
+
+    #[test]
+    fn outputs_that_cannot_carry_a_profile_are_refused_not_stripped() {
+        let p3 = ColorProfile::new_display_p3().encode().unwrap();
+        let source = tagged(&p3_red(255), Format::Png, &p3);
+        for format in [Format::Avif, Format::Gif] {
+            let e = render(&source, &keep(format), &Limits::default()).unwrap_err();
+            assert_eq!(e.http_status(), 501, "{format:?}: {e}");
+            assert!(e.to_string().contains(format.name()), "{e}");
+        }
+        let gray = ColorProfile::new_gray_with_gamma(2.2).encode().unwrap();
+        let source = tagged(&p3_red(255), Format::Png, &gray);
+        let e = render(&source, &keep(Format::Png), &Limits::default()).unwrap_err();
+        assert_eq!(e.http_status(), 501, "{e}");
+        // Without a profile there is nothing to keep: AVIF renders.
+        let mut plain = Vec::new();
+        PngEncoder::new(&mut plain)
+            .write_image(p3_red(255).as_raw(), 16, 16, ExtendedColorType::Rgba8)
+            .unwrap();
+        assert!(render(&plain, &keep(Format::Gif), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_real_photo_keeps_its_profile_in_a_lossless_webp_container_too() {
+        let photo = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/testdata/images/medium.jpg"),
+        )
+        .unwrap();
+        let rgb = image::load_from_memory(&photo).unwrap().to_rgb8();
+        let small = RgbImage::from_fn(64, 40, |x, y| *rgb.get_pixel(x * 40, y * 40));
+        let rgba = image::DynamicImage::ImageRgb8(small).to_rgba8();
+        let p3 = ColorProfile::new_display_p3().encode().unwrap();
+        // A simple lossless WebP (VP8L) from `image`: the VP8X header is added to it.
+        let mut lossless = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut lossless)
+            .write_image(rgba.as_raw(), 64, 40, ExtendedColorType::Rgba8)
+            .unwrap();
+        assert_eq!(&lossless[12..16], b"VP8L");
+        let with = webp(&lossless, &p3, (64, 40)).unwrap();
+        assert_eq!(&with[12..16], b"VP8X");
+        assert_eq!(profile_of(&with, Format::Webp), Some(p3.clone()));
+        let back = image::load_from_memory(&with).unwrap().to_rgba8();
+        assert_eq!(back.as_raw(), rgba.as_raw(), "the image data is untouched");
+        // And the pipeline's own lossy WebP of a tagged JPEG.
+        let source = tagged(&rgba, Format::Jpeg, &p3);
+        let out = render(&source, &keep(Format::Webp), &Limits::default()).unwrap();
+        assert_eq!(profile_of(&out.bytes, Format::Webp), Some(p3));
+    }
+}

@@ -365,4 +365,76 @@ mod tests {
         let placed = place(&p, (1.0, 1.0), &Rect::full(400, 100), g);
         assert!(placed.crop.left >= 240.0, "{placed:?}");
     }
+
+    use pixmesh_core::transform::{Fit, Focus, Format, Fraction, OutputFormat, Transform};
+
+    use super::super::{Limits, plan, render};
+
+    /// `detail_band` encoded by `image` as `format` (JPEG at quality 90).
+    fn encoded(p: Pixels, format: image::ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_raw(p.width, p.height, p.data).unwrap();
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut std::io::Cursor::new(&mut out), format)
+            .unwrap();
+        out
+    }
+
+    /// The share of strongly coloured pixels (the detail band's red and blue) in a render.
+    fn colourful(source: &[u8], t: Transform) -> f64 {
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..t
+        };
+        let out = render(source, &t, &Limits::default()).unwrap();
+        let img = image::load_from_memory(&out.bytes).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (t.width, t.height));
+        let coloured = img
+            .pixels()
+            .filter(|p| {
+                let (max, min) = (p.0.iter().max().unwrap(), p.0.iter().min().unwrap());
+                max - min > 100
+            })
+            .count();
+        coloured as f64 / f64::from(t.width * t.height)
+    }
+
+    fn fill(width: u32, height: u32, smart: bool) -> Transform {
+        Transform {
+            width,
+            height,
+            fit: Fit::Fill,
+            smart,
+            ..Transform::default()
+        }
+    }
+
+    #[test]
+    fn a_smart_render_crops_onto_the_detail() {
+        let png = encoded(detail_band(600, 200, 430, 160), image::ImageFormat::Png);
+        assert_eq!(
+            colourful(&png, fill(200, 200, false)),
+            0.0,
+            "centred: grey only"
+        );
+        let share = colourful(&png, fill(200, 200, true));
+        assert!(share > 0.7, "smart: {share} of the crop is the detail");
+        // A focus still wins over smart crop.
+        let focused = Transform {
+            focus: Some(Focus::point(Fraction(0), Fraction(5000))),
+            ..fill(200, 200, true)
+        };
+        assert_eq!(colourful(&png, focused), 0.0);
+    }
+
+    #[test]
+    fn smart_crop_keeps_shrink_on_load() {
+        // 2400×800 into 100×100: decoded at 1/4, the window is found on that decode.
+        let jpeg = encoded(detail_band(2400, 800, 2000, 300), image::ImageFormat::Jpeg);
+        let t = fill(100, 100, true);
+        assert_eq!(plan(&jpeg, &t, &Limits::default()).unwrap().shrink, 4.0);
+        let share = colourful(&jpeg, t);
+        assert!(share > 0.3, "smart: {share} of the crop is the detail");
+        assert_eq!(colourful(&jpeg, fill(100, 100, false)), 0.0);
+    }
 }

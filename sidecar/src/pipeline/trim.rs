@@ -112,6 +112,44 @@ pub(super) fn frame(p: &Pixels, (width, height): (u32, u32), trim: Option<Trim>)
     }
 }
 
+/// The decoded `p` of an upright `width`×`height` source cut to the trimmed `frame` (source
+/// pixels), and `geometry` (source pixels) as the same geometry on the cut pixels: the resize
+/// then never samples the border it left out (Lanczos reads a few pixels past its source
+/// rectangle). The cut is a copy of the box, which replaces the decoded image. Without a trim
+/// (`frame` is the whole source), the pixels stay and the geometry is only mapped onto them.
+pub(super) fn cut(
+    p: Pixels,
+    frame: &Rect,
+    (width, height): (u32, u32),
+    geometry: Geometry,
+) -> (Pixels, Geometry) {
+    if *frame == Rect::full(width, height) {
+        let g = geometry.on_decoded(width, height, p.width, p.height);
+        return (p, g);
+    }
+    // Decoded pixels per source pixel.
+    let (sx, sy) = (
+        f64::from(p.width) / f64::from(width),
+        f64::from(p.height) / f64::from(height),
+    );
+    let left = ((frame.left * sx).floor() as u32).min(p.width - 1);
+    let top = ((frame.top * sy).floor() as u32).min(p.height - 1);
+    let right = (((frame.left + frame.width) * sx).ceil() as u32).clamp(left + 1, p.width);
+    let bottom = (((frame.top + frame.height) * sy).ceil() as u32).clamp(top + 1, p.height);
+    let cut = super::crop_copy(&p, left, top, right - left, bottom - top);
+    drop(p);
+    let (cw, chh) = (f64::from(cut.width), f64::from(cut.height));
+    let crop_w = (geometry.crop.width * sx).min(cw);
+    let crop_h = (geometry.crop.height * sy).min(chh);
+    let crop = Rect {
+        left: (geometry.crop.left * sx - f64::from(left)).clamp(0.0, cw - crop_w),
+        top: (geometry.crop.top * sy - f64::from(top)).clamp(0.0, chh - crop_h),
+        width: crop_w,
+        height: crop_h,
+    };
+    (cut, Geometry { crop, ..geometry })
+}
+
 /// How the still was decoded, so the trim step can decode it again with less shrinking.
 pub(super) struct Decoded<'a> {
     pub(super) source: &'a [u8],
@@ -309,5 +347,216 @@ mod tests {
         );
         assert!((found.width - f64::from(w)).abs() <= 4.0, "{found:?}");
         assert!((found.height - f64::from(h)).abs() <= 4.0, "{found:?}");
+    }
+
+    /// `img` encoded by `image` as `format` (JPEG at quality 95).
+    fn encoded(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut out = Vec::new();
+        if format == image::ImageFormat::Jpeg {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+                .encode_image(&img.to_rgb8())
+                .unwrap();
+        } else {
+            img.write_to(&mut std::io::Cursor::new(&mut out), format)
+                .unwrap();
+        }
+        out
+    }
+
+    fn render_to(source: &[u8], t: Transform) -> image::RgbaImage {
+        let t = pixmesh_core::transform::Transform {
+            format: pixmesh_core::transform::OutputFormat::Fixed(Format::Png),
+            ..t
+        };
+        let out = super::super::render(source, &t, &Limits::default()).unwrap();
+        image::load_from_memory(&out.bytes).unwrap().to_rgba8()
+    }
+
+    use pixmesh_core::transform::{Fit, Transform};
+
+    fn trimmed(threshold: u8) -> Transform {
+        Transform {
+            trim: Some(trim(threshold, TrimColor::TopLeft)),
+            ..Transform::default()
+        }
+    }
+
+    #[test]
+    fn a_render_trims_before_it_fits_the_box() {
+        // 200×100: a 20-pixel white border around red (left) and blue (right) halves.
+        let img = image::RgbImage::from_fn(200, 100, |x, y| {
+            let inside = (20..180).contains(&x) && (20..80).contains(&y);
+            image::Rgb(match (inside, x < 100) {
+                (false, _) => [255; 3],
+                (true, true) => [255, 0, 0],
+                (true, false) => [0, 0, 255],
+            })
+        });
+        let png = encoded(image::DynamicImage::ImageRgb8(img), image::ImageFormat::Png);
+        let out = render_to(&png, trimmed(0));
+        assert_eq!(out.dimensions(), (160, 60));
+        assert_eq!(out.get_pixel(0, 0).0, [255, 0, 0, 255]);
+        assert_eq!(out.get_pixel(159, 59).0, [0, 0, 255, 255]);
+        // The box is fitted, not the bordered image: 80×30, red and blue to the edges.
+        let fit = Transform {
+            width: 80,
+            height: 80,
+            fit: Fit::FitIn,
+            ..trimmed(0)
+        };
+        let out = render_to(&png, fit);
+        assert_eq!(out.dimensions(), (80, 30));
+        assert_eq!(out.get_pixel(0, 15).0, [255, 0, 0, 255]);
+        assert_eq!(out.get_pixel(79, 15).0, [0, 0, 255, 255]);
+        // A manual crop is of the trimmed image: its left 40 pixels are all red.
+        let crop = Transform {
+            crop: Some(pixmesh_core::transform::Crop {
+                width: pixmesh_core::transform::Span::Pixels(40),
+                height: pixmesh_core::transform::Span::FULL,
+                at: pixmesh_core::transform::CropAt::Anchor(
+                    pixmesh_core::transform::HAlign::Left,
+                    pixmesh_core::transform::VAlign::Top,
+                ),
+            }),
+            ..trimmed(0)
+        };
+        let out = render_to(&png, crop);
+        assert_eq!(out.dimensions(), (40, 60));
+        assert!(out.pixels().all(|p| p.0 == [255, 0, 0, 255]));
+    }
+
+    #[test]
+    fn a_transparent_border_is_trimmed_in_a_render() {
+        let img = image::RgbaImage::from_fn(120, 90, |x, y| {
+            let inside = (30..100).contains(&x) && (10..50).contains(&y);
+            image::Rgba(if inside {
+                [0, 128, 0, 255]
+            } else {
+                [(x * 2) as u8, (y * 2) as u8, 9, 0]
+            })
+        });
+        let png = encoded(
+            image::DynamicImage::ImageRgba8(img),
+            image::ImageFormat::Png,
+        );
+        let out = render_to(&png, trimmed(0));
+        assert_eq!(out.dimensions(), (70, 40));
+        assert!(out.pixels().all(|p| p.0 == [0, 128, 0, 255]));
+    }
+
+    /// A `side`×`side` white JPEG with black and white 4-pixel stripes in the `w`×`h` box
+    /// at its centre.
+    fn stripes_on_white(side: u32, w: u32, h: u32) -> Vec<u8> {
+        let (left, top) = ((side - w) / 2, (side - h) / 2);
+        let img = image::RgbImage::from_fn(side, side, |x, y| {
+            let inside = (left..left + w).contains(&x) && (top..top + h).contains(&y);
+            image::Rgb(if inside && (x - left) / 4 % 2 == 0 {
+                [0; 3]
+            } else {
+                [255; 3]
+            })
+        });
+        encoded(
+            image::DynamicImage::ImageRgb8(img),
+            image::ImageFormat::Jpeg,
+        )
+    }
+
+    #[test]
+    fn a_small_box_in_a_wide_border_is_decoded_again_with_enough_pixels() {
+        // 2000×2000 into 100×100: shrink-on-load 1/8 from the header. Trimmed to the 200×100
+        // stripes, the output is 100×50, a 2× reduction: the decode at 1/8 (25×12 pixels of
+        // stripes, a grey blur) is not enough, the source is decoded again at full size.
+        let source = stripes_on_white(2000, 200, 100);
+        let t = Transform {
+            width: 100,
+            height: 100,
+            fit: Fit::FitIn,
+            ..trimmed(40)
+        };
+        let planned = super::super::plan(&source, &t, &Limits::default()).unwrap();
+        assert_eq!(planned.shrink, 8.0);
+        let out = render_to(&source, t);
+        // JPEG ringing along the stripes' edge may add a row to the box.
+        assert!(
+            matches!(out.dimensions(), (100, 50 | 51)),
+            "{:?}",
+            out.dimensions()
+        );
+        // 8-pixel stripe periods halved: 2 dark, 2 light pixels, sharply apart.
+        let row: Vec<u8> = (0..100).map(|x| out.get_pixel(x, 25).0[0]).collect();
+        let (dark, light) = (
+            row.iter().filter(|&&v| v < 64).count(),
+            row.iter().filter(|&&v| v > 192).count(),
+        );
+        assert!(dark >= 30 && light >= 30, "stripes survive: {row:?}");
+        // The decode again, directly: the trimmed geometry asks for no shrink at all.
+        let trimmed_geometry = Geometry {
+            crop: rect(900, 950, 200, 100),
+            width: 100,
+            height: 50,
+        };
+        let decoded = Decoded {
+            source: &source,
+            format: Format::Jpeg,
+            orientation: image::metadata::Orientation::NoTransforms,
+            limits: &Limits::default(),
+            shrink: 8.0,
+        };
+        let again = decode_again(&decoded, &trimmed_geometry).unwrap().unwrap();
+        assert_eq!((again.width, again.height), (2000, 2000));
+        // A border thin enough that the shrunk decode has the pixels it needs: no second one.
+        let wide = Geometry {
+            crop: rect(100, 100, 1800, 1800),
+            width: 100,
+            height: 100,
+        };
+        assert!(decode_again(&decoded, &wide).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_photo_in_a_border_renders_like_the_photo_through_shrink_on_load() {
+        // medium.jpg (2560×1600) in a 240-pixel white border, into 320×320: the box found
+        // on the 1/2 decode is the photo's, so the output has the photo's aspect ratio.
+        let photo = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/testdata/images/medium.jpg"),
+        )
+        .unwrap();
+        let photo = image::load_from_memory(&photo).unwrap().to_rgb8();
+        let mut framed_photo = image::RgbImage::from_pixel(3040, 2080, image::Rgb([255; 3]));
+        image::imageops::replace(&mut framed_photo, &photo, 240, 240);
+        let source = encoded(
+            image::DynamicImage::ImageRgb8(framed_photo),
+            image::ImageFormat::Jpeg,
+        );
+        let t = Transform {
+            width: 320,
+            height: 320,
+            fit: Fit::FitIn,
+            ..trimmed(24)
+        };
+        assert!(
+            super::super::plan(&source, &t, &Limits::default())
+                .unwrap()
+                .shrink
+                > 1.0
+        );
+        let out = render_to(&source, t);
+        assert_eq!(out.dimensions(), (320, 200));
+        let untrimmed = render_to(
+            &encoded(
+                image::DynamicImage::ImageRgb8(photo),
+                image::ImageFormat::Jpeg,
+            ),
+            Transform { trim: None, ..t },
+        );
+        let diff: u64 = out
+            .pixels()
+            .zip(untrimmed.pixels())
+            .map(|(a, b)| u64::from(a.0[0].abs_diff(b.0[0])))
+            .sum();
+        let mean = diff as f64 / f64::from(320 * 200);
+        assert!(mean < 6.0, "mean difference {mean} from the photo itself");
     }
 }
