@@ -670,12 +670,13 @@ mod tests {
 
     #[test]
     fn trim_and_smart_gravity_map_onto_the_transform_and_back() {
-        let trim = Some(Trim {
+        let ten = Trim {
             threshold: 10,
             color: TrimColor::TopLeft,
             equal_hor: false,
             equal_ver: false,
-        });
+        };
+        let trim = Some(ten);
         for (url, expected, canonical) in [
             (
                 "h/a.jpg?w=300&h=200&gravity=attention&trim=10",
@@ -713,7 +714,7 @@ mod tests {
             Transform {
                 trim: Some(Trim {
                     color: TrimColor::BottomRight,
-                    ..trim.unwrap()
+                    ..ten
                 }),
                 ..fill(1, 1)
             },
