@@ -477,6 +477,21 @@ mod tests {
         );
     }
 
+    /// The query and the canonical form of each transform, asserting they all differ.
+    fn distinct_forms(variants: &[Transform]) -> Vec<(String, String)> {
+        let forms: Vec<(String, String)> = variants
+            .iter()
+            .map(|&t| (request(t).to_query(), request(t).canonical()))
+            .collect();
+        for (i, a) in forms.iter().enumerate() {
+            for b in &forms[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+            }
+        }
+        forms
+    }
+
     #[test]
     fn trim_smart_crop_and_keep_icc_are_part_of_the_rendition() {
         let trim = |threshold, color| Trim {
@@ -520,16 +535,7 @@ mod tests {
                 ..base
             },
         ];
-        let forms: Vec<(String, String)> = variants
-            .iter()
-            .map(|&t| (request(t).to_query(), request(t).canonical()))
-            .collect();
-        for (i, a) in forms.iter().enumerate() {
-            for b in &forms[i + 1..] {
-                assert_ne!(a.0, b.0);
-                assert_ne!(a.1, b.1);
-            }
-        }
+        let forms = distinct_forms(&variants);
         assert!(
             forms[2].0.ends_with("&trim=10%2Ctop-left"),
             "{}",
@@ -572,16 +578,7 @@ mod tests {
                 ..base
             },
         ];
-        let forms: Vec<(String, String)> = variants
-            .iter()
-            .map(|&t| (request(t).to_query(), request(t).canonical()))
-            .collect();
-        for (i, a) in forms.iter().enumerate() {
-            for b in &forms[i + 1..] {
-                assert_ne!(a.0, b.0);
-                assert_ne!(a.1, b.1);
-            }
-        }
+        let forms = distinct_forms(&variants);
         assert!(forms[2].0.ends_with("&progressive=PROGRESSIVE_OFF"));
         assert!(forms[2].1.contains(":progressive(false)/"));
         assert!(forms[3].0.ends_with("&max_bytes=10000"));

@@ -2315,7 +2315,7 @@ mod tests {
     use image::{GenericImageView, Rgb, RgbImage, Rgba, RgbaImage};
     use pixmesh_core::transform::OutputFormat;
 
-    fn testdata(name: &str) -> Vec<u8> {
+    pub(super) fn testdata(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/testdata/images")
             .join(name);

@@ -360,11 +360,7 @@ mod tests {
 
     #[test]
     fn a_real_photo_keeps_its_profile_in_a_lossless_webp_container_too() {
-        let photo = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/testdata/images/medium.jpg"),
-        )
-        .unwrap();
+        let photo = super::super::tests::testdata("medium.jpg");
         let rgb = image::load_from_memory(&photo).unwrap().to_rgb8();
         let small = RgbImage::from_fn(64, 40, |x, y| *rgb.get_pixel(x * 40, y * 40));
         let rgba = image::DynamicImage::ImageRgb8(small).to_rgba8();

@@ -333,11 +333,7 @@ mod tests {
 
     #[test]
     fn a_real_photo_with_a_border_added_trims_back_to_the_photo() {
-        let source = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/testdata/images/flower.webp"),
-        )
-        .unwrap();
+        let source = super::super::tests::testdata("flower.webp");
         let photo = image::load_from_memory(&source).unwrap().to_rgb8();
         let (w, h) = photo.dimensions();
         let mut framed_photo = image::RgbImage::from_pixel(w + 40, h + 40, image::Rgb([255; 3]));
@@ -527,11 +523,7 @@ mod tests {
     fn a_photo_in_a_border_renders_like_the_photo_through_shrink_on_load() {
         // medium.jpg (2560×1600) in a 240-pixel white border, into 320×320: the box found
         // on the 1/2 decode is the photo's, so the output has the photo's aspect ratio.
-        let photo = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/testdata/images/medium.jpg"),
-        )
-        .unwrap();
+        let photo = super::super::tests::testdata("medium.jpg");
         let photo = image::load_from_memory(&photo).unwrap().to_rgb8();
         let mut framed_photo = image::RgbImage::from_pixel(3040, 2080, image::Rgb([255; 3]));
         image::imageops::replace(&mut framed_photo, &photo, 240, 240);
