@@ -728,4 +728,69 @@ mod tests {
         let err = render_image(&source, &fit(0, 0, OutputFormat::Source), &limits).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
     }
+
+    #[test]
+    fn a_trim_and_a_smart_crop_found_on_the_first_frame_apply_to_every_frame() {
+        // 40×30, transparent around a 20×10 box: red, then blue with a green pixel outside
+        // the box (the first frame's box wins: it is cut away).
+        let frame = |c: [u8; 4], stray: bool| -> Vec<u8> {
+            RgbaImage::from_fn(40, 30, |x, y| {
+                let inside = (10..30).contains(&x) && (10..20).contains(&y);
+                image::Rgba(match (inside, stray && (x, y) == (2, 2)) {
+                    (true, _) => c,
+                    (false, true) => GREEN,
+                    (false, false) => [0; 4],
+                })
+            })
+            .into_raw()
+        };
+        let (a, b) = (frame(RED, false), frame(BLUE, true));
+        let frames = [
+            libwebp::Frame {
+                pixels: &a,
+                duration_ms: 100,
+            },
+            libwebp::Frame {
+                pixels: &b,
+                duration_ms: 100,
+            },
+        ];
+        let source = libwebp::encode_animation(40, 30, true, &frames, 0, 100).unwrap();
+        let t = Transform {
+            trim: Some(pixmesh_core::transform::Trim {
+                threshold: 0,
+                color: pixmesh_core::transform::TrimColor::TopLeft,
+                equal_hor: false,
+                equal_ver: false,
+            }),
+            format: OutputFormat::Fixed(Format::Webp),
+            ..Transform::default()
+        };
+        let r = render_image(&source, &t, &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (20, 10));
+        let out = webp_frames(&r.bytes);
+        assert_eq!(out.len(), 2);
+        for ((img, _), colour) in out.iter().zip([RED, BLUE]) {
+            assert_eq!(img.dimensions(), (20, 10));
+            assert!(near(&img.get_pixel(10, 5).0, colour), "{colour:?}");
+            assert!(
+                !img.pixels().any(|p| near(&p.0, GREEN)),
+                "the stray pixel is cut"
+            );
+        }
+        // Smart crop: a square of the 40×30 first frame, on the box, for both frames.
+        let t = Transform {
+            width: 10,
+            height: 10,
+            fit: Fit::Fill,
+            smart: true,
+            format: OutputFormat::Fixed(Format::Webp),
+            ..Transform::default()
+        };
+        let r = render_image(&source, &t, &Limits::default()).unwrap();
+        let out = webp_frames(&r.bytes);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].0.pixels().any(|p| near(&p.0, RED)));
+        assert!(out[1].0.pixels().any(|p| near(&p.0, BLUE)));
+    }
 }
