@@ -40,6 +40,13 @@
 //!   a region wholly outside is 400. `xc`/`yc` (centre coordinates), `cm-pad_extract` and
 //!   `c`, `ar` or `dpr` with an extraction (a second step) are 501.
 //!
+//! `t-true` trims uniform borders of the top-left pixel's colour before anything else, with
+//! ImageKit's default threshold 10; `t-N` (1–99) with threshold N, as the largest channel
+//! difference still counted as border (see [`crate::transform::Trim`]). `fo-auto` places the
+//! crop by pixmesh's attention heuristic (edges, skin tones, saturation; see
+//! [`Transform::smart`]), where ImageKit uses its own saliency model; with `cm-extract` it is
+//! 501. ImageKit has no parameter to keep the ICC profile.
+//!
 //! Formats: `f-jpg`, `f-png`, `f-webp`, `f-gif` (first frame), `f-avif` fix the output; `f-orig` keeps the
 //! source's format, also on a route with `auto_format` (ImageKit's account-wide "best format"
 //! setting, which `f-orig` overrides there too); `f-auto` chooses from the client's `Accept`
@@ -57,8 +64,13 @@ use crate::grammar::{
 use crate::percent::decode;
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Fraction, HAlign, Hundredths, MAX_DIMENSION,
-    OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
+    OutputFormat, Rotation, Sharpen, Span, Transform, Trim, TrimColor, VAlign,
 };
+
+/// ImageKit's trim threshold for `t-true`.
+const DEFAULT_TRIM_THRESHOLD: u8 = 10;
+/// Largest threshold `t-N` takes.
+const MAX_TRIM_THRESHOLD: u8 = 99;
 
 /// Most steps a chain may have.
 pub const MAX_STEPS: usize = 16;
@@ -207,6 +219,9 @@ impl ImagekitUrl {
             focus: None,
             progressive: s.progressive,
             max_bytes: None,
+            trim: s.trim,
+            smart: s.smart,
+            keep_icc: false,
         };
         if let Some((aw, ah)) = s.aspect {
             derive_side(&mut transform, aw, ah)?;
@@ -233,7 +248,12 @@ impl ImagekitUrl {
         if t.focus.is_some() {
             return None; // `fo-custom` reads coordinates stored with the image
         }
-        if t.max_bytes.is_some() {
+        if t.max_bytes.is_some() || t.keep_icc {
+            return None;
+        }
+        if t.smart
+            && (t.crop.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle))
+        {
             return None;
         }
         let mut step = Vec::new();
@@ -310,6 +330,16 @@ impl ImagekitUrl {
             .filter(|f| f.0 != "center" && t.crop.is_none())
         {
             param("fo", fo.0.to_owned());
+        }
+        if t.smart {
+            param("fo", "auto".to_owned());
+        }
+        if let Some(trim) = t.trim {
+            let plain = trim.color == TrimColor::TopLeft && !trim.equal_hor && !trim.equal_ver;
+            if !plain || !(1..=MAX_TRIM_THRESHOLD).contains(&trim.threshold) {
+                return None;
+            }
+            param("t", trim.threshold.to_string());
         }
         match (t.flip_h, t.flip_v) {
             (true, true) => param("fl", "h_v".to_owned()),
@@ -445,6 +475,10 @@ struct State {
     pad: bool,
     background: Option<Color>,
     progressive: Option<bool>,
+    /// `t-…`.
+    trim: Option<Trim>,
+    /// `fo-auto`.
+    smart: bool,
     seen: Vec<&'static str>,
 }
 
@@ -474,6 +508,8 @@ impl Default for State {
             pad: false,
             background: None,
             progressive: None,
+            trim: None,
+            smart: false,
             seen: Vec::new(),
         }
     }
@@ -574,7 +610,7 @@ pub static PARAMS: &[ParamSpec] = &[
         Ok(())
     }),
     spec("lo", false_or_unsupported),
-    spec("t", false_or_unsupported),
+    spec("t", trim),
     spec("x", |s, n, v| {
         s.x = Some(crop_offset(n, value(n, v)?)?);
         Ok(())
@@ -626,6 +662,7 @@ fn aspect_ratio(s: &mut State, name: &str, v: Option<&str>) -> Result<(), Gramma
 /// output is the region itself: `c`, `ar` and `dpr` would need a second step (501).
 fn extract_region(s: &mut State) -> Result<CropRegion, GrammarError> {
     for (given, what) in [
+        (s.smart, "fo-auto with cm-extract"),
         (s.seen.contains(&"c"), "c with cm-extract"),
         (s.aspect.is_some(), "ar with cm-extract"),
         (s.dpr != 1.0, "dpr with cm-extract"),
@@ -774,9 +811,14 @@ const FOCUS: [(&str, HAlign, VAlign); 9] = [
     ("bottom_right", HAlign::Right, VAlign::Bottom),
 ];
 
-/// `fo`: a fixed anchor; `auto`, `face`, `custom` and object names (`fo-dog`) are 501.
+/// `fo`: a fixed anchor, or `auto` (smart crop); `face`, `custom` and object names (`fo-dog`)
+/// are 501.
 fn focus(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
     let v = value(name, v)?;
+    if v == "auto" {
+        s.smart = true;
+        return Ok(());
+    }
     if let Some(&(_, h, vv)) = FOCUS.iter().find(|f| f.0 == v) {
         (s.h_align, s.v_align) = (h, vv);
         return Ok(());
@@ -817,13 +859,38 @@ fn rotate(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError
     Ok(())
 }
 
-/// Boolean switches the pipeline cannot honour when `true` (`orig`, `md`, `pr`, `lo`, `t`).
+/// `t-true` (threshold 10), `t-N` (1–99) or `t-false`: trim uniform borders.
+fn trim(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
+    let threshold = match value(name, v)? {
+        "false" => None,
+        "true" => Some(DEFAULT_TRIM_THRESHOLD),
+        n => Some(
+            n.parse::<u8>()
+                .ok()
+                .filter(|t| {
+                    n.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_TRIM_THRESHOLD).contains(t)
+                })
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{name}: {n:?} is not true, false or a threshold 1-{MAX_TRIM_THRESHOLD}"
+                    ))
+                })?,
+        ),
+    };
+    s.trim = threshold.map(|threshold| Trim {
+        threshold,
+        color: TrimColor::TopLeft,
+        equal_hor: false,
+        equal_ver: false,
+    });
+    Ok(())
+}
+
+/// Boolean switches the pipeline cannot honour when `true` (`orig`, `md`, `lo`).
 fn false_or_unsupported(_: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> {
     match value(name, v)? {
         "false" => Ok(()),
-        v if v == "true" || (name == "t" && v.bytes().all(|b| b.is_ascii_digit())) => {
-            Err(unsupported(format!("{name}-{v}")))
-        }
+        "true" => Err(unsupported(format!("{name}-true"))),
         v => Err(invalid(format!("{name}: {v:?} is not true or false"))),
     }
 }
@@ -849,6 +916,8 @@ mod tests {
         "tr:w-300,h-200,cm-pad_resize,bg-FFFFFF/a.jpg",
         "tr:w-300,f-auto/a.jpg",
         "a.gif?tr=w-100,f-gif",
+        "tr:w-300,h-200,fo-auto,t-true/a.jpg",
+        "a.jpg?tr=t-25",
     ];
 
     #[test]
@@ -1187,7 +1256,10 @@ mod tests {
             ("tr:w-10,cm-extract,ar-4-3/a.jpg", "ar with cm-extract"),
             ("tr:w-10,h-10,cm-extract,dpr-2/a.jpg", "dpr with cm-extract"),
             ("tr:cm-pad_extract/a.jpg", "cm-pad_extract"),
-            ("tr:fo-auto/a.jpg", "fo-auto"),
+            (
+                "tr:w-10,h-10,cm-extract,fo-auto/a.jpg",
+                "fo-auto with cm-extract",
+            ),
             ("tr:fo-face/a.jpg", "fo-face"),
             ("tr:x-10/a.jpg", "x and y without cm-extract"),
             ("tr:f-jxl/a.jpg", "f jxl"),
@@ -1200,8 +1272,6 @@ mod tests {
             ("tr:orig-true/a.jpg", "orig-true"),
             ("tr:md-true/a.jpg", "md-true"),
             ("tr:lo-true/a.jpg", "lo-true"),
-            ("tr:t-true/a.jpg", "t-true"),
-            ("tr:t-10/a.jpg", "t-10"),
             ("tr:l-image,i-logo.png,l-end/a.jpg", "overlays (l-…)"),
             ("tr:n-thumb/a.jpg", "n"),
         ] {
@@ -1282,5 +1352,97 @@ mod tests {
             ImagekitUrl::parse(&format!("tr:{steps}/a.jpg"), ""),
             Err(GrammarError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn trim_and_smart_crop_map_onto_the_transform_and_back() {
+        let trim = |threshold| {
+            Some(Trim {
+                threshold,
+                color: TrimColor::TopLeft,
+                equal_hor: false,
+                equal_ver: false,
+            })
+        };
+        // (URL, transform, the URL from_transform writes for it)
+        for (url, expected, canonical) in [
+            (
+                "tr:w-300,h-200,fo-auto/a.jpg",
+                Transform {
+                    smart: true,
+                    ..fill(300, 200)
+                },
+                "tr:w-300,h-200,fo-auto/a.jpg",
+            ),
+            (
+                "tr:t-true,w-300/a.jpg",
+                Transform {
+                    trim: trim(10),
+                    width: 300,
+                    upscale: true,
+                    ..Transform::default()
+                },
+                "tr:w-300,t-10/a.jpg",
+            ),
+            (
+                "a.jpg?tr=t-99",
+                Transform {
+                    trim: trim(99),
+                    upscale: true,
+                    ..Transform::default()
+                },
+                "tr:t-99/a.jpg",
+            ),
+            (
+                "tr:t-false/a.jpg",
+                Transform {
+                    upscale: true,
+                    ..Transform::default()
+                },
+                "a.jpg",
+            ),
+        ] {
+            assert_eq!(target(url).map(|t| t.transform), Ok(expected), "{url}");
+            let back = ImagekitUrl::from_transform(&expected, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{url}");
+        }
+        for bad in [
+            "tr:t-0/a.jpg",
+            "tr:t-100/a.jpg",
+            "tr:t-1.5/a.jpg",
+            "tr:t-yes/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                target(bad)
+            );
+        }
+        // What ImageKit cannot say: thresholds outside 1–99, another colour, the ICC profile,
+        // smart crop with an alignment.
+        for t in [
+            Transform {
+                trim: trim(0),
+                ..fill(10, 10)
+            },
+            Transform {
+                trim: Some(Trim {
+                    color: TrimColor::BottomRight,
+                    ..trim(5).unwrap()
+                }),
+                ..fill(10, 10)
+            },
+            Transform {
+                keep_icc: true,
+                ..fill(10, 10)
+            },
+            Transform {
+                smart: true,
+                h_align: HAlign::Left,
+                ..fill(10, 10)
+            },
+        ] {
+            assert_eq!(ImagekitUrl::from_transform(&t, "a.jpg"), None, "{t:?}");
+        }
     }
 }

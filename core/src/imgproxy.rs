@@ -39,6 +39,20 @@
 //! image allows; turned back through the rotation and flips like the other gravities. It is
 //! of the image after `c:` in imgproxy, of the source in pixmesh: the two together are 501.
 //!
+//! `t:THRESHOLD[:COLOR[:EQUAL_HOR[:EQUAL_VER]]]` (`trim`) cuts uniform borders from the source
+//! before anything else (see [`crate::transform::Trim`]): THRESHOLD 0–255 (a fraction is
+//! rounded down, as channel differences are whole), COLOR `RRGGBB` (the top-left pixel's
+//! without it). imgproxy trims before auto-rotation, pixmesh the upright source, so the sides
+//! `EQUAL_HOR` and `EQUAL_VER` speak of differ for sources with a quarter-turn EXIF
+//! orientation.
+//!
+//! `g:sm` places the fill crop by pixmesh's attention heuristic (libvips' `attention`, which
+//! imgproxy's smart gravity is); a `c:` crop placed by it (no gravity of its own) is 501.
+//!
+//! `scp:0` (`strip_color_profile`) keeps the source's ICC profile in the output, the pixels
+//! unconverted (JPEG, PNG and WebP outputs; AVIF and GIF answer 501); the default `scp:1`
+//! converts to sRGB and writes no profile.
+//!
 //! Effects: `bl:SIGMA` is a Gaussian blur and `sh:SIGMA` an unsharp mask of strength 1 (both
 //! sigma ≤ 100; imgproxy's sharpen is libvips' curve-shaped variant of it); `sa:0` (saturation
 //! 0) is grayscale and `sa:1` nothing, other saturations 501. `ex:1[:GRAVITY]` pads to the box
@@ -73,7 +87,7 @@ use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
-    OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
+    OutputFormat, Rotation, Sharpen, Span, Transform, Trim, TrimColor, VAlign,
 };
 
 /// Most options one URL may carry.
@@ -274,6 +288,9 @@ impl ImgproxyPath {
             true => pad_anchor,
             false => crop_anchor,
         };
+        if o.smart && o.crop.is_some_and(|(_, _, gravity)| gravity.is_none()) {
+            return Err(unsupported("a crop placed by smart gravity (c: with g:sm)"));
+        }
         let crop = o.crop.map(|(w, h, gravity)| {
             let (width, height) = if o.rotation.swaps_sides() {
                 (h, w)
@@ -327,6 +344,9 @@ impl ImgproxyPath {
             focus,
             progressive: o.progressive,
             max_bytes: o.max_bytes,
+            trim: o.trim,
+            smart: o.smart,
+            keep_icc: o.keep_icc,
         };
         apply_dpr(&mut transform, o.dpr)?;
         Ok(Target {
@@ -395,7 +415,13 @@ impl ImgproxyPath {
         }
         let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
         let crops = t.fit == Fit::Fill && t.width > 0 && t.height > 0;
-        if let Some(f) = t.focus {
+        if t.smart {
+            // A focus wins over smart gravity in pixmesh; imgproxy's `g` is one or the other.
+            if t.focus.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) {
+                return None;
+            }
+            opt("g", vec!["sm".to_owned()]);
+        } else if let Some(f) = t.focus {
             let (x, y) = f.as_point()?;
             if t.crop.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) {
                 return None;
@@ -417,6 +443,24 @@ impl ImgproxyPath {
                 ex.push(g.to_owned());
             }
             opt("ex", ex);
+        }
+        if let Some(trim) = t.trim {
+            let mut args = vec![trim.threshold.to_string()];
+            let color = match trim.color {
+                TrimColor::TopLeft => String::new(),
+                TrimColor::Color(c) => c.hex(),
+                TrimColor::BottomRight => return None,
+            };
+            if trim.equal_hor || trim.equal_ver {
+                let b = |v: bool| if v { "1" } else { "0" }.to_owned();
+                args.extend([color, b(trim.equal_hor), b(trim.equal_ver)]);
+            } else if !color.is_empty() {
+                args.push(color);
+            }
+            opt("t", args);
+        }
+        if t.keep_icc {
+            opt("scp", vec!["0".to_owned()]);
         }
         if let Some(q) = t.quality {
             opt("q", vec![q.to_string()]);
@@ -613,6 +657,12 @@ struct Options {
     focus: Option<(Fraction, Fraction)>,
     max_bytes: Option<u32>,
     progressive: Option<bool>,
+    /// `t:…`.
+    trim: Option<Trim>,
+    /// `g:sm`.
+    smart: bool,
+    /// `scp:0`.
+    keep_icc: bool,
 }
 
 impl Default for Options {
@@ -641,6 +691,9 @@ impl Default for Options {
             focus: None,
             max_bytes: None,
             progressive: None,
+            trim: None,
+            smart: false,
+            keep_icc: false,
         }
     }
 }
@@ -703,7 +756,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         2,
         unsupported_option,
     ),
-    spec(&["trim", "t"], 4, unsupported_option),
+    spec(&["trim", "t"], 4, trim),
     spec(&["background", "bg"], 3, background),
     spec(&["background_alpha", "bga"], 1, background_alpha),
     spec(&["adjust", "a"], 3, unsupported_option),
@@ -734,8 +787,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["watermark_shadow", "wmsh"], 1, unsupported_option),
     spec(&["style", "st"], 1, unsupported_option),
     spec(&["keep_copyright", "kcr"], 1, unsupported_option),
-    // Sources are converted to sRGB and outputs carry no profile: imgproxy's default.
-    spec(&["strip_color_profile", "scp"], 1, always_on),
+    spec(&["strip_color_profile", "scp"], 1, strip_color_profile),
     spec(&["enforce_thumbnail", "eth"], 1, unsupported_option),
     spec(&["dpi"], 1, unsupported_option),
     spec(&["format_quality", "fq"], 16, unsupported_option),
@@ -895,6 +947,14 @@ fn crop(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError
 fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
     let kind = required(name, args)?;
     o.focus = None;
+    o.smart = kind == "sm";
+    if o.smart {
+        if args[1..].iter().any(|a| !a.is_empty()) {
+            return Err(invalid(format!("{name}: sm takes no offsets")));
+        }
+        o.gravity = (HAlign::Center, VAlign::Middle);
+        return Ok(());
+    }
     if kind == "fp" {
         let coordinate = |i: usize| {
             let v = arg(args, i).ok_or_else(|| invalid(format!("{name}: fp needs X and Y")))?;
@@ -906,6 +966,37 @@ fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
         return Ok(());
     }
     o.gravity = compass(name, kind, &args[1..])?;
+    Ok(())
+}
+
+/// `t:THRESHOLD[:COLOR[:EQUAL_HOR[:EQUAL_VER]]]`: trim uniform borders.
+fn trim(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let threshold = parse_decimal(name, required(name, args)?)?;
+    if threshold > 255.0 {
+        return Err(invalid(format!("{name}: the threshold is at most 255")));
+    }
+    let color = match arg(args, 1) {
+        None => TrimColor::TopLeft,
+        Some(hex) => TrimColor::Color(
+            Color::from_hex(hex)
+                .filter(|_| hex.len() == 6)
+                .ok_or_else(|| invalid(format!("{name}: {hex:?} is not an RRGGBB colour")))?,
+        ),
+    };
+    let flag = |i: usize| arg(args, i).map_or(Ok(false), |v| parse_bool(name, v));
+    o.trim = Some(Trim {
+        // Channel differences are whole: "more than 10.5" is "more than 10".
+        threshold: threshold.floor() as u8,
+        color,
+        equal_hor: flag(2)?,
+        equal_ver: flag(3)?,
+    });
+    Ok(())
+}
+
+/// `scp:BOOL`: false keeps the source's ICC profile (and its pixels) in the output.
+fn strip_color_profile(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.keep_icc = !parse_bool(name, required(name, args)?)?;
     Ok(())
 }
 
@@ -1095,6 +1186,9 @@ mod tests {
         "insecure/plain/a.jpg@",
         "insecure/bl:0/sh:0/rot:0/pd:0:0/sm:1/ar:t/cb:v2/exp:4102444800/plain/a.jpg@png",
         "insecure/scp:1/strip_color_profile:t/plain/a.jpg",
+        "insecure/t:10/scp:0/rs:fill:300:200/g:sm/plain/a.jpg",
+        "insecure/trim:0:ff0000:1:0/plain/a.jpg@png",
+        "insecure/t:25.5::t/plain/a.jpg",
         "insecure/rs:fill:300:200:1/g:nowe/fl:1:0/rot:90/plain/a.jpg",
         "insecure/rs:fit:300:200/ex:1:so/bg:ff0000/bga:0.5/plain/a.jpg",
         "insecure/rs:fit:300:200:0:1/bg:255:255:255/plain/a.jpg@jpg",
@@ -1602,7 +1696,6 @@ mod tests {
             ("insecure/ex:1:no:10/plain/a.jpg", "gravity offsets"),
             ("insecure/sa:0.5/plain/a.jpg", "saturation"),
             ("insecure/mc:1/plain/a.jpg", "monochrome"),
-            ("insecure/g:sm/plain/a.jpg", "smart gravity (g:sm)"),
             (
                 "insecure/g:fp:0.5:0.5/c:10:10/plain/a.jpg",
                 "focus point gravity with a crop",
@@ -1611,9 +1704,7 @@ mod tests {
             ("insecure/pd:0:10/plain/a.jpg", "padding"),
             ("insecure/pix:5/plain/a.jpg", "pixelate"),
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
-            ("insecure/scp:0/plain/a.jpg", "strip_color_profile:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
-            ("insecure/t:10/plain/a.jpg", "trim"),
             ("insecure/c:100:100:sm/plain/a.jpg", "smart gravity (g:sm)"),
             ("insecure/c:100:100:no:5/plain/a.jpg", "gravity offsets"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
@@ -1720,6 +1811,136 @@ mod tests {
                 assert!(seen.insert(*name), "{name} twice");
                 assert!(parse_option(&format!("{name}:1")).is_ok(), "{name}");
             }
+        }
+    }
+
+    #[test]
+    fn trim_smart_gravity_and_keeping_the_profile_map_onto_the_transform_and_back() {
+        let trim = |threshold, color, equal_hor, equal_ver| {
+            Some(Trim {
+                threshold,
+                color,
+                equal_hor,
+                equal_ver,
+            })
+        };
+        let red = TrimColor::Color(Color::rgb(255, 0, 0));
+        // (URL, transform, the URL from_transform writes for it)
+        for (path, expected, canonical) in [
+            (
+                "insecure/t:10/plain/a.jpg",
+                Transform {
+                    trim: trim(10, TrimColor::TopLeft, false, false),
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/t:10/plain/a.jpg",
+            ),
+            (
+                "insecure/trim:25.9:FF0000:1/plain/a.jpg",
+                Transform {
+                    trim: trim(25, red, true, false),
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/t:25:ff0000:1:0/plain/a.jpg",
+            ),
+            (
+                "insecure/t:0::0:true/plain/a.jpg",
+                Transform {
+                    trim: trim(0, TrimColor::TopLeft, false, true),
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/t:0::0:1/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill:300:200/g:sm/rot:90/plain/a.jpg",
+                Transform {
+                    width: 200,
+                    height: 300,
+                    fit: Fit::Fill,
+                    rotation: Rotation::Cw90,
+                    smart: true,
+                    ..Transform::default()
+                },
+                "insecure/rs:fill:300:200/g:sm/rot:90/plain/a.jpg",
+            ),
+            (
+                "insecure/g:nowe/g:sm/plain/a.jpg",
+                Transform {
+                    smart: true,
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/g:sm/plain/a.jpg",
+            ),
+            (
+                "insecure/g:sm/g:so/plain/a.jpg",
+                Transform {
+                    v_align: VAlign::Bottom,
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/g:so/plain/a.jpg",
+            ),
+            (
+                "insecure/scp:0/plain/a.jpg@png",
+                Transform {
+                    keep_icc: true,
+                    format: OutputFormat::Fixed(Format::Png),
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/scp:0/plain/a.jpg@png",
+            ),
+            (
+                "insecure/strip_color_profile:false/scp:1/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");
+            let back = ImgproxyPath::from_transform(&expected, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{path}");
+            assert_eq!(back.to_target().map(|t| t.transform), Ok(expected));
+        }
+        for bad in [
+            "insecure/t:256/plain/a.jpg",
+            "insecure/t:-1/plain/a.jpg",
+            "insecure/t:/plain/a.jpg",
+            "insecure/t:10:red/plain/a.jpg",
+            "insecure/t:10:f00/plain/a.jpg",
+            "insecure/t:10::maybe/plain/a.jpg",
+            "insecure/g:sm:1:1/plain/a.jpg",
+            "insecure/scp:perhaps/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}: {:?}",
+                target(bad)
+            );
+        }
+        assert_eq!(
+            target("insecure/c:100:100/g:sm/plain/a.jpg"),
+            Err(GrammarError::Unsupported(
+                "a crop placed by smart gravity (c: with g:sm)".into()
+            ))
+        );
+        // What imgproxy cannot say: the bottom-right corner's colour; smart with a focus.
+        for t in [
+            Transform {
+                trim: trim(5, TrimColor::BottomRight, false, false),
+                ..Transform::default()
+            },
+            Transform {
+                smart: true,
+                focus: Some(Focus::point(Fraction(0), Fraction(0))),
+                ..Transform::default()
+            },
+        ] {
+            assert_eq!(ImgproxyPath::from_transform(&t, "a.jpg"), None, "{t:?}");
+        }
+    }
+
+    fn fit_in() -> Transform {
+        Transform {
+            fit: Fit::FitIn,
+            ..Transform::default()
         }
     }
 }

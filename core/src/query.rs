@@ -22,6 +22,14 @@
 //! `gravity=XxY` (fractions 0–1 of the image, e.g. `0.5x0.3`) is a focal point: the crop of
 //! `cover`/`crop` is centred on it as far as the image allows.
 //!
+//! `gravity=smart` (or `attention`, libvips' name) places the crop by pixmesh's attention
+//! heuristic: edges, skin tones and saturation (see [`Transform::smart`]); `auto`, `face` and
+//! `entropy` are 501.
+//!
+//! `trim=THRESHOLD` (0–255) cuts uniform borders of the top-left pixel's colour before
+//! anything else; THRESHOLD is the largest channel difference still counted as border (see
+//! [`crate::transform::Trim`]). The grammar has no way to keep the ICC profile.
+//!
 //! `blur=SIGMA` is a Gaussian blur and `sharpen=SIGMA` an unsharp mask of strength 1 (sigma in
 //! pixels, at most 100; 0 asks for nothing). `bg` (`background`) is a hex colour (`#` optional;
 //! 3, 4, 6 or 8 digits, the last ones alpha) or a CSS name: padding is filled with it and
@@ -43,7 +51,8 @@ use crate::grammar::{
 };
 use crate::percent::{decode, encode, is_unreserved};
 use crate::transform::{
-    Color, Fit, Focus, Fraction, HAlign, Hundredths, OutputFormat, Rotation, Transform, VAlign,
+    Color, Fit, Focus, Fraction, HAlign, Hundredths, OutputFormat, Rotation, Transform, Trim,
+    TrimColor, VAlign,
 };
 
 /// Most query parameters one URL may carry.
@@ -135,6 +144,8 @@ impl QueryUrl {
             pad: p.pad,
             background: p.background,
             focus: p.focus,
+            trim: p.trim,
+            smart: p.smart,
             ..Transform::default()
         };
         apply_dpr(&mut transform, p.dpr)?;
@@ -170,6 +181,10 @@ impl QueryUrl {
             || t.crop.is_some()
             || t.progressive.is_some()
             || t.max_bytes.is_some()
+            || t.keep_icc
+            || t.trim.is_some_and(|trim| {
+                trim.color != TrimColor::TopLeft || trim.equal_hor || trim.equal_ver
+            })
         {
             return None;
         }
@@ -194,12 +209,19 @@ impl QueryUrl {
         if t.focus.is_some() && focal_point.is_none() {
             return None;
         }
+        // A focus wins over smart crop; the grammar's one `gravity` says one or the other.
+        if t.smart
+            && (t.focus.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle))
+        {
+            return None;
+        }
         let gravity = GRAVITIES
             .iter()
             .find(|g| (g.1, g.2) == (t.h_align, t.v_align))
             .map(|g| g.0.to_owned())
             .filter(|g| g != "center")
-            .or(focal_point);
+            .or(focal_point)
+            .or(t.smart.then(|| "smart".to_owned()));
         match (fit, &gravity) {
             // `clip` and `crop` mean the same; `crop` says the gravity matters.
             (None, Some(_)) => param("fit", "crop".to_owned()),
@@ -216,6 +238,9 @@ impl QueryUrl {
         }
         if let Some(q) = t.quality {
             param("q", q.to_string());
+        }
+        if let Some(trim) = t.trim {
+            param("trim", trim.threshold.to_string());
         }
         if let Some(sigma) = t.blur {
             param("blur", sigma.to_string());
@@ -262,6 +287,8 @@ struct Params {
     background: Option<Color>,
     expires: Option<Expiry>,
     focus: Option<Focus>,
+    trim: Option<Trim>,
+    smart: bool,
 }
 
 impl Default for Params {
@@ -283,6 +310,8 @@ impl Default for Params {
             background: None,
             expires: None,
             focus: None,
+            trim: None,
+            smart: false,
         }
     }
 }
@@ -342,6 +371,20 @@ pub static PARAMS: &[ParamSpec] = &[
         p.background = parse_color(n, v)?;
         Ok(())
     }),
+    spec(&["trim"], |p, n, v| {
+        let threshold = v
+            .parse::<u8>()
+            .ok()
+            .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| invalid(format!("{n}: {v:?} is not a threshold 0-255")))?;
+        p.trim = Some(Trim {
+            threshold,
+            color: TrimColor::TopLeft,
+            equal_hor: false,
+            equal_ver: false,
+        });
+        Ok(())
+    }),
     spec(&["exp"], |p, n, v| {
         p.expires = Some(parse_unix_seconds(n, v)?);
         Ok(())
@@ -388,9 +431,11 @@ fn gravity(p: &mut Params, name: &str, value: &str) -> Result<(), GrammarError> 
         return Ok(());
     }
     match value {
-        "auto" | "face" | "smart" | "entropy" | "attention" => {
-            Err(unsupported(format!("gravity={value}")))
+        "smart" | "attention" => {
+            p.smart = true;
+            Ok(())
         }
+        "auto" | "face" | "entropy" => Err(unsupported(format!("gravity={value}"))),
         v if v.split_once('x').is_some_and(|(x, y)| {
             parse_decimal(name, x).is_ok() && parse_decimal(name, y).is_ok()
         }) =>
@@ -428,6 +473,8 @@ mod tests {
         "photos/a.jpg?w=300&h=200&fit=contain&gravity=left&bg=ff000080&blur=2.5&sharpen=1",
         "photos/a.jpg?w=300&f=auto",
         "photos/anim.gif?w=100&format=gif",
+        "photos/a.jpg?w=300&h=200&fit=crop&gravity=smart&trim=10",
+        "photos/a.jpg?trim=0&gravity=attention",
     ];
 
     #[test]
@@ -619,6 +666,66 @@ mod tests {
             t("h/a.jpg?gravity=1.5x0.5"),
             Err(GrammarError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn trim_and_smart_gravity_map_onto_the_transform_and_back() {
+        let ten = Trim {
+            threshold: 10,
+            color: TrimColor::TopLeft,
+            equal_hor: false,
+            equal_ver: false,
+        };
+        let trim = Some(ten);
+        for (url, expected, canonical) in [
+            (
+                "h/a.jpg?w=300&h=200&gravity=attention&trim=10",
+                Transform {
+                    smart: true,
+                    trim,
+                    ..fill(300, 200)
+                },
+                "h/a.jpg?w=300&h=200&fit=crop&gravity=smart&trim=10",
+            ),
+            (
+                "h/a.jpg?gravity=smart",
+                Transform {
+                    smart: true,
+                    ..fill(0, 0)
+                },
+                "h/a.jpg?fit=crop&gravity=smart",
+            ),
+        ] {
+            assert_eq!(target(url).map(|t| t.transform), Ok(expected), "{url}");
+            let back = QueryUrl::from_transform(&expected, "h", "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{url}");
+        }
+        for bad in ["h/a.jpg?trim=256", "h/a.jpg?trim=-1", "h/a.jpg?trim=x"] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        for t in [
+            Transform {
+                keep_icc: true,
+                ..fill(1, 1)
+            },
+            Transform {
+                trim: Some(Trim {
+                    color: TrimColor::BottomRight,
+                    ..ten
+                }),
+                ..fill(1, 1)
+            },
+            Transform {
+                smart: true,
+                v_align: VAlign::Top,
+                ..fill(1, 1)
+            },
+        ] {
+            assert_eq!(QueryUrl::from_transform(&t, "h", "a.jpg"), None, "{t:?}");
+        }
     }
 
     #[test]

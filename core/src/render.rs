@@ -151,6 +151,15 @@ impl RenderRequest {
         if let Some(max) = t.max_bytes {
             param("max_bytes", &max.to_string());
         }
+        if let Some(trim) = t.trim {
+            param("trim", &trim.to_string());
+        }
+        if t.smart {
+            param("smart_crop", "true");
+        }
+        if t.keep_icc {
+            param("keep_icc", "true");
+        }
         if let Some(key) = &self.cache_key {
             param("cache_key", key);
         }
@@ -231,7 +240,9 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::{Color, Crop, CropAt, Fraction, Hundredths, Sharpen, Span};
+    use crate::transform::{
+        Color, Crop, CropAt, Fraction, Hundredths, Sharpen, Span, Trim, TrimColor,
+    };
 
     fn request(t: Transform) -> RenderRequest {
         RenderRequest {
@@ -345,6 +356,9 @@ mod tests {
             focus: None,
             progressive: Some(true),
             max_bytes: Some(20_000),
+            trim: None,
+            smart: false,
+            keep_icc: false,
         };
         assert_eq!(
             request(t).to_query(),
@@ -463,6 +477,82 @@ mod tests {
         );
     }
 
+    /// The query and the canonical form of each transform, asserting they all differ.
+    fn distinct_forms(variants: &[Transform]) -> Vec<(String, String)> {
+        let forms: Vec<(String, String)> = variants
+            .iter()
+            .map(|&t| (request(t).to_query(), request(t).canonical()))
+            .collect();
+        for (i, a) in forms.iter().enumerate() {
+            for b in &forms[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+            }
+        }
+        forms
+    }
+
+    #[test]
+    fn trim_smart_crop_and_keep_icc_are_part_of_the_rendition() {
+        let trim = |threshold, color| Trim {
+            threshold,
+            color,
+            equal_hor: false,
+            equal_ver: false,
+        };
+        let base = Transform {
+            width: 300,
+            height: 200,
+            ..Transform::default()
+        };
+        let variants = [
+            base,
+            Transform {
+                trim: Some(trim(0, TrimColor::TopLeft)),
+                ..base
+            },
+            Transform {
+                trim: Some(trim(10, TrimColor::TopLeft)),
+                ..base
+            },
+            Transform {
+                trim: Some(trim(10, TrimColor::BottomRight)),
+                ..base
+            },
+            Transform {
+                trim: Some(Trim {
+                    equal_ver: true,
+                    ..trim(10, TrimColor::Color(Color::rgb(1, 2, 3)))
+                }),
+                ..base
+            },
+            Transform {
+                smart: true,
+                ..base
+            },
+            Transform {
+                keep_icc: true,
+                ..base
+            },
+        ];
+        let forms = distinct_forms(&variants);
+        assert!(
+            forms[2].0.ends_with("&trim=10%2Ctop-left"),
+            "{}",
+            forms[2].0
+        );
+        assert!(forms[4].0.ends_with("&trim=10%2C010203%2Cequal-ver"));
+        assert!(forms[5].0.ends_with("&smart_crop=true"));
+        assert!(forms[6].0.ends_with("&keep_icc=true"));
+        assert_eq!(forms[3].1, "photos/trim:bottom-right:10/300x200/a b/ü+.jpg");
+        assert_eq!(
+            forms[4].1,
+            "photos/300x200/filters:trim(10,010203,equal-ver)/a b/ü+.jpg"
+        );
+        assert_eq!(forms[5].1, "photos/300x200/smart/a b/ü+.jpg");
+        assert_eq!(forms[6].1, "photos/300x200/filters:keep_icc()/a b/ü+.jpg");
+    }
+
     #[test]
     fn encoder_settings_are_part_of_the_rendition() {
         let base = Transform {
@@ -488,16 +578,7 @@ mod tests {
                 ..base
             },
         ];
-        let forms: Vec<(String, String)> = variants
-            .iter()
-            .map(|&t| (request(t).to_query(), request(t).canonical()))
-            .collect();
-        for (i, a) in forms.iter().enumerate() {
-            for b in &forms[i + 1..] {
-                assert_ne!(a.0, b.0);
-                assert_ne!(a.1, b.1);
-            }
-        }
+        let forms = distinct_forms(&variants);
         assert!(forms[2].0.ends_with("&progressive=PROGRESSIVE_OFF"));
         assert!(forms[2].1.contains(":progressive(false)/"));
         assert!(forms[3].0.ends_with("&max_bytes=10000"));

@@ -538,7 +538,7 @@ mod tests {
             400
         );
         assert_eq!(
-            rejected(r.decide("GET", "/img/open/unsafe/smart/a/b.jpg", None, now())).0,
+            rejected(r.decide("GET", "/img/open/unsafe/meta/a/b.jpg", None, now())).0,
             501
         );
         assert_eq!(
@@ -647,11 +647,12 @@ mod tests {
     #[test]
     fn documented_signature_vectors_pass_the_router() {
         let r = grammars();
-        // imgproxy docs (key `secret`, salt `hello`): the signature passes, smart gravity is 501.
+        // imgproxy docs (key `secret`, salt `hello`): the signature passes, the source is
+        // remote (501).
         let docs = "/ip/oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png";
         assert_eq!(
             rejected(r.decide("GET", docs, None, now())),
-            (501, "not implemented: smart gravity (g:sm)".into())
+            (501, "not implemented: http:// sources".into())
         );
         // imgproxy examples, verified with the second (rotated-in) pair: the source is remote.
         let example = "/ip/m3k5QADfcKPDj-SDI2AIogZbC3FlAXszuwhtWXYqavc/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg";

@@ -20,7 +20,24 @@
 //! thumbor cannot say (placed by gravity, mixed units) have the canonical-only form
 //! `filters:crop(W,H,AT)` (see [`crate::transform::Crop`]), which URLs may not use.
 //!
+//! `trim[:top-left|:bottom-right][:TOL]/` cuts uniform borders of the colour of that corner
+//! (top-left by default) from the upright source, before the crop (see
+//! [`crate::transform::Trim`]). TOL (0–255, default 0) is the largest channel difference still
+//! counted as border, libvips' threshold as imagor uses it; thumbor measures a Euclidean RGB
+//! distance instead, which for a grey step of N is N·√3. Trims thumbor cannot say (a given
+//! colour, equal sides, from imgproxy) have the canonical-only form `filters:trim(…)`, which
+//! URLs may not use.
+//!
+//! `smart/` places the fill crop by pixmesh's attention heuristic (edges, skin tones and
+//! saturation, like libvips' `attention`, which imagor uses), where thumbor runs face and
+//! feature detectors; a `focal(…)` filter still wins over it, as in thumbor.
+//!
 //! Filters mapped onto the transform, with where pixmesh's definition had to be chosen:
+//!
+//! - `keep_icc()`: pixmesh's own filter: the output carries the source's ICC profile and its
+//!   pixels are left in that colour space (JPEG, PNG and WebP outputs only). Without it the
+//!   pixels are converted to sRGB and no profile is written, which is what imagor's
+//!   `strip_icc()` asks for: accepted, it changes nothing (with `keep_icc()` it is 400).
 //!
 //! - `focal(LxT:RxB)`: a focal region of the source (pixels, or fractions when all four are at
 //!   most 1, as in imagor); a fill crop is centred on its centre as far as the image allows,
@@ -72,7 +89,7 @@ use crate::grammar::{
 };
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
-    MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, VAlign,
+    MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, TrimColor, VAlign,
 };
 
 /// Most filters one URL may chain.
@@ -118,6 +135,35 @@ pub struct Trim {
     pub from: Option<TrimFrom>,
     /// Colour tolerance, if given.
     pub tolerance: Option<u8>,
+}
+
+impl Trim {
+    /// The transform's trim: TOL is the threshold (0 without one).
+    pub fn to_transform(self) -> crate::transform::Trim {
+        crate::transform::Trim {
+            threshold: self.tolerance.unwrap_or(0),
+            color: match self.from {
+                Some(TrimFrom::BottomRight) => TrimColor::BottomRight,
+                Some(TrimFrom::TopLeft) | None => TrimColor::TopLeft,
+            },
+            equal_hor: false,
+            equal_ver: false,
+        }
+    }
+
+    /// The `trim` segment of a trim; `None` when thumbor cannot say it (a given colour, equal
+    /// sides).
+    pub fn from_transform(t: crate::transform::Trim) -> Option<Trim> {
+        let from = match t.color {
+            TrimColor::TopLeft => None,
+            TrimColor::BottomRight => Some(TrimFrom::BottomRight),
+            TrimColor::Color(_) => return None,
+        };
+        (!t.equal_hor && !t.equal_ver).then_some(Trim {
+            from,
+            tolerance: (t.threshold > 0).then_some(t.threshold),
+        })
+    }
 }
 
 /// Manual crop `AxB:CxD`: left, top, right, bottom in pixels or, when all are ≤ 1, ratios.
@@ -495,14 +541,8 @@ impl ThumborPath {
         if self.meta {
             return unsupported("meta");
         }
-        if self.trim.is_some() {
-            return unsupported("trim");
-        }
         if self.padding.is_some() {
             return unsupported("padding");
-        }
-        if self.smart {
-            return unsupported("smart crop");
         }
         let fit = match (self.fit_in, self.stretch) {
             (Some(_), true) => return Err(invalid("fit-in and stretch cannot be combined")),
@@ -525,6 +565,8 @@ impl ThumborPath {
                 .map(Crop::to_region)
                 .transpose()?
                 .flatten(),
+            trim: self.trim.map(Trim::to_transform),
+            smart: self.smart,
             ..Transform::default()
         };
         let mut state = FilterState::default();
@@ -571,6 +613,8 @@ impl ThumborPath {
         (url.width, url.height, url.flip_h, url.flip_v) = (t.width, t.height, t.flip_h, t.flip_v);
         url.h_align = (t.h_align != HAlign::Center).then_some(t.h_align);
         url.v_align = (t.v_align != VAlign::Middle).then_some(t.v_align);
+        url.trim = t.trim.and_then(Trim::from_transform);
+        url.smart = t.smart;
         let mut filter = |name: &str, args: String| {
             url.filters.push(Filter {
                 name: name.to_owned(),
@@ -581,6 +625,10 @@ impl ThumborPath {
             // A crop thumbor cannot say (anchored, mixed units, a 1-pixel crop that would read
             // as ratios): canonical forms only; the parser refuses `crop(…)`.
             filter("crop", c.to_string());
+        }
+        if let Some(trim) = t.trim.filter(|trim| Trim::from_transform(*trim).is_none()) {
+            // A trim thumbor cannot say (a given colour, equal sides): canonical forms only.
+            filter("trim", trim.to_string());
         }
         match t.format {
             OutputFormat::Source => {}
@@ -623,6 +671,9 @@ impl ThumborPath {
         if let Some(max) = t.max_bytes {
             filter("max_bytes", max.to_string());
         }
+        if t.keep_icc {
+            filter("keep_icc", String::new());
+        }
         url
     }
 }
@@ -650,7 +701,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "round_corner",
     "saturation",
     "strip_exif",
-    "strip_icc",
     "strip_metadata",
     "watermark",
 ];
@@ -665,6 +715,8 @@ struct FilterState {
     blur: bool,
     sharpen: bool,
     focal: bool,
+    /// `strip_icc()` was given.
+    strip_icc: bool,
 }
 
 impl FilterState {
@@ -867,6 +919,14 @@ fn apply_filter(
         // Checked when the URL is served: see `ThumborPath::expires`.
         "expire" => {
             parse_expire(&f.args)?;
+        }
+        "keep_icc" | "strip_icc" => {
+            arity(0, 0)?;
+            state.strip_icc |= f.name == "strip_icc";
+            t.keep_icc |= f.name == "keep_icc";
+            if state.strip_icc && t.keep_icc {
+                return Err(invalid("keep_icc() and strip_icc() contradict each other"));
+            }
         }
         "upscale" if f.args.is_empty() => t.upscale = true,
         "upscale" => return Err(invalid("upscale() takes no arguments")),
@@ -1658,8 +1718,6 @@ mod tests {
     #[test]
     fn unsupported_features_are_named_not_ignored() {
         for (path, what) in [
-            ("unsafe/300x200/smart/a.jpg", "smart crop"),
-            ("unsafe/trim/a.jpg", "trim"),
             ("unsafe/meta/a.jpg", "meta"),
             ("unsafe/full-fit-in/10x10/a.jpg", "full-fit-in"),
             ("unsafe/filters:brightness(3)/a.jpg", "filter brightness"),
@@ -1754,9 +1812,114 @@ mod tests {
             "unsafe/filters:fill(red,perhaps)/a.jpg",
             "unsafe/filters:background_color(red,blue)/a.jpg",
             "unsafe/fit-in/stretch/1x1/a.jpg",
+            "unsafe/filters:keep_icc(1)/a.jpg",
+            "unsafe/filters:keep_icc():strip_icc()/a.jpg",
+            "unsafe/filters:trim(10,ff0000)/a.jpg",
         ] {
             let r = ThumborPath::parse(path).unwrap().to_transform();
             assert!(matches!(r, Err(GrammarError::Invalid(_))), "{path}: {r:?}");
         }
+    }
+
+    #[test]
+    fn trim_smart_and_keep_icc_map_onto_the_transform_and_back() {
+        let trim = |threshold, color| {
+            Some(crate::transform::Trim {
+                threshold,
+                color,
+                equal_hor: false,
+                equal_ver: false,
+            })
+        };
+        // (URL, transform, canonical path of the transform)
+        for (path, expected, canonical) in [
+            (
+                "unsafe/trim/a.jpg",
+                Transform {
+                    trim: trim(0, TrimColor::TopLeft),
+                    ..Transform::default()
+                },
+                "unsafe/trim/a.jpg",
+            ),
+            (
+                "unsafe/trim:top-left:0/a.jpg",
+                Transform {
+                    trim: trim(0, TrimColor::TopLeft),
+                    ..Transform::default()
+                },
+                "unsafe/trim/a.jpg",
+            ),
+            (
+                "unsafe/trim:bottom-right:25/300x200/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    trim: trim(25, TrimColor::BottomRight),
+                    ..Transform::default()
+                },
+                "unsafe/trim:bottom-right:25/300x200/a.jpg",
+            ),
+            (
+                "unsafe/trim:40/300x200/smart/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    trim: trim(40, TrimColor::TopLeft),
+                    smart: true,
+                    ..Transform::default()
+                },
+                "unsafe/trim:40/300x200/smart/a.jpg",
+            ),
+            (
+                "unsafe/300x200/smart/filters:focal(0.5x0.5:0.5x0.5)/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    smart: true,
+                    focus: Some(Focus::point(Fraction(5000), Fraction(5000))),
+                    ..Transform::default()
+                },
+                "unsafe/300x200/smart/filters:focal(0.5x0.5:0.5x0.5)/a.jpg",
+            ),
+            (
+                "unsafe/filters:keep_icc():format(png)/a.jpg",
+                Transform {
+                    keep_icc: true,
+                    format: OutputFormat::Fixed(Format::Png),
+                    ..Transform::default()
+                },
+                "unsafe/filters:format(png):keep_icc()/a.jpg",
+            ),
+            (
+                "unsafe/filters:strip_icc()/a.jpg",
+                Transform::default(),
+                "unsafe/a.jpg",
+            ),
+        ] {
+            let t = ThumborPath::parse(path).unwrap().to_transform();
+            assert_eq!(t, Ok(expected), "{path}");
+            let back = ThumborPath::from_transform(&expected, "a.jpg");
+            assert_eq!(back.to_path(), canonical, "{path}");
+            assert_eq!(back.to_transform(), Ok(expected), "{canonical}");
+        }
+        // What thumbor cannot say is canonical-only, refused in URLs.
+        let imgproxy_trim = Transform {
+            trim: Some(crate::transform::Trim {
+                threshold: 10,
+                color: TrimColor::Color(Color::rgb(255, 0, 0)),
+                equal_hor: true,
+                equal_ver: false,
+            }),
+            ..Transform::default()
+        };
+        let canonical = ThumborPath::from_transform(&imgproxy_trim, "a.jpg");
+        assert_eq!(
+            canonical.to_path(),
+            "unsafe/filters:trim(10,ff0000,equal-hor)/a.jpg"
+        );
+        assert!(matches!(
+            canonical.to_transform(),
+            Err(GrammarError::Invalid(_))
+        ));
     }
 }

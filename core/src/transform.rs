@@ -3,11 +3,13 @@
 //! A [`Transform`] is applied in this order, whatever the order of the URL's options (grammars
 //! whose peers order things differently translate, see each grammar's module documentation):
 //!
-//! 1. EXIF orientation (always);
+//! 1. EXIF orientation (always), then [`Trim`] of uniform borders: the trimmed box becomes the
+//!    image everything below works on (the manual crop and the focus are in its coordinates);
 //! 2. the manual [`Crop`], a region of the upright source cut out before anything else (clamped
 //!    to the image; a region wholly outside it is an error);
 //! 3. fit into the box (`width`×`height`, [`Fit`], `upscale`), a fill crop anchored by the
-//!    alignment, or centred on the [`Focus`] as far as the image allows;
+//!    alignment, centred on the [`Focus`] as far as the image allows, or, with
+//!    [`Transform::smart`] (and no focus), placed where the attention heuristic scores highest;
 //! 4. flips;
 //! 5. grayscale, then Gaussian blur, then sharpening;
 //! 6. padding to the box (`pad`), the image placed by the alignment;
@@ -19,7 +21,8 @@
 //!    transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
 //!    least half opaque and drops the others. The encoder settings (`quality`, `progressive`,
 //!    `max_bytes`) apply here; where a request names none, the sidecar's configured defaults
-//!    do.
+//!    do. The output carries no metadata and its pixels are sRGB, unless
+//!    [`Transform::keep_icc`] asks for the source's ICC profile, embedded unconverted.
 
 pub use crate::color::Color;
 
@@ -616,6 +619,97 @@ pub struct Sharpen {
     pub amount: Hundredths,
 }
 
+/// Largest [`Trim::threshold`]: the difference of 8-bit channels is at most 255.
+pub const MAX_TRIM_THRESHOLD: u8 = u8::MAX;
+
+/// Where [`Trim`] takes the colour of the border from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrimColor {
+    /// The top-left pixel (thumbor's and imgproxy's default).
+    #[default]
+    TopLeft,
+    /// The bottom-right pixel (thumbor `trim:bottom-right`).
+    BottomRight,
+    /// This opaque colour (imgproxy `t:THRESHOLD:RRGGBB`).
+    Color(Color),
+}
+
+/// Trim of uniform borders: the rows and columns at the edges whose every pixel is within
+/// `threshold` of the border colour are cut away, on the upright source, before anything
+/// else. A pixel is within it when no channel of it, alpha included, premultiplied, differs
+/// from the colour's by more than `threshold` (libvips' `find_trim` rule, which imgproxy,
+/// imagor and ImageKit use): a fully transparent border is trimmed whatever its colour. An
+/// image that is all border is left whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trim {
+    /// Largest channel difference still counted as border, 0–[`MAX_TRIM_THRESHOLD`].
+    pub threshold: u8,
+    /// The border colour.
+    pub color: TrimColor,
+    /// Cut as much from the right as from the left (the smaller of the two), so the content
+    /// stays where it was horizontally (imgproxy's `equal_hor`).
+    pub equal_hor: bool,
+    /// Likewise from the top and the bottom (imgproxy's `equal_ver`).
+    pub equal_ver: bool,
+}
+
+impl std::fmt::Display for Trim {
+    /// `THRESHOLD,COLOR[,equal-hor][,equal-ver]`, COLOR being `top-left`, `bottom-right` or
+    /// `RRGGBB` (e.g. `10,top-left`, `0,ff0000,equal-hor`): the form used on the wire.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},", self.threshold)?;
+        match self.color {
+            TrimColor::TopLeft => f.write_str("top-left")?,
+            TrimColor::BottomRight => f.write_str("bottom-right")?,
+            TrimColor::Color(c) => write!(f, "{:02x}{:02x}{:02x}", c.r, c.g, c.b)?,
+        }
+        if self.equal_hor {
+            f.write_str(",equal-hor")?;
+        }
+        if self.equal_ver {
+            f.write_str(",equal-ver")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Trim {
+    type Err = CropSpecError;
+
+    /// The inverse of `Display`.
+    fn from_str(s: &str) -> Result<Trim, CropSpecError> {
+        let bad = || CropSpecError::Malformed(s.chars().take(64).collect());
+        let mut parts = s.split(',');
+        let threshold = parts.next().ok_or_else(bad)?;
+        if threshold.is_empty() || !threshold.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let threshold = threshold.parse::<u8>().map_err(|_| bad())?;
+        let color = match parts.next().ok_or_else(bad)? {
+            "top-left" => TrimColor::TopLeft,
+            "bottom-right" => TrimColor::BottomRight,
+            hex if hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                TrimColor::Color(Color::from_hex(hex).ok_or_else(bad)?)
+            }
+            _ => return Err(bad()),
+        };
+        let mut trim = Trim {
+            threshold,
+            color,
+            equal_hor: false,
+            equal_ver: false,
+        };
+        for p in parts {
+            match p {
+                "equal-hor" if !trim.equal_hor && !trim.equal_ver => trim.equal_hor = true,
+                "equal-ver" if !trim.equal_ver => trim.equal_ver = true,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(trim)
+    }
+}
+
 /// What to do to the source image. `Default` is "re-encode as is". The module documentation
 /// gives the order in which the fields apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -668,6 +762,17 @@ pub struct Transform {
     /// fits, and is the smallest one tried when none does; lossless outputs are left as they
     /// are, as thumbor and imgproxy do. `None`: no budget (never `Some(0)`).
     pub max_bytes: Option<u32>,
+    /// Uniform borders cut from the upright source first (see [`Trim`]).
+    pub trim: Option<Trim>,
+    /// Smart crop: the fill crop goes where an attention heuristic (edges, skin tones,
+    /// saturation, as libvips' `attention`) scores highest, instead of following the
+    /// alignment; a [`Focus`] still wins over it. Only [`Fit::Fill`] crops, so other fits
+    /// ignore it.
+    pub smart: bool,
+    /// Embed the source's ICC profile in the output and leave the pixels in its colour space,
+    /// instead of converting them to sRGB and carrying no profile (the default). Only JPEG,
+    /// PNG and WebP outputs can carry a profile; AVIF and GIF outputs asked to are refused.
+    pub keep_icc: bool,
 }
 
 /// The lowest quality the [`Transform::max_bytes`] search tries, as thumbor and imgproxy (which
@@ -761,6 +866,28 @@ mod tests {
         assert_eq!(Fraction(5000).to_string(), "0.5");
         assert_eq!(Fraction(125).to_string(), "0.0125");
         assert_eq!(Fraction::ONE.to_string(), "1.0");
+    }
+
+    #[test]
+    fn trims_have_a_text_form() {
+        for (text, ok) in [
+            ("10,top-left", true),
+            ("0,bottom-right,equal-hor,equal-ver", true),
+            ("255,ff0000,equal-ver", true),
+            ("256,top-left", false),
+            ("-1,top-left", false),
+            ("10", false),
+            ("10,f00", false),
+            ("10,top-left,equal-ver,equal-hor", false),
+            ("10,top-left,equal-hor,equal-hor", false),
+            ("10,top-left,", false),
+        ] {
+            let parsed = text.parse::<Trim>();
+            assert_eq!(parsed.is_ok(), ok, "{text}: {parsed:?}");
+            if let Ok(t) = parsed {
+                assert_eq!(t.to_string(), text);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use pixmesh_core::thumbor::{self, ThumborPath};
 use pixmesh_core::transform::{
     Color, Crop, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths, MAX_CROP_PIXELS,
     MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Rotation, Sharpen, Span, Transform,
-    VAlign,
+    Trim, TrimColor, VAlign,
 };
 use proptest::prelude::*;
 
@@ -220,6 +220,22 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 }
             }),
     ];
+    let trim = (
+        any::<u8>(),
+        prop_oneof![
+            Just(TrimColor::TopLeft),
+            Just(TrimColor::BottomRight),
+            any::<[u8; 3]>().prop_map(|[r, g, b]| TrimColor::Color(Color::rgb(r, g, b))),
+        ],
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(threshold, color, equal_hor, equal_ver)| Trim {
+            threshold,
+            color,
+            equal_hor,
+            equal_ver,
+        });
     (
         (
             0..=2000u32,
@@ -243,6 +259,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             prop::option::of(any::<bool>()),
             prop::option::of(1..=u32::MAX),
         ),
+        (prop::option::of(trim), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -251,6 +268,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (blur, sharpen, pad, background),
                 (crop, focus),
                 (progressive, max_bytes),
+                (trim, smart, keep_icc),
             )| Transform {
                 width,
                 height,
@@ -272,6 +290,9 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 focus,
                 progressive,
                 max_bytes,
+                trim,
+                smart,
+                keep_icc,
             },
         )
 }
@@ -294,7 +315,15 @@ proptest! {
                 .iter()
                 .all(|e| matches!(e, Span::Pixels(0 | 1)))
         });
-        if t.crop.is_none_or(|c| thumbor::Crop::from_region(c).is_some()) && !tiny_focus {
+        // So are trims thumbor cannot say (`filters:trim(…)`).
+        let sayable_trim = t.trim.is_none_or(|x| thumbor::Trim::from_transform(x).is_some());
+        if let Some(x) = t.trim {
+            prop_assert_eq!(x.to_string().parse::<Trim>(), Ok(x));
+        }
+        if t.crop.is_none_or(|c| thumbor::Crop::from_region(c).is_some())
+            && !tiny_focus
+            && sayable_trim
+        {
             prop_assert_eq!(thumbor.to_transform(), Ok(t), "{}", thumbor.to_path());
         } else {
             prop_assert!(thumbor.to_transform().is_err(), "{}", thumbor.to_path());

@@ -1,12 +1,14 @@
-//! The render pipeline: decode → orient → crop → resize → to sRGB → flip → grayscale → blur →
-//! sharpen → pad → flatten → rotate → encode, as a list of named steps.
+//! The render pipeline: decode → orient → trim ([`trim`]) → crop → smart crop placement
+//! ([`smart`]) → resize → to sRGB → flip → grayscale → blur → sharpen → pad → flatten → rotate →
+//! encode → keep the ICC profile ([`icc`]), as a list of named steps.
 //!
-//! Formats: JPEG, PNG, WebP and GIF in and out, AVIF in ([`avif`], libdav1d) and out (ravif). Animated GIF and WebP sources stay animated
-//! when the output is GIF or WebP ([`animation`]: every frame through the same steps, up to
+//! Formats: JPEG, PNG, WebP and GIF in and out, AVIF in ([`avif`], libdav1d) and out (ravif).
+//! Animated GIF and WebP sources stay animated when the output is GIF or WebP ([`animation`]: every frame through the same steps, up to
 //! [`Limits::max_animation_frames`]). Otherwise a GIF is read as its first frame, placed on
 //! the GIF's logical screen (transparent around it); later frames are never read, so an
 //! animation of thousands of frames costs what its first frame costs. Outputs carry no
-//! metadata (EXIF, XMP, ICC); a source with a non-sRGB ICC profile is converted to sRGB. The
+//! metadata (EXIF, XMP, ICC); a source with a non-sRGB ICC profile is converted to sRGB, unless
+//! the transform keeps the profile ([`icc`]: embedded as it is, pixels unconverted). The
 //! output format is
 //! [resolved](pixmesh_core::transform::OutputFormat::resolve) once the pixels are known: the
 //! source's, a fixed one, or, for "auto" without WebP, a compatible one (a WebP source becomes
@@ -40,6 +42,9 @@
 
 mod animation;
 mod avif;
+mod icc;
+mod smart;
+mod trim;
 
 use std::io::Cursor;
 
@@ -50,8 +55,8 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageError, ImageFormat};
 use moxcms::ColorProfile;
 use pixmesh_core::transform::{
-    Color, Crop, CropAt, Fit, Format, HAlign, Hundredths, MAX_BYTES_MIN_QUALITY, Rotation, Sharpen,
-    Transform, VAlign,
+    Color, Crop, CropAt, Fit, Format, HAlign, Hundredths, MAX_BYTES_MIN_QUALITY, MAX_DIMENSION,
+    Rotation, Sharpen, Transform, VAlign,
 };
 
 /// Default JPEG quality when the transform does not ask for one.
@@ -196,6 +201,10 @@ pub enum PipelineError {
     /// The manual crop lies wholly outside the image, so nothing is left (HTTP 400).
     #[error("the crop region lies outside the {0} image")]
     CropOutside(String),
+    /// The request asks for something the pipeline cannot do for this source or output,
+    /// e.g. keeping an ICC profile in AVIF (HTTP 501). Names what.
+    #[error("not implemented: {0}")]
+    Unsupported(String),
 }
 
 impl PipelineError {
@@ -207,6 +216,7 @@ impl PipelineError {
             PipelineError::TooLarge(_) => 413,
             PipelineError::Encode(_) => 500,
             PipelineError::CropOutside(_) => 400,
+            PipelineError::Unsupported(_) => 501,
         }
     }
 }
@@ -233,21 +243,85 @@ pub fn render_with(
         geometry,
         shrink,
     } = plan(source, t, limits)?;
+    let kept_icc = icc::kept(&mut decoder, t, source_format)?;
     if let Some(animation) =
         animation::render(source, source_format, decoder.dimensions(), t, limits)?
     {
-        return Ok(animation);
+        return icc::embed(animation, kept_icc.as_deref());
     }
-    let profile = read_color_profile(&mut decoder);
+    let profile = match t.keep_icc {
+        true => None,
+        false => read_color_profile(&mut decoder),
+    };
     let image = decode(source, decoder, source_format, limits, shrink)?;
     let image = apply_orientation(image, orientation);
-    let pixels = normalise(image)?;
-    let geometry = geometry.on_decoded(width, height, pixels.width, pixels.height);
+    let mut pixels = normalise(image)?;
+    let (mut geometry, mut frame) = replan(&pixels, (width, height), geometry, t, limits)?;
+    let decoded = trim::Decoded {
+        source,
+        format: source_format,
+        orientation,
+        limits,
+        shrink,
+    };
+    if let Some(sharper) = trim::decode_again(&decoded, &geometry)? {
+        (geometry, frame) = replan(&sharper, (width, height), geometry, t, limits)?;
+        pixels = sharper;
+    }
+    let (pixels, geometry) = trim::cut(pixels, &frame, (width, height), geometry);
     let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t)?;
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
-    encode(pixels, format, t, encoding)
+    icc::embed(encode(pixels, format, t, encoding)?, kept_icc.as_deref())
+}
+
+/// Step 5b: the geometry on the decoded `pixels` of an upright `width`×`height` source, in
+/// source pixels, and the trimmed box it lies in: the planned one in the whole source, unless
+/// the transform trims (the geometry is planned again on the trimmed box, [`trim::frame`]) or
+/// places its fill crop by attention ([`smart::place`], unless a focus places it).
+fn replan(
+    pixels: &Pixels,
+    (width, height): (u32, u32),
+    planned: Geometry,
+    t: &Transform,
+    limits: &Limits,
+) -> Result<(Geometry, Rect), PipelineError> {
+    if t.trim.is_none() && !t.smart {
+        return Ok((planned, Rect::full(width, height)));
+    }
+    let frame = trim::frame(pixels, (width, height), t.trim);
+    let (fw, fh) = (frame.width as u32, frame.height as u32);
+    let geometry = match t.trim {
+        Some(_) => {
+            let g = geometry(fw, fh, t, limits)?.within(&frame);
+            let derived = |requested: u32, side: u32| requested == 0 && side > MAX_DIMENSION;
+            let one_side = (t.width == 0) != (t.height == 0);
+            if one_side && (derived(t.width, g.width) || derived(t.height, g.height)) {
+                return Err(PipelineError::TooLarge(format!(
+                    "the trimmed image would be {}x{}: a side derived from the trimmed box is \
+                     limited to {MAX_DIMENSION}",
+                    g.width, g.height
+                )));
+            }
+            g
+        }
+        None => planned,
+    };
+    if !t.smart || t.focus.is_some() || t.fit != Fit::Fill {
+        return Ok((geometry, frame));
+    }
+    let region = crop_region(fw, fh, t.crop)?;
+    let region = Rect {
+        left: region.left + frame.left,
+        top: region.top + frame.top,
+        ..region
+    };
+    let scale = (
+        f64::from(width) / f64::from(pixels.width),
+        f64::from(height) / f64::from(pixels.height),
+    );
+    Ok((smart::place(pixels, scale, &region, geometry), frame))
 }
 
 /// The steps from resize to rotate, which a still and each frame of an animation go through
@@ -348,8 +422,12 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
         check_source_size(size, limits)?;
         // A crop may only fit one of them: the other's error does not count.
         let estimates = [size, (size.1, size.0)].map(|(width, height)| {
-            let geometry = geometry(width, height, t, limits)?;
-            let shrink = shrink_on_load(format, &geometry);
+            let geometry = budgeted(geometry(width, height, t, limits)?, size, t, limits);
+            // A trimmed box may need the source decoded again at full size.
+            let shrink = match t.trim {
+                Some(_) => 1.0,
+                None => shrink_on_load(format, &geometry),
+            };
             let side = |n: u32| (f64::from(n) / shrink).ceil() as u64;
             let decoded = side(width) * side(height) * 3;
             Ok(working_set(decoded, &geometry, t))
@@ -376,10 +454,54 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
             .saturating_add(avif::AvifDecoder::decoder_bytes(plan.width, plan.height)),
         _ => plan.decoder.total_bytes(),
     };
-    Ok(working_set(decoded, &plan.geometry, t))
+    let geometry = budgeted(plan.geometry, (plan.width, plan.height), t, limits);
+    Ok(working_set(decoded, &geometry, t))
 }
 
-/// What a render holds at most, given the bytes its decoder produces (see [`memory_needed`]).
+/// The geometry [`memory_needed`] budgets for on a `width`×`height` source: the planned one,
+/// or, with a trim, whose box is only known once decoded, one with the largest output any box
+/// can give: a side the transform asks for is at most that side; a side derived from the box's
+/// aspect ratio at most the source's longer side, or, enlarging, [`MAX_DIMENSION`] ([`replan`]
+/// refuses more); without either side, the source's size. Never over the output limit.
+fn budgeted(
+    planned: Geometry,
+    (width, height): (u32, u32),
+    t: &Transform,
+    limits: &Limits,
+) -> Geometry {
+    if t.trim.is_none() {
+        return planned;
+    }
+    let longer = width.max(height);
+    let side = |requested: u32| match requested {
+        0 if t.upscale => MAX_DIMENSION.max(longer),
+        0 => longer,
+        r => r,
+    };
+    let (w, h) = match (t.width, t.height) {
+        (0, 0) => (width, height),
+        (w, h) => (side(w), side(h)),
+    };
+    let (w, h) = (planned.width.max(w), planned.height.max(h));
+    let (w, h) = if u64::from(w) * u64::from(h) <= limits.max_output_pixels {
+        (w, h)
+    } else {
+        // As many pixels as the output limit allows, in rows of the requested height, so
+        // padding to the box adds none (a padded box over the limit was refused already).
+        let rows = t.height.max(1);
+        let per_row = limits.max_output_pixels / u64::from(rows);
+        (u32::try_from(per_row).unwrap_or(u32::MAX).max(1), rows)
+    };
+    Geometry {
+        width: w,
+        height: h,
+        ..planned
+    }
+}
+
+/// What a render holds at most, given the bytes its decoder produces (see [`memory_needed`]):
+/// with a trim, the decode at full size its box may need (the first decode is dropped before
+/// it); with smart crop, the attention's small planes.
 fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
     let (out_w, out_h) = if t.pad {
         padded_size(geometry.width, geometry.height, t)
@@ -387,9 +509,11 @@ fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
         (geometry.width, geometry.height)
     };
     let output = u64::from(out_w) * u64::from(out_h) * 4;
+    let attention = if t.smart { smart::WORKING_BYTES } else { 0 };
     decoded
         .saturating_mul(2)
         .saturating_add(output.saturating_mul(4))
+        .saturating_add(attention)
         .saturating_add(RENDER_OVERHEAD_BYTES)
 }
 
@@ -2204,7 +2328,7 @@ mod tests {
     use image::{GenericImageView, Rgb, RgbImage, Rgba, RgbaImage};
     use pixmesh_core::transform::OutputFormat;
 
-    fn testdata(name: &str) -> Vec<u8> {
+    pub(super) fn testdata(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/testdata/images")
             .join(name);

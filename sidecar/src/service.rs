@@ -655,6 +655,10 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         "" => None,
         f => Some(f.parse().map_err(|e: CropSpecError| bad(e.to_string()))?),
     };
+    let trim = match r.trim.as_str() {
+        "" => None,
+        t => Some(t.parse().map_err(|e: CropSpecError| bad(e.to_string()))?),
+    };
     let progressive = match v1::Progressive::try_from(r.progressive) {
         Ok(v1::Progressive::Unspecified) => None,
         Ok(v1::Progressive::On) => Some(true),
@@ -701,6 +705,9 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             focus,
             progressive,
             max_bytes: (r.max_bytes > 0).then_some(r.max_bytes),
+            trim,
+            smart: r.smart_crop,
+            keep_icc: r.keep_icc,
         },
     })
 }
@@ -792,7 +799,7 @@ mod tests {
 
     use super::*;
     use crate::storage::LocalStorage;
-    use pixmesh_core::transform::{Crop, CropAt, Focus, Fraction, Span};
+    use pixmesh_core::transform::{Crop, CropAt, Focus, Fraction, Span, Trim, TrimColor};
 
     /// A fake S3 endpoint on 127.0.0.1 that answers every GET with `body` (ETag `"v1"`), but
     /// only once `open` turns true; returns the endpoint and a counter of requests received.
@@ -1245,6 +1252,14 @@ mod tests {
                 right: Span::Pixels(3),
                 bottom: Span::Pixels(65_535),
             }),
+            trim: Some(Trim {
+                threshold: 255,
+                color: TrimColor::Color(Color::rgb(0, 10, 255)),
+                equal_hor: true,
+                equal_ver: true,
+            }),
+            smart: true,
+            keep_icc: true,
         };
         let anchored = Crop {
             width: Span::FULL,
@@ -1328,6 +1343,9 @@ mod tests {
                     wire.progressive = v1::Progressive::from_str_name(value).unwrap().into()
                 }
                 "max_bytes" => wire.max_bytes = num(),
+                "trim" => wire.trim = value.replace("%2C", ","),
+                "smart_crop" => wire.smart_crop = yes(),
+                "keep_icc" => wire.keep_icc = yes(),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }
@@ -1405,6 +1423,14 @@ mod tests {
             },
             v1::RenderRequest {
                 focus: "0.5,1,0.5,1".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                trim: "300,top-left".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                trim: "10,left".into(),
                 ..base.clone()
             },
         ] {

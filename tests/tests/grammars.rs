@@ -1,7 +1,8 @@
 //! End-to-end: one image requested through Envoy in all four URL grammars (thumbor/imagor,
 //! imgproxy, ImageKit, query style), each on its own signed route, must come back
 //! pixel-identical; and every grammar answers the same statuses for unsigned, unsupported and
-//! expired URLs.
+//! expired URLs. Trim, smart crop and keeping the ICC profile are checked the same way on
+//! synthetic images written next to the photo.
 //!
 //! The sources are a local directory served by the sidecar's `local` storage, so this suite needs
 //! only Envoy and the filter's `.wasm`.
@@ -450,4 +451,148 @@ async fn focal_points_are_the_same_in_every_grammar_that_has_them() {
     )
     .await;
     assert!(focused.as_raw() != centred.as_raw());
+}
+
+/// Writes `bytes` as `photos/NAME` in the world's storage directory.
+fn put(w: &World, name: &str, bytes: &[u8]) {
+    std::fs::write(w._dir.path().join("photos").join(name), bytes).expect("write a test image");
+}
+
+fn png_bytes(img: image::DynamicImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("encode a PNG");
+    out
+}
+
+/// The share of strongly coloured pixels.
+fn colourful(img: &image::RgbaImage) -> f64 {
+    let coloured = img
+        .pixels()
+        .filter(|p| {
+            let c = &p.0[..3];
+            c.iter().max().unwrap_or(&0) - c.iter().min().unwrap_or(&0) > 100
+        })
+        .count();
+    coloured as f64 / f64::from(img.width() * img.height())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trim_and_smart_crop_are_the_same_in_every_grammar() {
+    let w = World::start().await;
+    // 600×300: a 50-pixel white border around flat grey, with a saturated red/blue
+    // checkerboard in the right 150 pixels of the inside.
+    let framed = image::RgbImage::from_fn(600, 300, |x, y| {
+        let inside = (50..550).contains(&x) && (50..250).contains(&y);
+        image::Rgb(match (inside, x >= 400, (x / 4 + y / 4) % 2 == 0) {
+            (false, _, _) => [255, 255, 255],
+            (true, false, _) => [128, 128, 128],
+            (true, true, true) => [230, 20, 20],
+            (true, true, false) => [20, 20, 230],
+        })
+    });
+    put(
+        &w,
+        "framed.png",
+        &png_bytes(image::DynamicImage::ImageRgb8(framed)),
+    );
+
+    // Trimmed alone: the 500×200 inside.
+    let trimmed = same_pixels(
+        &w,
+        "image/png",
+        &[
+            "/img/unsafe/trim:10/filters:upscale()/photos/framed.png",
+            "/ip/insecure/t:10/rs:fill:0:0:1/plain/photos/framed.png",
+            "/ik/tr:t-10/photos/framed.png",
+            "/v1/ex/samples/photos/framed.png?trim=10",
+        ],
+    )
+    .await;
+    assert_eq!(trimmed.dimensions(), (500, 200));
+    assert_eq!(trimmed.get_pixel(0, 0).0, [128, 128, 128, 255]);
+
+    // Trimmed, then filled into 200×200 by smart crop: the crop lands on the checkerboard.
+    let smart = same_pixels(
+        &w,
+        "image/png",
+        &[
+            "/img/unsafe/trim:10/200x200/smart/filters:upscale():format(png)/photos/framed.png",
+            "/ip/insecure/t:10/rs:fill:200:200:1/g:sm/plain/photos/framed.png@png",
+            "/ik/tr:w-200,h-200,t-10,fo-auto,f-png/photos/framed.png",
+            "/v1/ex/samples/photos/framed.png?w=200&h=200&fit=crop&gravity=smart&trim=10&f=png",
+        ],
+    )
+    .await;
+    assert_eq!(smart.dimensions(), (200, 200));
+    assert!(colourful(&smart) > 0.7, "smart: {}", colourful(&smart));
+    let centred = same_pixels_any_form(
+        &w,
+        &["/img/unsafe/trim:10/200x200/filters:upscale():format(png)/photos/framed.png"],
+    )
+    .await;
+    assert!(
+        colourful(&centred) < 0.1,
+        "centred: {}",
+        colourful(&centred)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_icc_profile_is_the_same_in_every_grammar_that_has_it() {
+    use image::{ImageDecoder, ImageEncoder};
+    let w = World::start().await;
+    // sRGB red in Display P3 values, tagged Display P3.
+    let p3 = moxcms::ColorProfile::new_display_p3()
+        .encode()
+        .expect("a P3 profile");
+    let img = image::RgbImage::from_pixel(64, 64, image::Rgb([234, 51, 35]));
+    let mut png = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+    encoder.set_icc_profile(p3.clone()).expect("iCCP");
+    encoder
+        .write_image(img.as_raw(), 64, 64, image::ExtendedColorType::Rgb8)
+        .expect("encode");
+    put(&w, "p3.png", &png);
+
+    let profile = |bytes: &[u8], format: &str| {
+        let cursor = std::io::Cursor::new(bytes);
+        match format {
+            "png" => image::codecs::png::PngDecoder::new(cursor).and_then(|mut d| d.icc_profile()),
+            "jpeg" => {
+                image::codecs::jpeg::JpegDecoder::new(cursor).and_then(|mut d| d.icc_profile())
+            }
+            _ => image::codecs::webp::WebPDecoder::new(cursor).and_then(|mut d| d.icc_profile()),
+        }
+        .expect("a readable output")
+    };
+    for format in ["png", "jpeg", "webp"] {
+        let ext = if format == "jpeg" { "jpg" } else { format };
+        let thumbor =
+            format!("/img/unsafe/fit-in/32x32/filters:format({format}):keep_icc()/photos/p3.png");
+        let imgproxy = format!("/ip/insecure/rs:fit:32:32/scp:0/plain/photos/p3.png@{ext}");
+        let kept = same_pixels(&w, &format!("image/{format}"), &[&thumbor, &imgproxy]).await;
+        assert_eq!(kept.dimensions(), (32, 32));
+        let r = w.get_signed(&thumbor).await;
+        assert_eq!(profile(&r.body, format), Some(p3.clone()), "{format}");
+        let px = kept.get_pixel(16, 16).0;
+        assert!(
+            px[0].abs_diff(234) <= 6 && px[1].abs_diff(51) <= 6,
+            "unconverted: {px:?}"
+        );
+        // By default: converted to sRGB, no profile.
+        let plain = format!("/img/unsafe/fit-in/32x32/filters:format({format})/photos/p3.png");
+        let r = w.get_signed(&plain).await;
+        assert_eq!(r.status, 200, "{plain}");
+        assert_eq!(profile(&r.body, format), None, "{plain}");
+    }
+    // AVIF cannot carry it: 501, naming it, never the image without its profile.
+    for url in [
+        "/img/unsafe/fit-in/32x32/filters:format(avif):keep_icc()/photos/p3.png",
+        "/ip/insecure/rs:fit:32:32/scp:0/plain/photos/p3.png@avif",
+    ] {
+        let r = w.get_signed(url).await;
+        assert_eq!(r.status, 501, "{url}: {}", r.text());
+        assert!(r.text().contains("avif"), "{url}: {}", r.text());
+    }
 }

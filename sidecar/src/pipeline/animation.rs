@@ -16,6 +16,10 @@
 //! GIF frames are composed here (placement, transparency, disposal: "background" clears the
 //! frame's rectangle to transparent, as browsers do, "previous" restores it); WebP frames are
 //! composed by libwebp. Every output frame is the whole canvas.
+//!
+//! A trim or a smart crop is found on the first frame (as composed on the canvas) and the
+//! geometry it gives applies to every frame, so the animation does not jump; the limits are
+//! checked again for it before the first frame is rendered.
 
 use pixmesh_core::transform::{Format, Transform};
 
@@ -80,7 +84,7 @@ pub(super) fn render(
     check_sizes(frames, (width, height), &geometry, t, limits)?;
     let (rendered, loops) = match source_format {
         Format::Gif => render_gif(source, (width, height), frames, &geometry, t, limits)?,
-        _ => render_webp(source, frames, &geometry, t)?,
+        _ => render_webp(source, frames, &geometry, t, limits)?,
     };
     encode(rendered, format, loops, t).map(Some)
 }
@@ -114,6 +118,22 @@ fn check_sizes(
         )));
     }
     Ok(())
+}
+
+/// The geometry of every frame: the planned one, or the one a trim or smart crop finds on the
+/// `first` frame ([`super::replan`]; the canvas is never shrunk on load), within the limits.
+fn first_frame_geometry(
+    first: &Pixels,
+    planned: &Geometry,
+    frames: u32,
+    t: &Transform,
+    limits: &Limits,
+) -> Result<Geometry, PipelineError> {
+    let size = (first.width, first.height);
+    // The canvas is never cut to the trimmed box: later frames may draw outside it.
+    let (geometry, _) = super::replan(first, size, *planned, t, limits)?;
+    check_sizes(frames, size, &geometry, t, limits)?;
+    Ok(geometry)
 }
 
 fn gif_error(e: gif::DecodingError) -> PipelineError {
@@ -157,6 +177,7 @@ fn render_gif(
     let (sw, sh) = (width as usize, height as usize);
     let mut canvas = vec![0u8; sw * sh * 4];
     let mut out = Vec::with_capacity(frames as usize);
+    let mut placed = None;
     let mut buffer = Vec::new();
     for _ in 0..frames {
         let Some(frame) = decoder.next_frame_info().map_err(gif_error)? else {
@@ -208,8 +229,12 @@ fn render_gif(
             alpha: true,
             data: canvas.clone(),
         };
+        let geometry = match placed {
+            Some(g) => g,
+            None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
+        };
         out.push(Frame {
-            pixels: frame_steps(pixels, geometry, None, t)?,
+            pixels: frame_steps(pixels, &geometry, None, t)?,
             duration_ms: u32::from(delay) * 10,
         });
         match dispose {
@@ -245,6 +270,7 @@ fn render_webp(
     frames: u32,
     geometry: &Geometry,
     t: &Transform,
+    limits: &Limits,
 ) -> Result<(Vec<Frame>, Loops), PipelineError> {
     let mut decoder = libwebp::AnimDecoder::new(source)?;
     let (width, height) = decoder.canvas();
@@ -253,6 +279,7 @@ fn render_webp(
         n => Loops::Count(u16::try_from(n).unwrap_or(u16::MAX)),
     };
     let mut out = Vec::with_capacity(frames as usize);
+    let mut placed = None;
     for _ in 0..frames {
         let Some((canvas, duration_ms)) = decoder.next_frame()? else {
             break;
@@ -263,8 +290,12 @@ fn render_webp(
             alpha: true,
             data: canvas.to_vec(),
         };
+        let geometry = match placed {
+            Some(g) => g,
+            None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
+        };
         out.push(Frame {
-            pixels: frame_steps(pixels, geometry, None, t)?,
+            pixels: frame_steps(pixels, &geometry, None, t)?,
             duration_ms,
         });
     }
@@ -696,5 +727,70 @@ mod tests {
         };
         let err = render_image(&source, &fit(0, 0, OutputFormat::Source), &limits).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
+    }
+
+    #[test]
+    fn a_trim_and_a_smart_crop_found_on_the_first_frame_apply_to_every_frame() {
+        // 40×30, transparent around a 20×10 box: red, then blue with a green pixel outside
+        // the box (the first frame's box wins: it is cut away).
+        let frame = |c: [u8; 4], stray: bool| -> Vec<u8> {
+            RgbaImage::from_fn(40, 30, |x, y| {
+                let inside = (10..30).contains(&x) && (10..20).contains(&y);
+                image::Rgba(match (inside, stray && (x, y) == (2, 2)) {
+                    (true, _) => c,
+                    (false, true) => GREEN,
+                    (false, false) => [0; 4],
+                })
+            })
+            .into_raw()
+        };
+        let (a, b) = (frame(RED, false), frame(BLUE, true));
+        let frames = [
+            libwebp::Frame {
+                pixels: &a,
+                duration_ms: 100,
+            },
+            libwebp::Frame {
+                pixels: &b,
+                duration_ms: 100,
+            },
+        ];
+        let source = libwebp::encode_animation(40, 30, true, &frames, 0, 100).unwrap();
+        let t = Transform {
+            trim: Some(pixmesh_core::transform::Trim {
+                threshold: 0,
+                color: pixmesh_core::transform::TrimColor::TopLeft,
+                equal_hor: false,
+                equal_ver: false,
+            }),
+            format: OutputFormat::Fixed(Format::Webp),
+            ..Transform::default()
+        };
+        let r = render_image(&source, &t, &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (20, 10));
+        let out = webp_frames(&r.bytes);
+        assert_eq!(out.len(), 2);
+        for ((img, _), colour) in out.iter().zip([RED, BLUE]) {
+            assert_eq!(img.dimensions(), (20, 10));
+            assert!(near(&img.get_pixel(10, 5).0, colour), "{colour:?}");
+            assert!(
+                !img.pixels().any(|p| near(&p.0, GREEN)),
+                "the stray pixel is cut"
+            );
+        }
+        // Smart crop: a square of the 40×30 first frame, on the box, for both frames.
+        let t = Transform {
+            width: 10,
+            height: 10,
+            fit: Fit::Fill,
+            smart: true,
+            format: OutputFormat::Fixed(Format::Webp),
+            ..Transform::default()
+        };
+        let r = render_image(&source, &t, &Limits::default()).unwrap();
+        let out = webp_frames(&r.bytes);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].0.pixels().any(|p| near(&p.0, RED)));
+        assert!(out[1].0.pixels().any(|p| near(&p.0, BLUE)));
     }
 }
