@@ -221,6 +221,7 @@ impl ImagekitUrl {
             transform,
             format_choice: s.format_choice,
             expires: None,
+            watermark: None,
         })
     }
 

@@ -73,8 +73,9 @@ use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
-    OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
+    MAX_DIMENSION, OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
 };
+use crate::watermark::{Axis, Offset, Watermark, WatermarkImage, anchor_of, axes_at, opacity_text};
 
 /// Most options one URL may carry.
 pub const MAX_OPTIONS: usize = 64;
@@ -340,7 +341,18 @@ impl ImgproxyPath {
                 FormatChoice::Unnamed
             },
             expires: o.expires,
+            watermark: o.watermark,
         })
+    }
+
+    /// [`ImgproxyPath::from_transform`] with the watermark `w` (`wm:…`, last): `None` when
+    /// imgproxy cannot say it (see `watermark_option`).
+    pub fn with_watermark(mut self, w: &Watermark) -> Option<Self> {
+        self.options.push(ImgOption {
+            name: "wm".to_owned(),
+            args: watermark_option(w)?,
+        });
+        Some(self)
     }
 
     /// The canonical unsigned path that asks for `t` on `image` (a relative key). Inverse of
@@ -467,6 +479,108 @@ impl ImgproxyPath {
             },
         })
     }
+}
+
+/// `wm:OPACITY[:POSITION[:X_OFFSET[:Y_OFFSET[:SCALE]]]]`: the sidecar's default watermark
+/// (imgproxy's `IMGPROXY_WATERMARK_PATH`), on the final image, as in imgproxy. OPACITY 0–1
+/// (0: no watermark, as imgproxy's `wm:0` switches a preset's off); POSITION a compass gravity
+/// (`ce` by default) with offsets in whole pixels pointing inwards from the edges it names, or
+/// `re`, tiles with X_OFFSET and Y_OFFSET pixels between them; SCALE (0–1) fits the watermark
+/// inside that fraction of the result's width and height, up or down (0: its own size).
+/// Fractional offsets (imgproxy's relative ones) and scales over 1 are 501.
+fn watermark(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let opacity = parse_decimal(name, required(name, args)?)?;
+    let opacity = Fraction::from_f64(opacity)
+        .ok_or_else(|| invalid(format!("{name}: the opacity is at most 1")))?;
+    if opacity.0 == 0 {
+        o.watermark = None;
+        return Ok(());
+    }
+    let offset = |i: usize| -> Result<i32, GrammarError> {
+        let Some(v) = arg(args, i) else {
+            return Ok(0);
+        };
+        let (negative, digits) = v.strip_prefix('-').map_or((false, v), |d| (true, d));
+        let d = parse_decimal(name, digits)?;
+        if d.fract() != 0.0 {
+            return Err(unsupported(format!("{name} fractional offsets")));
+        }
+        let px = if negative { -d } else { d };
+        match Offset::pixels(px as i64) {
+            Some(Offset::Pixels(p)) => Ok(p),
+            _ => Err(invalid(format!(
+                "{name}: offsets are limited to {MAX_DIMENSION}"
+            ))),
+        }
+    };
+    let (dx, dy) = (offset(2)?, offset(3)?);
+    let (x, y) = match arg(args, 1).unwrap_or("ce") {
+        "re" => {
+            let spacing = |d: i32| {
+                u32::try_from(d).map_err(|_| invalid(format!("{name}: negative tile spacing")))
+            };
+            (Axis::Repeat(spacing(dx)?), Axis::Repeat(spacing(dy)?))
+        }
+        kind => {
+            let &(_, h, v) = GRAVITIES
+                .iter()
+                .find(|g| g.0 == kind)
+                .ok_or_else(|| invalid(format!("{name}: unknown position {kind:?}")))?;
+            axes_at((h, v), (dx, dy))
+        }
+    };
+    let scale = match arg(args, 4) {
+        None => None,
+        Some(v) => {
+            let s = parse_decimal(name, v)?;
+            if s > 1.0 {
+                return Err(unsupported(format!("{name} scale over 1")));
+            }
+            Fraction::from_f64(s)
+                .filter(|f| f.0 > 0)
+                .map(Span::Fraction)
+        }
+    };
+    o.watermark = Some(Watermark {
+        image: WatermarkImage::Default,
+        x,
+        y,
+        opacity,
+        width: scale,
+        height: scale,
+    });
+    Ok(())
+}
+
+/// The `wm:…` option of `w`: `None` when imgproxy cannot say it (another image than the
+/// default, percentages, tiling along one axis only, a size other than one scale of both sides).
+fn watermark_option(w: &Watermark) -> Option<Vec<String>> {
+    if w.image != WatermarkImage::Default || w.opacity.0 == 0 || w.width != w.height {
+        return None;
+    }
+    let (position, (dx, dy)) = match (w.x, w.y) {
+        (Axis::Repeat(sx), Axis::Repeat(sy)) => {
+            ("re", (i32::try_from(sx).ok()?, i32::try_from(sy).ok()?))
+        }
+        (x, y) => {
+            let (anchor, offsets) = anchor_of(x, y)?;
+            (gravity_name(anchor), offsets)
+        }
+    };
+    let scale = match w.width {
+        None => None,
+        Some(Span::Fraction(f)) => Some(f.to_string()),
+        Some(Span::Pixels(_)) => return None,
+    };
+    let mut args = vec![opacity_text(w.opacity)];
+    let tail = [
+        (position != "ce" || dx != 0 || dy != 0 || scale.is_some()).then(|| position.to_owned()),
+        (dx != 0 || dy != 0 || scale.is_some()).then(|| dx.to_string()),
+        (dy != 0 || scale.is_some()).then(|| dy.to_string()),
+        scale,
+    ];
+    args.extend(tail.into_iter().flatten());
+    Some(args)
 }
 
 /// The anchor seen in the image mirrored as imgproxy's `fl` says.
@@ -613,6 +727,8 @@ struct Options {
     focus: Option<(Fraction, Fraction)>,
     max_bytes: Option<u32>,
     progressive: Option<bool>,
+    /// `wm:…`: the default watermark, placed on the final image.
+    watermark: Option<Watermark>,
 }
 
 impl Default for Options {
@@ -641,6 +757,7 @@ impl Default for Options {
             focus: None,
             max_bytes: None,
             progressive: None,
+            watermark: None,
         }
     }
 }
@@ -722,7 +839,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         unsupported_option,
     ),
     spec(&["gradient", "gr"], 5, unsupported_option),
-    spec(&["watermark", "wm"], 5, unsupported_option),
+    spec(&["watermark", "wm"], 5, watermark),
     spec(&["watermark_url", "wmu"], 1, unsupported_option),
     spec(&["watermark_text", "wmt"], 1, unsupported_option),
     spec(&["watermark_size", "wms"], 3, unsupported_option),
@@ -1472,6 +1589,94 @@ mod tests {
         );
     }
 
+    /// `wm` rows: canonical path ⇄ the watermark it asks for (imgproxy's default image).
+    #[test]
+    fn watermarks_are_the_default_image_placed_by_gravity() {
+        use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
+        let px = Offset::Pixels;
+        let w = |x, y, opacity, scale: Option<u16>| Watermark {
+            image: WatermarkImage::Default,
+            x,
+            y,
+            opacity: Fraction(opacity),
+            width: scale.map(|s| Span::Fraction(Fraction(s))),
+            height: scale.map(|s| Span::Fraction(Fraction(s))),
+        };
+        let centre = Axis::Center(Offset::ZERO);
+        for (path, want) in [
+            ("insecure/wm:1/plain/a.jpg", w(centre, centre, 10_000, None)),
+            (
+                "insecure/wm:0.5:soea:10:20/plain/a.jpg",
+                w(Axis::End(px(10)), Axis::End(px(20)), 5000, None),
+            ),
+            (
+                "insecure/wm:0.5:no:0:5/plain/a.jpg",
+                w(centre, Axis::Start(px(5)), 5000, None),
+            ),
+            (
+                "insecure/wm:0.25:we:-3/plain/a.jpg",
+                w(Axis::Start(px(-3)), centre, 2500, None),
+            ),
+            (
+                "insecure/wm:1:ce:0:0:0.25/plain/a.jpg",
+                w(centre, centre, 10_000, Some(2500)),
+            ),
+            (
+                "insecure/wm:0.3:re:8:4/plain/a.jpg",
+                w(Axis::Repeat(8), Axis::Repeat(4), 3000, None),
+            ),
+            (
+                "insecure/wm:1:re/plain/a.jpg",
+                w(Axis::Repeat(0), Axis::Repeat(0), 10_000, None),
+            ),
+        ] {
+            let t = target(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(t.watermark.as_ref(), Some(&want), "{path}");
+            let back = ImgproxyPath::from_transform(&t.transform, &t.image)
+                .and_then(|p| p.with_watermark(&want))
+                .unwrap();
+            let wm = path.split('/').nth(1).unwrap_or_default();
+            assert!(
+                back.to_path().contains(&format!("/{wm}/")),
+                "{path}: {}",
+                back.to_path()
+            );
+            assert_eq!(target(&back.to_path()).unwrap(), t, "{path}");
+        }
+        assert_eq!(
+            target("insecure/wm:0:soea/plain/a.jpg").unwrap().watermark,
+            None,
+            "wm:0 is off"
+        );
+        assert_eq!(
+            target("insecure/wm:1:nowe/wm:0/plain/a.jpg")
+                .unwrap()
+                .watermark,
+            None,
+            "the later option wins"
+        );
+        for bad in [
+            "insecure/wm:1.5/plain/a.jpg",
+            "insecure/wm:x/plain/a.jpg",
+            "insecure/wm:1:up/plain/a.jpg",
+            "insecure/wm:1:re:-1:0/plain/a.jpg",
+            "insecure/wm:1:ce:99999/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let path = |p: &str| WatermarkImage::Path(p.into());
+        assert_eq!(
+            ImgproxyPath::from_transform(&Transform::default(), "a.jpg")
+                .unwrap()
+                .with_watermark(&Watermark::new(path("logo.png"))),
+            None,
+            "imgproxy URLs name no watermark image"
+        );
+    }
+
     #[test]
     fn the_focus_point_is_turned_back_to_the_source() {
         use crate::transform::Fraction;
@@ -1618,7 +1823,15 @@ mod tests {
             ("insecure/c:100:100:no:5/plain/a.jpg", "gravity offsets"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
-            ("insecure/wm:0.5/plain/a.jpg", "watermark"),
+            ("insecure/wmu:aHR0cA/plain/a.jpg", "watermark_url"),
+            (
+                "insecure/wm:0.5:ce:1.5/plain/a.jpg",
+                "watermark fractional offsets",
+            ),
+            (
+                "insecure/wm:0.5:ce:0:0:2/plain/a.jpg",
+                "watermark scale over 1",
+            ),
             ("insecure/plain/a.jpg@jxl", "extension jxl"),
             (
                 "insecure/dpr:2/plain/a.jpg",
