@@ -703,6 +703,7 @@ mod tests {
         for url in [
             "/t/unsafe/filters:watermark(..%2Fsecret.png,0,0,0)/a.jpg",
             "/v1/ex/photos/a.jpg?watermark=../secret.png",
+            "/demo/tr:l-image,i-..@@secret.png,l-end/a.jpg",
         ] {
             assert_eq!(rejected(r.decide("GET", url, None, now())).0, 400, "{url}");
         }
