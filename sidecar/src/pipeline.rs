@@ -1,5 +1,5 @@
 //! The render pipeline: decode → orient → crop → resize → to sRGB → flip → grayscale → blur →
-//! sharpen → pad → flatten → rotate → encode, as a list of named steps.
+//! sharpen → pad → flatten → rotate → watermark → encode, as a list of named steps.
 //!
 //! Formats: JPEG, PNG, WebP and GIF in and out. Animated GIF and WebP sources stay animated
 //! when the output is GIF or WebP ([`animation`]: every frame through the same steps, up to
@@ -39,6 +39,7 @@
 //! crop and resize are one pass.
 
 mod animation;
+pub mod watermark;
 
 use std::io::Cursor;
 
@@ -223,6 +224,17 @@ pub fn render_with(
     limits: &Limits,
     encoding: &Encoding,
 ) -> Result<Rendered, PipelineError> {
+    render_overlaid(source, t, None, limits, encoding)
+}
+
+/// [`render_with`] with a watermark composited onto the final image ([`watermark`]).
+pub fn render_overlaid(
+    source: &[u8],
+    t: &Transform,
+    overlay: Option<&watermark::Overlay>,
+    limits: &Limits,
+    encoding: &Encoding,
+) -> Result<Rendered, PipelineError> {
     let Plan {
         source_format,
         mut decoder,
@@ -232,9 +244,14 @@ pub fn render_with(
         geometry,
         shrink,
     } = plan(source, t, limits)?;
-    if let Some(animation) =
-        animation::render(source, source_format, decoder.dimensions(), t, limits)?
-    {
+    if let Some(animation) = animation::render(
+        source,
+        source_format,
+        decoder.dimensions(),
+        t,
+        overlay,
+        limits,
+    )? {
         return Ok(animation);
     }
     let profile = read_color_profile(&mut decoder);
@@ -242,20 +259,21 @@ pub fn render_with(
     let image = apply_orientation(image, orientation);
     let pixels = normalise(image)?;
     let geometry = geometry.on_decoded(width, height, pixels.width, pixels.height);
-    let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t)?;
+    let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t, overlay)?;
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
     encode(pixels, format, t, encoding)
 }
 
-/// The steps from resize to rotate, which a still and each frame of an animation go through
-/// alike; `profile` is the source's colour profile when it is not sRGB.
+/// The steps from resize to the watermark, which a still and each frame of an animation go
+/// through alike; `profile` is the source's colour profile when it is not sRGB.
 fn frame_steps(
     pixels: Pixels,
     geometry: &Geometry,
     profile: Option<&ColorProfile>,
     t: &Transform,
+    overlay: Option<&watermark::Overlay>,
 ) -> Result<Pixels, PipelineError> {
     let pixels = resize(pixels, geometry)?;
     let pixels = to_srgb(pixels, profile);
@@ -265,7 +283,8 @@ fn frame_steps(
     let pixels = sharpen(pixels, t.sharpen);
     let pixels = pad(pixels, t);
     let pixels = flatten(pixels, t.background);
-    Ok(rotate(pixels, t.rotation))
+    let pixels = rotate(pixels, t.rotation);
+    watermark::apply(pixels, overlay)
 }
 
 /// What the header says about a render, before any pixel is decoded: steps 1–3 below.
@@ -334,6 +353,16 @@ const RENDER_OVERHEAD_BYTES: u64 = 4 << 20;
 /// same error. Conservative: the decoded image counts twice (orientation and normalising may
 /// copy it), the output-sized buffers of the steps after the resize four times.
 pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u64, PipelineError> {
+    memory_needed_overlaid(source, t, None, limits)
+}
+
+/// [`memory_needed`] of [`render_overlaid`]: the scaled watermark counts too.
+pub fn memory_needed_overlaid(
+    source: &[u8],
+    t: &Transform,
+    overlay: Option<&watermark::Overlay>,
+    limits: &Limits,
+) -> Result<u64, PipelineError> {
     let format = sniff_format(source)?;
     if format == Format::Jpeg
         && let Ok(header) = turbojpeg::read_header(source)
@@ -351,7 +380,7 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
             let shrink = shrink_on_load(format, &geometry);
             let side = |n: u32| (f64::from(n) / shrink).ceil() as u64;
             let decoded = side(width) * side(height) * 3;
-            Ok(working_set(decoded, &geometry, t))
+            Ok(working_set(decoded, &geometry, t, overlay))
         });
         let needed = match estimates {
             [Err(e), Err(_)] => return Err(e),
@@ -370,11 +399,16 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
         Format::Gif => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
         _ => plan.decoder.total_bytes(),
     };
-    Ok(working_set(decoded, &plan.geometry, t))
+    Ok(working_set(decoded, &plan.geometry, t, overlay))
 }
 
 /// What a render holds at most, given the bytes its decoder produces (see [`memory_needed`]).
-fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
+fn working_set(
+    decoded: u64,
+    geometry: &Geometry,
+    t: &Transform,
+    overlay: Option<&watermark::Overlay>,
+) -> u64 {
     let (out_w, out_h) = if t.pad {
         padded_size(geometry.width, geometry.height, t)
     } else {
@@ -384,6 +418,7 @@ fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
     decoded
         .saturating_mul(2)
         .saturating_add(output.saturating_mul(4))
+        .saturating_add(watermark::memory_needed(overlay, out_w.max(out_h)))
         .saturating_add(RENDER_OVERHEAD_BYTES)
 }
 

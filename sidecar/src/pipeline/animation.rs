@@ -22,6 +22,7 @@ use pixmesh_core::transform::{Format, Transform};
 use super::{
     DEFAULT_WEBP_QUALITY, GIF_ALPHA_THRESHOLD, GIF_QUANTIZE_SPEED, Geometry, Limits,
     MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION, PipelineError, Pixels, Rendered, frame_steps,
+    watermark::Overlay,
 };
 use crate::libwebp;
 
@@ -50,6 +51,7 @@ pub(super) fn render(
     source_format: Format,
     (width, height): (u32, u32),
     t: &Transform,
+    overlay: Option<&Overlay>,
     limits: &Limits,
 ) -> Result<Option<Rendered>, PipelineError> {
     if limits.max_animation_frames <= 1 || !matches!(source_format, Format::Gif | Format::Webp) {
@@ -79,8 +81,16 @@ pub(super) fn render(
     let geometry = super::geometry(width, height, t, limits)?;
     check_sizes(frames, (width, height), &geometry, t, limits)?;
     let (rendered, loops) = match source_format {
-        Format::Gif => render_gif(source, (width, height), frames, &geometry, t, limits)?,
-        _ => render_webp(source, frames, &geometry, t)?,
+        Format::Gif => render_gif(
+            source,
+            (width, height),
+            frames,
+            &geometry,
+            t,
+            overlay,
+            limits,
+        )?,
+        _ => render_webp(source, frames, &geometry, t, overlay)?,
     };
     encode(rendered, format, loops, t).map(Some)
 }
@@ -145,6 +155,7 @@ fn render_gif(
     frames: u32,
     geometry: &Geometry,
     t: &Transform,
+    overlay: Option<&Overlay>,
     limits: &Limits,
 ) -> Result<(Vec<Frame>, Loops), PipelineError> {
     let mut options = gif::DecodeOptions::new();
@@ -209,7 +220,7 @@ fn render_gif(
             data: canvas.clone(),
         };
         out.push(Frame {
-            pixels: frame_steps(pixels, geometry, None, t)?,
+            pixels: frame_steps(pixels, geometry, None, t, overlay)?,
             duration_ms: u32::from(delay) * 10,
         });
         match dispose {
@@ -245,6 +256,7 @@ fn render_webp(
     frames: u32,
     geometry: &Geometry,
     t: &Transform,
+    overlay: Option<&Overlay>,
 ) -> Result<(Vec<Frame>, Loops), PipelineError> {
     let mut decoder = libwebp::AnimDecoder::new(source)?;
     let (width, height) = decoder.canvas();
@@ -264,7 +276,7 @@ fn render_webp(
             data: canvas.to_vec(),
         };
         out.push(Frame {
-            pixels: frame_steps(pixels, geometry, None, t)?,
+            pixels: frame_steps(pixels, geometry, None, t, overlay)?,
             duration_ms,
         });
     }
