@@ -75,7 +75,9 @@ use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
     MAX_DIMENSION, OutputFormat, Rotation, Sharpen, Span, Transform, VAlign,
 };
-use crate::watermark::{Axis, Offset, Watermark, WatermarkImage, anchor_of, axes_at, opacity_text};
+use crate::watermark::{
+    Offset, Watermark, WatermarkImage, axes_placed, opacity_text, placement_of,
+};
 
 /// Most options one URL may carry.
 pub const MAX_OPTIONS: usize = 64;
@@ -514,21 +516,16 @@ fn watermark(o: &mut Options, name: &str, args: &[String]) -> Result<(), Grammar
         }
     };
     let (dx, dy) = (offset(2)?, offset(3)?);
-    let (x, y) = match arg(args, 1).unwrap_or("ce") {
-        "re" => {
-            let spacing = |d: i32| {
-                u32::try_from(d).map_err(|_| invalid(format!("{name}: negative tile spacing")))
-            };
-            (Axis::Repeat(spacing(dx)?), Axis::Repeat(spacing(dy)?))
-        }
-        kind => {
-            let &(_, h, v) = GRAVITIES
-                .iter()
-                .find(|g| g.0 == kind)
-                .ok_or_else(|| invalid(format!("{name}: unknown position {kind:?}")))?;
-            axes_at((h, v), (dx, dy))
-        }
+    let anchor = match arg(args, 1).unwrap_or("ce") {
+        "re" => None,
+        kind => GRAVITIES
+            .iter()
+            .find(|g| g.0 == kind)
+            .map(|&(_, h, v)| Some((h, v)))
+            .ok_or_else(|| invalid(format!("{name}: unknown position {kind:?}")))?,
     };
+    let (x, y) = axes_placed(anchor, (dx, dy))
+        .ok_or_else(|| invalid(format!("{name}: negative tile spacing")))?;
     let scale = match arg(args, 4) {
         None => None,
         Some(v) => {
@@ -558,15 +555,8 @@ fn watermark_option(w: &Watermark) -> Option<Vec<String>> {
     if w.image != WatermarkImage::Default || w.opacity.0 == 0 || w.width != w.height {
         return None;
     }
-    let (position, (dx, dy)) = match (w.x, w.y) {
-        (Axis::Repeat(sx), Axis::Repeat(sy)) => {
-            ("re", (i32::try_from(sx).ok()?, i32::try_from(sy).ok()?))
-        }
-        (x, y) => {
-            let (anchor, offsets) = anchor_of(x, y)?;
-            (gravity_name(anchor), offsets)
-        }
-    };
+    let (anchor, (dx, dy)) = placement_of(w.x, w.y)?;
+    let position = anchor.map_or("re", gravity_name);
     let scale = match w.width {
         None => None,
         Some(Span::Fraction(f)) => Some(f.to_string()),

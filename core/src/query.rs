@@ -46,7 +46,9 @@ use crate::transform::{
     Color, Fit, Focus, Fraction, HAlign, Hundredths, MAX_DIMENSION, OutputFormat, Rotation, Span,
     Transform, VAlign,
 };
-use crate::watermark::{Axis, Offset, Watermark, WatermarkImage, anchor_of, axes_at, opacity_text};
+use crate::watermark::{
+    Offset, Watermark, WatermarkImage, axes_placed, opacity_text, placement_of,
+};
 
 /// Most query parameters one URL may carry.
 pub const MAX_PARAMS: usize = 32;
@@ -161,15 +163,10 @@ impl QueryUrl {
         let WatermarkImage::Path(path) = &w.image else {
             return None;
         };
-        let (pos, (dx, dy)) = match (w.x, w.y) {
-            (Axis::Repeat(sx), Axis::Repeat(sy)) => {
-                ("repeat", (i32::try_from(sx).ok()?, i32::try_from(sy).ok()?))
-            }
-            (x, y) => {
-                let (anchor, offsets) = anchor_of(x, y)?;
-                let g = GRAVITIES.iter().find(|g| (g.1, g.2) == anchor)?;
-                (g.0, offsets)
-            }
+        let (anchor, (dx, dy)) = placement_of(w.x, w.y)?;
+        let pos = match anchor {
+            None => "repeat",
+            Some(anchor) => GRAVITIES.iter().find(|g| (g.1, g.2) == anchor)?.0,
         };
         let scale = match (w.width, w.height) {
             (None, None) => None,
@@ -482,18 +479,8 @@ impl Params {
             }
             return Ok(None);
         };
-        let (x, y) = match self.wm_pos {
-            Some(anchor) => axes_at(anchor, self.wm_offsets),
-            None => {
-                let spacing = |d: i32| {
-                    u32::try_from(d).map_err(|_| invalid("wm_x, wm_y: negative tile spacing"))
-                };
-                (
-                    Axis::Repeat(spacing(self.wm_offsets.0)?),
-                    Axis::Repeat(spacing(self.wm_offsets.1)?),
-                )
-            }
-        };
+        let (x, y) = axes_placed(self.wm_pos, self.wm_offsets)
+            .ok_or_else(|| invalid("wm_x, wm_y: negative tile spacing"))?;
         let scale = self.wm_scale.map(Span::Fraction);
         Ok(Some(Watermark {
             image: WatermarkImage::Path(image.clone()),

@@ -279,6 +279,31 @@ pub fn anchor_of(x: Axis, y: Axis) -> Option<((HAlign, VAlign), (i32, i32))> {
     Some(((h, v), (dx, dy)))
 }
 
+/// A compass anchor (horizontal, vertical), or tiling (`None`).
+pub type Placement = Option<(HAlign, VAlign)>;
+
+/// The axes of a watermark placed by a compass anchor, or tiled (`None`), with offsets in
+/// pixels (for tiles: the spacing between them); `None` for a negative spacing.
+pub fn axes_placed(anchor: Option<(HAlign, VAlign)>, (dx, dy): (i32, i32)) -> Option<(Axis, Axis)> {
+    match anchor {
+        Some(anchor) => Some(axes_at(anchor, (dx, dy))),
+        None => Some((
+            Axis::Repeat(u32::try_from(dx).ok()?),
+            Axis::Repeat(u32::try_from(dy).ok()?),
+        )),
+    }
+}
+
+/// The inverse of [`axes_placed`]: `None` for percentages and tiling along one axis only.
+pub fn placement_of(x: Axis, y: Axis) -> Option<(Placement, (i32, i32))> {
+    match (x, y) {
+        (Axis::Repeat(sx), Axis::Repeat(sy)) => {
+            Some((None, (i32::try_from(sx).ok()?, i32::try_from(sy).ok()?)))
+        }
+        (x, y) => anchor_of(x, y).map(|(anchor, offsets)| (Some(anchor), offsets)),
+    }
+}
+
 /// An opacity as imgproxy and the query grammar write it: `1`, `0.5`, `0.0125`.
 pub(crate) fn opacity_text(opacity: Fraction) -> String {
     if opacity == Fraction::ONE {
