@@ -40,6 +40,9 @@
 //!   a region wholly outside is 400. `xc`/`yc` (centre coordinates), `cm-pad_extract` and
 //!   `c`, `ar` or `dpr` with an extraction (a second step) are 501.
 //!
+//! `l-image,i-PATH,…,l-end` (one image layer, in the step) is a watermark: see
+//! `layer_watermark` for the subset pixmesh does; text and other layers are 501.
+//!
 //! Formats: `f-jpg`, `f-png`, `f-webp`, `f-gif` (first frame), `f-avif` fix the output; `f-orig` keeps the
 //! source's format, also on a route with `auto_format` (ImageKit's account-wide "best format"
 //! setting, which `f-orig` overrides there too); `f-auto` chooses from the client's `Accept`

@@ -52,6 +52,11 @@
 //! `overshoot_deringing`, `optimize_scans` false, `quant_table` 0; anything else is 501).
 //! Without `jpgo`, the sidecar's configured default applies, like `IMGPROXY_JPEG_PROGRESSIVE`.
 //!
+//! `wm:OPACITY[:POSITION[:X[:Y[:SCALE]]]]` (`watermark`) puts the sidecar's configured
+//! watermark (`IMGPROXY_WATERMARK_PATH`'s counterpart) on the final image, as imgproxy does
+//! after rotation and padding (see `watermark` below); `wmu`, `wmt`, `wms`, `wmr` and `wmsh`
+//! are 501.
+//!
 //! Formats: `f:`/`format:`/`ext:` or the source's extension (`@webp`, `.png`) fix the output
 //! (`gif`: the first frame; `avif`); with neither, the source's format, or, on a route with
 //! `auto_format`, the client's choice from its `Accept` header, as `IMGPROXY_AUTO_WEBP` does

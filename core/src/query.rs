@@ -31,6 +31,12 @@
 //! from the client's `Accept` header (see [`crate::accept`]); without it, the source's format,
 //! or the client's choice on a route with `auto_format`.
 //!
+//! `watermark=PATH` composites an image from the URL's storage (its path resolved like the
+//! source's) onto the final image: `wm_pos` (a gravity name, `center` by default, or `repeat`
+//! for tiles), `wm_x`/`wm_y` (whole pixels, inwards from the edges the gravity names; for tiles
+//! the spacing), `wm_opacity` (0–1, default 1) and `wm_scale` (0–1: fit inside that fraction of
+//! the result's width and height). `wm_…` without `watermark` is 400.
+//!
 //! `sig` (signature, see [`crate::sign::QuerySigner`]) and `exp` (unix seconds, 410 after it) are
 //! the security parameters.
 //!

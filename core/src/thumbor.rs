@@ -57,6 +57,11 @@
 //!   whose `Accept` lists it (see [`crate::accept`]). thumbor leaves animated GIFs out of
 //!   `AUTO_WEBP`; pixmesh, which keeps only their first frame, does not.
 //!
+//! - `watermark(IMAGE,X,Y,ALPHA[,W_RATIO[,H_RATIO]])`: an image from storage, its path resolved
+//!   like the source's (see `parse_watermark` for the arguments); composited onto the final
+//!   image, so `rotate`, `fill`, `background_color` and the effects after it are 501 (thumbor
+//!   would apply them to the watermark too), as is a second `watermark`.
+//!
 //! pixmesh applies effects before padding and background (see [`crate::transform`]), so
 //! `grayscale`, `blur` or `sharpen` after `fill` or `background_color` in the URL (which would
 //! change the padding's colour) is 501, as are `blur` and `sharpen` given twice.
@@ -546,7 +551,7 @@ impl ThumborPath {
         Ok(at)
     }
 
-    /// The watermark of `filters:watermark(…)`, if any (see [`parse_watermark`]).
+    /// The watermark of `filters:watermark(…)`, if any (see `parse_watermark`).
     pub fn watermark(&self) -> Result<Option<Watermark>, GrammarError> {
         self.filters
             .iter()
@@ -557,7 +562,7 @@ impl ThumborPath {
 
     /// Adds `filters:watermark(…)` for `w`, after the other filters: the inverse of
     /// [`ThumborPath::watermark`] for every watermark thumbor can say; canonical forms also
-    /// write what it cannot (see [`watermark_args`]).
+    /// write what it cannot (see `watermark_args`).
     pub fn push_watermark(&mut self, w: &Watermark) {
         self.filters.push(Filter {
             name: "watermark".to_owned(),
@@ -1052,7 +1057,7 @@ fn parse_watermark(args: &[&str]) -> Result<Watermark, GrammarError> {
     })
 }
 
-/// The arguments of `watermark(…)` for `w` (see [`parse_watermark`]).
+/// The arguments of `watermark(…)` for `w` (see `parse_watermark`).
 fn watermark_args(w: &Watermark) -> String {
     let image = crate::watermark::canonical_image(&w.image);
     let axis = |a: Axis| match a {
