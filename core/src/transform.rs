@@ -18,10 +18,10 @@
 //! 9. the watermark ([`crate::watermark`]), which travels beside the transform, composited
 //!    onto the final image;
 //! 10. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
-//!    transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
-//!    least half opaque and drops the others. The encoder settings (`quality`, `progressive`,
-//!    `max_bytes`) apply here; where a request names none, the sidecar's configured defaults
-//!    do.
+//!     transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
+//!     least half opaque and drops the others. The encoder settings (`quality`, `progressive`,
+//!     `max_bytes`) apply here; where a request names none, the sidecar's configured defaults
+//!     do.
 
 pub use crate::color::Color;
 
