@@ -1039,6 +1039,8 @@ mod tests {
         "a.jpg",
         "tr:w-300,h-300/dir/a.jpg",
         "tr:w-300,h-300:rt-90/a.jpg",
+        "tr:w-300,l-image,i-wm@@logo.png,lx-10,ly-20,w-50,l-end/a.jpg",
+        "a.jpg?tr=l-image,ie-d20vYSBiLnBuZw==,lfo-bottom_right,h-40,l-end",
         "a.jpg?tr=w-300,h-200,c-at_max,f-webp",
         "tr:w-300,ar-4-3,fo-top_left,q-80,fl-h_v/a%20b.jpg",
         "tr:e-grayscale,e-sharpen-10,bl-0,md-false/a.jpg",

@@ -1200,6 +1200,8 @@ mod tests {
     const ROUND_TRIP: &[&str] = &[
         "insecure/rs:fit:300:200/plain/photos/a.jpg@webp",
         "insecure/rs:fill:300:200:1/g:nowe/q:80/plain/photos/a.jpg",
+        "insecure/rs:fit:300:200/wm:0.5:soea:10:10:0.25/plain/photos/a.jpg",
+        "insecure/wm:1:re:8:4/plain/photos/a.jpg",
         "insecure/rs:force:300:200/fl:1:0/plain/a.jpg@png",
         "insecure/rs::300/plain/a.jpg",
         "insecure/w:300/h:200/el:1/ex:0/plain/s3://photos/a%20b.jpg",

@@ -570,6 +570,8 @@ mod tests {
         "photos/a.jpg",
         "photos/dir/a%20b.jpg?w=800&h=600&fit=cover",
         "my-s3-bucket/photos/vacation.jpg?w=800&h=600&fit=cover",
+        "photos/a.jpg?w=300&watermark=wm%2Flogo.png&wm_pos=bottom-right&wm_x=10&wm_y=10&wm_opacity=0.5&wm_scale=0.25",
+        "photos/a.jpg?watermark=wm%2Flogo.png&wm_pos=repeat&wm_x=8",
         "photos/a.jpg?w=300&fit=crop&gravity=top-left&f=webp&q=80",
         "photos/a.jpg?width=300&height=200&fit=scale-down&format=png&quality=70",
         "photos/a.jpg?w=300&dpr=1.5&blur=0&sharpen=0&exp=4102444800&sig=abcdef",

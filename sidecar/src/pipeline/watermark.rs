@@ -380,6 +380,57 @@ mod tests {
     }
 
     #[test]
+    fn the_render_reserves_the_scaled_watermark_and_every_frame_of_an_animation_gets_it() {
+        use image::AnimationDecoder;
+        use pixmesh_core::transform::{Format, OutputFormat};
+        // Three 16×16 frames: red, green, blue.
+        let mut gif = Vec::new();
+        {
+            let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
+            encoder
+                .set_repeat(image::codecs::gif::Repeat::Infinite)
+                .unwrap();
+            for c in [[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]] {
+                let frame = image::Frame::new(image::RgbaImage::from_pixel(16, 16, image::Rgba(c)));
+                encoder.encode_frame(frame).unwrap();
+            }
+        }
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Gif),
+            ..Transform::default()
+        };
+        let mut o = overlay(
+            solid(4, 4, [255, 255, 255, 255]),
+            Axis::Start(Offset::ZERO),
+            Axis::Start(Offset::ZERO),
+        );
+        let limits = Limits::default();
+        let plain = super::super::memory_needed(&gif, &t, &limits).unwrap();
+        let marked = super::super::memory_needed_overlaid(&gif, &t, Some(&o), &limits).unwrap();
+        assert_eq!(marked - plain, 4 * 4 * 4 * 2);
+        o.spec.width = Some(Span::Pixels(1000));
+        let big = super::super::memory_needed_overlaid(&gif, &t, Some(&o), &limits).unwrap();
+        assert_eq!(
+            big - plain,
+            1000 * 1000 * 4 * 2,
+            "scaled up, counted scaled"
+        );
+        o.spec.width = None;
+        let out = super::super::render_overlaid(&gif, &t, Some(&o), &limits, &Default::default())
+            .unwrap();
+        let frames: Vec<_> = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&out.bytes))
+            .unwrap()
+            .into_frames()
+            .map(|f| f.unwrap().into_buffer())
+            .collect();
+        assert_eq!(frames.len(), 3);
+        for (frame, colour) in frames.iter().zip([[255, 0, 0], [0, 255, 0], [0, 0, 255]]) {
+            assert_eq!(frame.get_pixel(1, 1).0[..3], [255, 255, 255], "watermarked");
+            assert_eq!(frame.get_pixel(10, 10).0[..3], colour, "the frame itself");
+        }
+    }
+
+    #[test]
     fn decodes_real_images_upright_with_alpha() {
         let mut png = Vec::new();
         let img = image::RgbaImage::from_fn(6, 3, |x, _| {
