@@ -54,8 +54,8 @@
 //!
 //! `wm:OPACITY[:POSITION[:X[:Y[:SCALE]]]]` (`watermark`) puts the sidecar's configured
 //! watermark (`IMGPROXY_WATERMARK_PATH`'s counterpart) on the final image, as imgproxy does
-//! after rotation and padding (see `watermark` below); `wmu`, `wmt`, `wms`, `wmr` and `wmsh`
-//! are 501.
+//! after rotation and padding (see `watermark` below), or the image `wmu:BASE64URL` names (a
+//! key in the source's storage, see `watermark_url`); `wmt`, `wms`, `wmr` and `wmsh` are 501.
 //!
 //! Formats: `f:`/`format:`/`ext:` or the source's extension (`@webp`, `.png`) fix the output
 //! (`gif`: the first frame; `avif`); with neither, the source's format, or, on a route with
@@ -264,6 +264,10 @@ impl ImgproxyPath {
             image,
             version,
         } = resolve_source(&self.source_url()?)?;
+        let watermark = match (o.watermark, o.watermark_url) {
+            (Some(w), Some(url)) => Some(stored_watermark(w, &url, handle.as_deref())?),
+            (w, _) => w,
+        };
         // imgproxy's options describe the image after rotation and flips; the transform's are
         // before them (see the module documentation).
         let turn_back = o.rotation.inverse();
@@ -348,17 +352,28 @@ impl ImgproxyPath {
                 FormatChoice::Unnamed
             },
             expires: o.expires,
-            watermark: o.watermark,
+            watermark,
         })
     }
 
     /// [`ImgproxyPath::from_transform`] with the watermark `w` (`wm:…`, last): `None` when
     /// imgproxy cannot say it (see `watermark_option`).
     pub fn with_watermark(mut self, w: &Watermark) -> Option<Self> {
+        let url = match &w.image {
+            WatermarkImage::Default => None,
+            WatermarkImage::Path(path) => Some(URL_SAFE_NO_PAD.encode(path)),
+            WatermarkImage::Object { .. } => return None,
+        };
         self.options.push(ImgOption {
             name: "wm".to_owned(),
             args: watermark_option(w)?,
         });
+        if let Some(url) = url {
+            self.options.push(ImgOption {
+                name: "wmu".to_owned(),
+                args: vec![url],
+            });
+        }
         Some(self)
     }
 
@@ -554,10 +569,47 @@ fn watermark(o: &mut Options, name: &str, args: &[String]) -> Result<(), Grammar
     Ok(())
 }
 
-/// The `wm:…` option of `w`: `None` when imgproxy cannot say it (another image than the
-/// default, percentages, tiling along one axis only, a size other than one scale of both sides).
+/// `wmu:BASE64URL` (`watermark_url`): the watermark image instead of the default, for `wm`
+/// (alone it asks for nothing, as in imgproxy). pixmesh reads it from storage: a key (or
+/// `local:///KEY`) resolved like the source's path, or `s3://BUCKET/KEY` in the source's own
+/// bucket; other buckets, versions and `http(s)://` URLs are 501.
+fn watermark_url(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let url = URL_SAFE_NO_PAD
+        .decode(required(name, args)?.trim_end_matches('='))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| invalid(format!("{name}: not base64url of a URL")))?;
+    o.watermark_url = Some(url);
+    Ok(())
+}
+
+/// `w` with the image of `wmu`'s `url`, for a source in the storage `handle` names.
+fn stored_watermark(
+    mut w: Watermark,
+    url: &str,
+    handle: Option<&str>,
+) -> Result<Watermark, GrammarError> {
+    let in_wmu = |e: GrammarError| match e {
+        GrammarError::Unsupported(m) => unsupported(format!("watermark_url: {m}")),
+        GrammarError::Invalid(m) => invalid(format!("watermark_url: {m}")),
+    };
+    let r = resolve_source(url).map_err(in_wmu)?;
+    if r.version.is_some() {
+        return Err(unsupported("watermark_url: object versions"));
+    }
+    if r.handle.is_some() && r.handle.as_deref() != handle {
+        return Err(unsupported(
+            "watermark_url: a bucket other than the source's",
+        ));
+    }
+    w.image = WatermarkImage::Path(r.image);
+    Ok(w)
+}
+
+/// The `wm:…` option of `w`: `None` when imgproxy cannot say it (percentages, tiling along one
+/// axis only, a size other than one scale of both sides).
 fn watermark_option(w: &Watermark) -> Option<Vec<String>> {
-    if w.image != WatermarkImage::Default || w.opacity.0 == 0 || w.width != w.height {
+    if w.opacity.0 == 0 || w.width != w.height {
         return None;
     }
     let (anchor, (dx, dy)) = placement_of(w.x, w.y)?;
@@ -724,6 +776,8 @@ struct Options {
     progressive: Option<bool>,
     /// `wm:…`: the default watermark, placed on the final image.
     watermark: Option<Watermark>,
+    /// `wmu:…`: the watermark's URL, decoded, instead of the default.
+    watermark_url: Option<String>,
 }
 
 impl Default for Options {
@@ -753,6 +807,7 @@ impl Default for Options {
             max_bytes: None,
             progressive: None,
             watermark: None,
+            watermark_url: None,
         }
     }
 }
@@ -835,7 +890,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     ),
     spec(&["gradient", "gr"], 5, unsupported_option),
     spec(&["watermark", "wm"], 5, watermark),
-    spec(&["watermark_url", "wmu"], 1, unsupported_option),
+    spec(&["watermark_url", "wmu"], 1, watermark_url),
     spec(&["watermark_text", "wmt"], 1, unsupported_option),
     spec(&["watermark_size", "wms"], 3, unsupported_option),
     spec(
@@ -1664,14 +1719,31 @@ mod tests {
                 "{bad}"
             );
         }
-        let path = |p: &str| WatermarkImage::Path(p.into());
-        assert_eq!(
-            ImgproxyPath::from_transform(&Transform::default(), "a.jpg")
-                .unwrap()
-                .with_watermark(&Watermark::new(path("logo.png"))),
-            None,
-            "imgproxy URLs name no watermark image"
+        // `wmu` names the image: a key resolved like the source's.
+        let logo = WatermarkImage::Path("wm/logo.png".into());
+        let t = target("insecure/wm:0.5:soea/wmu:d20vbG9nby5wbmc/plain/a.jpg").unwrap();
+        let w = t.watermark.clone().unwrap();
+        assert_eq!((&w.image, w.opacity), (&logo, Fraction(5000)));
+        let back = ImgproxyPath::from_transform(&t.transform, &t.image)
+            .and_then(|p| p.with_watermark(&w))
+            .unwrap();
+        assert!(
+            back.to_path()
+                .ends_with("/wm:0.5:soea/wmu:d20vbG9nby5wbmc/plain/a.jpg")
         );
+        let in_bucket = "insecure/wm:1/wmu:czM6Ly9iL3dtL2xvZ28ucG5n/plain/s3://b/a.jpg";
+        assert_eq!(target(in_bucket).unwrap().watermark.unwrap().image, logo);
+        assert_eq!(
+            target("insecure/wmu:d20vbG9nby5wbmc/plain/a.jpg")
+                .unwrap()
+                .watermark,
+            None,
+            "wmu alone asks for nothing, as in imgproxy"
+        );
+        assert!(matches!(
+            target("insecure/wm:1/wmu:!!/plain/a.jpg"),
+            Err(GrammarError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -1820,7 +1892,14 @@ mod tests {
             ("insecure/c:100:100:no:5/plain/a.jpg", "gravity offsets"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
-            ("insecure/wmu:aHR0cA/plain/a.jpg", "watermark_url"),
+            (
+                "insecure/wm:1/wmu:aHR0cHM6Ly94LmV4YW1wbGUvbC5wbmc/plain/a.jpg",
+                "watermark_url: https:// sources",
+            ),
+            (
+                "insecure/wm:1/wmu:czM6Ly9vdGhlci1idWNrZXQvbC5wbmc/plain/a.jpg",
+                "watermark_url: a bucket other than the source's",
+            ),
             (
                 "insecure/wm:0.5:ce:1.5/plain/a.jpg",
                 "watermark fractional offsets",

@@ -700,6 +700,15 @@ mod tests {
             now(),
         ));
         assert_eq!(ip.request.watermark.unwrap().image, WatermarkImage::Default);
+        let corner = [
+            "/t/unsafe/300x200/filters:upscale():watermark(wm/logo.png,-0,-0,0)/dir/a.jpg",
+            "/demo/tr:w-300,h-200,l-image,i-wm@@logo.png,lfo-bottom_right,l-end/dir/a.jpg",
+            "/ip/insecure/rs:fill:300:200:1/wm:1:soea/wmu:d20vbG9nby5wbmc/plain/dir/a.jpg",
+            "/v1/ex/photos/dir/a.jpg?w=300&h=200&watermark=wm/logo.png&wm_pos=bottom-right",
+        ]
+        .map(|url| rendered(r.decide("GET", url, None, now())).request);
+        assert!(corner.iter().all(|req| req == &corner[0]), "{corner:?}");
+        assert!(corner[0].watermark.is_some());
         for url in [
             "/t/unsafe/filters:watermark(..%2Fsecret.png,0,0,0)/a.jpg",
             "/v1/ex/photos/a.jpg?watermark=../secret.png",

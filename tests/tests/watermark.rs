@@ -182,6 +182,10 @@ async fn watermarks_from_storage_are_the_same_in_every_grammar() {
     let other = w.get(other_url).await;
     assert_eq!(pixels(other_url, &other).as_raw(), corner.as_raw());
     let other_tag = other.header("etag").expect("an ETag");
+    // imgproxy names another image than its default with `wmu` (base64url of wm/other.png).
+    let ip_other =
+        "/ip/insecure/rs:fit:300:200/wm:1:soea/wmu:d20vb3RoZXIucG5n/plain/medium.jpg@png";
+    assert_eq!(w.get(ip_other).await.header("etag"), Some(other_tag));
     let plain_tag = w.get(plain_url).await.header("etag").map(str::to_owned);
     assert_ne!(other_tag, corner_tag);
     assert_ne!(plain_tag.as_deref(), Some(corner_tag.as_str()));
@@ -209,7 +213,14 @@ async fn missing_and_broken_watermarks_are_refused_with_their_status() {
             "/img/unsafe/filters:watermark(https://x.example/l.png,0,0,0)/medium.jpg",
             501,
         ),
-        ("/ip/insecure/wmu:aHR0cHM6Ly94/plain/medium.jpg", 501),
+        (
+            "/ip/insecure/wm:1/wmu:aHR0cHM6Ly94LmV4YW1wbGUvbC5wbmc/plain/medium.jpg",
+            501,
+        ),
+        (
+            "/ip/insecure/wm:1/wmu:d20vbm9uZS5wbmc/plain/medium.jpg",
+            404,
+        ),
     ] {
         let r = w.get(url).await;
         assert_eq!(r.status, status, "{url}: {}", r.text());
