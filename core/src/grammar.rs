@@ -8,6 +8,9 @@ use crate::transform::{
     Color, Format, Fraction, Hundredths, MAX_CROP_PIXELS, MAX_DIMENSION, MAX_SHARPEN_AMOUNT,
     MAX_SIGMA, Rotation, Sharpen, Span, Transform,
 };
+use crate::watermark::Watermark;
+#[cfg(doc)]
+use crate::watermark::WatermarkImage;
 
 /// Why a URL was not turned into a transform.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +88,9 @@ pub struct Target {
     pub format_choice: FormatChoice,
     /// When the URL stops being served.
     pub expires: Option<Expiry>,
+    /// The watermark composited onto the result, its image a path ([`WatermarkImage::Path`],
+    /// resolved by the route like the source's) or the sidecar's default.
+    pub watermark: Option<Watermark>,
 }
 
 /// Formats a grammar may name that the pipeline cannot write yet (501, not 400).

@@ -46,6 +46,8 @@
 //! crop by pixmesh's attention heuristic (edges, skin tones, saturation; see
 //! [`Transform::smart`]), where ImageKit uses its own saliency model; with `cm-extract` it is
 //! 501. ImageKit has no parameter to keep the ICC profile.
+//! `l-image,i-PATH,…,l-end` (one image layer, in the step) is a watermark: see
+//! `layer_watermark` for the subset pixmesh does; text and other layers are 501.
 //!
 //! Formats: `f-jpg`, `f-png`, `f-webp`, `f-gif` (first frame), `f-avif` fix the output; `f-orig` keeps the
 //! source's format, also on a route with `auto_format` (ImageKit's account-wide "best format"
@@ -66,6 +68,7 @@ use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Fraction, HAlign, Hundredths, MAX_DIMENSION,
     OutputFormat, Rotation, Sharpen, Span, Transform, Trim, TrimColor, VAlign,
 };
+use crate::watermark::{Axis, Offset, Watermark, WatermarkImage, anchor_of, axes_at};
 
 /// ImageKit's trim threshold for `t-true`.
 const DEFAULT_TRIM_THRESHOLD: u8 = 10;
@@ -166,7 +169,9 @@ impl ImagekitUrl {
             return Err(unsupported("chained transformations"));
         }
         let mut s = State::default();
-        for p in steps.into_iter().flatten() {
+        let (base, layer) = split_layer(steps.into_iter().flatten())?;
+        let watermark = layer.map(|l| layer_watermark(&l)).transpose()?;
+        for p in base {
             let spec = PARAMS.iter().find(|s| s.name == p.name).ok_or_else(|| {
                 if p.name.starts_with("e-") {
                     unsupported(format!("effect {}", p.name))
@@ -236,7 +241,19 @@ impl ImagekitUrl {
             transform,
             format_choice: s.format_choice,
             expires: None,
+            watermark,
         })
+    }
+
+    /// This URL with the watermark `w` as an image layer at the end of its transformation;
+    /// `None` when ImageKit cannot say it (see `layer_watermark` for what it can).
+    pub fn with_watermark(mut self, w: &Watermark) -> Option<Self> {
+        let layer = layer_params(w)?;
+        match self.steps.first_mut() {
+            Some(step) => step.extend(layer),
+            None => self.steps.push(layer),
+        }
+        Some(self)
     }
 
     /// The canonical URL (transformation in the path) asking for `t` on `image`; `None` when
@@ -395,6 +412,185 @@ impl ImagekitUrl {
     }
 }
 
+/// Splits a step's parameters into the base image's and those of its one image layer
+/// (`l-image,…,l-end`).
+fn split_layer<'a>(
+    params: impl Iterator<Item = &'a Param>,
+) -> Result<(Vec<&'a Param>, Option<Vec<&'a Param>>), GrammarError> {
+    let (mut base, mut layer, mut open) = (Vec::new(), None::<Vec<&Param>>, false);
+    for p in params {
+        match (p.name.as_str(), p.value.as_deref(), open) {
+            ("l", Some("image"), false) if layer.is_none() => {
+                open = true;
+                layer = Some(Vec::new());
+            }
+            ("l", Some("image"), _) => return Err(unsupported("more than one overlay (l-image)")),
+            ("l", Some("end"), true) => open = false,
+            ("l", Some(kind @ ("text" | "video" | "subtitles" | "solid")), _) => {
+                return Err(unsupported(format!("overlays of type {kind} (l-{kind})")));
+            }
+            ("l", _, _) => {
+                return Err(invalid(format!(
+                    "unknown layer l-{}",
+                    p.value.as_deref().unwrap_or("")
+                )));
+            }
+            (_, _, true) => layer.get_or_insert_with(Vec::new).push(p),
+            ("i" | "ie" | "lx" | "ly" | "lfo", _, false) => {
+                return Err(invalid(format!(
+                    "{} outside a layer (l-image … l-end)",
+                    p.name
+                )));
+            }
+            _ => base.push(p),
+        }
+    }
+    if open {
+        return Err(invalid("l-image without l-end"));
+    }
+    Ok((base, layer))
+}
+
+/// The watermark of an image layer: `i-PATH` (`@@` for `/`) or `ie-BASE64`, resolved like the
+/// source's path; `lx-N,ly-N` (whole pixels, both) place its top-left corner, or `lfo-POSITION`
+/// (`center` by default) places it by the nine positions of `fo`; `w-N` or `h-N` (whole
+/// pixels, one of them) scale it keeping its aspect ratio, up or down. Negative positions
+/// (`lx-N…`), arithmetic expressions, `lfo` with `lx`/`ly`, `w` with `h`, and the layer's other
+/// transformations (`o`, `rt`, nested layers, …) are 501.
+fn layer_watermark(params: &[&Param]) -> Result<Watermark, GrammarError> {
+    let (mut image, mut lx, mut ly, mut lfo, mut w, mut h) = (None, None, None, None, None, None);
+    let pixels = |name: &str, v: &str| -> Result<u32, GrammarError> {
+        if v.starts_with('N') {
+            return Err(unsupported(format!(
+                "overlay negative positions ({name}-{v})"
+            )));
+        }
+        if !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(unsupported(format!("overlay expressions ({name}-{v})")));
+        }
+        parse_dimension(name, v)
+    };
+    for p in params {
+        let v = value(&p.name, p.value.as_deref())?;
+        let slot = match p.name.as_str() {
+            "i" => {
+                let path = decode(v)
+                    .ok_or_else(|| invalid("i: malformed percent escape"))?
+                    .replace("@@", "/");
+                image.replace(path).map(|_| ())
+            }
+            "ie" => {
+                use base64::Engine;
+                let text = decode(v).ok_or_else(|| invalid("ie: malformed percent escape"))?;
+                let path = base64::engine::general_purpose::STANDARD
+                    .decode(&text)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| invalid("ie: not base64 of a path"))?;
+                image.replace(path).map(|_| ())
+            }
+            "lx" => lx.replace(pixels("lx", v)?).map(|_| ()),
+            "ly" => ly.replace(pixels("ly", v)?).map(|_| ()),
+            "lfo" => {
+                let f = FOCUS
+                    .iter()
+                    .find(|f| f.0 == v)
+                    .ok_or_else(|| invalid(format!("lfo: unknown position {v:?}")))?;
+                lfo.replace((f.1, f.2)).map(|_| ())
+            }
+            "w" => w.replace(pixels("w", v)?).map(|_| ()),
+            "h" => h.replace(pixels("h", v)?).map(|_| ()),
+            "l" => return Err(unsupported("nested overlays")),
+            other => return Err(unsupported(format!("overlay parameter {other}"))),
+        };
+        if slot.is_some() {
+            return Err(invalid(format!("{} is given twice in the layer", p.name)));
+        }
+    }
+    let image = image
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid("l-image needs i or ie"))?;
+    let (x, y) = match (lx, ly, lfo) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(unsupported("overlay lfo with lx or ly"));
+        }
+        (Some(x), Some(y), None) => (
+            Axis::Start(Offset::Pixels(x as i32)),
+            Axis::Start(Offset::Pixels(y as i32)),
+        ),
+        (Some(_), None, None) | (None, Some(_), None) => {
+            return Err(unsupported("overlay lx without ly (or ly without lx)"));
+        }
+        (None, None, anchor) => axes_at(anchor.unwrap_or((HAlign::Center, VAlign::Middle)), (0, 0)),
+    };
+    let (width, height) = match (w, h) {
+        (Some(_), Some(_)) => return Err(unsupported("overlay w and h together")),
+        (w, h) => (w.map(Span::Pixels), h.map(Span::Pixels)),
+    };
+    Ok(Watermark {
+        image: WatermarkImage::Path(image),
+        x,
+        y,
+        opacity: Fraction::ONE,
+        width,
+        height,
+    })
+}
+
+/// The `l-image,…,l-end` parameters of `w`: `None` when ImageKit cannot say it (another image
+/// than a path, opacity, offsets from an edge or the centre, percentages, tiling, fractions).
+fn layer_params(w: &Watermark) -> Option<Vec<Param>> {
+    let WatermarkImage::Path(path) = &w.image else {
+        return None;
+    };
+    if w.opacity != Fraction::ONE {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut param = |name: &str, value: String| {
+        out.push(Param {
+            name: name.to_owned(),
+            value: Some(value),
+        })
+    };
+    param("l", "image".to_owned());
+    let plain = !path.contains('@')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if plain {
+        param("i", path.replace('/', "@@"));
+    } else {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(path);
+        param(
+            "ie",
+            crate::percent::encode(&b64, crate::percent::is_unreserved),
+        );
+    }
+    match anchor_of(w.x, w.y)? {
+        ((h, v), (0, 0)) => {
+            let fo = FOCUS.iter().find(|f| (f.1, f.2) == (h, v))?;
+            if fo.0 != "center" {
+                param("lfo", fo.0.to_owned());
+            }
+        }
+        ((HAlign::Left, VAlign::Top), (x, y)) if x >= 0 && y >= 0 => {
+            param("lx", x.to_string());
+            param("ly", y.to_string());
+        }
+        _ => return None,
+    }
+    match (w.width, w.height) {
+        (None, None) => {}
+        (Some(Span::Pixels(p)), None) => param("w", p.to_string()),
+        (None, Some(Span::Pixels(p))) => param("h", p.to_string()),
+        _ => return None,
+    }
+    param("l", "end".to_owned());
+    Some(out)
+}
+
 fn parse_steps(spec: &str) -> Result<Vec<Vec<Param>>, GrammarError> {
     if spec.is_empty() {
         return Ok(Vec::new());
@@ -426,7 +622,6 @@ fn parse_param(p: &str) -> Result<Param, GrammarError> {
             Some((e, v)) => (format!("e-{e}"), Some(v)),
             None => (format!("e-{effect}"), None),
         },
-        Some(("l" | "lx" | "ly" | "lfo", _)) => return Err(unsupported("overlays (l-…)")),
         Some((name, value)) => (name.to_owned(), Some(value)),
         None => return Err(invalid(format!("parameter {p:?} needs a value"))),
     };
@@ -910,6 +1105,8 @@ mod tests {
         "a.jpg",
         "tr:w-300,h-300/dir/a.jpg",
         "tr:w-300,h-300:rt-90/a.jpg",
+        "tr:w-300,l-image,i-wm@@logo.png,lx-10,ly-20,w-50,l-end/a.jpg",
+        "a.jpg?tr=l-image,ie-d20vYSBiLnBuZw==,lfo-bottom_right,h-40,l-end",
         "a.jpg?tr=w-300,h-200,c-at_max,f-webp",
         "tr:w-300,ar-4-3,fo-top_left,q-80,fl-h_v/a%20b.jpg",
         "tr:e-grayscale,e-sharpen-10,bl-0,md-false/a.jpg",
@@ -1272,13 +1469,109 @@ mod tests {
             ("tr:orig-true/a.jpg", "orig-true"),
             ("tr:md-true/a.jpg", "md-true"),
             ("tr:lo-true/a.jpg", "lo-true"),
-            ("tr:l-image,i-logo.png,l-end/a.jpg", "overlays (l-…)"),
+            (
+                "tr:l-text,i-hi,l-end/a.jpg",
+                "overlays of type text (l-text)",
+            ),
+            (
+                "tr:l-image,i-a.png,lx-N10,ly-0,l-end/a.jpg",
+                "overlay negative positions (lx-N10)",
+            ),
+            (
+                "tr:l-image,i-a.png,lx-bw_mul_0.5,ly-0,l-end/a.jpg",
+                "overlay expressions (lx-bw_mul_0.5)",
+            ),
+            (
+                "tr:l-image,i-a.png,lx-10,l-end/a.jpg",
+                "overlay lx without ly (or ly without lx)",
+            ),
+            (
+                "tr:l-image,i-a.png,lx-1,ly-1,lfo-top,l-end/a.jpg",
+                "overlay lfo with lx or ly",
+            ),
+            (
+                "tr:l-image,i-a.png,w-10,h-10,l-end/a.jpg",
+                "overlay w and h together",
+            ),
+            ("tr:l-image,i-a.png,o-50,l-end/a.jpg", "overlay parameter o"),
+            (
+                "tr:l-image,i-a.png,l-end,l-image,i-b.png,l-end/a.jpg",
+                "more than one overlay (l-image)",
+            ),
             ("tr:n-thumb/a.jpg", "n"),
         ] {
             assert_eq!(
                 target(url),
                 Err(GrammarError::Unsupported(what.into())),
                 "{url}"
+            );
+        }
+    }
+
+    /// Image layer rows: canonical URL ⇄ the watermark it asks for.
+    #[test]
+    fn image_layers_are_watermarks() {
+        let w = |path: &str, x, y, width: Option<u32>, height: Option<u32>| Watermark {
+            image: WatermarkImage::Path(path.into()),
+            x,
+            y,
+            opacity: Fraction::ONE,
+            width: width.map(Span::Pixels),
+            height: height.map(Span::Pixels),
+        };
+        let (start, centre, end) = (Axis::Start, Axis::Center(Offset::ZERO), Axis::End);
+        let px = Offset::Pixels;
+        for (url, want) in [
+            (
+                "tr:l-image,i-logo.png,l-end/a.jpg",
+                w("logo.png", centre, centre, None, None),
+            ),
+            (
+                "tr:w-300,l-image,i-wm@@logo.png,lx-10,ly-20,w-50,l-end/a.jpg",
+                w("wm/logo.png", start(px(10)), start(px(20)), Some(50), None),
+            ),
+            (
+                "tr:l-image,i-logo.png,lfo-bottom_right,h-40,l-end/a.jpg",
+                w(
+                    "logo.png",
+                    end(Offset::ZERO),
+                    end(Offset::ZERO),
+                    None,
+                    Some(40),
+                ),
+            ),
+            (
+                "tr:l-image,ie-d20vYSBiLnBuZw%3D%3D,lfo-top,l-end/a.jpg",
+                w("wm/a b.png", centre, start(Offset::ZERO), None, None),
+            ),
+        ] {
+            let (path, query) = split(url);
+            let t = target(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(t.watermark.as_ref(), Some(&want), "{url}");
+            let back = ImagekitUrl::from_transform(&t.transform, &t.image)
+                .and_then(|u| u.with_watermark(&want))
+                .unwrap_or_else(|| panic!("{url}"));
+            assert_eq!(back.to_path(), url, "{path}?{query}");
+        }
+        let mut faded = w("logo.png", centre, centre, None, None);
+        faded.opacity = Fraction(5000);
+        let plain = ImagekitUrl::from_transform(&Transform::default(), "a.jpg");
+        assert_eq!(
+            plain.and_then(|u| u.with_watermark(&faded)),
+            None,
+            "no opacity here"
+        );
+        for bad in [
+            "tr:l-image,lx-1,ly-1,l-end/a.jpg",
+            "tr:l-image,i-a.png/a.jpg",
+            "tr:lx-10/a.jpg",
+            "tr:l-image,i-a.png,lfo-middle,l-end/a.jpg",
+            "tr:l-image,i-a.png,i-b.png,l-end/a.jpg",
+            "tr:l-bogus/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
             );
         }
     }

@@ -66,6 +66,11 @@
 //! `overshoot_deringing`, `optimize_scans` false, `quant_table` 0; anything else is 501).
 //! Without `jpgo`, the sidecar's configured default applies, like `IMGPROXY_JPEG_PROGRESSIVE`.
 //!
+//! `wm:OPACITY[:POSITION[:X[:Y[:SCALE]]]]` (`watermark`) puts the sidecar's configured
+//! watermark (`IMGPROXY_WATERMARK_PATH`'s counterpart) on the final image, as imgproxy does
+//! after rotation and padding (see `watermark` below), or the image `wmu:BASE64URL` names (a
+//! key in the source's storage, see `watermark_url`); `wmt`, `wms`, `wmr` and `wmsh` are 501.
+//!
 //! Formats: `f:`/`format:`/`ext:` or the source's extension (`@webp`, `.png`) fix the output
 //! (`gif`: the first frame; `avif`); with neither, the source's format, or, on a route with
 //! `auto_format`, the client's choice from its `Accept` header, as `IMGPROXY_AUTO_WEBP` does
@@ -87,7 +92,10 @@ use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
-    OutputFormat, Rotation, Sharpen, Span, Transform, Trim, TrimColor, VAlign,
+    MAX_DIMENSION, OutputFormat, Rotation, Sharpen, Span, Transform, Trim, TrimColor, VAlign,
+};
+use crate::watermark::{
+    Offset, Watermark, WatermarkImage, axes_placed, opacity_text, placement_of,
 };
 
 /// Most options one URL may carry.
@@ -270,6 +278,10 @@ impl ImgproxyPath {
             image,
             version,
         } = resolve_source(&self.source_url()?)?;
+        let watermark = match (o.watermark, o.watermark_url) {
+            (Some(w), Some(url)) => Some(stored_watermark(w, &url, handle.as_deref())?),
+            (w, _) => w,
+        };
         // imgproxy's options describe the image after rotation and flips; the transform's are
         // before them (see the module documentation).
         let turn_back = o.rotation.inverse();
@@ -360,7 +372,29 @@ impl ImgproxyPath {
                 FormatChoice::Unnamed
             },
             expires: o.expires,
+            watermark,
         })
+    }
+
+    /// [`ImgproxyPath::from_transform`] with the watermark `w` (`wm:…`, last): `None` when
+    /// imgproxy cannot say it (see `watermark_option`).
+    pub fn with_watermark(mut self, w: &Watermark) -> Option<Self> {
+        let url = match &w.image {
+            WatermarkImage::Default => None,
+            WatermarkImage::Path(path) => Some(URL_SAFE_NO_PAD.encode(path)),
+            WatermarkImage::Object { .. } => return None,
+        };
+        self.options.push(ImgOption {
+            name: "wm".to_owned(),
+            args: watermark_option(w)?,
+        });
+        if let Some(url) = url {
+            self.options.push(ImgOption {
+                name: "wmu".to_owned(),
+                args: vec![url],
+            });
+        }
+        Some(self)
     }
 
     /// The canonical unsigned path that asks for `t` on `image` (a relative key). Inverse of
@@ -513,6 +547,133 @@ impl ImgproxyPath {
     }
 }
 
+/// `wm:OPACITY[:POSITION[:X_OFFSET[:Y_OFFSET[:SCALE]]]]`: the sidecar's default watermark
+/// (imgproxy's `IMGPROXY_WATERMARK_PATH`), on the final image, as in imgproxy. OPACITY 0–1
+/// (0: no watermark, as imgproxy's `wm:0` switches a preset's off); POSITION a compass gravity
+/// (`ce` by default) with offsets in whole pixels pointing inwards from the edges it names, or
+/// `re`, tiles with X_OFFSET and Y_OFFSET pixels between them; SCALE (0–1) fits the watermark
+/// inside that fraction of the result's width and height, up or down (0: its own size).
+/// Fractional offsets (imgproxy's relative ones) and scales over 1 are 501.
+fn watermark(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let opacity = parse_decimal(name, required(name, args)?)?;
+    let opacity = Fraction::from_f64(opacity)
+        .ok_or_else(|| invalid(format!("{name}: the opacity is at most 1")))?;
+    if opacity.0 == 0 {
+        o.watermark = None;
+        return Ok(());
+    }
+    let offset = |i: usize| -> Result<i32, GrammarError> {
+        let Some(v) = arg(args, i) else {
+            return Ok(0);
+        };
+        let (negative, digits) = v.strip_prefix('-').map_or((false, v), |d| (true, d));
+        let d = parse_decimal(name, digits)?;
+        if d.fract() != 0.0 {
+            return Err(unsupported(format!("{name} fractional offsets")));
+        }
+        let px = if negative { -d } else { d };
+        match Offset::pixels(px as i64) {
+            Some(Offset::Pixels(p)) => Ok(p),
+            _ => Err(invalid(format!(
+                "{name}: offsets are limited to {MAX_DIMENSION}"
+            ))),
+        }
+    };
+    let (dx, dy) = (offset(2)?, offset(3)?);
+    let anchor = match arg(args, 1).unwrap_or("ce") {
+        "re" => None,
+        kind => GRAVITIES
+            .iter()
+            .find(|g| g.0 == kind)
+            .map(|&(_, h, v)| Some((h, v)))
+            .ok_or_else(|| invalid(format!("{name}: unknown position {kind:?}")))?,
+    };
+    let (x, y) = axes_placed(anchor, (dx, dy))
+        .ok_or_else(|| invalid(format!("{name}: negative tile spacing")))?;
+    let scale = match arg(args, 4) {
+        None => None,
+        Some(v) => {
+            let s = parse_decimal(name, v)?;
+            if s > 1.0 {
+                return Err(unsupported(format!("{name} scale over 1")));
+            }
+            Fraction::from_f64(s)
+                .filter(|f| f.0 > 0)
+                .map(Span::Fraction)
+        }
+    };
+    o.watermark = Some(Watermark {
+        image: WatermarkImage::Default,
+        x,
+        y,
+        opacity,
+        width: scale,
+        height: scale,
+    });
+    Ok(())
+}
+
+/// `wmu:BASE64URL` (`watermark_url`): the watermark image instead of the default, for `wm`
+/// (alone it asks for nothing, as in imgproxy). pixmesh reads it from storage: a key (or
+/// `local:///KEY`) resolved like the source's path, or `s3://BUCKET/KEY` in the source's own
+/// bucket; other buckets, versions and `http(s)://` URLs are 501.
+fn watermark_url(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let url = URL_SAFE_NO_PAD
+        .decode(required(name, args)?.trim_end_matches('='))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| invalid(format!("{name}: not base64url of a URL")))?;
+    o.watermark_url = Some(url);
+    Ok(())
+}
+
+/// `w` with the image of `wmu`'s `url`, for a source in the storage `handle` names.
+fn stored_watermark(
+    mut w: Watermark,
+    url: &str,
+    handle: Option<&str>,
+) -> Result<Watermark, GrammarError> {
+    let in_wmu = |e: GrammarError| match e {
+        GrammarError::Unsupported(m) => unsupported(format!("watermark_url: {m}")),
+        GrammarError::Invalid(m) => invalid(format!("watermark_url: {m}")),
+    };
+    let r = resolve_source(url).map_err(in_wmu)?;
+    if r.version.is_some() {
+        return Err(unsupported("watermark_url: object versions"));
+    }
+    if r.handle.is_some() && r.handle.as_deref() != handle {
+        return Err(unsupported(
+            "watermark_url: a bucket other than the source's",
+        ));
+    }
+    w.image = WatermarkImage::Path(r.image);
+    Ok(w)
+}
+
+/// The `wm:…` option of `w`: `None` when imgproxy cannot say it (percentages, tiling along one
+/// axis only, a size other than one scale of both sides).
+fn watermark_option(w: &Watermark) -> Option<Vec<String>> {
+    if w.opacity.0 == 0 || w.width != w.height {
+        return None;
+    }
+    let (anchor, (dx, dy)) = placement_of(w.x, w.y)?;
+    let position = anchor.map_or("re", gravity_name);
+    let scale = match w.width {
+        None => None,
+        Some(Span::Fraction(f)) => Some(f.to_string()),
+        Some(Span::Pixels(_)) => return None,
+    };
+    let mut args = vec![opacity_text(w.opacity)];
+    let tail = [
+        (position != "ce" || dx != 0 || dy != 0 || scale.is_some()).then(|| position.to_owned()),
+        (dx != 0 || dy != 0 || scale.is_some()).then(|| dx.to_string()),
+        (dy != 0 || scale.is_some()).then(|| dy.to_string()),
+        scale,
+    ];
+    args.extend(tail.into_iter().flatten());
+    Some(args)
+}
+
 /// The anchor seen in the image mirrored as imgproxy's `fl` says.
 fn mirror((h, v): (HAlign, VAlign), flip_h: bool, flip_v: bool) -> (HAlign, VAlign) {
     (
@@ -663,6 +824,10 @@ struct Options {
     smart: bool,
     /// `scp:0`.
     keep_icc: bool,
+    /// `wm:…`: the default watermark, placed on the final image.
+    watermark: Option<Watermark>,
+    /// `wmu:…`: the watermark's URL, decoded, instead of the default.
+    watermark_url: Option<String>,
 }
 
 impl Default for Options {
@@ -694,6 +859,8 @@ impl Default for Options {
             trim: None,
             smart: false,
             keep_icc: false,
+            watermark: None,
+            watermark_url: None,
         }
     }
 }
@@ -775,8 +942,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         unsupported_option,
     ),
     spec(&["gradient", "gr"], 5, unsupported_option),
-    spec(&["watermark", "wm"], 5, unsupported_option),
-    spec(&["watermark_url", "wmu"], 1, unsupported_option),
+    spec(&["watermark", "wm"], 5, watermark),
+    spec(&["watermark_url", "wmu"], 1, watermark_url),
     spec(&["watermark_text", "wmt"], 1, unsupported_option),
     spec(&["watermark_size", "wms"], 3, unsupported_option),
     spec(
@@ -1179,6 +1346,8 @@ mod tests {
     const ROUND_TRIP: &[&str] = &[
         "insecure/rs:fit:300:200/plain/photos/a.jpg@webp",
         "insecure/rs:fill:300:200:1/g:nowe/q:80/plain/photos/a.jpg",
+        "insecure/rs:fit:300:200/wm:0.5:soea:10:10:0.25/plain/photos/a.jpg",
+        "insecure/wm:1:re:8:4/plain/photos/a.jpg",
         "insecure/rs:force:300:200/fl:1:0/plain/a.jpg@png",
         "insecure/rs::300/plain/a.jpg",
         "insecure/w:300/h:200/el:1/ex:0/plain/s3://photos/a%20b.jpg",
@@ -1566,6 +1735,111 @@ mod tests {
         );
     }
 
+    /// `wm` rows: canonical path ⇄ the watermark it asks for (imgproxy's default image).
+    #[test]
+    fn watermarks_are_the_default_image_placed_by_gravity() {
+        use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
+        let px = Offset::Pixels;
+        let w = |x, y, opacity, scale: Option<u16>| Watermark {
+            image: WatermarkImage::Default,
+            x,
+            y,
+            opacity: Fraction(opacity),
+            width: scale.map(|s| Span::Fraction(Fraction(s))),
+            height: scale.map(|s| Span::Fraction(Fraction(s))),
+        };
+        let centre = Axis::Center(Offset::ZERO);
+        for (path, want) in [
+            ("insecure/wm:1/plain/a.jpg", w(centre, centre, 10_000, None)),
+            (
+                "insecure/wm:0.5:soea:10:20/plain/a.jpg",
+                w(Axis::End(px(10)), Axis::End(px(20)), 5000, None),
+            ),
+            (
+                "insecure/wm:0.5:no:0:5/plain/a.jpg",
+                w(centre, Axis::Start(px(5)), 5000, None),
+            ),
+            (
+                "insecure/wm:0.25:we:-3/plain/a.jpg",
+                w(Axis::Start(px(-3)), centre, 2500, None),
+            ),
+            (
+                "insecure/wm:1:ce:0:0:0.25/plain/a.jpg",
+                w(centre, centre, 10_000, Some(2500)),
+            ),
+            (
+                "insecure/wm:0.3:re:8:4/plain/a.jpg",
+                w(Axis::Repeat(8), Axis::Repeat(4), 3000, None),
+            ),
+            (
+                "insecure/wm:1:re/plain/a.jpg",
+                w(Axis::Repeat(0), Axis::Repeat(0), 10_000, None),
+            ),
+        ] {
+            let t = target(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(t.watermark.as_ref(), Some(&want), "{path}");
+            let back = ImgproxyPath::from_transform(&t.transform, &t.image)
+                .and_then(|p| p.with_watermark(&want))
+                .unwrap();
+            let wm = path.split('/').nth(1).unwrap_or_default();
+            assert!(
+                back.to_path().contains(&format!("/{wm}/")),
+                "{path}: {}",
+                back.to_path()
+            );
+            assert_eq!(target(&back.to_path()).unwrap(), t, "{path}");
+        }
+        assert_eq!(
+            target("insecure/wm:0:soea/plain/a.jpg").unwrap().watermark,
+            None,
+            "wm:0 is off"
+        );
+        assert_eq!(
+            target("insecure/wm:1:nowe/wm:0/plain/a.jpg")
+                .unwrap()
+                .watermark,
+            None,
+            "the later option wins"
+        );
+        for bad in [
+            "insecure/wm:1.5/plain/a.jpg",
+            "insecure/wm:x/plain/a.jpg",
+            "insecure/wm:1:up/plain/a.jpg",
+            "insecure/wm:1:re:-1:0/plain/a.jpg",
+            "insecure/wm:1:ce:99999/plain/a.jpg",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        // `wmu` names the image: a key resolved like the source's.
+        let logo = WatermarkImage::Path("wm/logo.png".into());
+        let t = target("insecure/wm:0.5:soea/wmu:d20vbG9nby5wbmc/plain/a.jpg").unwrap();
+        let w = t.watermark.clone().unwrap();
+        assert_eq!((&w.image, w.opacity), (&logo, Fraction(5000)));
+        let back = ImgproxyPath::from_transform(&t.transform, &t.image)
+            .and_then(|p| p.with_watermark(&w))
+            .unwrap();
+        assert!(
+            back.to_path()
+                .ends_with("/wm:0.5:soea/wmu:d20vbG9nby5wbmc/plain/a.jpg")
+        );
+        let in_bucket = "insecure/wm:1/wmu:czM6Ly9iL3dtL2xvZ28ucG5n/plain/s3://b/a.jpg";
+        assert_eq!(target(in_bucket).unwrap().watermark.unwrap().image, logo);
+        assert_eq!(
+            target("insecure/wmu:d20vbG9nby5wbmc/plain/a.jpg")
+                .unwrap()
+                .watermark,
+            None,
+            "wmu alone asks for nothing, as in imgproxy"
+        );
+        assert!(matches!(
+            target("insecure/wm:1/wmu:!!/plain/a.jpg"),
+            Err(GrammarError::Invalid(_))
+        ));
+    }
+
     #[test]
     fn the_focus_point_is_turned_back_to_the_source() {
         use crate::transform::Fraction;
@@ -1709,7 +1983,22 @@ mod tests {
             ("insecure/c:100:100:no:5/plain/a.jpg", "gravity offsets"),
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
-            ("insecure/wm:0.5/plain/a.jpg", "watermark"),
+            (
+                "insecure/wm:1/wmu:aHR0cHM6Ly94LmV4YW1wbGUvbC5wbmc/plain/a.jpg",
+                "watermark_url: https:// sources",
+            ),
+            (
+                "insecure/wm:1/wmu:czM6Ly9vdGhlci1idWNrZXQvbC5wbmc/plain/a.jpg",
+                "watermark_url: a bucket other than the source's",
+            ),
+            (
+                "insecure/wm:0.5:ce:1.5/plain/a.jpg",
+                "watermark fractional offsets",
+            ),
+            (
+                "insecure/wm:0.5:ce:0:0:2/plain/a.jpg",
+                "watermark scale over 1",
+            ),
             ("insecure/plain/a.jpg@jxl", "extension jxl"),
             (
                 "insecure/dpr:2/plain/a.jpg",

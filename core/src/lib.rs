@@ -20,6 +20,7 @@
 //! - [`accept`]: the output format "auto" chooses from the client's `Accept` header.
 //! - [`cachekey`]: renditions that vary with configured request headers and cookies.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
+//! - [`watermark`]: an image from storage composited onto the result.
 //! - [`role`]: which source keys a storage role keeps (its path prefix) and where (its base dir).
 
 pub mod accept;
@@ -41,3 +42,4 @@ pub mod sign;
 pub mod tagging;
 pub mod thumbor;
 pub mod transform;
+pub mod watermark;

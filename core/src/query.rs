@@ -39,6 +39,12 @@
 //! from the client's `Accept` header (see [`crate::accept`]); without it, the source's format,
 //! or the client's choice on a route with `auto_format`.
 //!
+//! `watermark=PATH` composites an image from the URL's storage (its path resolved like the
+//! source's) onto the final image: `wm_pos` (a gravity name, `center` by default, or `repeat`
+//! for tiles), `wm_x`/`wm_y` (whole pixels, inwards from the edges the gravity names; for tiles
+//! the spacing), `wm_opacity` (0–1, default 1) and `wm_scale` (0–1: fit inside that fraction of
+//! the result's width and height). `wm_…` without `watermark` is 400.
+//!
 //! `sig` (signature, see [`crate::sign::QuerySigner`]) and `exp` (unix seconds, 410 after it) are
 //! the security parameters.
 //!
@@ -51,8 +57,11 @@ use crate::grammar::{
 };
 use crate::percent::{decode, encode, is_unreserved};
 use crate::transform::{
-    Color, Fit, Focus, Fraction, HAlign, Hundredths, OutputFormat, Rotation, Transform, Trim,
-    TrimColor, VAlign,
+    Color, Fit, Focus, Fraction, HAlign, Hundredths, MAX_DIMENSION, OutputFormat, Rotation, Span,
+    Transform, Trim, TrimColor, VAlign,
+};
+use crate::watermark::{
+    Offset, Watermark, WatermarkImage, axes_placed, opacity_text, placement_of,
 };
 
 /// Most query parameters one URL may carry.
@@ -149,6 +158,7 @@ impl QueryUrl {
             ..Transform::default()
         };
         apply_dpr(&mut transform, p.dpr)?;
+        let watermark = p.watermark()?;
         let image = decode(&self.image)
             .ok_or_else(|| invalid("the image path has a malformed percent escape"))?;
         Ok(Target {
@@ -158,7 +168,45 @@ impl QueryUrl {
             transform,
             format_choice: p.format_choice,
             expires: p.expires,
+            watermark,
         })
+    }
+
+    /// This URL with the watermark `w` (its parameters last); `None` when the grammar cannot say
+    /// it (an image other than a path, percentages, tiling along one axis only, a size other
+    /// than one fraction of both sides).
+    pub fn with_watermark(mut self, w: &Watermark) -> Option<Self> {
+        let WatermarkImage::Path(path) = &w.image else {
+            return None;
+        };
+        let (anchor, (dx, dy)) = placement_of(w.x, w.y)?;
+        let pos = match anchor {
+            None => "repeat",
+            Some(anchor) => GRAVITIES.iter().find(|g| (g.1, g.2) == anchor)?.0,
+        };
+        let scale = match (w.width, w.height) {
+            (None, None) => None,
+            (Some(Span::Fraction(a)), Some(Span::Fraction(b))) if a == b => Some(a),
+            _ => return None,
+        };
+        let mut param = |n: &str, v: String| self.params.push((n.to_owned(), v));
+        param("watermark", path.clone());
+        if pos != "center" {
+            param("wm_pos", pos.to_owned());
+        }
+        if dx != 0 {
+            param("wm_x", dx.to_string());
+        }
+        if dy != 0 {
+            param("wm_y", dy.to_string());
+        }
+        if w.opacity != Fraction::ONE {
+            param("wm_opacity", opacity_text(w.opacity));
+        }
+        if let Some(s) = scale {
+            param("wm_scale", s.to_string());
+        }
+        Some(self)
     }
 
     /// The canonical unsigned URL asking for `t` on `image` in storage `handle`; `None` when the
@@ -289,6 +337,15 @@ struct Params {
     focus: Option<Focus>,
     trim: Option<Trim>,
     smart: bool,
+    /// `watermark`: the watermark's path.
+    wm_image: Option<String>,
+    /// `wm_pos`: an anchor, or `None` for `repeat`.
+    wm_pos: Option<(HAlign, VAlign)>,
+    wm_offsets: (i32, i32),
+    wm_opacity: Fraction,
+    wm_scale: Option<Fraction>,
+    /// Whether a `wm_…` parameter was given (they need `watermark`).
+    wm_options: bool,
 }
 
 impl Default for Params {
@@ -312,6 +369,12 @@ impl Default for Params {
             focus: None,
             trim: None,
             smart: false,
+            wm_image: None,
+            wm_pos: Some((HAlign::Center, VAlign::Middle)),
+            wm_offsets: (0, 0),
+            wm_opacity: Fraction::ONE,
+            wm_scale: None,
+            wm_options: false,
         }
     }
 }
@@ -389,9 +452,94 @@ pub static PARAMS: &[ParamSpec] = &[
         p.expires = Some(parse_unix_seconds(n, v)?);
         Ok(())
     }),
+    spec(&["watermark"], |p, n, v| {
+        if v.is_empty() {
+            return Err(invalid(format!("{n}: the image path is empty")));
+        }
+        p.wm_image = Some(v.to_owned());
+        Ok(())
+    }),
+    spec(&["wm_pos"], |p, n, v| {
+        p.wm_options = true;
+        p.wm_pos = match v {
+            "repeat" => None,
+            v => Some(
+                GRAVITIES
+                    .iter()
+                    .find(|g| g.0 == v)
+                    .map(|g| (g.1, g.2))
+                    .ok_or_else(|| invalid(format!("{n}: unknown position {v:?}")))?,
+            ),
+        };
+        Ok(())
+    }),
+    spec(&["wm_x"], |p, n, v| {
+        p.wm_options = true;
+        p.wm_offsets.0 = parse_offset(n, v)?;
+        Ok(())
+    }),
+    spec(&["wm_y"], |p, n, v| {
+        p.wm_options = true;
+        p.wm_offsets.1 = parse_offset(n, v)?;
+        Ok(())
+    }),
+    spec(&["wm_opacity"], |p, n, v| {
+        p.wm_options = true;
+        p.wm_opacity = Fraction::from_f64(parse_decimal(n, v)?)
+            .ok_or_else(|| invalid(format!("{n}: the opacity is between 0 and 1")))?;
+        Ok(())
+    }),
+    spec(&["wm_scale"], |p, n, v| {
+        p.wm_options = true;
+        p.wm_scale = Fraction::from_f64(parse_decimal(n, v)?)
+            .ok_or_else(|| invalid(format!("{n}: the scale is between 0 and 1")))
+            .map(|f| (f.0 > 0).then_some(f))?;
+        Ok(())
+    }),
     // Checked by the router before the URL is parsed for its transform.
     spec(&[SIGNATURE_PARAM], |_, _, _| Ok(())),
 ];
+
+/// A watermark offset: whole pixels, optionally negative, at most the dimension limit.
+fn parse_offset(name: &str, value: &str) -> Result<i32, GrammarError> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let ok = !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| value.parse::<i64>().ok())
+        .flatten()
+        .and_then(Offset::pixels)
+        .and_then(|o| match o {
+            Offset::Pixels(p) => Some(p),
+            Offset::Percent(_) => None,
+        })
+        .ok_or_else(|| {
+            invalid(format!(
+                "{name}: {value:?} is not a whole number of pixels up to {MAX_DIMENSION}"
+            ))
+        })
+}
+
+impl Params {
+    /// The watermark the `watermark` and `wm_…` parameters ask for.
+    fn watermark(&self) -> Result<Option<Watermark>, GrammarError> {
+        let Some(image) = &self.wm_image else {
+            if self.wm_options {
+                return Err(invalid("wm_… parameters need a watermark"));
+            }
+            return Ok(None);
+        };
+        let (x, y) = axes_placed(self.wm_pos, self.wm_offsets)
+            .ok_or_else(|| invalid("wm_x, wm_y: negative tile spacing"))?;
+        let scale = self.wm_scale.map(Span::Fraction);
+        Ok(Some(Watermark {
+            image: WatermarkImage::Path(image.clone()),
+            x,
+            y,
+            opacity: self.wm_opacity,
+            width: scale,
+            height: scale,
+        }))
+    }
+}
 
 fn fit(p: &mut Params, name: &str, value: &str) -> Result<(), GrammarError> {
     (p.fit, p.upscale, p.pad) = match value {
@@ -466,6 +614,8 @@ mod tests {
         "photos/a.jpg",
         "photos/dir/a%20b.jpg?w=800&h=600&fit=cover",
         "my-s3-bucket/photos/vacation.jpg?w=800&h=600&fit=cover",
+        "photos/a.jpg?w=300&watermark=wm%2Flogo.png&wm_pos=bottom-right&wm_x=10&wm_y=10&wm_opacity=0.5&wm_scale=0.25",
+        "photos/a.jpg?watermark=wm%2Flogo.png&wm_pos=repeat&wm_x=8",
         "photos/a.jpg?w=300&fit=crop&gravity=top-left&f=webp&q=80",
         "photos/a.jpg?width=300&height=200&fit=scale-down&format=png&quality=70",
         "photos/a.jpg?w=300&dpr=1.5&blur=0&sharpen=0&exp=4102444800&sig=abcdef",
@@ -741,6 +891,69 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    /// `watermark` rows: canonical URL ⇄ the watermark it asks for.
+    #[test]
+    fn watermarks_map_onto_the_model_and_back() {
+        use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
+        let px = Offset::Pixels;
+        let w = |x, y, opacity, scale: Option<u16>| Watermark {
+            image: WatermarkImage::Path("wm/logo.png".into()),
+            x,
+            y,
+            opacity: Fraction(opacity),
+            width: scale.map(|s| Span::Fraction(Fraction(s))),
+            height: scale.map(|s| Span::Fraction(Fraction(s))),
+        };
+        let centre = Axis::Center(Offset::ZERO);
+        for (url, want) in [
+            (
+                "h/a.jpg?watermark=wm%2Flogo.png",
+                w(centre, centre, 10_000, None),
+            ),
+            (
+                "h/a.jpg?w=300&watermark=wm%2Flogo.png&wm_pos=bottom-right&wm_x=10&wm_y=20&wm_opacity=0.5",
+                w(Axis::End(px(10)), Axis::End(px(20)), 5000, None),
+            ),
+            (
+                "h/a.jpg?watermark=wm%2Flogo.png&wm_pos=top&wm_y=-4&wm_scale=0.25",
+                w(centre, Axis::Start(px(-4)), 10_000, Some(2500)),
+            ),
+            (
+                "h/a.jpg?watermark=wm%2Flogo.png&wm_pos=repeat&wm_x=8&wm_opacity=0.3",
+                w(Axis::Repeat(8), Axis::Repeat(0), 3000, None),
+            ),
+        ] {
+            let (path, query) = split_query(url);
+            let parsed = QueryUrl::parse(path, query).unwrap();
+            assert_eq!(parsed.to_path(), url);
+            let t = parsed.to_target().unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(t.watermark.as_ref(), Some(&want), "{url}");
+            let back = QueryUrl::from_transform(&t.transform, "h", &t.image)
+                .unwrap_or_else(|| panic!("{url}: {:?}", t.transform))
+                .with_watermark(&want)
+                .unwrap_or_else(|| panic!("{url}: {want:?}"));
+            assert_eq!(back.to_path(), url, "{url}");
+        }
+        for bad in [
+            "h/a.jpg?wm_pos=top",
+            "h/a.jpg?watermark=",
+            "h/a.jpg?watermark=l.png&wm_pos=up",
+            "h/a.jpg?watermark=l.png&wm_x=1.5",
+            "h/a.jpg?watermark=l.png&wm_opacity=2",
+            "h/a.jpg?watermark=l.png&wm_scale=1.5",
+            "h/a.jpg?watermark=l.png&wm_pos=repeat&wm_x=-1",
+        ] {
+            assert!(
+                matches!(target(bad), Err(GrammarError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let mut percent = Watermark::new(WatermarkImage::Path("l.png".into()));
+        percent.x = Axis::Start(Offset::Percent(10));
+        let plain = QueryUrl::from_transform(&fill(300, 200), "h", "a.jpg").unwrap();
+        assert_eq!(plain.with_watermark(&percent), None, "no percentages here");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::keys::{SafeChars, escape};
 use crate::percent::{encode, is_unreserved};
 use crate::thumbor::ThumborPath;
 use crate::transform::{Fit, Format, HAlign, OutputFormat, Rotation, Transform, VAlign};
+use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
 
 /// Paths under this prefix belong to the transcoder; clients may never call them directly.
 pub const INTERNAL_PREFIX: &str = "/_pixmesh/";
@@ -43,6 +44,10 @@ pub struct RenderRequest {
     /// Digest of the request headers and cookies the route's renditions vary with
     /// ([`crate::cachekey`]); `None` when they vary with none.
     pub cache_key: Option<String>,
+    /// The watermark composited onto the result: its image an object
+    /// ([`WatermarkImage::Object`]) or, until the sidecar puts its configured one in place,
+    /// the default ([`WatermarkImage::Default`]).
+    pub watermark: Option<Watermark>,
 }
 
 /// Longest object version ID accepted, in bytes (S3 documents 1024).
@@ -163,6 +168,31 @@ impl RenderRequest {
         if let Some(key) = &self.cache_key {
             param("cache_key", key);
         }
+        if let Some(w) = &self.watermark {
+            match &w.image {
+                WatermarkImage::Default => param("watermark_default", "true"),
+                WatermarkImage::Object { storage, key } => {
+                    param("watermark_storage", storage);
+                    param("watermark_key", key);
+                }
+                // The router resolves paths; an unresolved one has no wire form and reads as
+                // a missing object.
+                WatermarkImage::Path(path) => param("watermark_key", path),
+            }
+            if w.x != Axis::Start(Offset::ZERO) {
+                param("watermark_x", &w.x.to_string());
+            }
+            if w.y != Axis::Start(Offset::ZERO) {
+                param("watermark_y", &w.y.to_string());
+            }
+            param("watermark_opacity", &w.opacity.to_string());
+            if let Some(s) = w.width {
+                param("watermark_width", &s.to_string());
+            }
+            if let Some(s) = w.height {
+                param("watermark_height", &s.to_string());
+            }
+        }
         q
     }
 
@@ -174,11 +204,18 @@ impl RenderRequest {
     /// format negotiated from `Accept` is part of the transform, so the WebP and the compatible
     /// rendition of one URL differ (`filters:format(compatible)` marks the latter).
     ///
+    /// A watermark is the last filter, `watermark(STORAGE/KEY,…)` (see
+    /// [`ThumborPath::push_watermark`]), so its storage and key are in the ETag and result key.
+    ///
     /// A key that itself ends in `?versionId=…` reads like a version of a shorter one; for their
     /// result keys to collide both objects must exist in the same storage, and their renditions
     /// still carry their own source's ETag.
     pub fn canonical(&self) -> String {
-        let options = ThumborPath::from_transform(&self.transform, "").options();
+        let mut path = ThumborPath::from_transform(&self.transform, "");
+        if let Some(w) = &self.watermark {
+            path.push_watermark(w);
+        }
+        let options = path.options();
         let mut c = format!("{}/{options}{}", self.storage, self.key);
         if let Some(version) = &self.version {
             let _ = write!(c, "?versionId={version}");
@@ -251,6 +288,7 @@ mod tests {
             version: None,
             transform: t,
             cache_key: None,
+            watermark: None,
         }
     }
 
@@ -592,6 +630,54 @@ mod tests {
         assert_eq!(a, etag("photos/a.jpg", "\"abc\""));
         assert_ne!(a, etag("photos/a.jpg", "\"abd\""));
         assert_ne!(a, etag("photos/b.jpg", "\"abc\""));
+    }
+
+    #[test]
+    fn a_watermark_travels_in_the_query_and_its_key_tells_renditions_apart() {
+        use crate::transform::{Fraction, Span};
+        use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
+        let marked = |key: &str| {
+            let mut w = Watermark::new(WatermarkImage::Object {
+                storage: "s3".into(),
+                key: key.into(),
+            });
+            w.x = Axis::End(Offset::Pixels(10));
+            w.y = Axis::Repeat(4);
+            w.opacity = Fraction(5000);
+            w.width = Some(Span::Fraction(Fraction(2500)));
+            RenderRequest {
+                watermark: Some(w),
+                ..request(Transform::default())
+            }
+        };
+        assert_eq!(
+            marked("wm/a b.png").to_query(),
+            "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&watermark_storage=s3\
+             &watermark_key=wm%2Fa%20b.png&watermark_x=end%2B10&watermark_y=repeat%2B4\
+             &watermark_opacity=0.5&watermark_width=0.25"
+        );
+        let (a, b) = (
+            marked("wm/a.png").canonical(),
+            marked("wm/b.png").canonical(),
+        );
+        assert_eq!(
+            a,
+            "photos/filters:watermark(s3/wm/a.png,-10,repeat+4,50,25)/a b/ü+.jpg"
+        );
+        let plain = request(Transform::default()).canonical();
+        assert!(a != b && a != plain);
+        assert_ne!(etag(&a, "\"same\""), etag(&b, "\"same\""));
+        let safe = SafeChars::default();
+        assert_ne!(result_key("r", &a, &safe), result_key("r", &b, &safe));
+        let default = RenderRequest {
+            watermark: Some(Watermark::new(WatermarkImage::Default)),
+            ..request(Transform::default())
+        };
+        assert!(
+            default
+                .to_query()
+                .ends_with("&watermark_default=true&watermark_opacity=1.0")
+        );
     }
 
     #[test]

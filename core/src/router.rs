@@ -28,6 +28,7 @@ use crate::query::{QueryUrl, SIGNATURE_PARAM};
 use crate::render::{RENDER_PATH, RenderRequest, is_internal};
 use crate::sign::{ImagekitSigner, ImgproxySigner, QuerySigner, ThumborSigner};
 use crate::thumbor::ThumborPath;
+use crate::watermark::WatermarkImage;
 
 /// Longest request path handled, in bytes.
 pub const MAX_URL_LEN: usize = 8 * 1024;
@@ -408,12 +409,29 @@ impl Route {
         if vary_accept {
             target.transform.format = accept::negotiate(accept, self.cfg.auto_avif);
         }
+        // A watermark's path is resolved like the source's: same storage, path prefix and
+        // base dir.
+        let watermark = match target.watermark {
+            Some(mut w) => {
+                if let WatermarkImage::Path(path) = &w.image {
+                    let key = keys::map_key(&self.cfg.base_dir, &self.cfg.path_prefix, path)
+                        .map_err(|e| rejection(400, format!("watermark: {e}")))?;
+                    w.image = WatermarkImage::Object {
+                        storage: storage.to_owned(),
+                        key,
+                    };
+                }
+                Some(w)
+            }
+            None => None,
+        };
         let request = RenderRequest {
             storage: storage.to_owned(),
             key,
             version: target.version,
             transform: target.transform,
             cache_key: self.cache_key.digest(headers),
+            watermark,
         };
         Ok(Render {
             upstream_path: format!("{RENDER_PATH}?{}", request.to_query()),
@@ -641,6 +659,62 @@ mod tests {
             for (url, req) in row.iter().flatten().zip(&requests) {
                 assert_eq!(req, &requests[0], "{url} differs from {:?}", row[0]);
             }
+        }
+    }
+
+    /// A watermark path is resolved like the source's: the same request from thumbor and query
+    /// URLs, never outside the base dir; imgproxy's is the sidecar's default.
+    #[test]
+    fn watermark_paths_resolve_like_sources() {
+        use crate::watermark::{Axis, Offset, WatermarkImage};
+        let r = grammars();
+        let t = rendered(r.decide(
+            "GET",
+            "/t/unsafe/300x200/filters:upscale():watermark(wm/logo.png,-10,-10,50,25,25)/dir/a.jpg",
+            None,
+            now(),
+        ))
+        .request;
+        let q = rendered(r.decide(
+            "GET",
+            "/v1/ex/photos/dir/a.jpg?w=300&h=200&fit=cover&watermark=wm/logo.png\
+             &wm_pos=bottom-right&wm_x=10&wm_y=10&wm_opacity=0.5&wm_scale=0.25",
+            None,
+            now(),
+        ))
+        .request;
+        assert_eq!(t, q);
+        let w = t.watermark.unwrap();
+        assert_eq!(
+            w.image,
+            WatermarkImage::Object {
+                storage: "photos".into(),
+                key: "wm/logo.png".into()
+            }
+        );
+        assert_eq!(w.x, Axis::End(Offset::Pixels(10)));
+        let ip = rendered(r.decide(
+            "GET",
+            "/ip/insecure/wm:0.5:soea:10:10/plain/a.jpg",
+            None,
+            now(),
+        ));
+        assert_eq!(ip.request.watermark.unwrap().image, WatermarkImage::Default);
+        let corner = [
+            "/t/unsafe/300x200/filters:upscale():watermark(wm/logo.png,-0,-0,0)/dir/a.jpg",
+            "/demo/tr:w-300,h-200,l-image,i-wm@@logo.png,lfo-bottom_right,l-end/dir/a.jpg",
+            "/ip/insecure/rs:fill:300:200:1/wm:1:soea/wmu:d20vbG9nby5wbmc/plain/dir/a.jpg",
+            "/v1/ex/photos/dir/a.jpg?w=300&h=200&watermark=wm/logo.png&wm_pos=bottom-right",
+        ]
+        .map(|url| rendered(r.decide("GET", url, None, now())).request);
+        assert!(corner.iter().all(|req| req == &corner[0]), "{corner:?}");
+        assert!(corner[0].watermark.is_some());
+        for url in [
+            "/t/unsafe/filters:watermark(..%2Fsecret.png,0,0,0)/a.jpg",
+            "/v1/ex/photos/a.jpg?watermark=../secret.png",
+            "/demo/tr:l-image,i-..@@secret.png,l-end/a.jpg",
+        ] {
+            assert_eq!(rejected(r.decide("GET", url, None, now())).0, 400, "{url}");
         }
     }
 

@@ -74,6 +74,11 @@
 //!   whose `Accept` lists it (see [`crate::accept`]). thumbor leaves animated GIFs out of
 //!   `AUTO_WEBP`; pixmesh, which keeps only their first frame, does not.
 //!
+//! - `watermark(IMAGE,X,Y,ALPHA[,W_RATIO[,H_RATIO]])`: an image from storage, its path resolved
+//!   like the source's (see `parse_watermark` for the arguments); composited onto the final
+//!   image, so `rotate`, `fill`, `background_color` and the effects after it are 501 (thumbor
+//!   would apply them to the watermark too), as is a second `watermark`.
+//!
 //! pixmesh applies effects before padding and background (see [`crate::transform`]), so
 //! `grayscale`, `blur` or `sharpen` after `fill` or `background_color` in the URL (which would
 //! change the padding's colour) is 501, as are `blur` and `sharpen` given twice.
@@ -83,14 +88,17 @@
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 
+use std::fmt::Write;
+
 use crate::grammar::{
     Expiry, FormatChoice, Target, invalid, parse_amount, parse_blur_radius, parse_color,
-    parse_rotation, parse_sigma, parse_timestamp, sharpen, unsupported,
+    parse_hundredths, parse_rotation, parse_sigma, parse_timestamp, sharpen, unsupported,
 };
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
     MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, TrimColor, VAlign,
 };
+use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
 
 /// Most filters one URL may chain.
 pub const MAX_FILTERS: usize = 32;
@@ -585,6 +593,25 @@ impl ThumborPath {
         Ok(at)
     }
 
+    /// The watermark of `filters:watermark(…)`, if any (see `parse_watermark`).
+    pub fn watermark(&self) -> Result<Option<Watermark>, GrammarError> {
+        self.filters
+            .iter()
+            .find(|f| f.name == "watermark")
+            .map(|f| parse_watermark(&filter_args(&f.args)))
+            .transpose()
+    }
+
+    /// Adds `filters:watermark(…)` for `w`, after the other filters: the inverse of
+    /// [`ThumborPath::watermark`] for every watermark thumbor can say; canonical forms also
+    /// write what it cannot (see `watermark_args`).
+    pub fn push_watermark(&mut self, w: &Watermark) {
+        self.filters.push(Filter {
+            name: "watermark".to_owned(),
+            args: watermark_args(w),
+        });
+    }
+
     /// Everything the URL asks for, grammar-neutral: transform, decoded image path and expiry.
     pub fn to_target(&self) -> Result<Target, GrammarError> {
         let transform = self.to_transform()?;
@@ -598,6 +625,7 @@ impl ThumborPath {
             image: self.image_path()?,
             version: None,
             expires: self.expires()?,
+            watermark: self.watermark()?,
         })
     }
 
@@ -702,7 +730,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "saturation",
     "strip_exif",
     "strip_metadata",
-    "watermark",
 ];
 
 /// What earlier filters of the same URL did, for the rules that depend on filter order.
@@ -717,6 +744,7 @@ struct FilterState {
     focal: bool,
     /// `strip_icc()` was given.
     strip_icc: bool,
+    watermark: bool,
 }
 
 impl FilterState {
@@ -781,7 +809,21 @@ fn apply_filter(
             )))
         }
     };
+    if state.watermark
+        && matches!(
+            f.name.as_str(),
+            "rotate" | "grayscale" | "blur" | "sharpen" | "fill" | "background_color" | "watermark"
+        )
+    {
+        // pixmesh composites the watermark onto the final image; thumbor would filter (or
+        // pad, or turn) it with the image.
+        return Err(unsupported(format!("filter {} after watermark", f.name)));
+    }
     match f.name.as_str() {
+        "watermark" => {
+            parse_watermark(&args)?;
+            state.watermark = true;
+        }
         "rotate" => {
             arity(1, 1)?;
             let r = parse_rotation("rotate", args[0], false)?;
@@ -986,6 +1028,124 @@ fn focal_args(f: Focus) -> String {
     } else {
         format!("{l}x{t}:{r}x{b}")
     }
+}
+
+/// `watermark(IMAGE,X,Y,ALPHA[,W_RATIO[,H_RATIO]])` (thumbor; imagor's has the same
+/// arguments):
+///
+/// - IMAGE: the watermark's path, percent-encoded where it holds `,`, `(`, `)` or `:`,
+///   resolved by the route like the source's path (its storage, base dir and path prefix);
+///   `http(s)://` URLs are 501 (pixmesh reads watermarks from storage only). imagor's image
+///   arguments with their own options (`fit-in/…/logo.png`) are read as paths.
+/// - X: pixels from the left, or, negative, from the right (`-0`: flush right); `Np` (`-Np`)
+///   is N percent of the result's width; `center`; `repeat` tiles across (see
+///   [`crate::watermark`] for how pixmesh tiles); imagor's `left` and `right` are `0` and `-0`.
+///   Y likewise, with `top` and `bottom`.
+/// - ALPHA: the watermark's transparency, 0 (opaque) to 100 (invisible), to hundredths.
+/// - W_RATIO, H_RATIO: percentages of the result's width and height (to hundredths) the
+///   watermark is scaled to fit in, up or down; `none` (or 0, as in thumbor) leaves a side
+///   free.
+///
+/// Canonical forms also write what no thumbor URL can say, which URLs may not use: the image
+/// as `STORAGE/KEY` or `default`, positions as [`Axis`] texts (`center+10`), sizes in pixels
+/// (`120px`).
+fn parse_watermark(args: &[&str]) -> Result<Watermark, GrammarError> {
+    if !(4..=6).contains(&args.len()) {
+        return Err(invalid("watermark() takes 4 to 6 arguments"));
+    }
+    let image = crate::watermark::decode_path(args[0])
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| invalid("watermark: the image path is empty or malformed"))?;
+    let lower = image.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Err(unsupported("watermark images from URLs"));
+    }
+    let axis = |v: &str, start: &str, end: &str| -> Result<Axis, GrammarError> {
+        let bad = || invalid(format!("watermark: bad position {v:?}"));
+        Ok(match v {
+            "center" => Axis::Center(Offset::ZERO),
+            "repeat" => Axis::Repeat(0),
+            v if v == start => Axis::Start(Offset::ZERO),
+            v if v == end => Axis::End(Offset::ZERO),
+            v => {
+                let (negative, digits) = match v.strip_prefix('-') {
+                    Some(d) => (true, d),
+                    None => (false, v),
+                };
+                let (digits, percent) = match digits.strip_suffix('p') {
+                    Some(d) => (d, true),
+                    None => (digits, false),
+                };
+                if digits.is_empty()
+                    || digits.len() > 5
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad());
+                }
+                let n: u64 = digits.parse().map_err(|_| bad())?;
+                let offset = if percent {
+                    Offset::percent(n)
+                } else {
+                    Offset::pixels(n as i64)
+                }
+                .ok_or_else(bad)?;
+                if negative {
+                    Axis::End(offset)
+                } else {
+                    Axis::Start(offset)
+                }
+            }
+        })
+    };
+    let alpha = parse_hundredths("watermark", args[3], Hundredths(10_000), "alpha")?;
+    let ratio = |v: Option<&&str>| -> Result<Option<Span>, GrammarError> {
+        match v.copied() {
+            None | Some("none") => Ok(None),
+            Some(v) => {
+                let pct = parse_hundredths("watermark", v, Hundredths(10_000), "ratio")?;
+                Ok((pct.0 > 0).then_some(Span::Fraction(Fraction(pct.0))))
+            }
+        }
+    };
+    Ok(Watermark {
+        image: WatermarkImage::Path(image),
+        x: axis(args[1], "left", "right")?,
+        y: axis(args[2], "top", "bottom")?,
+        opacity: Fraction(10_000 - alpha.0),
+        width: ratio(args.get(4))?,
+        height: ratio(args.get(5))?,
+    })
+}
+
+/// The arguments of `watermark(…)` for `w` (see `parse_watermark`).
+fn watermark_args(w: &Watermark) -> String {
+    let image = crate::watermark::canonical_image(&w.image);
+    let axis = |a: Axis| match a {
+        Axis::Start(Offset::Pixels(p)) if p >= 0 => p.to_string(),
+        Axis::Start(Offset::Percent(p)) => format!("{p}p"),
+        Axis::End(Offset::Pixels(p)) if p >= 0 => format!("-{p}"),
+        Axis::End(Offset::Percent(p)) => format!("-{p}p"),
+        Axis::Center(Offset::Pixels(0)) => "center".to_owned(),
+        Axis::Repeat(0) => "repeat".to_owned(),
+        other => other.to_string(),
+    };
+    let size = |s: Option<Span>| match s {
+        None => "none".to_owned(),
+        Some(Span::Fraction(f)) => Hundredths(f.0).to_string(),
+        Some(Span::Pixels(p)) => format!("{p}px"),
+    };
+    let alpha = Hundredths(Fraction::ONE.0 - w.opacity.0.min(Fraction::ONE.0));
+    let mut out = format!("{image},{},{},{alpha}", axis(w.x), axis(w.y));
+    match (w.width, w.height) {
+        (None, None) => {}
+        (width, None) => {
+            let _ = write!(out, ",{}", size(width));
+        }
+        (width, height) => {
+            let _ = write!(out, ",{},{}", size(width), size(height));
+        }
+    }
+    out
 }
 
 /// `expire(UNIX_MS)`: imagor's expiry in unix milliseconds.
@@ -1730,6 +1890,170 @@ mod tests {
             let r = ThumborPath::parse(path).unwrap().to_transform();
             assert_eq!(r, Err(GrammarError::Unsupported(what.into())), "{path}");
         }
+    }
+
+    /// `watermark(…)` rows: canonical path ⇄ the watermark it asks for.
+    #[test]
+    fn watermarks_map_onto_the_model_and_back() {
+        use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
+        let w = |x, y, opacity, width: Option<Span>, height: Option<Span>| Watermark {
+            image: WatermarkImage::Path("wm/logo.png".into()),
+            x,
+            y,
+            opacity: Fraction(opacity),
+            width,
+            height,
+        };
+        let (px, pct) = (Offset::Pixels, Offset::Percent);
+        let frac = |f| Some(Span::Fraction(Fraction(f)));
+        for (path, want) in [
+            (
+                "unsafe/filters:watermark(wm/logo.png,10,-10,50)/a.jpg",
+                w(Axis::Start(px(10)), Axis::End(px(10)), 5000, None, None),
+            ),
+            (
+                "unsafe/filters:watermark(wm/logo.png,center,center,0)/a.jpg",
+                w(
+                    Axis::Center(Offset::ZERO),
+                    Axis::Center(Offset::ZERO),
+                    10_000,
+                    None,
+                    None,
+                ),
+            ),
+            (
+                "unsafe/filters:watermark(wm/logo.png,-0,0,100)/a.jpg",
+                w(
+                    Axis::End(Offset::ZERO),
+                    Axis::Start(Offset::ZERO),
+                    0,
+                    None,
+                    None,
+                ),
+            ),
+            (
+                "unsafe/filters:watermark(wm/logo.png,20p,-5p,33.33)/a.jpg",
+                w(Axis::Start(pct(20)), Axis::End(pct(5)), 6667, None, None),
+            ),
+            (
+                "unsafe/300x200/filters:format(png):watermark(wm/logo.png,repeat,repeat,25,20)/a.jpg",
+                w(Axis::Repeat(0), Axis::Repeat(0), 7500, frac(2000), None),
+            ),
+            (
+                "unsafe/filters:watermark(wm/logo.png,repeat,10,0,none,12.5)/a.jpg",
+                w(
+                    Axis::Repeat(0),
+                    Axis::Start(px(10)),
+                    10_000,
+                    None,
+                    frac(1250),
+                ),
+            ),
+            (
+                "unsafe/filters:fill(ff0000):watermark(wm/logo.png,0,0,0,50,50)/a.jpg",
+                w(
+                    Axis::Start(px(0)),
+                    Axis::Start(px(0)),
+                    10_000,
+                    frac(5000),
+                    frac(5000),
+                ),
+            ),
+        ] {
+            let p = ThumborPath::parse(path).unwrap();
+            let t = p.to_target().unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(t.watermark.as_ref(), Some(&want), "{path}");
+            let mut back = ThumborPath::from_transform(&t.transform, &t.image);
+            back.push_watermark(&want);
+            assert_eq!(back.to_path(), path, "{path}");
+        }
+        // imagor's keywords and thumbor's "0 is no ratio".
+        let t =
+            ThumborPath::parse("unsafe/filters:watermark(a%2Cb.png,right,bottom,10,0,none)/a.jpg")
+                .unwrap()
+                .to_target()
+                .unwrap();
+        let wm = t.watermark.unwrap();
+        assert_eq!(wm.image, WatermarkImage::Path("a,b.png".into()));
+        assert_eq!(
+            (wm.x, wm.y),
+            (Axis::End(Offset::ZERO), Axis::End(Offset::ZERO))
+        );
+        assert_eq!((wm.width, wm.height), (None, None));
+        // Canonical-only forms: what thumbor cannot say is written so that URLs cannot use it.
+        let mut odd = Watermark::new(WatermarkImage::Object {
+            storage: "s3".into(),
+            key: "wm/logo.png".into(),
+        });
+        odd.x = Axis::Center(px(5));
+        odd.width = Some(Span::Pixels(40));
+        let mut canonical = ThumborPath::new("a.jpg");
+        canonical.push_watermark(&odd);
+        assert_eq!(
+            canonical.to_path(),
+            "unsafe/filters:watermark(s3/wm/logo.png,center+5,0,0,40px)/a.jpg"
+        );
+        assert!(matches!(
+            ThumborPath::parse(&canonical.to_path())
+                .unwrap()
+                .to_target(),
+            Err(GrammarError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn watermark_filters_are_checked() {
+        for (path, what) in [
+            (
+                "unsafe/filters:watermark(http://x/l.png,0,0,0)/a.jpg",
+                "watermark images from URLs",
+            ),
+            (
+                "unsafe/filters:watermark(l.png,0,0,0):rotate(90)/a.jpg",
+                "filter rotate after watermark",
+            ),
+            (
+                "unsafe/filters:watermark(l.png,0,0,0):fill(red)/a.jpg",
+                "filter fill after watermark",
+            ),
+            (
+                "unsafe/filters:watermark(l.png,0,0,0):blur(2)/a.jpg",
+                "filter blur after watermark",
+            ),
+            (
+                "unsafe/filters:watermark(l.png,0,0,0):watermark(l.png,0,0,0)/a.jpg",
+                "filter watermark after watermark",
+            ),
+        ] {
+            let r = ThumborPath::parse(path).unwrap().to_target();
+            assert_eq!(r, Err(GrammarError::Unsupported(what.into())), "{path}");
+        }
+        for bad in [
+            "unsafe/filters:watermark(l.png,0,0)/a.jpg",
+            "unsafe/filters:watermark(,0,0,0)/a.jpg",
+            "unsafe/filters:watermark(l.png,x,0,0)/a.jpg",
+            "unsafe/filters:watermark(l.png,101p,0,0)/a.jpg",
+            "unsafe/filters:watermark(l.png,0,0,101)/a.jpg",
+            "unsafe/filters:watermark(l.png,0,0,0,-5)/a.jpg",
+            "unsafe/filters:watermark(l.png,0,0,0,101)/a.jpg",
+            "unsafe/filters:watermark(l.png,start+1,0,0)/a.jpg",
+            "unsafe/filters:watermark(l%ZZ.png,0,0,0)/a.jpg",
+        ] {
+            assert!(
+                matches!(
+                    ThumborPath::parse(bad).unwrap().to_target(),
+                    Err(GrammarError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(
+            ThumborPath::parse("unsafe/filters:rotate(90):watermark(l.png,0,0,0):quality(5)/a.jpg")
+                .unwrap()
+                .to_target()
+                .is_ok(),
+            "filters that do not change pixels may follow"
+        );
     }
 
     #[test]

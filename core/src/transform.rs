@@ -17,12 +17,14 @@
 //! 8. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
 //!    image before it is rotated, as in thumbor, where `rotate` is a filter applied to the
 //!    result;
-//! 9. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
-//!    transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
-//!    least half opaque and drops the others. The encoder settings (`quality`, `progressive`,
-//!    `max_bytes`) apply here; where a request names none, the sidecar's configured defaults
-//!    do. The output carries no metadata and its pixels are sRGB, unless
-//!    [`Transform::keep_icc`] asks for the source's ICC profile, embedded unconverted.
+//! 9. the watermark ([`crate::watermark`]), which travels beside the transform, composited
+//!    onto the final image;
+//! 10. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
+//!     transparent onto white, and GIF, whose transparency is all or nothing, keeps pixels at
+//!     least half opaque and drops the others. The encoder settings (`quality`, `progressive`,
+//!     `max_bytes`) apply here; where a request names none, the sidecar's configured defaults
+//!     do. The output carries no metadata and its pixels are sRGB, unless
+//!     [`Transform::keep_icc`] asks for the source's ICC profile, embedded unconverted.
 
 pub use crate::color::Color;
 

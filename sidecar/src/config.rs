@@ -70,6 +70,11 @@
 //! base_dir = "copies"
 //! path_prefix = "uploads"       # only sources under uploads/; uploads/a.jpg → copies/a.jpg
 //! expiration_secs = 86400       # older copies are read from the loader again; unset: never
+//!
+//! [watermark]                   # optional
+//! storage = "photos"            # imgproxy's `wm:` watermark (IMGPROXY_WATERMARK_PATH): this
+//! key = "watermarks/logo.png"   # object; without both, `wm:` is 501
+//! cache_bytes = 16777216        # decoded watermarks kept (LRU), taken from memory_budget_bytes
 //! ```
 
 use std::collections::BTreeMap;
@@ -153,6 +158,9 @@ pub struct Config {
     /// Already applied to [`Config::storages`] once loaded.
     #[serde(default)]
     pub s3: S3Defaults,
+    /// Watermarks: imgproxy's default one and the decoded-watermark cache.
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
 }
 
 /// The `[s3]` table: what an S3 storage uses when it does not say (the loader, storage and
@@ -236,6 +244,49 @@ impl S3Defaults {
         let mut alone = S3Config::default();
         self.fill(&mut alone);
         alone.credential_settings()
+    }
+}
+
+/// Default size of the decoded-watermark cache: 16 MiB, a thousand 64×64 logos or one
+/// 2000×2000 RGBA image.
+pub const DEFAULT_WATERMARK_CACHE_BYTES: u64 = 16 << 20;
+
+/// `[watermark]`: the watermark imgproxy URLs (`wm:…`) put on the result, which imgproxy reads
+/// from `IMGPROXY_WATERMARK_PATH`, and the cache of decoded watermarks (every grammar's).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// The storage holding the default watermark (with `key`).
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// Its key, read as is (the storage's `escape_keys` applies), without `..` or a leading
+    /// `/`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Bytes of decoded watermarks (RGBA) kept, least recently used dropped first; 0: none.
+    /// Taken from `limits.memory_budget_bytes`, so renders reserve from what is left.
+    #[serde(default = "default_watermark_cache_bytes")]
+    pub cache_bytes: u64,
+}
+
+fn default_watermark_cache_bytes() -> u64 {
+    DEFAULT_WATERMARK_CACHE_BYTES
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        WatermarkConfig {
+            storage: None,
+            key: None,
+            cache_bytes: DEFAULT_WATERMARK_CACHE_BYTES,
+        }
+    }
+}
+
+impl WatermarkConfig {
+    /// The default watermark's storage and key, when configured.
+    pub fn default_image(&self) -> Option<(String, String)> {
+        Some((self.storage.clone()?, self.key.clone()?))
     }
 }
 
@@ -830,6 +881,29 @@ impl Config {
                 ));
             }
         }
+        let wm = &self.watermark;
+        match (&wm.storage, &wm.key) {
+            (None, None) => {}
+            (Some(storage), Some(key)) => {
+                if !self.storages.contains_key(storage) {
+                    return invalid(format!("watermark: no storage named {storage}"));
+                }
+                if pixmesh_core::keys::normalize(key).as_deref() != Ok(key.as_str()) {
+                    return invalid(format!(
+                        "watermark: key {key:?} must be plain segments (no `.`, `..`, `//`, \
+                         leading `/` or control characters)"
+                    ));
+                }
+            }
+            _ => return invalid("watermark: set both storage and key, or neither".into()),
+        }
+        if limits.memory_budget_bytes.saturating_sub(wm.cache_bytes) < limits.max_source_bytes {
+            return invalid(format!(
+                "watermark: cache_bytes ({}) leaves less than max_source_bytes ({}) of \
+                 memory_budget_bytes ({}) to renders",
+                wm.cache_bytes, limits.max_source_bytes, limits.memory_budget_bytes
+            ));
+        }
         if self.cache_control.bytes().any(|b| b.is_ascii_control()) {
             return invalid("cache_control contains a control character".into());
         }
@@ -872,6 +946,11 @@ mod tests {
             s3.tagging(),
             Ok(Some("source=pixmesh&lifecycle=derived".to_owned()))
         );
+        assert_eq!(
+            cfg.watermark.default_image(),
+            Some(("photos".to_owned(), "watermarks/logo.png".to_owned()))
+        );
+        assert_eq!(cfg.watermark.cache_bytes, DEFAULT_WATERMARK_CACHE_BYTES);
         let debug = format!("{:?}", cfg.storages["photos"]);
         assert!(!debug.contains("example-secret"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
@@ -1011,6 +1090,12 @@ root = \"/srv\"
             "[storages.a]\ntype = \"ftp\"",
             "typo = 1\n[storages.a]\ntype = \"local\"\nroot = \"/\"",
             "[limits]\nmemory_budget_bytes = 1000\n[storages.a]\ntype = \"local\"\nroot = \"/\"",
+            "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\nstorage = \"a\"",
+            "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\nstorage = \"b\"\nkey = \"w.png\"",
+            "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\nstorage = \"a\"\nkey = \"../w.png\"",
+            "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\nstorage = \"a\"\nkey = \"/w.png\"",
+            "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\ncache_bytes = 1073741824",
+            "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\ncolour = 1",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
         }

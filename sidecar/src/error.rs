@@ -34,6 +34,32 @@ pub enum RenderError {
     /// The render alone needs more memory than the sidecar's budget (413).
     #[error(transparent)]
     Memory(#[from] BudgetError),
+    /// Reading the watermark failed: statuses as for the source (404 when it is missing, as
+    /// imagor answers for a missing watermark).
+    #[error("watermark: {0}")]
+    WatermarkSource(StorageError),
+    /// The watermark is not an image pixmesh decodes or is corrupt (422: the request is well
+    /// formed, what it names cannot be used), or exceeds the image limits (413).
+    #[error("watermark: {0}")]
+    WatermarkImage(PipelineError),
+    /// The URL asks for the configured default watermark (imgproxy's `wm`) and the sidecar
+    /// has none (501).
+    #[error("not implemented: the default watermark (none is configured)")]
+    NoDefaultWatermark,
+}
+
+/// The status of a storage error reading what a render needs (the source, the watermark).
+fn read_status(e: &StorageError) -> u16 {
+    match e {
+        StorageError::Unroutable(_) => 400,
+        StorageError::NotFound => 404,
+        StorageError::AccessDenied => 403,
+        StorageError::TooLarge { .. } => 413,
+        StorageError::VersionsUnsupported => 501,
+        StorageError::Unavailable(_) => 503,
+        StorageError::Timeout => 504,
+        StorageError::WrongRegion(_) | StorageError::NoSuchBucket | StorageError::Other(_) => 502,
+    }
 }
 
 impl RenderError {
@@ -41,18 +67,7 @@ impl RenderError {
     pub fn http_status(&self) -> u16 {
         match self {
             RenderError::UnknownStorage(_) | RenderError::BadRequest(_) => 400,
-            RenderError::Source(e) => match e {
-                StorageError::Unroutable(_) => 400,
-                StorageError::NotFound => 404,
-                StorageError::AccessDenied => 403,
-                StorageError::TooLarge { .. } => 413,
-                StorageError::VersionsUnsupported => 501,
-                StorageError::Unavailable(_) => 503,
-                StorageError::Timeout => 504,
-                StorageError::WrongRegion(_)
-                | StorageError::NoSuchBucket
-                | StorageError::Other(_) => 502,
-            },
+            RenderError::Source(e) | RenderError::WatermarkSource(e) => read_status(e),
             RenderError::ResultStorage(e) => match e {
                 StorageError::Unavailable(_) => 503,
                 StorageError::Timeout => 504,
@@ -62,6 +77,12 @@ impl RenderError {
             RenderError::Pool(PoolError::Busy { .. }) => 503,
             RenderError::Pool(PoolError::Lost(_)) => 500,
             RenderError::Memory(_) => 413,
+            RenderError::WatermarkImage(e) => match e {
+                PipelineError::TooLarge(_) => 413,
+                PipelineError::Encode(_) => 500,
+                _ => 422,
+            },
+            RenderError::NoDefaultWatermark => 501,
         }
     }
 
@@ -70,6 +91,7 @@ impl RenderError {
         match self {
             RenderError::Source(e) => format!("source: {}", e.detail()),
             RenderError::ResultStorage(e) => format!("result storage: {}", e.detail()),
+            RenderError::WatermarkSource(e) => format!("watermark: {}", e.detail()),
             RenderError::Pool(PoolError::Lost(detail)) => format!("render worker failed: {detail}"),
             other => other.to_string(),
         }
@@ -189,6 +211,32 @@ mod tests {
                 413,
                 Code::FailedPrecondition,
             ),
+            (
+                RenderError::WatermarkSource(StorageError::NotFound),
+                404,
+                Code::NotFound,
+            ),
+            (
+                RenderError::WatermarkSource(StorageError::Timeout),
+                504,
+                Code::DeadlineExceeded,
+            ),
+            (
+                RenderError::WatermarkImage(PipelineError::UnsupportedFormat("unknown".into())),
+                422,
+                Code::FailedPrecondition,
+            ),
+            (
+                RenderError::WatermarkImage(PipelineError::Corrupt("x".into())),
+                422,
+                Code::FailedPrecondition,
+            ),
+            (
+                RenderError::WatermarkImage(PipelineError::TooLarge("x".into())),
+                413,
+                Code::FailedPrecondition,
+            ),
+            (RenderError::NoDefaultWatermark, 501, Code::Unimplemented),
         ];
         for (err, http, code) in cases {
             assert_eq!(err.http_status(), http, "{err:?}");

@@ -8,6 +8,7 @@
 //! - [`budget`]: the memory budget renders reserve from.
 //! - [`service`]: the tonic service and the render flow.
 //! - [`error`]: the error model and its HTTP/gRPC statuses.
+//! - [`watermarks`]: the bounded cache of decoded watermarks.
 //! - [`check`]: `pixmesh-sidecar check`, probing every configured storage.
 //! - [`imagor_env`]: `pixmesh-sidecar from-imagor-env`, imagor's environment variables mapped
 //!   onto pixmesh's two configuration files.
@@ -25,6 +26,7 @@ pub mod pool;
 pub mod routing;
 pub mod service;
 pub mod storage;
+pub mod watermarks;
 
 #[cfg(test)]
 mod fake_s3;
@@ -156,8 +158,17 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             }
         })?,
         workers: WorkerPool::new(cores, config.limits.max_queue),
-        budget: MemoryBudget::new(config.limits.memory_budget_bytes),
+        // The watermark cache's capacity comes out of the budget (the configuration checks
+        // that what is left still holds the largest source).
+        budget: MemoryBudget::new(
+            config
+                .limits
+                .memory_budget_bytes
+                .saturating_sub(config.watermark.cache_bytes),
+        ),
         in_flight: Default::default(),
+        watermarks: watermarks::WatermarkCache::new(config.watermark.cache_bytes),
+        default_watermark: config.watermark.default_image(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The render pipeline: decode → orient → trim ([`trim`]) → crop → smart crop placement
 //! ([`smart`]) → resize → to sRGB → flip → grayscale → blur → sharpen → pad → flatten → rotate →
-//! encode → keep the ICC profile ([`icc`]), as a list of named steps.
+//! watermark ([`watermark`]) → encode → keep the ICC profile ([`icc`]), as a list of named
+//! steps.
 //!
 //! Formats: JPEG, PNG, WebP and GIF in and out, AVIF in ([`avif`], libdav1d) and out (ravif).
 //! Animated GIF and WebP sources stay animated when the output is GIF or WebP ([`animation`]: every frame through the same steps, up to
@@ -45,6 +46,7 @@ mod avif;
 mod icc;
 mod smart;
 mod trim;
+pub mod watermark;
 
 use std::io::Cursor;
 
@@ -234,6 +236,17 @@ pub fn render_with(
     limits: &Limits,
     encoding: &Encoding,
 ) -> Result<Rendered, PipelineError> {
+    render_overlaid(source, t, None, limits, encoding)
+}
+
+/// [`render_with`] with a watermark composited onto the final image ([`watermark`]).
+pub fn render_overlaid(
+    source: &[u8],
+    t: &Transform,
+    overlay: Option<&watermark::Overlay>,
+    limits: &Limits,
+    encoding: &Encoding,
+) -> Result<Rendered, PipelineError> {
     let Plan {
         source_format,
         mut decoder,
@@ -244,9 +257,14 @@ pub fn render_with(
         shrink,
     } = plan(source, t, limits)?;
     let kept_icc = icc::kept(&mut decoder, t, source_format)?;
-    if let Some(animation) =
-        animation::render(source, source_format, decoder.dimensions(), t, limits)?
-    {
+    if let Some(animation) = animation::render(
+        source,
+        source_format,
+        decoder.dimensions(),
+        t,
+        overlay,
+        limits,
+    )? {
         return icc::embed(animation, kept_icc.as_deref());
     }
     let profile = match t.keep_icc {
@@ -269,7 +287,7 @@ pub fn render_with(
         pixels = sharper;
     }
     let (pixels, geometry) = trim::cut(pixels, &frame, (width, height), geometry);
-    let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t)?;
+    let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t, overlay)?;
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
@@ -324,13 +342,14 @@ fn replan(
     Ok((smart::place(pixels, scale, &region, geometry), frame))
 }
 
-/// The steps from resize to rotate, which a still and each frame of an animation go through
-/// alike; `profile` is the source's colour profile when it is not sRGB.
+/// The steps from resize to the watermark, which a still and each frame of an animation go
+/// through alike; `profile` is the source's colour profile when it is not sRGB.
 fn frame_steps(
     pixels: Pixels,
     geometry: &Geometry,
     profile: Option<&ColorProfile>,
     t: &Transform,
+    overlay: Option<&watermark::Overlay>,
 ) -> Result<Pixels, PipelineError> {
     let pixels = resize(pixels, geometry)?;
     let pixels = to_srgb(pixels, profile);
@@ -340,7 +359,8 @@ fn frame_steps(
     let pixels = sharpen(pixels, t.sharpen);
     let pixels = pad(pixels, t);
     let pixels = flatten(pixels, t.background);
-    Ok(rotate(pixels, t.rotation))
+    let pixels = rotate(pixels, t.rotation);
+    watermark::apply(pixels, overlay)
 }
 
 /// What the header says about a render, before any pixel is decoded: steps 1–3 below.
@@ -409,6 +429,16 @@ const RENDER_OVERHEAD_BYTES: u64 = 4 << 20;
 /// same error. Conservative: the decoded image counts twice (orientation and normalising may
 /// copy it), the output-sized buffers of the steps after the resize four times.
 pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u64, PipelineError> {
+    memory_needed_overlaid(source, t, None, limits)
+}
+
+/// [`memory_needed`] of [`render_overlaid`]: the scaled watermark counts too.
+pub fn memory_needed_overlaid(
+    source: &[u8],
+    t: &Transform,
+    overlay: Option<&watermark::Overlay>,
+    limits: &Limits,
+) -> Result<u64, PipelineError> {
     let format = sniff_format(source)?;
     if format == Format::Jpeg
         && let Ok(header) = turbojpeg::read_header(source)
@@ -430,7 +460,7 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
             };
             let side = |n: u32| (f64::from(n) / shrink).ceil() as u64;
             let decoded = side(width) * side(height) * 3;
-            Ok(working_set(decoded, &geometry, t))
+            Ok(working_set(decoded, &geometry, t, overlay))
         });
         let needed = match estimates {
             [Err(e), Err(_)] => return Err(e),
@@ -455,7 +485,7 @@ pub fn memory_needed(source: &[u8], t: &Transform, limits: &Limits) -> Result<u6
         _ => plan.decoder.total_bytes(),
     };
     let geometry = budgeted(plan.geometry, (plan.width, plan.height), t, limits);
-    Ok(working_set(decoded, &geometry, t))
+    Ok(working_set(decoded, &geometry, t, overlay))
 }
 
 /// The geometry [`memory_needed`] budgets for on a `width`×`height` source: the planned one,
@@ -502,7 +532,12 @@ fn budgeted(
 /// What a render holds at most, given the bytes its decoder produces (see [`memory_needed`]):
 /// with a trim, the decode at full size its box may need (the first decode is dropped before
 /// it); with smart crop, the attention's small planes.
-fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
+fn working_set(
+    decoded: u64,
+    geometry: &Geometry,
+    t: &Transform,
+    overlay: Option<&watermark::Overlay>,
+) -> u64 {
     let (out_w, out_h) = if t.pad {
         padded_size(geometry.width, geometry.height, t)
     } else {
@@ -514,6 +549,7 @@ fn working_set(decoded: u64, geometry: &Geometry, t: &Transform) -> u64 {
         .saturating_mul(2)
         .saturating_add(output.saturating_mul(4))
         .saturating_add(attention)
+        .saturating_add(watermark::memory_needed(overlay, out_w.max(out_h)))
         .saturating_add(RENDER_OVERHEAD_BYTES)
 }
 

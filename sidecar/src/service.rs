@@ -11,9 +11,12 @@
 //!    the queue of those waiting is full), then read the source (the requested version of it,
 //!    when one is; S3 storages only, else 501), from the storage's fallbacks in order when it is
 //!    not found (404/403/413/503/504 from the storage);
-//! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering;
+//! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering (with a
+//!    watermark, its ETag, from a `HEAD` before the source is read, is part of the rendition's);
 //! 5. render on a blocking worker, at most one per core, once the memory budget holds the
-//!    source and what the render will allocate (413 when that alone exceeds the budget);
+//!    source and what the render will allocate (413 when that alone exceeds the budget); a
+//!    watermark comes from the cache of decoded ones ([`crate::watermarks`]) or is read and
+//!    decoded first, on a worker and within the budget too;
 //! 6. stream the image, and write it to result storage: in the background (failures logged and
 //!    counted), or before answering with `report_errors`.
 //!
@@ -38,6 +41,7 @@ use pixmesh_core::transform::{
     Color, CropSpecError, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT,
     MAX_SIGMA, OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
+use pixmesh_core::watermark::{Axis, Offset, Watermark, WatermarkImage, parse_opacity, parse_size};
 use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
 use tokio_stream::Stream;
@@ -49,8 +53,10 @@ use crate::config::Limits;
 use crate::error::RenderError;
 use crate::flight::Flights;
 use crate::pipeline;
+use crate::pipeline::watermark::Overlay;
 use crate::pool::{Admission, WorkerPool};
 use crate::storage::{Head, Object, S3Storage, Storage, StorageError, http_date};
+use crate::watermarks::WatermarkCache;
 
 /// Size of each streamed `HttpBody` message.
 const CHUNK: usize = 64 * 1024;
@@ -161,6 +167,14 @@ struct Source {
     admission: Arc<Admission>,
 }
 
+/// What a render knows of its watermark before reading it: its ETag (`HEAD`), the key of its
+/// decoded image in the cache, and what the request asks of it.
+struct WatermarkHead {
+    etag: String,
+    cache_key: String,
+    spec: Watermark,
+}
+
 /// A rendered image, cheap to share between the requests of one flight.
 #[derive(Clone)]
 struct Rendered {
@@ -193,6 +207,10 @@ pub struct Renderer {
     pub budget: MemoryBudget,
     /// Source reads and renders in flight.
     pub in_flight: InFlight,
+    /// Decoded watermarks.
+    pub watermarks: WatermarkCache,
+    /// The watermark URLs asking for the default one get (`[watermark]` storage and key).
+    pub default_watermark: Option<(String, String)>,
 }
 
 /// The outcome of a successful render.
@@ -231,9 +249,18 @@ impl Renderer {
 
     async fn render(
         &self,
-        req: RenderRequest,
+        mut req: RenderRequest,
         if_none: Option<&str>,
     ) -> Result<Rendition, RenderError> {
+        if let Some(w) = &mut req.watermark
+            && w.image == WatermarkImage::Default
+        {
+            let (storage, key) = self
+                .default_watermark
+                .clone()
+                .ok_or(RenderError::NoDefaultWatermark)?;
+            w.image = WatermarkImage::Object { storage, key };
+        }
         let version = req.version.as_deref();
         let chain = self.chain(&req.storage, version.is_some())?;
         let canonical = req.canonical();
@@ -251,8 +278,15 @@ impl Renderer {
         {
             return Ok(hit);
         }
+        let watermark = match &req.watermark {
+            Some(w) => Some(self.watermark_head(w).await?),
+            None => None,
+        };
         let source = self.read_source(&chain, &req).await?;
-        let tag = etag(&canonical, &source.object.etag);
+        let tag = match &watermark {
+            Some(wm) => etag(&canonical, &format!("{}\0{}", source.object.etag, wm.etag)),
+            None => etag(&canonical, &source.object.etag),
+        };
         if if_none.is_some_and(|h| if_none_match(h, &tag)) {
             return Ok(Rendition::NotModified { etag: tag });
         }
@@ -260,7 +294,7 @@ impl Renderer {
             .in_flight
             .renders
             .run(&tag, || {
-                self.render_and_store(source, req.transform, &tag, stored)
+                self.render_and_store(source, req.transform, watermark, &tag, stored)
             })
             .await?;
         Ok(Rendition::Image {
@@ -376,12 +410,17 @@ impl Renderer {
             admission,
         }: Source,
         transform: Transform,
+        watermark: Option<WatermarkHead>,
         tag: &str,
         stored: Option<(&ResultStore, String)>,
     ) -> Result<Rendered, RenderError> {
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
+        let overlay = match watermark {
+            Some(wm) => Some(self.overlay(&admission, wm).await?),
+            None => None,
+        };
         let rendered = self
-            .run_pipeline(&admission, source.bytes.clone(), transform)
+            .run_pipeline(&admission, source.bytes.clone(), transform, overlay)
             .await?;
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
@@ -468,6 +507,89 @@ impl Renderer {
         Some(from_result_storage(obj, if_none))
     }
 
+    /// The pipeline's limits, from the configuration.
+    fn pipeline_limits(&self) -> pipeline::Limits {
+        pipeline::Limits {
+            max_source_pixels: self.limits.max_source_pixels,
+            max_output_pixels: self.limits.max_output_pixels,
+            max_animation_frames: self.limits.max_animation_frames,
+        }
+    }
+
+    /// The storages to read the watermark `w` from (its storage and that one's fallbacks, as
+    /// for sources) and its key.
+    fn watermark_chain<'a>(
+        &self,
+        w: &'a Watermark,
+    ) -> Result<(Vec<&Storage>, &'a str, &'a str), RenderError> {
+        match &w.image {
+            WatermarkImage::Object { storage, key } => {
+                Ok((self.chain(storage, false)?, storage.as_str(), key.as_str()))
+            }
+            // The router resolves paths and `render` the default: neither reaches here.
+            WatermarkImage::Default | WatermarkImage::Path(_) => Err(RenderError::BadRequest(
+                "the watermark names no storage object".into(),
+            )),
+        }
+    }
+
+    /// `HEAD`s the watermark: its ETag, part of the rendition's, and the cache key of its
+    /// decoded image.
+    async fn watermark_head(&self, w: &Watermark) -> Result<WatermarkHead, RenderError> {
+        let (chain, storage, key) = self.watermark_chain(w)?;
+        let head = first_found(&chain, |s| s.head(key, None))
+            .await
+            .map_err(RenderError::WatermarkSource)?;
+        Ok(WatermarkHead {
+            cache_key: crate::watermarks::cache_key(storage, key, &head.etag),
+            etag: head.etag,
+            spec: w.clone(),
+        })
+    }
+
+    /// The decoded watermark, from the cache, or read and decoded on a worker (within the
+    /// memory budget) and kept.
+    async fn overlay(
+        &self,
+        admitted: &Admission,
+        wm: WatermarkHead,
+    ) -> Result<Overlay, RenderError> {
+        if let Some(image) = self.watermarks.get(&wm.cache_key) {
+            return Ok(Overlay {
+                image,
+                spec: wm.spec,
+            });
+        }
+        let (chain, storage, key) = self.watermark_chain(&wm.spec)?;
+        let object = first_found(&chain, |s| s.get(key, None, self.limits.max_source_bytes))
+            .await
+            .map_err(RenderError::WatermarkSource)?;
+        let limits = self.pipeline_limits();
+        let needed = pipeline::watermark::decode_memory_needed(&object.bytes, &limits)
+            .map_err(RenderError::WatermarkImage)?;
+        let _reserved = self
+            .budget
+            .reserve((object.bytes.len() as u64).saturating_add(needed))
+            .await?;
+        let bytes = object.bytes.clone();
+        let image = self
+            .workers
+            .run(admitted, move || {
+                pipeline::watermark::decode_watermark(&bytes, &limits)
+            })
+            .await?
+            .map_err(RenderError::WatermarkImage)?;
+        let image = Arc::new(image);
+        // Kept under the ETag of what was read, which a concurrent change may have made newer
+        // than the `HEAD`'s.
+        let read_key = crate::watermarks::cache_key(storage, key, &object.etag);
+        self.watermarks.insert(read_key, Arc::clone(&image));
+        Ok(Overlay {
+            image,
+            spec: wm.spec,
+        })
+    }
+
     /// Renders on a worker, once the memory budget holds the source and what the render
     /// allocates (estimated from the header; refused at once when that exceeds the budget).
     async fn run_pipeline(
@@ -475,13 +597,11 @@ impl Renderer {
         admitted: &Admission,
         source: Bytes,
         transform: Transform,
+        overlay: Option<Overlay>,
     ) -> Result<pipeline::Rendered, RenderError> {
-        let limits = pipeline::Limits {
-            max_source_pixels: self.limits.max_source_pixels,
-            max_output_pixels: self.limits.max_output_pixels,
-            max_animation_frames: self.limits.max_animation_frames,
-        };
-        let needed = pipeline::memory_needed(&source, &transform, &limits)?;
+        let limits = self.pipeline_limits();
+        let needed =
+            pipeline::memory_needed_overlaid(&source, &transform, overlay.as_ref(), &limits)?;
         let _reserved = self
             .budget
             .reserve((source.len() as u64).saturating_add(needed))
@@ -490,7 +610,7 @@ impl Renderer {
         let rendered = self
             .workers
             .run(admitted, move || {
-                pipeline::render_with(&source, &transform, &limits, &encoding)
+                pipeline::render_overlaid(&source, &transform, overlay.as_ref(), &limits, &encoding)
             })
             .await??;
         Ok(rendered)
@@ -583,6 +703,7 @@ fn from_result_storage(obj: Object, if_none: Option<&str>) -> Rendition {
 /// Converts the wire request into the canonical model, rejecting values the filter never sends.
 pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
     let bad = |m: String| RenderError::BadRequest(m);
+    let watermark = watermark_from_wire(&r)?;
     if r.storage.is_empty() || r.key.is_empty() {
         return Err(bad("storage and key are required".into()));
     }
@@ -679,11 +800,13 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         k if pixmesh_core::cachekey::is_digest(&k) => Some(k),
         _ => return Err(bad("cache_key is not a digest".into())),
     };
+
     Ok(RenderRequest {
         storage: r.storage,
         key: r.key,
         version,
         cache_key,
+        watermark,
         transform: Transform {
             width: r.width,
             height: r.height,
@@ -710,6 +833,67 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             keep_icc: r.keep_icc,
         },
     })
+}
+
+/// The watermark of a wire request: none without `watermark_key` or `watermark_default`.
+fn watermark_from_wire(r: &v1::RenderRequest) -> Result<Option<Watermark>, RenderError> {
+    let bad = |m: String| RenderError::BadRequest(m);
+    let image = match (r.watermark_default, r.watermark_key.is_empty()) {
+        (false, true) => {
+            let rest = [
+                &r.watermark_storage,
+                &r.watermark_x,
+                &r.watermark_y,
+                &r.watermark_opacity,
+                &r.watermark_width,
+                &r.watermark_height,
+            ];
+            if rest.iter().any(|f| !f.is_empty()) {
+                return Err(bad("watermark fields without a watermark".into()));
+            }
+            return Ok(None);
+        }
+        (true, true) if r.watermark_storage.is_empty() => WatermarkImage::Default,
+        (true, _) => {
+            return Err(bad(
+                "watermark_default with a watermark storage or key".into()
+            ));
+        }
+        (false, false) => {
+            let key = &r.watermark_key;
+            if r.watermark_storage.is_empty()
+                || pixmesh_core::keys::normalize(key).as_deref() != Ok(key.as_str())
+            {
+                return Err(bad(
+                    "watermark_storage and a normalized watermark_key are required".into(),
+                ));
+            }
+            WatermarkImage::Object {
+                storage: r.watermark_storage.clone(),
+                key: key.clone(),
+            }
+        }
+    };
+    let axis = |text: &str| -> Result<Axis, RenderError> {
+        match text {
+            "" => Ok(Axis::Start(Offset::ZERO)),
+            t => t
+                .parse()
+                .map_err(|e: pixmesh_core::watermark::WatermarkSpecError| bad(e.to_string())),
+        }
+    };
+    let size = |text: &str| match text {
+        "" => Ok(None),
+        t => parse_size(t).map(Some).map_err(|e| bad(e.to_string())),
+    };
+    Ok(Some(Watermark {
+        image,
+        x: axis(&r.watermark_x)?,
+        y: axis(&r.watermark_y)?,
+        opacity: parse_opacity(&r.watermark_opacity).map_err(|e| bad(e.to_string()))?,
+        width: size(&r.watermark_width)?,
+        height: size(&r.watermark_height)?,
+    }))
 }
 
 /// The tonic service.
@@ -859,6 +1043,8 @@ mod tests {
             workers: WorkerPool::new(1, 64),
             budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
             in_flight: InFlight::default(),
+            watermarks: WatermarkCache::new(0),
+            default_watermark: None,
         })
     }
 
@@ -889,6 +1075,7 @@ mod tests {
             storage: "photos".into(),
             key: "flower.webp".into(),
             version: None,
+            watermark: None,
             cache_key: None,
             transform: Transform {
                 width: 64,
@@ -1027,6 +1214,7 @@ mod tests {
             storage: "photos".into(),
             key: "flower.webp".into(),
             version: None,
+            watermark: None,
             cache_key: None,
             transform: Transform {
                 width: 100,
@@ -1063,6 +1251,7 @@ mod tests {
             storage: storage.into(),
             key: "a.txt".into(),
             version: Some("v1".into()),
+            watermark: None,
             cache_key: None,
             transform: Transform::default(),
         };
@@ -1114,11 +1303,14 @@ mod tests {
             budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
             encoding: pipeline::Encoding::default(),
             in_flight: InFlight::default(),
+            watermarks: WatermarkCache::new(0),
+            default_watermark: None,
         };
         let request = |key: &str, version: Option<&str>| RenderRequest {
             storage: "photos".into(),
             key: key.into(),
             version: version.map(str::to_owned),
+            watermark: None,
             cache_key: None,
             transform: Transform::default(),
         };
@@ -1280,6 +1472,7 @@ mod tests {
                 storage: "s".into(),
                 key: "k".into(),
                 version: None,
+                watermark: None,
                 cache_key: (i % 2 == 1).then(|| "0123456789abcdef".repeat(2)),
                 transform: Transform { format, ..t },
             };
@@ -1346,10 +1539,231 @@ mod tests {
                 "trim" => wire.trim = value.replace("%2C", ","),
                 "smart_crop" => wire.smart_crop = yes(),
                 "keep_icc" => wire.keep_icc = yes(),
+                "watermark_storage" => wire.watermark_storage = unescape(value),
+                "watermark_key" => wire.watermark_key = unescape(value),
+                "watermark_default" => wire.watermark_default = yes(),
+                "watermark_x" => wire.watermark_x = unescape(value),
+                "watermark_y" => wire.watermark_y = unescape(value),
+                "watermark_opacity" => wire.watermark_opacity = unescape(value),
+                "watermark_width" => wire.watermark_width = unescape(value),
+                "watermark_height" => wire.watermark_height = unescape(value),
                 other => panic!("{other} is not a RenderRequest field"),
             }
         }
         wire
+    }
+
+    /// The few escapes the watermark fields of these tests hold.
+    fn unescape(value: &str) -> String {
+        value
+            .replace("%2B", "+")
+            .replace("%2F", "/")
+            .replace("%2C", ",")
+            .replace("%20", " ")
+    }
+
+    #[test]
+    fn watermarks_round_trip_through_the_wire_and_malformed_ones_are_refused() {
+        let object = WatermarkImage::Object {
+            storage: "s".into(),
+            key: "wm/a b.png".into(),
+        };
+        let mut tiled = Watermark::new(object.clone());
+        (tiled.x, tiled.y) = (Axis::Repeat(12), Axis::End(Offset::Percent(5)));
+        tiled.opacity = Fraction(2500);
+        tiled.width = Some(Span::Pixels(40));
+        tiled.height = Some(Span::Fraction(Fraction(5000)));
+        let mut centred = Watermark::new(WatermarkImage::Default);
+        (centred.x, centred.y) = (Axis::Center(Offset::Pixels(-3)), Axis::Start(Offset::ZERO));
+        for w in [Watermark::new(object), tiled, centred] {
+            let req = RenderRequest {
+                storage: "s".into(),
+                key: "k".into(),
+                version: None,
+                cache_key: None,
+                transform: Transform::default(),
+                watermark: Some(w),
+            };
+            assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
+        }
+        let base = v1::RenderRequest {
+            storage: "s".into(),
+            key: "k".into(),
+            watermark_storage: "s".into(),
+            watermark_key: "wm.png".into(),
+            watermark_opacity: "1.0".into(),
+            ..Default::default()
+        };
+        assert!(to_core(base.clone()).unwrap().watermark.is_some());
+        for bad in [
+            v1::RenderRequest {
+                watermark_key: String::new(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_storage: String::new(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_key: "../wm.png".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_key: "/wm.png".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_default: true,
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_opacity: "1".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_x: "left".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                watermark_width: "0".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                storage: "s".into(),
+                key: "k".into(),
+                watermark_x: "center".into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(to_core(bad.clone()), Err(RenderError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// A PNG of `w`×`h` pixels of one RGBA colour.
+    fn png(w: u32, h: u32, rgba: [u8; 4]) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(w, h, image::Rgba(rgba)))
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn watermarks_are_read_cached_and_part_of_the_etag() {
+        let dir = dir_with(
+            "wm",
+            &[
+                ("a.png", &png(40, 20, [0, 0, 255, 255])),
+                ("wm.png", &png(8, 4, [255, 0, 0, 255])),
+                ("other.png", &png(8, 4, [0, 255, 0, 255])),
+                ("text.png", b"not an image"),
+            ],
+        );
+        let config = |default: &str| {
+            crate::config::Config::from_toml(&format!(
+                "[storages.photos]\ntype = \"local\"\nroot = \"{}\"\n{default}",
+                dir.display()
+            ))
+            .unwrap()
+        };
+        let renderer = crate::renderer(&config("")).await.unwrap();
+        let request = |key: Option<&str>| RenderRequest {
+            storage: "photos".into(),
+            key: "a.png".into(),
+            version: None,
+            cache_key: None,
+            transform: Transform::default(),
+            watermark: key.map(|k| {
+                let mut w = Watermark::new(WatermarkImage::Object {
+                    storage: "photos".into(),
+                    key: k.into(),
+                });
+                (w.x, w.y) = (Axis::End(Offset::ZERO), Axis::End(Offset::ZERO));
+                w
+            }),
+        };
+        let image = |r: Rendition| match r {
+            Rendition::Image { bytes, etag, .. } => {
+                (image::load_from_memory(&bytes).unwrap().to_rgba8(), etag)
+            }
+            Rendition::NotModified { .. } => panic!("not modified"),
+        };
+        let (plain, plain_tag) = image(renderer.render(request(None), None).await.unwrap());
+        let (marked, tag) = image(
+            renderer
+                .render(request(Some("wm.png")), None)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(plain.get_pixel(39, 19).0, [0, 0, 255, 255]);
+        assert_eq!(
+            marked.get_pixel(39, 19).0,
+            [255, 0, 0, 255],
+            "bottom-right corner"
+        );
+        assert_eq!(
+            marked.get_pixel(31, 15).0,
+            [0, 0, 255, 255],
+            "outside the watermark"
+        );
+        assert_eq!(renderer.watermarks.len(), 1, "decoded once, kept");
+        let (_, again) = image(
+            renderer
+                .render(request(Some("wm.png")), None)
+                .await
+                .unwrap(),
+        );
+        assert_eq!((again, renderer.watermarks.len()), (tag.clone(), 1));
+        let (other, other_tag) = image(
+            renderer
+                .render(request(Some("other.png")), None)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(other.get_pixel(39, 19).0, [0, 255, 0, 255]);
+        assert!(plain_tag != tag && tag != other_tag && plain_tag != other_tag);
+        // A replaced watermark changes the ETag.
+        std::fs::write(dir.join("wm.png"), png(6, 4, [255, 0, 0, 255])).unwrap();
+        let (_, replaced) = image(
+            renderer
+                .render(request(Some("wm.png")), None)
+                .await
+                .unwrap(),
+        );
+        assert_ne!(replaced, tag);
+        let status = |r: Result<Rendition, RenderError>| r.err().map(|e| e.http_status());
+        assert_eq!(
+            status(renderer.render(request(Some("none.png")), None).await),
+            Some(404)
+        );
+        assert_eq!(
+            status(renderer.render(request(Some("text.png")), None).await),
+            Some(422)
+        );
+        let default = RenderRequest {
+            watermark: Some(Watermark::new(WatermarkImage::Default)),
+            ..request(None)
+        };
+        assert_eq!(
+            status(renderer.render(default.clone(), None).await),
+            Some(501)
+        );
+        let configured = crate::renderer(&config(
+            "[watermark]\nstorage = \"photos\"\nkey = \"other.png\"\n",
+        ))
+        .await
+        .unwrap();
+        let (img, default_tag) = image(configured.render(default, None).await.unwrap());
+        assert_eq!(
+            img.get_pixel(0, 0).0,
+            [0, 255, 0, 255],
+            "the default sits top-left"
+        );
+        assert_ne!(default_tag, plain_tag);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -293,6 +293,7 @@ async fn writes_renditions_to_result_storage_and_serves_them_from_there() {
         version: None,
         cache_key: None,
         transform,
+        watermark: None,
     }
     .canonical();
     let key = result_key(RESULTS_DIR, &canonical, &SafeChars::default());

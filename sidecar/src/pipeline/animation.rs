@@ -26,6 +26,7 @@ use pixmesh_core::transform::{Format, Transform};
 use super::{
     DEFAULT_WEBP_QUALITY, GIF_ALPHA_THRESHOLD, GIF_QUANTIZE_SPEED, Geometry, Limits,
     MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION, PipelineError, Pixels, Rendered, frame_steps,
+    watermark::Overlay,
 };
 use crate::libwebp;
 
@@ -54,6 +55,7 @@ pub(super) fn render(
     source_format: Format,
     (width, height): (u32, u32),
     t: &Transform,
+    overlay: Option<&Overlay>,
     limits: &Limits,
 ) -> Result<Option<Rendered>, PipelineError> {
     if limits.max_animation_frames <= 1 || !matches!(source_format, Format::Gif | Format::Webp) {
@@ -83,8 +85,16 @@ pub(super) fn render(
     let geometry = super::geometry(width, height, t, limits)?;
     check_sizes(frames, (width, height), &geometry, t, limits)?;
     let (rendered, loops) = match source_format {
-        Format::Gif => render_gif(source, (width, height), frames, &geometry, t, limits)?,
-        _ => render_webp(source, frames, &geometry, t, limits)?,
+        Format::Gif => render_gif(
+            source,
+            (width, height),
+            frames,
+            &geometry,
+            t,
+            overlay,
+            limits,
+        )?,
+        _ => render_webp(source, frames, &geometry, t, overlay, limits)?,
     };
     encode(rendered, format, loops, t).map(Some)
 }
@@ -165,6 +175,7 @@ fn render_gif(
     frames: u32,
     geometry: &Geometry,
     t: &Transform,
+    overlay: Option<&Overlay>,
     limits: &Limits,
 ) -> Result<(Vec<Frame>, Loops), PipelineError> {
     let mut options = gif::DecodeOptions::new();
@@ -234,7 +245,7 @@ fn render_gif(
             None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
         };
         out.push(Frame {
-            pixels: frame_steps(pixels, &geometry, None, t)?,
+            pixels: frame_steps(pixels, &geometry, None, t, overlay)?,
             duration_ms: u32::from(delay) * 10,
         });
         match dispose {
@@ -270,6 +281,7 @@ fn render_webp(
     frames: u32,
     geometry: &Geometry,
     t: &Transform,
+    overlay: Option<&Overlay>,
     limits: &Limits,
 ) -> Result<(Vec<Frame>, Loops), PipelineError> {
     let mut decoder = libwebp::AnimDecoder::new(source)?;
@@ -295,7 +307,7 @@ fn render_webp(
             None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
         };
         out.push(Frame {
-            pixels: frame_steps(pixels, &geometry, None, t)?,
+            pixels: frame_steps(pixels, &geometry, None, t, overlay)?,
             duration_ms,
         });
     }
