@@ -152,7 +152,7 @@ impl Picture {
         Layout::from_sys(self.pic.p.layout)
     }
 
-    /// Bits per sample: 8, 10 or 12 (stored in 16 bits above 8).
+    /// Bits per sample: 8, 10 or 12 (stored in 16 bits above 8; [`decode`] refuses others).
     pub fn bit_depth(&self) -> u8 {
         code(self.pic.p.bpc)
     }
@@ -260,7 +260,20 @@ pub fn decode(obus: &[u8], max_pixels: u64) -> Result<Picture, PipelineError> {
         let mut pic: sys::Dav1dPicture = unsafe { std::mem::zeroed() };
         let got = unsafe { sys::dav1d_get_picture(context.0, &mut pic) };
         if got == 0 {
-            return Ok(Picture { pic });
+            // Owned from here: released on every path below.
+            let picture = Picture { pic };
+            if !matches!(picture.bit_depth(), 8 | 10 | 12)
+                || picture.width() == 0
+                || picture.height() == 0
+            {
+                return Err(PipelineError::Corrupt(format!(
+                    "avif: AV1 picture of {}x{} at {} bits",
+                    picture.width(),
+                    picture.height(),
+                    picture.bit_depth()
+                )));
+            }
+            return Ok(picture);
         }
         if got != AGAIN {
             return Err(failed("picture", got));
