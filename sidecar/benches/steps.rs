@@ -1,8 +1,9 @@
 //! `cargo bench -p pixmesh-sidecar --bench steps`: each named step of the pipeline on its own,
 //! on medium.jpg of ../shared/testdata/images (a 2560×1600 photo) scaled to fit 800×800: decode
 //! (with shrink-on-load), resize, the effects at the output size, and each encoder. The inputs
-//! are the previous step's outputs, prepared once outside the timed loop, so the numbers add up
-//! to roughly what `benches/pipeline.rs` measures for the whole render.
+//! are the previous step's outputs, prepared once outside the timed loop; each timed step also
+//! copies its input (the steps take ownership), so the numbers add up to a little more than
+//! what `benches/pipeline.rs` measures for the whole render.
 //!
 //! Wall time on one thread, as criterion reports it: for tracking pixmesh against itself.
 

@@ -130,6 +130,55 @@ fn check_sizes(
     Ok(())
 }
 
+/// Each composed canvas of an animation through [`frame_steps`], with the geometry found on the
+/// first frame ([`first_frame_geometry`]) kept for every later one.
+struct FrameSteps<'a> {
+    planned: &'a Geometry,
+    /// The geometry of every frame, once the first has been rendered.
+    placed: Option<Geometry>,
+    frames: u32,
+    t: &'a Transform,
+    overlay: Option<&'a Overlay>,
+    limits: &'a Limits,
+}
+
+impl<'a> FrameSteps<'a> {
+    fn new(
+        planned: &'a Geometry,
+        frames: u32,
+        t: &'a Transform,
+        overlay: Option<&'a Overlay>,
+        limits: &'a Limits,
+    ) -> FrameSteps<'a> {
+        FrameSteps {
+            planned,
+            placed: None,
+            frames,
+            t,
+            overlay,
+            limits,
+        }
+    }
+
+    /// Renders the next canvas, shown for `duration_ms`.
+    fn render(&mut self, pixels: Pixels, duration_ms: u32) -> Result<Frame, PipelineError> {
+        let geometry = match self.placed {
+            Some(g) => g,
+            None => *self.placed.insert(first_frame_geometry(
+                &pixels,
+                self.planned,
+                self.frames,
+                self.t,
+                self.limits,
+            )?),
+        };
+        Ok(Frame {
+            pixels: frame_steps(pixels, &geometry, None, self.t, self.overlay)?,
+            duration_ms,
+        })
+    }
+}
+
 /// The geometry of every frame: the planned one, or the one a trim or smart crop finds on the
 /// `first` frame ([`super::replan`]; the canvas is never shrunk on load), within the limits.
 fn first_frame_geometry(
@@ -188,7 +237,7 @@ fn render_gif(
     let (sw, sh) = (width as usize, height as usize);
     let mut canvas = vec![0u8; sw * sh * 4];
     let mut out = Vec::with_capacity(frames as usize);
-    let mut placed = None;
+    let mut steps = FrameSteps::new(geometry, frames, t, overlay, limits);
     let mut buffer = Vec::new();
     for _ in 0..frames {
         let Some(frame) = decoder.next_frame_info().map_err(gif_error)? else {
@@ -240,14 +289,7 @@ fn render_gif(
             alpha: true,
             data: canvas.clone(),
         };
-        let geometry = match placed {
-            Some(g) => g,
-            None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
-        };
-        out.push(Frame {
-            pixels: frame_steps(pixels, &geometry, None, t, overlay)?,
-            duration_ms: u32::from(delay) * 10,
-        });
+        out.push(steps.render(pixels, u32::from(delay) * 10)?);
         match dispose {
             gif::DisposalMethod::Background => {
                 for y in 0..visible_h {
@@ -291,7 +333,7 @@ fn render_webp(
         n => Loops::Count(u16::try_from(n).unwrap_or(u16::MAX)),
     };
     let mut out = Vec::with_capacity(frames as usize);
-    let mut placed = None;
+    let mut steps = FrameSteps::new(geometry, frames, t, overlay, limits);
     for _ in 0..frames {
         let Some((canvas, duration_ms)) = decoder.next_frame()? else {
             break;
@@ -302,14 +344,7 @@ fn render_webp(
             alpha: true,
             data: canvas.to_vec(),
         };
-        let geometry = match placed {
-            Some(g) => g,
-            None => *placed.insert(first_frame_geometry(&pixels, geometry, frames, t, limits)?),
-        };
-        out.push(Frame {
-            pixels: frame_steps(pixels, &geometry, None, t, overlay)?,
-            duration_ms,
-        });
+        out.push(steps.render(pixels, duration_ms)?);
     }
     Ok((out, loops))
 }

@@ -33,8 +33,10 @@ pub struct AvifDecoder {
     premultiplied: bool,
     width: u32,
     height: u32,
-    /// The colour description in force: the `nclx` property, else the bitstream's.
-    cicp: Cicp,
+    /// From the colour description in force (the `nclx` property, else the bitstream's):
+    /// whether samples use the full range, and the YUV → RGB weights ([`matrix`]).
+    full_range: bool,
+    weights: Option<(f32, f32)>,
     icc: Option<Vec<u8>>,
     orientation: Orientation,
     max_pixels: u64,
@@ -68,7 +70,7 @@ impl AvifDecoder {
                 "HDR avif (PQ or HLG transfer)".to_owned(),
             ));
         }
-        matrix(cicp)?;
+        let weights = matrix(cicp)?;
         let icc = match props.icc {
             Some(icc) => Some(icc),
             None => cicp_profile(cicp)?,
@@ -80,7 +82,8 @@ impl AvifDecoder {
             premultiplied: parsed.premultiplied_alpha,
             width,
             height,
-            cicp,
+            full_range: cicp.full_range,
+            weights,
             icc,
             orientation: props.orientation,
             max_pixels: limits.max_source_pixels,
@@ -92,7 +95,7 @@ impl AvifDecoder {
         let picture = dav1d::decode(&self.color, self.max_pixels)?;
         self.check_size(&picture, "colour")?;
         let channels = if self.alpha.is_some() { 4 } else { 3 };
-        yuv_to_rgb(&picture, self.cicp, channels, buf)?;
+        yuv_to_rgb(&picture, self.full_range, self.weights, channels, buf);
         if let Some(alpha) = &self.alpha {
             let plane = dav1d::decode(alpha, self.max_pixels)?;
             self.check_size(&plane, "alpha")?;
@@ -225,40 +228,51 @@ fn cicp_profile(cicp: Cicp) -> Result<Option<Vec<u8>>, PipelineError> {
     profile.encode().map(Some).map_err(|_| unsupported())
 }
 
+/// Sample `x` of a row of `depth`-bit samples (two bytes each above 8 bits); 0 past its end.
+fn sample(row: &[u8], x: usize, depth: u8) -> f32 {
+    if depth > 8 {
+        row.get(2 * x..2 * x + 2)
+            .map_or(0.0, |b| f32::from(u16::from_ne_bytes([b[0], b[1]])))
+    } else {
+        row.get(x).map_or(0.0, |&v| f32::from(v))
+    }
+}
+
+/// (offset, 255 / range) that map luma (or alpha) samples of `depth` bits onto 0–255: the
+/// whole range, or the limited ("video") one, 16–235 at 8 bits.
+fn luma_range(depth: u8, full_range: bool) -> (f32, f32) {
+    let scale = f32::from(1u16 << (depth - 8));
+    if full_range {
+        (0.0, 255.0 / f32::from((1u16 << depth) - 1))
+    } else {
+        (16.0 * scale, 255.0 / (219.0 * scale))
+    }
+}
+
 /// Converts `picture` to 8-bit RGB (`channels` 3) or the RGB of RGBA (`channels` 4, alpha
-/// left for [`copy_alpha`]) in `out`, whose size the caller has checked.
+/// left for [`copy_alpha`]) in `out`, whose size the caller has checked, with the matrix
+/// `weights` (see [`matrix`]).
 fn yuv_to_rgb(
     picture: &Picture,
-    cicp: Cicp,
+    full_range: bool,
+    weights: Option<(f32, f32)>,
     channels: usize,
     out: &mut [u8],
-) -> Result<(), PipelineError> {
+) {
     let (width, height) = (picture.width(), picture.height());
     let depth = picture.bit_depth();
-    let max = f32::from((1u16 << depth) - 1);
-    let scale = f32::from(1u16 << (depth - 8));
-    // (offset, 255 / range) of luma and of chroma (around its midpoint).
-    let ((y_off, y_gain), c_gain) = if cicp.full_range {
-        ((0.0, 255.0 / max), 255.0 / max)
+    let (y_off, y_gain) = luma_range(depth, full_range);
+    // 255 / range of chroma, around its midpoint.
+    let c_gain = if full_range {
+        255.0 / f32::from((1u16 << depth) - 1)
     } else {
-        (
-            (16.0 * scale, 255.0 / (219.0 * scale)),
-            255.0 / (224.0 * scale),
-        )
+        255.0 / (224.0 * f32::from(1u16 << (depth - 8)))
     };
     let mid = f32::from(1u16 << (depth - 1));
     let (shift_x, shift_y) = picture.layout().chroma_shift();
-    let weights = matrix(cicp)?;
     let mono = picture.layout() == Layout::I400;
     let stride = width as usize * channels;
-    let sample = |row: &[u8], x: usize| -> f32 {
-        if depth > 8 {
-            row.get(2 * x..2 * x + 2)
-                .map_or(0.0, |b| f32::from(u16::from_ne_bytes([b[0], b[1]])))
-        } else {
-            row.get(x).map_or(0.0, |&v| f32::from(v))
-        }
-    };
+    let sample = |row: &[u8], x: usize| sample(row, x, depth);
     let to_u8 = |v: f32| v.round().clamp(0.0, 255.0) as u8;
     for (y, line) in (0..height).zip(out.chunks_exact_mut(stride)) {
         let luma = picture.row(Plane::Y, y);
@@ -292,30 +306,19 @@ fn yuv_to_rgb(
             px[2] = to_u8(b);
         }
     }
-    Ok(())
 }
 
 /// Writes the alpha picture's luma into every fourth byte of the RGBA `out`.
 fn copy_alpha(alpha: &Picture, out: &mut [u8]) {
     let depth = alpha.bit_depth();
-    let max = f32::from((1u16 << depth) - 1);
-    let scale = f32::from(1u16 << (depth - 8));
-    let (off, gain) = if alpha.cicp().full_range {
-        (0.0, 255.0 / max)
-    } else {
-        (16.0 * scale, 255.0 / (219.0 * scale))
-    };
+    let (off, gain) = luma_range(depth, alpha.cicp().full_range);
     let stride = alpha.width() as usize * 4;
     for (y, line) in (0..alpha.height()).zip(out.chunks_exact_mut(stride)) {
         let row = alpha.row(Plane::Y, y);
         for (x, px) in line.chunks_exact_mut(4).enumerate() {
-            let a = if depth > 8 {
-                row.get(2 * x..2 * x + 2)
-                    .map_or(0.0, |b| f32::from(u16::from_ne_bytes([b[0], b[1]])))
-            } else {
-                row.get(x).map_or(0.0, |&v| f32::from(v))
-            };
-            px[3] = ((a - off) * gain).round().clamp(0.0, 255.0) as u8;
+            px[3] = ((sample(row, x, depth) - off) * gain)
+                .round()
+                .clamp(0.0, 255.0) as u8;
         }
     }
 }
