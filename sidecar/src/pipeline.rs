@@ -504,6 +504,12 @@ fn geometry(
     Ok(geometry)
 }
 
+/// What ravif and rav1e allocate per output pixel while encoding an AVIF: the YUV planes
+/// (16-bit at the 10-bit depth ravif picks), rav1e's reference, reconstruction and
+/// restoration buffers, for the colour and, encoded beside it, the alpha. Measured at 38 bytes
+/// without alpha and 51 with it (`tests/memory_estimate.rs`), rounded up.
+const AVIF_ENCODER_BYTES_PER_PIXEL: u64 = 64;
+
 /// Fixed allowance per render for what [`memory_needed`] does not count: decoder state,
 /// Huffman and filter tables, the encoder's own buffers.
 const RENDER_OVERHEAD_BYTES: u64 = 4 << 20;
@@ -544,23 +550,30 @@ pub fn memory_needed_overlaid(
             };
             let side = |n: u32| (f64::from(n) / shrink).ceil() as u64;
             let decoded = side(width) * side(height) * 3;
-            Ok(working_set(decoded, &geometry, t, overlay))
+            Ok(working_set(decoded, &geometry, format, t, overlay))
         });
         let needed = match estimates {
             [Err(e), Err(_)] => return Err(e),
             [a, b] => a.unwrap_or(0).max(b.unwrap_or(0)),
         };
-        return Ok(needed.saturating_add(source.len() as u64));
+        return Ok(needed
+            .saturating_add(jpeg_coefficient_bytes(source))
+            .saturating_add(source.len() as u64));
     }
     let plan = plan(source, t, limits)?;
+    let frames = animation::frames_kept(source, plan.source_format, t, limits)?;
     let decoded = match plan.source_format {
         // A CMYK JPEG: `image` decodes it at full size, from a copy of the source.
         Format::Jpeg => plan
             .decoder
             .total_bytes()
+            .saturating_add(jpeg_coefficient_bytes(source))
             .saturating_add(source.len() as u64),
-        // The first frame and the logical screen it is drawn on, both RGBA.
+        // The first frame and the logical screen it is drawn on, both RGBA (an animation:
+        // the canvas, the one a "previous" disposal restores, and each frame's copy).
         Format::Gif => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
+        // libwebp's animation decoder: its canvas and the previous one, and each frame's copy.
+        Format::Webp if frames > 1 => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
         // The RGB(A) result and libdav1d's YUV pictures.
         Format::Avif => plan
             .decoder
@@ -569,7 +582,36 @@ pub fn memory_needed_overlaid(
         _ => plan.decoder.total_bytes(),
     };
     let geometry = budgeted(plan.geometry, (plan.width, plan.height), t, limits);
-    Ok(working_set(decoded, &geometry, t, overlay))
+    Ok(
+        working_set(decoded, &geometry, plan.source_format, t, overlay)
+            .saturating_add(held_frames(frames, &geometry, t)),
+    )
+}
+
+/// Output canvases an animation encoder holds besides the frames it is given: libwebp's
+/// keeps the previous canvas and several candidate encodings of each frame's changed
+/// rectangle (lossy and lossless, with and without blending), generously.
+const ANIMATION_ENCODER_CANVASES: u64 = 8;
+
+/// What an animation of `frames` frames holds besides one frame's working set: every rendered
+/// frame (RGBA, output-sized) until the last is rendered and they are encoded, and the
+/// encoder's canvases. 0 for a still.
+fn held_frames(frames: u32, geometry: &Geometry, t: &Transform) -> u64 {
+    if frames <= 1 {
+        return 0;
+    }
+    let (out_w, out_h) = output_size(geometry, t);
+    let canvas = u64::from(out_w) * u64::from(out_h) * 4;
+    canvas.saturating_mul(u64::from(frames) + ANIMATION_ENCODER_CANVASES)
+}
+
+/// The output's size: the geometry's, padded when the transform pads.
+fn output_size(geometry: &Geometry, t: &Transform) -> (u32, u32) {
+    if t.pad {
+        padded_size(geometry.width, geometry.height, t)
+    } else {
+        (geometry.width, geometry.height)
+    }
 }
 
 /// The geometry [`memory_needed`] budgets for on a `width`×`height` source: the planned one,
@@ -615,23 +657,27 @@ fn budgeted(
 
 /// What a render holds at most, given the bytes its decoder produces (see [`memory_needed`]):
 /// with a trim, the decode at full size its box may need (the first decode is dropped before
-/// it); with smart crop, the attention's small planes.
+/// it); with smart crop, the attention's small planes; with AVIF output, rav1e's frame state.
 fn working_set(
     decoded: u64,
     geometry: &Geometry,
+    source_format: Format,
     t: &Transform,
     overlay: Option<&watermark::Overlay>,
 ) -> u64 {
-    let (out_w, out_h) = if t.pad {
-        padded_size(geometry.width, geometry.height, t)
-    } else {
-        (geometry.width, geometry.height)
-    };
-    let output = u64::from(out_w) * u64::from(out_h) * 4;
+    let (out_w, out_h) = output_size(geometry, t);
+    let output_pixels = u64::from(out_w) * u64::from(out_h);
+    let output = output_pixels * 4;
     let attention = if t.smart { smart::WORKING_BYTES } else { 0 };
+    // Transparency never makes the output AVIF.
+    let encoder = match t.format.resolve(source_format, || false) {
+        Format::Avif => output_pixels.saturating_mul(AVIF_ENCODER_BYTES_PER_PIXEL),
+        _ => 0,
+    };
     decoded
         .saturating_mul(2)
         .saturating_add(output.saturating_mul(4))
+        .saturating_add(encoder)
         .saturating_add(attention)
         .saturating_add(watermark::memory_needed(overlay, out_w.max(out_h)))
         .saturating_add(RENDER_OVERHEAD_BYTES)
@@ -697,11 +743,17 @@ fn check_complete(data: &[u8], format: Format) -> Result<(), PipelineError> {
     if format != Format::Jpeg {
         return Ok(());
     }
-    let complete = jpeg_first_scan(data).is_some_and(|sos| {
-        // Inside entropy-coded data a 0xFF is always followed by 0x00 or a restart marker, so
-        // FF D9 after the first scan starts is the real end-of-image marker.
-        data[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
-    });
+    let complete = jpeg_segments(data)
+        .find(|s| s.marker == SOS)
+        .is_some_and(|sos| {
+            // Inside entropy-coded data a 0xFF is always followed by 0x00 or a restart marker,
+            // so FF D9 after the first scan starts is the real end-of-image marker. It is
+            // normally the last two bytes: searched from the end.
+            data[sos.offset..]
+                .windows(2)
+                .rev()
+                .any(|w| w == [0xFF, 0xD9])
+        });
     if complete {
         Ok(())
     } else {
@@ -711,25 +763,128 @@ fn check_complete(data: &[u8], format: Format) -> Result<(), PipelineError> {
     }
 }
 
-/// Offset of the first start-of-scan marker, found by walking the marker segments (so markers
-/// inside an EXIF thumbnail are skipped); `None` when the segments end first.
-fn jpeg_first_scan(data: &[u8]) -> Option<usize> {
+/// The start-of-scan marker.
+const SOS: u8 = 0xDA;
+
+/// One marker segment of a JPEG's header.
+struct JpegSegment<'a> {
+    marker: u8,
+    /// Where the marker starts in the file.
+    offset: usize,
+    /// The segment's payload after its length (empty for standalone markers); cut short when
+    /// the file is.
+    payload: &'a [u8],
+}
+
+/// The marker segments of a JPEG up to and including its first start-of-scan, walked by their
+/// lengths (so markers inside an EXIF thumbnail are skipped); ends early where the segments do.
+fn jpeg_segments(data: &[u8]) -> impl Iterator<Item = JpegSegment<'_>> {
     let mut pos = 2; // after SOI
-    loop {
-        if *data.get(pos)? != 0xFF {
-            return None;
-        }
-        let marker = *data.get(pos + 1)?;
-        match marker {
-            0xFF => pos += 1, // fill byte
-            0xDA => return Some(pos),
-            0x01 | 0xD0..=0xD8 => pos += 2, // standalone markers
-            _ => {
-                let len = u16::from_be_bytes([*data.get(pos + 2)?, *data.get(pos + 3)?]);
-                pos += 2 + usize::from(len);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        loop {
+            if done || data.get(pos) != Some(&0xFF) {
+                return None;
+            }
+            let marker = *data.get(pos + 1)?;
+            let offset = pos;
+            match marker {
+                0xFF => pos += 1, // fill byte
+                0x01 | 0xD0..=0xD8 => {
+                    pos += 2; // standalone markers
+                    return Some(JpegSegment {
+                        marker,
+                        offset,
+                        payload: &[],
+                    });
+                }
+                _ => {
+                    let len = u16::from_be_bytes([*data.get(pos + 2)?, *data.get(pos + 3)?]);
+                    let end = (pos + 2 + usize::from(len)).min(data.len());
+                    let payload = data.get(pos + 4..end).unwrap_or_default();
+                    pos += 2 + usize::from(len);
+                    done = marker == SOS;
+                    return Some(JpegSegment {
+                        marker,
+                        offset,
+                        payload,
+                    });
+                }
             }
         }
+    })
+}
+
+/// What a JPEG's start-of-frame says about its coefficients.
+struct JpegFrame {
+    progressive: bool,
+    width: u64,
+    height: u64,
+    /// Each component's horizontal and vertical sampling factors (at least 1).
+    sampling: Vec<(u64, u64)>,
+}
+
+impl JpegFrame {
+    /// Parses a start-of-frame payload; `None` when it is cut short.
+    fn parse(marker: u8, p: &[u8]) -> Option<JpegFrame> {
+        let count = usize::from(*p.get(5)?);
+        let sampling = p
+            .get(6..6 + 3 * count)?
+            .chunks_exact(3)
+            .map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 0x0F).max(1)))
+            .collect();
+        Some(JpegFrame {
+            progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+            height: u64::from(u16::from_be_bytes([p[1], p[2]])),
+            width: u64::from(u16::from_be_bytes([p[3], p[4]])),
+            sampling,
+        })
     }
+
+    /// Bytes of every DCT coefficient: 64 of 2 bytes per block, each component's blocks
+    /// rounded up to whole MCUs as libjpeg allocates them.
+    fn coefficient_bytes(&self) -> u64 {
+        let h_max = self.sampling.iter().map(|s| s.0).max().unwrap_or(1);
+        let v_max = self.sampling.iter().map(|s| s.1).max().unwrap_or(1);
+        let blocks = |side: u64, factor: u64, max: u64| {
+            (side * factor)
+                .div_ceil(max)
+                .div_ceil(8)
+                .next_multiple_of(factor)
+        };
+        self.sampling
+            .iter()
+            .map(|&(h, v)| blocks(self.width, h, h_max) * blocks(self.height, v, v_max) * 128)
+            .sum()
+    }
+}
+
+/// Bytes of the coefficient buffer a JPEG decoder keeps for the whole image when the JPEG has
+/// more than one scan (progressive, or sequential with its components in separate scans):
+/// every DCT coefficient, 2 bytes per sample at full resolution, whatever the DCT scaling.
+/// 0 for a single-scan JPEG (decoded a row of blocks at a time) or a header that does not say.
+fn jpeg_coefficient_bytes(data: &[u8]) -> u64 {
+    let mut frame = None;
+    for segment in jpeg_segments(data) {
+        match segment.marker {
+            // Start of frame (not DHT C4, JPG C8, DAC CC).
+            m @ (0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) => {
+                frame = JpegFrame::parse(m, segment.payload);
+            }
+            SOS => {
+                let Some(frame) = &frame else {
+                    return 0;
+                };
+                let in_first_scan = segment.payload.first().map_or(0, |&n| usize::from(n));
+                if !frame.progressive && in_first_scan >= frame.sampling.len() {
+                    return 0;
+                }
+                return frame.coefficient_bytes();
+            }
+            _ => {}
+        }
+    }
+    0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1055,11 +1210,7 @@ fn anchor(w0: u32, h0: u32, cw: f64, ch: f64, t: &Transform, focus: Option<(f64,
 /// Rejects outputs over [`Limits::max_output_pixels`] before anything is allocated for them:
 /// the resized image, or the padded canvas when the transform pads.
 fn check_output_size(g: &Geometry, t: &Transform, limits: &Limits) -> Result<(), PipelineError> {
-    let (width, height) = if t.pad {
-        padded_size(g.width, g.height, t)
-    } else {
-        (g.width, g.height)
-    };
+    let (width, height) = output_size(g, t);
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_output_pixels {
         return Err(PipelineError::TooLarge(format!(
@@ -2497,16 +2648,10 @@ mod tests {
     /// The start-of-frame marker of a JPEG (0xC0 baseline, 0xC2 progressive, …), found by
     /// walking its marker segments.
     fn jpeg_sof(data: &[u8]) -> u8 {
-        let mut pos = 2;
-        loop {
-            assert_eq!(data[pos], 0xFF, "marker at {pos}");
-            let marker = data[pos + 1];
-            if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-                return marker;
-            }
-            let len = u16::from_be_bytes([data[pos + 2], data[pos + 3]]);
-            pos += 2 + usize::from(len);
-        }
+        jpeg_segments(data)
+            .map(|s| s.marker)
+            .find(|&m| matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC))
+            .expect("a start-of-frame marker")
     }
 
     fn jpeg_of(t: Transform) -> Transform {
@@ -3128,6 +3273,49 @@ mod tests {
         assert_eq!(err.http_status(), 413, "{err}");
         let err = memory_needed(b"not an image", &t, &Limits::default()).unwrap_err();
         assert_eq!(err.http_status(), 415, "{err}");
+    }
+
+    #[test]
+    fn multi_scan_jpegs_count_their_whole_coefficient_buffer() {
+        let rgb = RgbImage::from_fn(100, 60, |x, y| Rgb([x as u8, y as u8, (x * y) as u8]));
+        let encode = |progressive: bool, subsamp| {
+            let mut c = turbojpeg::Compressor::new().unwrap();
+            c.set_subsamp(subsamp).unwrap();
+            c.set_progressive(progressive).unwrap();
+            c.compress_to_vec(turbojpeg::Image {
+                pixels: rgb.as_raw().as_slice(),
+                width: 100,
+                pitch: 300,
+                height: 60,
+                format: turbojpeg::PixelFormat::RGB,
+            })
+            .unwrap()
+        };
+        // 4:2:0: luma 13x8 blocks, rounded up to whole 2x2 MCUs (14x8); each chroma 7x4.
+        let progressive = encode(true, turbojpeg::Subsamp::Sub2x2);
+        assert_eq!(jpeg_sof(&progressive), 0xC2);
+        assert_eq!(
+            jpeg_coefficient_bytes(&progressive),
+            (14 * 8 + 2 * 7 * 4) * 128
+        );
+        let flat = encode(true, turbojpeg::Subsamp::None);
+        assert_eq!(jpeg_coefficient_bytes(&flat), 3 * 13 * 8 * 128);
+        // One interleaved scan: decoded a row of blocks at a time.
+        let baseline = encode(false, turbojpeg::Subsamp::Sub2x2);
+        assert_eq!(jpeg_coefficient_bytes(&baseline), 0);
+        // A header cut short, or not a JPEG at all, says nothing (and does not panic).
+        for cut in 0..progressive.len().min(700) {
+            jpeg_coefficient_bytes(&progressive[..cut]);
+        }
+        assert_eq!(jpeg_coefficient_bytes(b"not a jpeg"), 0);
+
+        // The estimate counts the buffer, once, on top of the (scaled) decode.
+        let t = transform(20, 0, Fit::FitIn);
+        let limits = Limits::default();
+        let base = memory_needed(&baseline, &t, &limits).unwrap();
+        let prog = memory_needed(&progressive, &t, &limits).unwrap();
+        let extra = (14 * 8 + 2 * 7 * 4) * 128;
+        assert!(prog >= base + extra - 1024, "{prog} vs {base}");
     }
 
     #[test]

@@ -58,30 +58,13 @@ pub(super) fn render(
     overlay: Option<&Overlay>,
     limits: &Limits,
 ) -> Result<Option<Rendered>, PipelineError> {
-    if limits.max_animation_frames <= 1 || !matches!(source_format, Format::Gif | Format::Webp) {
+    let frames = frames_kept(source, source_format, t, limits)?;
+    if frames <= 1 {
         return Ok(None);
     }
     // GIF and WebP outputs never depend on transparency (only "compatible" WebP does, and
     // that is never GIF or WebP).
     let format = t.format.resolve(source_format, || true);
-    if !matches!(format, Format::Gif | Format::Webp) {
-        return Ok(None);
-    }
-    let frames = match source_format {
-        Format::Gif => gif_frame_count(source, limits.max_animation_frames)?,
-        _ => {
-            let features = libwebp::features(source)?;
-            if !features.animated {
-                return Ok(None);
-            }
-            libwebp::AnimDecoder::new(source)?
-                .frame_count()
-                .min(limits.max_animation_frames)
-        }
-    };
-    if frames <= 1 {
-        return Ok(None);
-    }
     let geometry = super::geometry(width, height, t, limits)?;
     check_sizes(frames, (width, height), &geometry, t, limits)?;
     let (rendered, loops) = match source_format {
@@ -97,6 +80,33 @@ pub(super) fn render(
         _ => render_webp(source, frames, &geometry, t, overlay, limits)?,
     };
     encode(rendered, format, loops, t).map(Some)
+}
+
+/// How many frames of `source` the render keeps: up to [`Limits::max_animation_frames`] of an
+/// animated GIF or WebP whose output is GIF or WebP, otherwise 1 (rendered as a still).
+pub(super) fn frames_kept(
+    source: &[u8],
+    source_format: Format,
+    t: &Transform,
+    limits: &Limits,
+) -> Result<u32, PipelineError> {
+    if limits.max_animation_frames <= 1 || !matches!(source_format, Format::Gif | Format::Webp) {
+        return Ok(1);
+    }
+    if !matches!(
+        t.format.resolve(source_format, || true),
+        Format::Gif | Format::Webp
+    ) {
+        return Ok(1);
+    }
+    let frames = match source_format {
+        Format::Gif => gif_frame_count(source, limits.max_animation_frames)?,
+        _ if !libwebp::features(source)?.animated => 1,
+        _ => libwebp::AnimDecoder::new(source)?
+            .frame_count()
+            .min(limits.max_animation_frames),
+    };
+    Ok(frames.max(1))
 }
 
 /// Frames × canvas pixels within [`Limits::max_source_pixels`], frames × output pixels within
@@ -115,11 +125,7 @@ fn check_sizes(
             limits.max_source_pixels
         )));
     }
-    let (ow, oh) = if t.pad {
-        super::padded_size(g.width, g.height, t)
-    } else {
-        (g.width, g.height)
-    };
+    let (ow, oh) = super::output_size(g, t);
     let output = u64::from(frames) * u64::from(ow) * u64::from(oh);
     if output > limits.max_output_pixels {
         return Err(PipelineError::TooLarge(format!(

@@ -1,0 +1,180 @@
+//! `pipeline::memory_needed`, what the sidecar reserves from its memory budget before a render,
+//! is an upper bound of what the render allocates, for each kind of render: shrink-on-load,
+//! full-size decodes, animations kept as animations, AVIF output, trim and smart crop.
+//!
+//! Allocations are counted by this binary's global allocator, so what C libraries allocate
+//! with their own `malloc` (libjpeg-turbo, libwebp, libdav1d) is not seen here: the peak RSS
+//! test (`memory_budget.rs`) covers those through the real binary.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pixmesh_core::transform::{Fit, Format, Hundredths, OutputFormat, Transform, Trim, TrimColor};
+use pixmesh_sidecar::pipeline::{self, Limits};
+
+/// The system allocator, counting the bytes in use and their peak.
+struct Counting;
+
+static IN_USE: AtomicU64 = AtomicU64::new(0);
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+fn grew(bytes: usize) {
+    let now = IN_USE.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+fn shrank(bytes: usize) {
+    IN_USE.fetch_sub(bytes as u64, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are updated around it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // Counted as the new block arriving before the old one leaves, as a move does.
+            grew(new_size);
+            shrank(layout.size());
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The most bytes in use at once while `f` runs, beyond what was in use before it.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = IN_USE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed) - before)
+}
+
+fn testdata(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/images")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn fit(width: u32, height: u32, format: Format) -> Transform {
+    Transform {
+        width,
+        height,
+        fit: Fit::FitIn,
+        format: OutputFormat::Fixed(format),
+        ..Transform::default()
+    }
+}
+
+/// One test, so no other test allocates while a render is measured.
+#[test]
+fn every_render_allocates_at_most_what_memory_needed_reserved() {
+    let fill = |width, height, format| Transform {
+        fit: Fit::Fill,
+        ..fit(width, height, format)
+    };
+    let cases: Vec<(&str, &str, Transform)> = vec![
+        (
+            "JPEG shrunk on load",
+            "medium.jpg",
+            fit(300, 300, Format::Jpeg),
+        ),
+        ("JPEG to AVIF", "medium.jpg", fit(800, 800, Format::Avif)),
+        ("PNG with alpha", "alpha.png", fit(800, 800, Format::Png)),
+        ("PNG to AVIF", "alpha.png", fit(1000, 1000, Format::Avif)),
+        (
+            "WebP scaled on load",
+            "medium.webp",
+            fit(640, 640, Format::Webp),
+        ),
+        ("GIF kept animated", "anim.gif", fit(200, 200, Format::Gif)),
+        (
+            "GIF to animated WebP",
+            "anim.gif",
+            fill(240, 120, Format::Webp),
+        ),
+        (
+            "GIF enlarged",
+            "anim.gif",
+            Transform {
+                upscale: true,
+                ..fit(1000, 1000, Format::Gif)
+            },
+        ),
+        (
+            "smart crop",
+            "medium.jpg",
+            Transform {
+                smart: true,
+                ..fill(400, 400, Format::Jpeg)
+            },
+        ),
+        (
+            "trim",
+            "alpha.png",
+            Transform {
+                trim: Some(Trim {
+                    threshold: 10,
+                    color: TrimColor::TopLeft,
+                    equal_hor: false,
+                    equal_ver: false,
+                }),
+                ..fit(500, 0, Format::Png)
+            },
+        ),
+        (
+            "blurred and padded",
+            "flower.webp",
+            Transform {
+                blur: Some(Hundredths(300)),
+                pad: true,
+                ..fit(900, 900, Format::Png)
+            },
+        ),
+    ];
+    let limits = Limits::default();
+    let mut report = Vec::new();
+    let mut over = Vec::new();
+    for (name, file, t) in &cases {
+        let source = testdata(file);
+        let needed = pipeline::memory_needed(&source, t, &limits)
+            .unwrap_or_else(|e| panic!("{name}: estimate: {e}"));
+        let (rendered, used) = peak_during(|| pipeline::render(&source, t, &limits));
+        let rendered = rendered.unwrap_or_else(|e| panic!("{name}: render: {e}"));
+        report.push(format!(
+            "{name} ({}x{}): allocated {} KiB at the peak, reserved {} KiB",
+            rendered.width,
+            rendered.height,
+            used >> 10,
+            needed >> 10
+        ));
+        if used > needed {
+            over.push(*name);
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(over.is_empty(), "allocated more than reserved: {over:?}");
+}
