@@ -59,7 +59,7 @@
 //! [result_storage]              # optional: where renditions are kept and served from
 //! storage = "photos"
 //! base_dir = "renditions"
-//! verify_source = true          # HEAD the source on each hit; re-render when its ETag changed
+//! verify_source = true          # HEAD the source (and watermark) on each hit; re-render when an ETag changed
 //! expiration_secs = 604800      # older renditions count as missing (never deleted); unset: never
 //! report_errors = false         # a failed rendition write fails the response only when true
 //! path_style = "default"        # or "digest": keys are SHA-1s of the request, `ab/cd/ef…`
@@ -532,7 +532,8 @@ pub struct ResultStorageConfig {
     #[serde(default)]
     pub path_prefix: String,
     /// On a hit, compare the ETag the rendition was made from with the source's current one
-    /// (one HEAD on the source, concurrent with the result read) and re-render when it changed.
+    /// (one HEAD on the source, and one on its watermark, concurrent with the result read) and
+    /// re-render when either changed.
     /// Costs one source request per hit (and per miss); turn off when sources never change.
     #[serde(default = "default_true")]
     pub verify_source: bool,

@@ -4,8 +4,8 @@
 //! One render, in order:
 //! 1. convert the proto request into the canonical [`RenderRequest`] (pixmesh-core);
 //! 2. serve from result storage when the rendition is there, not expired, and (with
-//!    `verify_source`) made from the source's current ETag, which a concurrent `HEAD` on the
-//!    source tells (304 when `If-None-Match` matches); a version never changes, so renditions of
+//!    `verify_source`) made from the source's (and the watermark's) current ETag, which
+//!    concurrent `HEAD`s tell (304 when `If-None-Match` matches); a version never changes, so renditions of
 //!    one are not verified;
 //! 3. be admitted to the worker pool (two requests per core hold a source at a time, 503 when
 //!    the queue of those waiting is full), then read the source (the requested version of it,
@@ -66,6 +66,8 @@ const CHUNK: usize = 64 * 1024;
 const META_ETAG: &str = "pixmesh-etag";
 const META_SOURCE_MODIFIED: &str = "pixmesh-source-last-modified";
 const META_SOURCE_ETAG: &str = "pixmesh-source-etag";
+/// The ETag of the watermark a rendition was made with (renditions with one only).
+const META_WATERMARK_ETAG: &str = "pixmesh-watermark-etag";
 
 /// Where renditions are kept.
 pub struct ResultStore {
@@ -415,6 +417,7 @@ impl Renderer {
         stored: Option<(&ResultStore, String)>,
     ) -> Result<Rendered, RenderError> {
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
+        let watermark_etag = watermark.as_ref().map(|wm| wm.etag.clone());
         let overlay = match watermark {
             Some(wm) => Some(self.overlay(&admission, wm).await?),
             None => None,
@@ -432,6 +435,9 @@ impl Renderer {
             ]);
             if let Some(lm) = &last_modified {
                 meta.insert(META_SOURCE_MODIFIED.to_owned(), lm.clone());
+            }
+            if let Some(etag) = watermark_etag {
+                meta.insert(META_WATERMARK_ETAG.to_owned(), etag);
             }
             let (store, stats) = (rs.storage.clone(), self.stats.clone());
             let (bytes, ct) = (bytes.clone(), content_type.clone());
@@ -458,7 +464,7 @@ impl Renderer {
 
     /// The rendition at `key` in result storage, unless it is missing, unreadable, expired or
     /// (with `verify_source`, and unless `req` names a version, which never changes) made from
-    /// another version of the source than the current one.
+    /// another version of the source, or of its watermark, than the current one.
     async fn stored(
         &self,
         rs: &ResultStore,
@@ -469,12 +475,18 @@ impl Renderer {
     ) -> Option<Rendition> {
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
         let read = rs.storage.get(key, None, self.limits.max_source_bytes);
-        let (read, head) = if rs.verify_source && req.version.is_none() {
+        let (read, head, watermark) = if rs.verify_source && req.version.is_none() {
             let head = first_found(chain, |s| s.head(&req.key, None));
-            let (read, head) = tokio::join!(read, head);
-            (read, Some(head))
+            let watermark = async {
+                match &req.watermark {
+                    Some(w) => Some(self.watermark_head(w).await),
+                    None => None,
+                }
+            };
+            let (read, head, watermark) = tokio::join!(read, head, watermark);
+            (read, Some(head), watermark)
         } else {
-            (read.await, None)
+            (read.await, None, None)
         };
         let obj = match read {
             Ok(obj) => obj,
@@ -500,6 +512,25 @@ impl Renderer {
                     key,
                     error = e.detail(),
                     "cannot verify the source; serving the stored rendition"
+                );
+            }
+            _ => {}
+        }
+        // Likewise the watermark: a changed one renders again, a missing or unreachable one
+        // leaves the stored rendition.
+        match watermark {
+            Some(Ok(wm)) if obj.metadata.get(META_WATERMARK_ETAG) != Some(&wm.etag) => {
+                tracing::debug!(
+                    key,
+                    "watermark changed since the rendition; rendering again"
+                );
+                return None;
+            }
+            Some(Err(e)) if !matches!(e, RenderError::WatermarkSource(StorageError::NotFound)) => {
+                tracing::warn!(
+                    key,
+                    error = e.detail(),
+                    "cannot verify the watermark; serving the stored rendition"
                 );
             }
             _ => {}

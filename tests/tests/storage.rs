@@ -263,6 +263,89 @@ async fn without_verify_source_a_changed_source_keeps_its_stored_rendition() {
     assert_eq!(dims(&second.data), MEDIUM_100, "served from result storage");
 }
 
+/// A 16×16 PNG of one opaque colour.
+fn square(rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(16, 16, image::Rgb(rgb));
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("encode the square");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_watermark_is_rendered_again() {
+    let garage = garage().await;
+    let bucket = garage.default_bucket().to_owned();
+    garage.put(&bucket, "wm.png", square([255, 0, 0])).await;
+    let (svc, renderer) = service(&config(&garage, "", "report_errors = true")).await;
+    // The watermark in the top-left corner of a PNG rendition.
+    let req = v1::RenderRequest {
+        watermark_storage: "photos".into(),
+        watermark_key: "wm.png".into(),
+        watermark_opacity: "1.0".into(),
+        format: v1::Format::Png.into(),
+        ..request("photos", "a.jpg")
+    };
+    let corner = || async {
+        let body = svc
+            .render_unary(tonic::Request::new(req.clone()))
+            .await
+            .expect("render")
+            .into_inner();
+        let img = image::load_from_memory(&body.data)
+            .expect("a PNG")
+            .to_rgb8();
+        img.get_pixel(0, 0).0
+    };
+    assert_eq!(corner().await, [255, 0, 0]);
+    assert_eq!(corner().await, [255, 0, 0], "served from result storage");
+    assert_eq!(
+        renderer
+            .stats
+            .renders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    garage.put(&bucket, "wm.png", square([0, 0, 255])).await;
+    assert_eq!(corner().await, [0, 0, 255], "stale watermark served");
+    assert_eq!(
+        renderer
+            .stats
+            .renders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    assert_eq!(corner().await, [0, 0, 255]);
+    assert_eq!(
+        renderer
+            .stats
+            .renders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the new rendition is served from result storage"
+    );
+
+    // A deleted watermark does not invalidate, as a deleted source does not.
+    garage
+        .s3_client()
+        .delete_object()
+        .bucket(&bucket)
+        .key("wm.png")
+        .send()
+        .await
+        .expect("delete the watermark");
+    assert_eq!(corner().await, [0, 0, 255]);
+    assert_eq!(
+        renderer
+            .stats
+            .renders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
 /// The write options as a `[storages.*]` fragment.
 const WRITE_OPTIONS: &str = "storage_class = \"STANDARD_IA\"\nacl = \"private\"\n\
                              tagging = \"source=pixmesh&lifecycle=derived\"";
