@@ -21,7 +21,8 @@
 //!    counted), or before answering with `report_errors`.
 //!
 //! Steps 3 and 5–6 are single-flight ([`Flights`]): identical requests arriving together share
-//! one source read (per storage and key) and one render and write (per rendition ETag).
+//! one source read (per storage and key) and one render and write (per rendition ETag); renders
+//! needing one watermark at the same time share its read and decode.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,7 +54,7 @@ use crate::config::Limits;
 use crate::error::RenderError;
 use crate::flight::Flights;
 use crate::pipeline;
-use crate::pipeline::watermark::Overlay;
+use crate::pipeline::watermark::{DecodedWatermark, Overlay};
 use crate::pool::{Admission, WorkerPool};
 use crate::storage::{Head, Object, S3Storage, Storage, StorageError, http_date};
 use crate::watermarks::WatermarkCache;
@@ -146,6 +147,8 @@ pub struct Stats {
     pub source_reads: AtomicU64,
     /// Renders started (one per flight of identical requests).
     pub renders: AtomicU64,
+    /// Watermarks read and decoded (one per flight of renders needing one not in the cache).
+    pub watermark_decodes: AtomicU64,
     /// Sources served from their copy in source storage.
     pub source_copy_hits: AtomicU64,
     /// Source copies that could not be written (they do not fail a response).
@@ -159,6 +162,8 @@ pub struct InFlight {
     sources: Flights<Result<Source, RenderError>>,
     /// Renders (and their result-storage write), by rendition ETag.
     renders: Flights<Result<Rendered, RenderError>>,
+    /// Watermark reads and decodes, by watermark cache key (storage, key and ETag).
+    watermarks: Flights<Result<Arc<DecodedWatermark>, RenderError>>,
 }
 
 /// A source in memory, with the pool admission that lets it be there: released when the last
@@ -579,19 +584,36 @@ impl Renderer {
     }
 
     /// The decoded watermark, from the cache, or read and decoded on a worker (within the
-    /// memory budget) and kept.
+    /// memory budget) and kept; once for every render needing it at the same time.
     async fn overlay(
         &self,
         admitted: &Admission,
         wm: WatermarkHead,
     ) -> Result<Overlay, RenderError> {
-        if let Some(image) = self.watermarks.get(&wm.cache_key) {
-            return Ok(Overlay {
-                image,
-                spec: wm.spec,
-            });
-        }
-        let (chain, storage, key) = self.watermark_chain(&wm.spec)?;
+        let image = match self.watermarks.get(&wm.cache_key) {
+            Some(image) => image,
+            None => {
+                self.in_flight
+                    .watermarks
+                    .run(&wm.cache_key, || self.decode_watermark(admitted, &wm.spec))
+                    .await?
+            }
+        };
+        Ok(Overlay {
+            image,
+            spec: wm.spec,
+        })
+    }
+
+    /// Reads and decodes the watermark `spec` names, on a worker within the memory budget, and
+    /// keeps it in the cache.
+    async fn decode_watermark(
+        &self,
+        admitted: &Admission,
+        spec: &Watermark,
+    ) -> Result<Arc<DecodedWatermark>, RenderError> {
+        self.stats.watermark_decodes.fetch_add(1, Ordering::Relaxed);
+        let (chain, storage, key) = self.watermark_chain(spec)?;
         let object = first_found(&chain, |s| s.get(key, None, self.limits.max_source_bytes))
             .await
             .map_err(RenderError::WatermarkSource)?;
@@ -615,10 +637,7 @@ impl Renderer {
         // than the `HEAD`'s.
         let read_key = crate::watermarks::cache_key(storage, key, &object.etag);
         self.watermarks.insert(read_key, Arc::clone(&image));
-        Ok(Overlay {
-            image,
-            spec: wm.spec,
-        })
+        Ok(image)
     }
 
     /// Renders on a worker, once the memory budget holds the source and what the render
@@ -1164,6 +1183,77 @@ mod tests {
         );
         assert_eq!(renderer.stats.source_reads.load(Ordering::SeqCst), 1);
         assert_eq!(renderer.stats.renders.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn renders_needing_one_watermark_at_once_decode_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/flower.webp");
+        std::fs::copy(sample, dir.path().join("flower.webp")).unwrap();
+        std::fs::copy(sample, dir.path().join("logo.webp")).unwrap();
+        let local = crate::storage::LocalStorage::new(dir.path()).unwrap();
+        let renderer = Arc::new(Renderer {
+            storages: HashMap::from([("photos".to_owned(), Storage::Local(local))]),
+            ..Arc::into_inner(renderer_over("http://127.0.0.1:9").await).unwrap()
+        });
+        let spec = Watermark {
+            image: WatermarkImage::Object {
+                storage: "photos".into(),
+                key: "logo.webp".into(),
+            },
+            x: Axis::Start(Offset::ZERO),
+            y: Axis::Start(Offset::ZERO),
+            opacity: parse_opacity("0.5").unwrap(),
+            width: None,
+            height: None,
+        };
+        // Four renditions (four widths) of one source, with one watermark.
+        let request = |width| RenderRequest {
+            storage: "photos".into(),
+            key: "flower.webp".into(),
+            version: None,
+            watermark: Some(spec.clone()),
+            cache_key: None,
+            transform: Transform {
+                width,
+                ..Transform::default()
+            },
+        };
+
+        // Hold the only render worker, so the watermark's decode waits for it.
+        let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
+        let (held, worker_held) = tokio::sync::oneshot::channel();
+        let blocker = {
+            let renderer = renderer.clone();
+            tokio::spawn(async move {
+                let admitted = renderer.workers.admit().await.unwrap();
+                let job = move || {
+                    held.send(()).unwrap();
+                    worker_gate.recv()
+                };
+                renderer.workers.run(&admitted, job).await
+            })
+        };
+        worker_held.await.unwrap();
+        let requests: Vec<_> = (0..4)
+            .map(|i| {
+                let (renderer, request) = (renderer.clone(), request(100 + i));
+                tokio::spawn(async move { renderer.render(request, None).await })
+            })
+            .collect();
+        let head = renderer.watermark_head(&spec).await.unwrap();
+        until_waiting(&renderer.in_flight.watermarks, &head.cache_key, 4).await;
+        release_worker.send(()).unwrap();
+        blocker.await.unwrap().unwrap().unwrap();
+        for request in requests {
+            match request.await.unwrap() {
+                Ok(Rendition::Image { .. }) => {}
+                Ok(Rendition::NotModified { .. }) => panic!("no request was conditional"),
+                Err(e) => panic!("render failed: {}", e.detail()),
+            }
+        }
+        assert_eq!(renderer.stats.renders.load(Ordering::SeqCst), 4);
+        assert_eq!(renderer.stats.watermark_decodes.load(Ordering::SeqCst), 1);
     }
 
     #[test]
