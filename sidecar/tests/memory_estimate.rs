@@ -79,6 +79,14 @@ fn testdata(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A fixture of this crate's `testdata/`.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn fit(width: u32, height: u32, format: Format) -> Transform {
     Transform {
         width,
@@ -96,29 +104,45 @@ fn every_render_allocates_at_most_what_memory_needed_reserved() {
         fit: Fit::Fill,
         ..fit(width, height, format)
     };
-    let cases: Vec<(&str, &str, Transform)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Transform)> = vec![
         (
             "JPEG shrunk on load",
-            "medium.jpg",
+            testdata("medium.jpg"),
             fit(300, 300, Format::Jpeg),
         ),
-        ("JPEG to AVIF", "medium.jpg", fit(800, 800, Format::Avif)),
-        ("PNG with alpha", "alpha.png", fit(800, 800, Format::Png)),
-        ("PNG to AVIF", "alpha.png", fit(1000, 1000, Format::Avif)),
+        (
+            "JPEG to AVIF",
+            testdata("medium.jpg"),
+            fit(800, 800, Format::Avif),
+        ),
+        (
+            "PNG with alpha",
+            testdata("alpha.png"),
+            fit(800, 800, Format::Png),
+        ),
+        (
+            "PNG to AVIF",
+            testdata("alpha.png"),
+            fit(1000, 1000, Format::Avif),
+        ),
         (
             "WebP scaled on load",
-            "medium.webp",
+            testdata("medium.webp"),
             fit(640, 640, Format::Webp),
         ),
-        ("GIF kept animated", "anim.gif", fit(200, 200, Format::Gif)),
+        (
+            "GIF kept animated",
+            testdata("anim.gif"),
+            fit(200, 200, Format::Gif),
+        ),
         (
             "GIF to animated WebP",
-            "anim.gif",
+            testdata("anim.gif"),
             fill(240, 120, Format::Webp),
         ),
         (
             "GIF enlarged",
-            "anim.gif",
+            testdata("anim.gif"),
             Transform {
                 upscale: true,
                 ..fit(1000, 1000, Format::Gif)
@@ -126,7 +150,7 @@ fn every_render_allocates_at_most_what_memory_needed_reserved() {
         ),
         (
             "smart crop",
-            "medium.jpg",
+            testdata("medium.jpg"),
             Transform {
                 smart: true,
                 ..fill(400, 400, Format::Jpeg)
@@ -134,7 +158,7 @@ fn every_render_allocates_at_most_what_memory_needed_reserved() {
         ),
         (
             "trim",
-            "alpha.png",
+            testdata("alpha.png"),
             Transform {
                 trim: Some(Trim {
                     threshold: 10,
@@ -147,22 +171,29 @@ fn every_render_allocates_at_most_what_memory_needed_reserved() {
         ),
         (
             "blurred and padded",
-            "flower.webp",
+            testdata("flower.webp"),
             Transform {
                 blur: Some(Hundredths(300)),
                 pad: true,
                 ..fit(900, 900, Format::Png)
             },
         ),
+        (
+            "AVIF with alpha, enlarged",
+            fixture("bars-alpha.avif"),
+            Transform {
+                upscale: true,
+                ..fit(1200, 1200, Format::Png)
+            },
+        ),
     ];
     let limits = Limits::default();
     let mut report = Vec::new();
     let mut over = Vec::new();
-    for (name, file, t) in &cases {
-        let source = testdata(file);
-        let needed = pipeline::memory_needed(&source, t, &limits)
+    for (name, source, t) in &cases {
+        let needed = pipeline::memory_needed(source, t, &limits)
             .unwrap_or_else(|e| panic!("{name}: estimate: {e}"));
-        let (rendered, used) = peak_during(|| pipeline::render(&source, t, &limits));
+        let (rendered, used) = peak_during(|| pipeline::render(source, t, &limits));
         let rendered = rendered.unwrap_or_else(|e| panic!("{name}: render: {e}"));
         report.push(format!(
             "{name} ({}x{}): allocated {} KiB at the peak, reserved {} KiB",

@@ -9,7 +9,8 @@
 //! write them to result storage), waits until every one is stored, then requests them again N
 //! times over C keep-alive connections: every request a hit. With `verify_source` (a HEAD on
 //! the source beside each result read, the default) and without, each twice: straight to
-//! Garage, and through [`quick_ack_relay`]. Prints a markdown table.
+//! Garage, and through [`quick_ack_relay`]; then the same result reads without pixmesh, by the
+//! S3 SDK alone ([`storage_alone`]). Prints a markdown table.
 //! A benchmark, not a test: nothing here asserts a time.
 //!
 //! Why the relay: Garage does not set `TCP_NODELAY` and writes a GET's headers and body
@@ -112,19 +113,78 @@ fn load(base: &str, paths: &[String], total: usize, concurrency: usize) -> Summa
             });
         }
     });
-    let wall = start.elapsed();
-    let mut latencies = latencies.into_inner().unwrap();
-    latencies.sort();
-    let ms = |q: f64| {
-        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
-        latencies[i].as_secs_f64() * 1000.0
-    };
-    Summary {
-        rps: total as f64 / wall.as_secs_f64(),
-        p50: ms(0.50),
-        p99: ms(0.99),
-        max: ms(1.0),
+    Summary::of(latencies.into_inner().unwrap(), start.elapsed())
+}
+
+impl Summary {
+    /// Throughput and latency quantiles of requests that took `latencies`, in `wall` in all.
+    fn of(mut latencies: Vec<Duration>, wall: Duration) -> Summary {
+        latencies.sort();
+        let ms = |q: f64| {
+            let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+            latencies[i].as_secs_f64() * 1000.0
+        };
+        Summary {
+            rps: latencies.len() as f64 / wall.as_secs_f64(),
+            p50: ms(0.50),
+            p99: ms(0.99),
+            max: ms(1.0),
+        }
     }
+}
+
+/// The result reads of the hits without pixmesh: `total` GETs of the renditions under `prefix`,
+/// `concurrency` at a time, by the S3 SDK in this process through a [`quick_ack_relay`], as
+/// the sidecar reads them. What pixmesh adds is the difference to its own rows.
+async fn storage_alone(garage: &Garage, prefix: &str, total: usize, concurrency: usize) -> Summary {
+    let upstream = garage
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("Garage's address");
+    let relay = format!("http://{}", quick_ack_relay(upstream).await);
+    let config = pixmesh_tests::s3::config_builder(
+        &relay,
+        garage.region(),
+        garage.access_key(),
+        garage.secret_key(),
+    )
+    .build();
+    let client = aws_sdk_s3::Client::from_conf(config);
+    let keys = std::sync::Arc::new(garage.list(RESULTS_BUCKET, prefix).await);
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, keys, next) = (client.clone(), keys.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return latencies;
+                    }
+                    let key = &keys[i % keys.len()];
+                    let begin = Instant::now();
+                    let object = client
+                        .get_object()
+                        .bucket(RESULTS_BUCKET)
+                        .key(key)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+                    let body = object.body.collect().await.expect("read the body");
+                    assert!(body.into_bytes().starts_with(&[0xff, 0xd8]), "{key}");
+                    latencies.push(begin.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    for worker in workers {
+        latencies.extend(worker.await.expect("a GET worker"));
+    }
+    Summary::of(latencies, start.elapsed())
 }
 
 /// A TCP relay to `upstream` on 127.0.0.1 that acknowledges what `upstream` sends at once
@@ -252,5 +312,16 @@ async fn main() -> Result<(), String> {
             s.rps, s.p50, s.p99, s.max
         );
     }
+    let s = storage_alone(
+        &garage,
+        "verify-false-relay-true",
+        args.requests,
+        args.concurrency,
+    )
+    .await;
+    println!(
+        "| the same result GETs without pixmesh (S3 SDK), Garage, ACKed at once | {:.1} | {:.1} | {:.1} | {:.1} |",
+        s.rps, s.p50, s.p99, s.max
+    );
     Ok(())
 }
