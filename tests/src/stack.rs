@@ -136,6 +136,7 @@ pub struct StackBuilder {
     listen_port: u16,
     sidecar_port: Option<u16>,
     route_timeout: String,
+    envoy_workers: usize,
 }
 
 impl Stack {
@@ -148,6 +149,7 @@ impl Stack {
             listen_port: 0,
             sidecar_port: None,
             route_timeout: "30s".to_owned(),
+            envoy_workers: 1,
         }
     }
 
@@ -204,6 +206,13 @@ impl StackBuilder {
         self
     }
 
+    /// Envoy's worker threads (`--concurrency`): 1 unless set (tests), one per core in
+    /// production and in benchmarks.
+    pub fn envoy_workers(mut self, workers: usize) -> Self {
+        self.envoy_workers = workers.max(1);
+        self
+    }
+
     /// Envoy's route timeout, e.g. `2s`.
     pub fn route_timeout(mut self, timeout: &str) -> Self {
         self.route_timeout = timeout.to_owned();
@@ -241,7 +250,8 @@ impl StackBuilder {
             }
         };
         let config = self.envoy_config(port, &descriptor);
-        let envoy = Envoy::start_with_args(&config, &["--concurrency", "1"]).await;
+        let workers = self.envoy_workers.to_string();
+        let envoy = Envoy::start_with_args(&config, &["--concurrency", &workers]).await;
         Stack {
             envoy,
             sidecar,

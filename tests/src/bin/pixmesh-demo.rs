@@ -84,8 +84,11 @@ async fn run() -> Result<(), String> {
     };
     Router::from_json(filter.as_bytes()).map_err(|e| format!("filter config: {e}"))?;
 
+    // One Envoy worker per core, as Envoy runs in production (bench/load measures this stack).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let stack = Stack::builder(&filter, &sidecar)
         .listen_port(port)
+        .envoy_workers(cores)
         .start()
         .await;
     for name in examples.iter().take(3) {

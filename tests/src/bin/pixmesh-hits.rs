@@ -261,7 +261,11 @@ async fn measure(garage: &Garage, args: &Args, verify_source: bool, relay: bool)
         storage("results", RESULTS_BUCKET),
     );
     let filter = r#"{"routes":[{"prefix":"/img/","storage":"photos","allow_unsafe":true}]}"#;
-    let stack = Stack::builder(filter, &sidecar).start().await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stack = Stack::builder(filter, &sidecar)
+        .envoy_workers(cores)
+        .start()
+        .await;
     let base = stack.url("");
     let paths: Vec<String> = (0..args.images.len() * 2 * args.concurrency)
         .map(|n| path(&args.images, n))
