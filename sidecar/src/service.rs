@@ -1192,8 +1192,12 @@ mod tests {
         std::fs::copy(sample, dir.path().join("flower.webp")).unwrap();
         std::fs::copy(sample, dir.path().join("logo.webp")).unwrap();
         let local = crate::storage::LocalStorage::new(dir.path()).unwrap();
+        // As many workers as requests, so each could read the source on its own admission
+        // (a request arriving after the first read ended reads it again).
+        const WORKERS: usize = 4;
         let renderer = Arc::new(Renderer {
             storages: HashMap::from([("photos".to_owned(), Storage::Local(local))]),
+            workers: WorkerPool::new(WORKERS, 64),
             ..Arc::into_inner(renderer_over("http://127.0.0.1:9").await).unwrap()
         });
         let spec = Watermark {
@@ -1207,7 +1211,7 @@ mod tests {
             width: None,
             height: None,
         };
-        // Four renditions (four widths) of one source, with one watermark.
+        // Renditions of one source at several widths, with one watermark.
         let request = |width| RenderRequest {
             storage: "photos".into(),
             key: "flower.webp".into(),
@@ -1220,31 +1224,36 @@ mod tests {
             },
         };
 
-        // Hold the only render worker, so the watermark's decode waits for it.
-        let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
-        let (held, worker_held) = tokio::sync::oneshot::channel();
-        let blocker = {
+        // Hold every render worker, so the watermark's decode waits for one.
+        let mut gates = Vec::new();
+        let mut blockers = Vec::new();
+        for _ in 0..WORKERS {
+            let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
+            let (held, worker_held) = tokio::sync::oneshot::channel();
             let renderer = renderer.clone();
-            tokio::spawn(async move {
+            blockers.push(tokio::spawn(async move {
                 let admitted = renderer.workers.admit().await.unwrap();
                 let job = move || {
                     held.send(()).unwrap();
                     worker_gate.recv()
                 };
                 renderer.workers.run(&admitted, job).await
-            })
-        };
-        worker_held.await.unwrap();
-        let requests: Vec<_> = (0..4)
+            }));
+            worker_held.await.unwrap();
+            gates.push(release_worker);
+        }
+        let requests: Vec<_> = (0..WORKERS as u32)
             .map(|i| {
                 let (renderer, request) = (renderer.clone(), request(100 + i));
                 tokio::spawn(async move { renderer.render(request, None).await })
             })
             .collect();
         let head = renderer.watermark_head(&spec).await.unwrap();
-        until_waiting(&renderer.in_flight.watermarks, &head.cache_key, 4).await;
-        release_worker.send(()).unwrap();
-        blocker.await.unwrap().unwrap().unwrap();
+        until_waiting(&renderer.in_flight.watermarks, &head.cache_key, WORKERS).await;
+        for (gate, blocker) in gates.into_iter().zip(blockers) {
+            gate.send(()).unwrap();
+            blocker.await.unwrap().unwrap().unwrap();
+        }
         for request in requests {
             match request.await.unwrap() {
                 Ok(Rendition::Image { .. }) => {}
@@ -1252,7 +1261,10 @@ mod tests {
                 Err(e) => panic!("render failed: {}", e.detail()),
             }
         }
-        assert_eq!(renderer.stats.renders.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            renderer.stats.renders.load(Ordering::SeqCst),
+            WORKERS as u64
+        );
         assert_eq!(renderer.stats.watermark_decodes.load(Ordering::SeqCst), 1);
     }
 
