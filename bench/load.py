@@ -26,12 +26,13 @@ def url_path(prefix, image, i):
     return f"{prefix}/unsafe/fit-in/{side}x{side}/filters:format(jpeg):quality(80)/{image}"
 
 
-def load(base, images, total, concurrency):
-    """Latencies (s) of `total` requests over `concurrency` keep-alive connections, wall time."""
+def load(base, images, total, concurrency, first=0):
+    """Latencies (s) of `total` requests (the `first`th rendition on) over `concurrency`
+    keep-alive connections, wall time."""
     split = urlsplit(base)
     prefix = split.path.rstrip("/")
     latencies, failures = [], []
-    next_index = iter(range(total))
+    next_index = iter(range(first, first + total))
     lock = threading.Lock()
 
     def worker():
@@ -84,14 +85,23 @@ def main():
     parser.add_argument("--images", required=True, nargs="+")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--thumbor-version", default="?")
     args = parser.parse_args()
 
-    results = {}
-    for name, base in (("pixmesh", args.pixmesh), ("thumbor", args.thumbor)):
+    servers = (("pixmesh", args.pixmesh), ("thumbor", args.thumbor))
+    for _, base in servers:
         load(base, args.images, 2 * args.concurrency, args.concurrency)  # warm-up
-        results[name] = summary(*load(base, args.images, args.requests, args.concurrency))
-        r = results[name]
+    # The servers take turns, a share of the requests each round, so a slower minute on a
+    # shared machine weighs on both alike.
+    share = args.requests // args.rounds
+    runs = {name: ([], 0.0) for name, _ in servers}
+    for round_ in range(args.rounds):
+        for name, base in servers:
+            latencies, wall = load(base, args.images, share, args.concurrency, round_ * share)
+            runs[name] = (runs[name][0] + latencies, runs[name][1] + wall)
+    results = {name: summary(*run) for name, run in runs.items()}
+    for name, r in results.items():
         print(f"{name}: {r['rps']:.1f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms",
               file=sys.stderr)
 
@@ -99,8 +109,9 @@ def main():
     lines = [
         f"# pixmesh vs thumbor, end to end ({time.strftime('%Y-%m-%d')})",
         "",
-        f"{args.requests} requests at concurrency {args.concurrency} over keep-alive connections, "
-        f"after a warm-up; every request a distinct rendition (fit-in 400–799 px box, JPEG q80) of "
+        f"{share * args.rounds} requests at concurrency {args.concurrency} over keep-alive "
+        f"connections, after a warm-up, in {args.rounds} rounds the servers take turns in; "
+        f"every request a distinct rendition (fit-in 400–799 px box, JPEG q80) of "
         f"one of: {', '.join(args.images)}. pixmesh: Envoy + wasm filter + sidecar (release), "
         f"local-directory loader, no result storage. thumbor {args.thumbor_version}: file loader, "
         f"no storage, no result storage, one process per core. {describe()}; "
