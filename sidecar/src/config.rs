@@ -17,6 +17,7 @@
 //! avif_quality = 70             # ravif's scale
 //! jpeg_progressive = true       # default false: baseline JPEGs
 //! avif_speed = 8                # rav1e preset: 1 slowest/smallest … 10 fastest
+//! avif_bit_depth = 8            # or 10: ~4% smaller at equal quality, twice the encode time
 //!
 //! [s3]                          # what every S3 storage below uses where it says nothing
 //! endpoint = "http://127.0.0.1:3900"   # (credentials fall back as a whole: a storage with its
@@ -369,6 +370,9 @@ pub struct EncodingConfig {
     pub jpeg_progressive: bool,
     /// rav1e speed preset for AVIF, 1 (slowest, smallest files) to 10 (fastest).
     pub avif_speed: u8,
+    /// AVIF bits per sample, 8 or 10 (default 8: 10 is ~4% smaller at equal SSIM and takes
+    /// about twice as long).
+    pub avif_bit_depth: u8,
 }
 
 impl Default for EncodingConfig {
@@ -380,6 +384,7 @@ impl Default for EncodingConfig {
             avif_quality: e.avif_quality,
             jpeg_progressive: e.jpeg_progressive,
             avif_speed: e.avif_speed,
+            avif_bit_depth: e.avif_bit_depth,
         }
     }
 }
@@ -393,6 +398,7 @@ impl EncodingConfig {
             avif_quality: self.avif_quality,
             jpeg_progressive: self.jpeg_progressive,
             avif_speed: self.avif_speed,
+            avif_bit_depth: self.avif_bit_depth,
         }
     }
 
@@ -410,6 +416,12 @@ impl EncodingConfig {
             return Err(format!(
                 "encoding: avif_speed {} is not between 1 and 10",
                 self.avif_speed
+            ));
+        }
+        if !matches!(self.avif_bit_depth, 8 | 10) {
+            return Err(format!(
+                "encoding: avif_bit_depth {} is neither 8 nor 10",
+                self.avif_bit_depth
             ));
         }
         Ok(())
@@ -1264,13 +1276,19 @@ root = \"/srv\"
         );
         let cfg = Config::from_toml(&format!(
             "{TWO}[encoding]\njpeg_quality = 90\nwebp_quality = 60\navif_quality = 40\n\
-             jpeg_progressive = true\navif_speed = 10"
+             jpeg_progressive = true\navif_speed = 10\navif_bit_depth = 10"
         ))
         .unwrap();
         let e = cfg.encoding.to_pipeline();
         assert_eq!(
-            (e.jpeg_quality, e.webp_quality, e.avif_quality, e.avif_speed),
-            (90, 60, 40, 10)
+            (
+                e.jpeg_quality,
+                e.webp_quality,
+                e.avif_quality,
+                e.avif_speed,
+                e.avif_bit_depth
+            ),
+            (90, 60, 40, 10, 10)
         );
         assert!(e.jpeg_progressive);
         for (bad, why) in [
@@ -1279,6 +1297,7 @@ root = \"/srv\"
             ("avif_quality = 0", "avif_quality"),
             ("avif_speed = 0", "avif_speed"),
             ("avif_speed = 11", "avif_speed"),
+            ("avif_bit_depth = 12", "avif_bit_depth"),
             ("png_quality = 5", "png_quality"),
             ("jpeg_quality = 300", "jpeg_quality"),
         ] {
