@@ -298,31 +298,22 @@ async fn a_changed_watermark_is_rendered_again() {
             .to_rgb8();
         img.get_pixel(0, 0).0
     };
-    assert_eq!(corner().await, [255, 0, 0]);
-    assert_eq!(corner().await, [255, 0, 0], "served from result storage");
-    assert_eq!(
+    let renders = || {
         renderer
             .stats
             .renders
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(corner().await, [255, 0, 0]);
+    assert_eq!(corner().await, [255, 0, 0], "served from result storage");
+    assert_eq!(renders(), 1);
 
     garage.put(&bucket, "wm.png", square([0, 0, 255])).await;
     assert_eq!(corner().await, [0, 0, 255], "stale watermark served");
-    assert_eq!(
-        renderer
-            .stats
-            .renders
-            .load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    assert_eq!(renders(), 2);
     assert_eq!(corner().await, [0, 0, 255]);
     assert_eq!(
-        renderer
-            .stats
-            .renders
-            .load(std::sync::atomic::Ordering::SeqCst),
+        renders(),
         2,
         "the new rendition is served from result storage"
     );
@@ -337,13 +328,7 @@ async fn a_changed_watermark_is_rendered_again() {
         .await
         .expect("delete the watermark");
     assert_eq!(corner().await, [0, 0, 255]);
-    assert_eq!(
-        renderer
-            .stats
-            .renders
-            .load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    assert_eq!(renders(), 2);
 }
 
 /// The write options as a `[storages.*]` fragment.
