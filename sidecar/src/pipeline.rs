@@ -512,9 +512,9 @@ fn geometry(
     Ok(geometry)
 }
 
-/// What ravif and rav1e allocate per output pixel while encoding an AVIF: the YUV planes
-/// (16-bit at the 10-bit depth ravif picks), rav1e's reference, reconstruction and
-/// restoration buffers, for the colour and, encoded beside it, the alpha. Measured at 38 bytes
+/// What ravif and rav1e allocate per output pixel while encoding an AVIF: the YUV planes,
+/// rav1e's reference, reconstruction and restoration buffers, for the colour and, encoded
+/// beside it, the alpha. Measured at 10 bits (16-bit samples, the larger case): 38 bytes
 /// without alpha and 51 with it (`tests/memory_estimate.rs`), rounded up.
 const AVIF_ENCODER_BYTES_PER_PIXEL: u64 = 64;
 
@@ -2233,8 +2233,9 @@ fn encode_webp(p: &Pixels, quality: u8) -> Result<Vec<u8>, PipelineError> {
     Ok(memory.to_vec())
 }
 
-/// AVIF via ravif (rav1e, pure Rust, single-threaded: one image per core), at rav1e speed
-/// preset `speed`; the alpha channel, when any pixel is translucent, at the same quality.
+/// AVIF via ravif (rav1e, pure Rust, single-threaded: one image per core), at the speed preset
+/// and bit depth of `enc`; the alpha channel, when any pixel is translucent, at the same
+/// quality.
 fn encode_avif(p: &Pixels, quality: u8, enc: &Encoding) -> Result<Vec<u8>, PipelineError> {
     let quality = f32::from(quality.clamp(1, 100));
     let depth = match enc.avif_bit_depth {

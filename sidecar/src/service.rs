@@ -5,8 +5,8 @@
 //! 1. convert the proto request into the canonical [`RenderRequest`] (pixmesh-core);
 //! 2. serve from result storage when the rendition is there, not expired, and (with
 //!    `verify_source`) made from the source's (and the watermark's) current ETag, which
-//!    concurrent `HEAD`s tell (304 when `If-None-Match` matches); a version never changes, so renditions of
-//!    one are not verified;
+//!    concurrent `HEAD`s tell (304 when `If-None-Match` matches); a version never changes, so
+//!    renditions of one are not verified;
 //! 3. be admitted to the worker pool (two requests per core hold a source at a time, 503 when
 //!    the queue of those waiting is full), then read the source (the requested version of it,
 //!    when one is; S3 storages only, else 501), from the storage's fallbacks in order when it is
