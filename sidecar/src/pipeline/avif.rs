@@ -8,7 +8,9 @@
 //! orientation, and a colour space other than sRGB (an ICC profile, or `nclx` primaries such as
 //! Display P3 or BT.2020) becomes an ICC profile the pipeline converts from. What would render
 //! wrong is refused by name instead: HDR transfers (PQ, HLG), a clean aperture (`clap`), grids,
-//! animations (AVIF sequences) and matrix coefficients without a YUV → RGB formula here.
+//! animations (AVIF sequences), matrix coefficients without a YUV → RGB formula here, and any
+//! property of the primary item marked essential that is not one of the above (HEIF forbids
+//! showing such an item).
 //!
 //! Chroma is upsampled by replication (each chroma sample covers its 2×2 or 2×1 block), the
 //! cost-free choice: renders are almost always downscales, which average it away.
@@ -394,7 +396,22 @@ fn be<const N: usize>(data: &[u8], at: usize) -> Result<u64, PipelineError> {
     Ok(bytes.iter().fold(0, |n, &b| n << 8 | u64::from(b)))
 }
 
-/// Finds the primary item's `ispe`, `irot`, `imir`, `colr` and `clap` in `meta`/`iprp`.
+/// The item properties pixmesh acts on or may ignore without changing the image: the decoder
+/// configuration and pixel information (libdav1d reads both from the AV1 stream), the size,
+/// the transformations and the colour.
+const UNDERSTOOD: [[u8; 4]; 7] = [
+    *b"av1C", *b"pixi", *b"ispe", *b"irot", *b"imir", *b"clap", *b"colr",
+];
+
+/// One property of an item, by its 1-based index in `ipco`.
+struct Association {
+    index: usize,
+    /// The reader must understand it to show the item.
+    essential: bool,
+}
+
+/// Finds the primary item's `ispe`, `irot`, `imir`, `colr` and `clap` in `meta`/`iprp`;
+/// refuses an essential property it does not know.
 fn properties(source: &[u8]) -> Result<Properties, PipelineError> {
     let corrupt = |what: &str| PipelineError::Corrupt(format!("avif: {what}"));
     let mut meta = None;
@@ -446,11 +463,19 @@ fn properties(source: &[u8]) -> Result<Properties, PipelineError> {
         clean_aperture: false,
     };
     let (mut rotation, mut mirror) = (0u8, None);
-    for index in associations(ipma, primary)? {
+    for Association { index, essential } in associations(ipma, primary)? {
         let Some(b) = index.checked_sub(1).and_then(|i| all.get(i)) else {
             return Err(corrupt("property index out of range"));
         };
         let p = b.payload;
+        // HEIF: a reader must not show an item with an essential property it does not know
+        // (an operating point or layer selector, a newer transformation).
+        if essential && !UNDERSTOOD.contains(&b.kind) {
+            return Err(PipelineError::UnsupportedFormat(format!(
+                "avif with the essential property '{}'",
+                b.kind.escape_ascii()
+            )));
+        }
         match &b.kind {
             b"ispe" => {
                 let side = |at| be::<4>(p, at).map(|n| n as u32);
@@ -479,7 +504,7 @@ fn properties(source: &[u8]) -> Result<Properties, PipelineError> {
 }
 
 /// The 1-based property indices `ipma` associates with `item`.
-fn associations(ipma: &[u8], item: u64) -> Result<Vec<usize>, PipelineError> {
+fn associations(ipma: &[u8], item: u64) -> Result<Vec<Association>, PipelineError> {
     let version = be::<1>(ipma, 0)?;
     let wide_index = be::<3>(ipma, 1)? & 1 == 1;
     let count = be::<4>(ipma, 4)?;
@@ -498,17 +523,20 @@ fn associations(ipma: &[u8], item: u64) -> Result<Vec<usize>, PipelineError> {
         at += 1;
         let mut indices = Vec::with_capacity(n);
         for _ in 0..n {
-            let index = if wide_index {
-                let v = be::<2>(ipma, at)? & 0x7fff;
+            let (essential, index) = if wide_index {
+                let v = be::<2>(ipma, at)?;
                 at += 2;
-                v
+                (v & 0x8000 != 0, v & 0x7fff)
             } else {
-                let v = be::<1>(ipma, at)? & 0x7f;
+                let v = be::<1>(ipma, at)?;
                 at += 1;
-                v
+                (v & 0x80 != 0, v & 0x7f)
             };
             if index > 0 {
-                indices.push(index as usize);
+                indices.push(Association {
+                    index: index as usize,
+                    essential,
+                });
             }
         }
         if id == item {
@@ -699,6 +727,22 @@ mod tests {
             let e = err(&bars[..len]);
             assert!(matches!(e.http_status(), 415 | 422), "{len}: {e}");
         }
+        // An essential property pixmesh does not know; unknown ones that are not essential
+        // are ignored.
+        let rename = |name: &str, kind: &[u8; 4], to: &[u8; 4]| {
+            let mut source = fixture(name);
+            let at = source.windows(4).position(|w| w == kind).unwrap();
+            source[at..at + 4].copy_from_slice(to);
+            source
+        };
+        let e = err(&rename("bars-irot.avif", b"irot", b"zrot"));
+        assert_eq!(e.http_status(), 415, "{e}");
+        assert!(
+            e.to_string().contains("the essential property 'zrot'"),
+            "{e}"
+        );
+        let unknown = rename("bars-irot.avif", b"pixi", b"zixi");
+        assert!(render(&unknown, &Transform::default(), &Limits::default()).is_ok());
         // A corrupt AV1 payload: OBU headers with the forbidden bit set.
         let mut corrupt = bars.clone();
         let mdat = corrupt.windows(4).position(|w| w == b"mdat").unwrap() + 4;
