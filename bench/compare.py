@@ -125,13 +125,13 @@ def main():
                     ms, vips_bytes = vips(path, fmt, args.repeat)
                     theirs.append(ms)
                 ms = statistics.median(theirs)
-                vips_file = tmp / f"{path.stem}.vips.{fmt}"
+                vips_file = tmp / f"{path.name}.vips.{fmt}"
                 vips_file.write_bytes(vips_bytes)
                 rows.append({
                     "image": path.name, "format": fmt,
                     "pixmesh_ms": statistics.median(ours), "vips_ms": ms,
                     "pixmesh_kb": r["bytes"] / 1024, "vips_kb": len(vips_bytes) / 1024,
-                    "pixmesh_ssim": quality(path, tmp / f"{path.stem}.{fmt}"),
+                    "pixmesh_ssim": quality(path, tmp / f"{path.name}.{fmt}"),
                     "vips_ssim": quality(path, vips_file),
                 })
                 print(f"{path.name} → {fmt}: pixmesh {statistics.median(ours):.1f} ms, "

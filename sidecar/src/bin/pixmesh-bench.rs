@@ -1,6 +1,7 @@
 //! `pixmesh-bench`: runs the render pipeline on image files and prints, per image, the CPU time
 //! of one render (the median of `--repeat` runs after a warm-up) as one JSON object a line.
-//! `bench/compare.py` runs it beside libvips on the same images and operations.
+//! `bench/compare.py` runs it beside libvips on the same images and operations. With `--out`,
+//! each output is written there as `SOURCE_NAME.FORMAT` (e.g. `medium.jpg.webp`).
 //!
 //! ```text
 //! pixmesh-bench --size 800x800 --fit fit-in --format jpeg --quality 80 --repeat 5 \
@@ -49,7 +50,8 @@ fn run(args: &Args) -> Result<(), String> {
         times.sort();
         let median = times[times.len() / 2];
         if let Some(dir) = &args.out {
-            let name = format!("{}.{}", file_stem(path), rendered.format.name());
+            // The whole source name, so medium.jpg and medium.webp do not overwrite each other.
+            let name = format!("{}.{}", file_name(path), rendered.format.name());
             std::fs::write(dir.join(&name), &rendered.bytes)
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
@@ -81,11 +83,6 @@ fn cpu_time() -> Duration {
 
 fn file_name(path: &Path) -> String {
     path.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-}
-
-fn file_stem(path: &Path) -> String {
-    path.file_stem()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
