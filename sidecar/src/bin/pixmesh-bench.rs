@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! pixmesh-bench --size 800x800 --fit fit-in --format jpeg --quality 80 --repeat 5 \
-//!               [--out DIR] IMAGE...
+//!               [--allocator sidecar|glibc] [--out DIR] IMAGE...
 //! ```
+//!
+//! `--allocator sidecar` (the default) applies the sidecar's allocator settings
+//! ([`pixmesh_sidecar::budget::tune_allocator`]), so the times are what `serve` spends;
+//! `glibc` leaves glibc's defaults, which keep freed buffers for the next render.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +24,8 @@ struct Args {
     repeat: usize,
     out: Option<PathBuf>,
     images: Vec<PathBuf>,
+    /// Apply the sidecar's allocator settings, as `serve` does.
+    tune_allocator: bool,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +39,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if args.tune_allocator {
+        pixmesh_sidecar::budget::tune_allocator();
+    }
     let limits = Limits::default();
     for path in &args.images {
         let source = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -88,12 +97,14 @@ fn file_name(path: &Path) -> String {
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     const USAGE: &str = "usage: pixmesh-bench --size WxH [--fit fit-in|fill|stretch] \
-                         [--format jpeg|png|webp|gif] [--quality Q] [--repeat N] [--out DIR] IMAGE...";
+                         [--format jpeg|png|webp|gif] [--quality Q] [--repeat N] \
+                         [--allocator sidecar|glibc] [--out DIR] IMAGE...";
     let mut args = Args {
         transform: Transform::default(),
         repeat: 5,
         out: None,
         images: Vec::new(),
+        tune_allocator: true,
     };
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -132,6 +143,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 args.repeat = v.parse().map_err(|_| format!("--repeat {v}"))?;
             }
             "--out" => args.out = Some(PathBuf::from(value()?)),
+            "--allocator" => {
+                args.tune_allocator = match value()?.as_str() {
+                    "sidecar" => true,
+                    "glibc" => false,
+                    other => return Err(format!("--allocator {other}\n{USAGE}")),
+                }
+            }
             _ if arg.starts_with('-') => return Err(format!("unknown option {arg}\n{USAGE}")),
             _ => args.images.push(PathBuf::from(arg)),
         }
