@@ -503,7 +503,7 @@ fn properties(source: &[u8]) -> Result<Properties, PipelineError> {
     Ok(props)
 }
 
-/// The 1-based property indices `ipma` associates with `item`.
+/// The properties `ipma` associates with `item`: 1-based indices, and whether each is essential.
 fn associations(ipma: &[u8], item: u64) -> Result<Vec<Association>, PipelineError> {
     let version = be::<1>(ipma, 0)?;
     let wide_index = be::<3>(ipma, 1)? & 1 == 1;
