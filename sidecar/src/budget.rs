@@ -71,6 +71,15 @@ impl MemoryBudget {
     }
 }
 
+/// Bytes of freed large blocks the sidecar keeps for reuse ([`crate::blocks`]), out of
+/// `render_budget`: an eighth of it, at most 64 MiB, never leaving renders less than the
+/// largest source.
+pub fn block_cache_bytes(render_budget: u64, max_source_bytes: u64) -> u64 {
+    (render_budget / 8)
+        .min(64 << 20)
+        .min(render_budget.saturating_sub(max_source_bytes))
+}
+
 /// Buffers at least this large get their own mapping from the allocator, returned to the OS
 /// when freed (glibc only).
 const MMAP_THRESHOLD_BYTES: i32 = 1 << 20;

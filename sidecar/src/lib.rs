@@ -13,6 +13,7 @@
 //! - [`imagor_env`]: `pixmesh-sidecar from-imagor-env`, imagor's environment variables mapped
 //!   onto pixmesh's two configuration files.
 
+pub mod blocks;
 pub mod budget;
 pub mod check;
 pub mod config;
@@ -92,6 +93,16 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
 /// Builds the shared render state from a validated config.
 pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
     let storages = storages(config).await?;
+    // The watermark cache's capacity comes out of the budget (the configuration checks that
+    // what is left still holds the largest source), then the large-block cache's, where its
+    // allocator is installed (the binaries).
+    let limits = &config.limits;
+    let render_budget = limits
+        .memory_budget_bytes
+        .saturating_sub(config.watermark.cache_bytes);
+    let block_cache = budget::block_cache_bytes(render_budget, limits.max_source_bytes);
+    blocks::set_capacity(usize::try_from(block_cache).unwrap_or(usize::MAX));
+    let render_budget = render_budget - block_cache;
     let results = match &config.result_storage {
         Some(rs) => match (storages.get(&rs.storage), config.storages.get(&rs.storage)) {
             (Some(Storage::S3(s3)), Some(StorageConfig::S3(cfg))) => Some(ResultStore {
@@ -158,14 +169,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             }
         })?,
         workers: WorkerPool::new(cores, config.limits.max_queue),
-        // The watermark cache's capacity comes out of the budget (the configuration checks
-        // that what is left still holds the largest source).
-        budget: MemoryBudget::new(
-            config
-                .limits
-                .memory_budget_bytes
-                .saturating_sub(config.watermark.cache_bytes),
-        ),
+        budget: MemoryBudget::new(render_budget),
         in_flight: Default::default(),
         watermarks: watermarks::WatermarkCache::new(config.watermark.cache_bytes),
         default_watermark: config.watermark.default_image(),

@@ -9,6 +9,10 @@ use pixmesh_proto::v1::image_service_client::ImageServiceClient;
 use pixmesh_proto::v1::{HealthRequest, health_response};
 use pixmesh_sidecar::config::Config;
 
+/// Large freed blocks are kept for reuse, within a share of the memory budget.
+#[global_allocator]
+static ALLOCATOR: pixmesh_sidecar::blocks::BlockCache = pixmesh_sidecar::blocks::BlockCache;
+
 #[derive(Parser)]
 #[command(name = "pixmesh-sidecar", version, about)]
 struct Cli {

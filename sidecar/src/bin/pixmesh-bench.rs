@@ -28,6 +28,10 @@ struct Args {
     tune_allocator: bool,
 }
 
+/// As in `pixmesh-sidecar`: large freed blocks kept for reuse (with `--allocator sidecar`).
+#[global_allocator]
+static ALLOCATOR: pixmesh_sidecar::blocks::BlockCache = pixmesh_sidecar::blocks::BlockCache;
+
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1)).and_then(|args| run(&args)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,6 +45,13 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), String> {
     if args.tune_allocator {
         pixmesh_sidecar::budget::tune_allocator();
+        // What `serve` keeps with the default budget and limits.
+        let defaults = pixmesh_sidecar::config::Limits::default();
+        let bytes = pixmesh_sidecar::budget::block_cache_bytes(
+            defaults.memory_budget_bytes,
+            defaults.max_source_bytes,
+        );
+        pixmesh_sidecar::blocks::set_capacity(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
     let limits = Limits::default();
     for path in &args.images {
