@@ -31,8 +31,14 @@ enum Source {
     },
 }
 
+/// The sidecar binary's allocator, so the demo (and `bench/load`, which measures it) renders
+/// as `pixmesh-sidecar serve` does.
+#[global_allocator]
+static ALLOCATOR: pixmesh_sidecar::blocks::BlockCache = pixmesh_sidecar::blocks::BlockCache;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    pixmesh_sidecar::budget::tune_allocator();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
