@@ -45,7 +45,8 @@ pub fn set_capacity(bytes: usize) {
 }
 
 /// Bytes held in cached blocks now.
-pub fn cached_bytes() -> usize {
+#[cfg(test)]
+fn cached_bytes() -> usize {
     lock().bytes
 }
 

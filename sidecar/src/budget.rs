@@ -71,13 +71,30 @@ impl MemoryBudget {
     }
 }
 
-/// Bytes of freed large blocks the sidecar keeps for reuse ([`crate::blocks`]), out of
-/// `render_budget`: an eighth of it, at most 64 MiB, never leaving renders less than the
-/// largest source.
-pub fn block_cache_bytes(render_budget: u64, max_source_bytes: u64) -> u64 {
-    (render_budget / 8)
-        .min(64 << 20)
-        .min(render_budget.saturating_sub(max_source_bytes))
+/// How `memory_budget_bytes` is shared out: the watermark cache's capacity first (the
+/// configuration checks that what is left still holds the largest source), then the freed
+/// large blocks kept for reuse ([`crate::blocks`]: an eighth of the rest, at most 64 MiB, never
+/// leaving renders less than the largest source); renders reserve from what remains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    /// What renders reserve from.
+    pub renders: u64,
+    /// The large-block cache's capacity.
+    pub blocks: u64,
+}
+
+impl Shares {
+    /// The shares of `memory_budget_bytes` beside a watermark cache of `watermark_cache_bytes`.
+    pub fn of(memory_budget_bytes: u64, watermark_cache_bytes: u64, max_source_bytes: u64) -> Self {
+        let rest = memory_budget_bytes.saturating_sub(watermark_cache_bytes);
+        let blocks = (rest / 8)
+            .min(64 << 20)
+            .min(rest.saturating_sub(max_source_bytes));
+        Shares {
+            renders: rest - blocks,
+            blocks,
+        }
+    }
 }
 
 /// Buffers at least this large get their own mapping from the allocator, returned to the OS
@@ -112,6 +129,23 @@ pub fn tune_allocator() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_is_shared_out_watermarks_first_then_blocks() {
+        const MIB: u64 = 1 << 20;
+        // An eighth of what the watermark cache leaves, at most 64 MiB.
+        let s = Shares::of(100 * MIB, 16 * MIB, 32 * MIB);
+        assert_eq!(
+            (s.renders, s.blocks),
+            (84 * MIB - 84 * MIB / 8, 84 * MIB / 8)
+        );
+        let s = Shares::of(1024 * MIB, 16 * MIB, 128 * MIB);
+        assert_eq!((s.renders, s.blocks), (1008 * MIB - 64 * MIB, 64 * MIB));
+        // Never leaving renders less than the largest source.
+        let s = Shares::of(40 * MIB, 0, 38 * MIB);
+        assert_eq!((s.renders, s.blocks), (38 * MIB, 2 * MIB));
+        assert_eq!(Shares::of(10 * MIB, 16 * MIB, MIB).renders, 0);
+    }
 
     #[tokio::test]
     async fn reservations_wait_for_memory_and_return_it() {

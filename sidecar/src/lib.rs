@@ -93,16 +93,13 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
 /// Builds the shared render state from a validated config.
 pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
     let storages = storages(config).await?;
-    // The watermark cache's capacity comes out of the budget (the configuration checks that
-    // what is left still holds the largest source), then the large-block cache's, where its
-    // allocator is installed (the binaries).
-    let limits = &config.limits;
-    let render_budget = limits
-        .memory_budget_bytes
-        .saturating_sub(config.watermark.cache_bytes);
-    let block_cache = budget::block_cache_bytes(render_budget, limits.max_source_bytes);
-    blocks::set_capacity(usize::try_from(block_cache).unwrap_or(usize::MAX));
-    let render_budget = render_budget - block_cache;
+    let shares = budget::Shares::of(
+        config.limits.memory_budget_bytes,
+        config.watermark.cache_bytes,
+        config.limits.max_source_bytes,
+    );
+    // Effective where `blocks::BlockCache` is the allocator (the binaries).
+    blocks::set_capacity(usize::try_from(shares.blocks).unwrap_or(usize::MAX));
     let results = match &config.result_storage {
         Some(rs) => match (storages.get(&rs.storage), config.storages.get(&rs.storage)) {
             (Some(Storage::S3(s3)), Some(StorageConfig::S3(cfg))) => Some(ResultStore {
@@ -169,7 +166,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             }
         })?,
         workers: WorkerPool::new(cores, config.limits.max_queue),
-        budget: MemoryBudget::new(render_budget),
+        budget: MemoryBudget::new(shares.renders),
         in_flight: Default::default(),
         watermarks: watermarks::WatermarkCache::new(config.watermark.cache_bytes),
         default_watermark: config.watermark.default_image(),

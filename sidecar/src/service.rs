@@ -182,6 +182,15 @@ struct WatermarkHead {
     spec: Watermark,
 }
 
+/// What result storage answered for a rendition.
+enum Lookup {
+    /// Serve this.
+    Hit(Rendition),
+    /// Render; `watermark` is the watermark's `HEAD` when checking the stored rendition made
+    /// one and it succeeded.
+    Miss { watermark: Option<WatermarkHead> },
+}
+
 /// A rendered image, cheap to share between the requests of one flight.
 #[derive(Clone)]
 struct Rendered {
@@ -280,14 +289,18 @@ impl Renderer {
             };
             Some((rs, rs.key(&named.canonical())))
         });
-        if let Some((rs, key)) = &stored
-            && let Some(hit) = self.stored(rs, key, &chain, &req, if_none).await
-        {
-            return Ok(hit);
+        let mut checked = None;
+        if let Some((rs, key)) = &stored {
+            match self.stored(rs, key, &chain, &req, if_none).await {
+                Lookup::Hit(hit) => return Ok(hit),
+                Lookup::Miss { watermark } => checked = watermark,
+            }
         }
-        let watermark = match &req.watermark {
-            Some(w) => Some(self.watermark_head(w).await?),
-            None => None,
+        // The watermark's HEAD, unless checking the stored rendition made it already.
+        let watermark = match (&req.watermark, checked) {
+            (Some(_), Some(head)) => Some(head),
+            (Some(w), None) => Some(self.watermark_head(w).await?),
+            (None, _) => None,
         };
         let source = self.read_source(&chain, &req).await?;
         let tag = match &watermark {
@@ -477,7 +490,7 @@ impl Renderer {
         chain: &[&Storage],
         req: &RenderRequest,
         if_none: Option<&str>,
-    ) -> Option<Rendition> {
+    ) -> Lookup {
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
         let read = rs.storage.get(key, None, self.limits.max_source_bytes);
         let (read, head, watermark) = if rs.verify_source && req.version.is_none() {
@@ -493,22 +506,28 @@ impl Renderer {
         } else {
             (read.await, None, None)
         };
+        // A miss hands on a successful watermark HEAD, so the render does not repeat it.
+        let (watermark, watermark_error) = match watermark {
+            Some(Ok(wm)) => (Some(wm), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
         let obj = match read {
             Ok(obj) => obj,
-            Err(StorageError::NotFound) => return None,
+            Err(StorageError::NotFound) => return Lookup::Miss { watermark },
             Err(e) => {
                 tracing::warn!(key, error = e.detail(), "result storage read failed");
-                return None;
+                return Lookup::Miss { watermark };
             }
         };
         if expired(rs.expiration, obj.last_modified, SystemTime::now()) {
             tracing::debug!(key, "stored rendition expired; rendering again");
-            return None;
+            return Lookup::Miss { watermark };
         }
         match head {
             Some(Ok(Head { etag, .. })) if obj.metadata.get(META_SOURCE_ETAG) != Some(&etag) => {
                 tracing::debug!(key, "source changed since the rendition; rendering again");
-                return None;
+                return Lookup::Miss { watermark };
             }
             // A deleted source cannot invalidate what was made from it; an unreachable one
             // leaves the stored rendition the best answer.
@@ -523,24 +542,25 @@ impl Renderer {
         }
         // Likewise the watermark: a changed one renders again, a missing or unreachable one
         // leaves the stored rendition.
-        match watermark {
-            Some(Ok(wm)) if obj.metadata.get(META_WATERMARK_ETAG) != Some(&wm.etag) => {
-                tracing::debug!(
-                    key,
-                    "watermark changed since the rendition; rendering again"
-                );
-                return None;
-            }
-            Some(Err(e)) if !matches!(e, RenderError::WatermarkSource(StorageError::NotFound)) => {
-                tracing::warn!(
-                    key,
-                    error = e.detail(),
-                    "cannot verify the watermark; serving the stored rendition"
-                );
-            }
-            _ => {}
+        if let Some(wm) = &watermark
+            && obj.metadata.get(META_WATERMARK_ETAG) != Some(&wm.etag)
+        {
+            tracing::debug!(
+                key,
+                "watermark changed since the rendition; rendering again"
+            );
+            return Lookup::Miss { watermark };
         }
-        Some(from_result_storage(obj, if_none))
+        if let Some(e) = watermark_error
+            && !matches!(e, RenderError::WatermarkSource(StorageError::NotFound))
+        {
+            tracing::warn!(
+                key,
+                error = e.detail(),
+                "cannot verify the watermark; serving the stored rendition"
+            );
+        }
+        Lookup::Hit(from_result_storage(obj, if_none))
     }
 
     /// The pipeline's limits, from the configuration.
@@ -1098,6 +1118,48 @@ mod tests {
         })
     }
 
+    /// A job holding a worker until its sender sends.
+    type HeldJob = tokio::task::JoinHandle<
+        Result<Result<(), std::sync::mpsc::RecvError>, crate::pool::PoolError>,
+    >;
+
+    /// Render workers kept busy by jobs that wait until released.
+    struct HeldWorkers {
+        held: Vec<(std::sync::mpsc::Sender<()>, HeldJob)>,
+    }
+
+    impl HeldWorkers {
+        /// Occupies `n` of `renderer`'s workers (each with an admission of its own), returning
+        /// once every job runs.
+        async fn hold(renderer: &Arc<Renderer>, n: usize) -> HeldWorkers {
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let (release, gate) = std::sync::mpsc::channel::<()>();
+                let (running, started) = tokio::sync::oneshot::channel();
+                let renderer = renderer.clone();
+                let job = tokio::spawn(async move {
+                    let admitted = renderer.workers.admit().await.unwrap();
+                    let wait = move || {
+                        running.send(()).unwrap();
+                        gate.recv()
+                    };
+                    renderer.workers.run(&admitted, wait).await
+                });
+                started.await.unwrap();
+                held.push((release, job));
+            }
+            HeldWorkers { held }
+        }
+
+        /// Lets every job finish.
+        async fn release(self) {
+            for (release, job) in self.held {
+                release.send(()).unwrap();
+                job.await.unwrap().unwrap().unwrap();
+            }
+        }
+    }
+
     /// Polls until `n` requests wait in the flight `key` of `flights`.
     async fn until_waiting<T: Clone>(flights: &Flights<T>, key: &str, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -1135,17 +1197,7 @@ mod tests {
         };
 
         // Hold the only render worker, so renders queue up behind it.
-        let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let renderer = renderer.clone();
-            tokio::spawn(async move {
-                let admitted = renderer.workers.admit().await.unwrap();
-                renderer
-                    .workers
-                    .run(&admitted, move || worker_gate.recv())
-                    .await
-            })
-        };
+        let held = HeldWorkers::hold(&renderer, 1).await;
 
         let requests: Vec<_> = (0..8)
             .map(|_| {
@@ -1160,8 +1212,7 @@ mod tests {
         // … then on one render, queued behind the held worker.
         let tag = etag(&request.canonical(), "\"v1\"");
         until_waiting(&renderer.in_flight.renders, &tag, 8).await;
-        release_worker.send(()).unwrap();
-        blocker.await.unwrap().unwrap().unwrap();
+        held.release().await;
 
         let mut images = Vec::new();
         for request in requests {
@@ -1225,23 +1276,7 @@ mod tests {
         };
 
         // Hold every render worker, so the watermark's decode waits for one.
-        let mut gates = Vec::new();
-        let mut blockers = Vec::new();
-        for _ in 0..WORKERS {
-            let (release_worker, worker_gate) = std::sync::mpsc::channel::<()>();
-            let (held, worker_held) = tokio::sync::oneshot::channel();
-            let renderer = renderer.clone();
-            blockers.push(tokio::spawn(async move {
-                let admitted = renderer.workers.admit().await.unwrap();
-                let job = move || {
-                    held.send(()).unwrap();
-                    worker_gate.recv()
-                };
-                renderer.workers.run(&admitted, job).await
-            }));
-            worker_held.await.unwrap();
-            gates.push(release_worker);
-        }
+        let held = HeldWorkers::hold(&renderer, WORKERS).await;
         let requests: Vec<_> = (0..WORKERS as u32)
             .map(|i| {
                 let (renderer, request) = (renderer.clone(), request(100 + i));
@@ -1250,10 +1285,7 @@ mod tests {
             .collect();
         let head = renderer.watermark_head(&spec).await.unwrap();
         until_waiting(&renderer.in_flight.watermarks, &head.cache_key, WORKERS).await;
-        for (gate, blocker) in gates.into_iter().zip(blockers) {
-            gate.send(()).unwrap();
-            blocker.await.unwrap().unwrap().unwrap();
-        }
+        held.release().await;
         for request in requests {
             match request.await.unwrap() {
                 Ok(Rendition::Image { .. }) => {}

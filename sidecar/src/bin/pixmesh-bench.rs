@@ -45,13 +45,14 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), String> {
     if args.tune_allocator {
         pixmesh_sidecar::budget::tune_allocator();
-        // What `serve` keeps with the default budget and limits.
-        let defaults = pixmesh_sidecar::config::Limits::default();
-        let bytes = pixmesh_sidecar::budget::block_cache_bytes(
-            defaults.memory_budget_bytes,
-            defaults.max_source_bytes,
+        // What `serve` keeps with the default configuration.
+        let limits = pixmesh_sidecar::config::Limits::default();
+        let shares = pixmesh_sidecar::budget::Shares::of(
+            limits.memory_budget_bytes,
+            pixmesh_sidecar::config::DEFAULT_WATERMARK_CACHE_BYTES,
+            limits.max_source_bytes,
         );
-        pixmesh_sidecar::blocks::set_capacity(usize::try_from(bytes).unwrap_or(usize::MAX));
+        pixmesh_sidecar::blocks::set_capacity(usize::try_from(shares.blocks).unwrap_or(usize::MAX));
     }
     let limits = Limits::default();
     for path in &args.images {

@@ -137,12 +137,7 @@ impl Summary {
 /// `concurrency` at a time, by the S3 SDK in this process through a [`quick_ack_relay`], as
 /// the sidecar reads them. What pixmesh adds is the difference to its own rows.
 async fn storage_alone(garage: &Garage, prefix: &str, total: usize, concurrency: usize) -> Summary {
-    let upstream = garage
-        .endpoint()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("Garage's address");
-    let relay = format!("http://{}", quick_ack_relay(upstream).await);
+    let relay = relayed(garage).await;
     let config = pixmesh_tests::s3::config_builder(
         &relay,
         garage.region(),
@@ -223,6 +218,16 @@ async fn quick_ack_relay(upstream: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// Garage's endpoint through a new [`quick_ack_relay`].
+async fn relayed(garage: &Garage) -> String {
+    let upstream = garage
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("Garage's address");
+    format!("http://{}", quick_ack_relay(upstream).await)
+}
+
 /// Sends the pending ACK of `stream` now (Linux: `TCP_QUICKACK`, which the kernel clears again
 /// by itself, hence after every read).
 fn quick_ack(stream: &TcpStream) {
@@ -242,11 +247,7 @@ fn quick_ack(stream: &TcpStream) {
 async fn measure(garage: &Garage, args: &Args, verify_source: bool, relay: bool) -> Summary {
     let endpoint = garage.endpoint();
     let via = if relay {
-        let upstream = endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .expect("Garage's address");
-        format!("http://{}", quick_ack_relay(upstream).await)
+        relayed(garage).await
     } else {
         endpoint.clone()
     };
