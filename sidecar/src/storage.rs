@@ -255,6 +255,10 @@ pub struct S3Storage {
     /// How source keys are escaped before reading ([`Storage::get`], [`Storage::head`]), if
     /// they are; keys given to this type's own methods are used as they are.
     escape: Option<SafeChars>,
+    /// How long a read may take, headers and body together (`[limits] storage_timeout_ms`).
+    /// The SDK's operation timeout ends with the response headers, so [`S3Storage::get`] bounds
+    /// the body read itself.
+    timeout: Duration,
     /// Shared by clones, so a region one learns all use.
     clients: Arc<Clients>,
 }
@@ -359,6 +363,7 @@ impl S3Storage {
             bucket: cfg.bucket.clone(),
             writes,
             escape,
+            timeout,
             clients: Arc::new(Clients {
                 config,
                 current: RwLock::new(Arc::new(regional)),
@@ -382,6 +387,7 @@ impl S3Storage {
             bucket: bucket.to_owned(),
             writes: self.writes.clone(),
             escape: self.escape.clone(),
+            timeout: self.timeout,
             clients: Arc::new(Clients {
                 current: RwLock::new(Arc::new(Regional {
                     client: aws_sdk_s3::Client::from_conf(config.clone()),
@@ -540,7 +546,24 @@ impl S3Storage {
     }
 
     /// Reads `key` (its `version`, when given), refusing objects larger than `max_bytes`.
+    ///
+    /// The whole read, from the request to the body's last byte (a wrong-region retry
+    /// included), takes at most the storage's timeout, else [`StorageError::Timeout`]: a server
+    /// that sends the headers and then stalls (or drips) the body would otherwise hold the
+    /// request, and its worker admission, until the client gives up.
     pub async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Object, StorageError> {
+        tokio::time::timeout(self.timeout, self.get_unbounded(key, version, max_bytes))
+            .await
+            .map_err(|_| StorageError::Timeout)?
+    }
+
+    /// [`S3Storage::get`] without its deadline.
+    async fn get_unbounded(
         &self,
         key: &str,
         version: Option<&str>,
@@ -1072,6 +1095,67 @@ mod tests {
         let err = storage.get("a.jpg", None, 100).await.expect_err("denied");
         assert!(matches!(err, StorageError::AccessDenied), "{err:?}");
         assert_eq!(s3.regions(), ["us-east-1"]);
+    }
+
+    /// An HTTP server on 127.0.0.1 that answers every request with `200`, `Content-Length:
+    /// 1000` and the first few bytes of the body, then sends nothing more and keeps the
+    /// connection open (until the test's runtime ends). Returns the endpoint and the number of
+    /// requests answered so far.
+    async fn stalling_body() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&answered);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Type: image/jpeg\r\n\
+                      Content-Length: 1000\r\n\r\n\xff\xd8\xff\xe0",
+                )
+                .await
+                .unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+        (endpoint, answered)
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_after_the_headers_times_out_within_the_storage_timeout() {
+        use crate::error::RenderError;
+        use std::sync::atomic::Ordering;
+        let (endpoint, answered) = stalling_body().await;
+        let storage = S3Storage::new(&s3_config(&endpoint, ""), Duration::from_millis(300))
+            .await
+            .unwrap();
+        // Without a deadline on the body this never returns: the server never closes.
+        let guard = Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(guard, storage.get("a.jpg", None, 10_000))
+            .await
+            .unwrap_or_else(|_| panic!("get still waiting for the body after {guard:?}"));
+        let elapsed = started.elapsed();
+        let err = read.expect_err("the body never completes");
+        assert!(matches!(err, StorageError::Timeout), "{err:?}");
+        assert!(
+            answered.load(Ordering::SeqCst) >= 1,
+            "the headers came, so the operation timeout alone would not have fired"
+        );
+        eprintln!("stalled body gave up after {elapsed:?}");
+        assert_eq!(RenderError::Source(err.clone()).http_status(), 504);
+        assert_eq!(RenderError::ResultStorage(err).http_status(), 504);
     }
 
     /// STS's answer to `AssumeRole`: temporary credentials `ASIATEMPORARY` / `temp-secret`.
