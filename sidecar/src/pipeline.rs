@@ -25,10 +25,18 @@
 //! Safety properties:
 //! - The source size is checked against [`Limits::max_source_pixels`] from the image header,
 //!   before any pixel is decoded (decompression bombs), and `image`'s own allocation limit is set
-//!   as a second line of defence. A GIF's first frame, which may declare a size of its own, is
-//!   checked too before its pixels are decoded.
+//!   as a second line of defence. A GIF's frames, which declare sizes of their own (larger
+//!   than the logical screen, even), count with those: each frame read and all of them
+//!   together within [`Limits::max_source_pixels`], checked from their headers before any is
+//!   decoded, and in [`memory_needed`].
+//! - The header's metadata is bounded before any decoder reads it ([`icc`]): an ICC profile
+//!   over 4 MiB (a PNG's inflated in a fixed window: a zlib bomb is never inflated) and a
+//!   WebP metadata chunk claiming more bytes than the file has are refused (422), and what the
+//!   metadata costs to read counts in [`memory_needed`].
 //! - The output size, padding included, is checked against [`Limits::max_output_pixels`]
-//!   before anything is decoded or allocated for it.
+//!   before anything is decoded or allocated for it, and an AVIF output against
+//!   [`Limits::max_avif_output_pixels`]; a `max_bytes` search spends at most
+//!   [`MAX_BYTES_AVIF_PIXELS`] on AVIF encodes. The slowest encode stays bounded per URL.
 //! - No step panics on any input: pixel arithmetic is done in `u64`/`f64` and every
 //!   data-dependent failure is a [`PipelineError`].
 //!
@@ -110,10 +118,19 @@ pub struct Limits {
     /// Frames of an animation kept in an animated GIF or WebP output (the first ones); 1
     /// renders every animation as its first frame. Default [`DEFAULT_MAX_ANIMATION_FRAMES`].
     pub max_animation_frames: u32,
+    /// Largest AVIF output, in pixels (padding included), checked from the header (413
+    /// beyond): rav1e's encode time grows with the pixels, about 0.6 s of CPU per megapixel
+    /// at the default speed (release build: 10 s for 16 MP, 32 s for 50 MP). Default
+    /// [`DEFAULT_MAX_AVIF_OUTPUT_PIXELS`].
+    pub max_avif_output_pixels: u64,
 }
 
 /// Default [`Limits::max_animation_frames`].
 pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 100;
+
+/// Default [`Limits::max_avif_output_pixels`]: 16 MP (4896×3264), libavif's default limit of
+/// 16384×16384 pixels in all being far beyond what one render should spend on one encode.
+pub const DEFAULT_MAX_AVIF_OUTPUT_PIXELS: u64 = 16_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -121,6 +138,7 @@ impl Default for Limits {
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
             max_animation_frames: DEFAULT_MAX_ANIMATION_FRAMES,
+            max_avif_output_pixels: DEFAULT_MAX_AVIF_OUTPUT_PIXELS,
         }
     }
 }
@@ -215,6 +233,10 @@ pub enum PipelineError {
     /// e.g. keeping an ICC profile in AVIF (HTTP 501). Names what.
     #[error("not implemented: {0}")]
     Unsupported(String),
+    /// Every caller waiting for the render went away ([`crate::cancel`]); nobody sees the
+    /// status (503 for the logs).
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
 }
 
 impl PipelineError {
@@ -227,6 +249,7 @@ impl PipelineError {
             PipelineError::Encode(_) => 500,
             PipelineError::CropOutside(_) => 400,
             PipelineError::Unsupported(_) => 501,
+            PipelineError::Cancelled(_) => 503,
         }
     }
 }
@@ -364,6 +387,7 @@ pub fn render_overlaid(
         false => read_color_profile(&mut decoder),
     };
     let image = decode(source, decoder, source_format, limits, shrink)?;
+    crate::cancel::check()?;
     let image = apply_orientation(image, orientation);
     let mut pixels = normalise(image)?;
     let (mut geometry, mut frame) = replan(&pixels, (width, height), geometry, t, limits)?;
@@ -374,12 +398,14 @@ pub fn render_overlaid(
         limits,
         shrink,
     };
+    crate::cancel::check()?;
     if let Some(sharper) = trim::decode_again(&decoded, &geometry)? {
         (geometry, frame) = replan(&sharper, (width, height), geometry, t, limits)?;
         pixels = sharper;
     }
     let (pixels, geometry) = trim::cut(pixels, &frame, (width, height), geometry);
     let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t, overlay)?;
+    crate::cancel::check()?;
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
@@ -468,7 +494,8 @@ struct Plan<D> {
     shrink: f64,
 }
 
-/// Sniffs, reads the header, checks the limits and computes the geometry.
+/// Sniffs, bounds the metadata ([`icc::metadata_bytes`]), reads the header, checks the limits
+/// and computes the geometry.
 fn plan<'a>(
     source: &'a [u8],
     t: &Transform,
@@ -476,11 +503,14 @@ fn plan<'a>(
 ) -> Result<Plan<impl ImageDecoder + 'a>, PipelineError> {
     let source_format = sniff_format(source)?;
     check_complete(source, source_format)?;
+    icc::metadata_bytes(source, source_format)?;
     let mut decoder = read_header(source, source_format, limits)?;
     check_source_size(decoder.dimensions(), limits)?;
     let orientation = read_orientation(&mut decoder);
     let (width, height) = upright_size(decoder.dimensions(), orientation);
     let geometry = geometry(width, height, t, limits)?;
+    let budget = budgeted(geometry, (width, height), t, limits);
+    check_avif_output(&budget, t, source_format, limits)?;
     let shrink = shrink_on_load(source_format, &geometry);
     Ok(Plan {
         source_format,
@@ -546,11 +576,13 @@ pub fn memory_needed_overlaid(
         // makes (`render` pays that, and it is counted). The EXIF orientation is not read: both
         // orientations are estimated and the larger counts.
         check_complete(source, format)?;
+        let metadata = icc::metadata_bytes(source, format)?;
         let size = (dimension(header.width)?, dimension(header.height)?);
         check_source_size(size, limits)?;
         // A crop may only fit one of them: the other's error does not count.
         let estimates = [size, (size.1, size.0)].map(|(width, height)| {
             let geometry = budgeted(geometry(width, height, t, limits)?, size, t, limits);
+            check_avif_output(&geometry, t, format, limits)?;
             // A trimmed box may need the source decoded again at full size.
             let shrink = match t.trim {
                 Some(_) => 1.0,
@@ -566,9 +598,11 @@ pub fn memory_needed_overlaid(
         };
         return Ok(needed
             .saturating_add(jpeg_coefficient_bytes(source))
-            .saturating_add(source.len() as u64));
+            .saturating_add(source.len() as u64)
+            .saturating_add(metadata.saturating_mul(icc::METADATA_COPIES)));
     }
     let plan = plan(source, t, limits)?;
+    let metadata = icc::metadata_bytes(source, plan.source_format)?;
     let frames = animation::frames_kept(source, plan.source_format, t, limits)?;
     let decoded = match plan.source_format {
         // A CMYK JPEG: `image` decodes it at full size, from a copy of the source.
@@ -577,9 +611,16 @@ pub fn memory_needed_overlaid(
             .total_bytes()
             .saturating_add(jpeg_coefficient_bytes(source))
             .saturating_add(source.len() as u64),
-        // The first frame and the logical screen it is drawn on, both RGBA (an animation:
-        // the canvas, the one a "previous" disposal restores, and each frame's copy).
-        Format::Gif => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
+        // The logical screen, RGBA (an animation: the canvas, each frame's copy of it and
+        // the rectangle a "previous" disposal restores), and the largest frame read, decoded
+        // on its own: RGBA and the `gif` crate's palette indices. A frame may be larger than
+        // the screen; its pixels count against the limits as the frames' sum.
+        Format::Gif => {
+            let read = animation::gif_frames(source, frames)?;
+            animation::check_gif_frames(&read, limits)?;
+            let screen = u64::from(plan.width) * u64::from(plan.height) * 4;
+            screen * 3 + read.largest * 5
+        }
         // libwebp's animation decoder: its canvas and the previous one, and each frame's copy.
         Format::Webp if frames > 1 => u64::from(plan.width) * u64::from(plan.height) * 4 * 2,
         // The RGB(A) result and libdav1d's YUV pictures.
@@ -592,7 +633,8 @@ pub fn memory_needed_overlaid(
     let geometry = budgeted(plan.geometry, (plan.width, plan.height), t, limits);
     Ok(
         working_set(decoded, &geometry, plan.source_format, t, overlay)
-            .saturating_add(held_frames(frames, &geometry, t)),
+            .saturating_add(held_frames(frames, &geometry, t))
+            .saturating_add(metadata.saturating_mul(icc::METADATA_COPIES)),
     )
 }
 
@@ -1213,6 +1255,31 @@ fn anchor(w0: u32, h0: u32, cw: f64, ch: f64, t: &Transform, focus: Option<(f64,
         width: cw,
         height: ch,
     }
+}
+
+/// Rejects an AVIF output over [`Limits::max_avif_output_pixels`] (padding included) before
+/// anything is decoded: `g` is the planned geometry or, with a trim, whose box is only known
+/// once decoded, the largest it can give ([`budgeted`]).
+fn check_avif_output(
+    g: &Geometry,
+    t: &Transform,
+    source_format: Format,
+    limits: &Limits,
+) -> Result<(), PipelineError> {
+    // Transparency never makes the output AVIF.
+    if t.format.resolve(source_format, || false) != Format::Avif {
+        return Ok(());
+    }
+    let (width, height) = output_size(g, t);
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_avif_output_pixels {
+        return Err(PipelineError::TooLarge(format!(
+            "an AVIF output of {width}x{height} ({pixels} pixels): AVIF outputs are limited to \
+             {} pixels (max_avif_output_pixels); ask for a smaller size or another format",
+            limits.max_avif_output_pixels
+        )));
+    }
+    Ok(())
 }
 
 /// Rejects outputs over [`Limits::max_output_pixels`] before anything is allocated for them:
@@ -2117,10 +2184,13 @@ fn encode(
         .or(enc.default_quality(format))
         .unwrap_or(DEFAULT_JPEG_QUALITY);
     let progressive = t.progressive.unwrap_or(enc.jpeg_progressive);
+    let encodes = max_bytes_encodes(format, p.width, p.height);
     let bytes = match format {
-        Format::Jpeg => fit_bytes(quality, t.max_bytes, |q| encode_jpeg(&p, q, progressive))?,
-        Format::Webp => fit_bytes(quality, t.max_bytes, |q| encode_webp(&p, q))?,
-        Format::Avif => fit_bytes(quality, t.max_bytes, |q| encode_avif(&p, q, enc))?,
+        Format::Jpeg => fit_bytes(quality, t.max_bytes, encodes, |q| {
+            encode_jpeg(&p, q, progressive)
+        })?,
+        Format::Webp => fit_bytes(quality, t.max_bytes, encodes, |q| encode_webp(&p, q))?,
+        Format::Avif => fit_bytes(quality, t.max_bytes, encodes, |q| encode_avif(&p, q, enc))?,
         Format::Png => encode_png(&p)?,
         Format::Gif => encode_gif(&mut p)?,
     };
@@ -2136,15 +2206,34 @@ fn encode(
 /// the qualities from [`MAX_BYTES_MIN_QUALITY`] up to it (⌈log2(100 − 10 + 1)⌉ = 7).
 pub const MAX_BYTES_ENCODES: usize = 8;
 
+/// Output pixels the AVIF encodes of one `max_bytes` search may add up to, its first encode
+/// included (rav1e's time grows with the pixels, ~0.6 s of CPU per megapixel): a 4 MP output
+/// gets the whole search, a 16 MP one ([`DEFAULT_MAX_AVIF_OUTPUT_PIXELS`]) two encodes (15 s
+/// of CPU in a release build, where the unbounded search of a 50 MP output took 110 s).
+pub const MAX_BYTES_AVIF_PIXELS: u64 = 32_000_000;
+
+/// The encodes [`fit_bytes`] may make for a `width`×`height` output in `format`:
+/// [`MAX_BYTES_ENCODES`], fewer for AVIF within [`MAX_BYTES_AVIF_PIXELS`], at least one.
+fn max_bytes_encodes(format: Format, width: u32, height: u32) -> usize {
+    let pixels = (u64::from(width) * u64::from(height)).max(1);
+    match format {
+        Format::Avif => {
+            (MAX_BYTES_AVIF_PIXELS / pixels).clamp(1, MAX_BYTES_ENCODES as u64) as usize
+        }
+        _ => MAX_BYTES_ENCODES,
+    }
+}
+
 /// Encodes at `quality` and, when `max_bytes` is set and the result is larger, searches the
 /// qualities from [`MAX_BYTES_MIN_QUALITY`] below `quality` for the highest whose result fits
-/// (a binary search: sizes grow with quality, at most [`MAX_BYTES_ENCODES`] encodes in all).
-/// When none fits, the smallest result tried is returned, as imgproxy does (thumbor returns
-/// its first, unreduced one): the client gets an image rather than an error, and it is as close
-/// to the budget as pixmesh can get.
+/// (a binary search: sizes grow with quality, at most `encodes` encodes in all, which
+/// [`max_bytes_encodes`] bounds by the cost of each). When none fits, the smallest result
+/// tried is returned, as imgproxy does (thumbor returns its first, unreduced one): the client
+/// gets an image rather than an error, and it is as close to the budget as pixmesh can get.
 fn fit_bytes(
     quality: u8,
     max_bytes: Option<u32>,
+    encodes: usize,
     mut encode_at: impl FnMut(u8) -> Result<Vec<u8>, PipelineError>,
 ) -> Result<Vec<u8>, PipelineError> {
     let first = encode_at(quality)?;
@@ -2157,7 +2246,10 @@ fn fit_bytes(
     let (mut low, mut high) = (MAX_BYTES_MIN_QUALITY, quality.saturating_sub(1));
     let mut fitting: Option<Vec<u8>> = None;
     let mut smallest = first;
-    while low <= high {
+    let mut left = encodes.saturating_sub(1);
+    while low <= high && left > 0 {
+        left -= 1;
+        crate::cancel::check()?;
         let mid = low + (high - low) / 2;
         let out = encode_at(mid)?;
         if out.len() <= max {
@@ -2783,7 +2875,13 @@ mod tests {
         for start in [100u8, 80, 57, 11] {
             for max in [500u32, 999, 1_000, 4_321, 5_000, 7_999] {
                 let mut calls = Vec::new();
-                let out = fit_bytes(start, Some(max), sized_by_quality(&mut calls)).unwrap();
+                let out = fit_bytes(
+                    start,
+                    Some(max),
+                    MAX_BYTES_ENCODES,
+                    sized_by_quality(&mut calls),
+                )
+                .unwrap();
                 // Nothing under the floor is tried: then the floor's result, the smallest.
                 let best = (max / 100)
                     .min(u32::from(start))
@@ -2795,25 +2893,37 @@ mod tests {
         }
         // Fits at once: one encode.
         let mut calls = Vec::new();
-        let out = fit_bytes(80, Some(8_000), sized_by_quality(&mut calls)).unwrap();
+        let out = fit_bytes(
+            80,
+            Some(8_000),
+            MAX_BYTES_ENCODES,
+            sized_by_quality(&mut calls),
+        )
+        .unwrap();
         assert_eq!((out.len(), calls.len()), (8_000, 1));
         // No budget: one encode, whatever its size.
         let mut calls = Vec::new();
-        let out = fit_bytes(80, None, sized_by_quality(&mut calls)).unwrap();
+        let out = fit_bytes(80, None, MAX_BYTES_ENCODES, sized_by_quality(&mut calls)).unwrap();
         assert_eq!((out.len(), calls.len()), (8_000, 1));
         // Nothing fits: the smallest try, at the lowest quality searched.
         let mut calls = Vec::new();
-        let out = fit_bytes(80, Some(10), sized_by_quality(&mut calls)).unwrap();
+        let out = fit_bytes(
+            80,
+            Some(10),
+            MAX_BYTES_ENCODES,
+            sized_by_quality(&mut calls),
+        )
+        .unwrap();
         assert_eq!(out.len(), usize::from(MAX_BYTES_MIN_QUALITY) * 100);
         assert!(calls.len() <= MAX_BYTES_ENCODES, "{calls:?}");
         assert_eq!(calls.iter().min(), Some(&MAX_BYTES_MIN_QUALITY));
         // Asked below the search's floor: nothing lower is tried.
         let mut calls = Vec::new();
-        let out = fit_bytes(5, Some(10), sized_by_quality(&mut calls)).unwrap();
+        let out = fit_bytes(5, Some(10), MAX_BYTES_ENCODES, sized_by_quality(&mut calls)).unwrap();
         assert_eq!((out.len(), calls), (500, vec![5]));
         // Encoder errors are errors.
         let failing = |_| Err(PipelineError::Encode("boom".into()));
-        assert!(fit_bytes(80, Some(10), failing).is_err());
+        assert!(fit_bytes(80, Some(10), MAX_BYTES_ENCODES, failing).is_err());
     }
 
     #[test]
@@ -3561,6 +3671,105 @@ mod tests {
         let whole = gif_with((10, 10), &[(0, 0, 10, 10, 0)]);
         let err = render(&whole[..whole.len() - 6], &t, &Limits::default()).unwrap_err();
         assert_eq!(err.http_status(), 422, "a truncated first frame: {err}");
+    }
+
+    #[test]
+    fn gif_frames_count_their_own_size_not_the_screen() {
+        // 100×100 frames on a 2×2 screen: decoding costs the frames' pixels.
+        let limits = Limits {
+            max_source_pixels: 25_000,
+            ..Limits::default()
+        };
+        let frames = gif_with((2, 2), &[(0, 0, 100, 100, 1); 3]);
+        let animated = transform(2, 2, Fit::FitIn); // a GIF stays an animated GIF
+        for err in [
+            render(&frames, &animated, &limits).unwrap_err(),
+            memory_needed(&frames, &animated, &limits).unwrap_err(),
+        ] {
+            assert_eq!(err.http_status(), 413, "{err}");
+            assert!(err.to_string().contains("30000 pixels in all"), "{err}");
+        }
+        // Two of them fit; the estimate counts a frame, not the 2×2 screen.
+        let two = gif_with((2, 2), &[(0, 0, 100, 100, 1); 2]);
+        let needed = memory_needed(&two, &animated, &limits).unwrap();
+        assert!(needed >= 100 * 100 * 5, "{needed}");
+        assert!(render(&two, &animated, &limits).is_ok());
+        // A still reads the first frame only, counted as well.
+        let needed = memory_needed(&frames, &as_png(), &limits).unwrap();
+        assert!(needed >= 100 * 100 * 5, "{needed}");
+        let out = decoded(&render(&frames, &as_png(), &limits).unwrap()).to_rgba8();
+        assert_eq!(out.dimensions(), (2, 2));
+        assert!(out.pixels().all(|px| px.0 == GIF_COLORS[1]));
+    }
+
+    #[test]
+    fn avif_outputs_are_limited_from_the_header() {
+        let limits = Limits {
+            max_avif_output_pixels: 100 * 100,
+            ..Limits::default()
+        };
+        let avif = |t: Transform| Transform {
+            format: OutputFormat::Fixed(Format::Avif),
+            ..t
+        };
+        let jpeg = testdata("medium.jpg");
+        for t in [
+            avif(transform(200, 0, Fit::FitIn)),
+            Transform {
+                pad: true,
+                ..avif(transform(120, 90, Fit::FitIn))
+            },
+        ] {
+            for err in [
+                render(&jpeg, &t, &limits).unwrap_err(),
+                memory_needed(&jpeg, &t, &limits).unwrap_err(),
+            ] {
+                assert_eq!(err.http_status(), 413, "{err}");
+                assert!(err.to_string().contains("max_avif_output_pixels"), "{err}");
+            }
+        }
+        let small = render(&jpeg, &avif(transform(100, 0, Fit::FitIn)), &limits).unwrap();
+        assert_eq!((small.format, small.width), (Format::Avif, 100));
+        // Other formats keep the general limit; an AVIF source stays AVIF, and is limited.
+        assert!(render(&jpeg, &transform(200, 0, Fit::FitIn), &limits).is_ok());
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/bars-alpha.avif"); // 64×32
+        let source = std::fs::read(path).unwrap();
+        let enlarged = Transform {
+            upscale: true,
+            ..transform(200, 200, Fit::FitIn)
+        };
+        let err = render(&source, &enlarged, &limits).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        let png = Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..enlarged
+        };
+        assert!(render(&source, &png, &limits).is_ok());
+    }
+
+    #[test]
+    fn max_bytes_spends_few_encodes_on_large_avif_outputs() {
+        assert_eq!(
+            max_bytes_encodes(Format::Avif, 1000, 1000),
+            MAX_BYTES_ENCODES
+        );
+        assert_eq!(max_bytes_encodes(Format::Avif, 4000, 4000), 2);
+        assert_eq!(max_bytes_encodes(Format::Avif, 8000, 6250), 1);
+        assert_eq!(max_bytes_encodes(Format::Avif, 0, 0), MAX_BYTES_ENCODES);
+        for format in [Format::Jpeg, Format::Webp] {
+            assert_eq!(max_bytes_encodes(format, 8000, 6250), MAX_BYTES_ENCODES);
+        }
+        for encodes in [1, 2, 3] {
+            let mut calls = Vec::new();
+            let out = fit_bytes(80, Some(10), encodes, sized_by_quality(&mut calls)).unwrap();
+            assert_eq!(calls.len(), encodes, "{calls:?}");
+            assert_eq!(out.len(), usize::from(*calls.iter().min().unwrap()) * 100);
+        }
+        // Cut short after a fitting try: that one.
+        let mut calls = Vec::new();
+        let out = fit_bytes(80, Some(6_000), 2, sized_by_quality(&mut calls)).unwrap();
+        assert_eq!(calls, vec![80, 44]);
+        assert_eq!(out.len(), 4_400);
     }
 
     #[test]

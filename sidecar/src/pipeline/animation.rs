@@ -10,8 +10,11 @@
 //! before any frame is decoded: the frames kept times the canvas size must fit in
 //! [`Limits::max_source_pixels`] and the frames kept times the output size in
 //! [`Limits::max_output_pixels`] (413 beyond, as imgproxy counts every frame against its
-//! source resolution limit). Frames are decoded one at a time onto one canvas; only the
-//! rendered (output-sized) frames are kept until they are encoded.
+//! source resolution limit). A GIF frame declares its own size, which may exceed the logical
+//! screen: what decoding costs, the frames' own pixels, each and all together, must fit in
+//! [`Limits::max_source_pixels`] too ([`check_gif_frames`], from the frame headers). Frames
+//! are decoded one at a time onto one canvas; only the rendered (output-sized) frames are kept
+//! until they are encoded.
 //!
 //! GIF frames are composed here (placement, transparency, disposal: "background" clears the
 //! frame's rectangle to transparent, as browsers do, "previous" restores it); WebP frames are
@@ -67,6 +70,9 @@ pub(super) fn render(
     let format = t.format.resolve(source_format, || true);
     let geometry = super::geometry(width, height, t, limits)?;
     check_sizes(frames, (width, height), &geometry, t, limits)?;
+    if source_format == Format::Gif {
+        check_gif_frames(&gif_frames(source, frames)?, limits)?;
+    }
     let (rendered, loops) = match source_format {
         Format::Gif => render_gif(
             source,
@@ -100,7 +106,7 @@ pub(super) fn frames_kept(
         return Ok(1);
     }
     let frames = match source_format {
-        Format::Gif => gif_frame_count(source, limits.max_animation_frames)?,
+        Format::Gif => gif_frames(source, limits.max_animation_frames)?.count,
         _ if !libwebp::features(source)?.animated => 1,
         _ => libwebp::AnimDecoder::new(source)?
             .frame_count()
@@ -168,6 +174,7 @@ impl<'a> FrameSteps<'a> {
 
     /// Renders the next canvas, shown for `duration_ms`.
     fn render(&mut self, pixels: Pixels, duration_ms: u32) -> Result<Frame, PipelineError> {
+        crate::cancel::check()?;
         let geometry = match self.placed {
             Some(g) => g,
             None => *self.placed.insert(first_frame_geometry(
@@ -210,17 +217,63 @@ fn gif_error(e: gif::DecodingError) -> PipelineError {
     }
 }
 
-/// The GIF's frame count, counted up to `max` from the frame headers alone (no pixel data is
-/// decompressed, nothing after frame `max` is read).
-fn gif_frame_count(source: &[u8], max: u32) -> Result<u32, PipelineError> {
+/// What the first frames of a GIF declare, each frame its own size (which may exceed the
+/// logical screen): what decoding them costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct GifFrames {
+    /// Frames read (at most the number asked for).
+    pub count: u32,
+    /// The largest frame's pixels.
+    pub largest: u64,
+    /// All the frames' pixels together.
+    pub pixels: u64,
+}
+
+impl GifFrames {
+    /// Counts one more frame of `width`×`height`.
+    fn add(&mut self, width: u16, height: u16) {
+        let pixels = u64::from(width) * u64::from(height);
+        self.count += 1;
+        self.largest = self.largest.max(pixels);
+        self.pixels += pixels;
+    }
+}
+
+/// The first `max` frames of a GIF, from their headers alone (no pixel data is decompressed,
+/// nothing after frame `max` is read).
+pub(super) fn gif_frames(source: &[u8], max: u32) -> Result<GifFrames, PipelineError> {
     let mut options = gif::DecodeOptions::new();
     options.skip_frame_decoding(true);
     let mut decoder = options.read_info(source).map_err(gif_error)?;
-    let mut count = 0;
-    while count < max && decoder.next_frame_info().map_err(gif_error)?.is_some() {
-        count += 1;
+    let mut read = GifFrames::default();
+    while read.count < max {
+        let Some(frame) = decoder.next_frame_info().map_err(gif_error)? else {
+            break;
+        };
+        read.add(frame.width, frame.height);
     }
-    Ok(count)
+    Ok(read)
+}
+
+/// Decoding GIF frames costs their own pixels, wherever they lie on the screen: the frames
+/// read must fit in [`Limits::max_source_pixels`], each and all together, as the frames of an
+/// animation × its screen must (a 1×1 screen does not make 7000×7000 frames cheap). 413
+/// beyond; checked before any frame is decoded.
+pub(super) fn check_gif_frames(read: &GifFrames, limits: &Limits) -> Result<(), PipelineError> {
+    let max = limits.max_source_pixels;
+    if read.largest > max {
+        return Err(PipelineError::TooLarge(format!(
+            "a gif frame of {} pixels, the limit is {max} pixels",
+            read.largest
+        )));
+    }
+    if read.pixels > max {
+        return Err(PipelineError::TooLarge(format!(
+            "{} gif frames of {} pixels in all, the limit is {max} pixels",
+            read.count, read.pixels
+        )));
+    }
+    Ok(())
 }
 
 /// Decodes the first `frames` frames of a GIF onto its `width`×`height` screen and renders each.
@@ -245,6 +298,8 @@ fn render_gif(
     let mut out = Vec::with_capacity(frames as usize);
     let mut steps = FrameSteps::new(geometry, frames, t, overlay, limits);
     let mut buffer = Vec::new();
+    // What the frames decoded so far and this one cost (the caller checked the headers).
+    let mut read = GifFrames::default();
     for _ in 0..frames {
         let Some(frame) = decoder.next_frame_info().map_err(gif_error)? else {
             break;
@@ -253,12 +308,8 @@ fn render_gif(
         let (fw, fh) = (usize::from(frame.width), usize::from(frame.height));
         let (delay, dispose) = (frame.delay, frame.dispose);
         let frame_pixels = fw as u64 * fh as u64;
-        if frame_pixels > limits.max_source_pixels {
-            return Err(PipelineError::TooLarge(format!(
-                "a gif frame is {fw}x{fh} ({frame_pixels} pixels), the limit is {} pixels",
-                limits.max_source_pixels
-            )));
-        }
+        read.add(frame.width, frame.height);
+        check_gif_frames(&read, limits)?;
         buffer.resize(fw * fh * 4, 0);
         if frame_pixels > 0 {
             decoder.read_into_buffer(&mut buffer).map_err(gif_error)?;

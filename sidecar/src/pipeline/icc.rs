@@ -220,6 +220,238 @@ fn webp(data: &[u8], icc: &[u8], (width, height): (u32, u32)) -> Result<Vec<u8>,
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bounding what the header's metadata costs.
+
+/// Largest ICC profile pixmesh reads from a source (inflated, for a PNG `iCCP`): real profiles,
+/// printers' CMYK LUTs included, stay well under a few MiB, while a PNG's zlib-compressed
+/// profile can inflate a thousandfold. Larger is refused (422) before any decoder reads it.
+pub const MAX_ICC_BYTES: u64 = 4 << 20;
+
+/// What reading the header's metadata holds at once, per metadata byte ([`metadata_bytes`]): the
+/// decoder's copy (a PNG `iCCP` while it inflates: twice, as its buffer grows), the profile
+/// handed to the pipeline, the parsed profile (moxcms keeps a copy of a LUT per tag, and its
+/// seven LUT tags may all point at one table: about ten copies in all, `tests/hostile.rs`) and,
+/// kept, its bytes in the output; generously.
+pub(super) const METADATA_COPIES: u64 = 16;
+
+fn icc_too_large(format: Format, size: &str) -> PipelineError {
+    PipelineError::Corrupt(format!(
+        "{}: the embedded ICC profile is {size}, more than the {} MiB pixmesh reads",
+        format.name(),
+        MAX_ICC_BYTES >> 20
+    ))
+}
+
+/// The bytes of metadata the header decoders copy out of `source` (ICC profiles, inflated; EXIF,
+/// XMP and text), which [`super::memory_needed`] counts [`METADATA_COPIES`] times, walked from
+/// the container without allocating. Refuses before any decoder reads it (422) an ICC profile
+/// over [`MAX_ICC_BYTES`] (a PNG's inflated in a fixed window, never whole) and, in a WebP, a
+/// metadata chunk that claims more bytes than the file has (the WebP reader allocates what a
+/// chunk claims before reading it).
+pub(super) fn metadata_bytes(source: &[u8], format: Format) -> Result<u64, PipelineError> {
+    let (icc, other) = match format {
+        Format::Png => png_metadata(source)?,
+        Format::Jpeg => jpeg_metadata(source),
+        Format::Webp => webp_metadata(source)?,
+        Format::Gif => gif_metadata(source),
+        Format::Avif => (avif_icc(source), 0),
+    };
+    if icc > MAX_ICC_BYTES {
+        return Err(icc_too_large(format, &format!("{icc} bytes")));
+    }
+    Ok(icc.saturating_add(other))
+}
+
+fn be32(b: &[u8]) -> u64 {
+    u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn le32(b: &[u8]) -> u64 {
+    u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A PNG's ICC profile (its first `iCCP` before `IDAT`, the one the `png` crate inflates) and
+/// its text and EXIF chunks, which it keeps.
+fn png_metadata(data: &[u8]) -> Result<(u64, u64), PipelineError> {
+    let (mut icc, mut other) = (None, 0u64);
+    let mut idat = false;
+    let mut pos = 8usize;
+    while let Some(header) = data.get(pos..).and_then(|rest| rest.get(..8)) {
+        let len = usize::try_from(be32(header)).unwrap_or(usize::MAX);
+        let start = pos + 8;
+        let end = start.saturating_add(len);
+        // A chunk cut short: the decoder reads what there is, then fails.
+        let body = &data[start.min(data.len())..end.min(data.len())];
+        match &header[4..8] {
+            b"IDAT" => idat = true,
+            b"IEND" => break,
+            b"iCCP" if icc.is_none() && !idat => icc = Some(png_icc_len(body)?),
+            b"eXIf" | b"tEXt" | b"zTXt" | b"iTXt" => other += body.len() as u64,
+            _ => {}
+        }
+        pos = end.saturating_add(4);
+    }
+    Ok((icc.unwrap_or(0), other))
+}
+
+/// The inflated length of an `iCCP` chunk's profile, counted in a fixed 64 KiB window; refused
+/// past [`MAX_ICC_BYTES`]. A chunk the `png` crate ignores (a bad name or method) counts 0; a
+/// stream that breaks off counts what it inflated to until then.
+fn png_icc_len(body: &[u8]) -> Result<u64, PipelineError> {
+    let Some(nul) = body.iter().take(80).position(|&b| b == 0) else {
+        return Ok(0);
+    };
+    if nul == 0 || body.get(nul + 1) != Some(&0) {
+        return Ok(0);
+    }
+    let mut input = &body[nul + 2..];
+    // Back-references reach 32 KiB back: the window keeps that much history.
+    const HISTORY: usize = 32 << 10;
+    let mut window = vec![0u8; 2 * HISTORY];
+    let mut decompressor = fdeflate::Decompressor::new();
+    let (mut at, mut total) = (0usize, 0u64);
+    loop {
+        if at == window.len() {
+            window.copy_within(HISTORY.., 0);
+            at = HISTORY;
+        }
+        let Ok((consumed, produced)) = decompressor.read(input, &mut window, at, true) else {
+            return Ok(total);
+        };
+        input = &input[consumed..];
+        at += produced;
+        total += produced as u64;
+        if total > MAX_ICC_BYTES {
+            return Err(icc_too_large(
+                Format::Png,
+                &format!("compressed to {} bytes and inflates past that", body.len()),
+            ));
+        }
+        if decompressor.is_done() || (consumed == 0 && produced == 0) {
+            return Ok(total);
+        }
+    }
+}
+
+/// A JPEG's ICC profile (`APP2` `ICC_PROFILE` segments) and other application segments
+/// (EXIF, XMP), which the JPEG reader copies.
+fn jpeg_metadata(data: &[u8]) -> (u64, u64) {
+    let (mut icc, mut other) = (0u64, 0u64);
+    for segment in super::jpeg_segments(data) {
+        let len = segment.payload.len() as u64;
+        match segment.marker {
+            0xE2 if segment.payload.starts_with(b"ICC_PROFILE\0") => icc += len,
+            0xE0..=0xEF => other += len,
+            _ => {}
+        }
+    }
+    (icc, other)
+}
+
+/// An extended WebP's `ICCP`, `EXIF` and `XMP ` chunks (the first of each, as the WebP reader
+/// records them); refuses one that runs past the end of the file.
+fn webp_metadata(data: &[u8]) -> Result<(u64, u64), PipelineError> {
+    if data.get(12..16) != Some(&b"VP8X"[..]) {
+        return Ok((0, 0));
+    }
+    let riff_end = 8u64.saturating_add(le32(&data[4..8]));
+    // The first ICCP, EXIF and XMP chunk's sizes.
+    let mut sizes: [Option<u64>; 3] = [None; 3];
+    let mut pos = 12usize;
+    while (pos as u64) < riff_end
+        && let Some(header) = data.get(pos..).and_then(|rest| rest.get(..8))
+    {
+        let size = le32(&header[4..8]);
+        let kind = [b"ICCP", b"EXIF", b"XMP "]
+            .iter()
+            .position(|k| header[..4] == k[..]);
+        if let Some(kind) = kind
+            && sizes[kind].is_none()
+        {
+            if (pos as u64 + 8).saturating_add(size) > data.len() as u64 {
+                return Err(PipelineError::Corrupt(format!(
+                    "webp: the {} chunk claims {size} bytes, past the end of the file",
+                    String::from_utf8_lossy(&header[..4]).trim_end()
+                )));
+            }
+            sizes[kind] = Some(size);
+        }
+        let next = (pos as u64 + 8).saturating_add(size + (size & 1));
+        pos = usize::try_from(next).unwrap_or(usize::MAX);
+    }
+    let [icc, exif, xmp] = sizes.map(|s| s.unwrap_or(0));
+    Ok((icc, exif.saturating_add(xmp)))
+}
+
+/// A GIF's ICC profiles (`ICCRGBG1012` application extensions) and XMP (`XMP DataXMP`), which
+/// the GIF reader collects, over the whole file (it reads them between frames too).
+fn gif_metadata(data: &[u8]) -> (u64, u64) {
+    let (mut icc, mut other) = (0u64, 0u64);
+    let Some(&flags) = data.get(10) else {
+        return (0, 0);
+    };
+    let palette = |flags: u8| match flags & 0x80 {
+        0 => 0,
+        _ => 3 << ((flags & 7) + 1),
+    };
+    // The sub-blocks starting at `pos`: their payload bytes and where they end.
+    let sub_blocks = |mut pos: usize| -> (u64, usize) {
+        let mut bytes = 0u64;
+        while let Some(&n) = data.get(pos) {
+            pos += 1 + usize::from(n);
+            if n == 0 {
+                break;
+            }
+            bytes += u64::from(n);
+        }
+        (bytes, pos)
+    };
+    let mut pos = 13 + palette(flags);
+    loop {
+        match data.get(pos) {
+            Some(0x21) => {
+                let label = data.get(pos + 1).copied();
+                let id = data
+                    .get(pos + 2)
+                    .and_then(|&n| data.get(pos + 3..pos + 3 + usize::from(n)));
+                if label == Some(0xFF)
+                    && let Some(id) = id
+                {
+                    let (bytes, end) = sub_blocks(pos + 3 + id.len());
+                    match id {
+                        b"ICCRGBG1012" => icc += bytes,
+                        b"XMP DataXMP" => other += bytes,
+                        _ => {}
+                    }
+                    pos = end;
+                } else {
+                    pos = sub_blocks(pos + 2).1;
+                }
+            }
+            Some(0x2C) => {
+                let Some(&local) = data.get(pos + 9) else {
+                    break;
+                };
+                // Descriptor, local palette, LZW minimum code size, then the data sub-blocks.
+                pos = sub_blocks(pos + 10 + palette(local) + 1).1;
+            }
+            _ => break,
+        }
+    }
+    (icc, other)
+}
+
+/// An AVIF's ICC profiles: every `colr` box of type `prof` or `rICC`, by its declared size
+/// (a box's header cannot hide in the file, and a false match only adds to the count).
+fn avif_icc(data: &[u8]) -> u64 {
+    data.windows(8)
+        .enumerate()
+        .filter(|(at, w)| *at >= 4 && &w[..4] == b"colr" && matches!(&w[4..], b"prof" | b"rICC"))
+        .map(|(at, _)| be32(&data[at - 4..at]).saturating_sub(12))
+        .fold(0u64, u64::saturating_add)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Cursor;
@@ -231,7 +463,7 @@ mod tests {
     use moxcms::ColorProfile;
     use pixmesh_core::transform::{Fit, OutputFormat};
 
-    use super::super::{Limits, render};
+    use super::super::{Limits, memory_needed, render};
     use super::*;
 
     /// `img` as a PNG or JPEG (quality 100) with `icc` embedded by `image`'s encoders.
@@ -356,6 +588,107 @@ mod tests {
             .write_image(p3_red(255).as_raw(), 16, 16, ExtendedColorType::Rgba8)
             .unwrap();
         assert!(render(&plain, &keep(Format::Gif), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn profiles_over_the_limit_are_refused_before_any_decoder_reads_them() {
+        let limits = Limits::default();
+        // Zeros: a PNG's compressed profile of a few KiB.
+        let over = vec![0u8; MAX_ICC_BYTES as usize + 1];
+        for (format, t) in [
+            (Format::Png, keep(Format::Png)),
+            (Format::Png, Transform::default()),
+            (Format::Jpeg, keep(Format::Jpeg)),
+        ] {
+            let source = tagged(&p3_red(255), format, &over);
+            for err in [
+                render(&source, &t, &limits).unwrap_err(),
+                memory_needed(&source, &t, &limits).unwrap_err(),
+            ] {
+                assert_eq!(err.http_status(), 422, "{format:?}: {err}");
+                assert!(err.to_string().contains("ICC profile"), "{err}");
+            }
+        }
+        // Under it, what the header's metadata holds is reserved.
+        let under = vec![0u8; 1 << 20];
+        for format in [Format::Png, Format::Jpeg] {
+            let source = tagged(&p3_red(255), format, &under);
+            let needed = memory_needed(&source, &keep(format), &limits).unwrap();
+            assert!(needed >= METADATA_COPIES << 20, "{format:?}: {needed}");
+            assert!(render(&source, &keep(format), &limits).is_ok());
+        }
+    }
+
+    #[test]
+    fn webp_metadata_chunks_past_the_end_of_the_file_are_refused() {
+        let mut lossless = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut lossless)
+            .write_image(p3_red(255).as_raw(), 16, 16, ExtendedColorType::Rgba8)
+            .unwrap();
+        let with = webp(&lossless, b"not a profile", (16, 16)).unwrap();
+        let t = Transform::default();
+        assert!(render(&with, &t, &Limits::default()).is_ok());
+        // An EXIF chunk after the image claims 4 GB: the WebP reader would allocate them all
+        // to read the orientation.
+        let mut claiming = with.clone();
+        claiming[20] |= 0x08; // VP8X: has EXIF
+        claiming.extend_from_slice(b"EXIF");
+        claiming.extend_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        let riff = (claiming.len() - 8) as u32;
+        claiming[4..8].copy_from_slice(&riff.to_le_bytes());
+        for err in [
+            render(&claiming, &t, &Limits::default()).unwrap_err(),
+            memory_needed(&claiming, &t, &Limits::default()).unwrap_err(),
+        ] {
+            assert_eq!(err.http_status(), 422, "{err}");
+            assert!(err.to_string().contains("past the end"), "{err}");
+        }
+    }
+
+    #[test]
+    fn metadata_walks_never_panic_on_damaged_containers() {
+        let png_chunk = |kind: &[u8; 4], len: u32| {
+            let mut c = b"\x89PNG\r\n\x1a\n".to_vec();
+            c.extend_from_slice(&len.to_be_bytes());
+            c.extend_from_slice(kind);
+            c
+        };
+        // Lengths that run past the end, up to the largest.
+        for len in [0, 1, 0x7FFF_FFFF, u32::MAX] {
+            for kind in [b"iCCP", b"tEXt", b"IDAT", b"abcd"] {
+                assert!(metadata_bytes(&png_chunk(kind, len), Format::Png).is_ok());
+            }
+        }
+        // xorshift64: a fixed sequence, so a failure reproduces.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let starts: [&[u8]; 5] = [
+            b"\x89PNG\r\n\x1a\n",
+            b"\xFF\xD8\xFF",
+            b"RIFF\0\0\0\0WEBPVP8X",
+            b"GIF89a",
+            b"\0\0\0\x20ftypavif",
+        ];
+        for _ in 0..5_000 {
+            let start = starts[(next() % 5) as usize];
+            let mut data = start.to_vec();
+            data.extend((0..next() % 300).map(|_| next() as u8));
+            for format in [
+                Format::Png,
+                Format::Jpeg,
+                Format::Webp,
+                Format::Gif,
+                Format::Avif,
+            ] {
+                // Ok or a typed error; a panic fails the test.
+                let _ = metadata_bytes(&data, format);
+            }
+        }
     }
 
     #[test]
