@@ -28,7 +28,7 @@ from PIL import Image, ImageOps  # noqa: E402
 from machine import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "testdata" / "images"
+IMAGES = ROOT / "testdata" / "images"
 BOX = 800
 QUALITY = 80
 FORMATS = {"jpeg": ".jpg", "webp": ".webp"}

@@ -1,5 +1,5 @@
 //! `cargo bench -p pixmesh-sidecar --bench pipeline`: the render pipeline on every test image in
-//! ../shared/testdata/images (and the samples), per output format and operation.
+//! testdata/images (and the samples), per output format and operation.
 //!
 //! Wall time per render on one thread, as criterion reports it. `bench/run` compares CPU time
 //! against libvips on the same images; this bench is for tracking pixmesh against itself.
@@ -10,10 +10,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use pixmesh_core::transform::{Fit, Format, OutputFormat, Transform};
 use pixmesh_sidecar::pipeline::{Limits, render};
 
-/// The test images: ../shared/testdata/images when present, and the repository's samples.
+/// The test images: testdata/images and the samples.
 fn images() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut images: Vec<PathBuf> = ["../shared/testdata/images", "samples"]
+    let mut images: Vec<PathBuf> = ["testdata/images", "samples"]
         .iter()
         .filter_map(|dir| std::fs::read_dir(root.join(dir)).ok())
         .flatten()

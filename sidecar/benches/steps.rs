@@ -1,5 +1,5 @@
 //! `cargo bench -p pixmesh-sidecar --bench steps`: each named step of the pipeline on its own,
-//! on medium.jpg of ../shared/testdata/images (a 2560×1600 photo) scaled to fit 800×800: decode
+//! on medium.jpg of testdata/images (a 2560×1600 photo) scaled to fit 800×800: decode
 //! (with shrink-on-load), resize, the effects at the output size, and each encoder. The inputs
 //! are the previous step's outputs, prepared once outside the timed loop; each timed step also
 //! copies its input (the steps take ownership), so the numbers add up to a little more than
@@ -17,8 +17,7 @@ use pixmesh_sidecar::pipeline::Limits;
 use pixmesh_sidecar::pipeline::steps::{self, Stage};
 
 fn source() -> Vec<u8> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/images/medium.jpg");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images/medium.jpg");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -131,14 +131,14 @@ pub fn test_image(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("test image {}: {e}", path.display()))
 }
 
-/// The test image directory: `$PIXMESH_TESTDATA`, else `<workspace root>/../shared/testdata/images`.
+/// The test image directory: `$PIXMESH_TESTDATA`, else `<workspace root>/testdata/images`.
 pub fn testdata_images() -> PathBuf {
-    let path = env_path("PIXMESH_TESTDATA")
-        .unwrap_or_else(|| workspace_root().join("../shared/testdata/images"));
+    let path =
+        env_path("PIXMESH_TESTDATA").unwrap_or_else(|| workspace_root().join("testdata/images"));
     if !path.is_dir() {
         panic!(
-            "test images directory not found at {}: set PIXMESH_TESTDATA or check out shared/ \
-             next to the workspace ({SETUP_HINT})",
+            "test images directory not found at {}: set PIXMESH_TESTDATA or restore testdata/ \
+             from the repository ({SETUP_HINT})",
             path.display()
         );
     }
