@@ -16,7 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("pixmesh.pb"),
         compiler.encode_file_descriptor_set(),
     )?;
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    tonic_prost_build::configure()
+        // Image bytes as `Bytes`: the sidecar streams slices of one rendition (and hands the
+        // whole of it to a unary response) without copying it.
+        .bytes(".google.api.HttpBody.data")
+        .compile_fds(compiler.file_descriptor_set())?;
     for dir in ["google", "pixmesh"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::sign::{HashAlg, ImgproxySigner};
+use crate::vouch::Voucher;
 
 /// Why a configuration was refused. The filter then fails `on_configure` and Envoy refuses to
 /// start, instead of serving with a half-understood config.
@@ -103,7 +104,18 @@ pub struct KeyPair {
 pub struct FilterConfig {
     /// Image routes, matched by longest prefix.
     pub routes: Vec<RouteConfig>,
+    /// The key the filter vouches for its render requests with ([`crate::vouch`]), shared with
+    /// the sidecar (its `render_key`), at least 32 bytes. The filter falls back to the VM's
+    /// environment variable [`RENDER_KEY_ENV`] when it is not set here, so that no secret has
+    /// to live in the plugin configuration.
+    #[serde(default)]
+    pub render_key: Option<Secret>,
 }
+
+/// The environment variable holding the render key when the configuration has none (the
+/// filter's VM environment: Envoy's `vm_config.environment_variables`; the sidecar's process
+/// environment).
+pub const RENDER_KEY_ENV: &str = "PIXMESH_RENDER_KEY";
 
 /// One path prefix served by pixmesh.
 #[derive(Debug, Clone, Deserialize)]
@@ -196,9 +208,28 @@ impl FilterConfig {
         Ok(cfg)
     }
 
+    /// The voucher of this configuration's `render_key`, else of `from_env` (the value of
+    /// [`RENDER_KEY_ENV`]); an error when neither is set or the key is too short.
+    pub fn voucher(&self, from_env: Option<&str>) -> Result<Voucher, ConfigError> {
+        let key = match (&self.render_key, from_env) {
+            (Some(key), _) => key.expose(),
+            (None, Some(key)) if !key.is_empty() => key,
+            (None, _) => {
+                return Err(ConfigError::Json(format!(
+                    "render_key is not set, nor is {RENDER_KEY_ENV}: the sidecar renders only \
+                     requests vouched for with the key it shares with the filter"
+                )));
+            }
+        };
+        Voucher::new(key.as_bytes()).map_err(|e| ConfigError::Json(e.to_string()))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.routes.is_empty() {
             return Err(ConfigError::NoRoutes);
+        }
+        if let Some(key) = &self.render_key {
+            Voucher::new(key.expose().as_bytes()).map_err(|e| ConfigError::Json(e.to_string()))?;
         }
         let mut seen = Vec::new();
         for r in &self.routes {
@@ -278,6 +309,46 @@ impl FilterConfig {
                 return fail(&reason);
             }
         }
+        self.check_shared_keys()
+    }
+
+    /// Refuses one signing key on two routes that read different objects. Signatures cover
+    /// what follows a route's prefix, as the peers' client libraries sign it (they know
+    /// nothing of routes), so a URL signed for one route verifies on every route with its key:
+    /// routes with different storages, handles, base dirs or path prefixes need keys of their
+    /// own, or a URL signed for public images would read private ones.
+    fn check_shared_keys(&self) -> Result<(), ConfigError> {
+        let keys = |r: &RouteConfig| -> Vec<String> {
+            let mut keys: Vec<String> = r.secret.iter().map(|s| s.0.clone()).collect();
+            keys.extend(r.keys.iter().map(|p| format!("{}\0{}", p.key.0, p.salt.0)));
+            keys
+        };
+        // Handles are in the signed path: only one that both routes know but map differently
+        // reaches other objects.
+        let same_reach = |a: &RouteConfig, b: &RouteConfig| {
+            a.storage == b.storage
+                && a.base_dir.trim_matches('/') == b.base_dir.trim_matches('/')
+                && a.path_prefix.trim_matches('/') == b.path_prefix.trim_matches('/')
+                && a.handles
+                    .iter()
+                    .all(|(h, s)| b.handles.get(h).is_none_or(|t| t == s))
+        };
+        for (i, a) in self.routes.iter().enumerate() {
+            let a_keys = keys(a);
+            for b in &self.routes[i + 1..] {
+                if !same_reach(a, b) && keys(b).iter().any(|k| a_keys.contains(k)) {
+                    return Err(ConfigError::Route {
+                        prefix: b.prefix.clone(),
+                        reason: format!(
+                            "shares a signing key with route {:?}, which reads other objects \
+                             (storage, base_dir, path_prefix or a handle differ): a URL signed \
+                             for one would verify on the other; give each route its own key",
+                            a.prefix
+                        ),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -341,6 +412,28 @@ mod tests {
     }
 
     #[test]
+    fn the_render_key_comes_from_the_config_else_the_environment_and_is_long() {
+        let routes = r#""routes":[{"prefix":"/img/","storage":"p","allow_unsafe":true}]"#;
+        let key = "k".repeat(32);
+        let bare = parse(&format!("{{{routes}}}")).unwrap();
+        assert!(bare.voucher(None).is_err(), "no key anywhere");
+        assert!(
+            bare.voucher(Some("")).is_err(),
+            "an empty variable is no key"
+        );
+        assert!(
+            bare.voucher(Some("short")).is_err(),
+            "a short variable is no key"
+        );
+        assert!(bare.voucher(Some(&key)).is_ok());
+        let inline = parse(&format!(r#"{{{routes},"render_key":"{key}"}}"#)).unwrap();
+        assert!(inline.voucher(None).is_ok());
+        assert!(!format!("{inline:?}").contains(&key), "render key redacted");
+        let err = parse(&format!(r#"{{{routes},"render_key":"short"}}"#)).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    }
+
+    #[test]
     fn accepts_every_grammar() {
         let cfg = parse(
             r#"{"routes":[
@@ -361,6 +454,48 @@ mod tests {
         assert_eq!(ip.storage_for(Some("b")), Some("other"));
         assert_eq!(ip.storage_for(Some("c")), None);
         assert_eq!(cfg.routes[2].grammar, Grammar::Query);
+    }
+
+    #[test]
+    fn one_signing_key_serves_only_routes_that_read_the_same_objects() {
+        let two = |a: &str, b: &str| {
+            parse(&format!(
+                r#"{{"routes":[{{"prefix":"/a/","storage":"s",{a}}},{{"prefix":"/b/",{b}}}]}}"#
+            ))
+        };
+        // The same reach: a second prefix for the same images.
+        assert!(two(r#""secret":"k""#, r#""storage":"s","secret":"k""#).is_ok());
+        assert!(two(r#""secret":"k""#, r#""storage":"t","secret":"other""#).is_ok());
+        // Handles one route has and the other lacks: named in the signed path, refused there.
+        assert!(
+            two(
+                r#""grammar":"query","secret":"k","handles":{"h":"t"}"#,
+                r#""storage":"s","grammar":"query","secret":"k""#
+            )
+            .is_ok()
+        );
+        for (a, b) in [
+            (r#""secret":"k""#, r#""storage":"t","secret":"k""#),
+            (
+                r#""secret":"k""#,
+                r#""storage":"s","secret":"k","base_dir":"private""#,
+            ),
+            (
+                r#""secret":"k""#,
+                r#""storage":"s","secret":"k","path_prefix":"x""#,
+            ),
+            (
+                r#""grammar":"query","secret":"k","handles":{"h":"s"}"#,
+                r#""storage":"s","grammar":"query","secret":"k","handles":{"h":"t"}"#,
+            ),
+            (
+                r#""grammar":"imgproxy","keys":[{"key":"ab","salt":"00"}]"#,
+                r#""storage":"t","grammar":"imgproxy","keys":[{"key":"cd","salt":"00"},{"key":"ab","salt":"00"}]"#,
+            ),
+        ] {
+            let err = two(a, b).unwrap_err().to_string();
+            assert!(err.contains("shares a signing key"), "{a} / {b}: {err}");
+        }
     }
 
     #[test]

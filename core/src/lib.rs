@@ -20,6 +20,7 @@
 //! - [`accept`]: the output format "auto" chooses from the client's `Accept` header.
 //! - [`cachekey`]: renditions that vary with configured request headers and cookies.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
+//! - [`vouch`]: the filter's MAC over a render request, which the sidecar checks.
 //! - [`watermark`]: an image from storage composited onto the result.
 //! - [`role`]: which source keys a storage role keeps (its path prefix) and where (its base dir).
 
@@ -42,4 +43,5 @@ pub mod sign;
 pub mod tagging;
 pub mod thumbor;
 pub mod transform;
+pub mod vouch;
 pub mod watermark;

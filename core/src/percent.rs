@@ -30,7 +30,11 @@ pub(crate) fn decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits exactly: `from_str_radix` alone would take a sign (`%+F`).
             let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -59,6 +63,8 @@ mod tests {
         assert_eq!(decode("%"), None);
         assert_eq!(decode("%4"), None);
         assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("%+F"), None, "no sign");
+        assert_eq!(decode("%-0"), None, "no sign");
         assert_eq!(decode("%C3"), None, "a lone UTF-8 lead byte is not text");
     }
 }

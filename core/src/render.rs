@@ -196,33 +196,37 @@ impl RenderRequest {
         q
     }
 
-    /// One string per distinct rendition: `STORAGE/OPTIONS/KEY`, the options written in the
-    /// thumbor grammar, and `?versionId=VERSION` (S3's URL for a version) when a version is
-    /// read, and `#cache_key=DIGEST` when the rendition varies with request headers or cookies
-    /// ([`crate::cachekey`]). Equal transforms give equal strings whatever grammar the URL used; different
-    /// versions of one object give different strings, hence different ETags and result keys. The
-    /// format negotiated from `Accept` is part of the transform, so the WebP and the compatible
-    /// rendition of one URL differ (`filters:format(compatible)` marks the latter).
+    /// One string per distinct rendition: `STORAGE/OPTIONS-/KEY`, the options written in the
+    /// thumbor grammar, then `versionId=VERSION/` when a version is read (`/` and `%` in it
+    /// percent-encoded) and `cache_key=DIGEST/` when the rendition varies with request headers
+    /// or cookies ([`crate::cachekey`]), before the `-` segment that ends them. Equal transforms
+    /// give equal strings whatever grammar the URL used; different versions of one object give
+    /// different strings, hence different ETags and result keys. The format negotiated from
+    /// `Accept` is part of the transform, so the WebP and the compatible rendition of one URL
+    /// differ (`filters:format(compatible)` marks the latter).
     ///
     /// A watermark is the last filter, `watermark(STORAGE/KEY,…)` (see
-    /// [`ThumborPath::push_watermark`]), so its storage and key are in the ETag and result key.
+    /// [`ThumborPath::push_watermark`]; a `/` in its key percent-encoded), so its storage and
+    /// key are in the ETag and result key.
     ///
-    /// A key that itself ends in `?versionId=…` reads like a version of a shorter one; for their
-    /// result keys to collide both objects must exist in the same storage, and their renditions
-    /// still carry their own source's ETag.
+    /// The form is unambiguous: no option segment is `-` or holds a `/`, and a storage name has
+    /// none, so the first `/-/` ends what selects the rendition and the rest is the key, whatever
+    /// the key looks like (object `300x200/a.jpg` untransformed is `s/-/300x200/a.jpg`, object
+    /// `a.jpg` at 300×200 `s/300x200/-/a.jpg`).
     pub fn canonical(&self) -> String {
         let mut path = ThumborPath::from_transform(&self.transform, "");
         if let Some(w) = &self.watermark {
             path.push_watermark(w);
         }
-        let options = path.options();
-        let mut c = format!("{}/{options}{}", self.storage, self.key);
+        let mut c = format!("{}/{}", self.storage, path.options());
         if let Some(version) = &self.version {
-            let _ = write!(c, "?versionId={version}");
+            let escaped = encode(version, |b| b != b'/' && b != b'%');
+            let _ = write!(c, "versionId={escaped}/");
         }
         if let Some(key) = &self.cache_key {
-            let _ = write!(c, "#cache_key={key}");
+            let _ = write!(c, "cache_key={key}/");
         }
+        let _ = write!(c, "-/{}", self.key);
         c
     }
 }
@@ -241,6 +245,17 @@ pub fn etag(canonical: &str, source_etag: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The ETag of a rendition served to a request whose cache key is `cache_key`
+/// ([`crate::cachekey`]): the rendition's own `etag` when it has none, else a strong ETag of
+/// both, so each value of the headers and cookies a route varies on has its own ETag while
+/// the rendition itself (its pixels, its result-storage object) is shared.
+pub fn varied_etag(etag: &str, cache_key: Option<&str>) -> String {
+    match cache_key {
+        None => etag.to_owned(),
+        Some(key) => self::etag(etag, key),
+    }
 }
 
 /// Result-storage key of a rendition: the canonical request, escaped like imagor's result keys,
@@ -315,7 +330,7 @@ mod tests {
         let (a, b) = (keyed("0a").canonical(), keyed("0b").canonical());
         assert_eq!(
             a,
-            format!("photos/a b/ü+.jpg#cache_key={}", "0a".repeat(16))
+            format!("photos/cache_key={}/-/a b/ü+.jpg", "0a".repeat(16))
         );
         let plain = request(Transform::default()).canonical();
         assert!(a != b && a != plain && b != plain);
@@ -327,19 +342,29 @@ mod tests {
     }
 
     #[test]
+    fn varied_etags_differ_per_cache_key_and_from_the_rendition() {
+        let tag = etag("photos/-/a.jpg", "\"src\"");
+        assert_eq!(varied_etag(&tag, None), tag);
+        let (a, b) = (varied_etag(&tag, Some("0a")), varied_etag(&tag, Some("0b")));
+        assert!(a != b && a != tag && b != tag);
+        assert!(a.starts_with('"') && a.ends_with('"'), "a strong ETag: {a}");
+        assert_eq!(a, varied_etag(&tag, Some("0a")), "stable");
+    }
+
+    #[test]
     fn a_version_travels_in_the_query_and_tells_renditions_apart() {
         assert_eq!(
             version("3HL4kqtJ+lcpX/ro.D_-").to_query(),
             "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&version_id=3HL4kqtJ%2BlcpX%2Fro.D_-"
         );
         let (v1, v2) = (version("v1").canonical(), version("v2").canonical());
-        assert_eq!(v1, "photos/a b/ü+.jpg?versionId=v1");
+        assert_eq!(v1, "photos/versionId=v1/-/a b/ü+.jpg");
         let current = request(Transform::default()).canonical();
         assert!(v1 != v2 && v1 != current && v2 != current);
         let safe = SafeChars::default();
         assert_eq!(
             result_key("r", &v1, &safe),
-            "r/photos/a%20b/%C3%BC%2B.jpg%3FversionId%3Dv1"
+            "r/photos/versionId%3Dv1/-/a%20b/%C3%BC%2B.jpg"
         );
         assert_ne!(result_key("r", &v1, &safe), result_key("r", &v2, &safe));
         assert_ne!(etag(&v1, "\"same\""), etag(&v2, "\"same\""));
@@ -410,7 +435,7 @@ mod tests {
             request(t).canonical(),
             "photos/fit-in/-300x-200/left/bottom/filters:crop(100,0.5,right-top):format(webp)\
              :quality(80):upscale():rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true)\
-             :fill(ff0000):progressive(true):max_bytes(20000)/a b/ü+.jpg"
+             :fill(ff0000):progressive(true):max_bytes(20000)/-/a b/ü+.jpg"
         );
         let offset = Transform {
             crop: Some(Crop {
@@ -422,7 +447,7 @@ mod tests {
         };
         assert_eq!(
             request(offset).canonical(),
-            "photos/10x20:110x70/a b/ü+.jpg",
+            "photos/10x20:110x70/-/a b/ü+.jpg",
             "a crop thumbor can say is written its way"
         );
     }
@@ -439,16 +464,63 @@ mod tests {
         let c = request(t).canonical();
         assert_eq!(
             c,
-            "photos/fit-in/300x/filters:format(webp):quality(80)/a b/ü+.jpg"
+            "photos/fit-in/300x/filters:format(webp):quality(80)/-/a b/ü+.jpg"
         );
         assert_eq!(
             result_key("results", &c, &SafeChars::default()),
-            "results/photos/fit-in/300x/filters%3Aformat(webp)%3Aquality(80)/a%20b/%C3%BC%2B.jpg"
+            "results/photos/fit-in/300x/filters%3Aformat(webp)%3Aquality(80)/-/a%20b/%C3%BC%2B.jpg"
         );
         assert_eq!(
             request(Transform::default()).canonical(),
-            "photos/a b/ü+.jpg"
+            "photos/-/a b/ü+.jpg"
         );
+    }
+
+    #[test]
+    fn canonical_forms_never_read_a_key_as_options_or_options_as_a_key() {
+        let plain = |key: &str| RenderRequest {
+            key: key.into(),
+            ..request(Transform::default())
+        };
+        let sized = |key: &str| RenderRequest {
+            key: key.into(),
+            ..request(Transform {
+                width: 300,
+                height: 200,
+                ..Transform::default()
+            })
+        };
+        let versioned = |key: &str, v: &str| RenderRequest {
+            version: Some(v.into()),
+            ..plain(key)
+        };
+        let keyed = |key: &str| RenderRequest {
+            cache_key: Some("0a".repeat(16)),
+            ..plain(key)
+        };
+        let digest = "0a".repeat(16);
+        let forms = [
+            // Once `STORAGE/OPTIONS/KEY`: both were photos/300x200/cat.jpg.
+            plain("300x200/cat.jpg").canonical(),
+            sized("cat.jpg").canonical(),
+            // Once `…/KEY?versionId=V` and `…/KEY#cache_key=D`.
+            plain("cat.jpg?versionId=v1").canonical(),
+            versioned("cat.jpg", "v1").canonical(),
+            plain(&format!("cat.jpg#cache_key={digest}")).canonical(),
+            keyed("cat.jpg").canonical(),
+            // A key that looks like the end of the options.
+            plain("-/cat.jpg").canonical(),
+            plain("versionId=v1/-/cat.jpg").canonical(),
+            versioned("cat.jpg", "v1/-/x").canonical(),
+        ];
+        for (i, a) in forms.iter().enumerate() {
+            for b in &forms[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(forms[0], "photos/-/300x200/cat.jpg");
+        assert_eq!(forms[1], "photos/300x200/-/cat.jpg");
+        assert_eq!(forms[8], "photos/versionId=v1%2F-%2Fx/-/cat.jpg");
     }
 
     #[test]
@@ -507,11 +579,11 @@ mod tests {
         assert!(renditions[6].0.ends_with("&format=FORMAT_AVIF"));
         assert_eq!(
             renditions[6].2,
-            "photos/300x/filters:format(avif)/a b/ü+.jpg"
+            "photos/300x/filters:format(avif)/-/a b/ü+.jpg"
         );
         assert_eq!(
             renditions[5].2,
-            "photos/300x/filters:format(compatible)/a b/ü+.jpg"
+            "photos/300x/filters:format(compatible)/-/a b/ü+.jpg"
         );
     }
 
@@ -582,13 +654,16 @@ mod tests {
         assert!(forms[4].0.ends_with("&trim=10%2C010203%2Cequal-ver"));
         assert!(forms[5].0.ends_with("&smart_crop=true"));
         assert!(forms[6].0.ends_with("&keep_icc=true"));
-        assert_eq!(forms[3].1, "photos/trim:bottom-right:10/300x200/a b/ü+.jpg");
+        assert_eq!(
+            forms[3].1,
+            "photos/trim:bottom-right:10/300x200/-/a b/ü+.jpg"
+        );
         assert_eq!(
             forms[4].1,
-            "photos/300x200/filters:trim(10,010203,equal-ver)/a b/ü+.jpg"
+            "photos/300x200/filters:trim(10,010203,equal-ver)/-/a b/ü+.jpg"
         );
-        assert_eq!(forms[5].1, "photos/300x200/smart/a b/ü+.jpg");
-        assert_eq!(forms[6].1, "photos/300x200/filters:keep_icc()/a b/ü+.jpg");
+        assert_eq!(forms[5].1, "photos/300x200/smart/-/a b/ü+.jpg");
+        assert_eq!(forms[6].1, "photos/300x200/filters:keep_icc()/-/a b/ü+.jpg");
     }
 
     #[test]
@@ -662,7 +737,7 @@ mod tests {
         );
         assert_eq!(
             a,
-            "photos/filters:watermark(s3/wm/a.png,-10,repeat+4,50,25)/a b/ü+.jpg"
+            "photos/filters:watermark(s3/wm%2Fa.png,-10,repeat+4,50,25)/-/a b/ü+.jpg"
         );
         let plain = request(Transform::default()).canonical();
         assert!(a != b && a != plain);

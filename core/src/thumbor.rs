@@ -1991,7 +1991,7 @@ mod tests {
         canonical.push_watermark(&odd);
         assert_eq!(
             canonical.to_path(),
-            "unsafe/filters:watermark(s3/wm/logo.png,center+5,0,0,40px)/a.jpg"
+            "unsafe/filters:watermark(s3/wm%2Flogo.png,center+5,0,0,40px)/a.jpg"
         );
         assert!(matches!(
             ThumborPath::parse(&canonical.to_path())

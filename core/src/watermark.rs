@@ -27,8 +27,6 @@
 //! alpha. A watermark of opacity 0 is still read (so a missing one is an error whatever the
 //! opacity) but changes no pixel.
 
-use std::fmt::Write;
-
 use crate::percent::{decode, encode, is_unreserved};
 use crate::transform::{Fraction, HAlign, MAX_DIMENSION, Span, VAlign};
 
@@ -325,15 +323,16 @@ pub(crate) fn decode_path(text: &str) -> Option<String> {
 }
 
 /// The watermark image as canonical forms write it: `STORAGE/KEY` percent-encoded (a `/` in
-/// the storage name escaped), or `default`, which no object reads as since it has no `/`.
+/// either escaped), or `default`, which no object reads as since it has no `/`.
 pub(crate) fn canonical_image(image: &WatermarkImage) -> String {
     match image {
         WatermarkImage::Default => "default".to_owned(),
         WatermarkImage::Path(p) => encode_path(p),
         WatermarkImage::Object { storage, key } => {
-            let mut s = encode_path(storage).replace('/', "%2F");
-            let _ = write!(s, "/{}", encode_path(key));
-            s
+            // No `/` but the one between them: canonical forms hold no option with a `/`
+            // ([`crate::render::RenderRequest::canonical`]).
+            let escape = |text: &str| encode_path(text).replace('/', "%2F");
+            format!("{}/{}", escape(storage), escape(key))
         }
     }
 }
@@ -421,7 +420,7 @@ mod tests {
         };
         assert_eq!(
             canonical_image(&object("s3", "wm/logo.png")),
-            "s3/wm/logo.png"
+            "s3/wm%2Flogo.png"
         );
         assert_eq!(
             canonical_image(&object("s3", "a,b(1).png")),

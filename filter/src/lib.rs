@@ -13,23 +13,54 @@
 //! header, add `Vary: Accept` to every response (304s and errors too) of a request whose
 //! format was chosen from `Accept`, and `Vary` on the route's cache-key headers (and `cookie`), and turn a gRPC error that arrives in trailers (after the
 //! body started) into a reset, so a truncated image is never cached as a complete 200.
+//!
+//! Every render request carries the filter's proof that it made it ([`pixmesh_core::vouch`]):
+//! the sidecar renders nothing else. An image request must have no body (Envoy's transcoder
+//! would merge one into the render request): one is refused with 400.
+//!
+//! Host data is never `unwrap`ped: headers are read as bytes, and a value that is not UTF-8
+//! counts as absent (a `:path` that is not UTF-8 is never rendered).
 
 use std::rc::Rc;
 
-use pixmesh_core::router::{Decision, Router};
+use pixmesh_core::config::{FilterConfig, RENDER_KEY_ENV};
+use pixmesh_core::router::{Decision, Rejection, Router};
+use pixmesh_core::vouch::{self, Voucher};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, Bytes, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(PixmeshRoot { router: None })
+        Box::new(PixmeshRoot { config: None })
     });
 }}
 
 /// Holds the validated configuration, parsed once per VM in `on_configure`.
 struct PixmeshRoot {
-    router: Option<Rc<Router>>,
+    config: Option<Rc<Configured>>,
+}
+
+/// What every request of this VM shares.
+struct Configured {
+    router: Router,
+    voucher: Voucher,
+}
+
+/// The configuration in `bytes`, with the render key from the VM's environment when it has
+/// none of its own.
+fn configure(bytes: &[u8]) -> Result<Configured, pixmesh_core::config::ConfigError> {
+    let config = FilterConfig::from_json(bytes)?;
+    let voucher = config.voucher(std::env::var(RENDER_KEY_ENV).ok().as_deref())?;
+    Ok(Configured {
+        router: Router::new(config),
+        voucher,
+    })
+}
+
+/// A header value as text; not UTF-8 counts as absent.
+fn text(value: Option<Bytes>) -> Option<String> {
+    value.and_then(|v| String::from_utf8(v).ok())
 }
 
 impl Context for PixmeshRoot {}
@@ -40,9 +71,9 @@ impl RootContext for PixmeshRoot {
             log::error!("pixmesh: the plugin has no configuration");
             return false;
         };
-        match Router::from_json(&bytes) {
-            Ok(router) => {
-                self.router = Some(Rc::new(router));
+        match configure(&bytes) {
+            Ok(configured) => {
+                self.config = Some(Rc::new(configured));
                 true
             }
             Err(e) => {
@@ -54,7 +85,7 @@ impl RootContext for PixmeshRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Pixmesh {
-            router: Rc::clone(self.router.as_ref()?),
+            config: Rc::clone(self.config.as_ref()?),
             link: None,
             vary_accept: false,
             vary: None,
@@ -69,7 +100,7 @@ impl RootContext for PixmeshRoot {
 
 /// Per-request state: only what the response path needs.
 struct Pixmesh {
-    router: Rc<Router>,
+    config: Rc<Configured>,
     /// `Link` header for the response, when the route has a canonical base URL.
     link: Option<String>,
     /// The output format was chosen from `Accept`: the response varies with it.
@@ -82,26 +113,67 @@ struct Pixmesh {
 
 impl Context for Pixmesh {}
 
+impl Pixmesh {
+    /// Answers the request here with `r`'s status and message.
+    fn reject(&self, r: &Rejection) -> Action {
+        let body = format!("{}\n", r.message);
+        self.send_http_response(
+            u32::from(r.status),
+            vec![
+                ("content-type", "text/plain; charset=utf-8"),
+                ("x-content-type-options", "nosniff"),
+            ],
+            Some(body.as_bytes()),
+        );
+        Action::Pause
+    }
+}
+
+/// The answer to an image request that came with a body.
+fn body_refused() -> Rejection {
+    Rejection {
+        status: 400,
+        message: "image requests take no body".into(),
+    }
+}
+
 impl HttpContext for Pixmesh {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let headers = self.get_http_request_headers();
+        let raw_path = self
+            .get_http_request_header_bytes(":path")
+            .unwrap_or_default();
+        let method = text(self.get_http_request_header_bytes(":method")).unwrap_or_default();
+        let headers: Vec<(String, String)> = self
+            .get_http_request_headers_bytes()
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
+            .collect();
         let now = self.get_current_time();
-        match self.router.decide_request(&method, &path, &headers, now) {
+        let path = String::from_utf8_lossy(&raw_path);
+        let decision = match self
+            .config
+            .router
+            .decide_request(&method, &path, &headers, now)
+        {
+            // Other routes' paths are theirs, whatever their bytes.
+            Decision::Pass => Decision::Pass,
+            // No grammar has a URL that is not UTF-8: never render what the lossy text says.
+            _ if std::str::from_utf8(&raw_path).is_err() => Decision::Reject(Rejection {
+                status: 400,
+                message: "the URL is not UTF-8".into(),
+            }),
+            decision => decision,
+        };
+        match decision {
             Decision::Pass => Action::Continue,
             Decision::Reject(r) => {
-                log::debug!("pixmesh: {} {method} {path}: {}", r.status, r.message);
-                let body = format!("{}\n", r.message);
-                self.send_http_response(
-                    u32::from(r.status),
-                    vec![("content-type", "text/plain; charset=utf-8")],
-                    Some(body.as_bytes()),
-                );
-                Action::Pause
+                log::info!("pixmesh: {} {method} {path}: {}", r.status, r.message);
+                self.reject(&r)
             }
             Decision::Render(r) => {
+                let proof = self.config.voucher.vouch(&r.request, now);
                 self.set_http_request_header(":path", Some(&r.upstream_path));
+                self.set_http_request_header(vouch::HEADER, Some(&proof));
                 self.link = r.link;
                 self.vary_accept = r.vary_accept;
                 self.vary = r.vary;
@@ -111,6 +183,19 @@ impl HttpContext for Pixmesh {
         }
     }
 
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        // The transcoder would merge a body into the render request. The sidecar would refuse
+        // it (it no longer matches the proof), but it is the client's mistake: a 400, before
+        // anything reaches the sidecar (the transcoder holds the request until its body ends).
+        // An empty body (HTTP/2 headers, then an empty DATA frame ending the stream) is fine.
+        if self.rendering && body_size > 0 {
+            log::info!("pixmesh: 400: image request with a body");
+            self.rendering = false;
+            return self.reject(&body_refused());
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if !self.rendering {
             return Action::Continue;
@@ -118,7 +203,7 @@ impl HttpContext for Pixmesh {
         // The transcoder leaks these on unary success; they mean nothing to HTTP clients.
         self.set_http_response_header("grpc-status", None);
         self.set_http_response_header("grpc-message", None);
-        if let Some(status) = self.get_http_response_header("x-http-status") {
+        if let Some(status) = text(self.get_http_response_header_bytes("x-http-status")) {
             self.set_http_response_header("x-http-status", None);
             match status.parse::<u16>() {
                 Ok(s @ 100..=599) => {
@@ -132,12 +217,14 @@ impl HttpContext for Pixmesh {
             }
         }
         let ok = matches!(
-            self.get_http_response_header(":status").as_deref(),
+            text(self.get_http_response_header_bytes(":status")).as_deref(),
             Some("200" | "304")
         );
         if let (true, Some(link)) = (ok, &self.link) {
             self.add_http_response_header("link", link);
         }
+        // Images carry their real type and errors are JSON: never let a browser guess.
+        self.set_http_response_header("x-content-type-options", Some("nosniff"));
         if self.vary_accept {
             self.add_http_response_header("vary", "Accept");
         }
@@ -149,7 +236,7 @@ impl HttpContext for Pixmesh {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if self.rendering {
-            let status = self.get_http_response_trailer("grpc-status");
+            let status = text(self.get_http_response_trailer_bytes("grpc-status"));
             if status.as_deref().is_some_and(|s| s != "0") {
                 log::warn!(
                     "pixmesh: render failed after the response started (grpc-status {status:?}); resetting"

@@ -8,6 +8,7 @@
 //! max_source_bytes = 134217728
 //! max_source_pixels = 50000000
 //! max_animation_frames = 100    # frames kept of an animated GIF/WebP (GIF/WebP output)
+//! max_avif_output_pixels = 16000000  # AVIF outputs (the slowest encode to make) up to 16 MP
 //! max_queue = 64                # requests waiting for a render slot (two per core); then 503
 //! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
 //!
@@ -54,6 +55,8 @@
 //! [storages.tenants]            # bucket "*": the first key segment names the bucket
 //! type = "s3"
 //! bucket = "*"                  # endpoint, region, credentials: from [s3]
+//! allowed_buckets = ["tenant-a", "tenant-b"]  # the buckets keys may name (["*"]: any at all)
+//! # expected_bucket_owner = "111122223333"    # AWS: S3 refuses buckets of other accounts
 //! escape_keys = true
 //! # routing_file = "/etc/pixmesh/bucket-routing.yaml"  # imagor's bucket routing file instead
 //!
@@ -85,6 +88,7 @@ use std::path::{Path, PathBuf};
 use aws_sdk_s3::types::{ObjectCannedAcl, StorageClass};
 use pixmesh_core::keys::SafeChars;
 use pixmesh_core::tagging;
+use pixmesh_core::vouch::Voucher;
 use serde::Deserialize;
 
 /// Why the configuration was refused. The sidecar exits instead of starting half-configured.
@@ -112,7 +116,7 @@ pub enum ConfigError {
 pub struct Secret(String);
 
 impl Secret {
-    /// The secret itself, for the credential provider only.
+    /// The secret itself, for the credential provider and the voucher only.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -162,6 +166,12 @@ pub struct Config {
     /// Watermarks: imgproxy's default one and the decoded-watermark cache.
     #[serde(default)]
     pub watermark: WatermarkConfig,
+    /// The key the filter vouches for render requests with (its `render_key`; see
+    /// [`pixmesh_core::vouch`]), at least 32 bytes. [`Config::load`] takes it from the
+    /// environment variable `PIXMESH_RENDER_KEY` when the file has none; the service refuses
+    /// to start without one.
+    #[serde(default)]
+    pub render_key: Option<Secret>,
 }
 
 /// The `[s3]` table: what an S3 storage uses when it does not say (the loader, storage and
@@ -327,6 +337,9 @@ pub struct Limits {
     /// ones, as imgproxy's `IMGPROXY_MAX_ANIMATION_FRAMES`); at least 1, and 1 renders every
     /// animation as its first frame. Frames × pixels count against the pixel limits (413).
     pub max_animation_frames: u32,
+    /// Largest AVIF output, in pixels (413 beyond, from the header): AVIF encoding takes about
+    /// 0.6 s of CPU per megapixel, so this bounds what one URL can cost.
+    pub max_avif_output_pixels: u64,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
     /// Requests allowed to wait for a render slot (two per core: one rendering, one with its
@@ -346,6 +359,7 @@ impl Default for Limits {
             max_source_pixels: 50_000_000,
             max_output_pixels: 50_000_000,
             max_animation_frames: crate::pipeline::DEFAULT_MAX_ANIMATION_FRAMES,
+            max_avif_output_pixels: crate::pipeline::DEFAULT_MAX_AVIF_OUTPUT_PIXELS,
             storage_timeout_ms: 10_000,
             max_queue: 64,
             memory_budget_bytes: 1 << 30,
@@ -524,6 +538,19 @@ pub struct S3Config {
     /// [`crate::routing`]); needs `bucket = "*"`.
     #[serde(default)]
     pub routing_file: Option<PathBuf>,
+    /// The buckets a key may name, where keys name buckets (`bucket = "*"`, or a routing file
+    /// in passthrough mode); required there. A key naming another bucket reads as a missing
+    /// object (404). `["*"]` lets keys name any bucket, as imagor does: every bucket these
+    /// credentials (or anonymous access) reach, an attacker's own included, so the sidecar
+    /// would read hostile images from it and sign requests to it with your credentials.
+    #[serde(default)]
+    pub allowed_buckets: Vec<String>,
+    /// The AWS account ID (12 digits) that must own every bucket this storage reaches, sent
+    /// with each request as `x-amz-expected-bucket-owner` (S3 answers 403 otherwise): with
+    /// `bucket = "*"`, keys naming a bucket of another account, an attacker's included, are
+    /// refused by S3 itself. S3-compatible servers other than AWS mostly ignore it.
+    #[serde(default)]
+    pub expected_bucket_owner: Option<String>,
 }
 
 /// The bucket name that makes an S3 storage take its bucket from each key.
@@ -736,7 +763,26 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text)
+        let mut cfg = Self::from_toml(&text)?;
+        if cfg.render_key.is_none()
+            && let Ok(key) = std::env::var(pixmesh_core::config::RENDER_KEY_ENV)
+        {
+            cfg.render_key = Some(Secret(key));
+            cfg.voucher()?;
+        }
+        Ok(cfg)
+    }
+
+    /// The voucher of `render_key`: an error when it is unset or too short.
+    pub fn voucher(&self) -> Result<Voucher, ConfigError> {
+        let key = self.render_key.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "render_key is not set, nor is {}: set the key the filter vouches for render \
+                 requests with (at least 32 bytes, e.g. `openssl rand -hex 32`)",
+                pixmesh_core::config::RENDER_KEY_ENV
+            ))
+        })?;
+        Voucher::new(key.expose().as_bytes()).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// Parses and validates config text.
@@ -758,6 +804,9 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.storages.is_empty() {
             return invalid("no [storages] configured".into());
+        }
+        if self.render_key.is_some() {
+            self.voucher()?;
         }
         let limits = &self.limits;
         if limits.memory_budget_bytes < limits.max_source_bytes {
@@ -800,14 +849,43 @@ impl Config {
                          holding the result storage)"
                     ));
                 }
+                let mut keys_name_buckets = s3.is_wildcard();
                 if let Some(file) = &s3.routing_file {
                     if !s3.is_wildcard() {
                         return invalid(format!(
                             "storage {name}: routing_file needs bucket = \"*\""
                         ));
                     }
-                    crate::routing::RoutingFile::load(file)
+                    let (_, routing) = crate::routing::RoutingFile::load(file)
                         .map_err(|e| ConfigError::Invalid(format!("storage {name}: {e}")))?;
+                    keys_name_buckets = routing.is_passthrough();
+                }
+                if keys_name_buckets && s3.allowed_buckets.is_empty() {
+                    return invalid(format!(
+                        "storage {name}: keys name the bucket here, so list the buckets they \
+                         may name in allowed_buckets ([\"*\"] for any bucket at all, which \
+                         includes buckets of anybody's)"
+                    ));
+                }
+                if !keys_name_buckets && !s3.allowed_buckets.is_empty() {
+                    return invalid(format!(
+                        "storage {name}: allowed_buckets is for storages whose keys name the \
+                         bucket (bucket = \"*\")"
+                    ));
+                }
+                if let Some(owner) = &s3.expected_bucket_owner
+                    && !(owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return invalid(format!(
+                        "storage {name}: expected_bucket_owner must be a 12-digit AWS account ID"
+                    ));
+                }
+                for bucket in &s3.allowed_buckets {
+                    if bucket != WILDCARD_BUCKET && !pixmesh_core::buckets::is_bucket_name(bucket) {
+                        return invalid(format!(
+                            "storage {name}: allowed_buckets: {bucket:?} is not a bucket name"
+                        ));
+                    }
                 }
             }
             let fallbacks = s.fallbacks();
@@ -1219,6 +1297,7 @@ root = \"/srv\"
         let cfg = Config::from_toml(
             "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nescape_keys = true\n\
              safe_chars = \"[]\"\n[storages.w]\ntype = \"s3\"\nbucket = \"*\"\n\
+             allowed_buckets = [\"tenant-1\"]\n\
              [storages.r]\ntype = \"s3\"\nbucket = \"r\"\nsafe_chars = \"--\"\n\
              [result_storage]\nstorage = \"r\"\npath_style = \"digest\"",
         )
@@ -1254,8 +1333,25 @@ root = \"/srv\"
                 "/nonexistent/r.yaml",
             ),
             (
-                "[storages.a]\ntype = \"s3\"\nbucket = \"*\"\n[result_storage]\nstorage = \"a\"",
+                "[storages.a]\ntype = \"s3\"\nbucket = \"*\"\nallowed_buckets = [\"*\"]\n\
+                 [result_storage]\nstorage = \"a\"",
                 "no fixed bucket",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"*\"",
+                "list the buckets they may name in allowed_buckets",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nallowed_buckets = [\"b\"]",
+                "allowed_buckets is for storages whose keys name the bucket",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"*\"\nallowed_buckets = [\"Not_A_Bucket\"]",
+                "is not a bucket name",
+            ),
+            (
+                "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\nexpected_bucket_owner = \"me\"",
+                "12-digit AWS account ID",
             ),
             (
                 "[storages.a]\ntype = \"s3\"\nbucket = \"a\"\n[result_storage]\nstorage = \"a\"\npath_style = \"hash\"",

@@ -46,6 +46,11 @@ pub enum RenderError {
     /// has none (501).
     #[error("not implemented: the default watermark (none is configured)")]
     NoDefaultWatermark,
+    /// The request is not one the filter vouched for ([`pixmesh_core::vouch`]): a changed
+    /// field (a request body merged in by the transcoder), another key, no proof at all (a
+    /// caller that is not the filter), or an expired one (403).
+    #[error("forbidden: {0}")]
+    NotVouched(#[from] pixmesh_core::vouch::VouchError),
 }
 
 /// The status of a storage error reading what a render needs (the source, the watermark).
@@ -80,9 +85,11 @@ impl RenderError {
             RenderError::WatermarkImage(e) => match e {
                 PipelineError::TooLarge(_) => 413,
                 PipelineError::Encode(_) => 500,
+                PipelineError::Cancelled(_) => 503,
                 _ => 422,
             },
             RenderError::NoDefaultWatermark => 501,
+            RenderError::NotVouched(_) => 403,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct Seen {
     pub authorization: String,
     /// The request body (STS sends its parameters there), lossily decoded.
     pub body: String,
+    /// The `x-amz-expected-bucket-owner` header, if sent.
+    pub expected_owner: Option<String>,
 }
 
 /// A complete HTTP/1.1 response.
@@ -149,6 +151,7 @@ async fn serve(
             region: scope_region(&authorization).unwrap_or_default().to_owned(),
             authorization,
             body,
+            expected_owner: header("x-amz-expected-bucket-owner"),
         };
         let answer = reply(&seen).to_bytes(seen.method == "HEAD");
         log.lock().unwrap().push(seen);

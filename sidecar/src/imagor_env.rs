@@ -185,6 +185,13 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
     }
     if let Some(file) = router {
         loader.insert("routing_file".into(), file.into());
+    } else if bucket == "*" {
+        // imagor reads any bucket a key names; pixmesh only those it is told to, and `*` says
+        // so explicitly, for the operator to narrow.
+        loader.insert(
+            "allowed_buckets".into(),
+            Value::Array(vec![Value::String("*".into())]),
+        );
     }
     let mut storages = Table::new();
     storages.insert("loader".into(), Value::Table(loader));
@@ -652,6 +659,15 @@ mod tests {
         )
         .unwrap();
         assert!(wildcard.sidecar_toml.contains("bucket = \"*\""));
+        let cfg = Config::from_toml(&wildcard.sidecar_toml).unwrap();
+        let StorageConfig::S3(loader) = &cfg.storages["loader"] else {
+            panic!("loader is S3")
+        };
+        assert_eq!(
+            loader.allowed_buckets,
+            ["*"],
+            "imagor's any bucket, said explicitly"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! - [`storage`]: local-directory and S3 storages.
 //! - [`routing`]: S3 storages that take the bucket from the key (`*`, bucket routing files).
 //! - [`pipeline`]: decode → resize → encode, as named steps.
-//! - [`pool`]: the bounded render worker pool.
+//! - [`pool`]: the bounded render worker pool; [`cancel`]: renders whose callers went away.
 //! - [`budget`]: the memory budget renders reserve from.
 //! - [`service`]: the tonic service and the render flow.
 //! - [`error`]: the error model and its HTTP/gRPC statuses.
@@ -15,6 +15,7 @@
 
 pub mod blocks;
 pub mod budget;
+pub mod cancel;
 pub mod check;
 pub mod config;
 pub mod dav1d;
@@ -63,6 +64,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The configuration cannot serve (no render key).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// Connects every configured storage (lazily: no request is made).
@@ -89,6 +93,9 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
     }
     Ok(storages)
 }
+
+/// Result-storage and source-copy writes in flight after their responses, per core.
+const BACKGROUND_WRITES_PER_CORE: usize = 8;
 
 /// Builds the shared render state from a validated config.
 pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
@@ -169,6 +176,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         budget: MemoryBudget::new(shares.renders),
         in_flight: Default::default(),
         watermarks: watermarks::WatermarkCache::new(config.watermark.cache_bytes),
+        background: service::BackgroundWrites::new(BACKGROUND_WRITES_PER_CORE * cores),
         default_watermark: config.watermark.default_image(),
     })
 }
@@ -179,11 +187,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let voucher = config.voucher()?;
     let renderer = Arc::new(renderer(config).await?);
     // tonic leaves Nagle on by default: 40 ms stalls per response without this.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .add_service(ImageServiceServer::new(ImageService(renderer)))
+        .add_service(ImageServiceServer::new(ImageService::new(
+            renderer, voucher,
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

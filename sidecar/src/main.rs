@@ -132,14 +132,20 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect();
             let mapped = pixmesh_sidecar::imagor_env::map(&env, &prefix)?;
-            std::fs::write(&sidecar_out, mapped.sidecar_toml)?;
-            std::fs::write(&filter_out, mapped.filter_json)?;
+            write_private(&sidecar_out, &mapped.sidecar_toml)?;
+            write_private(&filter_out, &mapped.filter_json)?;
             // Validated as `serve` will read it (a routing file must exist and parse).
             Config::load(&sidecar_out)?;
             println!(
-                "wrote {} and {}",
+                "wrote {} and {} (readable by their owner only: they may hold secrets)",
                 sidecar_out.display(),
                 filter_out.display()
+            );
+            println!(
+                "set {} (at least 32 bytes, e.g. `openssl rand -hex 32`) for both the sidecar \
+                 and Envoy's wasm VM (vm_config.environment_variables): the filter vouches for \
+                 render requests with it",
+                pixmesh_core::config::RENDER_KEY_ENV
             );
         }
         Command::Health { addr } => {
@@ -152,6 +158,21 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Writes `text` to `path`, readable and writable by its owner only: created so (never
+/// world-readable for a moment), and an existing file is made so before it is written.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C; tonic then stops accepting and

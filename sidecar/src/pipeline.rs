@@ -2679,8 +2679,7 @@ mod crop_tests {
     #[test]
     fn a_crop_of_a_real_photo_matches_a_plain_decode() {
         let src = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/testdata/images/medium.jpg"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images/medium.jpg"),
         )
         .unwrap();
         let full = image::load_from_memory(&src).unwrap().to_rgb8();
@@ -2712,7 +2711,7 @@ mod tests {
 
     pub(super) fn testdata(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/images")
+            .join("../testdata/images")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }

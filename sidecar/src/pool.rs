@@ -6,11 +6,18 @@
 //! A request first takes an [`Admission`] (waiting in the queue, holding nothing), then reads
 //! its source, then runs its render with [`WorkerPool::run`], which needs the admission: so no
 //! more than two sources per core are ever in memory however many requests arrive.
+//!
+//! A job owns its worker, a share of its admission and its memory reservation until it ends,
+//! not until its caller stops waiting: a render whose client went away keeps counting against
+//! the pool and the budget until it stops, which it does at its next step ([`crate::cancel`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::budget::Reservation;
+use crate::cancel;
 
 /// Why a job did not run to completion.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,14 +38,15 @@ pub enum PoolError {
 #[derive(Debug)]
 pub struct WorkerPool {
     admissions: Arc<Semaphore>,
-    workers: Semaphore,
+    workers: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_queue: usize,
 }
 
-/// A request's right to hold its source in memory and to run a render; released on drop.
-#[derive(Debug)]
-pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+/// A request's right to hold its source in memory and to run a render; released when the
+/// request and every job it ran have dropped it.
+#[derive(Debug, Clone)]
+pub struct Admission(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// Counts one waiting request; uncounts it when dropped, including when the caller is
 /// cancelled.
@@ -57,7 +65,7 @@ impl WorkerPool {
         let workers = workers.max(1);
         WorkerPool {
             admissions: Arc::new(Semaphore::new(workers * 2)),
-            workers: Semaphore::new(workers),
+            workers: Arc::new(Semaphore::new(workers)),
             waiting: AtomicUsize::new(0),
             max_queue,
         }
@@ -72,7 +80,7 @@ impl WorkerPool {
     /// queue is full.
     pub async fn admit(&self) -> Result<Admission, PoolError> {
         if let Ok(permit) = Arc::clone(&self.admissions).try_acquire_owned() {
-            return Ok(Admission(permit));
+            return Ok(Admission(Arc::new(permit)));
         }
         let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
@@ -82,26 +90,38 @@ impl WorkerPool {
         Arc::clone(&self.admissions)
             .acquire_owned()
             .await
-            .map(Admission)
+            .map(|permit| Admission(Arc::new(permit)))
             .map_err(|_| PoolError::Lost("worker pool closed".into()))
     }
 
     /// Runs `job` on a blocking thread once a worker is free. Only admitted requests get here,
-    /// so at most one per worker waits.
+    /// so at most one per worker waits. The job holds its worker, `admitted` and `reserved`
+    /// until it ends; when this future is dropped first, the job is told to stop
+    /// ([`cancel::check`]).
     pub async fn run<T: Send + 'static>(
         &self,
-        _admitted: &Admission,
+        admitted: &Admission,
+        reserved: Reservation,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PoolError> {
-        let permit = self
-            .workers
-            .acquire()
+        let worker = Arc::clone(&self.workers)
+            .acquire_owned()
             .await
             .map_err(|_| PoolError::Lost("worker pool closed".into()))?;
-        let result = tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|e| PoolError::Lost(e.to_string()));
-        drop(permit);
+        let held = (worker, admitted.clone(), reserved);
+        let caller = cancel::OnDrop::default();
+        let flag = caller.flag();
+        let result = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            let out = cancel::scope(Arc::clone(&flag), job);
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!("a render ended after every request waiting for it went away");
+            }
+            out
+        })
+        .await
+        .map_err(|e| PoolError::Lost(e.to_string()));
+        drop(caller);
         result
     }
 }
@@ -112,6 +132,12 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use crate::budget::MemoryBudget;
+
+    /// A reservation of 1 KiB of a budget of its own.
+    async fn reserved() -> Reservation {
+        MemoryBudget::new(1 << 20).reserve(1024).await.unwrap()
+    }
 
     /// Waits until `pool` has `n` queued requests.
     async fn until_queued(pool: &WorkerPool, n: usize) {
@@ -129,7 +155,7 @@ mod tests {
             let pool = Arc::clone(&pool);
             async move {
                 let admitted = pool.admit().await?;
-                pool.run(&admitted, || 2 + 2).await
+                pool.run(&admitted, reserved().await, || 2 + 2).await
             }
         });
         until_queued(&pool, 1).await;
@@ -147,7 +173,10 @@ mod tests {
         let (release, hold) = mpsc::channel::<()>();
         let busy = tokio::spawn({
             let pool = Arc::clone(&pool);
-            async move { pool.run(&first, move || hold.recv().is_ok()).await }
+            async move {
+                pool.run(&first, reserved().await, move || hold.recv().is_ok())
+                    .await
+            }
         });
         drop(second);
         until_queued(&pool, 0).await;
@@ -157,10 +186,62 @@ mod tests {
         assert_eq!(pool.queued(), 0);
         let admitted = pool.admit().await.unwrap();
         assert_eq!(
-            pool.run(&admitted, || 1).await.unwrap(),
+            pool.run(&admitted, reserved().await, || 1).await.unwrap(),
             1,
             "the pool serves again"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_job_keeps_what_it_holds_until_it_stops_and_is_told_to() {
+        let pool = Arc::new(WorkerPool::new(1, 4));
+        let budget = Arc::new(MemoryBudget::new(4 << 20));
+        let (started, on_start) = mpsc::channel::<()>();
+        let (release, hold) = mpsc::channel::<()>();
+        let (stopped, on_stop) = mpsc::channel::<Result<(), cancel::Cancelled>>();
+        let abandoned = tokio::spawn({
+            let (pool, budget) = (Arc::clone(&pool), Arc::clone(&budget));
+            async move {
+                let admitted = pool.admit().await.unwrap();
+                let reserved = budget.reserve(3 << 20).await.unwrap();
+                pool.run(&admitted, reserved, move || {
+                    started.send(()).unwrap();
+                    hold.recv().unwrap();
+                    stopped.send(cancel::check()).unwrap();
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || on_start.recv().unwrap())
+            .await
+            .unwrap();
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+
+        // Its worker, admission share and reservation are still taken by the running job.
+        assert_eq!(budget.available_kib(), 1024);
+        let admitted = pool.admit().await.unwrap();
+        let next = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.run(&admitted, reserved().await, || 7).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !next.is_finished(),
+            "the only worker is still the abandoned job's"
+        );
+
+        release.send(()).unwrap();
+        let seen = tokio::task::spawn_blocking(move || on_stop.recv().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            Err(cancel::Cancelled),
+            "the job was told its caller left"
+        );
+        assert_eq!(next.await.unwrap().unwrap(), 7, "its worker was returned");
+        assert_eq!(budget.available_kib(), 4096, "and its reservation");
     }
 
     #[tokio::test]
@@ -168,12 +249,12 @@ mod tests {
         let pool = WorkerPool::new(1, 0);
         let admitted = pool.admit().await.unwrap();
         let err = pool
-            .run(&admitted, || panic!("decoder bug"))
+            .run(&admitted, reserved().await, || panic!("decoder bug"))
             .await
             .unwrap_err();
         assert!(matches!(err, PoolError::Lost(_)), "{err}");
         assert_eq!(
-            pool.run(&admitted, || 7).await.unwrap(),
+            pool.run(&admitted, reserved().await, || 7).await.unwrap(),
             7,
             "the worker was returned"
         );

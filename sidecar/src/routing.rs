@@ -217,6 +217,8 @@ pub struct RoutedS3 {
     on_demand: Mutex<HashMap<String, S3Storage>>,
     /// How keys are escaped before reading, if they are.
     escape: Option<SafeChars>,
+    /// The buckets a key may name (`allowed_buckets`); `None`: any.
+    allowed: Option<Vec<String>>,
 }
 
 impl RoutedS3 {
@@ -238,12 +240,17 @@ impl RoutedS3 {
                 routing
             }
         };
+        let any = cfg
+            .allowed_buckets
+            .iter()
+            .any(|b| b == crate::config::WILDCARD_BUCKET);
         Ok(RoutedS3 {
             routing,
             configured,
             template,
             on_demand: Mutex::new(HashMap::new()),
             escape,
+            allowed: (!any).then(|| cfg.allowed_buckets.clone()),
         })
     }
 
@@ -277,6 +284,13 @@ impl RoutedS3 {
     /// bucket means a missing object (a bucket the URL named), and the object key.
     fn targets(&self, key: &str) -> Result<(Vec<(S3Storage, bool)>, String), StorageError> {
         let routed = self.routing.route(key).map_err(StorageError::Unroutable)?;
+        // A bucket the key names must be one this storage may read: a missing object else.
+        if routed.passthrough
+            && let Some(allowed) = &self.allowed
+            && !allowed.contains(&routed.bucket)
+        {
+            return Err(StorageError::NotFound);
+        }
         let mut targets = vec![(self.bucket(&routed.bucket), routed.passthrough)];
         for fallback in self.routing.fallback_buckets() {
             if fallback != &routed.bucket {

@@ -35,13 +35,14 @@ use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
 use pixmesh_core::render::{
-    RenderRequest, digest_result_key, etag, if_none_match, is_version_id, result_key,
+    RenderRequest, digest_result_key, etag, if_none_match, is_version_id, result_key, varied_etag,
 };
 use pixmesh_core::role;
 use pixmesh_core::transform::{
     Color, CropSpecError, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT,
     MAX_SIGMA, OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
+use pixmesh_core::vouch::{self, Voucher};
 use pixmesh_core::watermark::{Axis, Offset, Watermark, WatermarkImage, parse_opacity, parse_size};
 use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
@@ -49,7 +50,7 @@ use tokio_stream::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
-use crate::budget::MemoryBudget;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::config::Limits;
 use crate::error::RenderError;
 use crate::flight::Flights;
@@ -153,6 +154,36 @@ pub struct Stats {
     pub source_copy_hits: AtomicU64,
     /// Source copies that could not be written (they do not fail a response).
     pub source_copy_write_failures: AtomicU64,
+    /// Background writes (result storage, source copies) skipped because every slot was busy.
+    pub writes_skipped: AtomicU64,
+}
+
+/// Writes made after the response (renditions, source copies), at most so many at once: a
+/// burst of misses against a slow store cannot pile up tasks and the bytes they hold. Past the
+/// limit a write is skipped (counted, logged): a later request renders or reads again.
+#[derive(Debug)]
+pub struct BackgroundWrites(Arc<tokio::sync::Semaphore>);
+
+impl BackgroundWrites {
+    /// At most `limit` (at least 1) writes at once.
+    pub fn new(limit: usize) -> Self {
+        BackgroundWrites(Arc::new(tokio::sync::Semaphore::new(limit.max(1))))
+    }
+
+    /// Runs `write` in the background when a slot is free; `false` (and `write` dropped) when
+    /// none is.
+    fn spawn(&self, write: impl Future<Output = ()> + Send + 'static) -> bool {
+        match Arc::clone(&self.0).try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(async move {
+                    write.await;
+                    drop(slot);
+                });
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// Work in flight, shared by identical concurrent requests.
@@ -164,6 +195,8 @@ pub struct InFlight {
     renders: Flights<Result<Rendered, RenderError>>,
     /// Watermark reads and decodes, by watermark cache key (storage, key and ETag).
     watermarks: Flights<Result<Arc<DecodedWatermark>, RenderError>>,
+    /// Result-storage lookups, by rendition key.
+    results: Flights<Result<Lookup, RenderError>>,
 }
 
 /// A source in memory, with the pool admission that lets it be there: released when the last
@@ -176,16 +209,18 @@ struct Source {
 
 /// What a render knows of its watermark before reading it: its ETag (`HEAD`), the key of its
 /// decoded image in the cache, and what the request asks of it.
+#[derive(Clone)]
 struct WatermarkHead {
     etag: String,
     cache_key: String,
     spec: Watermark,
 }
 
-/// What result storage answered for a rendition.
+/// What result storage answered for a rendition, shared by the requests of one flight.
+#[derive(Clone)]
 enum Lookup {
-    /// Serve this.
-    Hit(Rendition),
+    /// Serve this stored rendition.
+    Hit(Stored),
     /// Render; `watermark` is the watermark's `HEAD` when checking the stored rendition made
     /// one and it succeeded.
     Miss { watermark: Option<WatermarkHead> },
@@ -194,9 +229,24 @@ enum Lookup {
 /// A rendered image, cheap to share between the requests of one flight.
 #[derive(Clone)]
 struct Rendered {
-    bytes: Bytes,
+    body: Body,
     content_type: String,
     last_modified: Option<String>,
+}
+
+/// A rendition read from result storage, with its share of the memory budget.
+#[derive(Clone)]
+struct Stored {
+    object: Object,
+    held: Arc<Reservation>,
+}
+
+/// Image bytes and the share of the memory budget they hold until the last response sending
+/// them is done (a slow client keeps both): responses count against the budget like renders.
+#[derive(Clone)]
+struct Body {
+    bytes: Bytes,
+    held: Arc<Reservation>,
 }
 
 /// Everything a render needs, shared by all requests.
@@ -225,6 +275,8 @@ pub struct Renderer {
     pub in_flight: InFlight,
     /// Decoded watermarks.
     pub watermarks: WatermarkCache,
+    /// Writes made after the response.
+    pub background: BackgroundWrites,
     /// The watermark URLs asking for the default one get (`[watermark]` storage and key).
     pub default_watermark: Option<(String, String)>,
 }
@@ -235,7 +287,7 @@ enum Rendition {
     NotModified { etag: String },
     /// The image.
     Image {
-        bytes: Bytes,
+        body: Body,
         content_type: String,
         etag: String,
         last_modified: Option<String>,
@@ -279,20 +331,34 @@ impl Renderer {
         }
         let version = req.version.as_deref();
         let chain = self.chain(&req.storage, version.is_some())?;
-        let canonical = req.canonical();
+        // The pixels never depend on the cache key's values (sources are read with the
+        // sidecar's credentials, never the client's headers or cookies): one render and one
+        // stored rendition serve them all, so a client cannot mint renders and writes by
+        // varying them; only the ETag differs per value ([`varied_etag`]).
+        let pixels = RenderRequest {
+            cache_key: None,
+            ..req.clone()
+        };
+        let canonical = pixels.canonical();
         let stored = self.results.as_ref().and_then(|rs| {
             // Renditions are named after the source key with the role's prefix stripped.
             let rest = role::strip_prefix(&rs.path_prefix, &req.key)?;
             let named = RenderRequest {
                 key: rest.to_owned(),
-                ..req.clone()
+                ..pixels.clone()
             };
             Some((rs, rs.key(&named.canonical())))
         });
+        let cache_key = req.cache_key.as_deref();
         let mut checked = None;
         if let Some((rs, key)) = &stored {
-            match self.stored(rs, key, &chain, &req, if_none).await {
-                Lookup::Hit(hit) => return Ok(hit),
+            let lookup = self
+                .in_flight
+                .results
+                .run(key, || self.stored(rs, key, &chain, &req))
+                .await?;
+            match lookup {
+                Lookup::Hit(hit) => return Ok(from_result_storage(hit, cache_key, if_none)),
                 Lookup::Miss { watermark } => checked = watermark,
             }
         }
@@ -303,22 +369,23 @@ impl Renderer {
             (None, _) => None,
         };
         let source = self.read_source(&chain, &req).await?;
-        let tag = match &watermark {
+        let rendition_tag = match &watermark {
             Some(wm) => etag(&canonical, &format!("{}\0{}", source.object.etag, wm.etag)),
             None => etag(&canonical, &source.object.etag),
         };
+        let tag = varied_etag(&rendition_tag, cache_key);
         if if_none.is_some_and(|h| if_none_match(h, &tag)) {
             return Ok(Rendition::NotModified { etag: tag });
         }
         let rendered = self
             .in_flight
             .renders
-            .run(&tag, || {
-                self.render_and_store(source, req.transform, watermark, &tag, stored)
+            .run(&rendition_tag, || {
+                self.render_and_store(source, req.transform, watermark, &rendition_tag, stored)
             })
             .await?;
         Ok(Rendition::Image {
-            bytes: rendered.bytes,
+            body: rendered.body,
             content_type: rendered.content_type,
             etag: tag,
             last_modified: rendered.last_modified,
@@ -412,7 +479,7 @@ impl Renderer {
             .clone()
             .unwrap_or_else(|| "application/octet-stream".to_owned());
         let (store, stats, bytes) = (ss.storage.clone(), self.stats.clone(), obj.bytes.clone());
-        tokio::spawn(async move {
+        let started = self.background.spawn(async move {
             if let Err(e) = store.put(&key, bytes, &content_type, meta).await {
                 stats
                     .source_copy_write_failures
@@ -420,6 +487,10 @@ impl Renderer {
                 tracing::warn!(key, error = e.detail(), "source storage write failed");
             }
         });
+        if !started {
+            self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("source copy skipped: every background write slot is busy");
+        }
     }
 
     /// Renders `source` and writes the rendition to result storage (`stored`: where).
@@ -445,6 +516,8 @@ impl Renderer {
             .await?;
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
+        // Taken while the admission is still held, so requests waiting for it stay bounded.
+        let held = Arc::new(self.budget.reserve(bytes.len() as u64).await?);
         let last_modified = source.last_modified.as_ref().and_then(http_date);
         if let Some((rs, key)) = stored {
             let mut meta = HashMap::from([
@@ -469,12 +542,15 @@ impl Renderer {
             };
             if rs.report_errors {
                 write.await.map_err(RenderError::ResultStorage)?;
-            } else {
-                tokio::spawn(write);
+            } else if !self.background.spawn(async move {
+                let _ = write.await;
+            }) {
+                self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("result storage write skipped: every background write slot is busy");
             }
         }
         Ok(Rendered {
-            bytes,
+            body: Body { bytes, held },
             content_type,
             last_modified,
         })
@@ -482,15 +558,17 @@ impl Renderer {
 
     /// The rendition at `key` in result storage, unless it is missing, unreadable, expired or
     /// (with `verify_source`, and unless `req` names a version, which never changes) made from
-    /// another version of the source, or of its watermark, than the current one.
+    /// another version of the source, or of its watermark, than the current one. Read once for
+    /// all concurrent requests for it, once the pool admits it (as a source is), and held within
+    /// the memory budget until the last response sending it is done.
     async fn stored(
         &self,
         rs: &ResultStore,
         key: &str,
         chain: &[&Storage],
         req: &RenderRequest,
-        if_none: Option<&str>,
-    ) -> Lookup {
+    ) -> Result<Lookup, RenderError> {
+        let _admission = self.workers.admit().await?;
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
         let read = rs.storage.get(key, None, self.limits.max_source_bytes);
         let (read, head, watermark) = if rs.verify_source && req.version.is_none() {
@@ -514,20 +592,20 @@ impl Renderer {
         };
         let obj = match read {
             Ok(obj) => obj,
-            Err(StorageError::NotFound) => return Lookup::Miss { watermark },
+            Err(StorageError::NotFound) => return Ok(Lookup::Miss { watermark }),
             Err(e) => {
                 tracing::warn!(key, error = e.detail(), "result storage read failed");
-                return Lookup::Miss { watermark };
+                return Ok(Lookup::Miss { watermark });
             }
         };
         if expired(rs.expiration, obj.last_modified, SystemTime::now()) {
             tracing::debug!(key, "stored rendition expired; rendering again");
-            return Lookup::Miss { watermark };
+            return Ok(Lookup::Miss { watermark });
         }
         match head {
             Some(Ok(Head { etag, .. })) if obj.metadata.get(META_SOURCE_ETAG) != Some(&etag) => {
                 tracing::debug!(key, "source changed since the rendition; rendering again");
-                return Lookup::Miss { watermark };
+                return Ok(Lookup::Miss { watermark });
             }
             // A deleted source cannot invalidate what was made from it; an unreachable one
             // leaves the stored rendition the best answer.
@@ -549,7 +627,7 @@ impl Renderer {
                 key,
                 "watermark changed since the rendition; rendering again"
             );
-            return Lookup::Miss { watermark };
+            return Ok(Lookup::Miss { watermark });
         }
         if let Some(e) = watermark_error
             && !matches!(e, RenderError::WatermarkSource(StorageError::NotFound))
@@ -560,7 +638,8 @@ impl Renderer {
                 "cannot verify the watermark; serving the stored rendition"
             );
         }
-        Lookup::Hit(from_result_storage(obj, if_none))
+        let held = Arc::new(self.budget.reserve(obj.bytes.len() as u64).await?);
+        Ok(Lookup::Hit(Stored { object: obj, held }))
     }
 
     /// The pipeline's limits, from the configuration.
@@ -569,6 +648,7 @@ impl Renderer {
             max_source_pixels: self.limits.max_source_pixels,
             max_output_pixels: self.limits.max_output_pixels,
             max_animation_frames: self.limits.max_animation_frames,
+            max_avif_output_pixels: self.limits.max_avif_output_pixels,
         }
     }
 
@@ -640,14 +720,14 @@ impl Renderer {
         let limits = self.pipeline_limits();
         let needed = pipeline::watermark::decode_memory_needed(&object.bytes, &limits)
             .map_err(RenderError::WatermarkImage)?;
-        let _reserved = self
+        let reserved = self
             .budget
             .reserve((object.bytes.len() as u64).saturating_add(needed))
             .await?;
         let bytes = object.bytes.clone();
         let image = self
             .workers
-            .run(admitted, move || {
+            .run(admitted, reserved, move || {
                 pipeline::watermark::decode_watermark(&bytes, &limits)
             })
             .await?
@@ -672,25 +752,35 @@ impl Renderer {
         let limits = self.pipeline_limits();
         let needed =
             pipeline::memory_needed_overlaid(&source, &transform, overlay.as_ref(), &limits)?;
-        let _reserved = self
+        let reserved = self
             .budget
             .reserve((source.len() as u64).saturating_add(needed))
             .await?;
         let encoding = self.encoding.clone();
         let rendered = self
             .workers
-            .run(admitted, move || {
+            .run(admitted, reserved, move || {
                 pipeline::render_overlaid(&source, &transform, overlay.as_ref(), &limits, &encoding)
             })
             .await??;
         Ok(rendered)
     }
 
-    /// Renders and logs failures; the error is what the client gets.
-    async fn handle(&self, req: v1::RenderRequest, md: &MetadataMap) -> Result<Rendition, Status> {
+    /// Renders what `voucher` shows the filter asked for, and logs failures; the error is what
+    /// the client gets.
+    async fn handle(
+        &self,
+        req: v1::RenderRequest,
+        md: &MetadataMap,
+        voucher: &Voucher,
+    ) -> Result<Rendition, Status> {
         let if_none = md.get("if-none-match").and_then(|v| v.to_str().ok());
+        let proof = md.get(vouch::HEADER).and_then(|v| v.to_str().ok());
         let result = match to_core(req) {
-            Ok(req) => self.render(req, if_none).await,
+            Ok(req) => match voucher.check(&req, proof, SystemTime::now()) {
+                Ok(()) => self.render(req, if_none).await,
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(e),
         };
         result.map_err(|e| {
@@ -755,8 +845,13 @@ where
     Err(StorageError::NotFound)
 }
 
-fn from_result_storage(obj: Object, if_none: Option<&str>) -> Rendition {
-    let etag = obj.metadata.get(META_ETAG).cloned().unwrap_or(obj.etag);
+fn from_result_storage(
+    Stored { object: obj, held }: Stored,
+    cache_key: Option<&str>,
+    if_none: Option<&str>,
+) -> Rendition {
+    let stored_tag = obj.metadata.get(META_ETAG).cloned().unwrap_or(obj.etag);
+    let etag = varied_etag(&stored_tag, cache_key);
     if if_none.is_some_and(|h| if_none_match(h, &etag)) {
         return Rendition::NotModified { etag };
     }
@@ -765,7 +860,10 @@ fn from_result_storage(obj: Object, if_none: Option<&str>) -> Rendition {
             .content_type
             .unwrap_or_else(|| "application/octet-stream".to_owned()),
         last_modified: obj.metadata.get(META_SOURCE_MODIFIED).cloned(),
-        bytes: obj.bytes,
+        body: Body {
+            bytes: obj.bytes,
+            held,
+        },
         etag,
     }
 }
@@ -966,9 +1064,19 @@ fn watermark_from_wire(r: &v1::RenderRequest) -> Result<Option<Watermark>, Rende
     }))
 }
 
-/// The tonic service.
+/// The tonic service: renders what the filter vouched for ([`pixmesh_core::vouch`]).
 #[derive(Clone)]
-pub struct ImageService(pub Arc<Renderer>);
+pub struct ImageService {
+    renderer: Arc<Renderer>,
+    voucher: Voucher,
+}
+
+impl ImageService {
+    /// The service of `renderer`, rendering only requests `voucher` accepts.
+    pub fn new(renderer: Arc<Renderer>, voucher: Voucher) -> Self {
+        ImageService { renderer, voucher }
+    }
+}
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<HttpBody, Status>> + Send>>;
 
@@ -981,32 +1089,38 @@ impl v1::image_service_server::ImageService for ImageService {
         request: Request<v1::RenderRequest>,
     ) -> Result<Response<Self::RenderStream>, Status> {
         let (md, _, req) = request.into_parts();
-        let rendition = self.0.handle(req, &md).await?;
-        let headers = self.0.headers(&rendition);
-        let messages: Vec<Result<HttpBody, Status>> = match rendition {
-            Rendition::NotModified { .. } => Vec::new(),
+        let rendition = self.renderer.handle(req, &md, &self.voucher).await?;
+        let headers = self.renderer.headers(&rendition);
+        let (messages, held): (Vec<Result<HttpBody, Status>>, _) = match rendition {
+            Rendition::NotModified { .. } => (Vec::new(), None),
             Rendition::Image {
-                bytes,
+                body: Body { bytes, held },
                 content_type,
                 ..
-            } => (0..bytes.len())
-                .step_by(CHUNK)
-                .map(|start| {
-                    Ok(HttpBody {
-                        content_type: if start == 0 {
-                            content_type.clone()
-                        } else {
-                            String::new()
-                        },
-                        data: bytes
-                            .slice(start..(start + CHUNK).min(bytes.len()))
-                            .to_vec(),
-                        extensions: Vec::new(),
+            } => {
+                let messages = (0..bytes.len())
+                    .step_by(CHUNK)
+                    .map(|start| {
+                        Ok(HttpBody {
+                            content_type: if start == 0 {
+                                content_type.clone()
+                            } else {
+                                String::new()
+                            },
+                            data: bytes.slice(start..(start + CHUNK).min(bytes.len())),
+                            extensions: Vec::new(),
+                        })
                     })
-                })
-                .collect(),
+                    .collect();
+                (messages, Some(held))
+            }
         };
-        let mut response = Response::new(Box::pin(tokio_stream::iter(messages)) as BodyStream);
+        // The stream keeps the body's share of the budget until it is sent or dropped.
+        let stream = tokio_stream::StreamExt::map(tokio_stream::iter(messages), move |m| {
+            let _ = &held;
+            m
+        });
+        let mut response = Response::new(Box::pin(stream) as BodyStream);
         *response.metadata_mut() = headers;
         Ok(response)
     }
@@ -1016,17 +1130,15 @@ impl v1::image_service_server::ImageService for ImageService {
         request: Request<v1::RenderRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let (md, _, req) = request.into_parts();
-        let rendition = self.0.handle(req, &md).await?;
-        let headers = self.0.headers(&rendition);
+        let rendition = self.renderer.handle(req, &md, &self.voucher).await?;
+        let headers = self.renderer.headers(&rendition);
         let body = match rendition {
             Rendition::NotModified { .. } => HttpBody::default(),
             Rendition::Image {
-                bytes,
-                content_type,
-                ..
+                body, content_type, ..
             } => HttpBody {
                 content_type,
-                data: bytes.to_vec(),
+                data: body.bytes,
                 extensions: Vec::new(),
             },
         };
@@ -1114,6 +1226,7 @@ mod tests {
             budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
             in_flight: InFlight::default(),
             watermarks: WatermarkCache::new(0),
+            background: BackgroundWrites::new(8),
             default_watermark: None,
         })
     }
@@ -1143,7 +1256,8 @@ mod tests {
                         running.send(()).unwrap();
                         gate.recv()
                     };
-                    renderer.workers.run(&admitted, wait).await
+                    let reserved = renderer.budget.reserve(1024).await.unwrap();
+                    renderer.workers.run(&admitted, reserved, wait).await
                 });
                 started.await.unwrap();
                 held.push((release, job));
@@ -1217,7 +1331,7 @@ mod tests {
         let mut images = Vec::new();
         for request in requests {
             match request.await.unwrap() {
-                Ok(Rendition::Image { bytes, etag, .. }) => images.push((bytes, etag)),
+                Ok(Rendition::Image { body, etag, .. }) => images.push((body.bytes, etag)),
                 Ok(Rendition::NotModified { .. }) => panic!("no request was conditional"),
                 Err(e) => panic!("render failed: {}", e.detail()),
             }
@@ -1329,6 +1443,55 @@ mod tests {
             std::fs::write(dir.join(file), bytes).unwrap();
         }
         dir
+    }
+
+    #[tokio::test]
+    async fn background_writes_past_the_limit_are_skipped_not_queued() {
+        let writes = BackgroundWrites::new(2);
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let hold = |mut gate: watch::Receiver<bool>| async move {
+            let _ = gate.wait_for(|open| *open).await;
+        };
+        assert!(writes.spawn(hold(gate.clone())));
+        assert!(writes.spawn(hold(gate.clone())));
+        assert!(!writes.spawn(hold(gate.clone())), "both slots are busy");
+        release.send(true).unwrap();
+        while writes.0.available_permits() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(writes.spawn(async {}), "a slot is free again");
+    }
+
+    #[tokio::test]
+    async fn a_response_holds_its_share_of_the_budget_until_it_is_dropped() {
+        const FLOWER: &[u8] = include_bytes!("../../samples/flower.webp");
+        let dir = dir_with("held", &[("flower.webp", FLOWER)]);
+        let mut renderer = Arc::into_inner(renderer_over("http://127.0.0.1:9").await).unwrap();
+        renderer.storages = HashMap::from([(
+            "photos".to_owned(),
+            Storage::Local(LocalStorage::new(&dir).unwrap()),
+        )]);
+        let idle = renderer.budget.available_kib();
+        let request = to_core(v1::RenderRequest {
+            storage: "photos".into(),
+            key: "flower.webp".into(),
+            format: v1::Format::Png.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let rendition = renderer.render(request, None).await.unwrap();
+        let Rendition::Image { body, .. } = &rendition else {
+            panic!("an image");
+        };
+        let size_kib = (body.bytes.len() as u64).div_ceil(1024);
+        assert_eq!(
+            renderer.budget.available_kib(),
+            idle - size_kib,
+            "the bytes are held, and counted, while a response may still send them"
+        );
+        drop(rendition);
+        assert_eq!(renderer.budget.available_kib(), idle);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
@@ -1469,6 +1632,7 @@ mod tests {
             encoding: pipeline::Encoding::default(),
             in_flight: InFlight::default(),
             watermarks: WatermarkCache::new(0),
+            background: BackgroundWrites::new(8),
             default_watermark: None,
         };
         let request = |key: &str, version: Option<&str>| RenderRequest {
@@ -1545,8 +1709,8 @@ mod tests {
         let req = to_core(wire.clone()).unwrap();
         assert_eq!(
             req.canonical(),
-            "photos/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/a/b.jpg\
-             ?versionId=v+1"
+            "photos/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()\
+             /versionId=v+1/-/a/b.jpg"
         );
         let effects = v1::RenderRequest {
             rotate: 90,
@@ -1851,9 +2015,10 @@ mod tests {
             }),
         };
         let image = |r: Rendition| match r {
-            Rendition::Image { bytes, etag, .. } => {
-                (image::load_from_memory(&bytes).unwrap().to_rgba8(), etag)
-            }
+            Rendition::Image { body, etag, .. } => (
+                image::load_from_memory(&body.bytes).unwrap().to_rgba8(),
+                etag,
+            ),
             Rendition::NotModified { .. } => panic!("not modified"),
         };
         let (plain, plain_tag) = image(renderer.render(request(None), None).await.unwrap());

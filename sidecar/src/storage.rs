@@ -259,6 +259,9 @@ pub struct S3Storage {
     /// The SDK's operation timeout ends with the response headers, so [`S3Storage::get`] bounds
     /// the body read itself.
     timeout: Duration,
+    /// The account that must own the bucket (`expected_bucket_owner`), sent with every
+    /// request: S3 answers 403 when another owns it.
+    owner: Option<String>,
     /// Shared by clones, so a region one learns all use.
     clients: Arc<Clients>,
 }
@@ -364,6 +367,7 @@ impl S3Storage {
             writes,
             escape,
             timeout,
+            owner: cfg.expected_bucket_owner.clone(),
             clients: Arc::new(Clients {
                 config,
                 current: RwLock::new(Arc::new(regional)),
@@ -388,6 +392,7 @@ impl S3Storage {
             writes: self.writes.clone(),
             escape: self.escape.clone(),
             timeout: self.timeout,
+            owner: self.owner.clone(),
             clients: Arc::new(Clients {
                 current: RwLock::new(Arc::new(Regional {
                     client: aws_sdk_s3::Client::from_conf(config.clone()),
@@ -512,6 +517,7 @@ impl S3Storage {
                 |c| {
                     c.head_object()
                         .bucket(&self.bucket)
+                        .set_expected_bucket_owner(self.owner.clone())
                         .key(key)
                         .set_version_id(version.map(str::to_owned))
                         .send()
@@ -526,22 +532,39 @@ impl S3Storage {
 
     /// Whether the bucket exists and the credentials may use it (`HeadBucket`).
     pub async fn head_bucket(&self) -> Result<(), StorageError> {
-        self.call(|c| c.head_bucket().bucket(&self.bucket).send())
-            .await?;
+        self.call(|c| {
+            c.head_bucket()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Whether the credentials may list the bucket (`ListObjectsV2` with `max-keys=1`).
     pub async fn list_one(&self) -> Result<(), StorageError> {
-        self.call(|c| c.list_objects_v2().bucket(&self.bucket).max_keys(1).send())
-            .await?;
+        self.call(|c| {
+            c.list_objects_v2()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .max_keys(1)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Deletes `key` (no error when it does not exist).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.call(|c| c.delete_object().bucket(&self.bucket).key(key).send())
-            .await?;
+        self.call(|c| {
+            c.delete_object()
+                .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
+                .key(key)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
@@ -575,6 +598,7 @@ impl S3Storage {
                 |c| {
                     c.get_object()
                         .bucket(&self.bucket)
+                        .set_expected_bucket_owner(self.owner.clone())
                         .key(key)
                         .set_version_id(version.map(str::to_owned))
                         .send()
@@ -615,6 +639,7 @@ impl S3Storage {
         self.call(|c| {
             c.put_object()
                 .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
                 .key(key)
                 .content_type(content_type)
                 .set_metadata(Some(metadata.clone()))
@@ -1001,6 +1026,42 @@ mod tests {
             .await
             .expect("writes follow too");
         assert_eq!(s3.regions(), ["us-east-1", HOME, HOME]);
+    }
+
+    #[tokio::test]
+    async fn every_request_names_the_expected_bucket_owner_when_one_is_set() {
+        use crate::fake_s3::{FakeS3, Reply};
+        let s3 = FakeS3::start(|_| Reply::new("200 OK", "img").header("etag", "\"e\"")).await;
+        let owned = S3Storage::new(
+            &s3_config(&s3.endpoint, "expected_bucket_owner = \"111122223333\""),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        owned.get("a.jpg", None, 100).await.unwrap();
+        owned.head("a.jpg", None).await.unwrap();
+        owned
+            .put(
+                "r.jpg",
+                Bytes::from_static(b"x"),
+                "image/jpeg",
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        owned
+            .for_bucket("tenant")
+            .head("a.jpg", None)
+            .await
+            .unwrap();
+        let plain = storage_at(&s3.endpoint).await;
+        plain.get("a.jpg", None, 100).await.unwrap();
+        let owners: Vec<Option<String>> = s3.seen().into_iter().map(|r| r.expected_owner).collect();
+        let owner = Some("111122223333".to_owned());
+        assert_eq!(
+            owners,
+            [owner.clone(), owner.clone(), owner.clone(), owner, None]
+        );
     }
 
     #[tokio::test]

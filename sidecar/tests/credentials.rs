@@ -291,9 +291,9 @@ async fn a_read_only_key_serves_renders_and_check_says_it_cannot_write() {
     let toml = photos(&garage, &keys);
     let config = Config::from_toml(&toml).unwrap();
     let renderer = pixmesh_sidecar::renderer(&config).await.expect("renderer");
-    let svc = pixmesh_sidecar::service::ImageService(std::sync::Arc::new(renderer));
+    let svc = pixmesh_tests::vouch::service(std::sync::Arc::new(renderer));
     let rendered = svc
-        .render_unary(tonic::Request::new(v1::RenderRequest {
+        .render_unary(pixmesh_tests::vouch::vouched(v1::RenderRequest {
             storage: "photos".into(),
             key: "a.jpg".into(),
             width: 100,

@@ -99,7 +99,7 @@ const REFUSAL_BOUND: u64 = 8 * MIB;
 
 fn testdata(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/images")
+        .join("../testdata/images")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

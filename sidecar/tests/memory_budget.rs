@@ -21,6 +21,9 @@ const BUDGET: u64 = 100 << 20;
 /// The progressive test's budget: one such render (81 MiB) has to fit in what is left of it
 /// for renders (84 MiB, after the watermark and large-block caches).
 const PROGRESSIVE_BUDGET: u64 = 112 << 20;
+/// The abandoned-renders test's budget: one full-size render of a 16-megapixel source (366 MiB
+/// reserved) fits what is left of it for renders, two do not.
+const ABANDON_BUDGET: u64 = 512 << 20;
 
 /// A 4096×4096 JPEG (4:2:0, quality 92) with enough detail (a noisy gradient) to be several
 /// megabytes; progressive or baseline.
@@ -97,6 +100,11 @@ fn start_sidecar(dir: &Path, port: u16, budget: u64) -> Sidecar {
         .arg("serve")
         .arg("--config")
         .arg(&config)
+        // The render key from the environment, as a Kubernetes Secret would give it.
+        .env(
+            pixmesh_core::config::RENDER_KEY_ENV,
+            pixmesh_tests::vouch::render_key(),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("start pixmesh-sidecar");
@@ -152,6 +160,100 @@ async fn progressive_sources_count_their_coefficient_buffers() {
     );
 }
 
+/// Clients that give up (here a `grpc-timeout`, which tonic honours by dropping the request;
+/// a client that disconnects or Envoy's route timeout do the same) leave their renders running
+/// until the next step, and those renders keep their worker, admission and reservation until
+/// they stop: before, a dropped request gave all three back at once while its render ran on,
+/// so every new wave of requests started more renders beside the abandoned ones (4 GiB against
+/// a 1 GiB budget in the security review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_renders_keep_their_reservation_until_they_stop() {
+    let jpeg = sixteen_megapixel_jpeg(false);
+    let waves = 12;
+    let per_wave = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for i in 0..waves * per_wave {
+        std::fs::write(images.join(format!("{i}.jpg")), &jpeg).unwrap();
+    }
+    let port = free_port();
+    let sidecar = start_sidecar(dir.path(), port, ABANDON_BUDGET);
+    let client = connect(port).await;
+    let idle = peak_rss(sidecar.0.id());
+
+    // Full-size decodes (no shrink-on-load), abandoned after 150 ms, a wave every 150 ms.
+    let mut abandoned = 0;
+    for wave in 0..waves {
+        let requests: Vec<_> = (0..per_wave)
+            .map(|i| {
+                let mut client = client.clone();
+                let mut request = pixmesh_tests::vouch::vouched(RenderRequest {
+                    storage: "photos".into(),
+                    key: format!("{}.jpg", wave * per_wave + i),
+                    width: 4000,
+                    fit: Fit::FitIn.into(),
+                    format: Format::Jpeg.into(),
+                    ..Default::default()
+                });
+                request.set_timeout(Duration::from_millis(150));
+                tokio::spawn(async move { client.render_unary(request).await })
+            })
+            .collect();
+        for request in requests {
+            if let Err(status) = request.await.unwrap() {
+                assert!(
+                    matches!(
+                        status.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    ) || status
+                        .metadata()
+                        .get("x-http-status")
+                        .is_some_and(|s| s == "503"),
+                    "{status:?}"
+                );
+                abandoned += 1;
+            }
+        }
+    }
+    assert!(abandoned > waves, "the clients gave up: {abandoned}");
+
+    // Patient again: served once the abandoned renders stopped.
+    let served = client
+        .clone()
+        .render_unary(pixmesh_tests::vouch::vouched(RenderRequest {
+            storage: "photos".into(),
+            key: "0.jpg".into(),
+            width: 100,
+            fit: Fit::FitIn.into(),
+            format: Format::Jpeg.into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("served after the abandoned ones")
+        .into_inner();
+    assert!(turbojpeg::read_header(&served.data).is_ok());
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let read_ahead = (2 * cores - 1) * jpeg.len() as u64;
+    let used = peak_rss(sidecar.0.id()).saturating_sub(idle);
+    eprintln!(
+        "idle {} MiB, peak growth {} MiB; budget {} MiB + {} MiB read ahead; {abandoned} abandoned",
+        idle >> 20,
+        used >> 20,
+        ABANDON_BUDGET >> 20,
+        read_ahead >> 20
+    );
+    assert!(
+        used <= ABANDON_BUDGET + read_ahead,
+        "peak RSS grew by {} MiB with abandoned renders, more than the {} MiB budget and {} MiB \
+         read ahead",
+        used >> 20,
+        ABANDON_BUDGET >> 20,
+        read_ahead >> 20
+    );
+}
+
 /// How much the sidecar's peak RSS grows over idle while serving `requests` concurrent
 /// renditions of `jpeg`, each from its own file, `first_width` wide and up; then one that
 /// alone exceeds the budget is refused.
@@ -182,14 +284,14 @@ async fn peak_growth(jpeg: Vec<u8>, requests: usize, first_width: u32, budget: u
             tokio::spawn(async move {
                 let width = first_width + i as u32;
                 let response = client
-                    .render_unary(RenderRequest {
+                    .render_unary(pixmesh_tests::vouch::vouched(RenderRequest {
                         storage: "photos".into(),
                         key: format!("{i}.jpg"),
                         width,
                         fit: Fit::FitIn.into(),
                         format: Format::Jpeg.into(),
                         ..Default::default()
-                    })
+                    }))
                     .await;
                 (width, response)
             })
@@ -214,14 +316,14 @@ async fn peak_growth(jpeg: Vec<u8>, requests: usize, first_width: u32, budget: u
     // not queued until memory that never comes.
     let refused = client
         .clone()
-        .render_unary(RenderRequest {
+        .render_unary(pixmesh_tests::vouch::vouched(RenderRequest {
             storage: "photos".into(),
             key: "0.jpg".into(),
             width: 2048,
             fit: Fit::FitIn.into(),
             format: Format::Jpeg.into(),
             ..Default::default()
-        })
+        }))
         .await
         .expect_err("over the budget");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);

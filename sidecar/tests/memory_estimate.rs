@@ -74,7 +74,7 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
 
 fn testdata(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/images")
+        .join("../testdata/images")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

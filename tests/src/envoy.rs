@@ -203,6 +203,11 @@ impl Drop for Envoy {
 
 /// Checks `config_yaml` with `envoy --mode validate`; on failure returns Envoy's output.
 pub fn validate(config_yaml: &str) -> Result<(), String> {
+    validate_with_env(config_yaml, &[])
+}
+
+/// [`validate`] with these environment variables set for Envoy (what a pod gives it).
+pub fn validate_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Result<(), String> {
     let binary = tools::envoy();
     let dir = tempdir("pixmesh-envoy-validate-");
     let config = dir.path().join("envoy.yaml");
@@ -213,6 +218,7 @@ pub fn validate(config_yaml: &str) -> Result<(), String> {
         .args(["--mode", "validate", "-c"])
         .arg(&config)
         .arg("--use-dynamic-base-id")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(output.try_clone().expect("clone file handle"))
         .stderr(output)

@@ -18,6 +18,7 @@ pub mod s3;
 pub mod stack;
 pub mod tools;
 mod util;
+pub mod vouch;
 
 pub use envoy::Envoy;
 pub use garage::Garage;

@@ -59,6 +59,18 @@ pub fn render_envoy_config(p: &EnvoyParams) -> String {
     rendered
 }
 
+/// `filter_config` (JSON) keyed with this process's [`crate::vouch::render_key`], unless it
+/// has a key.
+fn with_render_key(filter_config: &str) -> String {
+    let mut json: serde_json::Value = serde_json::from_str(filter_config)
+        .unwrap_or_else(|e| panic!("filter config: {e}\n{filter_config}"));
+    if let Some(cfg) = json.as_object_mut() {
+        cfg.entry("render_key")
+            .or_insert_with(|| crate::vouch::render_key().into());
+    }
+    json.to_string()
+}
+
 /// The sidecar, serving in this process until dropped.
 pub struct Sidecar {
     addr: SocketAddr,
@@ -67,10 +79,14 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Starts the sidecar with `config_toml` (its `listen` is ignored: 127.0.0.1:0 is used).
+    /// Starts the sidecar with `config_toml` (its `listen` is ignored: 127.0.0.1:0 is used),
+    /// keyed with this process's [`crate::vouch::render_key`] unless the config has a key.
     pub async fn start(config_toml: &str) -> Sidecar {
-        let config = pixmesh_sidecar::config::Config::from_toml(config_toml)
+        let mut config = pixmesh_sidecar::config::Config::from_toml(config_toml)
             .unwrap_or_else(|e| panic!("sidecar config: {e}\n{config_toml}"));
+        config
+            .render_key
+            .get_or_insert_with(|| crate::vouch::render_key().into());
         Self::start_with(config, "127.0.0.1:0").await
     }
 
@@ -226,7 +242,7 @@ impl StackBuilder {
             listen_port: self.listen_port,
             admin_port: 0,
             sidecar_port,
-            filter_config: self.filter_config.clone(),
+            filter_config: with_render_key(&self.filter_config),
             filter_wasm: tools::filter_wasm(),
             descriptor: descriptor.to_owned(),
             route_timeout: self.route_timeout.clone(),

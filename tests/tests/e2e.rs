@@ -1,5 +1,5 @@
 //! End-to-end: a real Envoy running the real wasm filter and transcoder, the sidecar, and a real
-//! Garage S3 server, all on 127.0.0.1. Images come from ../shared/testdata/images.
+//! Garage S3 server, all on 127.0.0.1. Images come from testdata/images.
 //!
 //! Every test builds its own [`World`] so tests can run in parallel and mutate their buckets.
 
@@ -299,7 +299,7 @@ async fn writes_renditions_to_result_storage_and_serves_them_from_there() {
     let key = result_key(RESULTS_DIR, &canonical, &SafeChars::default());
     assert_eq!(
         key,
-        "renditions/photos/fit-in/320x320/filters%3Aformat(webp)/cached.jpg"
+        "renditions/photos/fit-in/320x320/filters%3Aformat(webp)/-/cached.jpg"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let stored = loop {
@@ -405,7 +405,7 @@ impl pixmesh_proto::v1::image_service_server::ImageService for FailsMidStream {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let chunk = HttpBody {
             content_type: "image/jpeg".into(),
-            data: vec![0xff; 256 * 1024],
+            data: vec![0xff; 256 * 1024].into(),
             extensions: Vec::new(),
         };
         let items = vec![

@@ -63,7 +63,15 @@ fn envoy_accepts_the_shipped_config() {
     let config = read("envoy.yaml")
         .replace(WASM_IN_POD, &tools::filter_wasm().display().to_string())
         .replace(DESCRIPTOR_IN_POD, &descriptor.display().to_string());
-    envoy::validate(&config).unwrap();
+    // The pod gives Envoy the render key from a Secret (deployment.yaml).
+    envoy::validate_with_env(
+        &config,
+        &[(
+            pixmesh_core::config::RENDER_KEY_ENV,
+            pixmesh_tests::vouch::render_key(),
+        )],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -87,6 +95,7 @@ fn the_deployment_mounts_what_envoy_yaml_names() {
         "/etc/envoy/envoy.yaml",
         "/etc/pixmesh/sidecar.toml",
         "containerPort: 8080",
+        "name: PIXMESH_RENDER_KEY",
     ] {
         assert!(
             deployment.contains(needle),

@@ -54,7 +54,7 @@ async fn service(toml: &str) -> ImageService {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     let renderer: Arc<Renderer> =
         Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
-    ImageService(renderer)
+    pixmesh_tests::vouch::service(renderer)
 }
 
 /// `fit-in/100x100` of `storage`/`key`.
@@ -71,7 +71,7 @@ fn request(storage: &str, key: &str) -> v1::RenderRequest {
 
 /// Renders `storage`/`key` at `fit-in/100x100`.
 async fn render(svc: &ImageService, storage: &str, key: &str) -> Result<HttpBody, tonic::Status> {
-    svc.render_unary(tonic::Request::new(request(storage, key)))
+    svc.render_unary(pixmesh_tests::vouch::vouched(request(storage, key)))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -212,13 +212,22 @@ async fn safe_characters_choose_which_object_a_key_reads() {
 }
 
 /// `bucket = "*"`: the first key segment is the bucket, with the storage's endpoint and
-/// credentials. An invalid bucket name is 400; a bucket that does not exist is 404.
+/// credentials, among `allowed_buckets`. An invalid bucket name is 400; a bucket that does not
+/// exist, or is not allowed, is 404 (the credentials could read it: before, any was read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wildcard_bucket_is_the_first_key_segment() {
+    const TENANTS: &str = "allowed_buckets = [\"tenant-a\", \"tenant-b\", \"no-such-bucket\"]";
     let garage = Garage::start().await;
-    for bucket in ["tenant-a", "tenant-b"] {
+    for bucket in ["tenant-a", "tenant-b", "not-a-tenant"] {
         garage.create_bucket(bucket).await;
     }
+    garage
+        .put(
+            "not-a-tenant",
+            "images/photo.jpg",
+            tools::test_image("medium.jpg"),
+        )
+        .await;
     garage
         .put(
             "tenant-a",
@@ -241,8 +250,13 @@ async fn the_wildcard_bucket_is_the_first_key_segment() {
         .await;
     let svc = service(&format!(
         "{}{}",
-        s3_storage(&garage, "any", "*", ""),
-        s3_storage(&garage, "any-escaped", "*", "escape_keys = true"),
+        s3_storage(&garage, "any", "*", TENANTS),
+        s3_storage(
+            &garage,
+            "any-escaped",
+            "*",
+            &format!("escape_keys = true\n{TENANTS}")
+        ),
     ))
     .await;
     let cases = [
@@ -251,6 +265,7 @@ async fn the_wildcard_bucket_is_the_first_key_segment() {
         ("tenant-b/a+b.png", ok("image/png")),
         ("tenant-a/images/missing.jpg", status("404")),
         ("no-such-bucket/images/photo.jpg", status("404")),
+        ("not-a-tenant/images/photo.jpg", status("404")),
         ("Tenant_A/images/photo.jpg", status("400")),
         ("photo.jpg", status("400")),
     ];
@@ -376,7 +391,7 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
     .unwrap()
     .canonical();
     let render_png = |svc: ImageService| async move {
-        svc.render_unary(tonic::Request::new(v1::RenderRequest {
+        svc.render_unary(pixmesh_tests::vouch::vouched(v1::RenderRequest {
             format: v1::Format::Png.into(),
             ..request("photos", "a b.jpg")
         }))
@@ -417,12 +432,12 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
     assert_eq!(all.len(), 3, "{all:?}");
     assert!(
         all.iter()
-            .any(|k| k.contains("filters:format(png)/a b.jpg")),
+            .any(|k| k.contains("filters:format(png)/-/a b.jpg")),
         "{all:?}"
     );
     assert!(
         all.iter()
-            .any(|k| k.contains("filters:format(png)/a%20b.jpg")),
+            .any(|k| k.contains("filters:format(png)/-/a%20b.jpg")),
         "{all:?}"
     );
     let default = result_key(RESULTS_DIR, &canonical, &SafeChars::default());

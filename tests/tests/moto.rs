@@ -122,7 +122,10 @@ async fn each_object_version_renders_through_the_stack() {
 async fn service(toml: &str) -> (ImageService, Arc<Renderer>) {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     let renderer = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
-    (ImageService(Arc::clone(&renderer)), renderer)
+    (
+        pixmesh_tests::vouch::service(Arc::clone(&renderer)),
+        renderer,
+    )
 }
 
 /// Renders `photos`/`a.jpg` at `fit-in/100x100` and returns the key of its rendition in
@@ -137,7 +140,7 @@ async fn render_into(moto: &Moto, svc: &ImageService, results: &str) -> String {
         ..Default::default()
     };
     let rendered = svc
-        .render_unary(tonic::Request::new(request))
+        .render_unary(pixmesh_tests::vouch::vouched(request))
         .await
         .expect("render")
         .into_inner();

@@ -48,7 +48,10 @@ fn config(garage: &Garage, roles: &str) -> String {
 async fn service(toml: &str) -> (ImageService, Arc<Renderer>) {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     let renderer = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
-    (ImageService(Arc::clone(&renderer)), renderer)
+    (
+        pixmesh_tests::vouch::service(Arc::clone(&renderer)),
+        renderer,
+    )
 }
 
 fn request(key: &str, size: u32) -> v1::RenderRequest {
@@ -64,7 +67,7 @@ fn request(key: &str, size: u32) -> v1::RenderRequest {
 
 /// Renders `photos`/`key` at `fit-in/SIZExSIZE`.
 async fn render(svc: &ImageService, key: &str, size: u32) -> Result<HttpBody, tonic::Status> {
-    svc.render_unary(tonic::Request::new(request(key, size)))
+    svc.render_unary(pixmesh_tests::vouch::vouched(request(key, size)))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -237,7 +240,7 @@ async fn result_storage_keeps_only_sources_under_its_prefix_named_without_it() {
         .unwrap()
         .canonical();
     let expected = result_key("renditions", &canonical, &SafeChars::default());
-    assert_eq!(expected, "renditions/photos/fit-in/100x100/a.jpg");
+    assert_eq!(expected, "renditions/photos/fit-in/100x100/-/a.jpg");
     assert_eq!(
         garage.list(RESULTS, "").await,
         std::slice::from_ref(&expected)

@@ -82,7 +82,10 @@ fn photos(garage: &Garage) -> String {
 async fn service(toml: &str) -> (ImageService, Arc<Renderer>) {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     let renderer = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
-    (ImageService(Arc::clone(&renderer)), renderer)
+    (
+        pixmesh_tests::vouch::service(Arc::clone(&renderer)),
+        renderer,
+    )
 }
 
 /// `fit-in/100x100` of `storage`/`key`.
@@ -99,7 +102,7 @@ fn request(storage: &str, key: &str) -> v1::RenderRequest {
 
 /// Renders `storage`/`key` at `fit-in/100x100`.
 async fn render(svc: &ImageService, storage: &str, key: &str) -> Result<HttpBody, tonic::Status> {
-    svc.render_unary(tonic::Request::new(request(storage, key)))
+    svc.render_unary(pixmesh_tests::vouch::vouched(request(storage, key)))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -289,7 +292,7 @@ async fn a_changed_watermark_is_rendered_again() {
     };
     let corner = || async {
         let body = svc
-            .render_unary(tonic::Request::new(req.clone()))
+            .render_unary(pixmesh_tests::vouch::vouched(req.clone()))
             .await
             .expect("render")
             .into_inner();

@@ -683,8 +683,7 @@ mod tests {
     #[test]
     fn a_pixmesh_avif_renders_like_its_source() {
         let jpeg = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/testdata/images/medium.jpg"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images/medium.jpg"),
         )
         .unwrap();
         let fit = |format| Transform {
