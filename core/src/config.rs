@@ -112,6 +112,12 @@ pub struct FilterConfig {
     pub render_key: Option<Secret>,
 }
 
+/// Fewest base64 characters a thumbor signature may be truncated to (66 bits).
+pub const MIN_SIGNATURE_CHARS: usize = 11;
+
+/// Fewest bytes an imgproxy signature may be truncated to (64 bits).
+pub const MIN_SIGNATURE_BYTES: usize = 8;
+
 /// The environment variable holding the render key when the configuration has none (the
 /// filter's VM environment: Envoy's `vm_config.environment_variables`; the sidecar's process
 /// environment).
@@ -154,9 +160,15 @@ pub struct RouteConfig {
     /// imgproxy: key/salt pairs; the first signs, every one verifies (key rotation).
     #[serde(default)]
     pub keys: Vec<KeyPair>,
-    /// imgproxy: signatures truncated to this many bytes (`IMGPROXY_SIGNATURE_SIZE`, 1–32).
+    /// imgproxy: signatures truncated to this many bytes (`IMGPROXY_SIGNATURE_SIZE`, 8–32;
+    /// 1–7 with `allow_weak_signatures`).
     #[serde(default)]
     pub signature_size: Option<usize>,
+    /// Accept signatures truncated below 64 bits (`signature_length` under
+    /// [`MIN_SIGNATURE_CHARS`], `signature_size` under [`MIN_SIGNATURE_BYTES`]), which the
+    /// peers allow: for a migration that must keep such URLs working. Off by default.
+    #[serde(default)]
+    pub allow_weak_signatures: bool,
     /// imgproxy and query: storage handles a URL may name, mapped to sidecar storages.
     #[serde(default)]
     pub handles: BTreeMap<String, String>,
@@ -289,6 +301,17 @@ impl FilterConfig {
             if r.signature_length == Some(0) {
                 return fail("signature_length must be at least 1");
             }
+            // A truncated signature is guessed in 2^bits tries: refuse fewer than 64 bits
+            // unless the route says it accepts that (a migration keeping short signatures).
+            let weak = r.signature_length.is_some_and(|n| n < MIN_SIGNATURE_CHARS)
+                || r.signature_size.is_some_and(|n| n < MIN_SIGNATURE_BYTES);
+            if weak && !r.allow_weak_signatures {
+                return fail(&format!(
+                    "signatures shorter than 64 bits (signature_length {MIN_SIGNATURE_CHARS} \
+                     characters, signature_size {MIN_SIGNATURE_BYTES} bytes) can be guessed; \
+                     set allow_weak_signatures to accept them anyway"
+                ));
+            }
             if !r.handles.is_empty() && !matches!(r.grammar, Grammar::Imgproxy | Grammar::Query) {
                 return fail("handles are for the imgproxy and query grammars");
             }
@@ -394,6 +417,21 @@ mod tests {
 
     fn parse(json: &str) -> Result<FilterConfig, ConfigError> {
         FilterConfig::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn short_signatures_need_to_be_asked_for() {
+        for route in [
+            r#""secret":"k","signature_length":1"#,
+            r#""grammar":"imgproxy","keys":[{"key":"ab","salt":"00"}],"signature_size":1"#,
+        ] {
+            let json = |extra: &str| {
+                format!(r#"{{"routes":[{{"prefix":"/a/","storage":"s",{route}{extra}}}]}}"#)
+            };
+            let err = parse(&json("")).unwrap_err().to_string();
+            assert!(err.contains("shorter than 64 bits"), "{err}");
+            assert!(parse(&json(r#","allow_weak_signatures":true"#)).is_ok());
+        }
     }
 
     #[test]
@@ -512,6 +550,8 @@ mod tests {
             r#"{"routes":[{"prefix":"/img/","storage":"s"}]}"#,
             r#"{"routes":[{"prefix":"/img/","storage":"s","secret":""}]}"#,
             r#"{"routes":[{"prefix":"/img/","storage":"s","secret":"k","signature_length":0}]}"#,
+            r#"{"routes":[{"prefix":"/img/","storage":"s","secret":"k","signature_length":10}]}"#,
+            r#"{"routes":[{"prefix":"/a/","grammar":"imgproxy","storage":"s","keys":[{"key":"ab","salt":"00"}],"signature_size":7}]}"#,
             r#"{"routes":[{"prefix":"/img/","storage":"s","secret":"k","grammar":"nope"}]}"#,
             r#"{"routes":[{"prefix":"/img/","storage":"s","secret":"k","canonical_base_url":"ftp://x"}]}"#,
             r#"{"routes":[{"prefix":"/a/","storage":"s","secret":"k"},{"prefix":"/a/","storage":"t","secret":"k"}]}"#,
