@@ -332,11 +332,32 @@ impl Route {
         }
     }
 
+    /// A thumbor/imagor path. As imagor does: a path without `unsafe/` or a signature is an
+    /// unsigned one (accepted where the route allows unsigned URLs, else 403, not 400); a
+    /// signature may arrive percent-encoded (`…%3D/`); and when the HMAC of the path as
+    /// received does not match, the HMAC of the path unescaped is tried (client libraries sign
+    /// either form).
     fn thumbor(&self, rest: &str) -> Result<Target, Rejection> {
-        let url = ThumborPath::parse(rest)?;
+        let trimmed = rest.strip_prefix('/').unwrap_or(rest);
+        let (first, signed) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        let first = match first.contains('%') {
+            true => crate::percent::decode(first).unwrap_or_else(|| first.to_owned()),
+            false => first.to_owned(),
+        };
+        let path = if first == "unsafe" || crate::thumbor::is_signature(&first) {
+            format!("{first}/{signed}")
+        } else {
+            // No signature segment: the whole path is options and image.
+            format!("unsafe/{trimmed}")
+        };
+        let url = ThumborPath::parse(&path)?;
         self.check_signature(url.signature.hash(), |signer, sig| {
-            let signed = rest.split_once('/').map_or("", |(_sig, signed)| signed);
-            matches!(signer, Signer::Thumbor(s) if s.verify(signed, sig))
+            let Signer::Thumbor(s) = signer else {
+                return false;
+            };
+            s.verify(signed, sig)
+                || crate::percent::decode(signed)
+                    .is_some_and(|raw| raw != signed && s.verify(&raw, sig))
         })?;
         Ok(url.to_target()?)
     }
@@ -824,6 +845,46 @@ mod tests {
                 "{not_unsigned}"
             );
         }
+    }
+
+    #[test]
+    fn thumbor_paths_are_read_as_imagor_reads_them() {
+        let r = grammars();
+        // No signature segment: 403 where URLs must be signed (it was 400), the unsigned path
+        // where the route accepts those.
+        assert_eq!(
+            rejected(r.decide("GET", "/strict/t/fit-in/100x100/a.jpg", None, now())),
+            (403, "unsigned URLs are not allowed here".to_owned())
+        );
+        assert_eq!(
+            rendered(r.decide("GET", "/t/fit-in/100x100/a.jpg", None, now())).request,
+            rendered(r.decide("GET", "/t/unsafe/fit-in/100x100/a.jpg", None, now())).request
+        );
+        // A signature percent-encoded on the way (`=` as `%3D`).
+        let signed = r.sign("/strict/t/unsafe/fit-in/100x100/a.jpg").unwrap();
+        let hash = signed
+            .trim_start_matches("/strict/t/")
+            .split('/')
+            .next()
+            .unwrap();
+        assert!(hash.ends_with('='), "a padded signature: {hash}");
+        let escaped = signed.replace(hash, &hash.replace('=', "%3D"));
+        let want = rendered(r.decide("GET", &signed, None, now())).request;
+        assert_eq!(
+            rendered(r.decide("GET", &escaped, None, now())).request,
+            want
+        );
+        // Signed over the unescaped path, requested escaped (as browsers send a space).
+        let signer = ThumborSigner::new("mysecret", crate::sign::HashAlg::Sha1, None);
+        let sig = signer.sign("fit-in/100x100/a b.jpg");
+        let url = format!("/strict/t/{sig}/fit-in/100x100/a%20b.jpg");
+        assert_eq!(
+            rendered(r.decide("GET", &url, None, now())).request.key,
+            "a b.jpg"
+        );
+        // Neither form signed: still refused.
+        let url = format!("/strict/t/{sig}/fit-in/100x100/other%20b.jpg");
+        assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 403);
     }
 
     #[test]

@@ -1166,7 +1166,8 @@ impl Cursor<'_> {
     }
 }
 
-fn is_signature(s: &str) -> bool {
+/// Whether `s` can be a URL signature (imagor's `[A-Za-z0-9-_=]{8,}`).
+pub(crate) fn is_signature(s: &str) -> bool {
     s.len() >= 8
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
