@@ -169,6 +169,10 @@ pub struct RouteConfig {
     /// peers allow: for a migration that must keep such URLs working. Off by default.
     #[serde(default)]
     pub allow_weak_signatures: bool,
+    /// thumbor: answer a filter pixmesh does not know with 400 instead of skipping it (thumbor
+    /// and imagor skip unknown filters, which pixmesh does by default and logs).
+    #[serde(default)]
+    pub strict_filters: bool,
     /// imgproxy and query: storage handles a URL may name, mapped to sidecar storages.
     #[serde(default)]
     pub handles: BTreeMap<String, String>,

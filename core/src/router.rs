@@ -65,6 +65,9 @@ pub struct Render {
     pub vary: Option<String>,
     /// The canonical request itself.
     pub request: RenderRequest,
+    /// Filters of the URL skipped because pixmesh does not know them (thumbor and imagor skip
+    /// them too; a route with `strict_filters` refuses them instead): for the filter's log.
+    pub skipped: Vec<String>,
 }
 
 /// An error answer. `message` is public: it never holds secrets.
@@ -227,13 +230,18 @@ impl Router {
             return reject(414, "URL too long");
         }
         let rest = &path[route.cfg.prefix.len()..];
-        let target = match route.cfg.grammar {
+        let parsed = match route.cfg.grammar {
             Grammar::Thumbor => route.thumbor(rest),
-            Grammar::Imgproxy => route.imgproxy(rest),
-            Grammar::Imagekit => route.imagekit(rest, query),
-            Grammar::Query => route.query(rest, query),
+            Grammar::Imgproxy => route.imgproxy(rest).map(|t| (t, Vec::new())),
+            Grammar::Imagekit => route.imagekit(rest, query).map(|t| (t, Vec::new())),
+            Grammar::Query => route.query(rest, query).map(|t| (t, Vec::new())),
         };
-        match target.and_then(|t| route.render(t, accept, headers, now)) {
+        let rendered = parsed.and_then(|(t, skipped)| {
+            let mut r = route.render(t, accept, headers, now)?;
+            r.skipped = skipped;
+            Ok(r)
+        });
+        match rendered {
             Ok(r) => Decision::Render(r),
             Err(r) => Decision::Reject(r),
         }
@@ -337,7 +345,7 @@ impl Route {
     /// signature may arrive percent-encoded (`…%3D/`); and when the HMAC of the path as
     /// received does not match, the HMAC of the path unescaped is tried (client libraries sign
     /// either form).
-    fn thumbor(&self, rest: &str) -> Result<Target, Rejection> {
+    fn thumbor(&self, rest: &str) -> Result<(Target, Vec<String>), Rejection> {
         let trimmed = rest.strip_prefix('/').unwrap_or(rest);
         let (first, signed) = trimmed.split_once('/').unwrap_or((trimmed, ""));
         let first = match first.contains('%') {
@@ -350,7 +358,7 @@ impl Route {
             // No signature segment: the whole path is options and image.
             format!("unsafe/{trimmed}")
         };
-        let url = ThumborPath::parse(&path)?;
+        let mut url = ThumborPath::parse(&path)?;
         self.check_signature(url.signature.hash(), |signer, sig| {
             let Signer::Thumbor(s) = signer else {
                 return false;
@@ -359,7 +367,11 @@ impl Route {
                 || crate::percent::decode(signed)
                     .is_some_and(|raw| raw != signed && s.verify(&raw, sig))
         })?;
-        Ok(url.to_target()?)
+        let skipped = match self.cfg.strict_filters {
+            true => Vec::new(),
+            false => url.skip_unknown_filters(),
+        };
+        Ok((url.to_target()?, skipped))
     }
 
     fn imgproxy(&self, rest: &str) -> Result<Target, Rejection> {
@@ -464,6 +476,7 @@ impl Route {
             vary_accept,
             vary: self.cache_key.vary(),
             request,
+            skipped: Vec::new(),
         })
     }
 }
@@ -885,6 +898,34 @@ mod tests {
         // Neither form signed: still refused.
         let url = format!("/strict/t/{sig}/fit-in/100x100/other%20b.jpg");
         assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 403);
+    }
+
+    #[test]
+    fn unknown_thumbor_filters_are_skipped_unless_the_route_is_strict() {
+        let json = |strict: bool| {
+            format!(
+                r#"{{"routes":[{{"prefix":"/t/","storage":"p","allow_unsafe":true,
+                    "strict_filters":{strict}}}]}}"#
+            )
+        };
+        let lenient = Router::from_json(json(false).as_bytes()).unwrap();
+        let url = "/t/unsafe/100x100/filters:my_plugin(1):quality(80):other()/a.jpg";
+        let r = rendered(lenient.decide("GET", url, None, now()));
+        assert_eq!(r.skipped, ["my_plugin", "other"]);
+        let plain = "/t/unsafe/100x100/filters:quality(80)/a.jpg";
+        assert_eq!(
+            r.request,
+            rendered(lenient.decide("GET", plain, None, now())).request,
+            "as if they were not there"
+        );
+        // Filters pixmesh knows but does not do yet are still named: 501, never skipped.
+        let known = "/t/unsafe/100x100/filters:equalize()/a.jpg";
+        assert_eq!(rejected(lenient.decide("GET", known, None, now())).0, 501);
+        let strict = Router::from_json(json(true).as_bytes()).unwrap();
+        assert_eq!(
+            rejected(strict.decide("GET", url, None, now())),
+            (400, "unknown filter my_plugin".to_owned())
+        );
     }
 
     #[test]

@@ -707,6 +707,42 @@ impl ThumborPath {
 }
 
 /// Filters of thumbor and imagor that pixmesh recognises but does not apply yet (501, not 400).
+/// Filters pixmesh applies ([`apply_filter`]).
+const APPLIED_FILTERS: &[&str] = &[
+    "watermark",
+    "rotate",
+    "grayscale",
+    "blur",
+    "sharpen",
+    "fill",
+    "focal",
+    "background_color",
+    "format",
+    "quality",
+    "max_bytes",
+    "progressive",
+    "expire",
+    "keep_icc",
+    "strip_icc",
+    "upscale",
+];
+
+impl ThumborPath {
+    /// Removes the filters pixmesh does not know at all (neither applies nor names as
+    /// unsupported) and returns their names: thumbor and imagor skip such filters, so URLs
+    /// written for a server with plugins keep working. Without this, they are a 400.
+    pub fn skip_unknown_filters(&mut self) -> Vec<String> {
+        let (known, unknown): (Vec<Filter>, Vec<Filter>) = std::mem::take(&mut self.filters)
+            .into_iter()
+            .partition(|f| {
+                APPLIED_FILTERS.contains(&f.name.as_str())
+                    || KNOWN_FILTERS.contains(&f.name.as_str())
+            });
+        self.filters = known;
+        unknown.into_iter().map(|f| f.name).collect()
+    }
+}
+
 const KNOWN_FILTERS: &[&str] = &[
     "attachment",
     "autojpg",

@@ -171,6 +171,12 @@ impl HttpContext for Pixmesh {
                 self.reject(&r)
             }
             Decision::Render(r) => {
+                if !r.skipped.is_empty() {
+                    log::info!(
+                        "pixmesh: {method} {path}: skipped unknown filters {}",
+                        r.skipped.join(", ")
+                    );
+                }
                 let proof = self.config.voucher.vouch(&r.request, now);
                 self.set_http_request_header(":path", Some(&r.upstream_path));
                 self.set_http_request_header(vouch::HEADER, Some(&proof));
