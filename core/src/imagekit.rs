@@ -45,7 +45,9 @@
 //! difference still counted as border (see [`crate::transform::Trim`]). `fo-auto` places the
 //! crop by pixmesh's attention heuristic (edges, skin tones, saturation; see
 //! [`Transform::smart`]), where ImageKit uses its own saliency model; with `cm-extract` it is
-//! 501. ImageKit has no parameter to keep the ICC profile.
+//! 501. `cp-true` keeps the source's ICC profile in the output, its pixels unconverted (JPEG,
+//! PNG and WebP outputs; see [`Transform::keep_icc`]), and `cp-false`, ImageKit's default,
+//! converts to sRGB and writes none.
 //! `l-image,i-PATH,…,l-end` (one image layer, in the step) is a watermark: see
 //! `layer_watermark` for the subset pixmesh does; text and other layers are 501.
 //!
@@ -226,7 +228,7 @@ impl ImagekitUrl {
             max_bytes: None,
             trim: s.trim,
             smart: s.smart,
-            keep_icc: false,
+            keep_icc: s.keep_icc,
         };
         if let Some((aw, ah)) = s.aspect {
             derive_side(&mut transform, aw, ah)?;
@@ -265,7 +267,7 @@ impl ImagekitUrl {
         if t.focus.is_some() {
             return None; // `fo-custom` reads coordinates stored with the image
         }
-        if t.max_bytes.is_some() || t.keep_icc {
+        if t.max_bytes.is_some() {
             return None;
         }
         if t.smart
@@ -374,6 +376,9 @@ impl ImagekitUrl {
         }
         if let Some(progressive) = t.progressive {
             param("pr", progressive.to_string());
+        }
+        if t.keep_icc {
+            param("cp", "true".to_owned());
         }
         if t.rotation != Rotation::None {
             param("rt", t.rotation.degrees().to_string());
@@ -674,6 +679,8 @@ struct State {
     trim: Option<Trim>,
     /// `fo-auto`.
     smart: bool,
+    /// `cp-true`.
+    keep_icc: bool,
     seen: Vec<&'static str>,
 }
 
@@ -705,6 +712,7 @@ impl Default for State {
             progressive: None,
             trim: None,
             smart: false,
+            keep_icc: false,
             seen: Vec::new(),
         }
     }
@@ -797,14 +805,14 @@ pub static PARAMS: &[ParamSpec] = &[
     spec("orig", false_or_unsupported),
     spec("md", false_or_unsupported),
     spec("pr", |s, n, v| {
-        s.progressive = Some(match value(n, v)? {
-            "true" => true,
-            "false" => false,
-            v => return Err(invalid(format!("{n}: {v:?} is not true or false"))),
-        });
+        s.progressive = Some(true_or_false(n, v)?);
         Ok(())
     }),
     spec("lo", false_or_unsupported),
+    spec("cp", |s, n, v| {
+        s.keep_icc = true_or_false(n, v)?;
+        Ok(())
+    }),
     spec("t", trim),
     spec("x", |s, n, v| {
         s.x = Some(crop_offset(n, value(n, v)?)?);
@@ -822,6 +830,19 @@ pub static PARAMS: &[ParamSpec] = &[
     spec("n", unsupported_param),
     spec("z", unsupported_param),
     spec("di", unsupported_param),
+    // Documented parameters the pipeline has no counterpart for: opacity, pages of multi-page
+    // sources, colour replacement, the layer blend mode, and the video ones (codecs, trimming,
+    // adaptive streaming).
+    spec("o", unsupported_param),
+    spec("pg", unsupported_param),
+    spec("cr", unsupported_param),
+    spec("lm", unsupported_param),
+    spec("vc", unsupported_param),
+    spec("ac", unsupported_param),
+    spec("so", unsupported_param),
+    spec("eo", unsupported_param),
+    spec("du", unsupported_param),
+    spec("sr", unsupported_param),
 ];
 
 fn value<'a>(name: &str, v: Option<&'a str>) -> Result<&'a str, GrammarError> {
@@ -1079,6 +1100,15 @@ fn trim(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> 
         equal_ver: false,
     });
     Ok(())
+}
+
+/// `true` or `false`, as ImageKit writes booleans.
+fn true_or_false(name: &str, v: Option<&str>) -> Result<bool, GrammarError> {
+    match value(name, v)? {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        v => Err(invalid(format!("{name}: {v:?} is not true or false"))),
+    }
 }
 
 /// Boolean switches the pipeline cannot honour when `true` (`orig`, `md`, `lo`).
@@ -1499,6 +1529,12 @@ mod tests {
                 "more than one overlay (l-image)",
             ),
             ("tr:n-thumb/a.jpg", "n"),
+            ("tr:o-50/a.jpg", "o"),
+            ("tr:pg-2/a.jpg", "pg"),
+            ("tr:cr-FF0000_00FF00/a.jpg", "cr"),
+            ("tr:vc-h264/a.jpg", "vc"),
+            ("tr:so-5/a.jpg", "so"),
+            ("tr:sr-240_360/a.jpg", "sr"),
         ] {
             assert_eq!(
                 target(url),
@@ -1602,6 +1638,8 @@ mod tests {
             ("tr:bg-FFFFFF100/a.jpg", "bg"),
             ("tr:w-10,h-10,c-at_max,cm-pad_resize/a.jpg", "c"),
             ("tr:md-yes/a.jpg", "md"),
+            ("tr:cp-yes/a.jpg", "cp"),
+            ("tr:cp-true,cp-false/a.jpg", "cp"),
             ("tr:ar-4/a.jpg", "ar"),
             ("tr:ar-0-3,w-10/a.jpg", "ar"),
             ("tr:w-10,h-10,ar-4-3/a.jpg", "ar"),
@@ -1645,6 +1683,32 @@ mod tests {
             ImagekitUrl::parse(&format!("tr:{steps}/a.jpg"), ""),
             Err(GrammarError::Invalid(_))
         ));
+    }
+
+    /// `cp` rows: URL ⇄ whether the ICC profile is kept, and the URL written back.
+    #[test]
+    fn cp_keeps_or_converts_the_colour_profile() {
+        for (url, keep_icc, canonical) in [
+            (
+                "tr:w-300,f-png,cp-true/a.jpg",
+                true,
+                "tr:w-300,f-png,cp-true/a.jpg",
+            ),
+            (
+                "a.jpg?tr=cp-true,w-300,f-png",
+                true,
+                "tr:w-300,f-png,cp-true/a.jpg",
+            ),
+            ("tr:w-300,cp-false/a.jpg", false, "tr:w-300/a.jpg"),
+        ] {
+            let t = target(url)
+                .unwrap_or_else(|e| panic!("{url}: {e}"))
+                .transform;
+            assert_eq!(t.keep_icc, keep_icc, "{url}");
+            let back = ImagekitUrl::from_transform(&t, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{url}");
+            assert_eq!(back.to_target().map(|b| b.transform), Ok(t), "{url}");
+        }
     }
 
     #[test]
@@ -1711,8 +1775,8 @@ mod tests {
                 target(bad)
             );
         }
-        // What ImageKit cannot say: thresholds outside 1–99, another colour, the ICC profile,
-        // smart crop with an alignment.
+        // What ImageKit cannot say: thresholds outside 1–99, another colour, smart crop with an
+        // alignment.
         for t in [
             Transform {
                 trim: trim(0),
@@ -1723,10 +1787,6 @@ mod tests {
                     color: TrimColor::BottomRight,
                     ..trim(5).unwrap()
                 }),
-                ..fill(10, 10)
-            },
-            Transform {
-                keep_icc: true,
                 ..fill(10, 10)
             },
             Transform {
