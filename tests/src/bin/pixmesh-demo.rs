@@ -15,9 +15,8 @@ use std::process::ExitCode;
 
 use pixmesh_core::router::Router;
 use pixmesh_sidecar::config::Config;
+use pixmesh_tests::demo::{ROUTE, directory_sidecar, example_paths, image_names, open_route};
 use pixmesh_tests::{Stack, tools};
-
-const ROUTE: &str = "/img/";
 const USAGE: &str = "usage: pixmesh-demo [DIR] | --sidecar FILE [--filter FILE]";
 
 /// What to serve.
@@ -62,10 +61,7 @@ async fn run() -> Result<(), String> {
             let dir = dir
                 .canonicalize()
                 .map_err(|e| format!("image directory {}: {e}", dir.display()))?;
-            let sidecar = format!(
-                "[storages.samples]\ntype = \"local\"\nroot = {}\n",
-                serde_json::to_string(&dir.display().to_string()).expect("a string serializes")
-            );
+            let sidecar = directory_sidecar(&dir);
             let filter = open_route("samples", &format!("{base}unsafe"));
             println!("pixmesh is serving {} at {base}", dir.display());
             (sidecar, filter, image_names(&dir)?)
@@ -97,14 +93,11 @@ async fn run() -> Result<(), String> {
         .envoy_workers(cores)
         .start()
         .await;
+    let origin = format!("http://127.0.0.1:{port}");
     for name in examples.iter().take(3) {
-        println!("  {base}unsafe/fit-in/400x400/{name}");
-        println!("  {base}unsafe/300x300/filters:format(webp):quality(70)/{name}");
-        println!("  {base}unsafe/-200x0/filters:format(png)/{name}");
-        println!(
-            "  {base}unsafe/fit-in/400x400/filters:fill(ffd700):rotate(90):grayscale()/{name}"
-        );
-        println!("  {base}unsafe/300x0/filters:blur(8)/{name}");
+        for path in example_paths(name) {
+            println!("  {origin}{path}");
+        }
     }
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
@@ -143,31 +136,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Source, String> 
     }
 }
 
-/// One `/img/` route on `storage`, unsigned URLs allowed.
-fn open_route(storage: &str, canonical_base: &str) -> String {
-    serde_json::json!({ "routes": [{
-        "prefix": ROUTE, "storage": storage, "allow_unsafe": true,
-        "canonical_base_url": canonical_base,
-    }]})
-    .to_string()
-}
-
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The JPEG, PNG and WebP files directly in `dir`, sorted.
-fn image_names(dir: &Path) -> Result<Vec<String>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut images: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| {
-            let n = n.to_ascii_lowercase();
-            [".jpg", ".jpeg", ".png", ".webp"]
-                .iter()
-                .any(|ext| n.ends_with(ext))
-        })
-        .collect();
-    images.sort();
-    Ok(images)
 }
