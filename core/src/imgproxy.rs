@@ -895,7 +895,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["height", "h"], 1, height),
     spec(&["enlarge", "el"], 1, enlarge),
     spec(&["extend", "ex"], 4, extend),
-    spec(&["gravity", "g"], 3, gravity),
+    // `g:obj:CLASS…` and `g:objw:CLASS:WEIGHT…` take any number of arguments.
+    spec(&["gravity", "g"], MAX_ARGS, gravity),
     spec(&["dpr"], 1, dpr),
     spec(&["quality", "q"], 1, quality),
     spec(&["format", "f", "ext"], 1, format),
@@ -962,14 +963,19 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["max_bytes", "mb"], 1, max_bytes),
     spec(&["jpeg_options", "jpgo"], 6, jpeg_options),
     spec(&["png_options", "pngo"], 3, unsupported_option),
-    spec(&["webp_options", "webpo"], 2, unsupported_option),
-    spec(&["avif_options", "avifo"], 1, unsupported_option),
+    spec(&["webp_options", "webpo"], 3, unsupported_option),
+    spec(&["avif_options", "avifo"], 2, unsupported_option),
     spec(&["page", "pg"], 1, unsupported_option),
     spec(&["pages", "pgs"], 1, unsupported_option),
     spec(&["disable_animation", "da"], 1, unsupported_option),
     spec(&["video_thumbnail_second", "vts"], 1, unsupported_option),
     spec(&["video_thumbnail_keyframes", "vtk"], 1, unsupported_option),
-    spec(&["video_thumbnail_tile", "vtt"], 8, unsupported_option),
+    spec(&["video_thumbnail_tile", "vtt"], 10, unsupported_option),
+    spec(
+        &["video_thumbnail_animation", "vta"],
+        10,
+        unsupported_option,
+    ),
     spec(&["fallback_image_url", "fiu"], 1, unsupported_option),
     spec(&["skip_processing", "skp"], 16, unsupported_option),
     spec(&["raw"], 1, unsupported_option),
@@ -1113,6 +1119,12 @@ fn crop(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError
 /// `g:GRAVITY[:X:Y]`, or `g:fp:X:Y`, the focus point as fractions (0–1) of the image.
 fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
     let kind = required(name, args)?;
+    if matches!(kind, "obj" | "objw") {
+        return Err(unsupported("object gravity (g:obj)"));
+    }
+    if args.len() > 3 {
+        return Err(invalid(format!("{name}: at most 3 arguments")));
+    }
     o.focus = None;
     o.smart = kind == "sm";
     if o.smart {
@@ -1984,6 +1996,24 @@ mod tests {
             ("insecure/pr:thumb/plain/a.jpg", "preset"),
             ("insecure/msr:10/plain/a.jpg", "max_src_resolution"),
             (
+                "insecure/g:obj:face:cat:dog:car/plain/a.jpg",
+                "object gravity (g:obj)",
+            ),
+            (
+                "insecure/g:objw:all:2:face:3/plain/a.jpg",
+                "object gravity (g:obj)",
+            ),
+            ("insecure/webpo:lossy:1:photo/plain/a.jpg", "webp_options"),
+            ("insecure/avifo:auto:1/plain/a.jpg", "avif_options"),
+            (
+                "insecure/vtt:1:2:2:10:10:1:1:1:0.5:0.5/plain/a.mp4",
+                "video_thumbnail_tile",
+            ),
+            (
+                "insecure/vta:1:100:5:10:10:1:1:1:0.5:0.5/plain/a.mp4",
+                "video_thumbnail_animation",
+            ),
+            (
                 "insecure/wm:1/wmu:aHR0cHM6Ly94LmV4YW1wbGUvbC5wbmc/plain/a.jpg",
                 "watermark_url: https:// sources",
             ),
@@ -2027,6 +2057,7 @@ mod tests {
             ("insecure/q:101/plain/a.jpg", "quality"),
             ("insecure/el:maybe/plain/a.jpg", "enlarge"),
             ("insecure/g:up/plain/a.jpg", "gravity"),
+            ("insecure/g:no:1:2:3/plain/a.jpg", "gravity"),
             ("insecure/dpr:0/plain/a.jpg", "dpr"),
             ("insecure/rot:45/plain/a.jpg", "rotate"),
             ("insecure/rot:x/plain/a.jpg", "rotate"),
