@@ -63,29 +63,72 @@ impl RenderRequest {
     /// The query string (without `?`) that the transcoder maps onto `pixmesh.v1.RenderRequest`.
     /// Default values are left out.
     pub fn to_query(&self) -> String {
-        let t = &self.transform;
         let mut q = String::new();
-        let mut param = |name: &str, value: &str| {
+        self.fields(|name, value| {
             if !q.is_empty() {
                 q.push('&');
             }
-            let _ = write!(q, "{name}={}", encode(value, is_unreserved));
-        };
-        param("storage", &self.storage);
-        param("key", &self.key);
+            let text = match value {
+                Value::Text(t) => t,
+                Value::Enum(name, _) => name.to_owned(),
+            };
+            let _ = write!(q, "{name}={}", encode(&text, is_unreserved));
+        });
+        q
+    }
+
+    /// The protobuf encoding of `pixmesh.v1.RenderRequest` (the filter's call mode sends it
+    /// to the sidecar itself): the same fields as [`RenderRequest::to_query`], defaults left
+    /// out, in the order of that method.
+    pub fn to_proto(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.fields(|name, value| {
+            let number = field_number(name);
+            match value {
+                Value::Enum(_, n) => {
+                    varint(&mut out, u64::from(number) << 3);
+                    varint(&mut out, u64::from(n));
+                }
+                Value::Text(text) => match PROTO_SCALARS.contains(&name) {
+                    // Numbers and booleans go as varints; their text is their decimal form.
+                    true => {
+                        varint(&mut out, u64::from(number) << 3);
+                        let n = match text.as_str() {
+                            "true" => 1,
+                            t => t.parse::<u64>().expect("a number field holds a number"),
+                        };
+                        varint(&mut out, n);
+                    }
+                    false => {
+                        varint(&mut out, (u64::from(number) << 3) | 2);
+                        varint(&mut out, text.len() as u64);
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                },
+            }
+        });
+        out
+    }
+
+    /// Calls `field` with each field that differs from its default, by its proto name.
+    fn fields(&self, mut field: impl FnMut(&'static str, Value)) {
+        let t = &self.transform;
+        let mut out = Fields(&mut field);
+        out.text("storage", &self.storage);
+        out.text("key", &self.key);
         if let Some(version) = &self.version {
-            param("version_id", version);
+            out.text("version_id", version);
         }
         if t.width > 0 {
-            param("width", &t.width.to_string());
+            out.text("width", &t.width.to_string());
         }
         if t.height > 0 {
-            param("height", &t.height.to_string());
+            out.text("height", &t.height.to_string());
         }
         match t.fit {
             Fit::Fill => {}
-            Fit::FitIn => param("fit", "FIT_FIT_IN"),
-            Fit::Stretch => param("fit", "FIT_STRETCH"),
+            Fit::FitIn => out.enumeration("fit", "FIT_FIT_IN", 2),
+            Fit::Stretch => out.enumeration("fit", "FIT_STRETCH", 3),
         }
         for (on, name) in [
             (t.upscale, "upscale"),
@@ -93,107 +136,106 @@ impl RenderRequest {
             (t.flip_v, "flip_v"),
         ] {
             if on {
-                param(name, "true");
+                out.text(name, "true");
             }
         }
         match t.h_align {
             HAlign::Center => {}
-            HAlign::Left => param("h_align", "H_ALIGN_LEFT"),
-            HAlign::Right => param("h_align", "H_ALIGN_RIGHT"),
+            HAlign::Left => out.enumeration("h_align", "H_ALIGN_LEFT", 1),
+            HAlign::Right => out.enumeration("h_align", "H_ALIGN_RIGHT", 3),
         }
         match t.v_align {
             VAlign::Middle => {}
-            VAlign::Top => param("v_align", "V_ALIGN_TOP"),
-            VAlign::Bottom => param("v_align", "V_ALIGN_BOTTOM"),
+            VAlign::Top => out.enumeration("v_align", "V_ALIGN_TOP", 1),
+            VAlign::Bottom => out.enumeration("v_align", "V_ALIGN_BOTTOM", 3),
         }
         match t.format {
             OutputFormat::Source => {}
-            OutputFormat::Fixed(f) => param(
-                "format",
-                match f {
-                    Format::Jpeg => "FORMAT_JPEG",
-                    Format::Png => "FORMAT_PNG",
-                    Format::Webp => "FORMAT_WEBP",
-                    Format::Gif => "FORMAT_GIF",
-                    Format::Avif => "FORMAT_AVIF",
-                },
-            ),
-            OutputFormat::Compatible => param("format", "FORMAT_COMPATIBLE"),
+            OutputFormat::Fixed(f) => {
+                let (name, n) = match f {
+                    Format::Jpeg => ("FORMAT_JPEG", 1),
+                    Format::Png => ("FORMAT_PNG", 2),
+                    Format::Webp => ("FORMAT_WEBP", 3),
+                    Format::Gif => ("FORMAT_GIF", 4),
+                    Format::Avif => ("FORMAT_AVIF", 6),
+                };
+                out.enumeration("format", name, n)
+            }
+            OutputFormat::Compatible => out.enumeration("format", "FORMAT_COMPATIBLE", 5),
         }
         if let Some(quality) = t.quality {
-            param("quality", &quality.to_string());
+            out.text("quality", &quality.to_string());
         }
         if t.rotation != Rotation::None {
-            param("rotate", &t.rotation.degrees().to_string());
+            out.text("rotate", &t.rotation.degrees().to_string());
         }
         if t.grayscale {
-            param("grayscale", "true");
+            out.text("grayscale", "true");
         }
         if let Some(sigma) = t.blur {
-            param("blur_sigma_x100", &sigma.0.to_string());
+            out.text("blur_sigma_x100", &sigma.0.to_string());
         }
         if let Some(s) = t.sharpen {
-            param("sharpen_sigma_x100", &s.sigma.0.to_string());
-            param("sharpen_amount_x100", &s.amount.0.to_string());
+            out.text("sharpen_sigma_x100", &s.sigma.0.to_string());
+            out.text("sharpen_amount_x100", &s.amount.0.to_string());
         }
         if t.pad {
-            param("pad", "true");
+            out.text("pad", "true");
         }
         if let Some(c) = t.background {
-            param("background_rgba", &c.to_rgba_u32().to_string());
+            out.text("background_rgba", &c.to_rgba_u32().to_string());
         }
         if let Some(c) = t.crop {
-            param("crop", &c.to_string());
+            out.text("crop", &c.to_string());
         }
         if let Some(f) = t.focus {
-            param("focus", &f.to_string());
+            out.text("focus", &f.to_string());
         }
         match t.progressive {
             None => {}
-            Some(true) => param("progressive", "PROGRESSIVE_ON"),
-            Some(false) => param("progressive", "PROGRESSIVE_OFF"),
+            Some(true) => out.enumeration("progressive", "PROGRESSIVE_ON", 1),
+            Some(false) => out.enumeration("progressive", "PROGRESSIVE_OFF", 2),
         }
         if let Some(max) = t.max_bytes {
-            param("max_bytes", &max.to_string());
+            out.text("max_bytes", &max.to_string());
         }
         if let Some(trim) = t.trim {
-            param("trim", &trim.to_string());
+            out.text("trim", &trim.to_string());
         }
         if t.smart {
-            param("smart_crop", "true");
+            out.text("smart_crop", "true");
         }
         if t.keep_icc {
-            param("keep_icc", "true");
+            out.text("keep_icc", "true");
         }
         if let Some(key) = &self.cache_key {
-            param("cache_key", key);
+            out.text("cache_key", key);
         }
         if let Some(w) = &self.watermark {
             match &w.image {
-                WatermarkImage::Default => param("watermark_default", "true"),
+                WatermarkImage::Default => out.text("watermark_default", "true"),
                 WatermarkImage::Object { storage, key } => {
-                    param("watermark_storage", storage);
-                    param("watermark_key", key);
+                    out.text("watermark_storage", storage);
+                    out.text("watermark_key", key);
                 }
                 // The router resolves paths; an unresolved one has no wire form and reads as
                 // a missing object.
-                WatermarkImage::Path(path) => param("watermark_key", path),
+                WatermarkImage::Path(path) => out.text("watermark_key", path),
             }
             if w.x != Axis::Start(Offset::ZERO) {
-                param("watermark_x", &w.x.to_string());
+                out.text("watermark_x", &w.x.to_string());
             }
             if w.y != Axis::Start(Offset::ZERO) {
-                param("watermark_y", &w.y.to_string());
+                out.text("watermark_y", &w.y.to_string());
             }
-            param("watermark_opacity", &w.opacity.to_string());
+            out.text("watermark_opacity", &w.opacity.to_string());
             if let Some(s) = w.width {
-                param("watermark_width", &s.to_string());
+                out.text("watermark_width", &s.to_string());
             }
             if let Some(s) = w.height {
-                param("watermark_height", &s.to_string());
+                out.text("watermark_height", &s.to_string());
             }
         }
-        q
     }
 
     /// One string per distinct rendition: `STORAGE/OPTIONS-/KEY`, the options written in the
@@ -229,6 +271,99 @@ impl RenderRequest {
         let _ = write!(c, "-/{}", self.key);
         c
     }
+}
+
+/// A field's value: text (numbers and booleans in their decimal and `true` forms), or an enum
+/// value's name (the query) and number (protobuf).
+enum Value {
+    Text(String),
+    Enum(&'static str, u32),
+}
+
+/// What [`RenderRequest::fields`] hands its fields to.
+struct Fields<'f, F: FnMut(&'static str, Value)>(&'f mut F);
+
+impl<F: FnMut(&'static str, Value)> Fields<'_, F> {
+    fn text(&mut self, name: &'static str, value: &str) {
+        (self.0)(name, Value::Text(value.to_owned()));
+    }
+
+    fn enumeration(&mut self, name: &'static str, symbol: &'static str, number: u32) {
+        (self.0)(name, Value::Enum(symbol, number));
+    }
+}
+
+/// Fields of `pixmesh.v1.RenderRequest` that are numbers or booleans (varints on the wire).
+const PROTO_SCALARS: &[&str] = &[
+    "width",
+    "height",
+    "upscale",
+    "flip_h",
+    "flip_v",
+    "quality",
+    "rotate",
+    "grayscale",
+    "blur_sigma_x100",
+    "sharpen_sigma_x100",
+    "sharpen_amount_x100",
+    "pad",
+    "background_rgba",
+    "smart_crop",
+    "keep_icc",
+    "max_bytes",
+    "watermark_default",
+];
+
+/// The field number of `pixmesh.v1.RenderRequest`'s field `name` (proto/pixmesh/v1/images.proto).
+fn field_number(name: &str) -> u32 {
+    match name {
+        "storage" => 1,
+        "key" => 2,
+        "width" => 3,
+        "height" => 4,
+        "fit" => 5,
+        "upscale" => 6,
+        "flip_h" => 7,
+        "flip_v" => 8,
+        "h_align" => 9,
+        "v_align" => 10,
+        "format" => 11,
+        "quality" => 12,
+        "rotate" => 13,
+        "grayscale" => 14,
+        "blur_sigma_x100" => 15,
+        "sharpen_sigma_x100" => 16,
+        "sharpen_amount_x100" => 17,
+        "pad" => 18,
+        "background_rgba" => 19,
+        "version_id" => 20,
+        "cache_key" => 21,
+        "crop" => 30,
+        "focus" => 31,
+        "trim" => 32,
+        "smart_crop" => 33,
+        "keep_icc" => 34,
+        "progressive" => 50,
+        "max_bytes" => 51,
+        "watermark_storage" => 60,
+        "watermark_key" => 61,
+        "watermark_default" => 62,
+        "watermark_x" => 63,
+        "watermark_y" => 64,
+        "watermark_opacity" => 65,
+        "watermark_width" => 66,
+        "watermark_height" => 67,
+        other => unreachable!("no field {other} in pixmesh.v1.RenderRequest"),
+    }
+}
+
+/// Appends `n` as a protobuf varint.
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// Strong ETag of a rendition: the canonical request plus the source object's own ETag, so a
