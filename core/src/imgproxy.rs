@@ -35,6 +35,17 @@
 //! image, and is translated back. Crops placed at an offset (thumbor's, ImageKit's `x`/`y`)
 //! have no imgproxy URL.
 //!
+//! Gravity offsets (`g:no:5:5`, `ex:1:so:0:10`) have no counterpart in the transform: they are
+//! 501 where the gravity places something (a fill crop of both sides, a `c:` crop that takes
+//! `g`'s gravity, an extension), and accepted where it places nothing (a fit, `ex:0`). `dpr`
+//! without a width or height scales the source itself, which imgproxy never enlarges unless
+//! `el:1`: such a dpr of 1 or more is a no-op (below 1, or with `el:1`, 501).
+//! `skp:FORMAT…` (`skip_processing`) returns the source untouched when it is in one of the
+//! formats and the output keeps its format; pixmesh always processes, so it is accepted only
+//! with a named output format outside the list (where imgproxy processes as well), else 501.
+//! `ph` (`preserve_hdr`) is accepted either way: imgproxy converts an HDR source for outputs
+//! that cannot carry it, and every pixmesh output is 8-bit.
+//!
 //! `g:fp:X:Y` centres the fill crop on the point (fractions of the image, 0–1) as far as the
 //! image allows; turned back through the rotation and flips like the other gravities. It is
 //! of the image after `c:` in imgproxy, of the source in pixmesh: the two together are 501.
@@ -293,6 +304,12 @@ impl ImgproxyPath {
         let crop_anchor = turn_back.apply_to_anchor(mirror(o.gravity, o.flip_h, o.flip_v));
         let pad_anchor = turn_back.apply_to_anchor(o.extend_gravity);
         let crops = o.fit == Fit::Fill && width > 0 && height > 0;
+        // The transform has no gravity offsets: they are 501 where the gravity places
+        // something (a fill crop, a `c:` crop without its own gravity, an extension).
+        let crop_uses_g = o.crop.is_some_and(|(_, _, gravity)| gravity.is_none());
+        if (o.gravity_offset && (crops || crop_uses_g)) || (o.extend && o.extend_offset) {
+            return Err(unsupported("gravity offsets"));
+        }
         let (h_align, v_align) = match o.extend {
             true if crops && crop_anchor != pad_anchor => {
                 return Err(unsupported("extend gravity other than the crop gravity"));
@@ -360,7 +377,30 @@ impl ImgproxyPath {
             smart: o.smart,
             keep_icc: o.keep_icc,
         };
-        apply_dpr(&mut transform, o.dpr)?;
+        // Without a size, imgproxy's dpr scales the source itself, which it never enlarges
+        // unless asked: a dpr of 1 or more is then a no-op.
+        let unsized_noop = transform.width == 0
+            && transform.height == 0
+            && o.dpr >= 1.0
+            && !o.enlarge
+            && watermark.is_none();
+        apply_dpr(&mut transform, if unsized_noop { 1.0 } else { o.dpr })?;
+        if !o.skip_processing.is_empty() {
+            // imgproxy skips processing when the source is one of the listed formats and the
+            // output keeps it; pixmesh always processes, so only an output format outside the
+            // list (where imgproxy processes too) is exact.
+            let listed = |f: Format| {
+                o.skip_processing
+                    .iter()
+                    .any(|n| Format::from_name(n) == Some(f))
+            };
+            if o.format.is_none_or(listed) {
+                return Err(unsupported(format!(
+                    "skip_processing of {} sources",
+                    o.skip_processing.join(", ")
+                )));
+            }
+        }
         Ok(Target {
             handle,
             image,
@@ -798,6 +838,8 @@ struct Options {
     height: u32,
     enlarge: bool,
     gravity: (HAlign, VAlign),
+    /// `g` had non-zero offsets: 501 where the gravity places something.
+    gravity_offset: bool,
     dpr: f64,
     quality: Option<u8>,
     format: Option<Format>,
@@ -809,6 +851,8 @@ struct Options {
     sharpen: Option<Hundredths>,
     extend: bool,
     extend_gravity: (HAlign, VAlign),
+    /// `ex`'s gravity had non-zero offsets.
+    extend_offset: bool,
     background: Option<Color>,
     background_alpha: u8,
     expires: Option<Expiry>,
@@ -828,6 +872,8 @@ struct Options {
     watermark: Option<Watermark>,
     /// `wmu:…`: the watermark's URL, decoded, instead of the default.
     watermark_url: Option<String>,
+    /// `skp:…`: the source formats whose processing imgproxy skips, as written.
+    skip_processing: Vec<String>,
 }
 
 impl Default for Options {
@@ -838,6 +884,7 @@ impl Default for Options {
             height: 0,
             enlarge: false,
             gravity: (HAlign::Center, VAlign::Middle),
+            gravity_offset: false,
             dpr: 1.0,
             quality: None,
             format: None,
@@ -849,6 +896,7 @@ impl Default for Options {
             sharpen: None,
             extend: false,
             extend_gravity: (HAlign::Center, VAlign::Middle),
+            extend_offset: false,
             background: None,
             background_alpha: 255,
             expires: None,
@@ -861,6 +909,7 @@ impl Default for Options {
             keep_icc: false,
             watermark: None,
             watermark_url: None,
+            skip_processing: Vec::new(),
         }
     }
 }
@@ -977,7 +1026,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         unsupported_option,
     ),
     spec(&["fallback_image_url", "fiu"], 1, unsupported_option),
-    spec(&["skip_processing", "skp"], 16, unsupported_option),
+    spec(&["skip_processing", "skp"], MAX_ARGS, skip_processing),
     spec(&["raw"], 1, unsupported_option),
     spec(&["filename", "fn"], 2, unsupported_option),
     spec(&["return_attachment", "att"], 1, unsupported_option),
@@ -993,6 +1042,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     ),
     spec(&["max_result_dimension", "mrd"], 1, unsupported_option),
     spec(&["resizing_algorithm", "ra"], 1, unsupported_option),
+    spec(&["preserve_hdr", "ph"], 1, preserve_hdr),
 ];
 
 /// The compass gravities: (name, horizontal, vertical).
@@ -1072,19 +1122,25 @@ fn enlarge(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
 fn extend(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
     o.extend = parse_bool(name, required(name, args)?)?;
     o.extend_gravity = (HAlign::Center, VAlign::Middle);
+    o.extend_offset = false;
     if let Some(kind) = arg(args, 1) {
         if matches!(kind, "sm" | "obj" | "objw") {
             return Err(invalid(format!(
                 "{name}: gravity {kind} cannot place an extension"
             )));
         }
-        o.extend_gravity = compass(name, kind, &args[2..])?;
+        (o.extend_gravity, o.extend_offset) = compass(name, kind, &args[2..])?;
     }
     Ok(())
 }
 
-/// A compass gravity and its offsets (only zero offsets are supported).
-fn compass(name: &str, kind: &str, offsets: &[String]) -> Result<(HAlign, VAlign), GrammarError> {
+/// A compass gravity, and whether its offsets are not all zero (the transform has no offsets:
+/// where the gravity places something, non-zero ones are 501).
+fn compass(
+    name: &str,
+    kind: &str,
+    offsets: &[String],
+) -> Result<((HAlign, VAlign), bool), GrammarError> {
     match kind {
         "sm" => return Err(unsupported("smart gravity (g:sm)")),
         "fp" => return Err(unsupported("focus point gravity (g:fp)")),
@@ -1095,12 +1151,11 @@ fn compass(name: &str, kind: &str, offsets: &[String]) -> Result<(HAlign, VAlign
         .iter()
         .find(|g| g.0 == kind)
         .ok_or_else(|| invalid(format!("{name}: unknown gravity {kind:?}")))?;
-    for offset in offsets.iter().filter(|a| !a.is_empty()) {
-        if parse_decimal(name, offset.strip_prefix('-').unwrap_or(offset))? != 0.0 {
-            return Err(unsupported("gravity offsets"));
-        }
+    let mut offset = false;
+    for o in offsets.iter().filter(|a| !a.is_empty()) {
+        offset |= parse_decimal(name, o.strip_prefix('-').unwrap_or(o))? != 0.0;
     }
-    Ok((h, v))
+    Ok(((h, v), offset))
 }
 
 /// `c:W:H[:GRAVITY[:X:Y]]`: keep a W×H region of the source (pixels, fractions below 1, 0 the
@@ -1109,7 +1164,10 @@ fn crop(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError
     let size = |i: usize| arg(args, i).map_or(Ok(Span::FULL), |v| parse_crop_size(name, v, true));
     let (w, h) = (size(0)?, size(1)?);
     let gravity = match arg(args, 2) {
-        Some(kind) => Some(compass(name, kind, args.get(3..).unwrap_or_default())?),
+        Some(kind) => match compass(name, kind, args.get(3..).unwrap_or_default())? {
+            (_, true) => return Err(unsupported("gravity offsets")),
+            (anchor, false) => Some(anchor),
+        },
         None => None,
     };
     o.crop = ((w, h) != (Span::FULL, Span::FULL)).then_some((w, h, gravity));
@@ -1126,6 +1184,7 @@ fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
         return Err(invalid(format!("{name}: at most 3 arguments")));
     }
     o.focus = None;
+    o.gravity_offset = false;
     o.smart = kind == "sm";
     if o.smart {
         if args[1..].iter().any(|a| !a.is_empty()) {
@@ -1144,7 +1203,7 @@ fn gravity(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarEr
         o.gravity = (HAlign::Center, VAlign::Middle);
         return Ok(());
     }
-    o.gravity = compass(name, kind, &args[1..])?;
+    (o.gravity, o.gravity_offset) = compass(name, kind, &args[1..])?;
     Ok(())
 }
 
@@ -1234,6 +1293,25 @@ fn saturation(o: &mut Options, name: &str, args: &[String]) -> Result<(), Gramma
         return Err(unsupported(name));
     }
     Ok(())
+}
+
+/// `skp:FORMAT…`: skip the processing of sources in these formats when the output keeps the
+/// source's format (see `to_target`).
+fn skip_processing(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    for f in args.iter().filter(|a| !a.is_empty()) {
+        if !f.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(invalid(format!("{name}: {f:?} is not a format")));
+        }
+        o.skip_processing.push(f.to_ascii_lowercase());
+    }
+    Ok(())
+}
+
+/// `ph:BOOL`: keep an HDR (more than 8 bits) source HDR where the output format can carry it,
+/// and convert it otherwise, as imgproxy does. pixmesh writes 8-bit outputs only, so every
+/// output is one that cannot: accepted either way.
+fn preserve_hdr(_: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    parse_bool(name, required(name, args)?).map(|_| ())
 }
 
 fn dpr(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
@@ -1986,7 +2064,10 @@ mod tests {
                 "insecure/g:fp:0.5:0.5/c:10:10/plain/a.jpg",
                 "focus point gravity with a crop",
             ),
-            ("insecure/g:no:10:0/plain/a.jpg", "gravity offsets"),
+            (
+                "insecure/rs:fill:10:10/g:no:10:0/plain/a.jpg",
+                "gravity offsets",
+            ),
             ("insecure/pd:0:10/plain/a.jpg", "padding"),
             ("insecure/pix:5/plain/a.jpg", "pixelate"),
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
@@ -2031,8 +2112,25 @@ mod tests {
             ),
             ("insecure/plain/a.jpg@jxl", "extension jxl"),
             (
-                "insecure/dpr:2/plain/a.jpg",
+                "insecure/dpr:0.5/plain/a.jpg",
                 "dpr without a width or height",
+            ),
+            (
+                "insecure/dpr:2/el:1/plain/a.jpg",
+                "dpr without a width or height",
+            ),
+            (
+                "insecure/rs:fill:10:10/g:so:5:5/plain/a.jpg",
+                "gravity offsets",
+            ),
+            ("insecure/g:no:0:3/c:10:10/plain/a.jpg", "gravity offsets"),
+            (
+                "insecure/skp:jpg:png/plain/a.jpg",
+                "skip_processing of jpg, png sources",
+            ),
+            (
+                "insecure/skp:JPG/plain/a.jpg@jpeg",
+                "skip_processing of jpg sources",
             ),
             (
                 "insecure/rs:fit:1:1/-/rs:fit:2:2/plain/a.jpg",
@@ -2070,6 +2168,8 @@ mod tests {
             ("insecure/bga:1.5/plain/a.jpg", "background_alpha"),
             ("insecure/ex:1:sm/plain/a.jpg", "extend"),
             ("insecure/ex:1:up/plain/a.jpg", "extend"),
+            ("insecure/skp:j.pg/plain/a.jpg", "skip_processing"),
+            ("insecure/ph:maybe/plain/a.jpg", "preserve_hdr"),
             ("insecure/sa:x/plain/a.jpg", "saturation"),
             ("insecure/exp:soon/plain/a.jpg", "expires"),
             ("insecure/w/plain/a.jpg", ""),
@@ -2254,6 +2354,90 @@ mod tests {
             },
         ] {
             assert_eq!(ImgproxyPath::from_transform(&t, "a.jpg"), None, "{t:?}");
+        }
+    }
+
+    /// Options imgproxy's clients write that ask for nothing pixmesh would do differently:
+    /// (URL, the transform, the URL `from_transform` writes for it).
+    #[test]
+    fn options_that_change_nothing_are_accepted() {
+        let fit = |width, height| Transform {
+            width,
+            height,
+            ..fit_in()
+        };
+        for (path, expected, canonical) in [
+            // Without a size, dpr scales the source, never enlarged unless asked.
+            (
+                "insecure/dpr:2/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            (
+                "insecure/dpr:1.5/el:0/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            // Offsets of a gravity that places nothing: a fit, an unused extension gravity.
+            (
+                "insecure/rs:fit:300:200/g:no:10:20/plain/a.jpg",
+                Transform {
+                    v_align: VAlign::Top,
+                    ..fit(300, 200)
+                },
+                "insecure/rs:fit:300:200/g:no/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill:300:0/g:ce:0.5:-10/ex:0:so:5:5/plain/a.jpg",
+                Transform {
+                    fit: Fit::Fill,
+                    ..fit(300, 0)
+                },
+                "insecure/rs:fill:300:0/plain/a.jpg",
+            ),
+            // Skipping the processing of formats the output is not in: imgproxy processes too.
+            (
+                "insecure/skp:jpg:png/rs:fit:300:200/plain/a.jpg@webp",
+                Transform {
+                    format: OutputFormat::Fixed(Format::Webp),
+                    ..fit(300, 200)
+                },
+                "insecure/rs:fit:300:200/plain/a.jpg@webp",
+            ),
+            (
+                "insecure/skip_processing:svg/f:png/plain/a.svg",
+                Transform {
+                    format: OutputFormat::Fixed(Format::Png),
+                    ..fit_in()
+                },
+                "insecure/rs:fit:0:0/plain/a.jpg@png",
+            ),
+            (
+                "insecure/skp:/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            // Outputs are 8-bit: an HDR source is converted, as imgproxy does for outputs
+            // that cannot carry HDR.
+            (
+                "insecure/ph:1/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            (
+                "insecure/preserve_hdr:false/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");
+            let back = ImgproxyPath::from_transform(&expected, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{path}");
+            assert_eq!(
+                back.to_target().map(|t| t.transform),
+                Ok(expected),
+                "{path}"
+            );
         }
     }
 
