@@ -14,9 +14,14 @@
 //! Semantics follow ImageKit's documentation: without `c`, `w`/`h` keep the aspect ratio, fill
 //! the box and crop (`c-maintain_ratio`), enlarging small sources; `c-force` stretches;
 //! `c-at_max` fits inside without enlarging, `c-at_max_enlarge` fits and enlarges. `fo` anchors
-//! the crop; `ar-W-H` derives the missing side from the given one. One transformation step maps
-//! onto one [`Transform`]: chained steps (`…:…`) are 501, like every parameter the pipeline
-//! cannot perform. [`PARAMS`] is the table of parameters; unknown ones are 400.
+//! the crop; `ar-W-H` derives the missing side from the given one. Chained steps (`…:…`, one per
+//! entry of the SDKs' `transformation` array) apply in order; they map onto the one
+//! [`Transform`] when the steps after the first only rotate (adding up), set the format and
+//! encoding (the later step winning), apply effects in the transform's order onto an image not
+//! yet padded or given a background, or give it a background (see `later_step`); an image layer
+//! only in the last step. Other chains are 501, like every parameter the pipeline cannot
+//! perform. The generated URL is the equivalent single step. [`PARAMS`] is the table of
+//! parameters; unknown ones are 400.
 //!
 //! Effects and padding, with where pixmesh's definition had to be chosen:
 //!
@@ -167,25 +172,31 @@ impl ImagekitUrl {
     /// Everything the URL asks for, grammar-neutral (expiry comes from `ik-t`, not from here).
     pub fn to_target(&self) -> Result<Target, GrammarError> {
         let steps: Vec<&Vec<Param>> = self.steps.iter().filter(|s| !s.is_empty()).collect();
-        if steps.len() > 1 {
-            return Err(unsupported("chained transformations"));
-        }
         let mut s = State::default();
-        let (base, layer) = split_layer(steps.into_iter().flatten())?;
-        let watermark = layer.map(|l| layer_watermark(&l)).transpose()?;
-        for p in base {
-            let spec = PARAMS.iter().find(|s| s.name == p.name).ok_or_else(|| {
-                if p.name.starts_with("e-") {
-                    unsupported(format!("effect {}", p.name))
-                } else {
-                    invalid(format!("unknown parameter {}", p.name))
+        let mut watermark = None;
+        for (i, step) in steps.iter().enumerate() {
+            let (params, layer) = split_layer(step.iter())?;
+            if let Some(l) = layer {
+                // The watermark goes on the final image: only the last step's is.
+                if i + 1 < steps.len() {
+                    return Err(unsupported(
+                        "chained transformations: a layer before another step",
+                    ));
                 }
-            })?;
-            if s.seen.contains(&spec.name) {
-                return Err(invalid(format!("{} is given twice", p.name)));
+                watermark = Some(layer_watermark(&l)?);
             }
-            s.seen.push(spec.name);
-            (spec.apply)(&mut s, &p.name, p.value.as_deref())?;
+            if i == 0 {
+                for p in params {
+                    let spec = param_spec(p)?;
+                    if s.seen.contains(&spec.name) {
+                        return Err(invalid(format!("{} is given twice", p.name)));
+                    }
+                    s.seen.push(spec.name);
+                    (spec.apply)(&mut s, &p.name, p.value.as_deref())?;
+                }
+            } else {
+                later_step(&mut s, &params)?;
+            }
         }
         if s.pad && s.seen.contains(&"c") {
             return Err(invalid("c cannot be combined with cm-pad_resize"));
@@ -415,6 +426,80 @@ impl ImagekitUrl {
             image: crate::percent::encode(image, |b| crate::percent::is_unreserved(b) || b == b'/'),
         })
     }
+}
+
+/// The table entry of `p`: unknown effects are 501, other unknown names 400.
+fn param_spec(p: &Param) -> Result<&'static ParamSpec, GrammarError> {
+    PARAMS.iter().find(|s| s.name == p.name).ok_or_else(|| {
+        if p.name.starts_with("e-") {
+            unsupported(format!("effect {}", p.name))
+        } else {
+            invalid(format!("unknown parameter {}", p.name))
+        }
+    })
+}
+
+/// Applies a chained step after the first onto `s`, where the one transform expresses it
+/// exactly: a rotation (added to the earlier ones), the format and encoding (`f`, `q`, `pr`,
+/// `cp`: the later step wins), effects in the transform's order (grayscale, blur, sharpen,
+/// each once) on an image not yet padded or given a background (they commute with rotations
+/// and flips), a background onto one that has none yet, and no-op switches (`md-false`, …).
+/// Resizing, cropping, flips and the rest after a step are 501.
+fn later_step(s: &mut State, params: &[&Param]) -> Result<(), GrammarError> {
+    let mut seen = Vec::new();
+    for p in params {
+        let spec = param_spec(p)?;
+        if seen.contains(&spec.name) {
+            return Err(invalid(format!("{} is given twice", p.name)));
+        }
+        seen.push(spec.name);
+        let rank = |s: &State| {
+            [s.grayscale, s.blur.is_some(), s.sharpen.is_some()]
+                .iter()
+                .rposition(|&set| set)
+                .map_or(0, |i| i + 1)
+        };
+        let effect_rank = match spec.name {
+            "e-grayscale" => Some(1),
+            "bl" => Some(2),
+            "e-sharpen" => Some(3),
+            _ => None,
+        };
+        let refuse = |what: &str| {
+            Err(unsupported(format!(
+                "chained transformations: {} {what}",
+                p.name
+            )))
+        };
+        match spec.name {
+            "rt" => {
+                let before = std::mem::take(&mut s.rotation);
+                (spec.apply)(s, &p.name, p.value.as_deref())?;
+                let total = i64::from(before.degrees()) + i64::from(s.rotation.degrees());
+                s.rotation = Rotation::from_degrees(total).unwrap_or_default();
+            }
+            "f" | "q" | "pr" | "cp" | "md" | "orig" | "lo" => {
+                (spec.apply)(s, &p.name, p.value.as_deref())?;
+            }
+            "e-grayscale" | "bl" | "e-sharpen" => {
+                if s.pad || s.background.is_some() {
+                    return refuse("after padding or a background");
+                }
+                if effect_rank <= Some(rank(s)) {
+                    return refuse("after the same or a later effect");
+                }
+                (spec.apply)(s, &p.name, p.value.as_deref())?;
+            }
+            "bg" => {
+                if s.pad || s.background.is_some() {
+                    return refuse("after padding or a background");
+                }
+                (spec.apply)(s, &p.name, p.value.as_deref())?;
+            }
+            _ => return refuse("after the first step"),
+        }
+    }
+    Ok(())
 }
 
 /// Splits a step's parameters into the base image's and those of its one image layer
@@ -1468,7 +1553,30 @@ mod tests {
     #[test]
     fn unsupported_parameters_are_named_not_ignored() {
         for (url, what) in [
-            ("tr:w-300:rt-90/a.jpg", "chained transformations"),
+            (
+                "tr:w-300:w-100/a.jpg",
+                "chained transformations: w after the first step",
+            ),
+            (
+                "tr:rt-90:fl-h/a.jpg",
+                "chained transformations: fl after the first step",
+            ),
+            (
+                "tr:w-300,h-200,cm-pad_resize:bl-5/a.jpg",
+                "chained transformations: bl after padding or a background",
+            ),
+            (
+                "tr:bg-FF0000:e-grayscale/a.jpg",
+                "chained transformations: e-grayscale after padding or a background",
+            ),
+            (
+                "tr:e-sharpen:e-grayscale/a.jpg",
+                "chained transformations: e-grayscale after the same or a later effect",
+            ),
+            (
+                "tr:l-image,i-a.png,l-end:rt-90/a.jpg",
+                "chained transformations: a layer before another step",
+            ),
             ("tr:rt-45/a.jpg", "rotation (rt-45)"),
             ("tr:rt-N100/a.jpg", "rotation (rt-N100)"),
             ("tr:rt-auto/a.jpg", "rt-auto"),
@@ -1683,6 +1791,74 @@ mod tests {
             ImagekitUrl::parse(&format!("tr:{steps}/a.jpg"), ""),
             Err(GrammarError::Invalid(_))
         ));
+    }
+
+    /// Chains the one transform expresses: (URL, transform, the single step written back).
+    #[test]
+    fn chained_steps_collapse_into_one_when_exact() {
+        let sharp = Some(Sharpen {
+            sigma: Hundredths::ONE,
+            amount: Hundredths::ONE,
+        });
+        for (url, expected, canonical) in [
+            (
+                "tr:w-300,h-300:rt-90/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw90,
+                    ..fill(300, 300)
+                },
+                "tr:w-300,h-300,rt-90/a.jpg",
+            ),
+            (
+                "tr:w-300,h-200,rt-90:rt-N180/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw270,
+                    ..fill(300, 200)
+                },
+                "tr:w-300,h-200,rt-270/a.jpg",
+            ),
+            (
+                "tr:w-300,h-200,f-png:f-webp,q-80:pr-true/a.jpg",
+                Transform {
+                    format: OutputFormat::Fixed(Format::Webp),
+                    quality: Some(80),
+                    progressive: Some(true),
+                    ..fill(300, 200)
+                },
+                "tr:w-300,h-200,f-webp,q-80,pr-true/a.jpg",
+            ),
+            (
+                "a.jpg?tr=w-300,c-at_max:e-grayscale:bl-10,e-sharpen:bg-FFFFFF,md-false",
+                Transform {
+                    fit: Fit::FitIn,
+                    upscale: false,
+                    grayscale: true,
+                    blur: Some(Hundredths(500)),
+                    sharpen: sharp,
+                    background: Some(Color::WHITE),
+                    ..fill(300, 0)
+                },
+                "tr:w-300,c-at_max,bg-FFFFFF,bl-10,e-grayscale,e-sharpen/a.jpg",
+            ),
+            (
+                "tr:w-300,h-200::cp-true,f-png/a.jpg",
+                Transform {
+                    keep_icc: true,
+                    format: OutputFormat::Fixed(Format::Png),
+                    ..fill(300, 200)
+                },
+                "tr:w-300,h-200,f-png,cp-true/a.jpg",
+            ),
+        ] {
+            let t = target(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(t.transform, expected, "{url}");
+            let back = ImagekitUrl::from_transform(&t.transform, &t.image).unwrap();
+            assert_eq!(back.to_path(), canonical, "{url}");
+            assert_eq!(back.to_target().map(|b| b.transform), Ok(expected), "{url}");
+        }
+        let layered = target("tr:w-300:rt-90,l-image,i-logo.png,l-end/a.jpg").unwrap();
+        assert_eq!(layered.transform.rotation, Rotation::Cw90);
+        assert!(layered.watermark.is_some(), "a layer in the last step");
     }
 
     /// `cp` rows: URL ⇄ whether the ICC profile is kept, and the URL written back.
