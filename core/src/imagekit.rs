@@ -13,7 +13,8 @@
 //!
 //! Semantics follow ImageKit's documentation: without `c`, `w`/`h` keep the aspect ratio, fill
 //! the box and crop (`c-maintain_ratio`), enlarging small sources; `c-force` stretches;
-//! `c-at_max` fits inside without enlarging, `c-at_max_enlarge` fits and enlarges. `fo` anchors
+//! `c-at_max` fits inside without enlarging, `c-at_max_enlarge` fits and enlarges. `c-at_least`
+//! (both sides at least the box's, no crop) has no transform: 501. `fo` anchors
 //! the crop; `ar-W-H` derives the missing side from the given one. Chained steps (`…:…`, one per
 //! entry of the SDKs' `transformation` array) apply in order; they map onto the one
 //! [`Transform`] when the steps after the first only rotate (adding up), set the format and
@@ -1030,7 +1031,14 @@ fn crop(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> 
         "force" => (Fit::Stretch, true),
         "at_max" => (Fit::FitIn, false),
         "at_max_enlarge" => (Fit::FitIn, true),
-        "at_least" => return Err(unsupported("c-at_least")),
+        // Both sides at least the box's, keeping the aspect ratio: a cover scale with no crop.
+        // The transform's fill crops to the box and its fit scales inside it; which side
+        // decides depends on the source's aspect ratio, unknown here.
+        "at_least" => {
+            return Err(unsupported(
+                "c-at_least (covering the box without cropping)",
+            ));
+        }
         other => return Err(invalid(format!("{name}: unknown crop strategy {other:?}"))),
     };
     Ok(())
@@ -1583,7 +1591,10 @@ mod tests {
             ("tr:w-0.5/a.jpg", "relative w (w-0.5)"),
             ("tr:h-auto/a.jpg", "h-auto"),
             ("tr:ar-4-3/a.jpg", "ar without w or h"),
-            ("tr:c-at_least,w-10/a.jpg", "c-at_least"),
+            (
+                "tr:c-at_least,w-10,h-10/a.jpg",
+                "c-at_least (covering the box without cropping)",
+            ),
             (
                 "tr:w-10,h-10,cm-extract,c-at_max/a.jpg",
                 "c with cm-extract",
