@@ -16,16 +16,13 @@
 pub mod blocks;
 pub mod budget;
 pub mod cancel;
-pub mod check;
 pub mod config;
 pub mod dav1d;
 pub mod error;
 pub mod flight;
-pub mod imagor_env;
 pub mod libwebp;
 pub mod pipeline;
 pub mod pool;
-pub mod routing;
 pub mod service;
 pub mod storage;
 pub mod watermarks;
@@ -46,8 +43,8 @@ use tonic::transport::server::TcpIncoming;
 use budget::MemoryBudget;
 use config::{Config, PathStyle, StorageConfig};
 use pool::WorkerPool;
-use routing::RoutedS3;
 use service::{ImageService, Renderer, ResultKeys, ResultStore, SourceStore, Stats};
+use storage::routing::RoutedS3;
 use storage::{LocalStorage, S3Storage, Storage};
 
 /// Why the sidecar could not start or stopped serving.

@@ -104,7 +104,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Check { config } => {
             let config = Config::load(&config)?;
-            let lines = pixmesh_sidecar::check::check(&config).await;
+            let lines = pixmesh_sidecar::storage::check::check(&config).await;
             for line in &lines {
                 println!("{line}");
             }
@@ -131,7 +131,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let env = std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect();
-            let mapped = pixmesh_sidecar::imagor_env::map(&env, &prefix)?;
+            let mapped = pixmesh_sidecar::config::imagor_env::map(&env, &prefix)?;
             write_private(&sidecar_out, &mapped.sidecar_toml)?;
             write_private(&filter_out, &mapped.filter_json)?;
             // Validated as `serve` will read it (a routing file must exist and parse).

@@ -345,7 +345,7 @@ async fn a_routing_file_routes_keys_to_buckets_with_fallbacks() {
     for (key, want) in cases {
         assert_eq!(source_type(&svc, "routed", key).await, want, "{key}");
     }
-    let lines = pixmesh_sidecar::check::check(
+    let lines = pixmesh_sidecar::storage::check::check(
         &Config::from_toml(&s3_storage_with_key(
             &garage,
             "routed",

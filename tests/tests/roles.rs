@@ -215,7 +215,7 @@ async fn a_failed_copy_is_counted_and_the_render_still_served() {
     .await;
     assert_eq!(garage.list(COPIES, "").await, Vec::<String>::new());
 
-    let lines = pixmesh_sidecar::check::check(&Config::from_toml(&toml).unwrap()).await;
+    let lines = pixmesh_sidecar::storage::check::check(&Config::from_toml(&toml).unwrap()).await;
     let text: Vec<String> = lines.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{text:#?}");
     assert!(

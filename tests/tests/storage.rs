@@ -499,7 +499,7 @@ async fn fallbacks_are_tried_in_order_when_not_found() {
 async fn check_passes_a_good_config_and_names_each_failure() {
     let garage = garage().await;
     let good = Config::from_toml(&config(&garage, WRITE_OPTIONS, "")).unwrap();
-    let lines = pixmesh_sidecar::check::check(&good).await;
+    let lines = pixmesh_sidecar::storage::check::check(&good).await;
     let shown: Vec<String> = lines.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{shown:#?}");
     assert!(lines.iter().all(|l| l.ok), "{shown:#?}");
@@ -539,7 +539,7 @@ async fn check_passes_a_good_config_and_names_each_failure() {
         ),
         results,
     );
-    let lines = pixmesh_sidecar::check::check(&Config::from_toml(&bad).unwrap()).await;
+    let lines = pixmesh_sidecar::storage::check::check(&Config::from_toml(&bad).unwrap()).await;
     let shown: Vec<String> = lines.iter().map(ToString::to_string).collect();
     let text = shown.join("\n");
     assert_eq!(lines.len(), 5, "{text}");

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pixmesh_core::keys::join;
 
+use super::routing::RoutedS3;
+use super::{S3Storage, StorageError};
 use crate::config::{Config, S3Config, StorageConfig};
-use crate::routing::RoutedS3;
-use crate::storage::{S3Storage, StorageError};
 
 /// Where probe objects are written, under the result storage's base dir.
 pub const PROBE_DIR: &str = ".pixmesh-check";

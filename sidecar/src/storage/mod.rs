@@ -13,7 +13,10 @@
 //!
 //! An S3 storage may escape source keys before reading them (`escape_keys`, imagor's rules:
 //! [`pixmesh_core::keys::escape`]), and may take the bucket from each key (`bucket = "*"` or a
-//! routing file: [`crate::routing::RoutedS3`]).
+//! routing file: [`routing::RoutedS3`]).
+
+pub mod check;
+pub mod routing;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -38,7 +41,7 @@ use pixmesh_core::buckets::RouteError;
 use pixmesh_core::keys::{SafeChars, escape};
 
 use crate::config::S3Config;
-use crate::routing::RoutedS3;
+use routing::RoutedS3;
 
 /// Why a storage operation failed. Messages are safe to show: no credentials, no endpoints.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,7 +74,7 @@ pub enum StorageError {
     #[error("storage region mismatch: the bucket is not in the region requests are signed for")]
     WrongRegion(String),
     /// The bucket does not exist: 502 for a configured bucket, a missing object (404) for one
-    /// a URL named ([`crate::routing`]).
+    /// a URL named ([`routing`]).
     #[error("storage error")]
     NoSuchBucket,
     /// The key names no usable bucket of a storage that takes its bucket from the key (400).

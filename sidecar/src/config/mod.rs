@@ -81,6 +81,9 @@
 //! cache_bytes = 16777216        # decoded watermarks kept (LRU), taken from memory_budget_bytes
 //! ```
 
+pub mod imagor_env;
+pub mod routing_file;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -535,7 +538,7 @@ pub struct S3Config {
     #[serde(default)]
     pub safe_chars: Option<String>,
     /// imagor's bucket routing file (`S3_LOADER_BUCKET_ROUTER_CONFIG`, YAML; see
-    /// [`crate::routing`]); needs `bucket = "*"`.
+    /// [`crate::storage::routing`]); needs `bucket = "*"`.
     #[serde(default)]
     pub routing_file: Option<PathBuf>,
     /// The buckets a key may name, where keys name buckets (`bucket = "*"`, or a routing file
@@ -856,7 +859,7 @@ impl Config {
                             "storage {name}: routing_file needs bucket = \"*\""
                         ));
                     }
-                    let (_, routing) = crate::routing::RoutingFile::load(file)
+                    let (_, routing) = routing_file::RoutingFile::load(file)
                         .map_err(|e| ConfigError::Invalid(format!("storage {name}: {e}")))?;
                     keys_name_buckets = routing.is_passthrough();
                 }
@@ -1009,7 +1012,7 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let doc = include_str!("config.rs")
+        let doc = include_str!("mod.rs")
             .lines()
             .skip_while(|l| !l.starts_with("//! ```toml"))
             .skip(1)
