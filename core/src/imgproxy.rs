@@ -46,6 +46,13 @@
 //! `ph` (`preserve_hdr`) is accepted either way: imgproxy converts an HDR source for outputs
 //! that cannot carry it, and every pixmesh output is 8-bit.
 //!
+//! Resizing types: `fit`, `fill`, `force`; `fill-down` is the transform's fill, which without
+//! upscaling crops a smaller source to the box's aspect ratio, as `fill-down` does (pixmesh
+//! reads `fill` the same way: imgproxy's own `fill` crops such a source to the box, clamped,
+//! which the transform cannot say). `auto` (fill when the source and the box have the same
+//! orientation, else fit) is exact only with a side derived from the other (then fill and fit
+//! are the same resize); with both sides it needs the source's orientation: 501.
+//!
 //! `g:fp:X:Y` centres the fill crop on the point (fractions of the image, 0–1) as far as the
 //! image allows; turned back through the rotation and flips like the other gravities. It is
 //! of the image after `c:` in imgproxy, of the source in pixmesh: the two together are 501.
@@ -303,6 +310,12 @@ impl ImgproxyPath {
         };
         let crop_anchor = turn_back.apply_to_anchor(mirror(o.gravity, o.flip_h, o.flip_v));
         let pad_anchor = turn_back.apply_to_anchor(o.extend_gravity);
+        if o.auto_fit && width > 0 && height > 0 {
+            // With one side derived from the other, fill and fit are the same resize.
+            return Err(unsupported(
+                "resizing type auto with a width and a height (fill or fit by the source's orientation)",
+            ));
+        }
         let crops = o.fit == Fit::Fill && width > 0 && height > 0;
         // The transform has no gravity offsets: they are 501 where the gravity places
         // something (a fill crop, a `c:` crop without its own gravity, an extension).
@@ -834,6 +847,8 @@ type CropOption = (Span, Span, Option<(HAlign, VAlign)>);
 /// at imgproxy's defaults.
 struct Options {
     fit: Fit,
+    /// `rt:auto`: `fill` when the source and the box have the same orientation, else `fit`.
+    auto_fit: bool,
     width: u32,
     height: u32,
     enlarge: bool,
@@ -880,6 +895,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             fit: Fit::FitIn,
+            auto_fit: false,
             width: 0,
             height: 0,
             enlarge: false,
@@ -1091,12 +1107,18 @@ fn size(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError
 }
 
 fn resizing_type(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    o.auto_fit = false;
     o.fit = match required(name, args)? {
         "fit" => Fit::FitIn,
         "fill" => Fit::Fill,
         "force" => Fit::Stretch,
-        other @ ("fill-down" | "auto") => {
-            return Err(unsupported(format!("resizing type {other}")));
+        // `fill` that, short of enlarging, crops to the box's aspect ratio instead of to the
+        // box: what the transform's fill without upscaling does (and, enlarged, plain fill).
+        "fill-down" => Fit::Fill,
+        "auto" => {
+            o.auto_fit = true;
+            o.fit = Fit::FitIn;
+            return Ok(());
         }
         other => return Err(invalid(format!("{name}: unknown resizing type {other:?}"))),
     };
@@ -2044,10 +2066,13 @@ mod tests {
     #[test]
     fn unsupported_options_are_named_not_ignored() {
         for (path, what) in [
-            ("insecure/rt:auto/plain/a.jpg", "resizing type auto"),
             (
-                "insecure/rs:fill-down:1:1/plain/a.jpg",
-                "resizing type fill-down",
+                "insecure/rs:auto:300:200/plain/a.jpg",
+                "resizing type auto with a width and a height (fill or fit by the source's orientation)",
+            ),
+            (
+                "insecure/rt:auto/s:300:300/plain/a.jpg",
+                "resizing type auto with a width and a height (fill or fit by the source's orientation)",
             ),
             (
                 "insecure/rs:fill:10:10/g:no/ex:1/plain/a.jpg",
@@ -2416,6 +2441,41 @@ mod tests {
                 "insecure/skp:/plain/a.jpg",
                 fit_in(),
                 "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            // `auto` with a side derived from the other: fill and fit are the same resize.
+            (
+                "insecure/rt:auto/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:auto:300:0/plain/a.jpg",
+                fit(300, 0),
+                "insecure/rs:fit:300:0/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:auto:300:200/rt:fit/plain/a.jpg",
+                fit(300, 200),
+                "insecure/rs:fit:300:200/plain/a.jpg",
+            ),
+            // `fill-down` is the transform's fill, which never enlarges past the box's ratio.
+            (
+                "insecure/rs:fill-down:300:200/g:no/plain/a.jpg",
+                Transform {
+                    fit: Fit::Fill,
+                    v_align: VAlign::Top,
+                    ..fit(300, 200)
+                },
+                "insecure/rs:fill:300:200/g:no/plain/a.jpg",
+            ),
+            (
+                "insecure/rt:fill-down/s:300:200:1/plain/a.jpg",
+                Transform {
+                    fit: Fit::Fill,
+                    upscale: true,
+                    ..fit(300, 200)
+                },
+                "insecure/rs:fill:300:200:1/plain/a.jpg",
             ),
             // Outputs are 8-bit: an HDR source is converted, as imgproxy does for outputs
             // that cannot carry HDR.
