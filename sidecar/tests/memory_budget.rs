@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use pixmesh_proto::v1::image_service_client::ImageServiceClient;
 use pixmesh_proto::v1::{Fit, Format, HealthRequest, RenderRequest};
 
@@ -250,6 +252,83 @@ async fn abandoned_renders_keep_their_reservation_until_they_stop() {
          read ahead",
         used >> 20,
         ABANDON_BUDGET >> 20,
+        read_ahead >> 20
+    );
+}
+
+/// Hostile images through the real binary, 16 of each kind at once: PNGs whose `iCCP` profile
+/// inflates to 400 MiB (read while parsing the header, before: 481 MiB for one), and GIFs with
+/// a 7000×7000 frame on a 1×1 screen (the estimate counted the screen). The security review
+/// measured 1.7 GB under a 200 MiB budget. Each is refused (413, 415, 422), and the peak stays
+/// within the budget and the sources read ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_images_stay_within_the_memory_budget() {
+    const HOSTILE_BUDGET: u64 = 200 << 20;
+    const EACH: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let bomb = support::png_with_iccp(&support::zlib_zeros(400 << 20));
+    let big_frame = support::gif_frames((1, 1), (7000, 7000), 1);
+    for i in 0..EACH {
+        std::fs::write(images.join(format!("bomb{i}.png")), &bomb).unwrap();
+        std::fs::write(images.join(format!("frame{i}.gif")), &big_frame).unwrap();
+    }
+    let port = free_port();
+    let sidecar = start_sidecar(dir.path(), port, HOSTILE_BUDGET);
+    let client = connect(port).await;
+    let idle = peak_rss(sidecar.0.id());
+
+    let requests: Vec<_> = (0..EACH)
+        .flat_map(|i| [format!("bomb{i}.png"), format!("frame{i}.gif")])
+        .map(|key| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let response = client
+                    .render_unary(pixmesh_tests::vouch::vouched(RenderRequest {
+                        storage: "photos".into(),
+                        key: key.clone(),
+                        width: 100,
+                        fit: Fit::FitIn.into(),
+                        format: Format::Jpeg.into(),
+                        ..Default::default()
+                    }))
+                    .await;
+                (key, response)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (key, response) = request.await.unwrap();
+        let status = response.expect_err(&format!("{key} is refused"));
+        let http = status
+            .metadata()
+            .get("x-http-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            ["413", "415", "422"].contains(&http.as_str()),
+            "{key}: {http} {status:?}"
+        );
+    }
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let read_ahead = (2 * cores - 1) * bomb.len().max(big_frame.len()) as u64;
+    let used = peak_rss(sidecar.0.id()).saturating_sub(idle);
+    eprintln!(
+        "idle {} MiB, peak growth {} MiB; budget {} MiB + {} MiB read ahead",
+        idle >> 20,
+        used >> 20,
+        HOSTILE_BUDGET >> 20,
+        read_ahead >> 20
+    );
+    assert!(
+        used <= HOSTILE_BUDGET + read_ahead,
+        "peak RSS grew by {} MiB with hostile images, more than the {} MiB budget and {} MiB \
+         read ahead",
+        used >> 20,
+        HOSTILE_BUDGET >> 20,
         read_ahead >> 20
     );
 }
