@@ -12,7 +12,7 @@
 //! `?versionId=VERSION`, S3's own spelling, means the same. An empty one reads the current
 //! version.
 //!
-//! Options are segments holding a `:`; the first segment without one starts the source (`plain`,
+//! Options are segments holding a `:` (or `-`, separating chained pipelines); the first other segment starts the source (`plain`,
 //! `enc` or base64url, whose alphabet has no `:`). An option given twice applies twice, the
 //! later one winning, as in imgproxy. The signature covers everything after it, leading `/`
 //! included (see [`crate::sign::ImgproxySigner`]). The request's query string is not part of the
@@ -52,6 +52,12 @@
 //! which the transform cannot say). `auto` (fill when the source and the box have the same
 //! orientation, else fit) is exact only with a side derived from the other (then fill and fit
 //! are the same resize); with both sides it needs the source's orientation: 501.
+//!
+//! Chained pipelines (`…/-/…`, imgproxy Pro) process the result of one pipeline with the
+//! next; the transform is one pipeline, so a chain is accepted when at most one of its
+//! pipelines processes the image and the others only set what imgproxy applies to the result
+//! whichever pipeline names it (`q`, `f`, `mb`, `scp`, `sm`, `cb`, `exp`, …: `RESULT_OPTIONS`);
+//! other chains are 501. The generated URL is the equivalent single pipeline.
 //!
 //! `g:fp:X:Y` centres the fill crop on the point (fractions of the image, 0–1) as far as the
 //! image allows; turned back through the rotation and flips like the other gravities. It is
@@ -121,7 +127,33 @@ pub const MAX_OPTIONS: usize = 64;
 /// Most arguments one option may carry.
 pub const MAX_ARGS: usize = 16;
 
-/// One `NAME:ARG:ARG` segment, kept as written.
+/// The segment that separates chained pipelines (`…/-/…`), kept in
+/// [`ImgproxyPath::options`] as an option of this name without arguments.
+pub const PIPELINE_SEPARATOR: &str = "-";
+
+/// Options that set the result whichever pipeline of a chain they are in (imgproxy applies them
+/// to its main options): encoding, metadata, skipping, caching and limits.
+const RESULT_OPTIONS: &[&str] = &[
+    "strip_metadata",
+    "keep_copyright",
+    "strip_color_profile",
+    "enforce_thumbnail",
+    "quality",
+    "format_quality",
+    "max_bytes",
+    "format",
+    "skip_processing",
+    "raw",
+    "cachebuster",
+    "expires",
+    "filename",
+    "return_attachment",
+    "max_animation_frames",
+    "max_animation_frame_resolution",
+    "max_result_dimension",
+];
+
+/// One `NAME:ARG:ARG` segment, kept as written (or [`PIPELINE_SEPARATOR`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImgOption {
     /// Option name, long or short, e.g. `rs`.
@@ -184,12 +216,18 @@ impl ImgproxyPath {
                 "" => return Err(invalid("missing source")),
                 "plain" => break Source::Plain(after.to_owned()),
                 "enc" => break Source::Encrypted(after.to_owned()),
-                "-" => return Err(unsupported("chained pipelines")),
-                seg if seg.contains(':') => {
+                seg if seg == "-" || seg.contains(':') => {
                     if options.len() == MAX_OPTIONS {
                         return Err(invalid(format!("more than {MAX_OPTIONS} options")));
                     }
-                    options.push(parse_option(seg)?);
+                    options.push(match seg {
+                        // The separator of chained pipelines, kept as a nameless option.
+                        "-" => ImgOption {
+                            name: PIPELINE_SEPARATOR.to_owned(),
+                            args: Vec::new(),
+                        },
+                        seg => parse_option(seg)?,
+                    });
                     rest = after;
                 }
                 _ => break Source::Base64(rest.to_owned()),
@@ -275,11 +313,29 @@ impl ImgproxyPath {
     /// Everything the URL asks for, grammar-neutral.
     pub fn to_target(&self) -> Result<Target, GrammarError> {
         let mut o = Options::default();
-        for opt in &self.options {
-            let spec = OPTIONS
+        let spec_of = |opt: &ImgOption| {
+            OPTIONS
                 .iter()
                 .find(|s| s.names.contains(&opt.name.as_str()))
-                .ok_or_else(|| invalid(format!("unknown option {}", opt.name)))?;
+                .ok_or_else(|| invalid(format!("unknown option {}", opt.name)))
+        };
+        // Chained pipelines collapse into one transform when at most one of them processes:
+        // the others only set the result's options, which apply whatever their pipeline.
+        let mut processing = 0;
+        for pipeline in self.options.split(|opt| opt.name == PIPELINE_SEPARATOR) {
+            let mut processes = false;
+            for opt in pipeline {
+                processes |= !RESULT_OPTIONS.contains(&spec_of(opt)?.names[0]);
+            }
+            processing += usize::from(processes);
+        }
+        if processing > 1 {
+            return Err(unsupported(
+                "chained pipelines that process the image in more than one pipeline",
+            ));
+        }
+        for opt in self.options.iter().filter(|o| o.name != PIPELINE_SEPARATOR) {
+            let spec = spec_of(opt)?;
             if opt.args.len() > spec.max_args {
                 return Err(invalid(format!(
                     "{}: at most {} arguments",
@@ -1476,6 +1532,8 @@ mod tests {
         "insecure/sa:0/bl:2.5/sh:0.7/rot:-90/bg:/plain/a.jpg",
         "insecure/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png",
         "insecure/cGhvdG9zL2EuanBn",
+        "insecure/rs:fill:300:200/-/q:80/f:webp/plain/a.jpg",
+        "insecure/-/rs:fit:300:200/-/-/plain/a.jpg",
         "insecure/enc/AbCd.png",
         "m3k5QADfcKPDj-SDI2AIogZbC3FlAXszuwhtWXYqavc/rs:fit:300:300/plain/http://img.example.com/pretty/image.jpg",
     ];
@@ -2159,7 +2217,11 @@ mod tests {
             ),
             (
                 "insecure/rs:fit:1:1/-/rs:fit:2:2/plain/a.jpg",
-                "chained pipelines",
+                "chained pipelines that process the image in more than one pipeline",
+            ),
+            (
+                "insecure/rot:90/-/q:80/-/bl:2/plain/a.jpg",
+                "chained pipelines that process the image in more than one pipeline",
             ),
         ] {
             assert_eq!(
@@ -2202,6 +2264,7 @@ mod tests {
             ("insecure/rs:fit:1:1:0:0:0/plain/a.jpg", "rs"),
             ("insecure/plain/a.jpg@bmpx", "extension"),
             ("insecure/Rs:fit/plain/a.jpg", "Rs"),
+            ("insecure/rs:fit:1:1/-/nonsense:1/plain/a.jpg", "nonsense"),
         ] {
             match target(path) {
                 Err(GrammarError::Invalid(m)) => assert!(m.contains(named), "{path}: {m}"),
@@ -2486,6 +2549,53 @@ mod tests {
             ),
             (
                 "insecure/preserve_hdr:false/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");
+            let back = ImgproxyPath::from_transform(&expected, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{path}");
+            assert_eq!(
+                back.to_target().map(|t| t.transform),
+                Ok(expected),
+                "{path}"
+            );
+        }
+    }
+
+    /// Chained pipelines where only one processes: (URL, transform, the URL written back).
+    #[test]
+    fn chains_where_one_pipeline_processes_collapse() {
+        for (path, expected, canonical) in [
+            (
+                "insecure/rs:fill:300:200/g:no/-/q:80/f:webp/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    fit: Fit::Fill,
+                    v_align: VAlign::Top,
+                    quality: Some(80),
+                    format: OutputFormat::Fixed(Format::Webp),
+                    ..Transform::default()
+                },
+                "insecure/rs:fill:300:200/g:no/q:80/plain/a.jpg@webp",
+            ),
+            (
+                "insecure/q:90/scp:0/-/rs:fit:300:0/bl:1/-/mb:1000/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    fit: Fit::FitIn,
+                    quality: Some(90),
+                    keep_icc: true,
+                    blur: Some(Hundredths::ONE),
+                    max_bytes: Some(1000),
+                    ..Transform::default()
+                },
+                "insecure/rs:fit:300:0/scp:0/q:90/mb:1000/bl:1/plain/a.jpg",
+            ),
+            (
+                "insecure/-/-/plain/a.jpg",
                 fit_in(),
                 "insecure/rs:fit:0:0/plain/a.jpg",
             ),
