@@ -26,12 +26,12 @@
 
 use pixmesh_core::transform::{Format, Transform};
 
+use super::codecs::libwebp;
 use super::{
     DEFAULT_WEBP_QUALITY, GIF_ALPHA_THRESHOLD, GIF_QUANTIZE_SPEED, Geometry, Limits,
     MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION, PipelineError, Pixels, Rendered, frame_steps,
     watermark::Overlay,
 };
-use crate::libwebp;
 
 /// How often an animation plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! AVIF input: the container is read by `avif-parse` (the primary item's AV1 data, the alpha
 //! item's, premultiplication) and by [`properties`] here (what `avif-parse` skips: the image
 //! size, rotation and mirroring, the colour description); the AV1 pictures are decoded by
-//! libdav1d ([`crate::dav1d`]) and converted to 8-bit RGB(A) here.
+//! libdav1d ([`crate::pipeline::codecs::dav1d`]) and converted to 8-bit RGB(A) here.
 //!
 //! [`AvifDecoder`] is an `image` decoder, so the pipeline treats AVIF like its other inputs:
 //! the size is checked from the header before anything is decoded, `irot`/`imir` become the
@@ -25,8 +25,8 @@ use image::metadata::Orientation;
 use image::{ColorType, ImageDecoder, ImageError, ImageResult};
 use moxcms::{CicpColorPrimaries, CicpProfile, ColorProfile, MatrixCoefficients};
 
+use super::codecs::dav1d::{self, Cicp, Layout, Picture, Plane};
 use super::{Limits, PipelineError, unpremultiply};
-use crate::dav1d::{self, Cicp, Layout, Picture, Plane};
 
 /// An AVIF, parsed up to its pixels.
 pub struct AvifDecoder {
@@ -666,7 +666,7 @@ mod tests {
     fn rav1e_avifs_of_8_and_10_bits_decode_to_their_colours() {
         for depth in [ravif::BitDepth::Eight, ravif::BitDepth::Ten] {
             let source = rav1e_bars(depth, false);
-            let header = crate::dav1d::sequence_header(
+            let header = dav1d::sequence_header(
                 &avif_parse::read_avif(&mut Cursor::new(&source))
                     .unwrap()
                     .primary_item,

@@ -10,7 +10,7 @@ use std::ffi::c_int;
 
 use libwebp_sys as sys;
 
-use crate::pipeline::PipelineError;
+use super::CodecError;
 
 /// A decoded still WebP: 8-bit RGB, or RGBA when the bitstream has alpha.
 #[derive(Debug)]
@@ -38,20 +38,20 @@ pub struct Features {
     pub animated: bool,
 }
 
-fn corrupt(what: &str, status: sys::VP8StatusCode) -> PipelineError {
+fn corrupt(what: &str, status: sys::VP8StatusCode) -> CodecError {
     match status {
         sys::VP8StatusCode::VP8_STATUS_OUT_OF_MEMORY => {
-            PipelineError::TooLarge(format!("webp {what}: out of memory"))
+            CodecError::TooLarge(format!("webp {what}: out of memory"))
         }
         sys::VP8StatusCode::VP8_STATUS_UNSUPPORTED_FEATURE => {
-            PipelineError::UnsupportedFormat(format!("webp variant ({what})"))
+            CodecError::UnsupportedFormat(format!("webp variant ({what})"))
         }
-        status => PipelineError::Corrupt(format!("webp {what}: {status:?}")),
+        status => CodecError::Corrupt(format!("webp {what}: {status:?}")),
     }
 }
 
 /// Reads the bitstream features without decoding.
-pub fn features(source: &[u8]) -> Result<Features, PipelineError> {
+pub fn features(source: &[u8]) -> Result<Features, CodecError> {
     // SAFETY: `WebPBitstreamFeatures` is plain data (zeroed is valid); libwebp reads
     // `source.len()` bytes from `source` and writes only `f`.
     let mut f: sys::WebPBitstreamFeatures = unsafe { std::mem::zeroed() };
@@ -70,17 +70,17 @@ pub fn features(source: &[u8]) -> Result<Features, PipelineError> {
 /// Decodes a still WebP, scaled to `scaled` (width, height) by libwebp's rescaler while
 /// decoding when given, else at full size. The caller has checked the header's size against
 /// the limits; the output buffer is allocated here, at the (scaled) size. An animation is
-/// [`PipelineError::UnsupportedFormat`]: use [`AnimDecoder`].
-pub fn decode(source: &[u8], scaled: Option<(u32, u32)>) -> Result<Decoded, PipelineError> {
+/// [`CodecError::UnsupportedFormat`]: use [`AnimDecoder`].
+pub fn decode(source: &[u8], scaled: Option<(u32, u32)>) -> Result<Decoded, CodecError> {
     let features = features(source)?;
     if features.animated {
-        return Err(PipelineError::UnsupportedFormat(
+        return Err(CodecError::UnsupportedFormat(
             "webp animation decoded as a still".to_owned(),
         ));
     }
     let (width, height) = scaled.unwrap_or((features.width, features.height));
     if width == 0 || height == 0 {
-        return Err(PipelineError::Corrupt(format!(
+        return Err(CodecError::Corrupt(format!(
             "webp header declares {width}x{height}"
         )));
     }
@@ -88,10 +88,10 @@ pub fn decode(source: &[u8], scaled: Option<(u32, u32)>) -> Result<Decoded, Pipe
     let stride = width as usize * channels;
     let mut pixels = vec![0u8; stride * height as usize];
     let int = |n: usize| {
-        c_int::try_from(n).map_err(|_| PipelineError::TooLarge(format!("webp dimension {n}")))
+        c_int::try_from(n).map_err(|_| CodecError::TooLarge(format!("webp dimension {n}")))
     };
     let mut config = sys::WebPDecoderConfig::new()
-        .map_err(|()| PipelineError::Encode("webp decoder init".to_owned()))?;
+        .map_err(|()| CodecError::Encode("webp decoder init".to_owned()))?;
     if scaled.is_some() {
         config.options.use_scaling = 1;
         config.options.scaled_width = int(width as usize)?;
@@ -139,13 +139,11 @@ pub struct AnimDecoder<'a> {
 impl<'a> AnimDecoder<'a> {
     /// Parses the container (frame count, canvas, loop count); decodes no frame. The canvas
     /// size must have been checked against the limits first: libwebp allocates two canvases.
-    pub fn new(source: &'a [u8]) -> Result<AnimDecoder<'a>, PipelineError> {
+    pub fn new(source: &'a [u8]) -> Result<AnimDecoder<'a>, CodecError> {
         // SAFETY: plain-data options, initialised by libwebp.
         let mut options: sys::WebPAnimDecoderOptions = unsafe { std::mem::zeroed() };
         if unsafe { sys::WebPAnimDecoderOptionsInit(&mut options) } == 0 {
-            return Err(PipelineError::Encode(
-                "webp animation decoder init".to_owned(),
-            ));
+            return Err(CodecError::Encode("webp animation decoder init".to_owned()));
         }
         options.color_mode = sys::WEBP_CSP_MODE::MODE_RGBA;
         options.use_threads = 0;
@@ -156,7 +154,7 @@ impl<'a> AnimDecoder<'a> {
         // SAFETY: libwebp keeps a pointer to `source`, which outlives the decoder (`'a`).
         let dec = unsafe { sys::WebPAnimDecoderNew(&data, &options) };
         if dec.is_null() {
-            return Err(PipelineError::Corrupt(
+            return Err(CodecError::Corrupt(
                 "webp animation: unreadable container".to_owned(),
             ));
         }
@@ -168,7 +166,7 @@ impl<'a> AnimDecoder<'a> {
         };
         // SAFETY: `dec` is a live decoder; `info` is plain data it fills.
         if unsafe { sys::WebPAnimDecoderGetInfo(decoder.dec, &mut decoder.info) } == 0 {
-            return Err(PipelineError::Corrupt(
+            return Err(CodecError::Corrupt(
                 "webp animation: unreadable header".to_owned(),
             ));
         }
@@ -192,7 +190,7 @@ impl<'a> AnimDecoder<'a> {
 
     /// Decodes the next frame: the whole canvas as RGBA, and the frame's duration in ms.
     /// `None` after the last frame.
-    pub fn next_frame(&mut self) -> Result<Option<(&[u8], u32)>, PipelineError> {
+    pub fn next_frame(&mut self) -> Result<Option<(&[u8], u32)>, CodecError> {
         // SAFETY: `dec` is a live decoder.
         if unsafe { sys::WebPAnimDecoderHasMoreFrames(self.dec) } == 0 {
             return Ok(None);
@@ -205,7 +203,7 @@ impl<'a> AnimDecoder<'a> {
         if unsafe { sys::WebPAnimDecoderGetNext(self.dec, &mut buf, &mut end) } == 0
             || buf.is_null()
         {
-            return Err(PipelineError::Corrupt(
+            return Err(CodecError::Corrupt(
                 "webp animation: undecodable frame".to_owned(),
             ));
         }
@@ -241,8 +239,8 @@ pub fn encode_animation(
     frames: &[Frame<'_>],
     loop_count: u32,
     quality: u8,
-) -> Result<Vec<u8>, PipelineError> {
-    let fail = |what: &str| PipelineError::Encode(format!("webp animation: {what}"));
+) -> Result<Vec<u8>, CodecError> {
+    let fail = |what: &str| CodecError::Encode(format!("webp animation: {what}"));
     let int = |n: u32| c_int::try_from(n).map_err(|_| fail("dimension out of range"));
     let (w, h) = (int(width)?, int(height)?);
     let channels = if alpha { 4 } else { 3 };

@@ -10,7 +10,7 @@ use std::ffi::c_int;
 
 use dav1d_sys as sys;
 
-use crate::pipeline::PipelineError;
+use super::CodecError;
 
 /// How chroma is sampled (AV1's `mono_chrome` and `subsampling_x/y`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,13 +93,13 @@ fn bit_depth(hbd: c_int) -> u8 {
 }
 
 /// Reads the sequence header among the OBUs of `obus`, decoding nothing.
-pub fn sequence_header(obus: &[u8]) -> Result<SequenceInfo, PipelineError> {
+pub fn sequence_header(obus: &[u8]) -> Result<SequenceInfo, CodecError> {
     // SAFETY: the header is plain data (zeroed is valid); libdav1d reads `obus.len()` bytes of
     // `obus` and writes only `seq`.
     let mut seq: sys::Dav1dSequenceHeader = unsafe { std::mem::zeroed() };
     let status = unsafe { sys::dav1d_parse_sequence_header(&mut seq, obus.as_ptr(), obus.len()) };
     if status != 0 {
-        return Err(PipelineError::Corrupt(format!(
+        return Err(CodecError::Corrupt(format!(
             "avif: no valid AV1 sequence header ({status})"
         )));
     }
@@ -218,12 +218,12 @@ const AGAIN: c_int = -11;
 
 /// Decodes the first picture of the OBUs `obus`, refusing frames over `max_pixels` before
 /// they are allocated.
-pub fn decode(obus: &[u8], max_pixels: u64) -> Result<Picture, PipelineError> {
+pub fn decode(obus: &[u8], max_pixels: u64) -> Result<Picture, CodecError> {
     let failed = |what: &str, status: c_int| {
         if status == -12 {
-            PipelineError::TooLarge(format!("avif {what}: out of memory"))
+            CodecError::TooLarge(format!("avif {what}: out of memory"))
         } else {
-            PipelineError::Corrupt(format!("avif {what}: AV1 decoding failed ({status})"))
+            CodecError::Corrupt(format!("avif {what}: AV1 decoding failed ({status})"))
         }
     };
     // SAFETY: the settings are plain data, initialised by libdav1d.
@@ -246,7 +246,7 @@ pub fn decode(obus: &[u8], max_pixels: u64) -> Result<Picture, PipelineError> {
     let mut data = Data(unsafe { std::mem::zeroed() });
     let buffer = unsafe { sys::dav1d_data_create(&mut data.0, obus.len()) };
     if buffer.is_null() {
-        return Err(PipelineError::Corrupt("avif: empty AV1 item".to_owned()));
+        return Err(CodecError::Corrupt("avif: empty AV1 item".to_owned()));
     }
     unsafe { std::ptr::copy_nonoverlapping(obus.as_ptr(), buffer, obus.len()) };
     loop {
@@ -266,7 +266,7 @@ pub fn decode(obus: &[u8], max_pixels: u64) -> Result<Picture, PipelineError> {
                 || picture.width() == 0
                 || picture.height() == 0
             {
-                return Err(PipelineError::Corrupt(format!(
+                return Err(CodecError::Corrupt(format!(
                     "avif: AV1 picture of {}x{} at {} bits",
                     picture.width(),
                     picture.height(),
@@ -280,7 +280,7 @@ pub fn decode(obus: &[u8], max_pixels: u64) -> Result<Picture, PipelineError> {
         }
         // Neither took data nor gave a picture: waiting would not change that.
         if data.0.sz == 0 || sent == AGAIN {
-            return Err(PipelineError::Corrupt(
+            return Err(CodecError::Corrupt(
                 "avif: the AV1 item holds no picture".to_owned(),
             ));
         }

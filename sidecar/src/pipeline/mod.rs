@@ -51,6 +51,7 @@
 
 mod animation;
 mod avif;
+pub mod codecs;
 mod icc;
 mod smart;
 mod trim;
@@ -58,6 +59,7 @@ pub mod watermark;
 
 use std::io::Cursor;
 
+use codecs::CodecError;
 use fast_image_resize as fr;
 use image::codecs::gif::GifEncoder;
 use image::codecs::png::PngEncoder;
@@ -250,6 +252,17 @@ impl PipelineError {
             PipelineError::CropOutside(_) => 400,
             PipelineError::Unsupported(_) => 501,
             PipelineError::Cancelled(_) => 503,
+        }
+    }
+}
+
+impl From<CodecError> for PipelineError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::UnsupportedFormat(s) => PipelineError::UnsupportedFormat(s),
+            CodecError::Corrupt(s) => PipelineError::Corrupt(s),
+            CodecError::TooLarge(s) => PipelineError::TooLarge(s),
+            CodecError::Encode(s) => PipelineError::Encode(s),
         }
     }
 }
@@ -1336,7 +1349,7 @@ fn decode(
     {
         return Ok(image);
     }
-    if format == Format::Webp && !crate::libwebp::features(source)?.animated {
+    if format == Format::Webp && !codecs::libwebp::features(source)?.animated {
         return decode_webp(source, decoder.dimensions(), shrink);
     }
     if format == Format::Gif {
@@ -1399,7 +1412,7 @@ fn decode_webp(
         let side = |n: u32| ((f64::from(n) / shrink).round() as u32).clamp(1, n);
         (side(width), side(height))
     });
-    let d = crate::libwebp::decode(source, scaled)?;
+    let d = codecs::libwebp::decode(source, scaled)?;
     let image = if d.alpha {
         image::RgbaImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgba8)
     } else {
