@@ -109,6 +109,31 @@ pub fn moto() -> PathBuf {
     require_file(path, what, SETUP_HINT)
 }
 
+/// The `node_modules` holding the peers' JavaScript client libraries: `$PIXMESH_SDK_MODULES`
+/// (scripts/setup installs them, pinned, under `$PIXMESH_CACHE`).
+pub fn sdk_modules() -> PathBuf {
+    let path = env_path("PIXMESH_SDK_MODULES").unwrap_or_else(|| {
+        panic!("PIXMESH_SDK_MODULES is not set: {SETUP_HINT}");
+    });
+    if !path.join("@imgproxy/imgproxy-node").is_dir() {
+        panic!(
+            "the peers' client libraries are not in {}: {SETUP_HINT}",
+            path.display()
+        );
+    }
+    path
+}
+
+/// The venv's Python, which has libthumbor: `$PIXMESH_PYTHON`, else
+/// `$PIXMESH_CACHE/venv/bin/python`.
+pub fn python() -> PathBuf {
+    let (path, what) = match env_path("PIXMESH_PYTHON") {
+        Some(path) => (path, "Python (PIXMESH_PYTHON)"),
+        None => (cache_dir().join("venv/bin/python"), "the venv's Python"),
+    };
+    require_file(path, what, SETUP_HINT)
+}
+
 /// The proxy-wasm filter: `$PIXMESH_FILTER_WASM`, else
 /// `<workspace root>/target/wasm32-wasip1/release/pixmesh_filter.wasm`.
 ///
