@@ -11,7 +11,8 @@ use pixmesh_sidecar::config::Config;
 
 /// Large freed blocks are kept for reuse, within a share of the memory budget.
 #[global_allocator]
-static ALLOCATOR: pixmesh_sidecar::blocks::BlockCache = pixmesh_sidecar::blocks::BlockCache;
+static ALLOCATOR: pixmesh_sidecar::serving::block_cache::BlockCache =
+    pixmesh_sidecar::serving::block_cache::BlockCache;
 
 #[derive(Parser)]
 #[command(name = "pixmesh-sidecar", version, about)]
@@ -95,12 +96,12 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve { config } => {
-            pixmesh_sidecar::budget::tune_allocator();
+            pixmesh_sidecar::serving::budget::tune_allocator();
             let config = Config::load(&config)?;
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "pixmesh sidecar serving");
             let shutdown = shutdown_signal()?;
-            pixmesh_sidecar::serve(&config, listener, shutdown).await?;
+            pixmesh_sidecar::serving::serve(&config, listener, shutdown).await?;
         }
         Command::Check { config } => {
             let config = Config::load(&config)?;

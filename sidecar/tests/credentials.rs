@@ -290,7 +290,9 @@ async fn a_read_only_key_serves_renders_and_check_says_it_cannot_write() {
     let keys = format!("access_key_id = \"{reader}\"\nsecret_access_key = \"{secret}\"\n");
     let toml = photos(&garage, &keys);
     let config = Config::from_toml(&toml).unwrap();
-    let renderer = pixmesh_sidecar::renderer(&config).await.expect("renderer");
+    let renderer = pixmesh_sidecar::serving::renderer(&config)
+        .await
+        .expect("renderer");
     let svc = pixmesh_tests::vouch::service(std::sync::Arc::new(renderer));
     let rendered = svc
         .render_unary(pixmesh_tests::vouch::vouched(v1::RenderRequest {

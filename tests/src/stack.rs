@@ -101,7 +101,7 @@ impl Sidecar {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = pixmesh_sidecar::serve(&config, listener, shutdown).await {
+            if let Err(e) = pixmesh_sidecar::serving::serve(&config, listener, shutdown).await {
                 panic!("sidecar stopped: {e}");
             }
         });

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use pixmesh_core::vouch::{HEADER, Voucher};
 use pixmesh_proto::v1;
-use pixmesh_sidecar::service::{ImageService, Renderer, to_core};
+use pixmesh_sidecar::serving::{grpc::ImageService, state::Renderer, wire::to_core};
 use tonic::metadata::MetadataValue;
 
 /// A random key, made once per test process.

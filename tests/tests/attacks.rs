@@ -221,7 +221,7 @@ async fn the_sidecar_renders_only_what_the_filter_vouched_for() {
     );
     let mut forged = tonic::Request::new(private.clone());
     let stranger = Voucher::new(b"not the key the filter and sidecar share").unwrap();
-    let core = pixmesh_sidecar::service::to_core(private.clone()).unwrap();
+    let core = pixmesh_sidecar::serving::wire::to_core(private.clone()).unwrap();
     forged.metadata_mut().insert(
         HEADER,
         MetadataValue::try_from(stranger.vouch(&core, SystemTime::now())).unwrap(),
@@ -237,7 +237,7 @@ async fn the_sidecar_renders_only_what_the_filter_vouched_for() {
         ..private.clone()
     };
     let proof = pixmesh_tests::vouch::voucher().vouch(
-        &pixmesh_sidecar::service::to_core(public.clone()).unwrap(),
+        &pixmesh_sidecar::serving::wire::to_core(public.clone()).unwrap(),
         SystemTime::now(),
     );
     let mut swapped = tonic::Request::new(private);

@@ -14,7 +14,7 @@ use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_server::ImageService as _;
 use pixmesh_sidecar::config::Config;
-use pixmesh_sidecar::service::{ImageService, Renderer};
+use pixmesh_sidecar::serving::{grpc::ImageService, state::Renderer};
 use pixmesh_tests::{Garage, Stack, eventually, tools};
 
 const RESULTS_BUCKET: &str = "results";
@@ -52,8 +52,11 @@ fn s3_storage_with_key(
 /// The in-process service for `toml`.
 async fn service(toml: &str) -> ImageService {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-    let renderer: Arc<Renderer> =
-        Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
+    let renderer: Arc<Renderer> = Arc::new(
+        pixmesh_sidecar::serving::renderer(&config)
+            .await
+            .expect("renderer"),
+    );
     pixmesh_tests::vouch::service(renderer)
 }
 
@@ -384,7 +387,7 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
             s3_storage(&garage, "results", RESULTS_BUCKET, results_extra),
         )
     };
-    let canonical = pixmesh_sidecar::service::to_core(v1::RenderRequest {
+    let canonical = pixmesh_sidecar::serving::wire::to_core(v1::RenderRequest {
         format: v1::Format::Png.into(),
         ..request("photos", "a b.jpg")
     })

@@ -9,7 +9,7 @@ use image::GenericImageView;
 use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_server::ImageService as _;
 use pixmesh_sidecar::config::Config;
-use pixmesh_sidecar::service::{ImageService, Renderer};
+use pixmesh_sidecar::serving::{grpc::ImageService, state::Renderer};
 use pixmesh_tests::{Moto, Stack, eventually, tools};
 
 /// `fit-in/100x100` of medium.jpg (1280x800) and of flower.webp (480x360).
@@ -121,7 +121,11 @@ async fn each_object_version_renders_through_the_stack() {
 /// The in-process service for `toml`, and its renderer.
 async fn service(toml: &str) -> (ImageService, Arc<Renderer>) {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-    let renderer = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
+    let renderer = Arc::new(
+        pixmesh_sidecar::serving::renderer(&config)
+            .await
+            .expect("renderer"),
+    );
     (
         pixmesh_tests::vouch::service(Arc::clone(&renderer)),
         renderer,

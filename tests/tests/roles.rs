@@ -15,7 +15,7 @@ use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_server::ImageService as _;
 use pixmesh_sidecar::config::Config;
-use pixmesh_sidecar::service::{ImageService, Renderer};
+use pixmesh_sidecar::serving::{grpc::ImageService, state::Renderer};
 use pixmesh_tests::{Garage, eventually, tools};
 
 const COPIES: &str = "copies";
@@ -47,7 +47,11 @@ fn config(garage: &Garage, roles: &str) -> String {
 
 async fn service(toml: &str) -> (ImageService, Arc<Renderer>) {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-    let renderer = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
+    let renderer = Arc::new(
+        pixmesh_sidecar::serving::renderer(&config)
+            .await
+            .expect("renderer"),
+    );
     (
         pixmesh_tests::vouch::service(Arc::clone(&renderer)),
         renderer,
@@ -236,7 +240,7 @@ async fn result_storage_keeps_only_sources_under_its_prefix_named_without_it() {
     render(&svc, "static/b.jpg", 100).await.expect("render");
     render(&svc, "uploads/a.jpg", 100).await.expect("render");
     // With report_errors the write is done before the answer: no waiting.
-    let canonical = pixmesh_sidecar::service::to_core(request("a.jpg", 100))
+    let canonical = pixmesh_sidecar::serving::wire::to_core(request("a.jpg", 100))
         .unwrap()
         .canonical();
     let expected = result_key("renditions", &canonical, &SafeChars::default());

@@ -15,7 +15,7 @@ use pixmesh_proto::google::api::HttpBody;
 use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_server::ImageService as _;
 use pixmesh_sidecar::config::Config;
-use pixmesh_sidecar::service::{ImageService, Renderer};
+use pixmesh_sidecar::serving::{grpc::ImageService, state::Renderer};
 use pixmesh_tests::{Garage, Stack, eventually, ports, tools};
 
 const RESULTS_BUCKET: &str = "results";
@@ -81,7 +81,11 @@ fn photos(garage: &Garage) -> String {
 /// The in-process service for `toml`, and its renderer (for its counters).
 async fn service(toml: &str) -> (ImageService, Arc<Renderer>) {
     let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-    let renderer = Arc::new(pixmesh_sidecar::renderer(&config).await.expect("renderer"));
+    let renderer = Arc::new(
+        pixmesh_sidecar::serving::renderer(&config)
+            .await
+            .expect("renderer"),
+    );
     (
         pixmesh_tests::vouch::service(Arc::clone(&renderer)),
         renderer,
@@ -126,7 +130,7 @@ fn http_status(status: &tonic::Status) -> String {
 
 /// The result-storage key of `fit-in/100x100` of `storage`/`key`.
 fn stored_key(storage: &str, key: &str) -> String {
-    let canonical = pixmesh_sidecar::service::to_core(request(storage, key))
+    let canonical = pixmesh_sidecar::serving::wire::to_core(request(storage, key))
         .expect("a valid request")
         .canonical();
     result_key(RESULTS_DIR, &canonical, &SafeChars::default())

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `--allocator sidecar` (the default) applies the sidecar's allocator settings
-//! ([`pixmesh_sidecar::budget::tune_allocator`]), so the times are what `serve` spends;
+//! ([`pixmesh_sidecar::serving::budget::tune_allocator`]), so the times are what `serve` spends;
 //! `glibc` leaves glibc's defaults, which keep freed buffers for the next render.
 
 use std::path::{Path, PathBuf};
@@ -30,7 +30,8 @@ struct Args {
 
 /// As in `pixmesh-sidecar`: large freed blocks kept for reuse (with `--allocator sidecar`).
 #[global_allocator]
-static ALLOCATOR: pixmesh_sidecar::blocks::BlockCache = pixmesh_sidecar::blocks::BlockCache;
+static ALLOCATOR: pixmesh_sidecar::serving::block_cache::BlockCache =
+    pixmesh_sidecar::serving::block_cache::BlockCache;
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1)).and_then(|args| run(&args)) {
@@ -44,15 +45,17 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     if args.tune_allocator {
-        pixmesh_sidecar::budget::tune_allocator();
+        pixmesh_sidecar::serving::budget::tune_allocator();
         // What `serve` keeps with the default configuration.
         let limits = pixmesh_sidecar::config::Limits::default();
-        let shares = pixmesh_sidecar::budget::Shares::of(
+        let shares = pixmesh_sidecar::serving::budget::Shares::of(
             limits.memory_budget_bytes,
             pixmesh_sidecar::config::DEFAULT_WATERMARK_CACHE_BYTES,
             limits.max_source_bytes,
         );
-        pixmesh_sidecar::blocks::set_capacity(usize::try_from(shares.blocks).unwrap_or(usize::MAX));
+        pixmesh_sidecar::serving::block_cache::set_capacity(
+            usize::try_from(shares.blocks).unwrap_or(usize::MAX),
+        );
     }
     let limits = Limits::default();
     for path in &args.images {

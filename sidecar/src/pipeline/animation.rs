@@ -174,7 +174,7 @@ impl<'a> FrameSteps<'a> {
 
     /// Renders the next canvas, shown for `duration_ms`.
     fn render(&mut self, pixels: Pixels, duration_ms: u32) -> Result<Frame, PipelineError> {
-        crate::cancel::check()?;
+        crate::pipeline::cancel::check()?;
         let geometry = match self.placed {
             Some(g) => g,
             None => *self.placed.insert(first_frame_geometry(

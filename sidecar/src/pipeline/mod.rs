@@ -51,6 +51,7 @@
 
 mod animation;
 mod avif;
+pub mod cancel;
 pub mod codecs;
 mod icc;
 mod smart;
@@ -235,10 +236,10 @@ pub enum PipelineError {
     /// e.g. keeping an ICC profile in AVIF (HTTP 501). Names what.
     #[error("not implemented: {0}")]
     Unsupported(String),
-    /// Every caller waiting for the render went away ([`crate::cancel`]); nobody sees the
+    /// Every caller waiting for the render went away ([`crate::pipeline::cancel`]); nobody sees the
     /// status (503 for the logs).
     #[error(transparent)]
-    Cancelled(#[from] crate::cancel::Cancelled),
+    Cancelled(#[from] crate::pipeline::cancel::Cancelled),
 }
 
 impl PipelineError {
@@ -400,7 +401,7 @@ pub fn render_overlaid(
         false => read_color_profile(&mut decoder),
     };
     let image = decode(source, decoder, source_format, limits, shrink)?;
-    crate::cancel::check()?;
+    crate::pipeline::cancel::check()?;
     let image = apply_orientation(image, orientation);
     let mut pixels = normalise(image)?;
     let (mut geometry, mut frame) = replan(&pixels, (width, height), geometry, t, limits)?;
@@ -411,14 +412,14 @@ pub fn render_overlaid(
         limits,
         shrink,
     };
-    crate::cancel::check()?;
+    crate::pipeline::cancel::check()?;
     if let Some(sharper) = trim::decode_again(&decoded, &geometry)? {
         (geometry, frame) = replan(&sharper, (width, height), geometry, t, limits)?;
         pixels = sharper;
     }
     let (pixels, geometry) = trim::cut(pixels, &frame, (width, height), geometry);
     let pixels = frame_steps(pixels, &geometry, profile.as_ref(), t, overlay)?;
-    crate::cancel::check()?;
+    crate::pipeline::cancel::check()?;
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
@@ -2262,7 +2263,7 @@ fn fit_bytes(
     let mut left = encodes.saturating_sub(1);
     while low <= high && left > 0 {
         left -= 1;
-        crate::cancel::check()?;
+        crate::pipeline::cancel::check()?;
         let mid = low + (high - low) / 2;
         let out = encode_at(mid)?;
         if out.len() <= max {

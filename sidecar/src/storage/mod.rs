@@ -804,6 +804,22 @@ pub fn http_date(t: &DateTime) -> Option<String> {
     t.fmt(DateTimeFormat::HttpDate).ok()
 }
 
+/// The first success of `op` along `chain`, moving on only when an object is not found; the last
+/// error otherwise.
+pub async fn first_found<'a, T, F, Fut>(chain: &[&'a Storage], op: F) -> Result<T, StorageError>
+where
+    F: Fn(&'a Storage) -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    for storage in chain {
+        match op(storage).await {
+            Err(StorageError::NotFound) => {}
+            other => return other,
+        }
+    }
+    Err(StorageError::NotFound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1069,7 +1085,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bucket_still_in_the_wrong_region_after_the_retry_is_a_502_without_detail() {
-        use crate::error::RenderError;
+        use crate::serving::status::RenderError;
         // The bucket names a region, then refuses requests signed for it as well.
         let s3 = crate::fake_s3::FakeS3::start(|_| {
             crate::fake_s3::Reply::new("301 Moved Permanently", "")
@@ -1198,7 +1214,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_stalls_after_the_headers_times_out_within_the_storage_timeout() {
-        use crate::error::RenderError;
+        use crate::serving::status::RenderError;
         use std::sync::atomic::Ordering;
         let (endpoint, answered) = stalling_body().await;
         let storage = S3Storage::new(&s3_config(&endpoint, ""), Duration::from_millis(300))

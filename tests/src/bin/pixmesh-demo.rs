@@ -33,11 +33,12 @@ enum Source {
 /// The sidecar binary's allocator, so the demo (and `bench/load`, which measures it) renders
 /// as `pixmesh-sidecar serve` does.
 #[global_allocator]
-static ALLOCATOR: pixmesh_sidecar::blocks::BlockCache = pixmesh_sidecar::blocks::BlockCache;
+static ALLOCATOR: pixmesh_sidecar::serving::block_cache::BlockCache =
+    pixmesh_sidecar::serving::block_cache::BlockCache;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    pixmesh_sidecar::budget::tune_allocator();
+    pixmesh_sidecar::serving::budget::tune_allocator();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

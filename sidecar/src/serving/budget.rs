@@ -4,7 +4,7 @@
 //! more than the whole budget is refused (413) instead of waiting forever.
 //!
 //! Reservations are counted in KiB (rounded up), so budgets up to terabytes fit the semaphore.
-//! Only admitted requests reserve ([`crate::pool::Admission`]), so at most two per core wait
+//! Only admitted requests reserve ([`crate::serving::pool::Admission`]), so at most two per core wait
 //! here, and a reservation is only ever held by a render that runs: waiting never deadlocks.
 
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl MemoryBudget {
 
 /// How `memory_budget_bytes` is shared out: the watermark cache's capacity first (the
 /// configuration checks that what is left still holds the largest source), then the freed
-/// large blocks kept for reuse ([`crate::blocks`]: an eighth of the rest, at most 64 MiB, never
+/// large blocks kept for reuse ([`crate::serving::block_cache`]: an eighth of the rest, at most 64 MiB, never
 /// leaving renders less than the largest source); renders reserve from what remains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shares {

@@ -1,6 +1,6 @@
 //! A bounded cache of large freed blocks, in front of the system allocator.
 //!
-//! The sidecar gives every buffer of 1 MiB or more its own mapping ([`crate::budget`]), so
+//! The sidecar gives every buffer of 1 MiB or more its own mapping ([`crate::serving::budget`]), so
 //! resident memory follows what renders hold; but then each render faults in every page of its
 //! decode and resize buffers afresh, which costs up to a third of a render's CPU on a virtual
 //! machine. [`BlockCache`] keeps a few freed large blocks (at most [`set_capacity`] bytes, taken

@@ -4,9 +4,9 @@
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-use crate::budget::BudgetError;
 use crate::pipeline::PipelineError;
-use crate::pool::PoolError;
+use crate::serving::budget::BudgetError;
+use crate::serving::pool::PoolError;
 use crate::storage::StorageError;
 
 /// Why a render failed.

@@ -9,15 +9,15 @@
 //!
 //! A job owns its worker, a share of its admission and its memory reservation until it ends,
 //! not until its caller stops waiting: a render whose client went away keeps counting against
-//! the pool and the budget until it stops, which it does at its next step ([`crate::cancel`]).
+//! the pool and the budget until it stops, which it does at its next step ([`crate::pipeline::cancel`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::budget::Reservation;
-use crate::cancel;
+use crate::pipeline::cancel;
+use crate::serving::budget::Reservation;
 
 /// Why a job did not run to completion.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -132,7 +132,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::budget::MemoryBudget;
+    use crate::serving::budget::MemoryBudget;
 
     /// A reservation of 1 KiB of a budget of its own.
     async fn reserved() -> Reservation {
