@@ -27,11 +27,12 @@
 use pixmesh_core::transform::{Format, Transform};
 
 use super::codecs::libwebp;
-use super::{
-    DEFAULT_WEBP_QUALITY, GIF_ALPHA_THRESHOLD, GIF_QUANTIZE_SPEED, Geometry, Limits,
-    MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION, PipelineError, Pixels, Rendered, frame_steps,
-    watermark::Overlay,
-};
+use super::encode::{DEFAULT_WEBP_QUALITY, GIF_ALPHA_THRESHOLD, GIF_QUANTIZE_SPEED, Rendered};
+use super::error::PipelineError;
+use super::geometry::Geometry;
+use super::limits::{Limits, MAX_GIF_DIMENSION, MAX_WEBP_DIMENSION};
+use super::pixels::Pixels;
+use super::{frame_steps, watermark::Overlay};
 
 /// How often an animation plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub(super) fn render(
     // GIF and WebP outputs never depend on transparency (only "compatible" WebP does, and
     // that is never GIF or WebP).
     let format = t.format.resolve(source_format, || true);
-    let geometry = super::geometry(width, height, t, limits)?;
+    let geometry = super::plan::geometry(width, height, t, limits)?;
     check_sizes(frames, (width, height), &geometry, t, limits)?;
     if source_format == Format::Gif {
         check_gif_frames(&gif_frames(source, frames)?, limits)?;
@@ -131,7 +132,7 @@ fn check_sizes(
             limits.max_source_pixels
         )));
     }
-    let (ow, oh) = super::output_size(g, t);
+    let (ow, oh) = super::geometry::output_size(g, t);
     let output = u64::from(frames) * u64::from(ow) * u64::from(oh);
     if output > limits.max_output_pixels {
         return Err(PipelineError::TooLarge(format!(
@@ -203,7 +204,7 @@ fn first_frame_geometry(
 ) -> Result<Geometry, PipelineError> {
     let size = (first.width, first.height);
     // The canvas is never cut to the trimmed box: later frames may draw outside it.
-    let (geometry, _) = super::replan(first, size, *planned, t, limits)?;
+    let (geometry, _) = super::plan::replan(first, size, *planned, t, limits)?;
     check_sizes(frames, size, &geometry, t, limits)?;
     Ok(geometry)
 }

@@ -26,7 +26,9 @@ use image::{ColorType, ImageDecoder, ImageError, ImageResult};
 use moxcms::{CicpColorPrimaries, CicpProfile, ColorProfile, MatrixCoefficients};
 
 use super::codecs::dav1d::{self, Cicp, Layout, Picture, Plane};
-use super::{Limits, PipelineError, unpremultiply};
+use super::effects::unpremultiply;
+use super::error::PipelineError;
+use super::limits::Limits;
 
 /// An AVIF, parsed up to its pixels.
 pub struct AvifDecoder {

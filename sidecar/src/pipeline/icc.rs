@@ -22,7 +22,8 @@
 use image::ImageDecoder;
 use pixmesh_core::transform::{Format, Transform};
 
-use super::{PipelineError, Rendered};
+use super::encode::Rendered;
+use super::error::PipelineError;
 
 /// Largest profile bytes one JPEG `APP2` segment carries: 65,535 minus the length field and
 /// the 14-byte `ICC_PROFILE\0` + sequence + count header.
@@ -338,7 +339,7 @@ fn png_icc_len(body: &[u8]) -> Result<u64, PipelineError> {
 /// (EXIF, XMP), which the JPEG reader copies.
 fn jpeg_metadata(data: &[u8]) -> (u64, u64) {
     let (mut icc, mut other) = (0u64, 0u64);
-    for segment in super::jpeg_segments(data) {
+    for segment in super::sniff::jpeg_segments(data) {
         let len = segment.payload.len() as u64;
         match segment.marker {
             0xE2 if segment.payload.starts_with(b"ICC_PROFILE\0") => icc += len,

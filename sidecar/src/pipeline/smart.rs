@@ -17,7 +17,8 @@
 //! position one lookup) and the highest total wins; among equal totals, the one nearest the
 //! centre, so a flat image is cropped in the middle as without smart crop.
 
-use super::{Geometry, Pixels, Rect};
+use super::geometry::{Geometry, Rect};
+use super::pixels::Pixels;
 
 /// Longest side of the copy the attention is scored on.
 pub(super) const ANALYSIS_SIDE: u32 = 128;

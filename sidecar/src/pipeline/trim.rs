@@ -30,7 +30,10 @@
 
 use pixmesh_core::transform::{Format, Trim, TrimColor};
 
-use super::{Geometry, Limits, PipelineError, Pixels, Rect};
+use super::error::PipelineError;
+use super::geometry::{Geometry, Rect};
+use super::limits::Limits;
+use super::pixels::Pixels;
 
 /// The box of `p` left once its uniform borders are cut, in whole pixels of `p`; `None` when
 /// every pixel is border (the image is then left whole).
@@ -145,7 +148,7 @@ pub(super) fn cut(
     let top = ((frame.top * sy).floor() as u32).min(p.height - 1);
     let right = (((frame.left + frame.width) * sx).ceil() as u32).clamp(left + 1, p.width);
     let bottom = (((frame.top + frame.height) * sy).ceil() as u32).clamp(top + 1, p.height);
-    let cut = super::crop_copy(&p, left, top, right - left, bottom - top);
+    let cut = super::resize::crop_copy(&p, left, top, right - left, bottom - top);
     drop(p);
     let (cw, chh) = (f64::from(cut.width), f64::from(cut.height));
     let crop_w = (geometry.crop.width * sx).min(cw);
@@ -176,13 +179,13 @@ pub(super) fn decode_again(
     d: &Decoded<'_>,
     geometry: &Geometry,
 ) -> Result<Option<Pixels>, PipelineError> {
-    let shrink = super::shrink_on_load(d.format, geometry);
+    let shrink = super::decode::shrink_on_load(d.format, geometry);
     if shrink >= d.shrink {
         return Ok(None);
     }
-    let decoder = super::read_header(d.source, d.format, d.limits)?;
-    let image = super::decode(d.source, decoder, d.format, d.limits, shrink)?;
-    super::normalise(super::apply_orientation(image, d.orientation)).map(Some)
+    let decoder = super::header::read_header(d.source, d.format, d.limits)?;
+    let image = super::decode::decode(d.source, decoder, d.format, d.limits, shrink)?;
+    super::pixels::normalise(super::pixels::apply_orientation(image, d.orientation)).map(Some)
 }
 
 #[cfg(test)]
@@ -479,7 +482,7 @@ mod tests {
             fit: Fit::FitIn,
             ..trimmed(40)
         };
-        let planned = super::super::plan(&source, &t, &Limits::default()).unwrap();
+        let planned = super::super::plan::plan(&source, &t, &Limits::default()).unwrap();
         assert_eq!(planned.shrink, 8.0);
         let out = render_to(&source, t);
         // JPEG ringing along the stripes' edge may add a row to the box.
@@ -538,7 +541,7 @@ mod tests {
             ..trimmed(24)
         };
         assert!(
-            super::super::plan(&source, &t, &Limits::default())
+            super::super::plan::plan(&source, &t, &Limits::default())
                 .unwrap()
                 .shrink
                 > 1.0
@@ -572,13 +575,13 @@ mod tests {
             ..Transform::default()
         };
         let full_decode = 2000 * 2000 * 3 * 2;
-        let plain = super::super::memory_needed(&source, &fit, &limits).unwrap();
+        let plain = super::super::memory::memory_needed(&source, &fit, &limits).unwrap();
         assert!(plain < full_decode, "1/8 decode: {plain}");
         let with_trim = Transform {
             trim: Some(trim(40, TrimColor::TopLeft)),
             ..fit
         };
-        let needed = super::super::memory_needed(&source, &with_trim, &limits).unwrap();
+        let needed = super::super::memory::memory_needed(&source, &with_trim, &limits).unwrap();
         assert!(
             needed >= full_decode,
             "a decode again at full size: {needed}"
@@ -590,7 +593,7 @@ mod tests {
             upscale: true,
             ..with_trim
         };
-        let needed = super::super::memory_needed(&source, &derived, &limits).unwrap();
+        let needed = super::super::memory::memory_needed(&source, &derived, &limits).unwrap();
         let side = u64::from(pixmesh_core::transform::MAX_DIMENSION);
         assert!(needed >= full_decode + 100 * side * 4 * 4, "{needed}");
     }

@@ -13,10 +13,13 @@ use fast_image_resize as fr;
 use pixmesh_core::transform::{Fraction, Transform};
 use pixmesh_core::watermark::{Axis, Watermark};
 
-use super::{
-    Limits, PipelineError, Pixels, Plan, apply_orientation, decode, normalise, plan,
-    read_color_profile, to_srgb,
-};
+use super::decode::decode;
+use super::effects::to_srgb;
+use super::error::PipelineError;
+use super::header::read_color_profile;
+use super::limits::Limits;
+use super::pixels::{Pixels, apply_orientation, normalise};
+use super::plan::{Plan, plan};
 
 /// A decoded watermark: upright, sRGB, straight-alpha RGBA.
 #[derive(Clone, PartialEq, Eq)]
@@ -92,12 +95,6 @@ pub fn decode_watermark(bytes: &[u8], limits: &Limits) -> Result<DecodedWatermar
         height: pixels.height,
         rgba,
     })
-}
-
-/// An upper bound of what [`decode_watermark`] allocates for `bytes`, from the header: what a
-/// render of the image at its own size allocates (see [`super::memory_needed`]).
-pub fn decode_memory_needed(bytes: &[u8], limits: &Limits) -> Result<u64, PipelineError> {
-    super::memory_needed(bytes, &Transform::default(), limits)
 }
 
 /// What [`apply`] allocates on an image at most `side` pixels wide and high: the scaled
@@ -405,11 +402,13 @@ mod tests {
             Axis::Start(Offset::ZERO),
         );
         let limits = Limits::default();
-        let plain = super::super::memory_needed(&gif, &t, &limits).unwrap();
-        let marked = super::super::memory_needed_overlaid(&gif, &t, Some(&o), &limits).unwrap();
+        let plain = super::super::memory::memory_needed(&gif, &t, &limits).unwrap();
+        let marked =
+            super::super::memory::memory_needed_overlaid(&gif, &t, Some(&o), &limits).unwrap();
         assert_eq!(marked - plain, 4 * 4 * 4 * 2);
         o.spec.width = Some(Span::Pixels(1000));
-        let big = super::super::memory_needed_overlaid(&gif, &t, Some(&o), &limits).unwrap();
+        let big =
+            super::super::memory::memory_needed_overlaid(&gif, &t, Some(&o), &limits).unwrap();
         assert_eq!(
             big - plain,
             1000 * 1000 * 4 * 2,
@@ -447,7 +446,10 @@ mod tests {
         assert_eq!(w.size(), (6, 3));
         assert_eq!(&w.rgba[..4], [10, 20, 30, 40]);
         assert_eq!(w.bytes(), 6 * 3 * 4);
-        assert!(decode_memory_needed(&png, &Limits::default()).unwrap() >= w.bytes());
+        assert!(
+            crate::pipeline::watermark_decode_memory_needed(&png, &Limits::default()).unwrap()
+                >= w.bytes()
+        );
         let mut jpeg = Vec::new();
         image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(8, 8, image::Rgb([200, 0, 0])))
             .write_to(

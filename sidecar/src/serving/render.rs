@@ -328,7 +328,7 @@ impl Renderer {
             .await
             .map_err(RenderError::WatermarkSource)?;
         let limits = self.pipeline_limits();
-        let needed = pipeline::watermark::decode_memory_needed(&object.bytes, &limits)
+        let needed = pipeline::watermark_decode_memory_needed(&object.bytes, &limits)
             .map_err(RenderError::WatermarkImage)?;
         let reserved = self
             .budget

@@ -1,0 +1,185 @@
+//! Step 4: decode. JPEG by libjpeg-turbo with DCT scaling and still WebP by libwebp scaled while
+//! decoding (the shrink-on-load factor is chosen here: [`shrink_on_load`]), PNG by `image`, a GIF's
+//! first frame by the `gif` crate on its logical screen, AVIF through [`super::avif`].
+
+use image::{DynamicImage, ImageDecoder};
+use pixmesh_core::transform::Format;
+
+use super::codecs;
+use super::error::{PipelineError, dimension, image_error};
+use super::geometry::Geometry;
+use super::header::image_limits;
+use super::limits::Limits;
+
+/// The factor to shrink the source by while decoding it, for a source that will be reduced per
+/// `g`; 1 when it is decoded at full size. The rule is libvips' for JPEG: leave at least a 2×
+/// reduction to the Lanczos3 resize in the least-reduced direction, so quality matches a
+/// full-size decode. A JPEG shrinks by its DCT scaling denominators (2, 4 or 8); a still WebP
+/// by any factor (libwebp's rescaler, an area average), so it is decoded at twice the output
+/// size, when that is at least 1.25× smaller than the source. GIF and PNG: 1.
+pub(super) fn shrink_on_load(format: Format, g: &Geometry) -> f64 {
+    let reduction = (g.crop.width / f64::from(g.width)).min(g.crop.height / f64::from(g.height));
+    match format {
+        Format::Jpeg => [8.0, 4.0, 2.0]
+            .into_iter()
+            .find(|&d| reduction >= 2.0 * d)
+            .unwrap_or(1.0),
+        Format::Webp if reduction >= 2.0 * WEBP_MIN_SHRINK => reduction / 2.0,
+        _ => 1.0,
+    }
+}
+
+/// The smallest shrink-on-load factor worth asking libwebp's rescaler for.
+pub(super) const WEBP_MIN_SHRINK: f64 = 1.25;
+
+/// Decodes the pixels: JPEGs with libjpeg-turbo at 1/`shrink` scale, still WebPs with libwebp
+/// at 1/`shrink` scale, the first frame of a GIF with `gif`, everything else (PNG, a WebP
+/// animation's first frame) with `image`, reserving the decoded size against its allocation
+/// limit first.
+pub(super) fn decode(
+    source: &[u8],
+    decoder: impl ImageDecoder,
+    format: Format,
+    limits: &Limits,
+    shrink: f64,
+) -> Result<DynamicImage, PipelineError> {
+    if format == Format::Jpeg
+        && let Some(image) = decode_jpeg(source, shrink as u8)?
+    {
+        return Ok(image);
+    }
+    if format == Format::Webp && !codecs::libwebp::features(source)?.animated {
+        return decode_webp(source, decoder.dimensions(), shrink);
+    }
+    if format == Format::Gif {
+        return decode_gif(source, limits);
+    }
+    image_limits(limits)
+        .reserve(decoder.total_bytes())
+        .map_err(|e| image_error(e, format, "decode"))?;
+    DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, format, "decode"))
+}
+
+/// Decodes a JPEG to RGB with libjpeg-turbo, DCT-scaled by 1/`shrink`. `None` for CMYK/YCCK
+/// JPEGs, which libjpeg-turbo cannot convert to RGB: `image` decodes those (at full size).
+/// The caller has checked the header's size against the limits.
+pub(super) fn decode_jpeg(
+    source: &[u8],
+    shrink: u8,
+) -> Result<Option<DynamicImage>, PipelineError> {
+    let fail = |e: turbojpeg::Error| PipelineError::Corrupt(format!("jpeg decode: {e}"));
+    let mut decompressor = turbojpeg::Decompressor::new().map_err(fail)?;
+    let header = decompressor.read_header(source).map_err(fail)?;
+    if is_cmyk(header.colorspace) {
+        return Ok(None);
+    }
+    let scale = turbojpeg::ScalingFactor::new(1, usize::from(shrink));
+    if !header.is_lossless {
+        decompressor.set_scaling_factor(scale).map_err(fail)?;
+    }
+    let size = decompressor.scaling_factor();
+    let (width, height) = (size.scale(header.width), size.scale(header.height));
+    let mut pixels = vec![0; width * height * 3];
+    let output = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    decompressor.decompress(source, output).map_err(fail)?;
+    let (w, h) = (dimension(width)?, dimension(height)?);
+    let image = image::RgbImage::from_raw(w, h, pixels)
+        .ok_or_else(|| PipelineError::Corrupt("jpeg decode: short pixel buffer".into()))?;
+    Ok(Some(DynamicImage::ImageRgb8(image)))
+}
+
+/// Whether libjpeg-turbo leaves this colourspace to `image` (it cannot convert it to RGB).
+pub(super) fn is_cmyk(colorspace: turbojpeg::Colorspace) -> bool {
+    matches!(
+        colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    )
+}
+
+/// Decodes a still WebP with libwebp, scaled by 1/`shrink` while decoding (each side rounded,
+/// at least 1) when `shrink` is above 1. The caller has checked `(width, height)`, the size
+/// from the header, against the limits.
+pub(super) fn decode_webp(
+    source: &[u8],
+    (width, height): (u32, u32),
+    shrink: f64,
+) -> Result<DynamicImage, PipelineError> {
+    let scaled = (shrink > 1.0).then(|| {
+        let side = |n: u32| ((f64::from(n) / shrink).round() as u32).clamp(1, n);
+        (side(width), side(height))
+    });
+    let d = codecs::libwebp::decode(source, scaled)?;
+    let image = if d.alpha {
+        image::RgbaImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgba8)
+    } else {
+        image::RgbImage::from_raw(d.width, d.height, d.pixels).map(DynamicImage::ImageRgb8)
+    };
+    image.ok_or_else(|| PipelineError::Corrupt("webp decode: short pixel buffer".into()))
+}
+
+/// Decodes the first frame of a GIF as RGBA, drawn at its place on the logical screen (whose
+/// size the caller has checked); what the frame does not cover is transparent. The frame's own
+/// declared size is checked against [`Limits::max_source_pixels`] before its pixels are
+/// decoded, and nothing after it is ever read.
+pub(super) fn decode_gif(source: &[u8], limits: &Limits) -> Result<DynamicImage, PipelineError> {
+    let fail = |e: gif::DecodingError| match e {
+        gif::DecodingError::MemoryLimit | gif::DecodingError::OutOfMemory => {
+            PipelineError::TooLarge(format!("gif decode: {e}"))
+        }
+        e => PipelineError::Corrupt(format!("gif decode: {e}")),
+    };
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    // Bounds what the decoder allocates for metadata (ICC, XMP) besides the frame.
+    let budget = limits.max_source_pixels.saturating_mul(4).max(1);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(
+        std::num::NonZeroU64::new(budget).unwrap_or(std::num::NonZeroU64::MIN),
+    ));
+    let mut decoder = options.read_info(source).map_err(fail)?;
+    let (width, height) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    let frame = decoder
+        .next_frame_info()
+        .map_err(fail)?
+        .ok_or_else(|| PipelineError::Corrupt("gif has no frames".to_owned()))?;
+    let (left, top) = (u32::from(frame.left), u32::from(frame.top));
+    let (frame_w, frame_h) = (u32::from(frame.width), u32::from(frame.height));
+    let frame_pixels = u64::from(frame_w) * u64::from(frame_h);
+    if frame_pixels > limits.max_source_pixels {
+        return Err(PipelineError::TooLarge(format!(
+            "the gif's first frame is {frame_w}x{frame_h} ({frame_pixels} pixels), the limit is {} pixels",
+            limits.max_source_pixels
+        )));
+    }
+    let mut pixels = vec![0; frame_pixels as usize * 4];
+    if frame_pixels > 0 {
+        decoder.read_into_buffer(&mut pixels).map_err(fail)?;
+    }
+    let rgba = if (left, top, frame_w, frame_h) == (0, 0, width, height) {
+        pixels
+    } else {
+        let mut canvas = vec![0; width as usize * height as usize * 4];
+        // The part of the frame on the screen: rows from `top`, columns from `left`.
+        let visible_w = frame_w.min(width.saturating_sub(left)) as usize * 4;
+        // A frame wholly off the screen shows nothing (and its offset may lie past the canvas).
+        let visible_h = match visible_w {
+            0 => 0,
+            _ => frame_h.min(height.saturating_sub(top)) as usize,
+        };
+        let (frame_stride, canvas_stride) = (frame_w as usize * 4, width as usize * 4);
+        for y in 0..visible_h {
+            let from = y * frame_stride;
+            let to = (top as usize + y) * canvas_stride + left as usize * 4;
+            canvas[to..to + visible_w].copy_from_slice(&pixels[from..from + visible_w]);
+        }
+        canvas
+    };
+    let image = image::RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| PipelineError::Corrupt("gif decode: short pixel buffer".into()))?;
+    Ok(DynamicImage::ImageRgba8(image))
+}
