@@ -12,4 +12,4 @@ pub mod serving;
 pub mod storage;
 
 #[cfg(test)]
-mod fake_s3;
+mod testing;

@@ -946,9 +946,9 @@ mod tests {
 
     /// A bucket in [`HOME`]: requests signed for it get `200` with an ETag and `img`, others get
     /// `redirect`.
-    async fn regional_bucket(redirect: Redirect) -> crate::fake_s3::FakeS3 {
-        use crate::fake_s3::Reply;
-        crate::fake_s3::FakeS3::start(move |req| {
+    async fn regional_bucket(redirect: Redirect) -> crate::testing::fake_s3::FakeS3 {
+        use crate::testing::fake_s3::Reply;
+        crate::testing::fake_s3::FakeS3::start(move |req| {
             if req.region == HOME {
                 return Reply::new("200 OK", "img").header("etag", "\"e\"");
             }
@@ -1049,7 +1049,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_request_names_the_expected_bucket_owner_when_one_is_set() {
-        use crate::fake_s3::{FakeS3, Reply};
+        use crate::testing::fake_s3::{FakeS3, Reply};
         let s3 = FakeS3::start(|_| Reply::new("200 OK", "img").header("etag", "\"e\"")).await;
         let owned = S3Storage::new(
             &s3_config(&s3.endpoint, "expected_bucket_owner = \"111122223333\""),
@@ -1087,8 +1087,8 @@ mod tests {
     async fn a_bucket_still_in_the_wrong_region_after_the_retry_is_a_502_without_detail() {
         use crate::serving::status::RenderError;
         // The bucket names a region, then refuses requests signed for it as well.
-        let s3 = crate::fake_s3::FakeS3::start(|_| {
-            crate::fake_s3::Reply::new("301 Moved Permanently", "")
+        let s3 = crate::testing::fake_s3::FakeS3::start(|_| {
+            crate::testing::fake_s3::Reply::new("301 Moved Permanently", "")
                 .header("x-amz-bucket-region", HOME)
         })
         .await;
@@ -1122,7 +1122,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_version_s3_refuses_as_malformed_or_deleted_is_not_found() {
-        use crate::fake_s3::{FakeS3, Reply};
+        use crate::testing::fake_s3::{FakeS3, Reply};
         let s3 = FakeS3::start(|req| {
             if req.target.contains("versionId=deleted") {
                 Reply::new(
@@ -1166,9 +1166,12 @@ mod tests {
 
     #[tokio::test]
     async fn other_errors_are_not_retried() {
-        let s3 = crate::fake_s3::FakeS3::start(|_| {
-            crate::fake_s3::Reply::new("403 Forbidden", "<Error><Code>AccessDenied</Code></Error>")
-                .header("x-amz-bucket-region", "us-east-1")
+        let s3 = crate::testing::fake_s3::FakeS3::start(|_| {
+            crate::testing::fake_s3::Reply::new(
+                "403 Forbidden",
+                "<Error><Code>AccessDenied</Code></Error>",
+            )
+            .header("x-amz-bucket-region", "us-east-1")
         })
         .await;
         let storage = storage_at(&s3.endpoint).await;
@@ -1266,7 +1269,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_assumed_role_signs_s3_requests_with_the_credentials_sts_returned() {
-        use crate::fake_s3::{FakeS3, Reply};
+        use crate::testing::fake_s3::{FakeS3, Reply};
         // One fake for both services: STS is a form POST to `/`.
         let fake = FakeS3::start(|req| {
             if req.method == "POST" && req.target == "/" {
@@ -1313,7 +1316,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_assume_role_fails_the_read_without_showing_credentials() {
-        use crate::fake_s3::{FakeS3, Reply};
+        use crate::testing::fake_s3::{FakeS3, Reply};
         let fake = FakeS3::start(|req| {
             if req.method == "POST" {
                 Reply::new(
