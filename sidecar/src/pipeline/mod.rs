@@ -15,7 +15,12 @@
 //! source's, a fixed one, or, for "auto" without WebP, a compatible one (a WebP source becomes
 //! PNG when the result is transparent, JPEG when it is opaque).
 //!
-//! [`render`] reads as the list of steps; each step is a small function below it. The geometry
+//! [`render_overlaid`] reads as the list of steps (and [`frame_steps`] as those a still and each
+//! frame of an animation go through alike); each step is a function in a file of its own:
+//! `sniff` (1), `header` (2), `geometry` (3; `plan` runs 1–3 and plans again on the decoded
+//! pixels), `decode` (4, shrink-on-load), `pixels` (5, orient and normalise), `resize` (6),
+//! `effects` (6b–13), [`watermark`], `encode` (14), [`icc`]; `memory` is the estimate
+//! ([`memory_needed`]), `limits` and `error` the types every step shares. The geometry
 //! follows thumbor/imagor semantics (see [`Transform`]): `fit-in`, fill-and-crop (the default) and
 //! stretch, never upscaling unless asked. The effects run on the resized image, so their cost
 //! follows the output size: blur and sharpen are separable passes whose cost does not depend on
@@ -87,15 +92,16 @@ pub use limits::{
 };
 pub use memory::{memory_needed, memory_needed_overlaid, watermark_decode_memory_needed};
 
+use image::ImageDecoder;
+use moxcms::ColorProfile;
+use pixmesh_core::transform::Transform;
+
 use decode::decode;
 use effects::{blur, flatten, flip, grayscale, pad, rotate, sharpen, to_srgb};
 use encode::{encode, has_transparency};
 use geometry::Geometry;
 use header::read_color_profile;
-use image::ImageDecoder;
-use moxcms::ColorProfile;
 use pixels::{Pixels, apply_orientation, normalise};
-use pixmesh_core::transform::Transform;
 use plan::{Plan, plan, replan};
 use resize::resize;
 
