@@ -1,5 +1,6 @@
 //! The gRPC image service: `Render` (streaming, behind the transcoder), `RenderUnary` (call
 //! mode) and `Health`.
+//!
 //! The service answers with the rendition's response headers (`etag`, `last-modified`,
 //! `cache-control`, `x-http-status` for a 304) and streams its body in chunks.
 
@@ -18,6 +19,7 @@ use super::state::{Body, Renderer, Rendition};
 /// Size of each streamed `HttpBody` message.
 const CHUNK: usize = 64 * 1024;
 
+/// The tonic service: renders what the filter vouched for ([`pixmesh_core::vouch`]).
 #[derive(Clone)]
 pub struct ImageService {
     renderer: Arc<Renderer>,

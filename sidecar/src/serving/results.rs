@@ -32,6 +32,7 @@ const META_COPY_STORAGE: &str = "pixmesh-copy-of-storage";
 const META_COPY_ETAG: &str = "pixmesh-copy-of-etag";
 const META_COPY_MODIFIED: &str = "pixmesh-copy-of-last-modified";
 
+/// Whether an object last modified at `modified` is older than `expiration` at `now`: never
 /// without an expiration or a `Last-Modified`; a time in the future counts as new.
 fn expired(expiration: Option<Duration>, modified: Option<DateTime>, now: SystemTime) -> bool {
     let (Some(max_age), Some(modified)) = (expiration, modified) else {

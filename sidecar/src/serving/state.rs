@@ -74,6 +74,7 @@ impl ResultStore {
     }
 }
 
+/// Counters for operators and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Rendition writes to result storage that failed (they do not fail a response).
