@@ -38,7 +38,7 @@ fn the_protobuf_form_carries_every_field() {
         };
         let wire = v1::RenderRequest::decode(r.request.to_proto().as_slice())
             .unwrap_or_else(|e| panic!("{url}: {e}"));
-        let back = pixmesh_sidecar::service::to_core(wire)
+        let back = pixmesh_sidecar::serving::wire::to_core(wire)
             .unwrap_or_else(|e| panic!("{url}: {}", e.detail()));
         assert_eq!(back, r.request, "{url}");
         seen += 1;

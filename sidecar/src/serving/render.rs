@@ -751,7 +751,7 @@ mod tests {
 
     #[tokio::test]
     async fn renders_from_a_bucket_in_another_region_go_there_after_the_first() {
-        use crate::fake_s3::{FakeS3, Reply};
+        use crate::testing::fake_s3::{FakeS3, Reply};
         const FLOWER: &[u8] = include_bytes!("../../../samples/flower.webp");
         let s3 = FakeS3::start(|req| match req.region.as_str() {
             "ap-southeast-2" => Reply::new("200 OK", FLOWER).header("etag", "\"f\""),
@@ -828,7 +828,7 @@ mod tests {
 
     #[tokio::test]
     async fn source_copies_are_read_first_written_after_a_miss_and_never_used_for_versions() {
-        use crate::fake_s3::{FakeS3, Reply};
+        use crate::testing::fake_s3::{FakeS3, Reply};
         // Copies live under `copies/` of the same bucket; none exists yet.
         let s3 = FakeS3::start(|req| {
             if req.method == "GET" && req.target.starts_with("/b/copies/") {
