@@ -183,3 +183,149 @@ pub(super) fn decode_gif(source: &[u8], limits: &Limits) -> Result<DynamicImage,
         .ok_or_else(|| PipelineError::Corrupt("gif decode: short pixel buffer".into()))?;
     Ok(DynamicImage::ImageRgba8(image))
 }
+
+#[cfg(test)]
+mod tests {
+    use image::{Rgba, RgbaImage};
+    use pixmesh_core::transform::OutputFormat;
+    use pixmesh_core::transform::{Fit, Format, Transform};
+
+    use super::*;
+    use crate::pipeline::tests::*;
+    use crate::pipeline::{geometry::*, limits::*, pixels::*, resize::*, *};
+
+    #[test]
+    fn shrink_on_load_leaves_at_least_twice_the_reduction_to_the_resize() {
+        let shrink =
+            |w0, h0, t: Transform| shrink_on_load(Format::Jpeg, &compute_geometry(w0, h0, &t));
+        assert_eq!(shrink(2560, 1600, transform(320, 320, Fit::FitIn)), 4.0); // 8× → 1/4
+        assert_eq!(shrink(2560, 1600, transform(160, 0, Fit::FitIn)), 8.0); // 16× → 1/8
+        assert_eq!(shrink(2560, 1600, transform(1000, 0, Fit::FitIn)), 1.0); // 2.56× → none
+        assert_eq!(shrink(2560, 1600, transform(600, 0, Fit::FitIn)), 2.0); // 4.3× → 1/2
+        // Fill crops the long side: the short side's reduction decides.
+        assert_eq!(shrink(2560, 1600, transform(400, 400, Fit::Fill)), 2.0); // 4× → 1/2
+        // Stretch: the least-reduced direction decides.
+        assert_eq!(shrink(2560, 1600, transform(100, 1600, Fit::Stretch)), 1.0);
+        assert_eq!(shrink(2560, 1600, transform(320, 0, Fit::FitIn)), 4.0);
+        let png = compute_geometry(2560, 1600, &transform(100, 0, Fit::FitIn));
+        assert_eq!(
+            shrink_on_load(Format::Png, &png),
+            1.0,
+            "only JPEG and WebP decode scaled"
+        );
+    }
+
+    /// Mean absolute difference per channel between two same-sized pixel buffers.
+    fn mean_abs_diff(a: &Pixels, b: &Pixels) -> f64 {
+        assert_eq!((a.width, a.height, a.alpha), (b.width, b.height, b.alpha));
+        let sum: u64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+            .sum();
+        sum as f64 / a.data.len() as f64
+    }
+
+    #[test]
+    fn shrink_on_load_matches_a_full_size_decode() {
+        let source = testdata("medium.jpg");
+        for t in [
+            transform(320, 320, Fit::FitIn),
+            transform(150, 150, Fit::Fill),
+            transform(100, 60, Fit::Stretch),
+        ] {
+            let geometry = compute_geometry(2560, 1600, &t);
+            let shrink = shrink_on_load(Format::Jpeg, &geometry);
+            assert!(shrink > 1.0, "{t:?}");
+            let shrink = shrink as u8;
+            let full = normalise(decode_jpeg(&source, 1).unwrap().unwrap()).unwrap();
+            let full = resize(full, &geometry).unwrap();
+            let scaled = normalise(decode_jpeg(&source, shrink).unwrap().unwrap()).unwrap();
+            assert_eq!(scaled.width, 2560 / u32::from(shrink));
+            let scaled = resize(
+                scaled,
+                &geometry.on_decoded(
+                    2560,
+                    1600,
+                    2560 / u32::from(shrink),
+                    1600 / u32::from(shrink),
+                ),
+            )
+            .unwrap();
+            let diff = mean_abs_diff(&full, &scaled);
+            assert!(diff < 2.0, "{t:?}: mean difference {diff:.2} of 255");
+        }
+    }
+
+    #[test]
+    fn webp_shrink_on_load_decodes_at_twice_the_output_size() {
+        let shrink =
+            |w0, h0, t: Transform| shrink_on_load(Format::Webp, &compute_geometry(w0, h0, &t));
+        assert_eq!(shrink(2560, 1600, transform(800, 800, Fit::FitIn)), 1.6); // 3.2× → 1/1.6
+        assert_eq!(shrink(2560, 1600, transform(160, 0, Fit::FitIn)), 8.0); // 16× → 1/8
+        assert_eq!(shrink(2560, 1600, transform(1000, 0, Fit::FitIn)), 1.28); // 2.56×
+        assert_eq!(shrink(2560, 1600, transform(1100, 0, Fit::FitIn)), 1.0); // 2.33×: not worth it
+        // Fill: the short side's reduction decides; stretch: the least-reduced direction.
+        assert_eq!(shrink(2560, 1600, transform(400, 400, Fit::Fill)), 2.0);
+        assert_eq!(shrink(2560, 1600, transform(100, 1600, Fit::Stretch)), 1.0);
+    }
+
+    #[test]
+    fn webp_shrink_on_load_matches_a_full_size_decode() {
+        let source = testdata("medium.webp");
+        for t in [
+            transform(800, 800, Fit::FitIn),
+            transform(150, 150, Fit::Fill),
+            transform(100, 60, Fit::Stretch),
+        ] {
+            let geometry = compute_geometry(2560, 1600, &t);
+            let shrink = shrink_on_load(Format::Webp, &geometry);
+            assert!(shrink > 1.0, "{t:?}");
+            let full = normalise(decode_webp(&source, (2560, 1600), 1.0).unwrap()).unwrap();
+            assert_eq!((full.width, full.height), (2560, 1600));
+            let full = resize(full, &geometry).unwrap();
+            let scaled = normalise(decode_webp(&source, (2560, 1600), shrink).unwrap()).unwrap();
+            let expected = |n: f64| (n / shrink).round() as u32;
+            assert_eq!(
+                (scaled.width, scaled.height),
+                (expected(2560.0), expected(1600.0)),
+                "{t:?}"
+            );
+            let (w, h) = (scaled.width, scaled.height);
+            let scaled = resize(scaled, &geometry.on_decoded(2560, 1600, w, h)).unwrap();
+            let diff = mean_abs_diff(&full, &scaled);
+            assert!(diff < 2.0, "{t:?}: mean difference {diff:.2} of 255");
+        }
+        // Through the whole pipeline: the size asked for.
+        let r = render(
+            &source,
+            &transform(800, 800, Fit::FitIn),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!((r.width, r.height), (800, 500));
+    }
+
+    #[test]
+    fn webp_shrink_on_load_keeps_alpha() {
+        // Left half opaque red, right half fully transparent; 1/4 decode for a 50-pixel fit.
+        let img = RgbaImage::from_fn(400, 200, |x, _| {
+            if x < 200 {
+                Rgba([255, 0, 0, 255])
+            } else {
+                Rgba([0, 0, 255, 0])
+            }
+        });
+        let geometry = compute_geometry(400, 200, &transform(50, 0, Fit::FitIn));
+        assert_eq!(shrink_on_load(Format::Webp, &geometry), 4.0);
+        let t = Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(50, 0, Fit::FitIn)
+        };
+        let out = decoded(&render(&webp_of(&img), &t, &Limits::default()).unwrap()).to_rgba8();
+        assert_eq!(out.dimensions(), (50, 25));
+        assert_eq!(*out.get_pixel(5, 12), Rgba([255, 0, 0, 255]));
+        assert_eq!(out.get_pixel(45, 12)[3], 0);
+    }
+}

@@ -537,3 +537,546 @@ pub(super) fn rotate(p: Pixels, rotation: Rotation) -> Pixels {
         data,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use image::DynamicImage;
+    use image::{Rgb, RgbImage, Rgba, RgbaImage};
+    use pixmesh_core::transform::OutputFormat;
+    use pixmesh_core::transform::{
+        Color, Fit, Format, Hundredths, Rotation, Sharpen, Transform, VAlign,
+    };
+
+    use super::*;
+    use crate::pipeline::tests::*;
+    use crate::pipeline::{limits::*, *};
+
+    // -----------------------------------------------------------------------------------------
+    // Effects, padding, background and rotation.
+
+    fn render_rgba(src: &[u8], t: &Transform) -> RgbaImage {
+        decoded(&render(src, t, &Limits::default()).unwrap()).to_rgba8()
+    }
+
+    /// `medium.jpg` fitted into `w`×`h`, as PNG (lossless, so pixels compare exactly).
+    fn photo(w: u32, h: u32) -> Transform {
+        Transform {
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(w, h, Fit::FitIn)
+        }
+    }
+
+    /// Sum of absolute differences between neighbours: high-frequency energy.
+    fn energy(img: &RgbaImage) -> u64 {
+        let (w, h) = img.dimensions();
+        let mut e = 0u64;
+        for y in 0..h {
+            for x in 0..w {
+                let p = img.get_pixel(x, y).0;
+                for q in [(x + 1, y), (x, y + 1)]
+                    .into_iter()
+                    .filter(|&(qx, qy)| qx < w && qy < h)
+                    .map(|(qx, qy)| img.get_pixel(qx, qy).0)
+                {
+                    e += p
+                        .iter()
+                        .zip(q)
+                        .map(|(&a, b)| u64::from(a.abs_diff(b)))
+                        .sum::<u64>();
+                }
+            }
+        }
+        e
+    }
+
+    #[test]
+    fn rotation_turns_the_result_clockwise() {
+        let src = png(DynamicImage::ImageRgb8(quadrants(40, 20)));
+        let (red, green, blue, white) = (
+            [255, 0, 0, 255],
+            [0, 255, 0, 255],
+            [0, 0, 255, 255],
+            [255, 255, 255, 255],
+        );
+        for (rotation, dims, top_left, top_right) in [
+            (Rotation::None, (40, 20), red, green),
+            (Rotation::Cw90, (20, 40), blue, red),
+            (Rotation::Cw180, (40, 20), white, blue),
+            (Rotation::Cw270, (20, 40), green, white),
+        ] {
+            let t = Transform {
+                rotation,
+                ..Transform::default()
+            };
+            let out = render_rgba(&src, &t);
+            assert_eq!(out.dimensions(), dims, "{rotation:?}");
+            assert_eq!(out.get_pixel(0, 0).0, top_left, "{rotation:?}");
+            assert_eq!(out.get_pixel(dims.0 - 1, 0).0, top_right, "{rotation:?}");
+        }
+        // The box is that of the image before it turns: 30x15, then 15x30.
+        let t = Transform {
+            rotation: Rotation::Cw90,
+            ..transform(30, 30, Fit::FitIn)
+        };
+        assert_eq!(render_rgba(&src, &t).dimensions(), (15, 30));
+
+        // On a photo the rotated image is the same pixels, moved.
+        let photo_src = testdata("medium.jpg");
+        let plain = render_rgba(&photo_src, &photo(300, 200));
+        let (w, h) = plain.dimensions();
+        for (rotation, moved) in [
+            (
+                Rotation::Cw90,
+                (|x, y, _w, h| (y, h - 1 - x)) as fn(u32, u32, u32, u32) -> (u32, u32),
+            ),
+            (Rotation::Cw270, |x, y, w, _h| (w - 1 - y, x)),
+            (Rotation::Cw180, |x, y, w, h| (w - 1 - x, h - 1 - y)),
+        ] {
+            let t = Transform {
+                rotation,
+                ..photo(300, 200)
+            };
+            let out = render_rgba(&photo_src, &t);
+            let expected = if rotation == Rotation::Cw180 {
+                (w, h)
+            } else {
+                (h, w)
+            };
+            assert_eq!(out.dimensions(), expected, "{rotation:?}");
+            let (ow, oh) = out.dimensions();
+            for (x, y) in [
+                (0, 0),
+                (ow - 1, 0),
+                (0, oh - 1),
+                (ow - 1, oh - 1),
+                (ow / 3, oh / 2),
+            ] {
+                let (sx, sy) = moved(x, y, w, h);
+                assert_eq!(
+                    out.get_pixel(x, y),
+                    plain.get_pixel(sx, sy),
+                    "{rotation:?} ({x}, {y})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn grayscale_is_the_luma_of_each_pixel() {
+        let src = testdata("medium.jpg");
+        let colour = render_rgba(&src, &photo(200, 200));
+        let gray = render_rgba(
+            &src,
+            &Transform {
+                grayscale: true,
+                ..photo(200, 200)
+            },
+        );
+        assert_eq!(gray.dimensions(), colour.dimensions());
+        let mut colourful = 0;
+        for (g, c) in gray.pixels().zip(colour.pixels()) {
+            let [r, gg, b, a] = g.0;
+            assert!(r == gg && gg == b && a == 255, "{:?}", g.0);
+            assert_eq!(r, luma(c.0[0], c.0[1], c.0[2]));
+            colourful += usize::from(c.0[0] != c.0[1] || c.0[1] != c.0[2]);
+        }
+        assert!(colourful > 1000, "the source has colour to remove");
+        // Alpha is kept.
+        let alpha = png(DynamicImage::ImageRgba8(RgbaImage::from_pixel(
+            4,
+            4,
+            Rgba([200, 10, 10, 77]),
+        )));
+        let out = render_rgba(
+            &alpha,
+            &Transform {
+                grayscale: true,
+                ..Transform::default()
+            },
+        );
+        assert_eq!(out.get_pixel(1, 1).0, [50, 50, 50, 77]);
+    }
+
+    #[test]
+    fn blur_lowers_detail_and_keeps_flat_images_flat() {
+        let src = testdata("medium.jpg");
+        let sharp = render_rgba(&src, &photo(400, 400));
+        for sigma in [
+            Hundredths(50),
+            Hundredths(200),
+            Hundredths(800),
+            MAX_SIGMA_FOR_TEST,
+        ] {
+            let t = Transform {
+                blur: Some(sigma),
+                ..photo(400, 400)
+            };
+            let blurred = render_rgba(&src, &t);
+            assert_eq!(blurred.dimensions(), sharp.dimensions());
+            let (e0, e1) = (energy(&sharp), energy(&blurred));
+            assert!(e1 * 10 < e0 * 9, "sigma {sigma}: energy {e1} vs {e0}");
+            // Colours are kept on average (a blur moves light around, it does not add any).
+            let mean = |img: &RgbaImage| {
+                img.pixels().map(|p| u64::from(p.0[1])).sum::<u64>()
+                    / u64::from(img.width() * img.height())
+            };
+            if sigma <= Hundredths(800) {
+                assert!(mean(&sharp).abs_diff(mean(&blurred)) <= 3, "sigma {sigma}");
+            }
+        }
+        let mut weaker = u64::MAX;
+        for sigma in [
+            Hundredths(100),
+            Hundredths(300),
+            Hundredths(600),
+            Hundredths(2000),
+        ] {
+            let e = energy(&render_rgba(
+                &src,
+                &Transform {
+                    blur: Some(sigma),
+                    ..photo(400, 400)
+                },
+            ));
+            assert!(e < weaker, "a larger sigma blurs more ({sigma})");
+            weaker = e;
+        }
+        let flat = png(DynamicImage::ImageRgb8(RgbImage::from_pixel(
+            64,
+            48,
+            Rgb([37, 150, 201]),
+        )));
+        for sigma in [
+            Hundredths(30),
+            Hundredths(250),
+            Hundredths(3000),
+            MAX_SIGMA_FOR_TEST,
+        ] {
+            let out = render_rgba(
+                &flat,
+                &Transform {
+                    blur: Some(sigma),
+                    ..Transform::default()
+                },
+            );
+            assert!(
+                out.pixels().all(|p| p.0 == [37, 150, 201, 255]),
+                "sigma {sigma}"
+            );
+        }
+    }
+
+    const MAX_SIGMA_FOR_TEST: Hundredths = pixmesh_core::transform::MAX_SIGMA;
+
+    #[test]
+    fn blur_does_not_darken_transparent_edges() {
+        // Left half transparent black, right half opaque red.
+        let img = RgbaImage::from_fn(32, 8, |x, _| {
+            if x < 16 {
+                Rgba([0, 0, 0, 0])
+            } else {
+                Rgba([255, 0, 0, 255])
+            }
+        });
+        for sigma in [Hundredths(200), Hundredths(600)] {
+            let out = render_rgba(
+                &png(DynamicImage::ImageRgba8(img.clone())),
+                &Transform {
+                    blur: Some(sigma),
+                    ..Transform::default()
+                },
+            );
+            let edge = out.get_pixel(15, 4).0;
+            assert!(
+                edge[3] > 0 && edge[3] < 255,
+                "the edge became translucent: {edge:?}"
+            );
+            for p in out.pixels().filter(|p| p.0[3] >= 32) {
+                assert!(p.0[0] >= 245 && p.0[1] <= 8 && p.0[2] <= 8, "{:?}", p.0);
+            }
+        }
+    }
+
+    #[test]
+    fn the_box_blur_approximates_the_gaussian() {
+        for sigma in [4.0, 5.5, 10.0, 33.3, 100.0] {
+            let variance: f64 = box_radii(sigma)
+                .iter()
+                .map(|&r| {
+                    let w = (2 * r + 1) as f64;
+                    (w * w - 1.0) / 12.0
+                })
+                .sum();
+            let ratio = variance.sqrt() / sigma;
+            assert!((0.93..=1.07).contains(&ratio), "sigma {sigma}: {ratio}");
+        }
+        for sigma in [0.01, 0.5, 1.0, 3.99] {
+            let w = gaussian_weights(sigma);
+            assert_eq!(w.iter().sum::<u32>(), 65536, "sigma {sigma}");
+            assert!(w.len() % 2 == 1 && w[w.len() / 2] == *w.iter().max().unwrap());
+        }
+        // A single bright pixel spreads symmetrically.
+        let (w, h) = (41, 41);
+        let mut dot = vec![0u8; w * h];
+        dot[20 * w + 20] = 255;
+        let mut spread = dot;
+        gaussian::<1>(&mut spread, w, h, 1.0);
+        assert_eq!(spread[20 * w + 19], spread[20 * w + 21]);
+        assert_eq!(spread[19 * w + 20], spread[21 * w + 20]);
+        assert!(spread[20 * w + 20] < 255 && spread[20 * w + 19] > 0);
+    }
+
+    #[test]
+    fn sharpen_adds_detail_and_keeps_flat_images_flat() {
+        let src = testdata("medium.jpg");
+        let plain = render_rgba(&src, &photo(400, 400));
+        let mut previous = energy(&plain);
+        for amount in [Hundredths(50), Hundredths(200), Hundredths(500)] {
+            let t = Transform {
+                sharpen: Some(Sharpen {
+                    sigma: Hundredths(100),
+                    amount,
+                }),
+                ..photo(400, 400)
+            };
+            let e = energy(&render_rgba(&src, &t));
+            assert!(e > previous, "amount {amount}: {e} vs {previous}");
+            previous = e;
+        }
+        let flat = png(DynamicImage::ImageRgb8(RgbImage::from_pixel(
+            30,
+            20,
+            Rgb([90, 60, 30]),
+        )));
+        let t = Transform {
+            sharpen: Some(Sharpen {
+                sigma: Hundredths(800),
+                amount: Hundredths(1000),
+            }),
+            ..Transform::default()
+        };
+        assert!(
+            render_rgba(&flat, &t)
+                .pixels()
+                .all(|p| p.0 == [90, 60, 30, 255])
+        );
+        // On luminance: a gray image stays gray.
+        let t = Transform {
+            grayscale: true,
+            sharpen: Some(Sharpen {
+                sigma: Hundredths(150),
+                amount: Hundredths(300),
+            }),
+            ..photo(200, 200)
+        };
+        assert!(
+            render_rgba(&src, &t)
+                .pixels()
+                .all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2])
+        );
+    }
+
+    #[test]
+    fn padding_fills_the_box_with_the_background() {
+        let blue = Color::rgb(0, 0, 255);
+        let src = png(DynamicImage::ImageRgb8(quadrants(200, 100)));
+        let t = Transform {
+            pad: true,
+            background: Some(blue),
+            ..transform(100, 100, Fit::FitIn)
+        };
+        let r = render(&src, &t, &Limits::default()).unwrap();
+        assert_eq!((r.width, r.height), (100, 100));
+        let out = decoded(&r);
+        assert!(
+            !out.color().has_alpha(),
+            "an opaque background needs no alpha"
+        );
+        let out = out.to_rgba8();
+        for y in (0..25).chain(75..100) {
+            assert!(
+                out.rows()
+                    .nth(y as usize)
+                    .unwrap()
+                    .all(|p| p.0 == [0, 0, 255, 255]),
+                "row {y}"
+            );
+        }
+        assert_eq!(
+            out.get_pixel(10, 30).0,
+            [255, 0, 0, 255],
+            "the image is centred"
+        );
+        assert_eq!(out.get_pixel(90, 70).0, [255, 255, 255, 255]);
+        // Aligned to the top: all the padding below.
+        let top = Transform {
+            v_align: VAlign::Top,
+            ..t
+        };
+        let out = render_rgba(&src, &top);
+        assert_eq!(out.get_pixel(10, 5).0, [255, 0, 0, 255]);
+        assert!(
+            out.rows()
+                .skip(50)
+                .all(|mut row| row.all(|p| p.0 == [0, 0, 255, 255]))
+        );
+
+        // A photo letterboxed in red, as PNG and as JPEG.
+        let photo_src = testdata("medium.jpg");
+        let t = Transform {
+            pad: true,
+            background: Some(Color::rgb(255, 0, 0)),
+            ..photo(300, 300)
+        };
+        let out = render_rgba(&photo_src, &t);
+        assert_eq!(out.dimensions(), (300, 300));
+        assert_eq!(out.get_pixel(150, 0).0, [255, 0, 0, 255]);
+        assert_eq!(out.get_pixel(150, 299).0, [255, 0, 0, 255]);
+        assert_ne!(out.get_pixel(150, 150).0, [255, 0, 0, 255]);
+        let jpeg = Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            ..t
+        };
+        let out = decoded(&render(&photo_src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(out.dimensions(), (300, 300));
+        assert!(
+            near(*out.get_pixel(150, 3), [255, 0, 0], 12),
+            "{:?}",
+            out.get_pixel(150, 3)
+        );
+
+        // Without a background the padding is transparent, and white in JPEG.
+        let clear = Transform {
+            pad: true,
+            ..transform(100, 100, Fit::FitIn)
+        };
+        let out = render_rgba(&src, &clear);
+        assert_eq!(out.get_pixel(50, 5).0[3], 0);
+        assert_eq!(out.get_pixel(50, 50).0[3], 255);
+        let jpeg = Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            ..clear
+        };
+        let out = decoded(&render(&src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
+        assert!(near(*out.get_pixel(50, 5), [255, 255, 255], 4));
+
+        // Padding then rotation: the box is that of the image before it turns.
+        let turned = Transform {
+            rotation: Rotation::Cw90,
+            ..transform(100, 50, Fit::FitIn)
+        };
+        let turned = Transform {
+            pad: true,
+            ..turned
+        };
+        assert_eq!(render_rgba(&src, &turned).dimensions(), (50, 100));
+        // Only requested sides are padded (the source is 200x100 and is not enlarged).
+        for (w, h, dims) in [
+            (300, 0, (300, 100)),
+            (0, 150, (200, 150)),
+            (100, 0, (100, 50)),
+        ] {
+            let t = Transform {
+                pad: true,
+                ..transform(w, h, Fit::FitIn)
+            };
+            assert_eq!(render_rgba(&src, &t).dimensions(), dims, "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn the_padded_canvas_is_checked_against_the_output_limit() {
+        let limits = Limits {
+            max_output_pixels: 700_000,
+            ..Limits::default()
+        };
+        let t = transform(1000, 1000, Fit::FitIn);
+        assert!(render(&testdata("medium.jpg"), &t, &limits).is_ok());
+        let padded = Transform { pad: true, ..t };
+        let err = render(&testdata("medium.jpg"), &padded, &limits).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        assert!(err.to_string().contains("1000x1000"), "{err}");
+    }
+
+    #[test]
+    fn transparency_is_composited_onto_the_background() {
+        // Halves of 16 pixels, so no JPEG block straddles the edge.
+        let img = RgbaImage::from_fn(32, 32, |x, _| {
+            if x < 16 {
+                Rgba([0, 255, 0, 0])
+            } else {
+                Rgba([0, 0, 255, 255])
+            }
+        });
+        let src = png(DynamicImage::ImageRgba8(img));
+        let red = Some(Color::rgb(255, 0, 0));
+        let jpeg = Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            background: red,
+            ..Transform::default()
+        };
+        let out = decoded(&render(&src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
+        assert!(
+            near(*out.get_pixel(2, 2), [255, 0, 0], 8),
+            "{:?}",
+            out.get_pixel(2, 2)
+        );
+        assert!(
+            near(*out.get_pixel(29, 29), [0, 0, 255], 24),
+            "{:?}",
+            out.get_pixel(29, 29)
+        );
+        // PNG too: the background is under the image whatever the format.
+        let out = render_rgba(
+            &src,
+            &Transform {
+                background: red,
+                ..Transform::default()
+            },
+        );
+        assert_eq!(out.get_pixel(2, 2).0, [255, 0, 0, 255]);
+        assert_eq!(out.get_pixel(29, 29).0, [0, 0, 255, 255]);
+        // A translucent background keeps an alpha channel.
+        let out = render_rgba(
+            &src,
+            &Transform {
+                background: Some(Color {
+                    a: 128,
+                    ..Color::rgb(255, 0, 0)
+                }),
+                ..Transform::default()
+            },
+        );
+        assert_eq!(out.get_pixel(2, 2).0, [255, 0, 0, 128]);
+        assert_eq!(out.get_pixel(29, 29).0, [0, 0, 255, 255]);
+        // The real alpha PNG, flattened: no alpha left, and no pixel of the background shows
+        // through opaque ones.
+        let r = render(
+            &testdata("alpha.png"),
+            &Transform {
+                background: red,
+                ..photo(300, 300)
+            },
+            &Limits::default(),
+        )
+        .unwrap();
+        let out = decoded(&r);
+        assert!(!out.color().has_alpha());
+        let source =
+            decoded(&render(&testdata("alpha.png"), &photo(300, 300), &Limits::default()).unwrap())
+                .to_rgba8();
+        let out = out.to_rgba8();
+        let mut transparent = 0;
+        for (o, s) in out.pixels().zip(source.pixels()) {
+            match s.0[3] {
+                0 => {
+                    transparent += 1;
+                    assert_eq!(o.0, [255, 0, 0, 255]);
+                }
+                255 => assert_eq!(o.0, s.0),
+                _ => {}
+            }
+        }
+        assert!(transparent > 0, "alpha.png has transparent pixels");
+    }
+}

@@ -364,3 +364,124 @@ pub(super) fn image_format(format: Format) -> ImageFormat {
         Format::Avif => ImageFormat::Avif,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pixmesh_core::transform::{Format, MAX_BYTES_MIN_QUALITY, Transform};
+
+    use super::*;
+    use crate::pipeline::{error::*, pixels::*};
+
+    /// A fake encoder whose output grows with the quality, counting its calls.
+    fn sized_by_quality(calls: &mut Vec<u8>) -> impl FnMut(u8) -> Result<Vec<u8>, PipelineError> {
+        move |q| {
+            calls.push(q);
+            Ok(vec![q; usize::from(q) * 100])
+        }
+    }
+
+    #[test]
+    fn max_bytes_finds_the_highest_quality_that_fits_in_few_encodes() {
+        for start in [100u8, 80, 57, 11] {
+            for max in [500u32, 999, 1_000, 4_321, 5_000, 7_999] {
+                let mut calls = Vec::new();
+                let out = fit_bytes(
+                    start,
+                    Some(max),
+                    MAX_BYTES_ENCODES,
+                    sized_by_quality(&mut calls),
+                )
+                .unwrap();
+                // Nothing under the floor is tried: then the floor's result, the smallest.
+                let best = (max / 100)
+                    .min(u32::from(start))
+                    .max(u32::from(MAX_BYTES_MIN_QUALITY)) as usize;
+                assert_eq!(out.len(), best * 100, "start {start}, max {max}");
+                assert!(calls.len() <= MAX_BYTES_ENCODES, "{calls:?}");
+                assert_eq!(calls[0], start);
+            }
+        }
+        // Fits at once: one encode.
+        let mut calls = Vec::new();
+        let out = fit_bytes(
+            80,
+            Some(8_000),
+            MAX_BYTES_ENCODES,
+            sized_by_quality(&mut calls),
+        )
+        .unwrap();
+        assert_eq!((out.len(), calls.len()), (8_000, 1));
+        // No budget: one encode, whatever its size.
+        let mut calls = Vec::new();
+        let out = fit_bytes(80, None, MAX_BYTES_ENCODES, sized_by_quality(&mut calls)).unwrap();
+        assert_eq!((out.len(), calls.len()), (8_000, 1));
+        // Nothing fits: the smallest try, at the lowest quality searched.
+        let mut calls = Vec::new();
+        let out = fit_bytes(
+            80,
+            Some(10),
+            MAX_BYTES_ENCODES,
+            sized_by_quality(&mut calls),
+        )
+        .unwrap();
+        assert_eq!(out.len(), usize::from(MAX_BYTES_MIN_QUALITY) * 100);
+        assert!(calls.len() <= MAX_BYTES_ENCODES, "{calls:?}");
+        assert_eq!(calls.iter().min(), Some(&MAX_BYTES_MIN_QUALITY));
+        // Asked below the search's floor: nothing lower is tried.
+        let mut calls = Vec::new();
+        let out = fit_bytes(5, Some(10), MAX_BYTES_ENCODES, sized_by_quality(&mut calls)).unwrap();
+        assert_eq!((out.len(), calls), (500, vec![5]));
+        // Encoder errors are errors.
+        let failing = |_| Err(PipelineError::Encode("boom".into()));
+        assert!(fit_bytes(80, Some(10), MAX_BYTES_ENCODES, failing).is_err());
+    }
+
+    #[test]
+    fn webp_output_is_capped_at_its_maximum_side() {
+        let p = Pixels {
+            width: MAX_WEBP_DIMENSION + 1,
+            height: 1,
+            alpha: false,
+            data: vec![0; (MAX_WEBP_DIMENSION as usize + 1) * 3],
+        };
+        let err = encode(p, Format::Webp, &Transform::default(), &Encoding::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+    }
+
+    #[test]
+    fn gif_output_is_capped_at_its_maximum_side() {
+        let p = Pixels {
+            width: MAX_GIF_DIMENSION + 1,
+            height: 1,
+            alpha: false,
+            data: vec![0; (MAX_GIF_DIMENSION as usize + 1) * 3],
+        };
+        let err = encode(p, Format::Gif, &Transform::default(), &Encoding::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+    }
+
+    #[test]
+    fn max_bytes_spends_few_encodes_on_large_avif_outputs() {
+        assert_eq!(
+            max_bytes_encodes(Format::Avif, 1000, 1000),
+            MAX_BYTES_ENCODES
+        );
+        assert_eq!(max_bytes_encodes(Format::Avif, 4000, 4000), 2);
+        assert_eq!(max_bytes_encodes(Format::Avif, 8000, 6250), 1);
+        assert_eq!(max_bytes_encodes(Format::Avif, 0, 0), MAX_BYTES_ENCODES);
+        for format in [Format::Jpeg, Format::Webp] {
+            assert_eq!(max_bytes_encodes(format, 8000, 6250), MAX_BYTES_ENCODES);
+        }
+        for encodes in [1, 2, 3] {
+            let mut calls = Vec::new();
+            let out = fit_bytes(80, Some(10), encodes, sized_by_quality(&mut calls)).unwrap();
+            assert_eq!(calls.len(), encodes, "{calls:?}");
+            assert_eq!(out.len(), usize::from(*calls.iter().min().unwrap()) * 100);
+        }
+        // Cut short after a fitting try: that one.
+        let mut calls = Vec::new();
+        let out = fit_bytes(80, Some(6_000), 2, sized_by_quality(&mut calls)).unwrap();
+        assert_eq!(calls, vec![80, 44]);
+        assert_eq!(out.len(), 4_400);
+    }
+}

@@ -667,3 +667,61 @@ mod crop_tests {
         assert!(mean < 2.0, "mean difference {mean}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pixmesh_core::transform::{Fit, HAlign, Transform, VAlign};
+
+    use super::*;
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn geometry_follows_thumbor_semantics() {
+        let g = |w0, h0, t: Transform| {
+            let g = compute_geometry(w0, h0, &t);
+            (g.width, g.height)
+        };
+        let up = |mut t: Transform| {
+            t.upscale = true;
+            t
+        };
+        // (source, transform) → output size
+        let cases = [
+            ((2560, 1600), transform(320, 320, Fit::FitIn), (320, 200)),
+            ((2560, 1600), transform(0, 100, Fit::FitIn), (160, 100)),
+            ((2560, 1600), transform(400, 0, Fit::Fill), (400, 250)),
+            ((2560, 1600), transform(200, 200, Fit::Fill), (200, 200)),
+            ((2560, 1600), transform(100, 300, Fit::Stretch), (100, 300)),
+            ((480, 360), transform(1000, 1000, Fit::FitIn), (480, 360)),
+            (
+                (480, 360),
+                up(transform(1000, 1000, Fit::FitIn)),
+                (1000, 750),
+            ),
+            // Fill without upscaling keeps the box's aspect ratio at the largest size inside.
+            ((480, 360), transform(1000, 500, Fit::Fill), (480, 240)),
+            ((480, 360), up(transform(1000, 500, Fit::Fill)), (1000, 500)),
+            ((480, 360), transform(1000, 2000, Fit::Stretch), (480, 360)),
+            ((480, 360), transform(0, 0, Fit::Fill), (480, 360)),
+            ((1, 10_000), transform(10, 10, Fit::FitIn), (1, 10)),
+        ];
+        for ((w0, h0), t, expected) in cases {
+            assert_eq!(g(w0, h0, t), expected, "{w0}x{h0} {t:?}");
+        }
+    }
+
+    #[test]
+    fn fill_crops_by_alignment() {
+        let mut t = transform(100, 100, Fit::Fill);
+        let crop = |t: &Transform| compute_geometry(400, 200, t).crop;
+        assert_eq!(crop(&t).left, 100.0);
+        t.h_align = HAlign::Left;
+        assert_eq!(crop(&t).left, 0.0);
+        t.h_align = HAlign::Right;
+        assert_eq!(crop(&t).left, 200.0);
+        assert_eq!((crop(&t).width, crop(&t).height), (200.0, 200.0));
+        let mut t = transform(100, 100, Fit::Fill);
+        t.v_align = VAlign::Bottom;
+        assert_eq!(compute_geometry(200, 400, &t).crop.top, 200.0);
+    }
+}

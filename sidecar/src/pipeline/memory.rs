@@ -164,3 +164,86 @@ pub(super) fn working_set(
 pub fn watermark_decode_memory_needed(bytes: &[u8], limits: &Limits) -> Result<u64, PipelineError> {
     memory_needed(bytes, &Transform::default(), limits)
 }
+
+#[cfg(test)]
+mod tests {
+    use image::{Rgb, RgbImage};
+    use pixmesh_core::transform::{Fit, Transform};
+
+    use super::*;
+    use crate::pipeline::limits::*;
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn memory_estimates_cover_the_decode_and_refuse_what_render_refuses() {
+        let jpeg = testdata("medium.jpg"); // 1280x800
+        let full = 1280 * 800 * 3;
+        let needed = |t: &Transform| memory_needed(&jpeg, t, &Limits::default()).unwrap();
+        let large = needed(&transform(1200, 0, Fit::FitIn));
+        assert!(large >= 2 * full + jpeg.len() as u64, "{large}");
+        // A thumbnail decodes at an eighth of the size (shrink-on-load).
+        let thumb = needed(&transform(100, 0, Fit::FitIn));
+        assert!(thumb < large / 4, "{thumb} vs {large}");
+        assert!(thumb >= 2 * (160 * 100 * 3), "{thumb}");
+        // Padding counts the padded canvas.
+        let padded = Transform {
+            pad: true,
+            ..transform(3000, 3000, Fit::FitIn)
+        };
+        assert!(needed(&padded) >= 4 * 3000 * 3000 * 4);
+        let png = testdata("alpha.png");
+        let decoded = image::load_from_memory(&png).unwrap();
+        let bytes = u64::from(decoded.width()) * u64::from(decoded.height()) * 4;
+        let t = transform(50, 50, Fit::FitIn);
+        assert!(memory_needed(&png, &t, &Limits::default()).unwrap() >= 2 * bytes);
+
+        let bomb = png_claiming(100_000, 100_000);
+        let err = memory_needed(&bomb, &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
+        let err = memory_needed(b"not an image", &t, &Limits::default()).unwrap_err();
+        assert_eq!(err.http_status(), 415, "{err}");
+    }
+
+    #[test]
+    fn multi_scan_jpegs_count_their_whole_coefficient_buffer() {
+        let rgb = RgbImage::from_fn(100, 60, |x, y| Rgb([x as u8, y as u8, (x * y) as u8]));
+        let encode = |progressive: bool, subsamp| {
+            let mut c = turbojpeg::Compressor::new().unwrap();
+            c.set_subsamp(subsamp).unwrap();
+            c.set_progressive(progressive).unwrap();
+            c.compress_to_vec(turbojpeg::Image {
+                pixels: rgb.as_raw().as_slice(),
+                width: 100,
+                pitch: 300,
+                height: 60,
+                format: turbojpeg::PixelFormat::RGB,
+            })
+            .unwrap()
+        };
+        // 4:2:0: luma 13x8 blocks, rounded up to whole 2x2 MCUs (14x8); each chroma 7x4.
+        let progressive = encode(true, turbojpeg::Subsamp::Sub2x2);
+        assert_eq!(jpeg_sof(&progressive), 0xC2);
+        assert_eq!(
+            jpeg_coefficient_bytes(&progressive),
+            (14 * 8 + 2 * 7 * 4) * 128
+        );
+        let flat = encode(true, turbojpeg::Subsamp::None);
+        assert_eq!(jpeg_coefficient_bytes(&flat), 3 * 13 * 8 * 128);
+        // One interleaved scan: decoded a row of blocks at a time.
+        let baseline = encode(false, turbojpeg::Subsamp::Sub2x2);
+        assert_eq!(jpeg_coefficient_bytes(&baseline), 0);
+        // A header cut short, or not a JPEG at all, says nothing (and does not panic).
+        for cut in 0..progressive.len().min(700) {
+            jpeg_coefficient_bytes(&progressive[..cut]);
+        }
+        assert_eq!(jpeg_coefficient_bytes(b"not a jpeg"), 0);
+
+        // The estimate counts the buffer, once, on top of the (scaled) decode.
+        let t = transform(20, 0, Fit::FitIn);
+        let limits = Limits::default();
+        let base = memory_needed(&baseline, &t, &limits).unwrap();
+        let prog = memory_needed(&progressive, &t, &limits).unwrap();
+        let extra = (14 * 8 + 2 * 7 * 4) * 128;
+        assert!(prog >= base + extra - 1024, "{prog} vs {base}");
+    }
+}
