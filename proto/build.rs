@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Image bytes as `Bytes`: the sidecar streams slices of one rendition (and hands the
         // whole of it to a unary response) without copying it.
         .bytes(".google.api.HttpBody.data")
+        .bytes(".pixmesh.v1.CallResponse.body")
         .compile_fds(compiler.file_descriptor_set())?;
     for dir in ["google", "pixmesh"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());

@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::call::CallConfig;
 use crate::sign::{HashAlg, ImgproxySigner};
 use crate::vouch::Voucher;
 
@@ -110,6 +111,11 @@ pub struct FilterConfig {
     /// to live in the plugin configuration.
     #[serde(default)]
     pub render_key: Option<Secret>,
+    /// Call mode: the filter calls the sidecar itself and answers the client, instead of
+    /// handing image requests to the gRPC-JSON transcoder ([`crate::call`]); for gateways that
+    /// take a wasm filter and nothing else. Unset: the transcoder.
+    #[serde(default)]
+    pub call: Option<CallConfig>,
 }
 
 /// Fewest base64 characters a thumbor signature may be truncated to (66 bits).
@@ -243,6 +249,9 @@ impl FilterConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.routes.is_empty() {
             return Err(ConfigError::NoRoutes);
+        }
+        if let Some(problem) = self.call.as_ref().and_then(CallConfig::problem) {
+            return Err(ConfigError::Json(problem.to_owned()));
         }
         if let Some(key) = &self.render_key {
             Voucher::new(key.expose().as_bytes()).map_err(|e| ConfigError::Json(e.to_string()))?;

@@ -21,12 +21,14 @@
 //! - [`cachekey`]: renditions that vary with configured request headers and cookies.
 //! - [`render`]: the render request sent to the sidecar, its canonical form, ETag and result key.
 //! - [`vouch`]: the filter's MAC over a render request, which the sidecar checks.
+//! - [`call`]: the filter's call mode: the sidecar's answer, and the answer when a call fails.
 //! - [`watermark`]: an image from storage composited onto the result.
 //! - [`role`]: which source keys a storage role keeps (its path prefix) and where (its base dir).
 
 pub mod accept;
 pub mod buckets;
 pub mod cachekey;
+pub mod call;
 pub mod color;
 pub mod config;
 pub mod grammar;

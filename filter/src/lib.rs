@@ -18,16 +18,24 @@
 //! the sidecar renders nothing else. An image request must have no body (Envoy's transcoder
 //! would merge one into the render request): one is refused with 400.
 //!
+//! Call mode (`"call"` in the configuration, for gateways that take a wasm filter and nothing
+//! else): instead of rewriting the request for the transcoder, the filter calls the sidecar's
+//! `RenderCall` itself (`dispatch_grpc_call`) and answers with its status, headers and body
+//! (`send_http_response`), adding the same `Link`, `Vary` and `nosniff` headers.
+//!
 //! Host data is never `unwrap`ped: headers are read as bytes, and a value that is not UTF-8
 //! counts as absent (a `:path` that is not UTF-8 is never rendered).
 
 use std::rc::Rc;
 
+use std::time::Duration;
+
+use pixmesh_core::call::{self, CallConfig, CallResponse};
 use pixmesh_core::config::{FilterConfig, RENDER_KEY_ENV};
 use pixmesh_core::router::{Decision, Rejection, Router};
 use pixmesh_core::vouch::{self, Voucher};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, Bytes, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, Bytes, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -45,6 +53,8 @@ struct PixmeshRoot {
 struct Configured {
     router: Router,
     voucher: Voucher,
+    /// Call mode's settings; `None`: the transcoder.
+    call: Option<CallConfig>,
 }
 
 /// The configuration in `bytes`, with the render key from the VM's environment when it has
@@ -52,9 +62,11 @@ struct Configured {
 fn configure(bytes: &[u8]) -> Result<Configured, pixmesh_core::config::ConfigError> {
     let config = FilterConfig::from_json(bytes)?;
     let voucher = config.voucher(std::env::var(RENDER_KEY_ENV).ok().as_deref())?;
+    let call = config.call.clone();
     Ok(Configured {
         router: Router::new(config),
         voucher,
+        call,
     })
 }
 
@@ -111,9 +123,91 @@ struct Pixmesh {
     rendering: bool,
 }
 
-impl Context for Pixmesh {}
+impl Context for Pixmesh {
+    fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, response_size: usize) {
+        let answer = match status_code {
+            0 => proxy_wasm::hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size)
+                .ok()
+                .flatten()
+                .and_then(|bytes| CallResponse::decode(&bytes).ok())
+                .unwrap_or_else(|| {
+                    log::warn!("pixmesh: the sidecar's answer could not be read");
+                    call::failed(13)
+                }),
+            code => {
+                log::warn!("pixmesh: the call to the sidecar failed with gRPC status {code}");
+                call::failed(code)
+            }
+        };
+        self.answer(answer);
+    }
+}
 
 impl Pixmesh {
+    /// Calls the sidecar for `r` (call mode); the answer comes in `on_grpc_call_response`.
+    fn call(
+        &mut self,
+        call: &CallConfig,
+        r: &pixmesh_core::router::Render,
+        proof: &str,
+        headers: &[(String, String)],
+    ) -> Action {
+        let max = call.max_bytes.to_string();
+        let mut metadata: Vec<(&str, &[u8])> = vec![
+            (vouch::HEADER, proof.as_bytes()),
+            (call::MAX_BYTES_HEADER, max.as_bytes()),
+        ];
+        metadata.extend(
+            headers
+                .iter()
+                .filter(|(name, _)| {
+                    name.eq_ignore_ascii_case("if-none-match")
+                        || name.eq_ignore_ascii_case("x-request-id")
+                })
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        );
+        let sent = self.dispatch_grpc_call(
+            &call.cluster,
+            call::SERVICE,
+            call::METHOD,
+            metadata,
+            Some(&r.request.to_proto()),
+            Duration::from_millis(call.timeout_ms),
+        );
+        match sent {
+            Ok(_) => Action::Pause,
+            Err(status) => {
+                log::warn!("pixmesh: cannot call the sidecar: {status:?}");
+                self.answer(call::failed(14));
+                Action::Pause
+            }
+        }
+    }
+
+    /// Answers a call-mode request with the sidecar's `answer`, adding what the response path
+    /// adds in transcoder mode.
+    fn answer(&mut self, answer: CallResponse) {
+        let mut headers: Vec<(&str, &str)> = answer
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        if let (200 | 304, Some(link)) = (answer.status, &self.link) {
+            headers.push(("link", link));
+        }
+        if self.vary_accept {
+            headers.push(("vary", "Accept"));
+        }
+        if let Some(vary) = &self.vary {
+            headers.push(("vary", vary));
+        }
+        headers.push(("x-content-type-options", "nosniff"));
+        let body = (answer.status != 304).then_some(answer.body.as_slice());
+        // The local reply goes through this filter's response hooks too: nothing to add there.
+        self.rendering = false;
+        self.send_http_response(u32::from(answer.status), headers, body);
+    }
+
     /// Answers the request here with `r`'s status and message.
     fn reject(&self, r: &Rejection) -> Action {
         let body = format!("{}\n", r.message);
@@ -178,11 +272,15 @@ impl HttpContext for Pixmesh {
                     );
                 }
                 let proof = self.config.voucher.vouch(&r.request, now);
+                self.link = r.link.clone();
+                self.vary_accept = r.vary_accept;
+                self.vary = r.vary.clone();
+                let config = Rc::clone(&self.config);
+                if let Some(call) = &config.call {
+                    return self.call(call, &r, &proof, &headers);
+                }
                 self.set_http_request_header(":path", Some(&r.upstream_path));
                 self.set_http_request_header(vouch::HEADER, Some(&proof));
-                self.link = r.link;
-                self.vary_accept = r.vary_accept;
-                self.vary = r.vary;
                 self.rendering = true;
                 Action::Continue
             }

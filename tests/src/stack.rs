@@ -60,13 +60,17 @@ pub fn render_envoy_config(p: &EnvoyParams) -> String {
 }
 
 /// `filter_config` (JSON) keyed with this process's [`crate::vouch::render_key`], unless it
-/// has a key.
-fn with_render_key(filter_config: &str) -> String {
+/// has a key, and in call mode when `call_mode`.
+fn with_render_key(filter_config: &str, call_mode: bool) -> String {
     let mut json: serde_json::Value = serde_json::from_str(filter_config)
         .unwrap_or_else(|e| panic!("filter config: {e}\n{filter_config}"));
     if let Some(cfg) = json.as_object_mut() {
         cfg.entry("render_key")
             .or_insert_with(|| crate::vouch::render_key().into());
+        if call_mode {
+            cfg.entry("call")
+                .or_insert_with(|| serde_json::json!({ "cluster": SIDECAR_CLUSTER }));
+        }
     }
     json.to_string()
 }
@@ -153,7 +157,11 @@ pub struct StackBuilder {
     sidecar_port: Option<u16>,
     route_timeout: String,
     envoy_workers: usize,
+    call_mode: bool,
 }
+
+/// The cluster of the sidecar in the Envoy template.
+pub const SIDECAR_CLUSTER: &str = "pixmesh_sidecar";
 
 impl Stack {
     /// A stack whose filter uses `filter_config` (JSON) and whose sidecar uses `sidecar_config`
@@ -166,6 +174,7 @@ impl Stack {
             sidecar_port: None,
             route_timeout: "30s".to_owned(),
             envoy_workers: 1,
+            call_mode: false,
         }
     }
 
@@ -229,6 +238,13 @@ impl StackBuilder {
         self
     }
 
+    /// The filter in call mode: it calls the sidecar itself ([`pixmesh_core::call`]) instead of
+    /// handing image requests to the transcoder (a `"call"` in the filter config wins).
+    pub fn call_mode(mut self) -> Self {
+        self.call_mode = true;
+        self
+    }
+
     /// Envoy's route timeout, e.g. `2s`.
     pub fn route_timeout(mut self, timeout: &str) -> Self {
         self.route_timeout = timeout.to_owned();
@@ -242,7 +258,7 @@ impl StackBuilder {
             listen_port: self.listen_port,
             admin_port: 0,
             sidecar_port,
-            filter_config: with_render_key(&self.filter_config),
+            filter_config: with_render_key(&self.filter_config, self.call_mode),
             filter_wasm: tools::filter_wasm(),
             descriptor: descriptor.to_owned(),
             route_timeout: self.route_timeout.clone(),

@@ -422,6 +422,13 @@ impl pixmesh_proto::v1::image_service_server::ImageService for FailsMidStream {
         Err(tonic::Status::internal("source read failed"))
     }
 
+    async fn render_call(
+        &self,
+        _request: tonic::Request<pixmesh_proto::v1::RenderRequest>,
+    ) -> Result<tonic::Response<pixmesh_proto::v1::CallResponse>, tonic::Status> {
+        Err(tonic::Status::internal("source read failed"))
+    }
+
     async fn health(
         &self,
         _request: tonic::Request<pixmesh_proto::v1::HealthRequest>,

@@ -45,3 +45,34 @@ fn the_protobuf_form_carries_every_field() {
     }
     assert_eq!(seen, urls.len());
 }
+
+#[test]
+fn the_filter_reads_call_responses_as_the_sidecar_encodes_them() {
+    let sent = v1::CallResponse {
+        status: 304,
+        headers: vec![
+            v1::Header {
+                name: "etag".into(),
+                value: "\"0123\"".into(),
+            },
+            v1::Header {
+                name: "cache-control".into(),
+                value: "public, max-age=31536000".into(),
+            },
+        ],
+        body: vec![0xff; 70_000].into(),
+    };
+    let read = pixmesh_core::call::CallResponse::decode(&sent.encode_to_vec()).unwrap();
+    assert_eq!(read.status, 304);
+    assert_eq!(
+        read.headers,
+        [
+            ("etag".to_owned(), "\"0123\"".to_owned()),
+            (
+                "cache-control".to_owned(),
+                "public, max-age=31536000".to_owned()
+            )
+        ]
+    );
+    assert_eq!(read.body, sent.body);
+}

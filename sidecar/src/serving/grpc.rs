@@ -1,5 +1,5 @@
-//! The gRPC image service: `Render` (streaming, behind the transcoder), `RenderUnary` (call
-//! mode) and `Health`.
+//! The gRPC image service: `Render` (streaming, behind the transcoder), `RenderCall` (the
+//! filter's call mode: the whole HTTP answer in one message), `RenderUnary` and `Health`.
 //!
 //! The service answers with the rendition's response headers (`etag`, `last-modified`,
 //! `cache-control`, `x-http-status` for a 304) and streams its body in chunks.
@@ -18,6 +18,38 @@ use super::state::{Body, Renderer, Rendition};
 
 /// Size of each streamed `HttpBody` message.
 const CHUNK: usize = 64 * 1024;
+
+/// Request metadata: the largest rendition the caller takes (`RenderCall`).
+const MAX_BYTES_HEADER: &str = "x-pixmesh-max-bytes";
+
+/// The body of an error, as Envoy's gRPC-JSON transcoder writes one (`convert_grpc_status`):
+/// `google.rpc.Status` in JSON, without details.
+fn error_body(status: &Status) -> Vec<u8> {
+    serde_json::json!({ "code": status.code() as i32, "message": status.message() })
+        .to_string()
+        .into_bytes()
+}
+
+/// The HTTP status an error answers with: its `x-http-status`, else 500.
+fn http_status(status: &Status) -> u32 {
+    status
+        .metadata()
+        .get("x-http-status")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(500)
+}
+
+/// `RenderCall`'s answer to an error.
+fn call_error(status: &Status) -> v1::CallResponse {
+    v1::CallResponse {
+        status: http_status(status),
+        headers: vec![v1::Header {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }],
+        body: error_body(status).into(),
+    }
+}
 
 /// The tonic service: renders what the filter vouched for ([`pixmesh_core::vouch`]).
 #[derive(Clone)]
@@ -100,6 +132,71 @@ impl v1::image_service_server::ImageService for ImageService {
         let mut response = Response::new(body);
         *response.metadata_mut() = headers;
         Ok(response)
+    }
+
+    async fn render_call(
+        &self,
+        request: Request<v1::RenderRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let (md, _, req) = request.into_parts();
+        let max = md
+            .get(MAX_BYTES_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let rendition = match self.renderer.handle(req, &md, &self.voucher).await {
+            Ok(rendition) => rendition,
+            Err(status) => return Ok(Response::new(call_error(&status))),
+        };
+        let mut headers: Vec<v1::Header> = self
+            .renderer
+            .headers(&rendition)
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(name, value) => Some(v1::Header {
+                    name: name.as_str().to_owned(),
+                    value: value.to_str().ok()?.to_owned(),
+                }),
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .filter(|h| h.name != "x-http-status")
+            .collect();
+        let answer = match rendition {
+            Rendition::NotModified { .. } => v1::CallResponse {
+                status: 304,
+                headers,
+                body: Default::default(),
+            },
+            Rendition::Image {
+                body, content_type, ..
+            } => {
+                if let Some(max) = max.filter(|&max| body.bytes.len() > max) {
+                    let mut refused = Status::failed_precondition(format!(
+                        "the rendition ({} bytes) is larger than the filter's call mode takes \
+                         ({max} bytes): raise call.max_bytes, or serve this route through the \
+                         transcoder",
+                        body.bytes.len()
+                    ));
+                    refused
+                        .metadata_mut()
+                        .insert("x-http-status", MetadataValue::from(413));
+                    tracing::info!(
+                        bytes = body.bytes.len(),
+                        max,
+                        "rendition over the call mode's limit"
+                    );
+                    return Ok(Response::new(call_error(&refused)));
+                }
+                headers.push(v1::Header {
+                    name: "content-type".into(),
+                    value: content_type,
+                });
+                v1::CallResponse {
+                    status: 200,
+                    headers,
+                    body: body.bytes,
+                }
+            }
+        };
+        Ok(Response::new(answer))
     }
 
     async fn health(
