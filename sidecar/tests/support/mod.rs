@@ -3,6 +3,8 @@
 //! and `memory_budget.rs` (through the real binary). Each crate uses a part of them.
 #![allow(dead_code)]
 
+pub mod counting;
+
 use image::{ImageEncoder, RgbImage};
 
 pub fn testdata(name: &str) -> Vec<u8> {
