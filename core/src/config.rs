@@ -56,15 +56,50 @@ pub enum ConfigError {
     NoRoutes,
 }
 
-/// A secret that never shows in `Debug` output or logs.
+/// A secret that never shows in `Debug` output or logs. Written in the configuration as its
+/// value, or as `{"env": "NAME"}`: the value of the environment variable `NAME` (the wasm VM's:
+/// Envoy's `vm_config.environment_variables`, Istio's `vmConfig.env`, Envoy Gateway's
+/// `hostEnvKeys`), so that no secret has to live in a committed file or a custom resource.
 #[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+#[serde(from = "SecretSpec")]
+pub struct Secret(SecretSpec);
+
+/// How a secret is written.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+enum SecretSpec {
+    /// The value itself.
+    Value(String),
+    /// The environment variable holding it, until [`FilterConfig::from_json_with_env`] reads it.
+    Env { env: String },
+}
+
+impl From<SecretSpec> for Secret {
+    fn from(spec: SecretSpec) -> Self {
+        Secret(spec)
+    }
+}
 
 impl Secret {
-    /// The secret itself, for the signer only.
+    /// The secret itself, for the signer only (empty before an `env` secret is read, which a
+    /// parsed configuration never has).
     pub fn expose(&self) -> &str {
-        &self.0
+        match &self.0 {
+            SecretSpec::Value(v) => v,
+            SecretSpec::Env { .. } => "",
+        }
+    }
+
+    /// Replaces an `env` secret by the variable's value: an error naming the variable when
+    /// `env` has none.
+    fn resolve(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let SecretSpec::Env { env: name } = &self.0 {
+            let value = env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConfigError::Json(format!("the environment variable {name} is not set"))
+            })?;
+            self.0 = SecretSpec::Value(value);
+        }
+        Ok(())
     }
 }
 
@@ -222,10 +257,32 @@ impl RouteConfig {
 }
 
 impl FilterConfig {
-    /// Parses and validates the plugin configuration.
+    /// Parses and validates the plugin configuration; secrets written `{"env": …}` are an
+    /// error (see [`FilterConfig::from_json_with_env`]).
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let cfg: FilterConfig =
+        Self::from_json_with_env(bytes, &|_| None)
+    }
+
+    /// Parses and validates the plugin configuration, reading the secrets written
+    /// `{"env": "NAME"}` from `env` (the filter passes its VM's environment).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg: FilterConfig =
             serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        if let Some(key) = &mut cfg.render_key {
+            key.resolve(env)?;
+        }
+        for route in &mut cfg.routes {
+            if let Some(secret) = &mut route.secret {
+                secret.resolve(env)?;
+            }
+            for pair in &mut route.keys {
+                pair.key.resolve(env)?;
+                pair.salt.resolve(env)?;
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -282,7 +339,7 @@ impl FilterConfig {
             if !prefix.is_empty() && crate::keys::normalize(prefix).as_deref() != Ok(prefix) {
                 return fail("path_prefix must be path segments without `.`, `..` or `//`");
             }
-            if r.secret.as_ref().is_some_and(|s| s.0.is_empty()) {
+            if r.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
                 return fail("secret is empty");
             }
             let thumbor = r.grammar == Grammar::Thumbor;
@@ -355,8 +412,12 @@ impl FilterConfig {
     /// own, or a URL signed for public images would read private ones.
     fn check_shared_keys(&self) -> Result<(), ConfigError> {
         let keys = |r: &RouteConfig| -> Vec<String> {
-            let mut keys: Vec<String> = r.secret.iter().map(|s| s.0.clone()).collect();
-            keys.extend(r.keys.iter().map(|p| format!("{}\0{}", p.key.0, p.salt.0)));
+            let mut keys: Vec<String> = r.secret.iter().map(|s| s.expose().to_owned()).collect();
+            keys.extend(
+                r.keys
+                    .iter()
+                    .map(|p| format!("{}\0{}", p.key.expose(), p.salt.expose())),
+            );
             keys
         };
         // Handles are in the signed path: only one that both routes know but map differently
@@ -430,6 +491,35 @@ mod tests {
 
     fn parse(json: &str) -> Result<FilterConfig, ConfigError> {
         FilterConfig::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn secrets_may_come_from_the_environment() {
+        let json = r#"{"render_key":{"env":"RK"},"routes":[
+            {"prefix":"/t/","storage":"s","secret":{"env":"URL_SECRET"}},
+            {"prefix":"/ip/","grammar":"imgproxy","storage":"s",
+             "keys":[{"key":{"env":"IP_KEY"},"salt":"00"}]}]}"#;
+        let env = |name: &str| match name {
+            "RK" => Some("r".repeat(32)),
+            "URL_SECRET" => Some("from-the-environment".to_owned()),
+            "IP_KEY" => Some("abcd".to_owned()),
+            _ => None,
+        };
+        let cfg = FilterConfig::from_json_with_env(json.as_bytes(), &env).unwrap();
+        assert_eq!(
+            cfg.routes[0].secret.as_ref().unwrap().expose(),
+            "from-the-environment"
+        );
+        assert_eq!(cfg.routes[1].keys[0].key.expose(), "abcd");
+        assert!(cfg.voucher(None).is_ok());
+        assert!(!format!("{cfg:?}").contains("from-the-environment"));
+        let err = parse(json).unwrap_err().to_string();
+        assert!(err.contains("RK is not set"), "{err}");
+        let empty = |name: &str| (name != "URL_SECRET").then(|| env(name)).flatten();
+        let err = FilterConfig::from_json_with_env(json.as_bytes(), &empty)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("URL_SECRET is not set"), "{err}");
     }
 
     #[test]

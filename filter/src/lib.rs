@@ -57,10 +57,10 @@ struct Configured {
     call: Option<CallConfig>,
 }
 
-/// The configuration in `bytes`, with the render key from the VM's environment when it has
-/// none of its own.
+/// The configuration in `bytes`, its `{"env": …}` secrets read from the VM's environment, and
+/// the render key from there too when it has none of its own.
 fn configure(bytes: &[u8]) -> Result<Configured, pixmesh_core::config::ConfigError> {
-    let config = FilterConfig::from_json(bytes)?;
+    let config = FilterConfig::from_json_with_env(bytes, &|name| std::env::var(name).ok())?;
     let voucher = config.voucher(std::env::var(RENDER_KEY_ENV).ok().as_deref())?;
     let call = config.call.clone();
     Ok(Configured {

@@ -47,6 +47,16 @@ impl Envoy {
     /// Like [`Envoy::start`], with extra command-line arguments (e.g. `["--concurrency", "1"]`
     /// or `["--component-log-level", "wasm:debug"]`).
     pub async fn start_with_args(config_yaml: &str, extra_args: &[&str]) -> Envoy {
+        Self::start_with_env(config_yaml, extra_args, &[]).await
+    }
+
+    /// Like [`Envoy::start_with_args`], with these environment variables set for Envoy (what a
+    /// pod gives it; the filter reads them through `vm_config.environment_variables`).
+    pub async fn start_with_env(
+        config_yaml: &str,
+        extra_args: &[&str],
+        env: &[(String, String)],
+    ) -> Envoy {
         let binary = tools::envoy();
         let dir = tempdir("pixmesh-envoy-");
         let config = dir.path().join("envoy.yaml");
@@ -63,6 +73,7 @@ impl Envoy {
             .arg(&admin_path)
             .args(["-l", "info"])
             .args(extra_args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(create(&stdout_path))
             .stderr(create(&log_path))

@@ -37,6 +37,30 @@ pub struct EnvoyParams {
     pub route_timeout: String,
 }
 
+/// The environment variables the filter reads, as a JSON list: the render key's, and those its
+/// configuration names for secrets (`{"env": NAME}`).
+fn vm_env_keys(filter_config: &str) -> String {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let (1, Some(serde_json::Value::String(name))) = (map.len(), map.get("env")) {
+                    out.push(name.clone());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut keys = vec![pixmesh_core::config::RENDER_KEY_ENV.to_owned()];
+    if let Ok(json) = serde_json::from_str(filter_config) {
+        walk(&json, &mut keys);
+    }
+    keys.sort();
+    keys.dedup();
+    serde_json::to_string(&keys).expect("strings serialize")
+}
+
 /// Renders the template; panics if a placeholder is left, so template and renderer cannot drift.
 pub fn render_envoy_config(p: &EnvoyParams) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("a string serializes");
@@ -47,6 +71,7 @@ pub fn render_envoy_config(p: &EnvoyParams) -> String {
         .replace("{{ADMIN_PORT}}", &p.admin_port.to_string())
         .replace("{{SIDECAR_PORT}}", &p.sidecar_port.to_string())
         .replace("{{FILTER_CONFIG_JSON_STRING}}", &quote(&p.filter_config))
+        .replace("{{VM_ENV_KEYS}}", &vm_env_keys(&p.filter_config))
         .replace("{{FILTER_WASM}}", &path(&p.filter_wasm))
         .replace("{{DESCRIPTOR}}", &path(&p.descriptor))
         .replace("{{ROUTE_TIMEOUT}}", &p.route_timeout);
@@ -158,6 +183,7 @@ pub struct StackBuilder {
     route_timeout: String,
     envoy_workers: usize,
     call_mode: bool,
+    envoy_env: Vec<(String, String)>,
 }
 
 /// The cluster of the sidecar in the Envoy template.
@@ -175,6 +201,7 @@ impl Stack {
             route_timeout: "30s".to_owned(),
             envoy_workers: 1,
             call_mode: false,
+            envoy_env: Vec::new(),
         }
     }
 
@@ -245,6 +272,12 @@ impl StackBuilder {
         self
     }
 
+    /// Sets `name` to `value` in Envoy's environment (for `{"env": …}` secrets).
+    pub fn envoy_env(mut self, name: &str, value: &str) -> Self {
+        self.envoy_env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Envoy's route timeout, e.g. `2s`.
     pub fn route_timeout(mut self, timeout: &str) -> Self {
         self.route_timeout = timeout.to_owned();
@@ -283,7 +316,8 @@ impl StackBuilder {
         };
         let config = self.envoy_config(port, &descriptor);
         let workers = self.envoy_workers.to_string();
-        let envoy = Envoy::start_with_args(&config, &["--concurrency", &workers]).await;
+        let envoy =
+            Envoy::start_with_env(&config, &["--concurrency", &workers], &self.envoy_env).await;
         Stack {
             envoy,
             sidecar,

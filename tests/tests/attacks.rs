@@ -288,3 +288,40 @@ async fn header_bytes_that_are_not_utf8_leave_the_worker_serving() {
         assert_eq!(r.status, 200, "request {i} after the hostile headers");
     }
 }
+
+/// No secret has to be written into the filter's configuration: a route's signing key written
+/// `{"env": NAME}` is read from Envoy's environment (a Kubernetes Secret in a pod), the template
+/// lists the variable in `vm_config.environment_variables`, and URLs signed with it verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_can_come_from_envoys_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        tools::testdata_images().join("flower.webp"),
+        dir.path().join("a.webp"),
+    )
+    .unwrap();
+    let sidecar = format!(
+        "[storages.photos]\ntype = \"local\"\nroot = {:?}\n",
+        dir.path().display().to_string()
+    );
+    let filter = serde_json::json!({ "routes": [
+        { "prefix": "/img/", "storage": "photos", "secret": { "env": "PIXMESH_TEST_URL_KEY" } },
+    ]});
+    let stack = Stack::builder(&filter.to_string(), &sidecar)
+        .envoy_env("PIXMESH_TEST_URL_KEY", "a-key-from-a-kubernetes-secret")
+        .start()
+        .await;
+    let signer = pixmesh_core::sign::ThumborSigner::new(
+        "a-key-from-a-kubernetes-secret",
+        pixmesh_core::sign::HashAlg::Sha1,
+        None,
+    );
+    let signed = format!("/img/{}/100x0/a.webp", signer.sign("100x0/a.webp"));
+    let r = stack.get(&signed, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(width_of(&r.body), 100);
+    let other =
+        pixmesh_core::sign::ThumborSigner::new("another", pixmesh_core::sign::HashAlg::Sha1, None);
+    let forged = format!("/img/{}/100x0/a.webp", other.sign("100x0/a.webp"));
+    assert_eq!(stack.get(&forged, &[]).await.status, 403);
+}

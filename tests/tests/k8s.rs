@@ -15,6 +15,8 @@ use pixmesh_tests::{envoy, tools};
 /// Where the pod's init container puts the filter and the descriptor set.
 const WASM_IN_POD: &str = "/opt/pixmesh/pixmesh_filter.wasm";
 const DESCRIPTOR_IN_POD: &str = "/opt/pixmesh/pixmesh.pb";
+/// The variable k8s/filter.json reads its URL-signing key from.
+const URL_KEY_ENV: &str = "PIXMESH_URL_SIGNING_KEY";
 
 fn k8s(file: &str) -> PathBuf {
     tools::workspace_root().join("k8s").join(file)
@@ -66,17 +68,28 @@ fn envoy_accepts_the_shipped_config() {
     // The pod gives Envoy the render key from a Secret (deployment.yaml).
     envoy::validate_with_env(
         &config,
-        &[(
-            pixmesh_core::config::RENDER_KEY_ENV,
-            pixmesh_tests::vouch::render_key(),
-        )],
+        &[
+            (
+                pixmesh_core::config::RENDER_KEY_ENV,
+                pixmesh_tests::vouch::render_key(),
+            ),
+            (URL_KEY_ENV, "a-url-signing-key"),
+        ],
     )
     .unwrap();
 }
 
 #[test]
 fn filter_and_sidecar_accept_their_configs() {
-    Router::from_json(read("filter.json").as_bytes()).unwrap();
+    let env = |name: &str| (name == URL_KEY_ENV).then(|| "a-url-signing-key".to_owned());
+    let filter =
+        pixmesh_core::config::FilterConfig::from_json_with_env(read("filter.json").as_bytes(), &env)
+            .unwrap();
+    Router::new(filter);
+    assert!(
+        !read("filter.json").contains("\"secret\": \""),
+        "no secret is written in k8s/filter.json: the pod's environment has it"
+    );
     let sidecar = Config::from_toml(&read("sidecar.toml")).unwrap();
     assert!(
         sidecar.listen.ip().is_loopback(),
@@ -96,6 +109,7 @@ fn the_deployment_mounts_what_envoy_yaml_names() {
         "/etc/pixmesh/sidecar.toml",
         "containerPort: 8080",
         "name: PIXMESH_RENDER_KEY",
+        "name: PIXMESH_URL_SIGNING_KEY",
     ] {
         assert!(
             deployment.contains(needle),
