@@ -82,9 +82,11 @@ fn envoy_accepts_the_shipped_config() {
 #[test]
 fn filter_and_sidecar_accept_their_configs() {
     let env = |name: &str| (name == URL_KEY_ENV).then(|| "a-url-signing-key".to_owned());
-    let filter =
-        pixmesh_core::config::FilterConfig::from_json_with_env(read("filter.json").as_bytes(), &env)
-            .unwrap();
+    let filter = pixmesh_core::config::FilterConfig::from_json_with_env(
+        read("filter.json").as_bytes(),
+        &env,
+    )
+    .unwrap();
     Router::new(filter);
     assert!(
         !read("filter.json").contains("\"secret\": \""),
