@@ -30,10 +30,15 @@ const ABANDON_BUDGET: u64 = 512 << 20;
 /// A 4096×4096 JPEG (4:2:0, quality 92) with enough detail (a noisy gradient) to be several
 /// megabytes; progressive or baseline.
 fn sixteen_megapixel_jpeg(progressive: bool) -> Vec<u8> {
-    let mut pixels = vec![0u8; SIDE * SIDE * 3];
+    noisy_jpeg(SIDE, 92, progressive)
+}
+
+/// A `side`×`side` JPEG (4:2:0) of a noisy gradient at `quality`.
+fn noisy_jpeg(side: usize, quality: i32, progressive: bool) -> Vec<u8> {
+    let mut pixels = vec![0u8; side * side * 3];
     let mut state = 0x2545_f491_u32;
     for (i, px) in pixels.chunks_exact_mut(3).enumerate() {
-        let (x, y) = (i % SIDE, i / SIDE);
+        let (x, y) = (i % side, i / side);
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
@@ -44,13 +49,13 @@ fn sixteen_megapixel_jpeg(progressive: bool) -> Vec<u8> {
     }
     let image = turbojpeg::Image {
         pixels: pixels.as_slice(),
-        width: SIDE,
-        pitch: SIDE * 3,
-        height: SIDE,
+        width: side,
+        pitch: side * 3,
+        height: side,
         format: turbojpeg::PixelFormat::RGB,
     };
     let mut compressor = turbojpeg::Compressor::new().unwrap();
-    compressor.set_quality(92).unwrap();
+    compressor.set_quality(quality).unwrap();
     compressor.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
     compressor.set_progressive(progressive).unwrap();
     compressor.compress_to_vec(image).unwrap()
@@ -422,4 +427,105 @@ async fn peak_growth(jpeg: Vec<u8>, requests: usize, first_width: u32, budget: u
         budget >> 20
     );
     used
+}
+
+/// The slow readers' budget: one full-size render of a 2048² source (101 MiB reserved) fits
+/// what is left of it for renders, beside a few renditions waiting for their clients.
+const SLOW_READERS_BUDGET: u64 = 160 << 20;
+
+/// Slow clients (the security review: 40 slow readers of one 48 MB rendition, 1.9 GB resident,
+/// 1.08 GB still held after they left). A response keeps its rendition's share of the budget
+/// until it is sent or dropped, so renditions waiting for slow clients make new renders wait
+/// instead of piling up beside them. 48 distinct 4 MiB renditions (2048² at quality 100), each
+/// client pausing after the first message and every other one vanishing then; afterwards a
+/// render that needs most of the budget is still served: the vanished clients' shares came
+/// back. Measured: 84 MiB peak growth; 202 MiB without the response's share (the limit: 172).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_of_large_renditions_stay_within_the_memory_budget() {
+    const REQUESTS: usize = 48;
+    let jpeg = noisy_jpeg(2048, 100, false);
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::write(images.join("0.jpg"), &jpeg).unwrap();
+    for i in 1..REQUESTS {
+        std::fs::hard_link(images.join("0.jpg"), images.join(format!("{i}.jpg"))).unwrap();
+    }
+    let port = free_port();
+    let sidecar = start_sidecar(dir.path(), port, SLOW_READERS_BUDGET);
+    let client = connect(port).await;
+    let idle = peak_rss(sidecar.0.id());
+    let full_size = |key: String| {
+        pixmesh_tests::vouch::vouched(RenderRequest {
+            storage: "photos".into(),
+            key,
+            width: 2048,
+            fit: Fit::FitIn.into(),
+            format: Format::Jpeg.into(),
+            quality: 100,
+            ..Default::default()
+        })
+    };
+
+    let readers: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let mut client = client.clone();
+            let request = full_size(format!("{i}.jpg"));
+            tokio::spawn(async move {
+                let mut body = client.render(request).await.unwrap().into_inner();
+                let first = body.message().await.unwrap().expect("a first message");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if i % 2 == 1 {
+                    return None; // vanished mid-response
+                }
+                let mut bytes = first.data.to_vec();
+                while let Some(m) = body.message().await.unwrap() {
+                    bytes.extend_from_slice(&m.data);
+                }
+                Some(bytes)
+            })
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for reader in readers {
+        if let Some(bytes) = reader.await.unwrap() {
+            let header = turbojpeg::read_header(&bytes).expect("a whole JPEG");
+            assert_eq!((header.width, header.height), (2048, 2048));
+            sizes.push(bytes.len());
+        }
+    }
+    assert!(
+        sizes.iter().all(|&n| n > 3 << 20),
+        "large renditions: {sizes:?}"
+    );
+    let used = peak_rss(sidecar.0.id()).saturating_sub(idle);
+
+    // Every share came back, the vanished clients' too: a render that needs most of the
+    // budget does not wait for memory that never returns.
+    let served = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.clone().render_unary(full_size("0.jpg".into())),
+    )
+    .await
+    .expect("the budget was returned")
+    .expect("served");
+    assert!(turbojpeg::read_header(&served.into_inner().data).is_ok());
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let read_ahead = (2 * cores - 1) * jpeg.len() as u64;
+    eprintln!(
+        "idle {} MiB, peak growth {} MiB; budget {} MiB + {} MiB read ahead",
+        idle >> 20,
+        used >> 20,
+        SLOW_READERS_BUDGET >> 20,
+        read_ahead >> 20
+    );
+    assert!(
+        used <= SLOW_READERS_BUDGET + read_ahead,
+        "peak RSS grew by {} MiB with slow readers, more than the {} MiB budget and {} MiB \
+         read ahead",
+        used >> 20,
+        SLOW_READERS_BUDGET >> 20,
+        read_ahead >> 20
+    );
 }
