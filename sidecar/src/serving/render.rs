@@ -690,6 +690,118 @@ mod tests {
         dir
     }
 
+    /// Result storage of `renderer` in the S3 bucket at `endpoint` (no source verification).
+    async fn with_results(renderer: Arc<Renderer>, endpoint: &str) -> Arc<Renderer> {
+        let cfg: crate::config::S3Config = toml::from_str(&format!(
+            "bucket = \"results\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"AKIDTEST\"\nsecret_access_key = \"results-secret\"\n"
+        ))
+        .unwrap();
+        let mut renderer = Arc::into_inner(renderer).expect("not shared yet");
+        renderer.results = Some(crate::serving::state::ResultStore {
+            storage: S3Storage::new(&cfg, Duration::from_secs(30)).await.unwrap(),
+            base_dir: String::new(),
+            path_prefix: String::new(),
+            keys: crate::serving::state::ResultKeys::Digest,
+            verify_source: false,
+            expiration: None,
+            report_errors: false,
+        });
+        Arc::new(renderer)
+    }
+
+    fn flower(width: u32) -> RenderRequest {
+        RenderRequest {
+            storage: "photos".into(),
+            key: "flower.webp".into(),
+            version: None,
+            watermark: None,
+            cache_key: None,
+            transform: Transform {
+                width,
+                ..Transform::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_concurrent_hits_read_result_storage_once() {
+        let (open_results, gate) = watch::channel(false);
+        let (endpoint, gets) = gated_s3(b"a stored rendition", gate).await;
+        let renderer = with_results(renderer_over("http://127.0.0.1:9").await, &endpoint).await;
+        let request = flower(64);
+        let key = renderer.results.as_ref().unwrap().key(&request.canonical());
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                let (renderer, request) = (renderer.clone(), request.clone());
+                tokio::spawn(async move { renderer.render(request, None).await })
+            })
+            .collect();
+        // All eight wait on one lookup, which result storage has not answered yet.
+        until_waiting(&renderer.in_flight.results, &key, 8).await;
+        open_results.send(true).unwrap();
+        for request in requests {
+            match request.await.unwrap() {
+                Ok(Rendition::Image { body, .. }) => {
+                    assert_eq!(&body.bytes[..], b"a stored rendition")
+                }
+                Ok(Rendition::NotModified { .. }) => panic!("no request was conditional"),
+                Err(e) => panic!("hit failed: {}", e.detail()),
+            }
+        }
+        assert_eq!(gets.load(Ordering::SeqCst), 1, "one GET of the rendition");
+        assert_eq!(renderer.stats.source_reads.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn result_writes_past_the_background_limit_are_skipped_and_counted() {
+        let source = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../samples/flower.webp"
+        ))
+        .unwrap();
+        let s3 = crate::testing::fake_s3::FakeS3::start(move |seen| match seen.method.as_str() {
+            "GET" if seen.target.starts_with("/b/") => {
+                crate::testing::fake_s3::Reply::new("200 OK", source.clone())
+                    .header("etag", "\"v1\"")
+                    .header("content-type", "image/webp")
+            }
+            "PUT" => crate::testing::fake_s3::Reply::new("200 OK", "").header("etag", "\"r\""),
+            _ => crate::testing::fake_s3::Reply::new(
+                "404 Not Found",
+                "<Error><Code>NoSuchKey</Code></Error>",
+            ),
+        })
+        .await;
+        let renderer = renderer_over(&s3.endpoint).await;
+        let mut renderer = Arc::into_inner(with_results(renderer, &s3.endpoint).await).unwrap();
+        renderer.background = BackgroundWrites::new(1);
+        let renderer = Arc::new(renderer);
+        // The one background slot is busy with a write that never ends.
+        assert!(renderer.background.spawn(std::future::pending()));
+
+        let rendition = renderer.render(flower(32), None).await;
+        assert!(matches!(rendition, Ok(Rendition::Image { .. })));
+        assert_eq!(renderer.stats.writes_skipped.load(Ordering::SeqCst), 1);
+        assert!(
+            s3.seen().iter().all(|seen| seen.method != "PUT"),
+            "nothing written: {:?}",
+            s3.seen()
+        );
+
+        // With a free slot the rendition is written.
+        let mut free = Arc::into_inner(renderer).unwrap();
+        free.background = BackgroundWrites::new(1);
+        let renderer = Arc::new(free);
+        assert!(renderer.render(flower(33), None).await.is_ok());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !s3.seen().iter().any(|seen| seen.method == "PUT") {
+            assert!(tokio::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(renderer.stats.writes_skipped.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_response_holds_its_share_of_the_budget_until_it_is_dropped() {
         const FLOWER: &[u8] = include_bytes!("../../../samples/flower.webp");
