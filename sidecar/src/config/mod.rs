@@ -9,8 +9,9 @@
 //! max_source_pixels = 50000000
 //! max_animation_frames = 100    # frames kept of an animated GIF/WebP (GIF/WebP output)
 //! max_avif_output_pixels = 16000000  # AVIF outputs (the slowest encode to make) up to 16 MP
-//! max_queue = 64                # requests waiting for a render slot (two per core); then 503
-//! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
+//! max_queue = 64                # requests waiting for a render slot; then 503
+//! workers = 2                  # renders at a time; default: the cgroup's CPU quota, else the CPUs
+//! memory_budget_bytes = 1073741824  # renders in progress, sources read ahead and the caches
 //!
 //! [encoding]                    # what a URL that names no quality or scan mode gets
 //! jpeg_quality = 80
@@ -81,6 +82,7 @@
 //! cache_bytes = 16777216        # decoded watermarks kept (LRU), taken from memory_budget_bytes
 //! ```
 
+pub mod cpus;
 pub mod imagor_env;
 pub mod routing_file;
 
@@ -345,14 +347,27 @@ pub struct Limits {
     pub max_avif_output_pixels: u64,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
-    /// Requests allowed to wait for a render slot (two per core: one rendering, one with its
-    /// source read ahead); beyond, 503 at once. Waiting requests hold no image memory.
+    /// Requests allowed to wait for a render slot (for one of the requests that may hold a
+    /// source: see [`crate::serving::pool::Sizing`]); beyond, 503 at once. Waiting requests
+    /// hold no image memory.
     pub max_queue: usize,
-    /// Memory the renders in progress may reserve together, in bytes: each reserves its source
-    /// and an upper bound of what decoding, resizing and encoding it allocates before it starts,
-    /// and waits while that does not fit (413 when it alone exceeds the budget). Besides this,
-    /// at most one source per core read ahead and the sidecar's own ~50 MB.
+    /// Memory the sidecar's images may take together, in bytes: the decoded-watermark cache,
+    /// the freed blocks kept for reuse, the sources read ahead of their render (as many as
+    /// half of what is left holds at `max_source_bytes` each, at most two per worker), and the
+    /// renders in progress, which reserve their source and an upper bound of what decoding,
+    /// resizing and encoding allocates before they start, and wait while that does not fit
+    /// (413 when it alone exceeds what renders have). Besides this, the sidecar's own ~50 MB.
     pub memory_budget_bytes: u64,
+    /// Renders at a time (each on a thread of its own). Unset: the CPU quota of the container's
+    /// cgroup, rounded up, else the CPUs this process may use ([`cpus::default_workers`]).
+    pub workers: Option<usize>,
+}
+
+impl Limits {
+    /// Renders at a time: [`Limits::workers`], else [`cpus::default_workers`].
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(cpus::default_workers)
+    }
 }
 
 impl Default for Limits {
@@ -366,6 +381,7 @@ impl Default for Limits {
             storage_timeout_ms: 10_000,
             max_queue: 64,
             memory_budget_bytes: 1 << 30,
+            workers: None,
         }
     }
 }
@@ -818,6 +834,11 @@ impl Config {
                  sources could never be rendered",
                 limits.memory_budget_bytes, limits.max_source_bytes
             ));
+        }
+        if limits.workers == Some(0) {
+            return invalid(
+                "limits.workers must be at least 1 (leave it out for the CPU quota)".into(),
+            );
         }
         if self.limits.max_animation_frames == 0 {
             return invalid("limits.max_animation_frames must be at least 1".into());

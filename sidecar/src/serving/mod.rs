@@ -78,8 +78,8 @@ pub async fn storages(config: &Config) -> Result<HashMap<String, Storage>, Serve
     Ok(storages)
 }
 
-/// Result-storage and source-copy writes in flight after their responses, per core.
-const BACKGROUND_WRITES_PER_CORE: usize = 8;
+/// Result-storage and source-copy writes in flight after their responses, per worker.
+const BACKGROUND_WRITES_PER_WORKER: usize = 8;
 
 /// Builds the shared render state from a validated config.
 pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
@@ -141,7 +141,12 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         .iter()
         .map(|(name, cfg)| (name.clone(), cfg.fallbacks().to_vec()))
         .collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Workers follow the pod's CPU quota, admissions the memory budget (pool::Sizing).
+    let sizing = pool::Sizing::of(
+        config.limits.workers(),
+        shares.renders,
+        config.limits.max_source_bytes,
+    );
     Ok(Renderer {
         storages,
         fallbacks,
@@ -156,11 +161,11 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
                 reason: "must be visible ASCII".into(),
             }
         })?,
-        workers: WorkerPool::new(cores, config.limits.max_queue),
-        budget: MemoryBudget::new(shares.renders),
+        workers: WorkerPool::sized(sizing.workers, sizing.admissions, config.limits.max_queue),
+        budget: MemoryBudget::new(sizing.renders),
         in_flight: Default::default(),
         watermarks: watermark_cache::WatermarkCache::new(config.watermark.cache_bytes),
-        background: BackgroundWrites::new(BACKGROUND_WRITES_PER_CORE * cores),
+        background: BackgroundWrites::new(BACKGROUND_WRITES_PER_WORKER * sizing.workers),
         default_watermark: config.watermark.default_image(),
     })
 }

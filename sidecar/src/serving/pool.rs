@@ -1,11 +1,12 @@
-//! The render worker pool: at most one render per core, a bounded number of requests holding
-//! their source in memory (two per core: one rendering, one read ahead), a bounded queue in
-//! front of those, and an immediate refusal when the queue is full, so overload shows as a
-//! clear 503 instead of unbounded latency and memory.
+//! The render worker pool: at most one render per worker, a bounded number of requests holding
+//! their source in memory (at most two per worker, and only as many as the memory budget sets
+//! aside for them: [`Sizing`]), a bounded queue in front of those, and an immediate refusal
+//! when the queue is full, so overload shows as a clear 503 instead of unbounded latency and
+//! memory.
 //!
 //! A request first takes an [`Admission`] (waiting in the queue, holding nothing), then reads
 //! its source, then runs its render with [`WorkerPool::run`], which needs the admission: so no
-//! more than two sources per core are ever in memory however many requests arrive.
+//! more sources than admissions are ever in memory however many requests arrive.
 //!
 //! A job owns its worker, a share of its admission and its memory reservation until it ends,
 //! not until its caller stops waiting: a render whose client went away keeps counting against
@@ -41,6 +42,7 @@ pub struct WorkerPool {
     workers: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_queue: usize,
+    size: usize,
 }
 
 /// A request's right to hold its source in memory and to run a render; released when the
@@ -58,17 +60,78 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// How many requests may hold a source at once, and what that leaves renders of the budget.
+///
+/// A source is in memory from its read until its request ends, but counts against the memory
+/// budget only once its render has reserved (its source and what the render allocates):
+/// sources read ahead of their render, or waiting for the budget, are outside every
+/// reservation. So the budget sets aside `max_source_bytes` for each request that may hold a
+/// source (at most half of what renders have, at most two per worker) and renders reserve from
+/// the rest; the whole process then stays inside the budget whatever the worker count. With
+/// less than two sources' worth, one request at a time holds a source, unaccounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    /// Renders at a time.
+    pub workers: usize,
+    /// Requests that may hold a source at once.
+    pub admissions: usize,
+    /// Bytes set aside for sources outside reservations.
+    pub read_ahead: u64,
+    /// What renders reserve from.
+    pub renders: u64,
+}
+
+impl Sizing {
+    /// The sizing for `workers` (at least 1) with `renders` bytes of the budget
+    /// ([`crate::serving::budget::Shares::renders`]) and sources up to `max_source_bytes`.
+    pub fn of(workers: usize, renders: u64, max_source_bytes: u64) -> Sizing {
+        let workers = workers.max(1);
+        let per_source = max_source_bytes.max(1);
+        let fits = usize::try_from(renders / 2 / per_source).unwrap_or(usize::MAX);
+        let held = fits.min(workers.saturating_mul(2));
+        let read_ahead = held as u64 * per_source;
+        Sizing {
+            workers,
+            admissions: held.max(1),
+            read_ahead,
+            renders: renders - read_ahead,
+        }
+    }
+}
+
 impl WorkerPool {
     /// A pool of `workers` (at least 1) concurrent jobs, twice as many admissions and
     /// `max_queue` requests waiting for one.
     pub fn new(workers: usize, max_queue: usize) -> Self {
         let workers = workers.max(1);
+        Self::sized(workers, workers * 2, max_queue)
+    }
+
+    /// A pool of `workers` (at least 1) concurrent jobs, `admissions` (at least 1) requests
+    /// holding a source ([`Sizing`]) and `max_queue` requests waiting for one.
+    pub fn sized(workers: usize, admissions: usize, max_queue: usize) -> Self {
         WorkerPool {
-            admissions: Arc::new(Semaphore::new(workers * 2)),
-            workers: Arc::new(Semaphore::new(workers)),
+            admissions: Arc::new(Semaphore::new(admissions.max(1))),
+            workers: Arc::new(Semaphore::new(workers.max(1))),
             waiting: AtomicUsize::new(0),
             max_queue,
+            size: workers,
         }
+    }
+
+    /// Workers, and how many run a job now (metrics).
+    pub fn workers(&self) -> (usize, usize) {
+        (self.size, self.size - self.workers.available_permits())
+    }
+
+    /// Whether the queue is full: the next request not admitted at once is refused.
+    pub fn saturated(&self) -> bool {
+        self.queued() >= self.max_queue && self.admissions.available_permits() == 0
+    }
+
+    /// Requests that may wait for an admission.
+    pub fn max_queue(&self) -> usize {
+        self.max_queue
     }
 
     /// Requests waiting for an admission now.
@@ -242,6 +305,61 @@ mod tests {
         );
         assert_eq!(next.await.unwrap().unwrap(), 7, "its worker was returned");
         assert_eq!(budget.available_kib(), 4096, "and its reservation");
+    }
+
+    /// What the process may hold at worst: what renders reserve, plus a source for every
+    /// request that may hold one outside a reservation.
+    fn worst_case(sizing: Sizing, max_source_bytes: u64) -> u64 {
+        sizing.renders + sizing.admissions as u64 * max_source_bytes
+    }
+
+    #[test]
+    fn sources_held_fit_in_the_budget_whatever_the_worker_count() {
+        const MIB: u64 = 1 << 20;
+        for renders in [200 * MIB, 944 * MIB, 2048 * MIB, 8192 * MIB] {
+            for max_source in [8 * MIB, 32 * MIB, 128 * MIB] {
+                for workers in [1, 2, 4, 16, 64, 256] {
+                    let s = Sizing::of(workers, renders, max_source);
+                    assert!(
+                        renders < 2 * max_source || worst_case(s, max_source) <= renders,
+                        "{workers} workers, {} MiB, sources up to {} MiB: {s:?}",
+                        renders / MIB,
+                        max_source / MIB
+                    );
+                    assert!(s.admissions <= 2 * workers && s.renders >= renders / 2);
+                }
+            }
+        }
+        // The case: 64 workers (a 64-core node) and the default budget. Before, 128
+        // requests could each hold a 128 MiB source besides the 944 MiB renders reserved.
+        let s = Sizing::of(64, 944 * MIB, 128 * MIB);
+        assert_eq!((s.admissions, s.renders), (3, 944 * MIB - 3 * 128 * MIB));
+        // Small sources: two per worker, as before.
+        let s = Sizing::of(2, 944 * MIB, 8 * MIB);
+        assert_eq!((s.workers, s.admissions, s.read_ahead), (2, 4, 32 * MIB));
+        // Below two sources' worth: one request at a time holds a source.
+        let s = Sizing::of(8, 200 * MIB, 128 * MIB);
+        assert_eq!((s.admissions, s.read_ahead, s.renders), (1, 0, 200 * MIB));
+    }
+
+    #[tokio::test]
+    async fn a_sized_pool_admits_as_many_as_its_sizing_says() {
+        let pool = WorkerPool::sized(4, 3, 0);
+        let held: Vec<_> = admit_n(&pool, 3).await;
+        assert!(matches!(
+            pool.admit().await,
+            Err(PoolError::Busy { queued: 0 })
+        ));
+        drop(held);
+        pool.admit().await.expect("admitted once one left");
+    }
+
+    async fn admit_n(pool: &WorkerPool, n: usize) -> Vec<Admission> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(pool.admit().await.expect("admitted"));
+        }
+        held
     }
 
     #[tokio::test]
