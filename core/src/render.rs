@@ -654,7 +654,7 @@ mod tests {
             }
         }
         assert_eq!(forms[0], "photos/-/300x200/cat.jpg");
-        assert_eq!(forms[1], "photos/300x200/-/cat.jpg");
+        assert_eq!(forms[1], "photos/300x200/filters:no_upscale()/-/cat.jpg");
         assert_eq!(forms[8], "photos/versionId=v1%2F-%2Fx/-/cat.jpg");
     }
 
@@ -714,11 +714,11 @@ mod tests {
         assert!(renditions[6].0.ends_with("&format=FORMAT_AVIF"));
         assert_eq!(
             renditions[6].2,
-            "photos/300x/filters:format(avif)/-/a b/ü+.jpg"
+            "photos/300x/filters:format(avif):no_upscale()/-/a b/ü+.jpg"
         );
         assert_eq!(
             renditions[5].2,
-            "photos/300x/filters:format(compatible)/-/a b/ü+.jpg"
+            "photos/300x/filters:format(compatible):no_upscale()/-/a b/ü+.jpg"
         );
     }
 
@@ -791,14 +791,20 @@ mod tests {
         assert!(forms[6].0.ends_with("&keep_icc=true"));
         assert_eq!(
             forms[3].1,
-            "photos/trim:bottom-right:10/300x200/-/a b/ü+.jpg"
+            "photos/trim:bottom-right:10/300x200/filters:no_upscale()/-/a b/ü+.jpg"
         );
         assert_eq!(
             forms[4].1,
-            "photos/300x200/filters:trim(10,010203,equal-ver)/-/a b/ü+.jpg"
+            "photos/300x200/filters:trim(10,010203,equal-ver):no_upscale()/-/a b/ü+.jpg"
         );
-        assert_eq!(forms[5].1, "photos/300x200/smart/-/a b/ü+.jpg");
-        assert_eq!(forms[6].1, "photos/300x200/filters:keep_icc()/-/a b/ü+.jpg");
+        assert_eq!(
+            forms[5].1,
+            "photos/300x200/smart/filters:no_upscale()/-/a b/ü+.jpg"
+        );
+        assert_eq!(
+            forms[6].1,
+            "photos/300x200/filters:no_upscale():keep_icc()/-/a b/ü+.jpg"
+        );
     }
 
     #[test]

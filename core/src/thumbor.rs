@@ -581,6 +581,9 @@ impl ThumborPath {
         for f in &self.filters {
             apply_filter(&mut t, &mut state, f)?;
         }
+        // Fill enlarges a source smaller than the box, as thumbor and imagor do, unless
+        // `no_upscale()`; the fits enlarge only with `upscale()`.
+        t.upscale = (t.upscale || enlarges_by_default(&t)) && !state.no_upscale;
         Ok(t)
     }
 
@@ -668,8 +671,10 @@ impl ThumborPath {
         if let Some(q) = t.quality {
             filter("quality", q.to_string());
         }
-        if t.upscale {
-            filter("upscale", String::new());
+        match (enlarges_by_default(t), t.upscale) {
+            (false, true) => filter("upscale", String::new()),
+            (true, false) => filter("no_upscale", String::new()),
+            _ => {}
         }
         if t.rotation != Rotation::None {
             let counter_clockwise = t.rotation.inverse().degrees();
@@ -725,6 +730,7 @@ const APPLIED_FILTERS: &[&str] = &[
     "keep_icc",
     "strip_icc",
     "upscale",
+    "no_upscale",
 ];
 
 impl ThumborPath {
@@ -755,7 +761,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "label",
     "max_frames",
     "noise",
-    "no_upscale",
     "orient",
     "page",
     "preview",
@@ -780,6 +785,8 @@ struct FilterState {
     focal: bool,
     /// `strip_icc()` was given.
     strip_icc: bool,
+    /// `no_upscale()` was given.
+    no_upscale: bool,
     watermark: bool,
 }
 
@@ -1006,14 +1013,23 @@ fn apply_filter(
                 return Err(invalid("keep_icc() and strip_icc() contradict each other"));
             }
         }
-        "upscale" if f.args.is_empty() => t.upscale = true,
-        "upscale" => return Err(invalid("upscale() takes no arguments")),
+        "upscale" | "no_upscale" if !f.args.is_empty() => {
+            return Err(invalid(format!("{}() takes no arguments", f.name)));
+        }
+        "upscale" => t.upscale = true,
+        "no_upscale" => state.no_upscale = true,
         name if KNOWN_FILTERS.contains(&name) => {
             return Err(GrammarError::Unsupported(format!("filter {name}")));
         }
         name => return Err(invalid(format!("unknown filter {name}"))),
     }
     Ok(())
+}
+
+/// Whether thumbor enlarges a source smaller than `t`'s box without being asked: in fill mode
+/// with a size given (without one, the size is the source's and nothing is enlarged).
+fn enlarges_by_default(t: &Transform) -> bool {
+    t.fit == Fit::Fill && (t.width != 0 || t.height != 0)
 }
 
 /// `focal(LxT:RxB)`: a focal region of the source, in pixels or, when all four values are at
@@ -1591,6 +1607,36 @@ mod tests {
     }
 
     #[test]
+    fn fill_enlarges_small_sources_unless_no_upscale_and_fits_only_with_upscale() {
+        let upscale = |path: &str| transform(path).unwrap().upscale;
+        // thumbor and imagor: a 190×190 crop filled into 300×200 comes out 300×200.
+        assert!(upscale("unsafe/10x10:200x200/300x200/a.jpg"));
+        assert!(upscale("unsafe/300x0/a.jpg"));
+        assert!(!upscale("unsafe/300x200/filters:no_upscale()/a.jpg"));
+        assert!(!upscale(
+            "unsafe/300x200/filters:upscale():no_upscale()/a.jpg"
+        ));
+        assert!(!upscale("unsafe/fit-in/300x200/a.jpg"));
+        assert!(upscale("unsafe/fit-in/300x200/filters:upscale()/a.jpg"));
+        // Without a size the output is the source's size: nothing to enlarge.
+        assert_eq!(transform("unsafe/a.jpg"), Ok(Transform::default()));
+        assert_eq!(
+            transform("unsafe/300x200/filters:no_upscale(1)/a.jpg"),
+            Err(invalid("no_upscale() takes no arguments"))
+        );
+        // Written back as thumbor says it.
+        for path in [
+            "unsafe/300x200/a.jpg",
+            "unsafe/300x200/filters:no_upscale()/a.jpg",
+            "unsafe/fit-in/300x200/filters:upscale()/a.jpg",
+            "unsafe/filters:upscale()/a.jpg",
+        ] {
+            let t = transform(path).unwrap();
+            assert_eq!(ThumborPath::from_transform(&t, "a.jpg").to_path(), path);
+        }
+    }
+
+    #[test]
     fn maps_the_filters_onto_the_transform_model() {
         let red = Some(Color::rgb(255, 0, 0));
         for (path, expected) in [
@@ -1666,6 +1712,7 @@ mod tests {
                     height: 200,
                     pad: true,
                     background: red,
+                    upscale: true,
                     ..Transform::default()
                 },
             ),
@@ -2216,6 +2263,7 @@ mod tests {
                     width: 300,
                     height: 200,
                     trim: trim(25, TrimColor::BottomRight),
+                    upscale: true,
                     ..Transform::default()
                 },
                 "unsafe/trim:bottom-right:25/300x200/a.jpg",
@@ -2227,6 +2275,7 @@ mod tests {
                     height: 200,
                     trim: trim(40, TrimColor::TopLeft),
                     smart: true,
+                    upscale: true,
                     ..Transform::default()
                 },
                 "unsafe/trim:40/300x200/smart/a.jpg",
@@ -2238,6 +2287,7 @@ mod tests {
                     height: 200,
                     smart: true,
                     focus: Some(Focus::point(Fraction(5000), Fraction(5000))),
+                    upscale: true,
                     ..Transform::default()
                 },
                 "unsafe/300x200/smart/filters:focal(0.5x0.5:0.5x0.5)/a.jpg",
