@@ -12,6 +12,7 @@
 //! - [`imagekit`]: the ImageKit URL grammar, parse ⇄ generate.
 //! - [`query`]: the query-string (Skymage-style) grammar, parse ⇄ generate.
 //! - [`sign`]: URL signatures and their constant-time verification.
+//! - [`normalisation`]: what a client may have signed for a path Envoy normalised.
 //! - [`keys`]: request-path normalization, path prefixes, base-dir joins and S3 key escaping.
 //! - [`buckets`]: the bucket a key is read from (wildcard bucket, bucket routing files).
 //! - [`tagging`]: S3 object tagging strings (`k=v&k2=v2`), validated and re-encoded.
@@ -36,6 +37,7 @@ pub mod imagekit;
 pub mod imgproxy;
 pub mod keys;
 pub mod link;
+pub mod normalisation;
 mod percent;
 pub mod query;
 pub mod render;

@@ -24,6 +24,7 @@ use crate::imagekit::ImagekitUrl;
 use crate::imgproxy::ImgproxyPath;
 use crate::keys;
 use crate::link;
+use crate::normalisation::signed_forms;
 use crate::query::{QueryUrl, SIGNATURE_PARAM};
 use crate::render::{RENDER_PATH, RenderRequest, is_internal};
 use crate::sign::{ImagekitSigner, ImgproxySigner, QuerySigner, ThumborSigner};
@@ -363,7 +364,7 @@ impl Route {
             let Signer::Thumbor(s) = signer else {
                 return false;
             };
-            s.verify(signed, sig)
+            signed_forms(signed).iter().any(|form| s.verify(form, sig))
                 || crate::percent::decode(signed)
                     .is_some_and(|raw| raw != signed && s.verify(&raw, sig))
         })?;
@@ -379,7 +380,10 @@ impl Route {
         self.check_signature(url.signature.hash(), |signer, sig| {
             let body = rest.strip_prefix('/').unwrap_or(rest);
             let signed = &body[sig.len()..];
-            matches!(signer, Signer::Imgproxy(s) if s.verify(signed, sig))
+            let Signer::Imgproxy(s) = signer else {
+                return false;
+            };
+            signed_forms(signed).iter().any(|form| s.verify(form, sig))
         })?;
         let target = url.to_target()?;
         if let Some(bucket) = &target.handle
@@ -398,7 +402,12 @@ impl Route {
         let expiry = query_param(query, IK_EXPIRY)?;
         self.check_signature(signature, |signer, sig| {
             let unsigned = with_query(rest, &query_without(query, &[IK_SIGNATURE, IK_EXPIRY]));
-            matches!(signer, Signer::Imagekit(s) if s.verify(&unsigned, expiry, sig))
+            let Signer::Imagekit(s) = signer else {
+                return false;
+            };
+            signed_forms(&unsigned)
+                .iter()
+                .any(|form| s.verify(form, expiry, sig))
         })?;
         let mut target = ImagekitUrl::parse(rest, query)?.to_target()?;
         target.expires = expiry
@@ -411,7 +420,12 @@ impl Route {
         let signature = query_param(query, SIGNATURE_PARAM)?;
         self.check_signature(signature, |signer, sig| {
             let unsigned = with_query(rest, &query_without(query, &[SIGNATURE_PARAM]));
-            matches!(signer, Signer::Query(s) if s.verify(&unsigned, sig))
+            let Signer::Query(s) = signer else {
+                return false;
+            };
+            signed_forms(&unsigned)
+                .iter()
+                .any(|form| s.verify(form, sig))
         })?;
         Ok(QueryUrl::parse(rest, query)?.to_target()?)
     }
