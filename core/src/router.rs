@@ -335,6 +335,10 @@ impl Route {
         match (signature, &self.signer) {
             (None, _) if self.cfg.allow_unsafe => Ok(()),
             (None, _) => Err(rejection(403, "unsigned URLs are not allowed here")),
+            // A route without keys takes any signature where it takes unsigned URLs, as imgproxy
+            // without a key and imagor in unsafe mode do: URLs signed for another server keep
+            // working, and nothing is open that unsigned URLs do not open already.
+            (Some(_), None) if self.cfg.allow_unsafe => Ok(()),
             (Some(_), None) => Err(rejection(403, "signed URLs are not configured here")),
             (Some(sig), Some(signer)) if verify(signer, sig) => Ok(()),
             (Some(_), Some(_)) => Err(rejection(403, "invalid signature")),
@@ -655,6 +659,8 @@ mod tests {
             { "prefix": "/strict/ik/", "grammar": "imagekit", "storage": "photos", "secret": "k" },
             { "prefix": "/strict/q/", "grammar": "query", "storage": "photos", "secret": "k" },
             { "prefix": "/open/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true },
+            { "prefix": "/open/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true },
+            { "prefix": "/open/t/", "storage": "photos", "allow_unsafe": true },
         ]});
         Router::from_json(json.to_string().as_bytes()).unwrap()
     }
@@ -963,11 +969,6 @@ mod tests {
                 "ik-s is given twice",
             ),
             (
-                "/open/ik/a.jpg?ik-s=00",
-                403,
-                "signed URLs are not configured here",
-            ),
-            (
                 "/strict/q/photos/a.jpg?w=1",
                 403,
                 "unsigned URLs are not allowed here",
@@ -980,6 +981,30 @@ mod tests {
                 "{url}"
             );
         }
+        // Routes without keys that take unsigned URLs take any signature, as imgproxy without a
+        // key and imagor in unsafe mode do.
+        for url in [
+            "/open/ik/a.jpg?ik-s=00",
+            "/open/ip/AAAAAAAAAAA/rs:fit:300:200/plain/dir/a.jpg",
+            "/open/ip/_/rs:fit:300:200/plain/dir/a.jpg",
+            "/open/t/kE9rBx_2aGgxBPoNxX5CLC6-fjs=/fit-in/300x200/dir/a.jpg",
+        ] {
+            assert!(
+                matches!(r.decide("GET", url, None, now()), Decision::Render(_)),
+                "{url}"
+            );
+        }
+        // Where a route has keys, a wrong signature stays wrong even though it takes unsigned
+        // URLs.
+        assert_eq!(
+            rejected(r.decide(
+                "GET",
+                "/ip/AAAAAAAAAAA/rs:fit:300:200/plain/dir/a.jpg",
+                None,
+                now()
+            )),
+            (403, "invalid signature".to_owned())
+        );
         // A signed query URL whose parameters are changed afterwards.
         let signed = r.sign("/strict/q/photos/a.jpg?w=300").unwrap();
         let tampered = signed.replace("w=300", "w=3000");
