@@ -221,6 +221,7 @@ impl ImagekitUrl {
             width,
             height,
             fit: s.fit,
+            adaptive: false,
             upscale: s.upscale,
             flip_h: s.flip_h,
             flip_v: s.flip_v,
@@ -339,6 +340,9 @@ impl ImagekitUrl {
         if t.height > 0 && t.crop.is_none() {
             param("h", t.height.to_string());
         }
+        if t.adaptive {
+            return None;
+        }
         match (t.fit, t.upscale, t.pad) {
             _ if t.crop.is_some() => {}
             (Fit::FitIn, true, true) => param("cm", "pad_resize".to_owned()),
@@ -347,7 +351,8 @@ impl ImagekitUrl {
             (Fit::Stretch, true, _) => param("c", "force".to_owned()),
             (Fit::FitIn, false, _) => param("c", "at_max".to_owned()),
             (Fit::FitIn, true, _) => param("c", "at_max_enlarge".to_owned()),
-            (Fit::Fill | Fit::Stretch, false, _) => return None,
+            (Fit::Cover, true, _) => param("c", "at_least".to_owned()),
+            (Fit::Fill | Fit::Stretch | Fit::Cover, false, _) => return None,
         }
         match (t.pad, t.background) {
             // Transparent padding: opacity 00.
@@ -1031,14 +1036,8 @@ fn crop(s: &mut State, name: &str, v: Option<&str>) -> Result<(), GrammarError> 
         "force" => (Fit::Stretch, true),
         "at_max" => (Fit::FitIn, false),
         "at_max_enlarge" => (Fit::FitIn, true),
-        // Both sides at least the box's, keeping the aspect ratio: a cover scale with no crop.
-        // The transform's fill crops to the box and its fit scales inside it; which side
-        // decides depends on the source's aspect ratio, unknown here.
-        "at_least" => {
-            return Err(unsupported(
-                "c-at_least (covering the box without cropping)",
-            ));
-        }
+        // Both sides at least the box's, keeping the aspect ratio, cropping nothing.
+        "at_least" => (Fit::Cover, true),
         other => return Err(invalid(format!("{name}: unknown crop strategy {other:?}"))),
     };
     Ok(())
@@ -1591,10 +1590,6 @@ mod tests {
             ("tr:w-0.5/a.jpg", "relative w (w-0.5)"),
             ("tr:h-auto/a.jpg", "h-auto"),
             ("tr:ar-4-3/a.jpg", "ar without w or h"),
-            (
-                "tr:c-at_least,w-10,h-10/a.jpg",
-                "c-at_least (covering the box without cropping)",
-            ),
             (
                 "tr:w-10,h-10,cm-extract,c-at_max/a.jpg",
                 "c with cm-extract",

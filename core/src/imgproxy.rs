@@ -419,6 +419,7 @@ impl ImgproxyPath {
             width,
             height,
             fit: o.fit,
+            adaptive: false,
             upscale: o.enlarge,
             flip_h,
             flip_v,
@@ -518,9 +519,11 @@ impl ImgproxyPath {
             })
         };
         let rt = match t.fit {
+            _ if t.adaptive => return None,
             Fit::FitIn => "fit",
             Fit::Fill => "fill",
             Fit::Stretch => "force",
+            Fit::Cover => return None,
         };
         let r = t.rotation;
         let (width, height) = if r.swaps_sides() {

@@ -215,6 +215,7 @@ impl QueryUrl {
     /// document).
     pub fn from_transform(t: &Transform, handle: &str, image: &str) -> Option<Self> {
         let fit = match (t.fit, t.upscale, t.pad) {
+            _ if t.adaptive => return None,
             (Fit::FitIn, true, true) => Some("contain"),
             (_, _, true) => return None,
             (Fit::Fill, true, _) => None,

@@ -129,8 +129,10 @@ impl RenderRequest {
             Fit::Fill => {}
             Fit::FitIn => out.enumeration("fit", "FIT_FIT_IN", 2),
             Fit::Stretch => out.enumeration("fit", "FIT_STRETCH", 3),
+            Fit::Cover => out.enumeration("fit", "FIT_COVER", 4),
         }
         for (on, name) in [
+            (t.adaptive, "adaptive"),
             (t.upscale, "upscale"),
             (t.flip_h, "flip_h"),
             (t.flip_v, "flip_v"),
@@ -310,6 +312,7 @@ const PROTO_SCALARS: &[&str] = &[
     "background_rgba",
     "smart_crop",
     "keep_icc",
+    "adaptive",
     "max_bytes",
     "watermark_default",
 ];
@@ -343,6 +346,7 @@ fn field_number(name: &str) -> u32 {
         "trim" => 32,
         "smart_crop" => 33,
         "keep_icc" => 34,
+        "adaptive" => 35,
         "progressive" => 50,
         "max_bytes" => 51,
         "watermark_storage" => 60,
@@ -530,6 +534,7 @@ mod tests {
             width: 300,
             height: 200,
             fit: Fit::FitIn,
+            adaptive: false,
             upscale: true,
             flip_h: true,
             flip_v: true,

@@ -552,17 +552,21 @@ impl ThumborPath {
         if self.padding.is_some() {
             return unsupported("padding");
         }
-        let fit = match (self.fit_in, self.stretch) {
+        let (fit, adaptive) = match (self.fit_in, self.stretch) {
             (Some(_), true) => return Err(invalid("fit-in and stretch cannot be combined")),
-            (Some(FitIn::FitIn), false) => Fit::FitIn,
-            (Some(other), false) => return unsupported(other.keyword()),
-            (None, true) => Fit::Stretch,
-            (None, false) => Fit::Fill,
+            (Some(FitIn::FitIn), false) => (Fit::FitIn, false),
+            (Some(FitIn::FullFitIn), false) => (Fit::Cover, false),
+            (Some(FitIn::AdaptiveFitIn), false) => (Fit::FitIn, true),
+            (Some(FitIn::AdaptiveFullFitIn), false) => (Fit::Cover, true),
+            (None, true) => (Fit::Stretch, false),
+            (None, false) => (Fit::Fill, false),
         };
         let mut t = Transform {
             width: self.width,
             height: self.height,
             fit,
+            // Only a box with both sides can turn.
+            adaptive: adaptive && self.width != 0 && self.height != 0,
             flip_h: self.flip_h,
             flip_v: self.flip_v,
             h_align: self.h_align.unwrap_or_default(),
@@ -639,7 +643,13 @@ impl ThumborPath {
     pub fn from_transform(t: &Transform, image: impl Into<String>) -> Self {
         let mut url = ThumborPath::new(image);
         url.crop = t.crop.and_then(Crop::from_region);
-        url.fit_in = (t.fit == Fit::FitIn).then_some(FitIn::FitIn);
+        url.fit_in = match (t.fit, t.adaptive) {
+            (Fit::FitIn, false) => Some(FitIn::FitIn),
+            (Fit::FitIn, true) => Some(FitIn::AdaptiveFitIn),
+            (Fit::Cover, false) => Some(FitIn::FullFitIn),
+            (Fit::Cover, true) => Some(FitIn::AdaptiveFullFitIn),
+            (Fit::Fill | Fit::Stretch, _) => None,
+        };
         url.stretch = t.fit == Fit::Stretch;
         (url.width, url.height, url.flip_h, url.flip_v) = (t.width, t.height, t.flip_h, t.flip_v);
         url.h_align = (t.h_align != HAlign::Center).then_some(t.h_align);
@@ -1027,9 +1037,10 @@ fn apply_filter(
 }
 
 /// Whether thumbor enlarges a source smaller than `t`'s box without being asked: in fill mode
-/// with a size given (without one, the size is the source's and nothing is enlarged).
+/// and `full-fit-in`, with a size given (without one, the size is the source's and nothing is
+/// enlarged).
 fn enlarges_by_default(t: &Transform) -> bool {
-    t.fit == Fit::Fill && (t.width != 0 || t.height != 0)
+    matches!(t.fit, Fit::Fill | Fit::Cover) && (t.width != 0 || t.height != 0)
 }
 
 /// `focal(LxT:RxB)`: a focal region of the source, in pixels or, when all four values are at
@@ -1607,6 +1618,57 @@ mod tests {
     }
 
     #[test]
+    fn the_fit_in_family_maps_onto_fits_that_cover_or_turn_the_box() {
+        for (path, fit, adaptive, upscale) in [
+            ("unsafe/fit-in/300x200/a.jpg", Fit::FitIn, false, false),
+            // thumbor enlarges in full-fit-in without being asked, as in fill mode.
+            ("unsafe/full-fit-in/300x200/a.jpg", Fit::Cover, false, true),
+            (
+                "unsafe/adaptive-fit-in/300x200/a.jpg",
+                Fit::FitIn,
+                true,
+                false,
+            ),
+            (
+                "unsafe/adaptive-full-fit-in/300x200/a.jpg",
+                Fit::Cover,
+                true,
+                true,
+            ),
+            (
+                "unsafe/adaptive-full-fit-in/300x200/filters:no_upscale()/a.jpg",
+                Fit::Cover,
+                true,
+                false,
+            ),
+            // A box with one side given has the source's orientation: nothing to turn.
+            (
+                "unsafe/adaptive-fit-in/300x0/a.jpg",
+                Fit::FitIn,
+                false,
+                false,
+            ),
+        ] {
+            let t = transform(path).unwrap();
+            assert_eq!(
+                (t.fit, t.adaptive, t.upscale),
+                (fit, adaptive, upscale),
+                "{path}"
+            );
+            let back = ThumborPath::from_transform(&t, "a.jpg");
+            assert_eq!(back.to_transform(), Ok(t), "{path}");
+        }
+        assert_eq!(
+            ThumborPath::from_transform(
+                &transform("unsafe/adaptive-full-fit-in/300x200/a.jpg").unwrap(),
+                "a.jpg"
+            )
+            .to_path(),
+            "unsafe/adaptive-full-fit-in/300x200/a.jpg"
+        );
+    }
+
+    #[test]
     fn fill_enlarges_small_sources_unless_no_upscale_and_fits_only_with_upscale() {
         let upscale = |path: &str| transform(path).unwrap().upscale;
         // thumbor and imagor: a 190×190 crop filled into 300×200 comes out 300×200.
@@ -1963,7 +2025,6 @@ mod tests {
     fn unsupported_features_are_named_not_ignored() {
         for (path, what) in [
             ("unsafe/meta/a.jpg", "meta"),
-            ("unsafe/full-fit-in/10x10/a.jpg", "full-fit-in"),
             ("unsafe/filters:brightness(3)/a.jpg", "filter brightness"),
             (
                 "unsafe/10x10/filters:round_corner(3)/a.jpg",

@@ -48,6 +48,9 @@ pub enum Fit {
     FitIn,
     /// Scale to exactly the box, ignoring the aspect ratio (thumbor `stretch`).
     Stretch,
+    /// Scale to cover the box, keeping the aspect ratio and cropping nothing: each side at
+    /// least the box's (thumbor `full-fit-in`, ImageKit `c-at_least`).
+    Cover,
 }
 
 /// Horizontal anchor of a crop or of padding.
@@ -775,6 +778,10 @@ pub struct Transform {
     /// instead of converting them to sRGB and carrying no profile (the default). Only JPEG,
     /// PNG and WebP outputs can carry a profile; AVIF and GIF outputs asked to are refused.
     pub keep_icc: bool,
+    /// Turn the box a quarter when one side of both is given and its orientation (landscape or
+    /// portrait) differs from the upright source's (thumbor `adaptive-fit-in`); only
+    /// [`Fit::FitIn`] and [`Fit::Cover`] read it.
+    pub adaptive: bool,
 }
 
 /// The lowest quality the [`Transform::max_bytes`] search tries, as thumbor and imgproxy (which

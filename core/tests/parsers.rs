@@ -144,7 +144,12 @@ fn check_bounds(r: &Result<pixmesh_core::grammar::Target, GrammarError>) {
 
 /// Any transform the model can hold.
 fn any_transform() -> impl Strategy<Value = Transform> {
-    let fit = prop_oneof![Just(Fit::Fill), Just(Fit::FitIn), Just(Fit::Stretch)];
+    let fit = prop_oneof![
+        Just(Fit::Fill),
+        Just(Fit::FitIn),
+        Just(Fit::Stretch),
+        Just(Fit::Cover)
+    ];
     let h = prop_oneof![
         Just(HAlign::Left),
         Just(HAlign::Center),
@@ -259,7 +264,12 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             prop::option::of(any::<bool>()),
             prop::option::of(1..=u32::MAX),
         ),
-        (prop::option::of(trim), any::<bool>(), any::<bool>()),
+        (
+            prop::option::of(trim),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
@@ -268,7 +278,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (blur, sharpen, pad, background),
                 (crop, focus),
                 (progressive, max_bytes),
-                (trim, smart, keep_icc),
+                (trim, smart, keep_icc, adaptive),
             )| Transform {
                 width,
                 height,
@@ -293,6 +303,11 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 trim,
                 smart,
                 keep_icc,
+                // Only a fit's box with both sides can turn (see `Transform::adaptive`).
+                adaptive: adaptive
+                    && matches!(fit, Fit::FitIn | Fit::Cover)
+                    && width > 0
+                    && height > 0,
             },
         )
 }

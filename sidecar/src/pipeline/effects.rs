@@ -392,7 +392,8 @@ pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) 
             requested.max(actual)
         }
     };
-    (side(t.width, width), side(t.height, height))
+    let (w, h) = super::geometry::requested_box(t, width, height);
+    (side(w, width), side(h, height))
 }
 
 /// Extends the image to the requested box, placed by the alignment. The new area is the

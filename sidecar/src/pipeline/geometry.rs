@@ -30,7 +30,7 @@ pub(super) fn budgeted(
         0 => longer,
         r => r,
     };
-    let (w, h) = match (t.width, t.height) {
+    let (w, h) = match requested_box(t, width, height) {
         (0, 0) => (width, height),
         (w, h) => (side(w), side(h)),
     };
@@ -163,6 +163,19 @@ pub(super) fn compute_geometry(w0: u32, h0: u32, t: &Transform) -> Geometry {
     compute_geometry_at(w0, h0, t, None)
 }
 
+/// The box `t` asks for an upright `width`×`height` image in: its width and height, turned a
+/// quarter when `t` is adaptive and the box's orientation (landscape or portrait) differs from
+/// the image's, as thumbor's `adaptive-fit-in` does.
+pub(super) fn requested_box(t: &Transform, width: u32, height: u32) -> (u32, u32) {
+    let (w, h) = (t.width, t.height);
+    let turns = t.adaptive
+        && matches!(t.fit, Fit::FitIn | Fit::Cover)
+        && w != 0
+        && h != 0
+        && ((width < height && w > h) || (width > height && w < h));
+    if turns { (h, w) } else { (w, h) }
+}
+
 /// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source;
 /// a fill crop is centred on `focus` (pixels of that source) when there is one.
 pub(super) fn compute_geometry_at(
@@ -172,7 +185,7 @@ pub(super) fn compute_geometry_at(
     focus: Option<(f64, f64)>,
 ) -> Geometry {
     let full = Rect::full(w0, h0);
-    let (w, h) = (t.width, t.height);
+    let (w, h) = requested_box(t, w0, h0);
     if w == 0 && h == 0 {
         return Geometry {
             crop: full,
@@ -199,9 +212,11 @@ pub(super) fn compute_geometry_at(
             }
         }
         (Fit::Fill, Some(_), Some(_)) => fill_geometry(w0, h0, t, focus),
-        // FitIn, or Fill with one side derived from the aspect ratio (no crop, so it is a fit).
-        (Fit::FitIn | Fit::Fill, sx, sy) => {
+        // FitIn, or Fill with one side derived from the aspect ratio (no crop, so it is a fit);
+        // Cover takes the larger scale, so that each side is at least the box's.
+        (Fit::FitIn | Fit::Fill | Fit::Cover, sx, sy) => {
             let scale = match (sx, sy) {
+                (Some(x), Some(y)) if t.fit == Fit::Cover => x.max(y),
                 (Some(x), Some(y)) => x.min(y),
                 (Some(s), None) | (None, Some(s)) => s,
                 (None, None) => 1.0,
@@ -685,6 +700,10 @@ mod tests {
             t.upscale = true;
             t
         };
+        let adaptive = |t: Transform| Transform {
+            adaptive: true,
+            ..t
+        };
         // (source, transform) → output size
         let cases = [
             ((2560, 1600), transform(320, 320, Fit::FitIn), (320, 200)),
@@ -703,6 +722,42 @@ mod tests {
             ((480, 360), up(transform(1000, 500, Fit::Fill)), (1000, 500)),
             ((480, 360), transform(1000, 2000, Fit::Stretch), (480, 360)),
             ((480, 360), transform(0, 0, Fit::Fill), (480, 360)),
+            // Cover (thumbor full-fit-in): each side at least the box's, nothing cropped.
+            ((2560, 1600), transform(320, 320, Fit::Cover), (512, 320)),
+            ((2560, 1600), transform(0, 100, Fit::Cover), (160, 100)),
+            ((480, 360), transform(1000, 1000, Fit::Cover), (480, 360)),
+            (
+                (480, 360),
+                up(transform(1000, 1000, Fit::Cover)),
+                (1333, 1000),
+            ),
+            // Adaptive: a portrait box for a landscape source turns (thumbor adaptive-fit-in).
+            (
+                (2560, 1600),
+                adaptive(transform(200, 400, Fit::FitIn)),
+                (320, 200),
+            ),
+            ((2560, 1600), transform(200, 400, Fit::FitIn), (200, 125)),
+            (
+                (1600, 2560),
+                adaptive(transform(400, 200, Fit::FitIn)),
+                (200, 320),
+            ),
+            (
+                (2560, 1600),
+                adaptive(transform(400, 200, Fit::FitIn)),
+                (320, 200),
+            ),
+            (
+                (2560, 1600),
+                adaptive(transform(200, 400, Fit::Cover)),
+                (400, 250),
+            ),
+            (
+                (1600, 1600),
+                adaptive(transform(200, 400, Fit::FitIn)),
+                (200, 200),
+            ),
             ((1, 10_000), transform(10, 10, Fit::FitIn), (1, 10)),
         ];
         for ((w0, h0), t, expected) in cases {

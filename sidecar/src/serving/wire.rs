@@ -25,6 +25,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Ok(v1::Fit::Unspecified | v1::Fit::Fill) => Fit::Fill,
         Ok(v1::Fit::FitIn) => Fit::FitIn,
         Ok(v1::Fit::Stretch) => Fit::Stretch,
+        Ok(v1::Fit::Cover) => Fit::Cover,
         Err(_) => return Err(bad(format!("unknown fit {}", r.fit))),
     };
     let h_align = match v1::HAlign::try_from(r.h_align) {
@@ -122,6 +123,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             width: r.width,
             height: r.height,
             fit,
+            adaptive: r.adaptive,
             upscale: r.upscale,
             flip_h: r.flip_h,
             flip_v: r.flip_v,
@@ -306,6 +308,7 @@ mod tests {
             }),
             smart: true,
             keep_icc: true,
+            adaptive: true,
         };
         let anchored = Crop {
             width: Span::FULL,
@@ -393,6 +396,7 @@ mod tests {
                 "trim" => wire.trim = value.replace("%2C", ","),
                 "smart_crop" => wire.smart_crop = yes(),
                 "keep_icc" => wire.keep_icc = yes(),
+                "adaptive" => wire.adaptive = yes(),
                 "watermark_storage" => wire.watermark_storage = unescape(value),
                 "watermark_key" => wire.watermark_key = unescape(value),
                 "watermark_default" => wire.watermark_default = yes(),
