@@ -5,11 +5,13 @@
 //! - [`storage`]: local-directory and S3 storages, bucket routing, `pixmesh-sidecar check`.
 //! - [`config`]: the TOML configuration, its validation, imagor's environment mapped onto it.
 //! - [`pipeline`]: the render as a list of named steps, each step a file.
+//! - [`telemetry`]: Prometheus metrics, readiness (`grpc.health.v1`, `/readyz`), log lines.
 
 pub mod config;
 pub mod pipeline;
 pub mod serving;
 pub mod storage;
+pub mod telemetry;
 
 #[cfg(test)]
 mod testing;

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pixmesh_core::router::Router;
-use pixmesh_proto::v1::image_service_client::ImageServiceClient;
-use pixmesh_proto::v1::{HealthRequest, health_response};
 use pixmesh_sidecar::config::Config;
+use pixmesh_sidecar::telemetry::logging::LogFormat;
 
 /// Large freed blocks are kept for reuse, within a share of the memory budget.
 #[global_allocator]
@@ -17,6 +16,15 @@ static ALLOCATOR: pixmesh_sidecar::serving::block_cache::BlockCache =
 #[derive(Parser)]
 #[command(name = "pixmesh-sidecar", version, about)]
 struct Cli {
+    /// Log lines as text or JSON objects (levels from RUST_LOG, default info).
+    #[arg(
+        long,
+        global = true,
+        env = "PIXMESH_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,20 +78,25 @@ enum Command {
         prefix: String,
     },
     /// Ask a running sidecar whether it is serving (exit 0) or not (exit 1).
+    /// Uses the standard grpc.health.v1 service (the sidecar as a whole).
     Health {
-        /// The sidecar's gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        /// The sidecar's gRPC address; default: the `listen` of --config, else
+        /// http://127.0.0.1:50051.
+        #[arg(long)]
+        addr: Option<String>,
+        /// The TOML configuration file whose `listen` to ask.
+        #[arg(long, short, env = "PIXMESH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let cli = Cli::parse();
+    pixmesh_sidecar::telemetry::logging::init(cli.log_format);
     match run(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -149,12 +162,20 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 pixmesh_core::config::RENDER_KEY_ENV
             );
         }
-        Command::Health { addr } => {
-            let mut client = ImageServiceClient::connect(addr).await?;
-            let status = client.health(HealthRequest {}).await?.into_inner().status;
-            if status != health_response::Status::Serving as i32 {
-                return Err(format!("not serving (status {status})").into());
-            }
+        Command::Health {
+            addr,
+            config,
+            timeout,
+        } => {
+            use pixmesh_sidecar::telemetry::health;
+            let addr = match (addr, config) {
+                (Some(addr), _) => addr,
+                (None, Some(config)) => health::probe_address(Config::load(&config)?.listen),
+                (None, None) => "http://127.0.0.1:50051".to_owned(),
+            };
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .map_err(|e| format!("--timeout: {e}"))?;
+            health::probe(&addr, timeout).await?;
             println!("serving");
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:50051"
+//! metrics_listen = "0.0.0.0:9090"  # /metrics, /livez, /readyz; off when unset
 //! cache_control = "public, max-age=31536000"
 //!
 //! [limits]
@@ -146,6 +147,11 @@ pub struct Config {
     /// gRPC listen address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The operator's HTTP port: `/metrics` (Prometheus), `/livez`, `/readyz`. Off when unset;
+    /// in a pod, `0.0.0.0:9090` (Prometheus and the kubelet reach the pod's IP, not its
+    /// loopback).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// `Cache-Control` sent with every rendition.
     #[serde(default = "default_cache_control")]
     pub cache_control: String,

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::OnceCell;
@@ -23,12 +24,14 @@ use tokio::sync::OnceCell;
 #[derive(Debug)]
 pub struct Flights<T> {
     in_flight: Mutex<HashMap<String, Arc<OnceCell<T>>>>,
+    joins: AtomicU64,
 }
 
 impl<T> Default for Flights<T> {
     fn default() -> Self {
         Flights {
             in_flight: Mutex::new(HashMap::new()),
+            joins: AtomicU64::new(0),
         }
     }
 }
@@ -41,9 +44,25 @@ impl<T: Clone> Flights<T> {
         Fut: Future<Output = T>,
     {
         let seat = self.board(key);
-        let outcome = seat.cell().get_or_init(op).await.clone();
+        let ran = AtomicBool::new(false);
+        let outcome = seat
+            .cell()
+            .get_or_init(|| {
+                ran.store(true, Ordering::Relaxed);
+                op()
+            })
+            .await
+            .clone();
         drop(seat);
+        if !ran.load(Ordering::Relaxed) {
+            self.joins.fetch_add(1, Ordering::Relaxed);
+        }
         outcome
+    }
+
+    /// Calls so far that shared the outcome of an operation another call ran (metrics).
+    pub fn joins(&self) -> u64 {
+        self.joins.load(Ordering::Relaxed)
     }
 
     /// Callers currently in the flight for `key` (for tests and diagnostics).
@@ -157,6 +176,11 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(
+            flights.joins(),
+            7,
+            "every caller but the one that ran joined"
+        );
+        assert_eq!(
             flights.callers("k"),
             0,
             "the flight is forgotten once everyone landed"
@@ -192,6 +216,7 @@ mod tests {
         leader.abort();
         assert_eq!(waiter.await.unwrap(), 7);
         assert_eq!(flights.callers("k"), 0);
+        assert_eq!(flights.joins(), 0, "the waiter ran the operation itself");
     }
 
     #[tokio::test]

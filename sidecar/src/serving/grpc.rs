@@ -15,6 +15,8 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::state::{Body, Renderer, Rendition};
+use crate::telemetry::health::{Phase, Readiness};
+use crate::telemetry::metrics::Rpc;
 
 /// Size of each streamed `HttpBody` message.
 const CHUNK: usize = 64 * 1024;
@@ -56,12 +58,24 @@ fn call_error(status: &Status) -> v1::CallResponse {
 pub struct ImageService {
     renderer: Arc<Renderer>,
     voucher: Voucher,
+    readiness: Arc<Readiness>,
 }
 
 impl ImageService {
-    /// The service of `renderer`, rendering only requests `voucher` accepts.
+    /// The service of `renderer`, rendering only requests `voucher` accepts; its `Health`
+    /// answers serving.
     pub fn new(renderer: Arc<Renderer>, voucher: Voucher) -> Self {
-        ImageService { renderer, voucher }
+        ImageService {
+            renderer,
+            voucher,
+            readiness: Arc::new(Readiness::new(Phase::Serving)),
+        }
+    }
+
+    /// Its `Health` answers from `readiness`.
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = readiness;
+        self
     }
 }
 
@@ -76,7 +90,9 @@ impl v1::image_service_server::ImageService for ImageService {
         request: Request<v1::RenderRequest>,
     ) -> Result<Response<Self::RenderStream>, Status> {
         let (md, _, req) = request.into_parts();
-        let rendition = self.renderer.handle(req, &md, &self.voucher).await?;
+        let rendition = (self.renderer)
+            .answer(Rpc::Render, req, &md, &self.voucher)
+            .await?;
         let headers = self.renderer.headers(&rendition);
         let (messages, held): (Vec<Result<HttpBody, Status>>, _) = match rendition {
             Rendition::NotModified { .. } => (Vec::new(), None),
@@ -117,7 +133,9 @@ impl v1::image_service_server::ImageService for ImageService {
         request: Request<v1::RenderRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let (md, _, req) = request.into_parts();
-        let rendition = self.renderer.handle(req, &md, &self.voucher).await?;
+        let rendition = (self.renderer)
+            .answer(Rpc::RenderUnary, req, &md, &self.voucher)
+            .await?;
         let headers = self.renderer.headers(&rendition);
         let body = match rendition {
             Rendition::NotModified { .. } => HttpBody::default(),
@@ -142,7 +160,10 @@ impl v1::image_service_server::ImageService for ImageService {
         let max = md
             .get(MAX_BYTES_HEADER)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let rendition = match self.renderer.handle(req, &md, &self.voucher).await {
+        let rendition = match (self.renderer)
+            .answer(Rpc::RenderCall, req, &md, &self.voucher)
+            .await
+        {
             Ok(rendition) => rendition,
             Err(status) => return Ok(Response::new(call_error(&status))),
         };
@@ -203,8 +224,13 @@ impl v1::image_service_server::ImageService for ImageService {
         &self,
         _request: Request<v1::HealthRequest>,
     ) -> Result<Response<v1::HealthResponse>, Status> {
+        let status = if self.readiness.state().is_ready() {
+            v1::health_response::Status::Serving
+        } else {
+            v1::health_response::Status::NotServing
+        };
         Ok(Response::new(v1::HealthResponse {
-            status: v1::health_response::Status::Serving.into(),
+            status: status.into(),
         }))
     }
 }

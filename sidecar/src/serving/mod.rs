@@ -8,29 +8,28 @@ pub mod block_cache;
 pub mod budget;
 pub mod flight;
 pub mod grpc;
+pub mod observe;
 pub mod pool;
 pub mod render;
 pub mod results;
+mod server;
 pub mod state;
 pub mod status;
 pub mod watermark_cache;
 pub mod wire;
 
+pub use server::{serve, serve_with};
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pixmesh_proto::v1::image_service_server::ImageServiceServer;
-use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{self, Config, PathStyle, StorageConfig};
 use crate::storage::routing::RoutedS3;
 use crate::storage::{LocalStorage, S3Storage, Storage};
 use budget::MemoryBudget;
-use grpc::ImageService;
 use pool::WorkerPool;
 use state::{BackgroundWrites, Renderer, ResultKeys, ResultStore, SourceStore, Stats};
 
@@ -51,6 +50,14 @@ pub enum ServeError {
     /// The configuration cannot serve (no render key).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The operator's port (`metrics_listen`) could not be bound.
+    #[error("metrics_listen {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Connects every configured storage (lazily: no request is made).
@@ -168,23 +175,4 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         background: BackgroundWrites::new(BACKGROUND_WRITES_PER_WORKER * sizing.workers),
         default_watermark: config.watermark.default_image(),
     })
-}
-
-/// Serves the image service on `listener` until `shutdown` completes.
-pub async fn serve(
-    config: &Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    let voucher = config.voucher()?;
-    let renderer = Arc::new(renderer(config).await?);
-    // tonic leaves Nagle on by default: 40 ms stalls per response without this.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(ImageServiceServer::new(ImageService::new(
-            renderer, voucher,
-        )))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
 }

@@ -115,7 +115,7 @@ impl WorkerPool {
             workers: Arc::new(Semaphore::new(workers.max(1))),
             waiting: AtomicUsize::new(0),
             max_queue,
-            size: workers,
+            size: workers.max(1),
         }
     }
 

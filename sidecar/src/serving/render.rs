@@ -43,6 +43,7 @@ use crate::serving::pool::Admission;
 use crate::serving::status::RenderError;
 use crate::storage::first_found;
 use crate::storage::{Storage, http_date};
+use crate::telemetry::metrics::Step::{QueueWait, ResultLookup};
 
 use super::results::{
     META_ETAG, META_SOURCE_ETAG, META_SOURCE_MODIFIED, META_WATERMARK_ETAG, from_result_storage,
@@ -113,8 +114,13 @@ impl Renderer {
             let lookup = self
                 .in_flight
                 .results
-                .run(key, || self.stored(rs, key, &chain, &req))
+                .run(key, || {
+                    self.stats
+                        .metrics
+                        .timed(ResultLookup, self.stored(rs, key, &chain, &req))
+                })
                 .await?;
+            self.looked_up(matches!(lookup, Lookup::Hit(_)));
             match lookup {
                 Lookup::Hit(hit) => return Ok(from_result_storage(hit, cache_key, if_none)),
                 Lookup::Miss { watermark } => checked = watermark,
@@ -170,15 +176,24 @@ impl Renderer {
         self.in_flight
             .sources
             .run(&flight, || async {
-                let admission = Arc::new(self.workers.admit().await?);
+                let admission = Arc::new(
+                    self.stats
+                        .metrics
+                        .timed(QueueWait, self.workers.admit())
+                        .await?,
+                );
                 if let Some((ss, key)) = &copy
                     && let Some(object) = self.read_copy(ss, key, &req.storage).await
                 {
                     self.stats.source_copy_hits.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::logging::note_source("copy");
                     return Ok(Source { object, admission });
                 }
-                self.stats.source_reads.fetch_add(1, Ordering::Relaxed);
-                let object = first_found(chain, |s| s.get(&req.key, version, max))
+                let object = self
+                    .observed_read(
+                        &req.storage,
+                        first_found(chain, |s| s.get(&req.key, version, max)),
+                    )
                     .await
                     .map_err(RenderError::Source)?;
                 if let Some((ss, key)) = copy {
@@ -208,7 +223,9 @@ impl Renderer {
             None => None,
         };
         let rendered = self
-            .run_pipeline(&admission, source.bytes.clone(), transform, overlay)
+            .stats
+            .metrics
+            .rendering(self.run_pipeline(&admission, source.bytes.clone(), transform, overlay))
             .await?;
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
@@ -229,7 +246,10 @@ impl Renderer {
             let (store, stats) = (rs.storage.clone(), self.stats.clone());
             let (bytes, ct) = (bytes.clone(), content_type.clone());
             let write = async move {
-                let result = store.put(&key, bytes, &ct, meta).await;
+                let result = stats
+                    .metrics
+                    .result_write(bytes.len(), store.put(&key, bytes, &ct, meta))
+                    .await;
                 if let Err(e) = &result {
                     stats.result_write_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(key, error = e.detail(), "result storage write failed");

@@ -124,7 +124,12 @@ impl Renderer {
         chain: &[&Storage],
         req: &RenderRequest,
     ) -> Result<Lookup, RenderError> {
-        let _admission = self.workers.admit().await?;
+        let _admission = (self.stats.metrics)
+            .timed(
+                crate::telemetry::metrics::Step::QueueWait,
+                self.workers.admit(),
+            )
+            .await?;
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
         let read = rs.storage.get(key, None, self.limits.max_source_bytes);
         let (read, head, watermark) = if rs.verify_source && req.version.is_none() {

@@ -91,6 +91,9 @@ pub struct Stats {
     pub source_copy_write_failures: AtomicU64,
     /// Background writes (result storage, source copies) skipped because every slot was busy.
     pub writes_skipped: AtomicU64,
+    /// What the render flow records for Prometheus (the counters above are sampled at each
+    /// scrape: [`crate::serving::observe`]).
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
 /// Writes made after the response (renditions, source copies), at most so many at once: a

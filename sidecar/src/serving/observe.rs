@@ -1,0 +1,157 @@
+//! What the render flow shows operators ([`crate::telemetry`]): each request answered is
+//! counted, timed and logged in one line ([`Renderer::answer`]); source reads are counted by
+//! storage and outcome ([`Renderer::observed_read`]); the [`Snapshot`] read at each scrape
+//! (the [`Stats`](super::state::Stats), the queue, the workers, the memory budget).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pixmesh_core::vouch::Voucher;
+use pixmesh_proto::v1;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::storage::{Object, StorageError};
+use crate::telemetry::health::Readiness;
+use crate::telemetry::logging::{self, RequestLine};
+use crate::telemetry::metrics::{Rpc, Sampler, Snapshot};
+
+use super::state::{Renderer, Rendition};
+
+/// The request header (gRPC metadata) Envoy's request id comes in.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A storage error's name in metrics.
+pub fn storage_outcome(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::NotFound => "not_found",
+        StorageError::AccessDenied => "access_denied",
+        StorageError::TooLarge { .. } => "too_large",
+        StorageError::VersionsUnsupported => "versions_unsupported",
+        StorageError::Unavailable(_) => "unavailable",
+        StorageError::Timeout => "timeout",
+        StorageError::WrongRegion(_) => "wrong_region",
+        StorageError::NoSuchBucket => "no_such_bucket",
+        StorageError::Unroutable(_) => "unroutable",
+        StorageError::Other(_) => "other",
+    }
+}
+
+/// The HTTP status a gRPC error answers with: its `x-http-status`, else 500.
+fn http_status(status: &Status) -> u16 {
+    status
+        .metadata()
+        .get("x-http-status")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(500)
+}
+
+impl Renderer {
+    /// Runs `read`, a source read from `storage`, counting it by outcome with its bytes and
+    /// duration.
+    pub(super) async fn observed_read(
+        &self,
+        storage: &str,
+        read: impl Future<Output = Result<Object, StorageError>>,
+    ) -> Result<Object, StorageError> {
+        self.stats
+            .source_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        logging::note_source("read");
+        let started = Instant::now();
+        let out = read.await;
+        let (outcome, bytes) = match &out {
+            Ok(object) => ("ok", object.bytes.len() as u64),
+            Err(e) => (storage_outcome(e), 0),
+        };
+        self.stats
+            .metrics
+            .source_read(storage, outcome, started.elapsed(), bytes);
+        out
+    }
+
+    /// Result storage had the rendition (`hit`) or not.
+    pub(super) fn looked_up(&self, hit: bool) {
+        self.stats.metrics.result_lookup(hit);
+        logging::note_result(hit);
+    }
+
+    /// Answers `req` (arrived by `rpc`, with metadata `md`) with [`Renderer::handle`],
+    /// counting, timing and logging it.
+    pub(super) async fn answer(
+        &self,
+        rpc: Rpc,
+        req: v1::RenderRequest,
+        md: &MetadataMap,
+        voucher: &Voucher,
+    ) -> Result<Rendition, Status> {
+        let started = Instant::now();
+        // Label values stay bounded: a storage the sidecar does not have is "unknown".
+        let storage = if self.storages.contains_key(&req.storage) {
+            req.storage.clone()
+        } else {
+            "unknown".to_owned()
+        };
+        let key = req.key.clone();
+        // Boxed: the render flow's future is deep enough for the compiler's layout limit.
+        let (out, notes) = logging::scope(Box::pin(self.handle(req, md, voucher))).await;
+        let elapsed = started.elapsed();
+        let (status, bytes) = match &out {
+            Ok(Rendition::NotModified { .. }) => (304, 0),
+            Ok(Rendition::Image { body, .. }) => (200, body.bytes.len() as u64),
+            Err(status) => (http_status(status), 0),
+        };
+        self.stats
+            .metrics
+            .request(rpc, &storage, status, elapsed, bytes);
+        RequestLine {
+            request_id: md.get(REQUEST_ID).and_then(|v| v.to_str().ok()),
+            rpc: rpc.name(),
+            storage: &storage,
+            key: &key,
+            status,
+            elapsed,
+            bytes,
+            notes: &notes,
+        }
+        .log();
+        out
+    }
+
+    /// What a scrape reads now; `budget_kib` is the memory budget in all.
+    pub fn snapshot(&self, budget_kib: u64, ready: bool) -> Snapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let (workers, busy) = self.workers.workers();
+        let f = &self.in_flight;
+        Snapshot {
+            renders: s.renders.load(Relaxed),
+            watermark_decodes: s.watermark_decodes.load(Relaxed),
+            source_copy_hits: s.source_copy_hits.load(Relaxed),
+            source_copy_write_failures: s.source_copy_write_failures.load(Relaxed),
+            result_write_failures: s.result_write_failures.load(Relaxed),
+            writes_skipped: s.writes_skipped.load(Relaxed),
+            flight_joins: vec![
+                ("result_lookup", f.results.joins()),
+                ("source", f.sources.joins()),
+                ("render", f.renders.joins()),
+                ("watermark", f.watermarks.joins()),
+            ],
+            queue_depth: self.workers.queued() as u64,
+            queue_capacity: self.workers.max_queue() as u64,
+            workers: workers as u64,
+            workers_busy: busy as u64,
+            memory_budget_bytes: budget_kib * 1024,
+            memory_reserved_bytes: budget_kib.saturating_sub(self.budget.available_kib()) * 1024,
+            ready,
+        }
+    }
+}
+
+/// What `/metrics` samples of `renderer` and `readiness`. Call it before any request: the
+/// memory budget is taken as what is available then.
+pub fn sampler(renderer: Arc<Renderer>, readiness: Arc<Readiness>) -> Sampler {
+    let budget_kib = renderer.budget.available_kib();
+    Arc::new(move || renderer.snapshot(budget_kib, readiness.state().is_ready()))
+}
