@@ -671,7 +671,7 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
     let [envoy_port, admin_port, sidecar_port] = ports::free_ports::<3>();
     let values = json!({
         "workers": 1,
-        "envoy": { "port": envoy_port, "adminPort": admin_port },
+        "envoy": { "port": envoy_port, "adminPort": admin_port, "drainSeconds": 1 },
         "sidecar": { "port": sidecar_port },
         "secrets": { "s3": "pixmesh-s3" },
         "sidecarConfig": { "storages": { "images": {
@@ -730,7 +730,8 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
     let mut cmd = command_line(root, sidecar);
     cmd.env_clear()
         .envs(environment(sidecar, &secrets, &secret_env))
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("sidecar.log")).unwrap());
     let _sidecar = Process(cmd.spawn().expect("start pixmesh-sidecar"));
     for probe in ["readinessProbe", "livenessProbe"] {
         let probe_line = strings(&sidecar[probe]["exec"]["command"]);
@@ -789,6 +790,40 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
         .await
         .unwrap();
     assert_eq!(response.status, 403, "{}", response.text());
+
+    // Envoy's preStop hook, for real: it asks the admin port to drain, and the listener stops
+    // (a new connection is refused) once the drain time is over.
+    let admin = proxy.admin_url();
+    let stopped = move || {
+        let url = format!("{admin}/stats?filter=^listener_manager.listener_stopped$");
+        let text = http::get(&url, &[]).text();
+        text.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let check = stopped.clone();
+    assert_eq!(tokio::task::spawn_blocking(check).await.unwrap(), 0);
+    let hook = strings(&envoy["lifecycle"]["preStop"]["exec"]["command"]);
+    run(Command::new(&hook[0]).args(&hook[1..]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::task::spawn_blocking(stopped.clone()).await.unwrap() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the listener never stopped after the hook"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = format!("http://127.0.0.1:{envoy_port}/img/unsafe/{signed}");
+    let after = tokio::task::spawn_blocking(move || http::try_get(&url, &[]))
+        .await
+        .unwrap();
+    assert!(
+        after.is_err(),
+        "a drained Envoy takes no new connection: {after:?}"
+    );
 }
 
 /// The value of `key = "…"` on the first line of `text` that starts with `key`.
