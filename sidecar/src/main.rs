@@ -77,6 +77,12 @@ enum Command {
         #[arg(long, default_value = "/")]
         prefix: String,
     },
+    /// Write pixmesh's Envoy configuration for a filter configuration: a whole bootstrap, or
+    /// the fragment to add to an existing Envoy.
+    Envoy {
+        #[command(subcommand)]
+        command: EnvoyCommand,
+    },
     /// Ask a running sidecar whether it is serving (exit 0) or not (exit 1).
     /// Uses the standard grpc.health.v1 service (the sidecar as a whole).
     Health {
@@ -93,11 +99,62 @@ enum Command {
     },
 }
 
+/// `pixmesh-sidecar envoy …`: the filter configuration decides call or transcoder mode; the
+/// secrets it names (`{"env": NAME}`, the render key) are read from Envoy's environment.
+#[derive(Subcommand)]
+enum EnvoyCommand {
+    /// A whole Envoy bootstrap: listener with pixmesh's edge settings, filters, sidecar route
+    /// and cluster.
+    Bootstrap {
+        #[command(flatten)]
+        common: EnvoyArgs,
+        /// The listener's address.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// The admin interface's port (on 127.0.0.1).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
+    /// The fragment for an existing Envoy: `http_filters` (before the router), `routes` (first
+    /// in the virtual host) and `clusters` (appended), one YAML document.
+    Fragment {
+        #[command(flatten)]
+        common: EnvoyArgs,
+        /// The sidecar's cluster name (call mode: must equal the configuration's call.cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+/// What both `envoy` subcommands take.
+#[derive(clap::Args)]
+struct EnvoyArgs {
+    /// The filter's JSON configuration, validated before anything is written.
+    #[arg(long, short = 'c', env = "PIXMESH_FILTER_CONFIG")]
+    filter_config: PathBuf,
+    /// The filter's .wasm, as Envoy will find it.
+    #[arg(long)]
+    wasm: String,
+    /// The sidecar's address: IP:PORT (a STATIC cluster) or NAME:PORT (STRICT_DNS).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    sidecar: pixmesh_sidecar::envoy_config::Endpoint,
+    /// The sidecar route's timeout (transcoder mode).
+    #[arg(long, default_value = "30s")]
+    route_timeout: String,
+    /// Copy secrets written inline in the filter configuration into the output (refused
+    /// otherwise; the output is then written readable by its owner only).
+    #[arg(long)]
+    allow_inline_secrets: bool,
+    /// Output file; standard output when unset.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     pixmesh_sidecar::telemetry::logging::init(cli.log_format);
-    match run(Cli::parse().command).await {
+    match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pixmesh-sidecar: {e}");
@@ -162,6 +219,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 pixmesh_core::config::RENDER_KEY_ENV
             );
         }
+        Command::Envoy { command } => envoy(command)?,
         Command::Health {
             addr,
             config,
@@ -178,6 +236,47 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             health::probe(&addr, timeout).await?;
             println!("serving");
         }
+    }
+    Ok(())
+}
+
+/// `pixmesh-sidecar envoy …`.
+fn envoy(command: EnvoyCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use pixmesh_sidecar::envoy_config::{self, Bootstrap, Fragment, InlineSecrets};
+    let common = match &command {
+        EnvoyCommand::Bootstrap { common, .. } | EnvoyCommand::Fragment { common, .. } => common,
+    };
+    let filter_config = std::fs::read_to_string(&common.filter_config)
+        .map_err(|e| format!("{}: {e}", common.filter_config.display()))?;
+    let inline_secrets = match common.allow_inline_secrets {
+        true => InlineSecrets::Allow,
+        false => InlineSecrets::Refuse,
+    };
+    let text = match &command {
+        EnvoyCommand::Bootstrap {
+            listen, admin_port, ..
+        } => envoy_config::bootstrap(&Bootstrap {
+            filter_config,
+            filter_wasm: common.wasm.clone(),
+            listen: *listen,
+            admin_port: *admin_port,
+            sidecar: common.sidecar.clone(),
+            route_timeout: common.route_timeout.clone(),
+            inline_secrets,
+        })?,
+        EnvoyCommand::Fragment { cluster, .. } => envoy_config::fragment(&Fragment {
+            filter_config,
+            filter_wasm: common.wasm.clone(),
+            sidecar: common.sidecar.clone(),
+            cluster: cluster.clone(),
+            route_timeout: common.route_timeout.clone(),
+            inline_secrets,
+        })?,
+    };
+    match &common.out {
+        Some(path) if common.allow_inline_secrets => write_private(path, &text)?,
+        Some(path) => std::fs::write(path, &text)?,
+        None => print!("{text}"),
     }
     Ok(())
 }

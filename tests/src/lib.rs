@@ -11,6 +11,7 @@
 pub mod demo;
 pub mod envoy;
 pub mod fake_aws;
+pub mod foreign;
 pub mod garage;
 pub mod http;
 pub mod moto;

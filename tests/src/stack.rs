@@ -1,88 +1,17 @@
 //! The whole pixmesh stack, for the e2e tests and the demo: the sidecar (in this process, on an
-//! ephemeral port) and a real Envoy running the real wasm filter, configured from
-//! `envoy/pixmesh.yaml.tmpl`.
+//! ephemeral port) and a real Envoy running the real wasm filter, configured as
+//! `pixmesh-sidecar envoy bootstrap` configures it ([`pixmesh_sidecar::envoy_config`]).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
-use tempfile::TempDir;
+use pixmesh_sidecar::envoy_config::{self, Bootstrap, Endpoint, InlineSecrets};
+
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::envoy::Envoy;
 use crate::http::Response;
 use crate::{http, tools};
-
-/// The Envoy configuration template shipped in `envoy/`.
-pub const ENVOY_TEMPLATE: &str = include_str!("../../envoy/pixmesh.yaml.tmpl");
-
-/// Values for the template's placeholders.
-#[derive(Debug, Clone)]
-pub struct EnvoyParams {
-    /// Listener address.
-    pub listen_address: String,
-    /// Listener port; 0 picks a free one.
-    pub listen_port: u16,
-    /// Admin port; 0 picks a free one.
-    pub admin_port: u16,
-    /// Sidecar gRPC port on 127.0.0.1.
-    pub sidecar_port: u16,
-    /// The filter's JSON configuration.
-    pub filter_config: String,
-    /// The filter's `.wasm`.
-    pub filter_wasm: PathBuf,
-    /// The descriptor set file for the transcoder.
-    pub descriptor: PathBuf,
-    /// Route timeout, e.g. `30s`.
-    pub route_timeout: String,
-}
-
-/// The environment variables the filter reads, as a JSON list: the render key's, and those its
-/// configuration names for secrets (`{"env": NAME}`).
-fn vm_env_keys(filter_config: &str) -> String {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if let (1, Some(serde_json::Value::String(name))) = (map.len(), map.get("env")) {
-                    out.push(name.clone());
-                }
-                map.values().for_each(|v| walk(v, out));
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut keys = vec![pixmesh_core::config::RENDER_KEY_ENV.to_owned()];
-    if let Ok(json) = serde_json::from_str(filter_config) {
-        walk(&json, &mut keys);
-    }
-    keys.sort();
-    keys.dedup();
-    serde_json::to_string(&keys).expect("strings serialize")
-}
-
-/// Renders the template; panics if a placeholder is left, so template and renderer cannot drift.
-pub fn render_envoy_config(p: &EnvoyParams) -> String {
-    let quote = |s: &str| serde_json::to_string(s).expect("a string serializes");
-    let path = |p: &Path| quote(&p.display().to_string());
-    let rendered = ENVOY_TEMPLATE
-        .replace("{{LISTEN_ADDRESS}}", &p.listen_address)
-        .replace("{{LISTEN_PORT}}", &p.listen_port.to_string())
-        .replace("{{ADMIN_PORT}}", &p.admin_port.to_string())
-        .replace("{{SIDECAR_PORT}}", &p.sidecar_port.to_string())
-        .replace("{{FILTER_CONFIG_JSON_STRING}}", &quote(&p.filter_config))
-        .replace("{{VM_ENV_KEYS}}", &vm_env_keys(&p.filter_config))
-        .replace("{{FILTER_WASM}}", &path(&p.filter_wasm))
-        .replace("{{DESCRIPTOR}}", &path(&p.descriptor))
-        .replace("{{ROUTE_TIMEOUT}}", &p.route_timeout);
-    if let Some(i) = rendered.find("{{") {
-        panic!(
-            "envoy template placeholder not rendered: {}",
-            &rendered[i..rendered.len().min(i + 40)]
-        );
-    }
-    rendered
-}
 
 /// `filter_config` (JSON) keyed with this process's [`crate::vouch::render_key`], unless it
 /// has a key, and in call mode when `call_mode`.
@@ -170,7 +99,6 @@ pub struct Stack {
     pub envoy: Envoy,
     /// The in-process sidecar; `None` with [`StackBuilder::external_sidecar`].
     pub sidecar: Option<Sidecar>,
-    _dir: TempDir,
 }
 
 /// Builds a [`Stack`].
@@ -187,7 +115,7 @@ pub struct StackBuilder {
 }
 
 /// The cluster of the sidecar in the Envoy template.
-pub const SIDECAR_CLUSTER: &str = "pixmesh_sidecar";
+pub const SIDECAR_CLUSTER: &str = envoy_config::DEFAULT_CLUSTER;
 
 impl Stack {
     /// A stack whose filter uses `filter_config` (JSON) and whose sidecar uses `sidecar_config`
@@ -284,28 +212,23 @@ impl StackBuilder {
         self
     }
 
-    /// The rendered Envoy configuration this builder would start with.
-    pub fn envoy_config(&self, sidecar_port: u16, descriptor: &Path) -> String {
-        render_envoy_config(&EnvoyParams {
-            listen_address: "127.0.0.1".into(),
-            listen_port: self.listen_port,
-            admin_port: 0,
-            sidecar_port,
+    /// The rendered Envoy configuration this builder would start with (the tests' secrets are
+    /// inline: the render key unless the config has one).
+    pub fn envoy_config(&self, sidecar_port: u16) -> String {
+        envoy_config::bootstrap(&Bootstrap {
             filter_config: with_render_key(&self.filter_config, self.call_mode),
-            filter_wasm: tools::filter_wasm(),
-            descriptor: descriptor.to_owned(),
+            filter_wasm: tools::filter_wasm().display().to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], self.listen_port)),
+            admin_port: 0,
+            sidecar: Endpoint::loopback(sidecar_port),
             route_timeout: self.route_timeout.clone(),
+            inline_secrets: InlineSecrets::Allow,
         })
+        .unwrap_or_else(|e| panic!("envoy config: {e}"))
     }
 
     /// Starts the sidecar (unless external) and Envoy, and waits until both are ready.
     pub async fn start(self) -> Stack {
-        let dir = tempfile::Builder::new()
-            .prefix("pixmesh-stack-")
-            .tempdir()
-            .expect("tempdir");
-        let descriptor = dir.path().join("pixmesh.pb");
-        std::fs::write(&descriptor, pixmesh_proto::DESCRIPTOR_SET).expect("write descriptor");
         let (sidecar, port) = match self.sidecar_port {
             Some(port) => (None, port),
             None => {
@@ -314,14 +237,10 @@ impl StackBuilder {
                 (Some(sidecar), port)
             }
         };
-        let config = self.envoy_config(port, &descriptor);
+        let config = self.envoy_config(port);
         let workers = self.envoy_workers.to_string();
         let envoy =
             Envoy::start_with_env(&config, &["--concurrency", &workers], &self.envoy_env).await;
-        Stack {
-            envoy,
-            sidecar,
-            _dir: dir,
-        }
+        Stack { envoy, sidecar }
     }
 }

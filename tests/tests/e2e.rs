@@ -376,14 +376,11 @@ async fn sidecar_down_is_503() {
 
 #[test]
 fn shipped_envoy_template_validates() {
-    let dir = tempfile::tempdir().unwrap();
-    let descriptor = dir.path().join("pixmesh.pb");
-    std::fs::write(&descriptor, pixmesh_proto::DESCRIPTOR_SET).unwrap();
     let config = Stack::builder(
         r#"{"routes":[{"prefix":"/img/","storage":"samples","allow_unsafe":true}]}"#,
         "",
     )
-    .envoy_config(50051, &descriptor);
+    .envoy_config(50051);
     pixmesh_tests::envoy::validate(&config).unwrap();
 }
 

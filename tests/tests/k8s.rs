@@ -3,18 +3,19 @@
 //! the configuration files in `k8s/`.
 //!
 //! After changing the template or `k8s/filter.json`, regenerate `k8s/envoy.yaml` with
-//! `PIXMESH_BLESS=1 cargo test -p pixmesh-tests --test k8s`.
+//! `PIXMESH_BLESS=1 cargo test -p pixmesh-tests --test k8s` (what
+//! `pixmesh-sidecar envoy bootstrap --filter-config k8s/filter.json --wasm
+//! /opt/pixmesh/pixmesh_filter.wasm` writes).
 
 use std::path::PathBuf;
 
 use pixmesh_core::router::Router;
 use pixmesh_sidecar::config::Config;
-use pixmesh_tests::stack::{EnvoyParams, render_envoy_config};
+use pixmesh_sidecar::envoy_config::{self, Bootstrap, Endpoint, InlineSecrets};
 use pixmesh_tests::{envoy, tools};
 
-/// Where the pod's init container puts the filter and the descriptor set.
+/// Where the pod's init container puts the filter (the transcoder's descriptor is inline).
 const WASM_IN_POD: &str = "/opt/pixmesh/pixmesh_filter.wasm";
-const DESCRIPTOR_IN_POD: &str = "/opt/pixmesh/pixmesh.pb";
 /// The variable k8s/filter.json reads its URL-signing key from.
 const URL_KEY_ENV: &str = "PIXMESH_URL_SIGNING_KEY";
 
@@ -31,16 +32,16 @@ fn read(file: &str) -> String {
 fn rendered_for_the_pod() -> String {
     let filter: serde_json::Value = serde_json::from_str(&read("filter.json")).unwrap();
     let sidecar = Config::from_toml(&read("sidecar.toml")).unwrap();
-    render_envoy_config(&EnvoyParams {
-        listen_address: "0.0.0.0".into(),
-        listen_port: 8080,
-        admin_port: 9901,
-        sidecar_port: sidecar.listen.port(),
+    envoy_config::bootstrap(&Bootstrap {
         filter_config: filter.to_string(),
         filter_wasm: WASM_IN_POD.into(),
-        descriptor: DESCRIPTOR_IN_POD.into(),
+        listen: "0.0.0.0:8080".parse().unwrap(),
+        admin_port: 9901,
+        sidecar: Endpoint::loopback(sidecar.listen.port()),
         route_timeout: "30s".into(),
+        inline_secrets: InlineSecrets::Refuse,
     })
+    .unwrap()
 }
 
 #[test]
@@ -58,13 +59,9 @@ fn envoy_yaml_is_the_rendered_template() {
 
 #[test]
 fn envoy_accepts_the_shipped_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let descriptor = dir.path().join("pixmesh.pb");
-    std::fs::write(&descriptor, pixmesh_proto::DESCRIPTOR_SET).unwrap();
-    // The same file with the pod's paths pointing at this machine's build.
-    let config = read("envoy.yaml")
-        .replace(WASM_IN_POD, &tools::filter_wasm().display().to_string())
-        .replace(DESCRIPTOR_IN_POD, &descriptor.display().to_string());
+    // The same file with the pod's path pointing at this machine's build.
+    let config =
+        read("envoy.yaml").replace(WASM_IN_POD, &tools::filter_wasm().display().to_string());
     // The pod gives Envoy the render key from a Secret (deployment.yaml).
     envoy::validate_with_env(
         &config,
@@ -105,7 +102,6 @@ fn the_deployment_mounts_what_envoy_yaml_names() {
     let kustomization = read("kustomization.yaml");
     for needle in [
         "/opt/pixmesh/pixmesh_filter.wasm",
-        "/opt/pixmesh/pixmesh.pb",
         "mountPath: /opt/pixmesh",
         "/etc/envoy/envoy.yaml",
         "/etc/pixmesh/sidecar.toml",
