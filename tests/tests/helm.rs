@@ -324,6 +324,16 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
             c["name"]
         );
     }
+    // The sidecar's probes are its health endpoints, on the port its configuration serves.
+    let sidecar = container(pod, "containers", "sidecar").unwrap();
+    assert_eq!(
+        sidecar["readinessProbe"]["httpGet"]["path"], "/readyz",
+        "{name}"
+    );
+    assert_eq!(
+        sidecar["livenessProbe"]["httpGet"]["path"], "/livez",
+        "{name}"
+    );
     let names: Vec<&str> = pod["containers"]
         .as_array()
         .unwrap()
@@ -393,7 +403,6 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
     assert_eq!(service_ports.contains(&"metrics"), sm || pm, "{name}");
 
     // Secrets by reference only: the render key for the sidecar, S3 keys as envFrom.
-    let sidecar = container(pod, "containers", "sidecar").unwrap();
     let render_key = v("secrets.renderKey.name").as_str().unwrap();
     let env_secret = |c: &Value, var: &str| {
         c["env"]
@@ -426,6 +435,19 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
         "{name}"
     );
     assert_eq!(config.listen.ip().is_loopback(), standalone, "{name}");
+    assert_eq!(
+        config.metrics_listen.map(|a| a.port()),
+        v("metrics.port").as_u64().map(|p| p as u16),
+        "{name}: the probes' and monitors' port is served"
+    );
+    assert!(
+        sidecar["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["containerPort"] == *v("metrics.port")),
+        "{name}"
+    );
     assert_eq!(
         config.storages.keys().collect::<Vec<_>>(),
         v("sidecarConfig.storages")
@@ -498,7 +520,13 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
         };
         let parsed =
             FilterConfig::from_json_with_env(filter.to_string().as_bytes(), &some_env).unwrap();
-        let cluster = parsed.call.expect("call mode in a mesh").cluster;
+        let call = parsed.call.expect("call mode in a mesh");
+        assert_eq!(
+            call.authority.as_deref(),
+            Some("pixmesh.images.svc.cluster.local:50051"),
+            "{name}"
+        );
+        let cluster = call.cluster;
         let expected = if v("mesh.istio.enabled") == true {
             "outbound|50051||pixmesh.images.svc.cluster.local"
         } else {
@@ -668,11 +696,12 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
             tools::test_image("medium.jpg"),
         )
         .await;
-    let [envoy_port, admin_port, sidecar_port] = ports::free_ports::<3>();
+    let [envoy_port, admin_port, sidecar_port, metrics_port] = ports::free_ports::<4>();
     let values = json!({
         "workers": 1,
         "envoy": { "port": envoy_port, "adminPort": admin_port, "drainSeconds": 1 },
         "sidecar": { "port": sidecar_port },
+        "metrics": { "port": metrics_port },
         "secrets": { "s3": "pixmesh-s3" },
         "sidecarConfig": { "storages": { "images": {
             "type": "s3", "bucket": bucket, "endpoint": garage.endpoint(), "region": garage.region(),
@@ -734,11 +763,22 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
         .stderr(std::fs::File::create(root.join("sidecar.log")).unwrap());
     let _sidecar = Process(cmd.spawn().expect("start pixmesh-sidecar"));
     for probe in ["readinessProbe", "livenessProbe"] {
-        let probe_line = strings(&sidecar[probe]["exec"]["command"]);
+        let get = &sidecar[probe]["httpGet"];
+        let port = sidecar["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == get["port"])
+            .unwrap_or_else(|| panic!("{probe}: no port {}", get["port"]))["containerPort"]
+            .clone();
+        let url = format!("http://127.0.0.1:{port}{}", get["path"].as_str().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut cmd = command_line(root, &json!({ "command": probe_line }));
-            if cmd.output().unwrap().status.success() {
+            let url = url.clone();
+            let answer = tokio::task::spawn_blocking(move || http::try_get(&url, &[]))
+                .await
+                .unwrap();
+            if answer.is_ok_and(|r| r.status == 200) {
                 break;
             }
             assert!(

@@ -64,6 +64,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "pixmesh.sidecarConfig" -}}
 {{- $config := deepCopy .Values.sidecarConfig }}
 {{- $_ := set $config "listen" (include "pixmesh.sidecarListen" .) }}
+{{- $_ := set $config "metrics_listen" (printf "0.0.0.0:%v" .Values.metrics.port) }}
 {{- $limits := default dict $config.limits }}
 {{- if gt (int .Values.workers) 0 }}
 {{- $_ := set $limits "workers" (int .Values.workers) }}
@@ -122,6 +123,8 @@ sub-tables as [path.name]. Arguments: (dict "table" MAP "path" "a.b").
 {{- if eq .Values.topology "mesh" }}
 {{- $call := deepCopy .Values.mesh.call }}
 {{- $_ := set $call "cluster" (include "pixmesh.meshCluster" .) }}
+{{- /* The call's :authority: neither mesh's cluster name is a valid one (HTTP/2 refuses it). */}}
+{{- $_ := set $call "authority" (printf "%s.%s.svc.cluster.local:%v" (include "pixmesh.fullname" .) .Release.Namespace .Values.sidecar.port) }}
 {{- $_ := set $config "call" $call }}
 {{- end }}
 {{- toJson $config }}
