@@ -366,13 +366,12 @@ impl ImgproxyPath {
         };
         let crop_anchor = turn_back.apply_to_anchor(mirror(o.gravity, o.flip_h, o.flip_v));
         let pad_anchor = turn_back.apply_to_anchor(o.extend_gravity);
-        if o.auto_fit && width > 0 && height > 0 {
-            // With one side derived from the other, fill and fit are the same resize.
-            return Err(unsupported(
-                "resizing type auto with a width and a height (fill or fit by the source's orientation)",
-            ));
-        }
-        let crops = o.fit == Fit::Fill && width > 0 && height > 0;
+        // With one side derived from the other, fill and fit are the same resize.
+        let fit = match o.fit {
+            Fit::FitIn if o.auto_fit && width > 0 && height > 0 => Fit::Auto,
+            fit => fit,
+        };
+        let crops = matches!(fit, Fit::Fill | Fit::Auto) && width > 0 && height > 0;
         // The transform has no gravity offsets: they are 501 where the gravity places
         // something (a fill crop, a `c:` crop without its own gravity, an extension).
         let crop_uses_g = o.crop.is_some_and(|(_, _, gravity)| gravity.is_none());
@@ -418,7 +417,7 @@ impl ImgproxyPath {
         let mut transform = Transform {
             width,
             height,
-            fit: o.fit,
+            fit,
             adaptive: false,
             upscale: o.enlarge,
             flip_h,
@@ -523,6 +522,7 @@ impl ImgproxyPath {
             Fit::FitIn => "fit",
             Fit::Fill => "fill",
             Fit::Stretch => "force",
+            Fit::Auto => "auto",
             Fit::Cover => return None,
         };
         let r = t.rotation;
@@ -560,7 +560,7 @@ impl ImgproxyPath {
             opt("c", vec![span(w), span(hgt), g.to_owned()]);
         }
         let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
-        let crops = t.fit == Fit::Fill && t.width > 0 && t.height > 0;
+        let crops = matches!(t.fit, Fit::Fill | Fit::Auto) && t.width > 0 && t.height > 0;
         if t.smart {
             // A focus wins over smart gravity in pixmesh; imgproxy's `g` is one or the other.
             if t.focus.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) {
@@ -2125,16 +2125,38 @@ mod tests {
     }
 
     #[test]
+    fn resizing_type_auto_fills_or_fits_by_orientation_where_both_sides_are_given() {
+        let fit = |path: &str| {
+            ImgproxyPath::parse(path)
+                .unwrap()
+                .to_target()
+                .unwrap()
+                .transform
+                .fit
+        };
+        assert_eq!(fit("insecure/rs:auto:300:200/plain/a.jpg"), Fit::Auto);
+        assert_eq!(fit("insecure/rt:auto/s:300:300/plain/a.jpg"), Fit::Auto);
+        // One side: fill and fit are the same resize.
+        assert_eq!(fit("insecure/rt:auto/w:300/plain/a.jpg"), Fit::FitIn);
+        let t = ImgproxyPath::parse("insecure/rs:auto:300:200:1/plain/a.jpg")
+            .unwrap()
+            .to_target()
+            .unwrap()
+            .transform;
+        let back = ImgproxyPath::from_transform(&t, "a.jpg").unwrap();
+        assert_eq!(back.to_target().unwrap().transform, t);
+        // Gravity offsets where auto may crop are 501, as for fill.
+        assert!(matches!(
+            ImgproxyPath::parse("insecure/rs:auto:300:200/g:ce:10:20/plain/a.jpg")
+                .unwrap()
+                .to_target(),
+            Err(GrammarError::Unsupported(_))
+        ));
+    }
+
+    #[test]
     fn unsupported_options_are_named_not_ignored() {
         for (path, what) in [
-            (
-                "insecure/rs:auto:300:200/plain/a.jpg",
-                "resizing type auto with a width and a height (fill or fit by the source's orientation)",
-            ),
-            (
-                "insecure/rt:auto/s:300:300/plain/a.jpg",
-                "resizing type auto with a width and a height (fill or fit by the source's orientation)",
-            ),
             (
                 "insecure/rs:fill:10:10/g:no/ex:1/plain/a.jpg",
                 "extend gravity other than the crop gravity",

@@ -130,6 +130,7 @@ impl RenderRequest {
             Fit::FitIn => out.enumeration("fit", "FIT_FIT_IN", 2),
             Fit::Stretch => out.enumeration("fit", "FIT_STRETCH", 3),
             Fit::Cover => out.enumeration("fit", "FIT_COVER", 4),
+            Fit::Auto => out.enumeration("fit", "FIT_AUTO", 5),
         }
         for (on, name) in [
             (t.adaptive, "adaptive"),

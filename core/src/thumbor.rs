@@ -648,6 +648,7 @@ impl ThumborPath {
             (Fit::FitIn, true) => Some(FitIn::AdaptiveFitIn),
             (Fit::Cover, false) => Some(FitIn::FullFitIn),
             (Fit::Cover, true) => Some(FitIn::AdaptiveFullFitIn),
+            (Fit::Auto, _) => Some(FitIn::FitIn),
             (Fit::Fill | Fit::Stretch, _) => None,
         };
         url.stretch = t.fit == Fit::Stretch;
@@ -662,6 +663,11 @@ impl ThumborPath {
                 args,
             })
         };
+        if t.fit == Fit::Auto {
+            // Fill or fit by the source's orientation (imgproxy `rt:auto`), which thumbor
+            // cannot say: canonical forms only; the parser refuses `fit(…)`.
+            filter("fit", "auto".to_owned());
+        }
         if let Some(c) = t.crop.filter(|c| Crop::from_region(*c).is_none()) {
             // A crop thumbor cannot say (anchored, mixed units, a 1-pixel crop that would read
             // as ratios): canonical forms only; the parser refuses `crop(…)`.

@@ -51,6 +51,10 @@ pub enum Fit {
     /// Scale to cover the box, keeping the aspect ratio and cropping nothing: each side at
     /// least the box's (thumbor `full-fit-in`, ImageKit `c-at_least`).
     Cover,
+    /// [`Fit::Fill`] when the box and the upright source have the same orientation (a square
+    /// counts as landscape), else [`Fit::FitIn`] (imgproxy `rt:auto`). With one side given,
+    /// both are the same.
+    Auto,
 }
 
 /// Horizontal anchor of a crop or of padding.

@@ -148,6 +148,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
         Just(Fit::Fill),
         Just(Fit::FitIn),
         Just(Fit::Stretch),
+        Just(Fit::Auto),
         Just(Fit::Cover)
     ];
     let h = prop_oneof![
@@ -282,7 +283,11 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             )| Transform {
                 width,
                 height,
-                fit,
+                // With one side given, auto is a fit (see `Fit::Auto`).
+                fit: match fit {
+                    Fit::Auto if width == 0 || height == 0 => Fit::FitIn,
+                    fit => fit,
+                },
                 upscale,
                 flip_h,
                 flip_v,
@@ -336,6 +341,7 @@ proptest! {
             prop_assert_eq!(x.to_string().parse::<Trim>(), Ok(x));
         }
         if t.crop.is_none_or(|c| thumbor::Crop::from_region(c).is_some())
+            && t.fit != Fit::Auto
             && !tiny_focus
             && sayable_trim
         {

@@ -32,6 +32,11 @@ const CASES: &[(&str, u32, u32)] = &[
     ("/img/unsafe/adaptive-full-fit-in/200x400/a.jpg", 400, 250),
     // ImageKit's c-at_least: the same cover.
     ("/ik/tr:w-300,h-300,c-at_least/a.jpg", 480, 300),
+    // imgproxy's rt:auto (what its Python client writes by default): fill when the box and
+    // the source have the same orientation, else fit.
+    ("/ip/insecure/rs:auto:300:200/plain/a.jpg", 300, 200),
+    ("/ip/insecure/rs:auto:200:300/plain/a.jpg", 200, 125),
+    ("/ip/insecure/rs:auto:200:300/plain/portrait.jpg", 200, 300),
 ];
 
 async fn stack(call_mode: bool) -> (Stack, tempfile::TempDir) {
@@ -47,6 +52,7 @@ async fn stack(call_mode: bool) -> (Stack, tempfile::TempDir) {
     let filter = serde_json::json!({ "routes": [
         { "prefix": "/img/", "storage": "photos", "allow_unsafe": true },
         { "prefix": "/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true },
+        { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true },
     ]});
     let mut builder = Stack::builder(&filter.to_string(), &sidecar);
     if call_mode {

@@ -176,6 +176,22 @@ pub(super) fn requested_box(t: &Transform, width: u32, height: u32) -> (u32, u32
     if turns { (h, w) } else { (w, h) }
 }
 
+/// How `t` fits an upright `width`×`height` image: [`Fit::Auto`] decided by the orientations
+/// of the box and the image (a square counts as landscape, as in imgproxy).
+pub(super) fn fit_for(t: &Transform, width: u32, height: u32) -> Fit {
+    match t.fit {
+        Fit::Auto if t.width != 0 && t.height != 0 => {
+            if (width >= height) == (t.width >= t.height) {
+                Fit::Fill
+            } else {
+                Fit::FitIn
+            }
+        }
+        Fit::Auto => Fit::FitIn,
+        fit => fit,
+    }
+}
+
 /// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source;
 /// a fill crop is centred on `focus` (pixels of that source) when there is one.
 pub(super) fn compute_geometry_at(
@@ -197,7 +213,8 @@ pub(super) fn compute_geometry_at(
         (requested != 0).then(|| f64::from(requested) / f64::from(source))
     };
     let (sx, sy) = (ratio(w, w0), ratio(h, h0));
-    match (t.fit, sx, sy) {
+    let fit = fit_for(t, w0, h0);
+    match (fit, sx, sy) {
         (Fit::Stretch, _, _) => {
             let mut width = if w == 0 { w0 } else { w };
             let mut height = if h == 0 { h0 } else { h };
@@ -214,9 +231,9 @@ pub(super) fn compute_geometry_at(
         (Fit::Fill, Some(_), Some(_)) => fill_geometry(w0, h0, t, focus),
         // FitIn, or Fill with one side derived from the aspect ratio (no crop, so it is a fit);
         // Cover takes the larger scale, so that each side is at least the box's.
-        (Fit::FitIn | Fit::Fill | Fit::Cover, sx, sy) => {
+        (Fit::FitIn | Fit::Fill | Fit::Cover | Fit::Auto, sx, sy) => {
             let scale = match (sx, sy) {
-                (Some(x), Some(y)) if t.fit == Fit::Cover => x.max(y),
+                (Some(x), Some(y)) if fit == Fit::Cover => x.max(y),
                 (Some(x), Some(y)) => x.min(y),
                 (Some(s), None) | (None, Some(s)) => s,
                 (None, None) => 1.0,
@@ -731,6 +748,14 @@ mod tests {
                 up(transform(1000, 1000, Fit::Cover)),
                 (1333, 1000),
             ),
+            // Auto (imgproxy rt:auto): fill when the orientations agree, else fit.
+            ((2560, 1600), transform(300, 200, Fit::Auto), (300, 200)),
+            ((2560, 1600), transform(200, 300, Fit::Auto), (200, 125)),
+            ((1600, 2560), transform(200, 300, Fit::Auto), (200, 300)),
+            ((1600, 2560), transform(300, 200, Fit::Auto), (125, 200)),
+            ((1000, 1000), transform(300, 200, Fit::Auto), (300, 200)),
+            ((1000, 1000), transform(200, 300, Fit::Auto), (200, 200)),
+            ((2560, 1600), transform(0, 100, Fit::Auto), (160, 100)),
             // Adaptive: a portrait box for a landscape source turns (thumbor adaptive-fit-in).
             (
                 (2560, 1600),

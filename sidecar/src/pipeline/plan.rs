@@ -10,7 +10,7 @@ use super::decode::shrink_on_load;
 use super::error::PipelineError;
 use super::geometry::{
     Geometry, Rect, budgeted, check_avif_output, check_output_size, compute_geometry_at,
-    crop_region,
+    crop_region, fit_for,
 };
 use super::header::{check_source_size, read_header, read_orientation, upright_size};
 use super::icc;
@@ -52,7 +52,7 @@ pub(super) fn replan(
         }
         None => planned,
     };
-    if !t.smart || t.focus.is_some() || t.fit != Fit::Fill {
+    if !t.smart || t.focus.is_some() || fit_for(t, fw, fh) != Fit::Fill {
         return Ok((geometry, frame));
     }
     let region = crop_region(fw, fh, t.crop)?;

@@ -26,6 +26,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Ok(v1::Fit::FitIn) => Fit::FitIn,
         Ok(v1::Fit::Stretch) => Fit::Stretch,
         Ok(v1::Fit::Cover) => Fit::Cover,
+        Ok(v1::Fit::Auto) => Fit::Auto,
         Err(_) => return Err(bad(format!("unknown fit {}", r.fit))),
     };
     let h_align = match v1::HAlign::try_from(r.h_align) {
