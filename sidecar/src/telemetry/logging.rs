@@ -24,11 +24,19 @@ pub enum LogFormat {
 /// Installs the global subscriber: `format`, levels from `RUST_LOG` (default `info`), to
 /// standard error (standard output is the commands' own).
 pub fn init(format: LogFormat) {
+    init_to(format, std::io::stderr);
+}
+
+/// [`init`], writing each line to a writer `make` returns (tests capture the logs so).
+pub fn init_to<W>(format: LogFormat, make: impl Fn() -> W + Send + Sync + 'static)
+where
+    W: std::io::Write,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(make);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder

@@ -1,0 +1,463 @@
+//! What an operator sees of a running pixmesh (issue 16), end to end against Garage and a real
+//! Envoy: a scripted workload (a miss, a hit, a 304, a 403, a 404, a storage failure) leaves
+//! exactly as many requests, lookups, reads, renders and writes in the sidecar's `/metrics`;
+//! each request leaves one JSON log line with Envoy's request id and no secret anywhere in the
+//! logs; readiness (`/readyz`, `grpc.health.v1`) turns NOT_SERVING while the render queue is
+//! held full and while draining, and back.
+//!
+//! The sidecar runs in this process (its logs captured by this binary's own subscriber), with
+//! its operator port on an ephemeral port; Envoy is started against it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use pixmesh_core::sign::{HashAlg, ThumborSigner};
+use pixmesh_proto::v1;
+use pixmesh_proto::v1::image_service_client::ImageServiceClient;
+use pixmesh_sidecar::config::Config;
+use pixmesh_sidecar::telemetry::health::{ProbeError, probe};
+use pixmesh_sidecar::telemetry::logging::{self, LogFormat};
+use pixmesh_tests::http::Response;
+use pixmesh_tests::{Garage, Stack, eventually, ports, tools};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+/// The URL-signing key of the `/img/` route.
+const SIGNING_KEY: &str = "observability-signing-key-3f9c";
+const RESULTS_BUCKET: &str = "results";
+
+/// Every log line of this process, as the sidecar writes them (JSON).
+fn captured() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| Mutex::new(Vec::new()));
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        struct Capture;
+        impl Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                captured().lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        logging::init_to(LogFormat::Json, || Capture);
+    });
+    logs
+}
+
+/// The captured log lines, parsed.
+fn log_lines() -> Vec<serde_json::Value> {
+    let text = String::from_utf8(captured().lock().unwrap().clone()).expect("UTF-8 logs");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// A sidecar serving in this process, its operator port on an ephemeral one.
+struct Sidecar {
+    grpc: SocketAddr,
+    operator: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sidecar {
+    async fn start(toml: &str) -> Sidecar {
+        captured();
+        let mut config = Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        config
+            .render_key
+            .get_or_insert_with(|| pixmesh_tests::vouch::render_key().into());
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let operator = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, operator_addr) =
+            (grpc.local_addr().unwrap(), operator.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            pixmesh_sidecar::serving::serve_with(&config, grpc, Some(operator), shutdown)
+                .await
+                .expect("sidecar serves");
+        });
+        let sidecar = Sidecar {
+            grpc: grpc_addr,
+            operator: operator_addr,
+            stop: Some(stop),
+            task,
+        };
+        eventually("the sidecar is ready", || async {
+            sidecar.get("/readyz").await.status == 200
+        })
+        .await;
+        sidecar
+    }
+
+    /// GET on the operator port.
+    async fn get(&self, path: &str) -> Response {
+        let url = format!("http://{}{path}", self.operator);
+        tokio::task::spawn_blocking(move || pixmesh_tests::http::get(&url, &[]))
+            .await
+            .unwrap()
+    }
+
+    /// The scrape, as `series → value`.
+    async fn scrape(&self) -> Scrape {
+        let r = self.get("/metrics").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        Scrape(r.text())
+    }
+
+    /// `grpc.health.v1` of the server as a whole.
+    async fn health(&self) -> Result<(), ProbeError> {
+        probe(&format!("http://{}", self.grpc), Duration::from_secs(5)).await
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Prometheus text scrape.
+struct Scrape(String);
+
+impl Scrape {
+    /// The value of `series` (name and labels exactly as exported), 0 when absent.
+    fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().expect("a number"))
+    }
+}
+
+fn s3(garage: &Garage, bucket: &str, endpoint: &str) -> String {
+    format!(
+        "type = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nregion = \"{}\"\n\
+         access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        garage.region(),
+        garage.access_key(),
+        garage.secret_key()
+    )
+}
+
+fn signed(path: &str) -> String {
+    let sig = ThumborSigner::new(SIGNING_KEY, HashAlg::Sha1, None).sign(path);
+    format!("/img/{sig}/{path}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
+    let garage = Garage::start().await;
+    garage.create_bucket(RESULTS_BUCKET).await;
+    garage
+        .put(
+            garage.default_bucket(),
+            "medium.jpg",
+            tools::test_image("medium.jpg"),
+        )
+        .await;
+    let closed = format!("http://127.0.0.1:{}", ports::free_port());
+    let toml = format!(
+        "[limits]\nstorage_timeout_ms = 5000\n\
+         [storages.photos]\n{}\n[storages.results]\n{}\n[storages.down]\n{}\n\
+         [result_storage]\nstorage = \"results\"\nbase_dir = \"renditions\"\n",
+        s3(&garage, garage.default_bucket(), &garage.endpoint()),
+        s3(&garage, RESULTS_BUCKET, &garage.endpoint()),
+        s3(&garage, garage.default_bucket(), &closed),
+    );
+    let sidecar = Sidecar::start(&toml).await;
+    let filter = serde_json::json!({ "routes": [
+        { "prefix": "/img/", "storage": "photos", "secret": SIGNING_KEY },
+        { "prefix": "/open/", "storage": "photos", "allow_unsafe": true },
+        { "prefix": "/down/", "storage": "down", "allow_unsafe": true },
+    ]});
+    let stack = Stack::builder(&filter.to_string(), &toml)
+        .external_sidecar(sidecar.grpc.port())
+        .start()
+        .await;
+
+    // The workload, one request at a time.
+    let image = signed("fit-in/100x100/medium.jpg");
+    let miss = stack.get(&image, &[]).await;
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    eventually("the rendition is in result storage", || async {
+        sidecar
+            .scrape()
+            .await
+            .value("pixmesh_result_storage_writes_total")
+            == 1.0
+    })
+    .await;
+    let hit = stack.get(&image, &[]).await;
+    assert_eq!(hit.status, 200, "{}", hit.text());
+    let etag = hit.header("etag").expect("an ETag").to_owned();
+    let not_modified = stack.get(&image, &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, 304);
+    let forged = stack
+        .get(
+            "/img/AAAAAAAAAAAAAAAAAAAAAAAAAAA=/fit-in/100x100/medium.jpg",
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    let missing = stack
+        .get("/open/unsafe/fit-in/100x100/missing.jpg", &[])
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    let down = stack
+        .get("/down/unsafe/fit-in/100x100/medium.jpg", &[])
+        .await;
+    assert_eq!(down.status, 503, "{}", down.text());
+
+    // The sidecar counted exactly that; the 403 never reached it.
+    let m = sidecar.scrape().await;
+    let requests = |storage: &str, status: u16| {
+        m.value(&format!(
+            "pixmesh_requests_total{{rpc=\"Render\",storage=\"{storage}\",status=\"{status}\"}}"
+        ))
+    };
+    assert_eq!(requests("photos", 200), 2.0, "{}", m.0);
+    assert_eq!(requests("photos", 304), 1.0);
+    assert_eq!(requests("photos", 404), 1.0);
+    assert_eq!(requests("down", 503), 1.0);
+    assert_eq!(requests("photos", 403), 0.0);
+    assert_eq!(
+        m.value("pixmesh_request_duration_seconds_count{rpc=\"Render\"}"),
+        5.0
+    );
+    assert_eq!(
+        m.value("pixmesh_response_bytes_total{rpc=\"Render\"}"),
+        (miss.body.len() + hit.body.len()) as f64
+    );
+    let lookups = |outcome: &str| {
+        m.value(&format!(
+            "pixmesh_result_storage_lookups_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!((lookups("hit"), lookups("miss")), (2.0, 3.0));
+    let reads = |storage: &str, outcome: &str| {
+        m.value(&format!(
+            "pixmesh_source_reads_total{{storage=\"{storage}\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(reads("photos", "ok"), 1.0);
+    assert_eq!(reads("photos", "not_found"), 1.0);
+    assert_eq!(reads("down", "unavailable"), 1.0);
+    assert_eq!(
+        m.value("pixmesh_source_read_bytes_total{storage=\"photos\"}"),
+        tools::test_image("medium.jpg").len() as f64
+    );
+    assert_eq!(m.value("pixmesh_renders_total"), 1.0);
+    assert_eq!(m.value("pixmesh_result_storage_writes_total"), 1.0);
+    assert_eq!(m.value("pixmesh_result_storage_write_failures_total"), 0.0);
+    let steps = |step: &str| {
+        m.value(&format!(
+            "pixmesh_step_duration_seconds_count{{step=\"{step}\"}}"
+        ))
+    };
+    assert_eq!(steps("result_lookup"), 5.0);
+    assert_eq!(steps("source_read"), 3.0);
+    assert_eq!(steps("render"), 1.0);
+    assert_eq!(steps("result_write"), 1.0);
+    // An admission per lookup and per source read.
+    assert_eq!(steps("queue_wait"), 8.0);
+    assert_eq!(m.value("pixmesh_renders_in_progress"), 0.0);
+    assert_eq!(m.value("pixmesh_queue_depth"), 0.0);
+    assert_eq!(m.value("pixmesh_ready"), 1.0);
+
+    // One JSON line per request that reached the sidecar, with Envoy's request id.
+    let lines = log_lines();
+    let requests: Vec<&serde_json::Value> = lines
+        .iter()
+        // The other test's sidecar logs here too: its storage is `stalled`.
+        .filter(|l| l["target"] == "pixmesh::request" && l["storage"] != "stalled")
+        .collect();
+    let summary: Vec<(String, u64, String, String)> = requests
+        .iter()
+        .map(|l| {
+            (
+                l["storage"].as_str().unwrap().to_owned(),
+                l["status"].as_u64().unwrap(),
+                l["result_storage"].as_str().unwrap().to_owned(),
+                l["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let row = |s: &str, status: u64, result: &str, source: &str| {
+        (s.to_owned(), status, result.to_owned(), source.to_owned())
+    };
+    assert_eq!(
+        summary,
+        [
+            row("photos", 200, "miss", "read"),
+            row("photos", 200, "hit", "-"),
+            row("photos", 304, "hit", "-"),
+            row("photos", 404, "miss", "read"),
+            row("down", 503, "miss", "read"),
+        ]
+    );
+    for line in &requests {
+        let id = line["request_id"].as_str().unwrap();
+        assert_eq!(id.len(), 36, "Envoy's x-request-id (a UUID): {line}");
+        assert!(line["key"].as_str().unwrap().ends_with(".jpg"), "{line}");
+    }
+    assert_eq!(requests[0]["bytes"].as_u64(), Some(miss.body.len() as u64));
+
+    // No configured secret in any log of the run.
+    let logs = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&captured().lock().unwrap()),
+        stack.envoy.log()
+    );
+    for secret in [
+        SIGNING_KEY,
+        pixmesh_tests::vouch::render_key(),
+        garage.secret_key(),
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a secret ({}…) is in the logs",
+            &secret[..4]
+        );
+    }
+}
+
+/// A fake S3 endpoint that holds every request until `open` turns true, then answers 404.
+async fn stalled_s3(open: watch::Receiver<bool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut open = open.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = open.wait_for(|open| *open).await;
+                let body = "<Error><Code>NoSuchKey</Code></Error>";
+                let reply = format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    endpoint
+}
+
+/// A render request for `key` of the stalled storage, sent straight to the sidecar.
+fn stalled_request(
+    sidecar: &Sidecar,
+    key: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Status, tonic::transport::Error>> {
+    let (addr, key) = (sidecar.grpc, key.to_owned());
+    tokio::spawn(async move {
+        let mut client = ImageServiceClient::connect(format!("http://{addr}")).await?;
+        let request = v1::RenderRequest {
+            storage: "stalled".into(),
+            key,
+            width: 10,
+            fit: v1::Fit::FitIn.into(),
+            ..Default::default()
+        };
+        Ok(client
+            .render_unary(pixmesh_tests::vouch::vouched(request))
+            .await
+            .expect_err("the stalled storage has nothing"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_not_serving_while_the_queue_is_full_and_while_draining() {
+    let (open, gate) = watch::channel(false);
+    let endpoint = stalled_s3(gate).await;
+    // One worker, two admissions (the budget holds two sources), one request may queue.
+    let toml = format!(
+        "[limits]\nworkers = 1\nmax_queue = 1\nstorage_timeout_ms = 60000\n\
+         max_source_bytes = 1048576\n\
+         [storages.stalled]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"{endpoint}\"\n\
+         region = \"us-east-1\"\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n"
+    );
+    let mut sidecar = Sidecar::start(&toml).await;
+    sidecar.health().await.expect("serving when idle");
+
+    // Two requests hold the admissions (their reads stall), a third waits in the queue.
+    let held: Vec<_> = (0..3)
+        .map(|i| stalled_request(&sidecar, &format!("{i}.jpg")))
+        .collect();
+    eventually("the queue is full", || async {
+        sidecar.scrape().await.value("pixmesh_queue_depth") == 1.0
+    })
+    .await;
+    eventually("readiness says saturated", || async {
+        let r = sidecar.get("/readyz").await;
+        r.status == 503 && r.text() == "saturated\n"
+    })
+    .await;
+    eventually("grpc.health.v1 says NOT_SERVING", || async {
+        matches!(sidecar.health().await, Err(ProbeError::NotServing(s)) if s == "NOT_SERVING")
+    })
+    .await;
+    assert_eq!(sidecar.get("/livez").await.status, 200, "alive all along");
+    assert_eq!(sidecar.scrape().await.value("pixmesh_ready"), 0.0);
+
+    // The stall ends: every request is answered (404), and the sidecar is ready again.
+    open.send(true).unwrap();
+    for request in held {
+        let status = request.await.unwrap().expect("connected");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    }
+    eventually("ready again", || async {
+        sidecar.get("/readyz").await.status == 200
+    })
+    .await;
+    eventually("SERVING again", || async { sidecar.health().await.is_ok() }).await;
+
+    // Draining: once told to stop, not ready while a request is still being answered.
+    open.send(false).unwrap();
+    let last = stalled_request(&sidecar, "last.jpg");
+    eventually(
+        "the last request is admitted and reads its source",
+        || async {
+            let m = sidecar.scrape().await;
+            m.value("pixmesh_step_duration_seconds_count{step=\"queue_wait\"}") == 4.0
+        },
+    )
+    .await;
+    let _ = sidecar.stop.take().expect("running").send(());
+    eventually("readiness says draining", || async {
+        let r = sidecar.get("/readyz").await;
+        r.status == 503 && r.text() == "draining\n"
+    })
+    .await;
+    open.send(true).unwrap();
+    let status = last.await.unwrap().expect("connected");
+    assert_eq!(
+        status.code(),
+        tonic::Code::NotFound,
+        "finished while draining"
+    );
+}
