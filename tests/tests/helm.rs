@@ -527,6 +527,15 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
             "{name}"
         );
         let cluster = call.cluster;
+        assert_eq!(
+            service["spec"]["ports"][0]["appProtocol"],
+            if v("mesh.istio.enabled") == true {
+                "grpc"
+            } else {
+                "kubernetes.io/h2c"
+            },
+            "{name}: the mesh's cluster for the sidecar is HTTP/2"
+        );
         let expected = if v("mesh.istio.enabled") == true {
             "outbound|50051||pixmesh.images.svc.cluster.local"
         } else {
