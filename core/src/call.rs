@@ -28,6 +28,23 @@ pub struct CallConfig {
     /// memory (413 beyond).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// The call's HTTP/2 `:authority`. Envoy sends the cluster name unless this is set, and the
+    /// names Istio (`outbound|PORT||HOST`) and Envoy Gateway (`httproute/NS/NAME/rule/N`) give
+    /// clusters are no valid authority: the sidecar (and a mesh proxy in front of it) resets
+    /// such a stream. Required when `cluster` is not a valid authority; e.g. the sidecar
+    /// Service's `HOST:PORT`.
+    #[serde(default)]
+    pub authority: Option<String>,
+}
+
+/// The most characters `cluster` and `authority` may have together ([`CallConfig::upstream`]).
+const MAX_UPSTREAM: usize = 127 - 4;
+
+/// Whether `s` is a valid HTTP/2 `:authority` (RFC 3986 host and port characters).
+fn is_authority(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@[]%".contains(&b))
 }
 
 fn default_timeout_ms() -> u64 {
@@ -50,7 +67,45 @@ impl CallConfig {
         if !(1024..=(64 << 20)).contains(&self.max_bytes) {
             return Some("call.max_bytes must be between 1 KiB and 64 MiB");
         }
+        match &self.authority {
+            Some(a) if !is_authority(a) => {
+                return Some("call.authority is not a valid HTTP/2 :authority (HOST[:PORT])");
+            }
+            Some(a) if !self.cluster.is_ascii() || self.cluster.len() + a.len() > MAX_UPSTREAM => {
+                return Some(
+                    "call.cluster and call.authority are too long together (123 characters at most)",
+                );
+            }
+            None if !is_authority(&self.cluster) => {
+                return Some(
+                    "call.cluster is not a valid HTTP/2 :authority, which Envoy would send: \
+                     set call.authority (e.g. the sidecar Service's HOST:PORT)",
+                );
+            }
+            _ => {}
+        }
         None
+    }
+
+    /// The sidecar for `dispatch_grpc_call`: the cluster's name, or with an authority a
+    /// serialized `envoy.config.core.v3.GrpcService { envoy_grpc { cluster_name, authority } }`
+    /// (Envoy takes either). The SDK passes it as text, so the encoding is kept ASCII: every
+    /// length under 128 (checked by [`CallConfig::problem`]).
+    pub fn upstream(&self) -> String {
+        let Some(authority) = &self.authority else {
+            return self.cluster.clone();
+        };
+        fn field(out: &mut String, number: u8, text: &str) {
+            out.push(char::from(number << 3 | 2));
+            out.push(char::from(text.len().min(127) as u8));
+            out.push_str(text);
+        }
+        let mut envoy_grpc = String::new();
+        field(&mut envoy_grpc, 1, &self.cluster);
+        field(&mut envoy_grpc, 2, authority);
+        let mut service = String::new();
+        field(&mut service, 1, &envoy_grpc);
+        service
     }
 }
 
@@ -214,6 +269,53 @@ mod tests {
             CallResponse::decode(ENCODED).unwrap(),
             "unknown fields are skipped"
         );
+    }
+
+    fn config(cluster: &str, authority: Option<&str>) -> CallConfig {
+        CallConfig {
+            cluster: cluster.into(),
+            timeout_ms: default_timeout_ms(),
+            max_bytes: default_max_bytes(),
+            authority: authority.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_cluster_name_that_is_no_authority_needs_one() {
+        assert_eq!(config("pixmesh_sidecar", None).problem(), None);
+        for cluster in [
+            "outbound|50051||pixmesh-sidecar.pixmesh.svc.cluster.local",
+            "httproute/pixmesh/pixmesh/rule/0",
+        ] {
+            let problem = config(cluster, None).problem().unwrap();
+            assert!(problem.contains("call.authority"), "{problem}");
+            assert_eq!(
+                config(cluster, Some("pixmesh-sidecar.pixmesh:50051")).problem(),
+                None
+            );
+        }
+        assert!(config("x", Some("a b")).problem().is_some());
+        assert!(config("x", Some("")).problem().is_some());
+    }
+
+    #[test]
+    fn the_upstream_is_the_cluster_or_a_grpc_service_with_the_authority() {
+        assert_eq!(
+            config("pixmesh_sidecar", None).upstream(),
+            "pixmesh_sidecar"
+        );
+        // envoy.config.core.v3.GrpcService { envoy_grpc (1) { cluster_name (1), authority (2) } }
+        assert_eq!(
+            config("c|x", Some("h:1")).upstream().as_bytes(),
+            b"\x0a\x0a\x0a\x03c|x\x12\x03h:1"
+        );
+        let longest = "c".repeat(MAX_UPSTREAM - 1);
+        let c = config(&longest, Some("h"));
+        assert_eq!(c.problem(), None);
+        assert_eq!(c.upstream().len(), 2 + 127);
+        assert!(c.upstream().is_ascii());
+        let c = config(&format!("{longest}c"), Some("h"));
+        assert!(c.problem().unwrap().contains("too long"));
     }
 
     #[test]

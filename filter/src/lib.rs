@@ -167,7 +167,8 @@ impl Pixmesh {
                 .map(|(name, value)| (name.as_str(), value.as_bytes())),
         );
         let sent = self.dispatch_grpc_call(
-            &call.cluster,
+            // The cluster, or a GrpcService naming it and the :authority.
+            &call.upstream(),
             call::SERVICE,
             call::METHOD,
             metadata,
