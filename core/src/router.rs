@@ -177,6 +177,13 @@ impl Router {
             .find(|r| path.starts_with(r.cfg.prefix.as_str()))
     }
 
+    /// The grammar of the route `path` (with or without its query) falls under, if any (the
+    /// filter's metrics).
+    pub fn grammar(&self, path: &str) -> Option<Grammar> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.route(path).map(|r| r.cfg.grammar)
+    }
+
     /// Decides what to do with a request of `method` for `path` (the raw `:path`, with query),
     /// sent with `accept` (its `Accept` header lines joined with `,`, `None` without one: see
     /// [`crate::accept`]) and received at `now` (for URL expiry).

@@ -26,6 +26,8 @@
 //! Host data is never `unwrap`ped: headers are read as bytes, and a value that is not UTF-8
 //! counts as absent (a `:path` that is not UTF-8 is never rendered).
 
+mod metrics;
+
 use std::rc::Rc;
 
 use std::time::Duration;
@@ -86,6 +88,7 @@ impl RootContext for PixmeshRoot {
         match configure(&bytes) {
             Ok(configured) => {
                 self.config = Some(Rc::new(configured));
+                metrics::define();
                 true
             }
             Err(e) => {
@@ -132,10 +135,12 @@ impl Context for Pixmesh {
                 .and_then(|bytes| CallResponse::decode(&bytes).ok())
                 .unwrap_or_else(|| {
                     log::warn!("pixmesh: the sidecar's answer could not be read");
+                    metrics::call_error();
                     call::failed(13)
                 }),
             code => {
                 log::warn!("pixmesh: the call to the sidecar failed with gRPC status {code}");
+                metrics::call_error();
                 call::failed(code)
             }
         };
@@ -179,6 +184,7 @@ impl Pixmesh {
             Ok(_) => Action::Pause,
             Err(status) => {
                 log::warn!("pixmesh: cannot call the sidecar: {status:?}");
+                metrics::call_error();
                 self.answer(call::failed(14));
                 Action::Pause
             }
@@ -259,13 +265,21 @@ impl HttpContext for Pixmesh {
             }),
             decision => decision,
         };
+        if !matches!(decision, Decision::Pass) {
+            metrics::original(&method, &path);
+        }
         match decision {
-            Decision::Pass => Action::Continue,
+            Decision::Pass => {
+                metrics::passed();
+                Action::Continue
+            }
             Decision::Reject(r) => {
                 log::info!("pixmesh: {} {method} {path}: {}", r.status, r.message);
+                metrics::refused(r.status, self.config.router.grammar(&path));
                 self.reject(&r)
             }
             Decision::Render(r) => {
+                metrics::rendered();
                 if !r.skipped.is_empty() {
                     log::info!(
                         "pixmesh: {method} {path}: skipped unknown filters {}",
@@ -295,6 +309,7 @@ impl HttpContext for Pixmesh {
         // An empty body (HTTP/2 headers, then an empty DATA frame ending the stream) is fine.
         if self.rendering && body_size > 0 {
             log::info!("pixmesh: 400: image request with a body");
+            metrics::refused(400, None);
             self.rendering = false;
             return self.reject(&body_refused());
         }

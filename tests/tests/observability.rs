@@ -5,6 +5,9 @@
 //! logs; readiness (`/readyz`, `grpc.health.v1`) turns NOT_SERVING while the render queue is
 //! held full and while draining, and back.
 //!
+//! Envoy's side: the filter's counters in its `/stats/prometheus`, the access log line of an
+//! image request with the client's path, `/healthz` following the sidecar's health.
+//!
 //! The sidecar runs in this process (its logs captured by this binary's own subscriber), with
 //! its operator port on an ephemeral port; Envoy is started against it.
 
@@ -20,7 +23,7 @@ use pixmesh_sidecar::config::Config;
 use pixmesh_sidecar::telemetry::health::{ProbeError, probe};
 use pixmesh_sidecar::telemetry::logging::{self, LogFormat};
 use pixmesh_tests::http::Response;
-use pixmesh_tests::{Garage, Stack, eventually, ports, tools};
+use pixmesh_tests::{Envoy, Garage, Stack, eventually, ports, tools};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -184,10 +187,8 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
         { "prefix": "/open/", "storage": "photos", "allow_unsafe": true },
         { "prefix": "/down/", "storage": "down", "allow_unsafe": true },
     ]});
-    let stack = Stack::builder(&filter.to_string(), &toml)
-        .external_sidecar(sidecar.grpc.port())
-        .start()
-        .await;
+    let envoy = envoy(&filter.to_string(), &toml, sidecar.grpc.port()).await;
+    let stack = Through(&envoy);
 
     // The workload, one request at a time.
     let image = signed("fit-in/100x100/medium.jpg");
@@ -316,12 +317,48 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
     }
     assert_eq!(requests[0]["bytes"].as_u64(), Some(miss.body.len() as u64));
 
+    // Envoy: the filter's counters (all but the forged URL went to the sidecar).
+    let stats = envoy_stats(&envoy).await;
+    let filter = |name: &str| stats.value(&format!("pixmesh_filter_{name}{{}}"));
+    assert_eq!(filter("rendered"), 5.0, "{}", stats.0);
+    assert_eq!(filter("refused_403"), 1.0);
+    assert_eq!(filter("signature_refused_thumbor"), 1.0);
+    assert_eq!(filter("passed"), 0.0);
+    assert_eq!(filter("call_errors"), 0.0);
+    // The access log line of the first image request: the client's path, not the render
+    // call's, the filter's decision, and the request id the sidecar logged.
+    let expected = format!(
+        "\"GET {image}\" 200 - pixmesh=rendered {} ",
+        miss.body.len()
+    );
+    let first_id = requests[0]["request_id"].as_str().unwrap().to_owned();
+    eventually("Envoy's access log is written", || async {
+        envoy.log().lines().any(|l| l.contains(&expected))
+    })
+    .await;
+    let envoy_log = envoy.log();
+    let line = envoy_log.lines().find(|l| l.contains(&expected)).unwrap();
+    assert!(line.contains(&format!("request_id={first_id} ")), "{line}");
+    assert!(
+        line.contains("upstream=\"POST /pixmesh.v1.ImageService/Render\""),
+        "{line}"
+    );
+    assert!(
+        envoy_log.lines().any(|l| l.contains(
+            "\"GET /img/AAAAAAAAAAAAAAAAAAAAAAAAAAA=/fit-in/100x100/medium.jpg\" 403 - pixmesh=refused"
+        )),
+        "{envoy_log}"
+    );
+    // /healthz answers for the sidecar's health.
+    assert_eq!(stack.get("/healthz", &[]).await.status, 200);
+
     // No configured secret in any log of the run.
     let logs = format!(
         "{}\n{}",
         String::from_utf8_lossy(&captured().lock().unwrap()),
-        stack.envoy.log()
+        envoy.log()
     );
+
     for secret in [
         SIGNING_KEY,
         pixmesh_tests::vouch::render_key(),
@@ -333,6 +370,49 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
             &secret[..4]
         );
     }
+}
+
+/// Envoy with pixmesh's configuration for `filter` in front of the sidecar on `port`, writing
+/// its access log at once (every 100 ms instead of 10 s).
+async fn envoy(filter: &str, sidecar_toml: &str, port: u16) -> Envoy {
+    let config = Stack::builder(filter, sidecar_toml).envoy_config(port);
+    Envoy::start_with_args(
+        &config,
+        &["--concurrency", "1", "--file-flush-interval-msec", "100"],
+    )
+    .await
+}
+
+/// Requests through an Envoy.
+struct Through<'a>(&'a Envoy);
+
+impl Through<'_> {
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let url = format!("{}{path}", self.0.base_url());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            pixmesh_tests::http::get(&url, &h)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Envoy's `/stats/prometheus`.
+async fn envoy_stats(envoy: &Envoy) -> Scrape {
+    let url = format!("{}/stats/prometheus", envoy.admin_url());
+    let r = tokio::task::spawn_blocking(move || pixmesh_tests::http::get(&url, &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    Scrape(r.text())
 }
 
 /// A fake S3 endpoint that holds every request until `open` turns true, then answers 404.
@@ -403,6 +483,13 @@ async fn readiness_turns_not_serving_while_the_queue_is_full_and_while_draining(
     );
     let mut sidecar = Sidecar::start(&toml).await;
     sidecar.health().await.expect("serving when idle");
+    let filter = r#"{"routes":[{"prefix":"/s/","storage":"stalled","allow_unsafe":true}]}"#;
+    let envoy = envoy(filter, &toml, sidecar.grpc.port()).await;
+    let healthz = || async { Through(&envoy).get("/healthz", &[]).await.status };
+    eventually("Envoy's /healthz says healthy", || async {
+        healthz().await == 200
+    })
+    .await;
 
     // Two requests hold the admissions (their reads stall), a third waits in the queue.
     let held: Vec<_> = (0..3)
@@ -421,6 +508,10 @@ async fn readiness_turns_not_serving_while_the_queue_is_full_and_while_draining(
         matches!(sidecar.health().await, Err(ProbeError::NotServing(s)) if s == "NOT_SERVING")
     })
     .await;
+    eventually("Envoy's /healthz says unhealthy", || async {
+        healthz().await == 503
+    })
+    .await;
     assert_eq!(sidecar.get("/livez").await.status, 200, "alive all along");
     assert_eq!(sidecar.scrape().await.value("pixmesh_ready"), 0.0);
 
@@ -435,6 +526,10 @@ async fn readiness_turns_not_serving_while_the_queue_is_full_and_while_draining(
     })
     .await;
     eventually("SERVING again", || async { sidecar.health().await.is_ok() }).await;
+    eventually("Envoy's /healthz says healthy again", || async {
+        healthz().await == 200
+    })
+    .await;
 
     // Draining: once told to stop, not ready while a request is still being answered.
     open.send(false).unwrap();

@@ -80,7 +80,14 @@ fn parts(bootstrap: &str, cluster: &str) -> Option<Value> {
         .get("http_filters")?
         .as_sequence()?
         .iter()
-        .filter(|f| f.get("name").and_then(Value::as_str) != Some("envoy.filters.http.router"))
+        // The router is the host's; so is its health endpoint (`/healthz` is pixmesh's own
+        // Envoy's).
+        .filter(|f| {
+            !matches!(
+                f.get("name").and_then(Value::as_str),
+                Some("envoy.filters.http.router" | "envoy.filters.http.health_check")
+            )
+        })
         .cloned()
         .collect();
     let routes: Vec<Value> = hcm

@@ -73,13 +73,14 @@ fn transcoder_mode_has_the_transcoder_with_its_descriptor_inline() {
     assert_eq!(
         filter_names(filters),
         [
+            "envoy.filters.http.health_check",
             "envoy.filters.http.wasm",
             "envoy.filters.http.grpc_json_transcoder",
             "envoy.filters.http.router"
         ]
     );
     use base64::Engine as _;
-    let descriptor = filters[1]["typed_config"]["proto_descriptor_bin"]
+    let descriptor = filters[2]["typed_config"]["proto_descriptor_bin"]
         .as_str()
         .unwrap();
     assert_eq!(
@@ -102,7 +103,7 @@ fn transcoder_mode_has_the_transcoder_with_its_descriptor_inline() {
 fn the_vm_reads_the_render_key_and_every_env_secret() {
     let doc = yaml(&bootstrap(&params(ENV_CONFIG)).unwrap());
     let wasm = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ["http_filters"][0]["typed_config"]["config"];
+        ["http_filters"][1]["typed_config"]["config"];
     let keys: Vec<&str> = wasm["vm_config"]["environment_variables"]["host_env_keys"]
         .as_sequence()
         .unwrap()
@@ -126,7 +127,11 @@ fn call_mode_has_neither_transcoder_nor_grpc_route_and_names_its_cluster() {
         &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     assert_eq!(
         filter_names(&hcm["http_filters"]),
-        ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+        [
+            "envoy.filters.http.health_check",
+            "envoy.filters.http.wasm",
+            "envoy.filters.http.router"
+        ]
     );
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
         .as_sequence()
