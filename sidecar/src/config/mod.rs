@@ -12,7 +12,7 @@
 //! max_avif_output_pixels = 16000000  # AVIF outputs (the slowest encode to make) up to 16 MP
 //! max_queue = 64                # requests waiting for a render slot; then 503
 //! workers = 2                  # renders at a time; default: the cgroup's CPU quota, else the CPUs
-//! memory_budget_bytes = 1073741824  # renders in progress, sources read ahead and the caches
+//! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
 //!
 //! [encoding]                    # what a URL that names no quality or scan mode gets
 //! jpeg_quality = 80
@@ -357,12 +357,13 @@ pub struct Limits {
     /// source: see [`crate::serving::pool::Sizing`]); beyond, 503 at once. Waiting requests
     /// hold no image memory.
     pub max_queue: usize,
-    /// Memory the sidecar's images may take together, in bytes: the decoded-watermark cache,
-    /// the freed blocks kept for reuse, the sources read ahead of their render (as many as
-    /// half of what is left holds at `max_source_bytes` each, at most two per worker), and the
-    /// renders in progress, which reserve their source and an upper bound of what decoding,
-    /// resizing and encoding allocates before they start, and wait while that does not fit
-    /// (413 when it alone exceeds what renders have). Besides this, the sidecar's own ~50 MB.
+    /// Memory the renders in progress may reserve together, in bytes (after the decoded-
+    /// watermark cache and the freed blocks kept for reuse): each reserves its source and an
+    /// upper bound of what decoding, resizing and encoding it allocates before it starts, and
+    /// waits while that does not fit (413 when it alone exceeds the budget). Besides this, the
+    /// sources read ahead of their render (two per worker, and no more than the render share
+    /// holds at `max_source_bytes` each: [`crate::serving::pool::Sizing`]) and the sidecar's
+    /// own ~50 MB: within twice the budget whatever the worker count.
     pub memory_budget_bytes: u64,
     /// Renders at a time (each on a thread of its own). Unset: the CPU quota of the container's
     /// cgroup, rounded up, else the CPUs this process may use ([`cpus::default_workers`]).

@@ -169,7 +169,7 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
             }
         })?,
         workers: WorkerPool::sized(sizing.workers, sizing.admissions, config.limits.max_queue),
-        budget: MemoryBudget::new(sizing.renders),
+        budget: MemoryBudget::new(shares.renders),
         in_flight: Default::default(),
         watermarks: watermark_cache::WatermarkCache::new(config.watermark.cache_bytes),
         background: BackgroundWrites::new(BACKGROUND_WRITES_PER_WORKER * sizing.workers),

@@ -1,6 +1,6 @@
 //! The render worker pool: at most one render per worker, a bounded number of requests holding
-//! their source in memory (at most two per worker, and only as many as the memory budget sets
-//! aside for them: [`Sizing`]), a bounded queue in front of those, and an immediate refusal
+//! their source in memory (at most two per worker, and no more than the memory budget holds:
+//! [`Sizing`]), a bounded queue in front of those, and an immediate refusal
 //! when the queue is full, so overload shows as a clear 503 instead of unbounded latency and
 //! memory.
 //!
@@ -60,25 +60,22 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// How many requests may hold a source at once, and what that leaves renders of the budget.
+/// How many requests may hold a source at once.
 ///
 /// A source is in memory from its read until its request ends, but counts against the memory
 /// budget only once its render has reserved (its source and what the render allocates):
 /// sources read ahead of their render, or waiting for the budget, are outside every
-/// reservation. So the budget sets aside `max_source_bytes` for each request that may hold a
-/// source (at most half of what renders have, at most two per worker) and renders reserve from
-/// the rest; the whole process then stays inside the budget whatever the worker count. With
-/// less than two sources' worth, one request at a time holds a source, unaccounted.
+/// reservation. Their number follows the budget, not the cores: two per worker, but never
+/// more than the render share holds at `max_source_bytes` each (at least one). So the sources
+/// outside reservations never exceed the render share, and the process stays within twice the
+/// budget whatever the worker count (before, a 64-core node admitted 128 sources of up to
+/// `max_source_bytes` beside a full budget).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizing {
     /// Renders at a time.
     pub workers: usize,
     /// Requests that may hold a source at once.
     pub admissions: usize,
-    /// Bytes set aside for sources outside reservations.
-    pub read_ahead: u64,
-    /// What renders reserve from.
-    pub renders: u64,
 }
 
 impl Sizing {
@@ -86,16 +83,16 @@ impl Sizing {
     /// ([`crate::serving::budget::Shares::renders`]) and sources up to `max_source_bytes`.
     pub fn of(workers: usize, renders: u64, max_source_bytes: u64) -> Sizing {
         let workers = workers.max(1);
-        let per_source = max_source_bytes.max(1);
-        let fits = usize::try_from(renders / 2 / per_source).unwrap_or(usize::MAX);
-        let held = fits.min(workers.saturating_mul(2));
-        let read_ahead = held as u64 * per_source;
+        let fits = usize::try_from(renders / max_source_bytes.max(1)).unwrap_or(usize::MAX);
         Sizing {
             workers,
-            admissions: held.max(1),
-            read_ahead,
-            renders: renders - read_ahead,
+            admissions: fits.clamp(1, workers.saturating_mul(2)),
         }
+    }
+
+    /// The most bytes sources outside reservations may hold.
+    pub fn read_ahead_bytes(&self, max_source_bytes: u64) -> u64 {
+        self.admissions as u64 * max_source_bytes
     }
 }
 
@@ -307,39 +304,35 @@ mod tests {
         assert_eq!(budget.available_kib(), 4096, "and its reservation");
     }
 
-    /// What the process may hold at worst: what renders reserve, plus a source for every
-    /// request that may hold one outside a reservation.
-    fn worst_case(sizing: Sizing, max_source_bytes: u64) -> u64 {
-        sizing.renders + sizing.admissions as u64 * max_source_bytes
-    }
-
     #[test]
-    fn sources_held_fit_in_the_budget_whatever_the_worker_count() {
+    fn sources_held_outside_the_budget_follow_the_budget_not_the_cores() {
         const MIB: u64 = 1 << 20;
         for renders in [200 * MIB, 944 * MIB, 2048 * MIB, 8192 * MIB] {
             for max_source in [8 * MIB, 32 * MIB, 128 * MIB] {
                 for workers in [1, 2, 4, 16, 64, 256] {
                     let s = Sizing::of(workers, renders, max_source);
+                    // Renders' reservations plus the sources outside them: within twice the
+                    // render share, whatever the worker count.
                     assert!(
-                        renders < 2 * max_source || worst_case(s, max_source) <= renders,
+                        renders + s.read_ahead_bytes(max_source) <= 2 * renders,
                         "{workers} workers, {} MiB, sources up to {} MiB: {s:?}",
                         renders / MIB,
                         max_source / MIB
                     );
-                    assert!(s.admissions <= 2 * workers && s.renders >= renders / 2);
+                    assert!(s.admissions >= 1 && s.admissions <= 2 * workers, "{s:?}");
                 }
             }
         }
         // The case: 64 workers (a 64-core node) and the default budget. Before, 128
-        // requests could each hold a 128 MiB source besides the 944 MiB renders reserved.
+        // requests (two per core) could each hold a 128 MiB source, 16 GiB beside 944 MiB.
         let s = Sizing::of(64, 944 * MIB, 128 * MIB);
-        assert_eq!((s.admissions, s.renders), (3, 944 * MIB - 3 * 128 * MIB));
-        // Small sources: two per worker, as before.
-        let s = Sizing::of(2, 944 * MIB, 8 * MIB);
-        assert_eq!((s.workers, s.admissions, s.read_ahead), (2, 4, 32 * MIB));
-        // Below two sources' worth: one request at a time holds a source.
-        let s = Sizing::of(8, 200 * MIB, 128 * MIB);
-        assert_eq!((s.admissions, s.read_ahead, s.renders), (1, 0, 200 * MIB));
+        assert_eq!(s.admissions, 7);
+        assert!(s.read_ahead_bytes(128 * MIB) <= 944 * MIB);
+        // Small sources or few workers: two per worker, as before.
+        assert_eq!(Sizing::of(2, 944 * MIB, 8 * MIB).admissions, 4);
+        assert_eq!(Sizing::of(2, 944 * MIB, 128 * MIB).admissions, 4);
+        // A budget below one source still admits one request.
+        assert_eq!(Sizing::of(8, 100 * MIB, 128 * MIB).admissions, 1);
     }
 
     #[tokio::test]
