@@ -118,6 +118,20 @@ fn a_broken_resource_fails_with_a_clear_message() {
             "  namespaces: pixmesh\n",
             "'namespaces' was unexpected",
         ),
+        // A CRD's CEL rule (Istio's url scheme, Kubernetes' url() functions).
+        (
+            istio.join("wasmplugin.yaml"),
+            "url: oci://",
+            "url: ftp://",
+            "url must have schema one of",
+        ),
+        // A CRD's CEL rule over two fields (Envoy Gateway: the code type names its field).
+        (
+            eg.join("extension-policy.yaml"),
+            "type: Image",
+            "type: HTTP",
+            "If type is HTTP, http field needs to be set.",
+        ),
         // A kind no schema knows.
         (
             eg.join("httproute.yaml"),
