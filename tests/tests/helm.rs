@@ -458,6 +458,21 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
         "{name}"
     );
 
+    // The sidecar's memory at worst (renders' reservations, as many sources read ahead, its own
+    // ~50 MB) fits its memory limit.
+    let limit = sidecar["resources"]["limits"]["memory"].as_str().unwrap();
+    let limit: u64 = match limit.split_at(limit.len() - 2) {
+        (n, "Gi") => n.parse::<u64>().unwrap() << 30,
+        (n, "Mi") => n.parse::<u64>().unwrap() << 20,
+        _ => panic!("{name}: memory limit {limit}"),
+    };
+    assert!(
+        2 * config.limits.memory_budget_bytes + (64 << 20) <= limit,
+        "{name}: budget {} MiB under a {} MiB limit",
+        config.limits.memory_budget_bytes >> 20,
+        limit >> 20
+    );
+
     // Draining and renders in flight fit in the grace period.
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     let drain = v("envoy.drainSeconds").as_u64().unwrap();
