@@ -830,7 +830,33 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
         }
     }
     let env = environment(envoy, &secrets, &secret_env);
+    let probe = |name: &str| {
+        let line = strings(&envoy[name]["exec"]["command"]);
+        assert!(!line.is_empty(), "Envoy's {name} runs a command");
+        move || {
+            Command::new(&line[0])
+                .args(&line[1..])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        }
+    };
+    for name in ["readinessProbe", "livenessProbe"] {
+        let check = probe(name);
+        assert!(
+            !tokio::task::spawn_blocking(check).await.unwrap(),
+            "Envoy's {name} fails while no Envoy runs"
+        );
+    }
     let proxy = Envoy::start_with_env(&envoy_yaml, &extra, &env).await;
+    for name in ["readinessProbe", "livenessProbe"] {
+        let check = probe(name);
+        assert!(
+            tokio::task::spawn_blocking(check).await.unwrap(),
+            "Envoy's {name} passes once it serves"
+        );
+    }
     assert_eq!(proxy.port(), envoy_port, "the chart's port");
 
     let signed = "fit-in/120x120/photos/medium.jpg";
