@@ -114,6 +114,10 @@ enum EnvoyCommand {
         /// The admin interface's port (on 127.0.0.1).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+        /// The stats listener's port (on the listener's address): GET /stats/prometheus only,
+        /// for Prometheus.
+        #[arg(long, default_value_t = 9902)]
+        stats_port: u16,
     },
     /// The fragment for an existing Envoy: `http_filters` (before the router), `routes` (first
     /// in the virtual host) and `clusters` (appended), one YAML document.
@@ -254,12 +258,16 @@ fn envoy(command: EnvoyCommand) -> Result<(), Box<dyn std::error::Error>> {
     };
     let text = match &command {
         EnvoyCommand::Bootstrap {
-            listen, admin_port, ..
+            listen,
+            admin_port,
+            stats_port,
+            ..
         } => envoy_config::bootstrap(&Bootstrap {
             filter_config,
             filter_wasm: common.wasm.clone(),
             listen: *listen,
             admin_port: *admin_port,
+            stats_port: *stats_port,
             sidecar: common.sidecar.clone(),
             route_timeout: common.route_timeout.clone(),
             inline_secrets,

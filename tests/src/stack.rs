@@ -220,6 +220,7 @@ impl StackBuilder {
             filter_wasm: tools::filter_wasm().display().to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], self.listen_port)),
             admin_port: 0,
+            stats_port: 0,
             sidecar: Endpoint::loopback(sidecar_port),
             route_timeout: self.route_timeout.clone(),
             inline_secrets: InlineSecrets::Allow,

@@ -20,10 +20,11 @@ use pixmesh_core::sign::{HashAlg, ThumborSigner};
 use pixmesh_proto::v1;
 use pixmesh_proto::v1::image_service_client::ImageServiceClient;
 use pixmesh_sidecar::config::Config;
+use pixmesh_sidecar::envoy_config::{self, Bootstrap, Endpoint, InlineSecrets};
 use pixmesh_sidecar::telemetry::health::{ProbeError, probe};
 use pixmesh_sidecar::telemetry::logging::{self, LogFormat};
 use pixmesh_tests::http::Response;
-use pixmesh_tests::{Envoy, Garage, Stack, eventually, ports, tools};
+use pixmesh_tests::{Envoy, Garage, eventually, ports, tools};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -187,7 +188,7 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
         { "prefix": "/open/", "storage": "photos", "allow_unsafe": true },
         { "prefix": "/down/", "storage": "down", "allow_unsafe": true },
     ]});
-    let envoy = envoy(&filter.to_string(), &toml, sidecar.grpc.port()).await;
+    let envoy = envoy(&filter.to_string(), sidecar.grpc.port()).await;
     let stack = Through(&envoy);
 
     // The workload, one request at a time.
@@ -372,10 +373,23 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
     }
 }
 
-/// Envoy with pixmesh's configuration for `filter` in front of the sidecar on `port`, writing
-/// its access log at once (every 100 ms instead of 10 s).
-async fn envoy(filter: &str, sidecar_toml: &str, port: u16) -> Envoy {
-    let config = Stack::builder(filter, sidecar_toml).envoy_config(port);
+/// Envoy with pixmesh's configuration for `filter` (keyed with this process's render key) in
+/// front of the sidecar on `port`, writing its access log at once (every 100 ms instead of
+/// 10 s), its admin interface on a known port (which its stats listener forwards to).
+async fn envoy(filter: &str, port: u16) -> Envoy {
+    let mut filter: serde_json::Value = serde_json::from_str(filter).unwrap();
+    filter["render_key"] = pixmesh_tests::vouch::render_key().into();
+    let config = envoy_config::bootstrap(&Bootstrap {
+        filter_config: filter.to_string(),
+        filter_wasm: tools::filter_wasm().display().to_string(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_port: ports::free_port(),
+        stats_port: 0,
+        sidecar: Endpoint::loopback(port),
+        route_timeout: "30s".into(),
+        inline_secrets: InlineSecrets::Allow,
+    })
+    .expect("envoy config");
     Envoy::start_with_args(
         &config,
         &["--concurrency", "1", "--file-flush-interval-msec", "100"],
@@ -405,12 +419,23 @@ impl Through<'_> {
     }
 }
 
-/// Envoy's `/stats/prometheus`.
+/// Envoy's `/stats/prometheus` through its stats listener, which answers nothing else.
 async fn envoy_stats(envoy: &Envoy) -> Scrape {
-    let url = format!("{}/stats/prometheus", envoy.admin_url());
-    let r = tokio::task::spawn_blocking(move || pixmesh_tests::http::get(&url, &[]))
-        .await
-        .unwrap();
+    let port = envoy.listener_port("stats").expect("a stats listener");
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        tokio::task::spawn_blocking(move || pixmesh_tests::http::get(&url, &[]))
+    };
+    for admin_only in [
+        "/",
+        "/stats",
+        "/config_dump",
+        "/quitquitquit",
+        "/healthcheck/fail",
+    ] {
+        assert_eq!(get(admin_only).await.unwrap().status, 404, "{admin_only}");
+    }
+    let r = get("/stats/prometheus").await.unwrap();
     assert_eq!(r.status, 200);
     Scrape(r.text())
 }
@@ -484,7 +509,7 @@ async fn readiness_turns_not_serving_while_the_queue_is_full_and_while_draining(
     let mut sidecar = Sidecar::start(&toml).await;
     sidecar.health().await.expect("serving when idle");
     let filter = r#"{"routes":[{"prefix":"/s/","storage":"stalled","allow_unsafe":true}]}"#;
-    let envoy = envoy(filter, &toml, sidecar.grpc.port()).await;
+    let envoy = envoy(filter, sidecar.grpc.port()).await;
     let healthz = || async { Through(&envoy).get("/healthz", &[]).await.status };
     eventually("Envoy's /healthz says healthy", || async {
         healthz().await == 200

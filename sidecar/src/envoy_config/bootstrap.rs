@@ -24,6 +24,10 @@ pub struct Bootstrap {
     pub listen: SocketAddr,
     /// The admin interface's port on 127.0.0.1; 0 picks a free one.
     pub admin_port: u16,
+    /// The stats listener's port, on the listener's address: `GET /stats/prometheus` only,
+    /// answered by the admin interface; 0 picks a free one (the admin port must then be known
+    /// for it to answer).
+    pub stats_port: u16,
     /// Where the sidecar listens.
     pub sidecar: Endpoint,
     /// The sidecar route's timeout (transcoder mode), e.g. `30s`.
@@ -86,6 +90,7 @@ pub(super) fn render(
     let listen_address = quoted(&p.listen.ip().to_string());
     let listen_port = p.listen.port().to_string();
     let admin_port = p.admin_port.to_string();
+    let stats_port = p.stats_port.to_string();
     let sidecar_host = quoted(&p.sidecar.host);
     let sidecar_port = p.sidecar.port.to_string();
     let filter_config = quoted(&checked.json);
@@ -95,6 +100,7 @@ pub(super) fn render(
             "LISTEN_ADDRESS" => &listen_address,
             "LISTEN_PORT" => &listen_port,
             "ADMIN_PORT" => &admin_port,
+            "STATS_PORT" => &stats_port,
             "SIDECAR_CLUSTER" => &cluster,
             "SIDECAR_CLUSTER_TYPE" => p.sidecar.cluster_type(),
             "SIDECAR_HOST" => &sidecar_host,

@@ -49,6 +49,7 @@ pub fn fragment(p: &Fragment) -> Result<String, EnvoyConfigError> {
             filter_wasm: p.filter_wasm.clone(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             admin_port: 0,
+            stats_port: 0,
             sidecar: p.sidecar.clone(),
             route_timeout: p.route_timeout.clone(),
             inline_secrets: p.inline_secrets,
@@ -105,10 +106,17 @@ fn parts(bootstrap: &str, cluster: &str) -> Option<Value> {
         })
         .cloned()
         .collect();
-    let clusters = resources.get("clusters")?.clone();
+    // The sidecar's cluster, not the admin interface's (the stats listener is not part of it).
+    let clusters: Vec<Value> = resources
+        .get("clusters")?
+        .as_sequence()?
+        .iter()
+        .filter(|c| c.get("name").and_then(Value::as_str) == Some(cluster))
+        .cloned()
+        .collect();
     let mut out = Mapping::new();
     out.insert("http_filters".into(), Value::Sequence(filters));
     out.insert("routes".into(), Value::Sequence(routes));
-    out.insert("clusters".into(), clusters);
+    out.insert("clusters".into(), Value::Sequence(clusters));
     Some(Value::Mapping(out))
 }

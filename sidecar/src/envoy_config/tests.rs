@@ -11,6 +11,7 @@ fn params(filter_config: &str) -> Bootstrap {
         filter_wasm: "/opt/pixmesh/pixmesh_filter.wasm".into(),
         listen: "0.0.0.0:8080".parse().unwrap(),
         admin_port: 9901,
+        stats_port: 9902,
         sidecar: Endpoint::loopback(50051),
         route_timeout: "30s".into(),
         inline_secrets: InlineSecrets::Refuse,
