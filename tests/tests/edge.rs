@@ -214,3 +214,132 @@ async fn a_storage_that_stalls_its_body_answers_504_and_other_requests_are_serve
         assert!(r.text().contains("storage timed out"), "{}", r.text());
     }
 }
+
+/// Reads an HTTP/1.1 response from `conn` at about `rate` bytes a second until it is whole
+/// (chunked, or with a content length) or the server closes; returns the status line and the
+/// body if it arrived whole, else `None`.
+fn read_slowly(conn: &mut TcpStream, rate: usize) -> (String, Option<Vec<u8>>) {
+    let step = Duration::from_millis(50);
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; (rate / 20).max(1)];
+    loop {
+        if let Some((status, Some(body))) = parse_response(&raw) {
+            return (status, Some(body));
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            // A reset ends the response as a close does: it is whole or it is not.
+            Err(_) => break,
+        }
+        std::thread::sleep(step);
+    }
+    parse_response(&raw).unwrap_or_default()
+}
+
+/// The status line of the response in `raw` and its body if whole; `None` before the end of
+/// the headers.
+fn parse_response(raw: &[u8]) -> Option<(String, Option<Vec<u8>>)> {
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    let mut rest = &raw[at + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let body = length
+            .filter(|&n| rest.len() >= n)
+            .map(|n| rest[..n].to_vec());
+        return Some((status, body));
+    }
+    let mut body = Vec::new();
+    loop {
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Some((status, None));
+        };
+        let size = std::str::from_utf8(&rest[..end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let Some(size) = size else {
+            return Some((status, None));
+        };
+        rest = &rest[end + 2..];
+        if size == 0 {
+            return Some((status, Some(body)));
+        }
+        if rest.len() < size + 2 {
+            return Some((status, None));
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// A large rendition read by a slow but steady client takes longer than the route's deadline.
+/// Before, the route timeout bounded the whole upstream response, so Envoy cut such a download
+/// off once it passed (30 s in the shipped configuration, 10 s here) with more left than its
+/// buffers hold (measured: 504 "UT" after 10 s, 11 of 19 MB sent); now the deadline is an
+/// idle timeout, which the sidecar's bytes moving reset: the client gets every byte, and a
+/// client that stops reading altogether is still cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_steady_reader_gets_a_large_rendition_whole() {
+    // 4096×1536 of noise as a PNG: about 19 MB that no compression shrinks, quick to render,
+    // and far more than every buffer between the sidecar and the client holds (the sidecar
+    // cluster's 1 MiB stream window, Envoy's connection buffer, the kernel's socket buffers:
+    // about 6 MB here), so the sidecar still sends long after the deadline.
+    let (width, height) = (4096, 1536);
+    let mut state = 0x9e37_79b9_u32;
+    let noise = image::RgbImage::from_fn(width, height, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let [r, g, b, _] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let dir = tempfile::tempdir().unwrap();
+    noise.save(dir.path().join("noise.png")).unwrap();
+    let sidecar = format!(
+        "[storages.photos]\ntype = \"local\"\nroot = {:?}\n",
+        dir.path().display().to_string()
+    );
+    let stack = Stack::builder(&filter_config(), &sidecar)
+        .route_timeout("10s")
+        .start()
+        .await;
+    let addr = format!("127.0.0.1:{}", stack.envoy.port());
+    let (status, body, elapsed) = tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(&addr).expect("connect to Envoy");
+        // A small receive buffer, so the client's kernel does not read ahead for it.
+        let small: libc::c_int = 64 * 1024;
+        // SAFETY: a valid socket, and a c_int option of its size.
+        let set = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&conn),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "SO_RCVBUF");
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let started = Instant::now();
+        conn.write_all(b"GET /open/unsafe/noise.png HTTP/1.1\r\nHost: images\r\n\r\n")
+            .unwrap();
+        let (status, body) = read_slowly(&mut conn, 1 << 20);
+        (status, body, started.elapsed())
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "{status}; {} bytes after {elapsed:?}",
+        body.as_ref().map_or(0, Vec::len)
+    );
+    assert!(status.starts_with("http/1.1 200"), "{status}");
+    let body = body.expect("the whole rendition, not cut off at the route's deadline");
+    let png = image::load_from_memory(&body).expect("a whole PNG");
+    assert_eq!((png.width(), png.height()), (width, height));
+}
