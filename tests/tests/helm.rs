@@ -621,9 +621,17 @@ fn the_examples_render_and_validate() {
 #[test]
 fn values_the_chart_cannot_serve_are_refused() {
     for (values, expected) in [
+        // values.schema.json: unknown keys, wrong kinds, wrong ranges.
+        (json!({ "topology": "sidecar" }), "at '/topology'"),
+        (json!({ "topologgy": "mesh" }), "'topologgy' not allowed"),
+        (json!({ "workers": -1 }), "at '/workers'"),
         (
-            json!({ "topology": "sidecar" }),
-            "topology must be standalone or mesh",
+            json!({ "secrets": { "s3": { "name": "x" } } }),
+            "at '/secrets/s3'",
+        ),
+        (
+            json!({ "image": { "digest": "latest" } }),
+            "at '/image/digest'",
         ),
         (
             json!({ "topology": "mesh" }),
