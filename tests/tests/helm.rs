@@ -1015,3 +1015,53 @@ fn the_image_holds_what_the_chart_runs() {
         );
     }
 }
+
+#[test]
+fn the_readme_deploys_with_helm_install_and_an_example_that_names_a_bucket_and_a_secret() {
+    let readme = std::fs::read_to_string(tools::workspace_root().join("README.md")).unwrap();
+    let deploy = &readme[readme.find("\n## Deploy\n").expect("a Deploy section")..];
+    let first_block = deploy.split("```").nth(1).expect("a command block");
+    let install = first_block
+        .lines()
+        .find(|l| l.starts_with("helm install "))
+        .expect("Deploy starts with helm install");
+    let file = install
+        .split_whitespace()
+        .skip_while(|w| *w != "-f")
+        .nth(1)
+        .expect("helm install -f VALUES");
+    let values =
+        objects(&std::fs::read_to_string(tools::workspace_root().join(file)).unwrap()).remove(0);
+    assert!(
+        !values["secrets"]["s3"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{file} names an existing Secret for S3"
+    );
+    let storages = values["sidecarConfig"]["storages"].as_object().unwrap();
+    assert!(
+        storages.values().any(|s| s["bucket"].is_string()),
+        "{file} names a bucket"
+    );
+    // Every Secret the values name is created by a command of the block.
+    let mut names = vec![values["secrets"]["s3"].as_str().unwrap().to_owned()];
+    names.push(
+        value(&values, &defaults(), "secrets.renderKey.name")
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    for entry in value(&values, &defaults(), "secrets.filterEnv")
+        .as_array()
+        .unwrap()
+    {
+        names.push(entry["secretName"].as_str().unwrap().to_owned());
+    }
+    for name in names {
+        assert!(
+            first_block.contains(&format!("create secret generic {name} ")),
+            "the README creates the Secret {name}"
+        );
+    }
+}
