@@ -573,27 +573,12 @@ mod tests {
 
     #[tokio::test]
     async fn identical_concurrent_misses_read_the_source_once_and_render_once() {
-        let source = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../samples/flower.webp"
-        ))
-        .unwrap()
-        .leak();
+        let source = flower_webp().leak();
         let (open_storage, storage_gate) = watch::channel(false);
         let (endpoint, gets) = gated_s3(source, storage_gate).await;
         let renderer = renderer_over(&endpoint).await;
-        let request = RenderRequest {
-            storage: "photos".into(),
-            key: "flower.webp".into(),
-            version: None,
-            watermark: None,
-            cache_key: None,
-            transform: Transform {
-                width: 64,
-                height: 64,
-                ..Transform::default()
-            },
-        };
+        let mut request = flower(64);
+        request.transform.height = 64;
 
         // Hold the only render worker, so renders queue up behind it.
         let held = HeldWorkers::hold(&renderer, 1).await;
@@ -730,6 +715,16 @@ mod tests {
         Arc::new(renderer)
     }
 
+    /// `samples/flower.webp`.
+    fn flower_webp() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../samples/flower.webp"
+        ))
+        .unwrap()
+    }
+
+    /// `flower.webp` of storage `photos`, `width` wide.
     fn flower(width: u32) -> RenderRequest {
         RenderRequest {
             storage: "photos".into(),
@@ -775,11 +770,7 @@ mod tests {
 
     #[tokio::test]
     async fn result_writes_past_the_background_limit_are_skipped_and_counted() {
-        let source = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../samples/flower.webp"
-        ))
-        .unwrap();
+        let source = flower_webp();
         let s3 = crate::testing::fake_s3::FakeS3::start(move |seen| match seen.method.as_str() {
             "GET" if seen.target.starts_with("/b/") => {
                 crate::testing::fake_s3::Reply::new("200 OK", source.clone())
