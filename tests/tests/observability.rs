@@ -350,6 +350,9 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
         )),
         "{envoy_log}"
     );
+    // The Grafana dashboard asks only for what these scrapes export.
+    dashboard_names_are_exported(&[&m, &stats]);
+
     // /healthz answers for the sidecar's health.
     assert_eq!(stack.get("/healthz", &[]).await.status, 200);
 
@@ -438,6 +441,53 @@ async fn envoy_stats(envoy: &Envoy) -> Scrape {
     let r = get("/stats/prometheus").await.unwrap();
     assert_eq!(r.status, 200);
     Scrape(r.text())
+}
+
+/// Every metric name in `k8s/grafana/pixmesh.json`'s queries (a name followed by `.*` in a
+/// regex is a prefix) has a series in one of `scrapes`.
+fn dashboard_names_are_exported(scrapes: &[&Scrape]) {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../k8s/grafana/pixmesh.json")).expect("JSON");
+    fn exprs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(e)) = map.get("expr") {
+                    out.push(e);
+                }
+                map.values().for_each(|v| exprs(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    assert!(queries.len() > 10, "the dashboard's queries: {queries:?}");
+    let series: Vec<&str> = scrapes
+        .iter()
+        .flat_map(|s| s.0.lines())
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default())
+        .collect();
+    let mut checked = 0;
+    for query in queries {
+        let mut rest = query;
+        while let Some(at) = rest.find("pixmesh_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let found = if rest.starts_with(".*") {
+                series.iter().any(|s| s.starts_with(&name))
+            } else {
+                series.contains(&name.as_str())
+            };
+            assert!(found, "{name} (in {query:?}) is in no scrape");
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked} names checked");
 }
 
 /// A fake S3 endpoint that holds every request until `open` turns true, then answers 404.
