@@ -15,9 +15,32 @@
 //! Every form differs from the received path only in percent-escapes of characters that each
 //! grammar percent-decodes before it reads them (image paths, plain sources, text values; none
 //! is syntax in any grammar), so every form means the same request: a signature over any of
-//! them authenticates what is served. What normalisation removes cannot come back: dot segments
-//! and merged slashes (`s3://` becomes `s3:/`) change what the path says, and such URLs do not
-//! verify (README, "Path normalisation").
+//! them authenticates what is served. Merged slashes come back in one place: an imgproxy plain
+//! source `s3:/B/K` or `local:/K` can only have been `s3://B/K` or `local:///K`
+//! ([`unmerged_source`]; the router reads and verifies that form). Elsewhere what normalisation
+//! removes cannot come back: dot segments, slashes merged in keys and (with
+//! `UNESCAPE_AND_FORWARD`) `%2F` change what the path says, and such URLs do not verify (README,
+//! "Path normalisation").
+
+/// An imgproxy path whose plain source lost a slash to `merge_slashes` (`…/plain/s3:/B/K`,
+/// `…/plain/local:/K`), with the source as it was written (`s3://B/K`, `local:///K`); `None`
+/// for any other path. Neither single-slash form is a source of its own, so the path can only
+/// have meant this one; the router then reads and verifies this form.
+pub fn unmerged_source(path: &str) -> Option<String> {
+    const PLAIN: &str = "/plain/";
+    let start = path.find(PLAIN)? + PLAIN.len();
+    let source = &path[start..];
+    let (merged, whole) = [("s3:/", "s3://"), ("local:/", "local:///")]
+        .into_iter()
+        .find(|(merged, _)| {
+            source.starts_with(merged) && !source[merged.len()..].starts_with('/')
+        })?;
+    Some(format!(
+        "{}{whole}{}",
+        &path[..start],
+        &source[merged.len()..]
+    ))
+}
 
 /// The escapes Envoy's normalisation adds for characters a client may send raw.
 const ADDED_ESCAPES: &[(&str, char)] = &[
@@ -90,6 +113,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn merged_plain_sources_get_their_slashes_back() {
+        assert_eq!(
+            unmerged_source("/SIG/rs:fit:1:1/plain/s3:/b/k.jpg").as_deref(),
+            Some("/SIG/rs:fit:1:1/plain/s3://b/k.jpg")
+        );
+        assert_eq!(
+            unmerged_source("SIG/plain/local:/dir/k.jpg@png").as_deref(),
+            Some("SIG/plain/local:///dir/k.jpg@png")
+        );
+        for unchanged in [
+            "/SIG/plain/s3://b/k.jpg",
+            "/SIG/plain/local:///k.jpg",
+            "/SIG/plain/k.jpg",
+            "/SIG/rs:fit:1:1/czM6Ly9iL2suanBn",
+            "/SIG/plain/dir/s3:/b",
+        ] {
+            assert_eq!(unmerged_source(unchanged), None, "{unchanged}");
+        }
+    }
+
     /// A URL signed as the client sent it, and the path Envoy hands the filter.
     fn normalised(url: &str) -> String {
         url.replace("%7E", "~").replace('|', "%7C")
@@ -136,6 +180,40 @@ mod tests {
                 Err(403),
                 "{other}"
             );
+        }
+    }
+
+    #[test]
+    fn imgproxy_sources_with_merged_slashes_verify_and_read_as_signed() {
+        use crate::router::{Decision, Router};
+        let router = Router::from_json(
+            br#"{"routes":[{"prefix":"/ip/","grammar":"imgproxy","storage":"s",
+                 "keys":[{"key":"736563726574","salt":"68656C6C6F"}]}]}"#,
+        )
+        .unwrap();
+        let now = std::time::SystemTime::UNIX_EPOCH;
+        let request = |path: &str| match router.decide("GET", path, None, now) {
+            Decision::Render(r) => Ok((r.request.storage, r.request.key)),
+            Decision::Reject(r) => Err(r.status),
+            Decision::Pass => Err(0),
+        };
+        for (source, merged) in [
+            ("s3://s/dir/k.jpg", "s3:/s/dir/k.jpg"),
+            ("local:///dir/k.jpg", "local:/dir/k.jpg"),
+        ] {
+            let signed = router
+                .sign(&format!("/ip/insecure/rs:fit:100:100/plain/{source}"))
+                .unwrap();
+            let want = request(&signed);
+            assert_eq!(
+                want,
+                Ok(("s".to_owned(), "dir/k.jpg".to_owned())),
+                "{signed}"
+            );
+            let received = signed.replace(source, merged);
+            assert_eq!(request(&received), want, "{received}");
+            let other = received.replace("k.jpg", "l.jpg");
+            assert_eq!(request(&other), Err(403), "{other}");
         }
     }
 }

@@ -386,15 +386,20 @@ impl Route {
         Ok((url.to_target()?, skipped))
     }
 
+    /// An imgproxy path. A plain source whose slashes a listener merged (`s3:/B/K`,
+    /// `local:/K`) is read, and its signature verified, as the source it was (`s3://B/K`,
+    /// `local:///K`): [`crate::normalisation::unmerged_source`].
     fn imgproxy(&self, rest: &str) -> Result<Target, Rejection> {
+        let unmerged = crate::normalisation::unmerged_source(rest);
+        let rest = unmerged.as_deref().unwrap_or(rest);
         let url = ImgproxyPath::parse(rest)?;
         self.check_signature(url.signature.hash(), |signer, sig| {
             let body = rest.strip_prefix('/').unwrap_or(rest);
-            let signed = &body[sig.len()..];
             let Signer::Imgproxy(s) = signer else {
                 return false;
             };
-            signed_forms(signed).iter().any(|form| s.verify(form, sig))
+            body.get(sig.len()..)
+                .is_some_and(|signed| signed_forms(signed).iter().any(|f| s.verify(f, sig)))
         })?;
         let target = url.to_target()?;
         if let Some(bucket) = &target.handle

@@ -5,9 +5,10 @@
 //! with its fragment, against Garage; every grammar.
 //!
 //! What survives: escapes Envoy adds or removes (`%7E` → `~`, `|` → `%7C`): the filter verifies
-//! the forms clients sign (`pixmesh_core::normalisation`). What cannot: merged slashes
-//! (`s3://`), dot segments and, with unescaped slashes, `%2F` in keys: the path no longer says
-//! what was signed (403). README's "Path normalisation" is this table.
+//! the forms clients sign; imgproxy's `s3://` and `local:///` sources, whose merged slashes can
+//! only have been those (`pixmesh_core::normalisation`). What cannot: merged slashes in keys,
+//! dot segments and, with unescaped slashes, `%2F` in keys: the path no longer says what was
+//! signed (403). README's "Path normalisation" is this table.
 
 use pixmesh_core::router::Router;
 use pixmesh_sidecar::envoy_config::{self, Endpoint, Fragment, InlineSecrets};
@@ -121,9 +122,14 @@ fn cases(router: &Router) -> Vec<Case> {
             [200, 200, 403, 403],
         ),
         case(
-            "imgproxy, an s3:// source",
+            "imgproxy, an s3:// source (merged to s3:/, read back)",
             sign("/ip/insecure/rs:fit:100:100/plain/s3://photos/medium.jpg"),
-            [200, 200, 403, 403],
+            all,
+        ),
+        case(
+            "imgproxy, a local:/// source (merged to local:/, read back)",
+            sign("/ip/insecure/rs:fit:100:100/plain/local:///dir/x.jpg"),
+            all,
         ),
         case(
             "thumbor, a `.` segment",
