@@ -273,6 +273,10 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
     assert_eq!(steps("result_lookup"), 5.0);
     assert_eq!(steps("source_read"), 3.0);
     assert_eq!(steps("render"), 1.0);
+    for phase in ["decode", "resize", "effects", "encode"] {
+        let series = format!("pixmesh_render_phase_duration_seconds_count{{phase=\"{phase}\"}}");
+        assert_eq!(m.value(&series), 1.0, "{series}");
+    }
     assert_eq!(steps("result_write"), 1.0);
     // An admission per lookup and per source read.
     assert_eq!(steps("queue_wait"), 8.0);

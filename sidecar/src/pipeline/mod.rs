@@ -67,6 +67,7 @@ mod header;
 mod icc;
 mod limits;
 mod memory;
+pub mod phases;
 mod pixels;
 mod plan;
 mod resize;
@@ -153,7 +154,9 @@ pub fn render_overlaid(
         true => None,
         false => read_color_profile(&mut decoder),
     };
-    let image = decode(source, decoder, source_format, limits, shrink)?;
+    let image = phases::timed("decode", || {
+        decode(source, decoder, source_format, limits, shrink)
+    })?;
     crate::pipeline::cancel::check()?;
     let image = apply_orientation(image, orientation);
     let mut pixels = normalise(image)?;
@@ -176,7 +179,8 @@ pub fn render_overlaid(
     let format = t
         .format
         .resolve(source_format, || has_transparency(&pixels));
-    icc::embed(encode(pixels, format, t, encoding)?, kept_icc.as_deref())
+    let encoded = phases::timed("encode", || encode(pixels, format, t, encoding))?;
+    icc::embed(encoded, kept_icc.as_deref())
 }
 
 /// The steps from resize to the watermark, which a still and each frame of an animation go
@@ -188,14 +192,16 @@ fn frame_steps(
     t: &Transform,
     overlay: Option<&watermark::Overlay>,
 ) -> Result<Pixels, PipelineError> {
-    let pixels = resize(pixels, geometry)?;
-    let pixels = to_srgb(pixels, profile);
-    let pixels = flip(pixels, t.flip_h, t.flip_v);
-    let pixels = grayscale(pixels, t.grayscale);
-    let pixels = blur(pixels, t.blur);
-    let pixels = sharpen(pixels, t.sharpen);
-    let pixels = pad(pixels, t);
-    let pixels = flatten(pixels, t.background);
-    let pixels = rotate(pixels, t.rotation);
-    watermark::apply(pixels, overlay)
+    let pixels = phases::timed("resize", || resize(pixels, geometry))?;
+    phases::timed("effects", || {
+        let pixels = to_srgb(pixels, profile);
+        let pixels = flip(pixels, t.flip_h, t.flip_v);
+        let pixels = grayscale(pixels, t.grayscale);
+        let pixels = blur(pixels, t.blur);
+        let pixels = sharpen(pixels, t.sharpen);
+        let pixels = pad(pixels, t);
+        let pixels = flatten(pixels, t.background);
+        let pixels = rotate(pixels, t.rotation);
+        watermark::apply(pixels, overlay)
+    })
 }

@@ -387,13 +387,22 @@ impl Renderer {
             .reserve((source.len() as u64).saturating_add(needed))
             .await?;
         let encoding = self.encoding.clone();
-        let rendered = self
+        let (rendered, phases) = self
             .workers
             .run(admitted, reserved, move || {
-                pipeline::render_overlaid(&source, &transform, overlay.as_ref(), &limits, &encoding)
+                pipeline::phases::collect(|| {
+                    pipeline::render_overlaid(
+                        &source,
+                        &transform,
+                        overlay.as_ref(),
+                        &limits,
+                        &encoding,
+                    )
+                })
             })
-            .await??;
-        Ok(rendered)
+            .await?;
+        self.stats.metrics.render_phases(&phases);
+        Ok(rendered?)
     }
 
     /// Renders what `voucher` shows the filter asked for, and logs failures; the error is what

@@ -98,6 +98,11 @@ struct StepLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SourceLabels {
     storage: String,
     outcome: &'static str,
@@ -127,6 +132,7 @@ pub struct Metrics {
     request_seconds: Histograms<RpcLabels>,
     response_bytes: Family<RpcLabels, Counter>,
     steps: Histograms<StepLabels>,
+    phases: Histograms<PhaseLabels>,
     source_reads: Family<SourceLabels, Counter>,
     source_bytes: Family<StorageLabels, Counter>,
     result_lookups: Family<OutcomeLabels, Counter>,
@@ -142,6 +148,7 @@ impl Default for Metrics {
             request_seconds: Family::new_with_constructor(seconds),
             response_bytes: Family::default(),
             steps: Family::new_with_constructor(seconds),
+            phases: Family::new_with_constructor(seconds),
             source_reads: Family::default(),
             source_bytes: Family::default(),
             result_lookups: Family::default(),
@@ -183,6 +190,15 @@ impl Metrics {
         self.steps
             .get_or_create(&StepLabels { step: step.name() })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A render's time per phase of the pipeline (`decode`, `resize`, `effects`, `encode`).
+    pub fn render_phases(&self, phases: &[(&'static str, Duration)]) {
+        for (phase, spent) in phases {
+            self.phases
+                .get_or_create(&PhaseLabels { phase })
+                .observe(spent.as_secs_f64());
+        }
     }
 
     /// Runs `work`, recording its duration as `step`'s.
@@ -264,6 +280,13 @@ impl Metrics {
              result_lookup, source_read, render (decode, resize, effects, encode on a worker, \
              with the wait for memory and a worker), result_write",
             self.steps.clone(),
+        );
+        r.register(
+            "render_phase_duration_seconds",
+            "Time a render spent in each phase of the pipeline on its worker: decode, resize, \
+             effects (colour, flips, blur, sharpen, padding, rotation, watermark), encode \
+             (animations: resize and effects, summed over their frames)",
+            self.phases.clone(),
         );
         r.register(
             "source_reads",
