@@ -717,6 +717,179 @@ fn environment(
     env
 }
 
+/// Runs the pod's sidecar container with its arguments and environment (its files under
+/// `root`), and waits until its own probes pass, asked as the kubelet asks them.
+async fn run_sidecar_container(
+    root: &Path,
+    pod: &Value,
+    secrets: &Secrets,
+    secret_env: &SecretEnv,
+) -> Process {
+    let sidecar = container(pod, "containers", "sidecar").unwrap();
+    let mut cmd = command_line(root, sidecar);
+    cmd.env_clear()
+        .envs(environment(sidecar, secrets, secret_env))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("sidecar.log")).unwrap());
+    let process = Process(cmd.spawn().expect("start pixmesh-sidecar"));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let get = &sidecar[probe]["httpGet"];
+        let port = sidecar["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == get["port"])
+            .unwrap_or_else(|| panic!("{probe}: no port {}", get["port"]))["containerPort"]
+            .clone();
+        let url = format!("http://127.0.0.1:{port}{}", get["path"].as_str().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let url = url.clone();
+            let answer = tokio::task::spawn_blocking(move || http::try_get(&url, &[]))
+                .await
+                .unwrap();
+            if answer.is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sidecar's {probe} never passed:\n{}",
+                std::fs::read_to_string(root.join("sidecar.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    process
+}
+
+/// The pod's files under `root`: the ConfigMap's under /etc/pixmesh, the image's filter under
+/// /opt/pixmesh, an empty /etc/envoy (the emptyDir).
+fn pod_files(root: &Path, configmap: &Value) {
+    for dir in ["etc/pixmesh", "etc/envoy", "opt/pixmesh"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    for (file, text) in configmap.as_object().unwrap() {
+        std::fs::write(root.join("etc/pixmesh").join(file), text.as_str().unwrap()).unwrap();
+    }
+    std::fs::copy(
+        tools::filter_wasm(),
+        root.join("opt/pixmesh/pixmesh_filter.wasm"),
+    )
+    .unwrap();
+}
+
+/// Secret values by (Secret, key).
+type Secrets = BTreeMap<(&'static str, &'static str), String>;
+/// The variables of Secrets given whole (`envFrom`), by Secret.
+type SecretEnv = BTreeMap<&'static str, Vec<(String, String)>>;
+
+/// The Secrets the e2e tests' values name, with their values.
+fn test_secrets(garage: &Garage) -> (Secrets, SecretEnv) {
+    let secrets = BTreeMap::from([
+        (
+            ("pixmesh-render-key", "key"),
+            vouch::render_key().to_owned(),
+        ),
+        (("pixmesh-url-signing-key", "key"), URL_KEY.to_owned()),
+    ]);
+    let secret_env = BTreeMap::from([(
+        "pixmesh-s3",
+        vec![
+            (
+                "AWS_ACCESS_KEY_ID".to_owned(),
+                garage.access_key().to_owned(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                garage.secret_key().to_owned(),
+            ),
+        ],
+    )]);
+    (secrets, secret_env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_chart_serves_an_image_through_istio_envoy_in_call_mode() {
+    use pixmesh_tests::control_plane;
+    let garage = Garage::start().await;
+    let bucket = garage.default_bucket().to_owned();
+    garage
+        .put(
+            &bucket,
+            "photos/medium.jpg",
+            tools::test_image("medium.jpg"),
+        )
+        .await;
+    let [sidecar_port, metrics_port] = ports::free_ports::<2>();
+    let values = json!({
+        "topology": "mesh",
+        "mesh": { "istio": { "enabled": true, "namespace": "istio-ingress" } },
+        "sidecar": { "port": sidecar_port },
+        "metrics": { "port": metrics_port },
+        "secrets": { "s3": "pixmesh-s3" },
+        "sidecarConfig": { "storages": { "images": {
+            "type": "s3", "bucket": bucket, "endpoint": garage.endpoint(), "region": garage.region(),
+        }}},
+    });
+    let objects = objects(&template(&values));
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    pod_files(root, &one(&objects, "ConfigMap")["data"]);
+    let (secrets, secret_env) = test_secrets(&garage);
+    let _sidecar = run_sidecar_container(root, pod, &secrets, &secret_env).await;
+
+    // The ingress gateway's Envoy as Istio configures it from the chart's WasmPlugin and
+    // Service (the Gateway from k8s/istio), the Service's port reaching the sidecar.
+    let plugin = one(&objects, "WasmPlugin");
+    // helm install puts the Service in the release's namespace.
+    let mut service = one(&objects, "Service").clone();
+    service["metadata"]["namespace"] = json!("images");
+    let gateway =
+        control_plane::objects(&control_plane::k8s_dir("istio").join("ingress-gateway.yaml"));
+    let gateway = control_plane::object(&gateway, "Gateway", "pixmesh");
+    let endpoints = BTreeMap::from([(
+        ("images".to_owned(), "pixmesh".to_owned(), sidecar_port),
+        sidecar_port,
+    )]);
+    let app = control_plane::Upstream::start(vec![]).await;
+    let sim = control_plane::istio(
+        plugin,
+        gateway,
+        &[&service],
+        &endpoints,
+        app.port(),
+        &tools::filter_wasm(),
+    );
+    // The gateway's istio-proxy has the keys the plugin's vmConfig names, from the Secrets.
+    let env: Vec<(String, String)> = plugin["spec"]["vmConfig"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap();
+            let value = match name {
+                "PIXMESH_RENDER_KEY" => vouch::render_key().to_owned(),
+                "PIXMESH_URL_SIGNING_KEY" => URL_KEY.to_owned(),
+                other => panic!("a key the test has no Secret for: {other}"),
+            };
+            (name.to_owned(), value)
+        })
+        .collect();
+    let proxy = Envoy::start_with_env(&sim.bootstrap, &["--concurrency", "1"], &env).await;
+    let signed = "fit-in/120x120/photos/medium.jpg";
+    let sig = ThumborSigner::new(URL_KEY, HashAlg::Sha1, None).sign(signed);
+    let url = format!("{}/img/{sig}/{signed}", proxy.base_url());
+    let response =
+        tokio::task::spawn_blocking(move || http::get(&url, &[("host", "images.example.com")]))
+            .await
+            .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("image/jpeg"));
+    let image = image::load_from_memory(&response.body).unwrap();
+    assert_eq!(image.width().max(image.height()), 120);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
     let garage = Garage::start().await;
@@ -741,22 +914,11 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
     });
     let objects = objects(&template(&values));
     let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
-    let configmap = &one(&objects, "ConfigMap")["data"];
 
     // The pod's files: the ConfigMap's, the image's filter, an empty emptyDir.
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    for dir in ["etc/pixmesh", "etc/envoy", "opt/pixmesh"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    for (file, text) in configmap.as_object().unwrap() {
-        std::fs::write(root.join("etc/pixmesh").join(file), text.as_str().unwrap()).unwrap();
-    }
-    std::fs::copy(
-        tools::filter_wasm(),
-        root.join("opt/pixmesh/pixmesh_filter.wasm"),
-    )
-    .unwrap();
+    pod_files(root, &one(&objects, "ConfigMap")["data"]);
 
     // The init containers, in order, for real: the filter copied, Envoy's config generated.
     for init in pod["initContainers"].as_array().unwrap() {
@@ -765,61 +927,8 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
     let envoy_yaml = std::fs::read_to_string(root.join("etc/envoy/envoy.yaml"))
         .expect("the init containers wrote Envoy's configuration");
 
-    let secrets = BTreeMap::from([
-        (
-            ("pixmesh-render-key", "key"),
-            vouch::render_key().to_owned(),
-        ),
-        (("pixmesh-url-signing-key", "key"), URL_KEY.to_owned()),
-    ]);
-    let secret_env = BTreeMap::from([(
-        "pixmesh-s3",
-        vec![
-            (
-                "AWS_ACCESS_KEY_ID".to_owned(),
-                garage.access_key().to_owned(),
-            ),
-            (
-                "AWS_SECRET_ACCESS_KEY".to_owned(),
-                garage.secret_key().to_owned(),
-            ),
-        ],
-    )]);
-
-    // The sidecar with the container's arguments and environment, ready by its own probe.
-    let sidecar = container(pod, "containers", "sidecar").unwrap();
-    let mut cmd = command_line(root, sidecar);
-    cmd.env_clear()
-        .envs(environment(sidecar, &secrets, &secret_env))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(root.join("sidecar.log")).unwrap());
-    let _sidecar = Process(cmd.spawn().expect("start pixmesh-sidecar"));
-    for probe in ["readinessProbe", "livenessProbe"] {
-        let get = &sidecar[probe]["httpGet"];
-        let port = sidecar["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == get["port"])
-            .unwrap_or_else(|| panic!("{probe}: no port {}", get["port"]))["containerPort"]
-            .clone();
-        let url = format!("http://127.0.0.1:{port}{}", get["path"].as_str().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let url = url.clone();
-            let answer = tokio::task::spawn_blocking(move || http::try_get(&url, &[]))
-                .await
-                .unwrap();
-            if answer.is_ok_and(|r| r.status == 200) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sidecar's {probe} never passed"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let (secrets, secret_env) = test_secrets(&garage);
+    let _sidecar = run_sidecar_container(root, pod, &secrets, &secret_env).await;
 
     // Envoy with the container's arguments (less the config file and log level, which the
     // harness sets) and environment.
