@@ -891,6 +891,98 @@ async fn the_mesh_chart_serves_an_image_through_istio_envoy_in_call_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_chart_serves_an_image_through_envoy_gateway_in_call_mode() {
+    use pixmesh_tests::control_plane::{self, EgGateway};
+    let garage = Garage::start().await;
+    let bucket = garage.default_bucket().to_owned();
+    garage
+        .put(
+            &bucket,
+            "photos/medium.jpg",
+            tools::test_image("medium.jpg"),
+        )
+        .await;
+    let wasm = std::fs::read(tools::filter_wasm()).unwrap();
+    let digest = control_plane::sha256_hex(&wasm);
+    let [sidecar_port, metrics_port] = ports::free_ports::<2>();
+    let values = json!({
+        "topology": "mesh",
+        "mesh": {
+            "envoyGateway": { "enabled": true, "hostnames": ["images.example.com"] },
+            "wasm": { "url": "https://wasm.example.com/pixmesh_filter.wasm", "sha256": digest },
+        },
+        "sidecar": { "port": sidecar_port },
+        "metrics": { "port": metrics_port },
+        "secrets": { "s3": "pixmesh-s3" },
+        "sidecarConfig": { "storages": { "images": {
+            "type": "s3", "bucket": bucket, "endpoint": garage.endpoint(), "region": garage.region(),
+        }}},
+    });
+    let objects = objects(&template(&values));
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    pod_files(root, &one(&objects, "ConfigMap")["data"]);
+    let (secrets, secret_env) = test_secrets(&garage);
+    let _sidecar = run_sidecar_container(root, pod, &secrets, &secret_env).await;
+
+    // Envoy Gateway's proxy as it configures it from the chart's policy, HTTPRoute and Service
+    // (in the release's namespace, as helm install puts them); the module from its cache.
+    let in_release = |kind: &str| {
+        let mut object = one(&objects, kind).clone();
+        object["metadata"]["namespace"] = json!("images");
+        object
+    };
+    let (policy, route, service) = (
+        in_release("EnvoyExtensionPolicy"),
+        in_release("HTTPRoute"),
+        in_release("Service"),
+    );
+    let code =
+        control_plane::Upstream::start(vec![(format!("/{digest}.wasm"), wasm.clone())]).await;
+    let endpoints = BTreeMap::from([(
+        ("images".to_owned(), "pixmesh".to_owned(), sidecar_port),
+        sidecar_port,
+    )]);
+    let sim = control_plane::envoy_gateway(
+        &EgGateway {
+            namespace: "default",
+            name: "eg",
+            listener: "http",
+        },
+        &policy,
+        &[&route],
+        &[&service],
+        &endpoints,
+        code.port(),
+        &wasm,
+    );
+    let env: Vec<(String, String)> = strings(&policy["spec"]["wasm"][0]["env"]["hostKeys"])
+        .into_iter()
+        .map(|name| {
+            let value = match name.as_str() {
+                "PIXMESH_RENDER_KEY" => vouch::render_key().to_owned(),
+                "PIXMESH_URL_SIGNING_KEY" => URL_KEY.to_owned(),
+                other => panic!("a key the test has no Secret for: {other}"),
+            };
+            (name, value)
+        })
+        .collect();
+    let proxy = Envoy::start_with_env(&sim.bootstrap, &["--concurrency", "1"], &env).await;
+    let signed = "fit-in/120x120/photos/medium.jpg";
+    let sig = ThumborSigner::new(URL_KEY, HashAlg::Sha1, None).sign(signed);
+    let url = format!("{}/img/{sig}/{signed}", proxy.base_url());
+    let response =
+        tokio::task::spawn_blocking(move || http::get(&url, &[("host", "images.example.com")]))
+            .await
+            .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("image/jpeg"));
+    let image = image::load_from_memory(&response.body).unwrap();
+    assert_eq!(image.width().max(image.height()), 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
     let garage = Garage::start().await;
     let bucket = garage.default_bucket().to_owned();
