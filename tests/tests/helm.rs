@@ -1159,6 +1159,18 @@ fn the_image_holds_what_the_chart_runs() {
         "rust:{from} < {need}"
     );
 
+    // The chart's Envoy is the one the tests run (scripts/setup's).
+    let setup = read("scripts/setup");
+    let envoy_version = setup
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION="))
+        .unwrap();
+    assert_eq!(
+        defaults["envoy"]["image"]["tag"],
+        format!("v{envoy_version}"),
+        "the chart's Envoy image is the tested Envoy"
+    );
+
     // What the chart's pod takes from the image: the entrypoint and the filter's path.
     assert!(dockerfile.contains("ENTRYPOINT [\"pixmesh-sidecar\"]"));
     assert!(dockerfile.contains("COPY --from=build /out/pixmesh_filter.wasm /opt/pixmesh/"));
