@@ -124,6 +124,30 @@ pub enum Grammar {
     Query,
 }
 
+impl Grammar {
+    /// Its name, as in the configuration (logs, metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            Grammar::Thumbor => "thumbor",
+            Grammar::Imgproxy => "imgproxy",
+            Grammar::Imagekit => "imagekit",
+            Grammar::Query => "query",
+        }
+    }
+
+    /// The grammar named `name` ([`Grammar::name`]).
+    pub fn from_name(name: &str) -> Option<Grammar> {
+        [
+            Grammar::Thumbor,
+            Grammar::Imgproxy,
+            Grammar::Imagekit,
+            Grammar::Query,
+        ]
+        .into_iter()
+        .find(|g| g.name() == name)
+    }
+}
+
 /// One imgproxy key/salt pair, both hex-encoded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

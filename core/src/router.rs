@@ -71,6 +71,11 @@ pub struct Render {
     pub skipped: Vec<String>,
 }
 
+/// Request header (gRPC metadata) with which the filter tells the sidecar the grammar of the
+/// route a render request came by ([`Grammar::name`]), for its log line only: it selects
+/// nothing, so it is outside the vouched request.
+pub const GRAMMAR_HEADER: &str = "x-pixmesh-grammar";
+
 /// An error answer. `message` is public: it never holds secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -178,7 +183,7 @@ impl Router {
     }
 
     /// The grammar of the route `path` (with or without its query) falls under, if any (the
-    /// filter's metrics).
+    /// filter's metrics, and [`GRAMMAR_HEADER`] for the sidecar's log line).
     pub fn grammar(&self, path: &str) -> Option<Grammar> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         self.route(path).map(|r| r.cfg.grammar)

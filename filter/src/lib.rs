@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use pixmesh_core::call::{self, CallConfig, CallResponse};
 use pixmesh_core::config::{FilterConfig, RENDER_KEY_ENV};
-use pixmesh_core::router::{Decision, Rejection, Router};
+use pixmesh_core::router::{Decision, GRAMMAR_HEADER, Rejection, Router};
 use pixmesh_core::vouch::{self, Voucher};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, Bytes, ContextType, LogLevel};
@@ -168,6 +168,7 @@ impl Pixmesh {
                 .filter(|(name, _)| {
                     name.eq_ignore_ascii_case("if-none-match")
                         || name.eq_ignore_ascii_case("x-request-id")
+                        || name.eq_ignore_ascii_case(GRAMMAR_HEADER)
                 })
                 .map(|(name, value)| (name.as_str(), value.as_bytes())),
         );
@@ -291,9 +292,14 @@ impl HttpContext for Pixmesh {
                 self.vary_accept = r.vary_accept;
                 self.vary = r.vary.clone();
                 let config = Rc::clone(&self.config);
+                let grammar = config.router.grammar(&path).map_or("-", |g| g.name());
                 if let Some(call) = &config.call {
+                    let mut headers = headers;
+                    headers.retain(|(name, _)| !name.eq_ignore_ascii_case(GRAMMAR_HEADER));
+                    headers.push((GRAMMAR_HEADER.to_owned(), grammar.to_owned()));
                     return self.call(call, &r, &proof, &headers);
                 }
+                self.set_http_request_header(GRAMMAR_HEADER, Some(grammar));
                 self.set_http_request_header(":path", Some(&r.upstream_path));
                 self.set_http_request_header(vouch::HEADER, Some(&proof));
                 self.rendering = true;

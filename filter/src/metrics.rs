@@ -62,16 +62,6 @@ pub fn define() {
     }
 }
 
-/// A grammar's name in metric names.
-fn grammar_name(g: Grammar) -> &'static str {
-    match g {
-        Grammar::Thumbor => "thumbor",
-        Grammar::Imgproxy => "imgproxy",
-        Grammar::Imagekit => "imagekit",
-        Grammar::Query => "query",
-    }
-}
-
 /// An image request handed to the sidecar.
 pub fn rendered() {
     count("pixmesh_filter_rendered");
@@ -88,10 +78,7 @@ pub fn passed() {
 pub fn refused(status: u16, grammar: Option<Grammar>) {
     count(&format!("pixmesh_filter_refused_{status}"));
     if let (403, Some(g)) = (status, grammar) {
-        count(&format!(
-            "pixmesh_filter_signature_refused_{}",
-            grammar_name(g)
-        ));
+        count(&format!("pixmesh_filter_signature_refused_{}", g.name()));
     }
     decision("refused");
 }

@@ -288,8 +288,11 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
     let lines = log_lines();
     let requests: Vec<&serde_json::Value> = lines
         .iter()
-        // The other test's sidecar logs here too: its storage is `stalled`.
-        .filter(|l| l["target"] == "pixmesh::request" && l["storage"] != "stalled")
+        // The other tests' sidecars log here too, for storages of their own.
+        .filter(|l| {
+            l["target"] == "pixmesh::request"
+                && (l["storage"] == "photos" || l["storage"] == "down")
+        })
         .collect();
     let summary: Vec<(String, u64, String, String)> = requests
         .iter()
@@ -319,6 +322,7 @@ async fn a_scripted_workload_is_counted_logged_and_leaks_no_secret() {
         let id = line["request_id"].as_str().unwrap();
         assert_eq!(id.len(), 36, "Envoy's x-request-id (a UUID): {line}");
         assert!(line["key"].as_str().unwrap().ends_with(".jpg"), "{line}");
+        assert_eq!(line["grammar"], "thumbor", "{line}");
     }
     assert_eq!(requests[0]["bytes"].as_u64(), Some(miss.body.len() as u64));
 
@@ -634,4 +638,60 @@ async fn readiness_turns_not_serving_while_the_queue_is_full_and_while_draining(
         tonic::Code::NotFound,
         "finished while draining"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_mode_forwards_the_request_id_and_counts_failed_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jpg"), tools::test_image("medium.jpg")).unwrap();
+    let toml = format!(
+        "[storages.local]\ntype = \"local\"\nroot = {:?}\n",
+        dir.path().display().to_string()
+    );
+    let sidecar = Sidecar::start(&toml).await;
+    let filter = serde_json::json!({
+        "routes": [{ "prefix": "/c/", "storage": "local", "allow_unsafe": true }],
+        "call": { "cluster": envoy_config::DEFAULT_CLUSTER },
+    });
+    let envoy = envoy(&filter.to_string(), sidecar.grpc.port()).await;
+    let r = Through(&envoy)
+        .get("/c/unsafe/fit-in/50x50/a.jpg", &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let line = log_lines()
+        .into_iter()
+        .find(|l| l["target"] == "pixmesh::request" && l["storage"] == "local")
+        .expect("the sidecar's line");
+    assert_eq!(line["rpc"], "RenderCall");
+    assert_eq!(line["grammar"], "thumbor");
+    let id = line["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "Envoy's x-request-id: {line}");
+    eventually("the access log carries the same id", || async {
+        envoy.log().lines().any(|l| {
+            l.contains("\"GET /c/unsafe/fit-in/50x50/a.jpg\" 200 - pixmesh=rendered")
+                && l.contains(&format!("request_id={id} "))
+        })
+    })
+    .await;
+    assert_eq!(
+        sidecar
+            .scrape()
+            .await
+            .value("pixmesh_requests_total{rpc=\"RenderCall\",storage=\"local\",status=\"200\"}"),
+        1.0
+    );
+
+    // The sidecar gone, a call fails: counted by the filter.
+    drop(sidecar);
+    eventually("a failed call is counted", || async {
+        let r = Through(&envoy)
+            .get("/c/unsafe/fit-in/50x50/a.jpg", &[])
+            .await;
+        r.status >= 500
+            && envoy_stats(&envoy)
+                .await
+                .value("pixmesh_filter_call_errors{}")
+                >= 1.0
+    })
+    .await;
 }

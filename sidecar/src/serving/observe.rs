@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use pixmesh_core::config::Grammar;
+use pixmesh_core::router::GRAMMAR_HEADER;
 use pixmesh_core::vouch::Voucher;
 use pixmesh_proto::v1;
 use tonic::Status;
@@ -107,6 +109,11 @@ impl Renderer {
             .request(rpc, &storage, status, elapsed, bytes);
         RequestLine {
             request_id: md.get(REQUEST_ID).and_then(|v| v.to_str().ok()),
+            // Only a name the filter sends: the header selects nothing and is not vouched for.
+            grammar: md
+                .get(GRAMMAR_HEADER)
+                .and_then(|v| Grammar::from_name(v.to_str().ok()?))
+                .map(Grammar::name),
             rpc: rpc.name(),
             storage: &storage,
             key: &key,

@@ -94,6 +94,8 @@ pub struct RequestLine<'a> {
     pub request_id: Option<&'a str>,
     /// The RPC.
     pub rpc: &'static str,
+    /// The grammar of the route the request came by, when the filter said.
+    pub grammar: Option<&'static str>,
     /// The storage the request named.
     pub storage: &'a str,
     /// The source key.
@@ -115,6 +117,7 @@ impl RequestLine<'_> {
             target: "pixmesh::request",
             request_id = self.request_id.unwrap_or("-"),
             rpc = self.rpc,
+            grammar = self.grammar.unwrap_or("-"),
             storage = self.storage,
             key = self.key,
             status = self.status,
