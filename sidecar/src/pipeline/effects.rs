@@ -5,6 +5,7 @@
 use moxcms::ColorProfile;
 use pixmesh_core::transform::{Color, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign};
 
+use super::geometry::padded_size;
 use super::pixels::Pixels;
 
 /// Converts pixels in the source's colour `profile` to sRGB (perceptual intent, alpha kept),
@@ -381,20 +382,6 @@ pub(super) fn sharpen(mut p: Pixels, s: Option<Sharpen>) -> Pixels {
 
 // ---------------------------------------------------------------------------------------------
 // Step 11: pad.
-
-/// The canvas `pad` makes of a `width`×`height` image: each side the transform asks for, and
-/// never smaller than the image.
-pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) {
-    let side = |requested: u32, actual: u32| {
-        if requested == 0 {
-            actual
-        } else {
-            requested.max(actual)
-        }
-    };
-    let (w, h) = super::geometry::requested_box(t, width, height);
-    (side(w, width), side(h, height))
-}
 
 /// Extends the image to the requested box, placed by the alignment. The new area is the
 /// background when it is opaque, else transparent (an alpha channel is added), for

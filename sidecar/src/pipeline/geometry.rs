@@ -6,7 +6,6 @@ use pixmesh_core::transform::{
     Crop, CropAt, Fit, Format, HAlign, MAX_DIMENSION, Transform, VAlign,
 };
 
-use super::effects::padded_size;
 use super::error::PipelineError;
 use super::limits::Limits;
 
@@ -190,6 +189,20 @@ pub(super) fn fit_for(t: &Transform, width: u32, height: u32) -> Fit {
         Fit::Auto => Fit::FitIn,
         fit => fit,
     }
+}
+
+/// The canvas `pad` makes of a `width`×`height` image: each side the transform asks for, and
+/// never smaller than the image.
+pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) {
+    let side = |requested: u32, actual: u32| {
+        if requested == 0 {
+            actual
+        } else {
+            requested.max(actual)
+        }
+    };
+    let (w, h) = requested_box(t, width, height);
+    (side(w, width), side(h, height))
 }
 
 /// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source;
