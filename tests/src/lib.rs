@@ -8,6 +8,7 @@
 //! A missing tool makes the harness panic with a message that says how to install it: tests that
 //! need a component fail, they never skip.
 
+pub mod chart;
 pub mod control_plane;
 pub mod demo;
 pub mod envoy;
