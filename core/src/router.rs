@@ -376,19 +376,41 @@ impl Route {
             format!("unsafe/{trimmed}")
         };
         let mut url = ThumborPath::parse(&path)?;
+        let unescaped = crate::percent::decode(signed).filter(|raw| raw != signed);
+        let mut only_unescaped = false;
         self.check_signature(url.signature.hash(), |signer, sig| {
             let Signer::Thumbor(s) = signer else {
                 return false;
             };
-            signed_forms(signed).iter().any(|form| s.verify(form, sig))
-                || crate::percent::decode(signed)
-                    .is_some_and(|raw| raw != signed && s.verify(&raw, sig))
+            if signed_forms(signed).iter().any(|form| s.verify(form, sig)) {
+                return true;
+            }
+            only_unescaped = unescaped.as_deref().is_some_and(|raw| s.verify(raw, sig));
+            only_unescaped
         })?;
         let skipped = match self.cfg.strict_filters {
             true => Vec::new(),
             false => url.skip_unknown_filters(),
         };
-        Ok((url.to_target()?, skipped))
+        let target = url.to_target()?;
+        if only_unescaped {
+            // The signature covers the unescaped path: it must ask for what the path received
+            // asks for. Else a twice-escaped key (`a%2525b.jpg`, read as `a%25b.jpg`) would be
+            // served under the signature of another (`a%25b.jpg` signed, read as `a%b.jpg`).
+            let as_signed = unescaped
+                .as_deref()
+                .and_then(|raw| ThumborPath::parse(&format!("{first}/{raw}")).ok())
+                .and_then(|mut p| {
+                    if !self.cfg.strict_filters {
+                        p.skip_unknown_filters();
+                    }
+                    p.to_target().ok()
+                });
+            if as_signed.as_ref() != Some(&target) {
+                return Err(rejection(403, "invalid signature"));
+            }
+        }
+        Ok((target, skipped))
     }
 
     /// An imgproxy path. A plain source whose slashes a listener merged (`s3:/B/K`,
@@ -935,6 +957,20 @@ mod tests {
         // Neither form signed: still refused.
         let url = format!("/strict/t/{sig}/fit-in/100x100/other%20b.jpg");
         assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 403);
+        // A signature over the unescaped path covers only what that path asks for: the
+        // signed URL for key `a%b.jpg` (`a%25b.jpg` in the path) does not serve the key
+        // `a%25b.jpg` (`a%2525b.jpg`, which unescapes to the signed path).
+        let sig = signer.sign("fit-in/100x100/a%25b.jpg");
+        let url = format!("/strict/t/{sig}/fit-in/100x100/a%25b.jpg");
+        assert_eq!(
+            rendered(r.decide("GET", &url, None, now())).request.key,
+            "a%b.jpg"
+        );
+        let url = format!("/strict/t/{sig}/fit-in/100x100/a%2525b.jpg");
+        assert_eq!(
+            rejected(r.decide("GET", &url, None, now())),
+            (403, "invalid signature".to_owned())
+        );
     }
 
     #[test]
