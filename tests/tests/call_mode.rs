@@ -5,19 +5,8 @@
 //! byte-identical bodies and the same headers. And a rendition over call mode's cap is a 413.
 
 use pixmesh_core::router::Router;
-use pixmesh_tests::http::Response;
+use pixmesh_tests::foreign::essentials;
 use pixmesh_tests::{Stack, tools};
-
-/// Headers both modes must send alike.
-const COMPARED: &[&str] = &[
-    "content-type",
-    "etag",
-    "last-modified",
-    "cache-control",
-    "link",
-    "vary",
-    "x-content-type-options",
-];
 
 fn filter_config() -> String {
     serde_json::json!({ "routes": [
@@ -75,23 +64,6 @@ impl World {
             .sign(url)
             .unwrap_or_else(|e| panic!("{url}: {e}"))
     }
-}
-
-/// Each compared header's values.
-type Headers = Vec<(String, Vec<String>)>;
-
-/// What a response must agree on: status, the compared headers, the body.
-fn essentials(r: &Response) -> (u16, Headers, Vec<u8>) {
-    let headers = COMPARED
-        .iter()
-        .map(|&h| {
-            (
-                h.to_owned(),
-                r.header_all(h).into_iter().map(str::to_owned).collect(),
-            )
-        })
-        .collect();
-    (r.status, headers, r.body.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

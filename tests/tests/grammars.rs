@@ -4,11 +4,15 @@
 //! expired URLs. Trim, smart crop and keeping the ICC profile are checked the same way on
 //! synthetic images written next to the photo.
 //!
+//! Every request goes through both of the filter's modes (the transcoder, and call mode) and
+//! must get the same status, body bytes and headers from each.
+//!
 //! The sources are a local directory served by the sidecar's `local` storage, so this suite needs
 //! only Envoy and the filter's `.wasm`.
 
 use image::GenericImageView;
 use pixmesh_core::router::Router;
+use pixmesh_tests::foreign::essentials;
 use pixmesh_tests::http::Response;
 use pixmesh_tests::{Stack, tools};
 
@@ -28,8 +32,12 @@ fn filter_config() -> String {
     .to_string()
 }
 
+/// The same configuration behind both of the filter's modes: every request goes through both
+/// and must get the same answer (status, body bytes, headers), so each test here holds for the
+/// transcoder and for call mode.
 struct World {
     stack: Stack,
+    call: Stack,
     router: Router,
     _dir: tempfile::TempDir,
 }
@@ -49,21 +57,38 @@ impl World {
         );
         let filter = filter_config();
         let stack = Stack::builder(&filter, &sidecar).start().await;
+        let call = Stack::builder(&filter, &sidecar).call_mode().start().await;
         let router = Router::from_json(filter.as_bytes()).expect("filter config");
         World {
             stack,
+            call,
             router,
             _dir: dir,
         }
     }
 
-    /// GETs the signed form of an unsigned URL.
+    /// GETs `path` in both modes; the answers must agree.
+    async fn get(&self, path: &str) -> Response {
+        let r = self.stack.get(path, &[]).await;
+        let called = self.call.get(path, &[]).await;
+        assert!(
+            essentials(&called) == essentials(&r),
+            "{path}: call mode answered {} {:?}, the transcoder {} {:?}",
+            called.status,
+            essentials(&called).1,
+            r.status,
+            essentials(&r).1
+        );
+        r
+    }
+
+    /// GETs the signed form of an unsigned URL in both modes.
     async fn get_signed(&self, unsigned: &str) -> Response {
         let signed = self
             .router
             .sign(unsigned)
             .unwrap_or_else(|e| panic!("{unsigned}: {e}"));
-        self.stack.get(&signed, &[]).await
+        self.get(&signed).await
     }
 }
 
@@ -264,7 +289,7 @@ async fn every_grammar_refuses_unsigned_unsupported_and_expired_urls() {
         "/ik/tr:w-300,h-200/photos/medium.jpg",
         "/v1/ex/samples/photos/medium.jpg?w=300",
     ] {
-        let r = w.stack.get(unsigned, &[]).await;
+        let r = w.get(unsigned).await;
         assert_eq!(r.status, 403, "{unsigned}: {}", r.text());
         assert!(
             r.text().contains("unsigned URLs are not allowed"),
