@@ -97,7 +97,9 @@ impl Renderer {
         };
         let key = req.key.clone();
         // Boxed: the render flow's future is deep enough for the compiler's layout limit.
-        let (out, notes) = logging::scope(Box::pin(self.handle(req, md, voucher))).await;
+        let request_id = md.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+        let (out, notes) =
+            logging::scope(request_id, Box::pin(self.handle(req, md, voucher))).await;
         let elapsed = started.elapsed();
         let (status, bytes) = match &out {
             Ok(Rendition::NotModified { .. }) => (304, 0),
@@ -108,7 +110,7 @@ impl Renderer {
             .metrics
             .request(rpc, &storage, status, elapsed, bytes);
         RequestLine {
-            request_id: md.get(REQUEST_ID).and_then(|v| v.to_str().ok()),
+            request_id,
             // Only a name the filter sends: the header selects nothing and is not vouched for.
             grammar: md
                 .get(GRAMMAR_HEADER)
@@ -161,4 +163,60 @@ impl Renderer {
 pub fn sampler(renderer: Arc<Renderer>, readiness: Arc<Readiness>) -> Sampler {
     let budget_kib = renderer.budget.available_kib();
     Arc::new(move || renderer.snapshot(budget_kib, readiness.state().is_ready()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+    use crate::serving::wire::to_core;
+    use crate::testing::fake_s3::{FakeS3, Reply};
+
+    #[tokio::test]
+    async fn storage_requests_carry_the_request_id_and_are_counted_by_outcome() {
+        let s3 =
+            FakeS3::start(|_| Reply::new("404 Not Found", "<Error><Code>NoSuchKey</Code></Error>"))
+                .await;
+        let config = crate::config::Config::from_toml(&format!(
+            "[storages.photos]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n",
+            s3.endpoint
+        ))
+        .unwrap();
+        let renderer = crate::serving::renderer(&config).await.unwrap();
+        let voucher = Voucher::new(&[7u8; 32]).unwrap();
+        let request = v1::RenderRequest {
+            storage: "photos".into(),
+            key: "a.jpg".into(),
+            width: 10,
+            ..Default::default()
+        };
+        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
+        let mut md = MetadataMap::new();
+        md.insert(
+            pixmesh_core::vouch::HEADER,
+            MetadataValue::try_from(proof.as_str()).unwrap(),
+        );
+        md.insert(REQUEST_ID, MetadataValue::from_static("req-42"));
+        let out = renderer.answer(Rpc::Render, request, &md, &voucher).await;
+        assert_eq!(out.err().map(|s| http_status(&s)), Some(404));
+        let seen = s3.seen();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].request_id.as_deref(), Some("req-42"));
+        let text = crate::telemetry::metrics::encode(
+            &renderer
+                .stats
+                .metrics
+                .registry(Arc::new(crate::telemetry::metrics::Snapshot::default)),
+        );
+        assert!(
+            text.contains(
+                "pixmesh_source_reads_total{storage=\"photos\",outcome=\"not_found\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
 }

@@ -16,6 +16,7 @@
 //! routing file: [`routing::RoutedS3`]).
 
 pub mod check;
+mod request_id;
 pub mod routing;
 
 use std::borrow::Cow;
@@ -353,6 +354,7 @@ impl S3Storage {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .interceptor(request_id::RequestId)
             .force_path_style(cfg.force_path_style.unwrap_or(cfg.endpoint.is_some()));
         if let Some(endpoint) = &cfg.endpoint {
             b = b.endpoint_url(endpoint);

@@ -47,6 +47,9 @@ where
     }
 }
 
+/// The longest request id passed on to storages (Envoy's are 36 characters).
+const MAX_REQUEST_ID: usize = 128;
+
 /// What a request's steps did, for its log line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Notes {
@@ -59,17 +62,31 @@ pub struct Notes {
 
 tokio::task_local! {
     static NOTES: RefCell<Notes>;
+    static REQUEST_ID: Option<String>;
 }
 
-/// Runs `request`, returning its outcome and what its steps noted.
-pub async fn scope<T>(request: impl Future<Output = T>) -> (T, Notes) {
-    NOTES
-        .scope(RefCell::new(Notes::default()), async move {
-            let out = request.await;
-            let notes = NOTES.with(|n| n.borrow().clone());
-            (out, notes)
-        })
+/// Runs `request` (with `request_id`, Envoy's, when it has one), returning its outcome and what
+/// its steps noted.
+pub async fn scope<T>(request_id: Option<&str>, request: impl Future<Output = T>) -> (T, Notes) {
+    let id = request_id
+        .filter(|id| id.len() <= MAX_REQUEST_ID)
+        .map(str::to_owned);
+    REQUEST_ID
+        .scope(
+            id,
+            NOTES.scope(RefCell::new(Notes::default()), async move {
+                let out = request.await;
+                let notes = NOTES.with(|n| n.borrow().clone());
+                (out, notes)
+            }),
+        )
         .await
+}
+
+/// The request id of the request this task serves, if any: storages send it on
+/// (`x-request-id`), so a storage's logs can be matched with pixmesh's.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok().flatten()
 }
 
 fn note(f: impl FnOnce(&mut Notes)) {
@@ -136,7 +153,8 @@ mod tests {
 
     #[tokio::test]
     async fn notes_belong_to_the_request_that_made_them() {
-        let (out, notes) = scope(async {
+        let (out, notes) = scope(Some("id-1"), async {
+            assert_eq!(request_id().as_deref(), Some("id-1"));
             note_result(false);
             note_source("read");
             7
@@ -150,8 +168,9 @@ mod tests {
                 source: Some("read")
             }
         );
-        let (_, other) = scope(async {}).await;
+        let (_, other) = scope(None, async { assert_eq!(request_id(), None) }).await;
         assert_eq!(other, Notes::default());
+        assert_eq!(request_id(), None);
         note_result(true); // outside any request: ignored
     }
 }

@@ -22,6 +22,8 @@ pub struct Seen {
     pub body: String,
     /// The `x-amz-expected-bucket-owner` header, if sent.
     pub expected_owner: Option<String>,
+    /// The `x-request-id` header, if sent.
+    pub request_id: Option<String>,
 }
 
 /// A complete HTTP/1.1 response.
@@ -152,6 +154,7 @@ async fn serve(
             authorization,
             body,
             expected_owner: header("x-amz-expected-bucket-owner"),
+            request_id: header("x-request-id"),
         };
         let answer = reply(&seen).to_bytes(seen.method == "HEAD");
         log.lock().unwrap().push(seen);
