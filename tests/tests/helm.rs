@@ -221,6 +221,28 @@ fn check(case: &Case, objects: &[Value], defaults: &Value) {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(service_ports.contains(&"metrics"), sm || pm, "{name}");
+    // In the standalone pod, Envoy's stats listener (the filter's counters) is scraped too.
+    let envoy_stats = |endpoints: &Value| {
+        endpoints.as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["port"] == "envoy-stats" && e["path"] == "/stats/prometheus")
+        })
+    };
+    assert_eq!(
+        service_ports.contains(&"envoy-stats"),
+        standalone && (sm || pm),
+        "{name}"
+    );
+    for m in of_kind(objects, "ServiceMonitor") {
+        assert_eq!(envoy_stats(&m["spec"]["endpoints"]), standalone, "{name}");
+    }
+    for m in of_kind(objects, "PodMonitor") {
+        assert_eq!(
+            envoy_stats(&m["spec"]["podMetricsEndpoints"]),
+            standalone,
+            "{name}"
+        );
+    }
 
     // Secrets by reference only: the render key for the sidecar, S3 keys as envFrom.
     let render_key = v("secrets.renderKey.name").as_str().unwrap();

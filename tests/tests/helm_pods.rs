@@ -365,10 +365,17 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
             tools::test_image("medium.jpg"),
         )
         .await;
-    let [envoy_port, admin_port, sidecar_port, metrics_port] = ports::free_ports::<4>();
+    let [
+        envoy_port,
+        admin_port,
+        stats_port,
+        sidecar_port,
+        metrics_port,
+    ] = ports::free_ports::<5>();
     let values = json!({
         "workers": 1,
-        "envoy": { "port": envoy_port, "adminPort": admin_port, "drainSeconds": 1 },
+        "envoy": { "port": envoy_port, "adminPort": admin_port, "statsPort": stats_port,
+                   "drainSeconds": 1 },
         "sidecar": { "port": sidecar_port },
         "metrics": { "port": metrics_port },
         "secrets": { "s3": "pixmesh-s3" },
@@ -461,6 +468,36 @@ async fn the_standalone_chart_serves_an_image_through_its_envoy_and_sidecar() {
         .await
         .unwrap();
     assert_eq!(response.status, 403, "{}", response.text());
+
+    // Envoy's stats listener, on the port the chart names for the monitors: the filter's
+    // counters of the two requests above.
+    let url = format!("http://127.0.0.1:{stats_port}/stats/prometheus");
+    let scrape = tokio::task::spawn_blocking(move || http::get(&url, &[]))
+        .await
+        .unwrap();
+    assert_eq!(scrape.status, 200, "{}", scrape.text());
+    for counter in ["pixmesh_filter_rendered", "pixmesh_filter_refused_403"] {
+        // `NAME{} 1`: Envoy writes an empty label set for wasm metrics.
+        let one = |l: &str| {
+            l.strip_prefix(counter)
+                .map(|rest| rest.trim_start_matches("{}").trim() == "1")
+                == Some(true)
+        };
+        assert!(
+            scrape.text().lines().any(one),
+            "{counter} 1 in the scrape: {}",
+            scrape.text()
+        );
+    }
+    let service = one(&objects, "Service");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "envoy-stats"),
+        "without a monitor, no stats port on the Service"
+    );
 
     // Envoy's preStop hook, for real: it asks the admin port to drain, and the listener stops
     // (a new connection is refused) once the drain time is over.
