@@ -118,6 +118,10 @@ enum EnvoyCommand {
         /// for Prometheus.
         #[arg(long, default_value_t = 9902)]
         stats_port: u16,
+        /// The path Envoy answers with the sidecar's health (200, or 503 while it is not
+        /// ready), for a load balancer's health check.
+        #[arg(long, default_value = "/healthz")]
+        health_path: String,
     },
     /// The fragment for an existing Envoy: `http_filters` (before the router), `routes` (first
     /// in the virtual host) and `clusters` (appended), one YAML document.
@@ -261,6 +265,7 @@ fn envoy(command: EnvoyCommand) -> Result<(), Box<dyn std::error::Error>> {
             listen,
             admin_port,
             stats_port,
+            health_path,
             ..
         } => envoy_config::bootstrap(&Bootstrap {
             filter_config,
@@ -268,6 +273,7 @@ fn envoy(command: EnvoyCommand) -> Result<(), Box<dyn std::error::Error>> {
             listen: *listen,
             admin_port: *admin_port,
             stats_port: *stats_port,
+            health_path: health_path.clone(),
             sidecar: common.sidecar.clone(),
             route_timeout: common.route_timeout.clone(),
             inline_secrets,

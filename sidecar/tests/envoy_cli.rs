@@ -67,6 +67,7 @@ fn bootstrap_writes_what_the_library_renders_and_envoy_accepts_it() {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_port: 0,
         stats_port: 9902,
+        health_path: "/healthz".into(),
         sidecar: Endpoint::loopback(50051),
         route_timeout: "20s".into(),
         inline_secrets: InlineSecrets::Refuse,

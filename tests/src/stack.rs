@@ -221,6 +221,7 @@ impl StackBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], self.listen_port)),
             admin_port: 0,
             stats_port: 0,
+            health_path: "/healthz".into(),
             sidecar: Endpoint::loopback(sidecar_port),
             route_timeout: self.route_timeout.clone(),
             inline_secrets: InlineSecrets::Allow,

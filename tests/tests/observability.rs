@@ -396,6 +396,7 @@ async fn envoy(filter: &str, port: u16) -> Envoy {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_port: ports::free_port(),
         stats_port: 0,
+        health_path: "/healthz".into(),
         sidecar: Endpoint::loopback(port),
         route_timeout: "30s".into(),
         inline_secrets: InlineSecrets::Allow,

@@ -28,6 +28,9 @@ pub struct Bootstrap {
     /// answered by the admin interface; 0 picks a free one (the admin port must then be known
     /// for it to answer).
     pub stats_port: u16,
+    /// The path Envoy answers itself with the sidecar's health (200 while its gRPC health
+    /// check passes, else 503), e.g. `/healthz`.
+    pub health_path: String,
     /// Where the sidecar listens.
     pub sidecar: Endpoint,
     /// The sidecar route's timeout (transcoder mode), e.g. `30s`.
@@ -62,6 +65,18 @@ pub(super) fn render(
             expected: "seconds with an `s`, e.g. 30s or 2.5s",
         });
     }
+    let path_ok = |p: &str| {
+        p.starts_with('/')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+    };
+    if !path_ok(&p.health_path) {
+        return Err(EnvoyConfigError::Param {
+            what: "health path",
+            value: p.health_path.clone(),
+            expected: "a path of letters, digits and / - _ . ~, e.g. /healthz",
+        });
+    }
     if p.filter_wasm.is_empty() {
         return Err(EnvoyConfigError::Param {
             what: "wasm path",
@@ -91,6 +106,7 @@ pub(super) fn render(
     let listen_port = p.listen.port().to_string();
     let admin_port = p.admin_port.to_string();
     let stats_port = p.stats_port.to_string();
+    let health_path = quoted(&p.health_path);
     let sidecar_host = quoted(&p.sidecar.host);
     let sidecar_port = p.sidecar.port.to_string();
     let filter_config = quoted(&checked.json);
@@ -101,6 +117,7 @@ pub(super) fn render(
             "LISTEN_PORT" => &listen_port,
             "ADMIN_PORT" => &admin_port,
             "STATS_PORT" => &stats_port,
+            "HEALTH_PATH" => &health_path,
             "SIDECAR_CLUSTER" => &cluster,
             "SIDECAR_CLUSTER_TYPE" => p.sidecar.cluster_type(),
             "SIDECAR_HOST" => &sidecar_host,

@@ -50,6 +50,7 @@ pub fn fragment(p: &Fragment) -> Result<String, EnvoyConfigError> {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             admin_port: 0,
             stats_port: 0,
+            health_path: "/healthz".to_owned(),
             sidecar: p.sidecar.clone(),
             route_timeout: p.route_timeout.clone(),
             inline_secrets: p.inline_secrets,

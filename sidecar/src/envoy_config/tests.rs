@@ -12,6 +12,7 @@ fn params(filter_config: &str) -> Bootstrap {
         listen: "0.0.0.0:8080".parse().unwrap(),
         admin_port: 9901,
         stats_port: 9902,
+        health_path: "/healthz".into(),
         sidecar: Endpoint::loopback(50051),
         route_timeout: "30s".into(),
         inline_secrets: InlineSecrets::Refuse,
@@ -259,4 +260,36 @@ fn parameters_that_cannot_be_written_are_refused() {
     let doc = yaml(&bootstrap(&p).unwrap());
     let cluster = &doc["static_resources"]["clusters"][0];
     assert_eq!(cluster["type"], "STATIC");
+}
+
+#[test]
+fn the_health_path_is_envoys_own_and_checked() {
+    let doc = yaml(
+        &bootstrap(&Bootstrap {
+            health_path: "/lb/health-1".into(),
+            ..params(ENV_CONFIG)
+        })
+        .unwrap(),
+    );
+    let hcm =
+        &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let check = &hcm["http_filters"][0]["typed_config"];
+    assert_eq!(check["headers"][0]["string_match"]["exact"], "/lb/health-1");
+    assert_eq!(check["pass_through_mode"], false);
+    for bad in ["", "healthz", "/a b", "/a\"}", "/x\n- y"] {
+        let refused = bootstrap(&Bootstrap {
+            health_path: bad.into(),
+            ..params(ENV_CONFIG)
+        });
+        assert!(
+            matches!(
+                refused,
+                Err(EnvoyConfigError::Param {
+                    what: "health path",
+                    ..
+                })
+            ),
+            "{bad:?}: {refused:?}"
+        );
+    }
 }
