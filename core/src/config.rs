@@ -258,6 +258,25 @@ pub struct RouteConfig {
     /// AVIF encoding costs several times WebP's.
     #[serde(default)]
     pub auto_avif: bool,
+    /// Which statuses refusals answer with ([`Statuses`]): the peer's own (the default) or
+    /// pixmesh's precise ones.
+    #[serde(default)]
+    pub statuses: Statuses,
+}
+
+/// The statuses a route's refusals answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Statuses {
+    /// As the grammar's peer answers, so that clients and monitoring written for it keep
+    /// working: on imgproxy routes a URL that does not parse, names an unknown option or has
+    /// expired is 404 `Invalid URL`, a malformed or wrong signature 403 `Forbidden`
+    /// (imgproxy's `options/parser/errors.go`, `security/errors.go`). The other grammars'
+    /// statuses are their peers' already.
+    #[default]
+    Peer,
+    /// pixmesh's own, each refusal with its reason ([`crate::router`]'s table: 400, 410, …).
+    Pixmesh,
 }
 
 impl RouteConfig {

@@ -196,13 +196,7 @@ impl ImgproxyPath {
             .ok_or_else(|| invalid("missing processing options and source"))?;
         let signature = match sig {
             "insecure" | "_" => Signature::Unsafe,
-            s if !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
-            {
-                Signature::Hash(s.to_owned())
-            }
+            s if is_signature(s) => Signature::Hash(s.to_owned()),
             _ => {
                 return Err(invalid(
                     "the path must start with a URL signature or insecure",
@@ -800,6 +794,43 @@ fn gravity_name(anchor: (HAlign, VAlign)) -> &'static str {
         .iter()
         .find(|g| (g.1, g.2) == anchor)
         .map_or("ce", |g| g.0)
+}
+
+/// Whether `s` may be a signature segment: 1 to 128 base64url characters (`insecure` and `_`
+/// included).
+pub fn is_signature(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// `path` (`[/]SIGNATURE/…`, as received) the way imgproxy reads and signs it
+/// (`handlers/path.go`, `RedenormalizePath`): `%3A` in the options (everything before
+/// `/plain/`, or the whole path without one) is a `:` again, as proxies and CDNs escape it,
+/// and a plain source whose `scheme://` a listener merged is whole again
+/// ([`crate::normalisation::unmerged_source`]). The signature segment stays as it is. Only
+/// the upper-case escape, as in imgproxy.
+pub fn as_imgproxy_reads(path: &str) -> String {
+    let unmerged = crate::normalisation::unmerged_source(path);
+    let path = unmerged.as_deref().unwrap_or(path);
+    let lead = if path.starts_with('/') { "/" } else { "" };
+    let Some((sig, after)) = path[lead.len()..].split_once('/') else {
+        return path.to_owned();
+    };
+    let (options, plain) = match after.strip_prefix("plain/") {
+        Some(plain) => ("", Some(plain)),
+        None => match after.split_once("/plain/") {
+            Some((options, plain)) => (options, Some(plain)),
+            None => (after, None),
+        },
+    };
+    let options = options.replace("%3A", ":");
+    match plain {
+        None => format!("{lead}{sig}/{options}"),
+        Some(plain) if options.is_empty() => format!("{lead}{sig}/plain/{plain}"),
+        Some(plain) => format!("{lead}{sig}/{options}/plain/{plain}"),
+    }
 }
 
 /// Splits `SOURCE<sep>EXT` at the last `sep`.

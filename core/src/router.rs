@@ -11,17 +11,21 @@
 //! | 405 / 414 | not GET or HEAD / URL longer than [`MAX_URL_LEN`] |
 //! | 410 | the URL's expiry (imagor `expire`, imgproxy `exp`, ImageKit `ik-t`, query `exp`) has passed |
 //! | 501 | the URL asks for something the pipeline cannot do yet; the message names it |
+//!
+//! These are the statuses of a route with `"statuses": "pixmesh"`; by default a route answers
+//! as its grammar's peer does where they differ (imgproxy: 404 `Invalid URL` for 400 and 410,
+//! see [`Statuses`]).
 
 use std::time::SystemTime;
 
 use crate::accept;
 use crate::cachekey::CacheKey;
-use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig};
+use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig, Statuses};
 use crate::grammar::{
     FormatChoice, GrammarError, Target, parse_unix_seconds, query_param, query_without, with_query,
 };
 use crate::imagekit::ImagekitUrl;
-use crate::imgproxy::ImgproxyPath;
+use crate::imgproxy::{ImgproxyPath, is_signature};
 use crate::keys;
 use crate::link;
 use crate::normalisation::signed_forms;
@@ -256,7 +260,8 @@ impl Router {
         });
         match rendered {
             Ok(r) => Decision::Render(r),
-            Err(r) => Decision::Reject(r),
+            Err(r) if route.cfg.statuses == Statuses::Pixmesh => Decision::Reject(r),
+            Err(r) => Decision::Reject(route.as_peer_refuses(r, rest)),
         }
     }
 
@@ -357,6 +362,30 @@ impl Route {
         }
     }
 
+    /// `r` as the route's peer answers it ([`Statuses::Peer`]). imgproxy: a signature segment
+    /// that cannot be one (`rs:fit:…` where the signature belongs) is 403, as imgproxy refuses
+    /// it with or without keys (`security/signature.go`); a path without one, a URL that does
+    /// not parse, names an unknown option or has expired (`exp:`) is 404 `Invalid URL`
+    /// (`handlers/errors.go`, `options/parser/errors.go`); a wrong signature 403 `Forbidden`.
+    /// Refusals imgproxy has no counterpart for (405, 414, 501) keep pixmesh's status. pixmesh's
+    /// reason stays in the filter's log only under [`Statuses::Pixmesh`].
+    fn as_peer_refuses(&self, r: Rejection, rest: &str) -> Rejection {
+        if self.cfg.grammar != Grammar::Imgproxy {
+            return r;
+        }
+        let body = rest.strip_prefix('/').unwrap_or(rest);
+        let bad_signature = match body.split_once('/') {
+            Some((sig, after)) => !sig.is_empty() && !after.is_empty() && !is_signature(sig),
+            None => false,
+        };
+        match r.status {
+            400 | 403 if bad_signature => rejection(403, "Forbidden"),
+            400 | 410 => rejection(404, "Invalid URL"),
+            403 => rejection(403, "Forbidden"),
+            _ => r,
+        }
+    }
+
     /// A thumbor/imagor path. As imagor does: a path without `unsafe/` or a signature is an
     /// unsigned one (accepted where the route allows unsigned URLs, else 403, not 400); a
     /// signature may arrive percent-encoded (`…%3D/`); and when the HMAC of the path as
@@ -413,21 +442,35 @@ impl Route {
         Ok((target, skipped))
     }
 
-    /// An imgproxy path. A plain source whose slashes a listener merged (`s3:/B/K`,
-    /// `local:/K`) is read, and its signature verified, as the source it was (`s3://B/K`,
-    /// `local:///K`): [`crate::normalisation::unmerged_source`].
+    /// An imgproxy path, read and its signature verified as imgproxy reads it
+    /// ([`crate::imgproxy::as_imgproxy_reads`]): options escaped by a proxy (`rs%3Afill%3A…`)
+    /// and a plain source whose slashes a listener merged (`s3:/B/K`, `local:/K`) are what
+    /// they were (`rs:fill:…`, `s3://B/K`, `local:///K`).
+    /// The signature is checked before the rest is parsed, as imgproxy does
+    /// (`handlers/processing/handler.go`): a URL that does not parse is refused for its
+    /// signature first.
     fn imgproxy(&self, rest: &str) -> Result<Target, Rejection> {
-        let unmerged = crate::normalisation::unmerged_source(rest);
-        let rest = unmerged.as_deref().unwrap_or(rest);
-        let url = ImgproxyPath::parse(rest)?;
-        self.check_signature(url.signature.hash(), |signer, sig| {
-            let body = rest.strip_prefix('/').unwrap_or(rest);
+        let rest = &crate::imgproxy::as_imgproxy_reads(rest);
+        let body = rest.strip_prefix('/').unwrap_or(rest);
+        let signature = match body.split_once('/') {
+            Some(("insecure" | "_", _)) => None,
+            Some((sig, signed)) if is_signature(sig) && !signed.is_empty() => Some(sig),
+            // Not a URL: the parser says why.
+            _ => {
+                return Err(ImgproxyPath::parse(rest).err().map_or_else(
+                    || rejection(400, "the path must start with a URL signature or insecure"),
+                    Rejection::from,
+                ));
+            }
+        };
+        self.check_signature(signature, |signer, sig| {
             let Signer::Imgproxy(s) = signer else {
                 return false;
             };
             body.get(sig.len()..)
                 .is_some_and(|signed| signed_forms(signed).iter().any(|f| s.verify(f, sig)))
         })?;
+        let url = ImgproxyPath::parse(rest)?;
         let target = url.to_target()?;
         if let Some(bucket) = &target.handle
             && self.cfg.storage_for(Some(bucket)).is_none()
@@ -685,6 +728,7 @@ mod tests {
         let json = serde_json::json!({ "routes": [
             { "prefix": "/t/", "storage": "photos", "secret": "mysecret", "allow_unsafe": true },
             { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true,
+              "statuses": "pixmesh",
               "keys": [ { "key": "736563726574", "salt": "68656C6C6F" },
                         { "key": IMGPROXY_KEY, "salt": IMGPROXY_SALT } ],
               "handles": { "photos-bucket": "photos", "cold-bucket": "archive" } },
@@ -850,6 +894,109 @@ mod tests {
         }
     }
 
+    /// imgproxy signs the path as it reads it (`handlers/path.go`): options a proxy escaped
+    /// (`%3A`) and a merged `local:/` source are verified in their written form; the escapes of
+    /// the source itself are signed as received.
+    #[test]
+    fn imgproxy_signatures_cover_the_path_imgproxy_reads() {
+        let r = grammars();
+        let signer = ImgproxySigner::new([(IMGPROXY_KEY, IMGPROXY_SALT)], Some(8)).unwrap();
+        let signed = "/rs:fill:300:200/g:no/plain/local:///dir/a%3Ab.jpg@png";
+        let sig = signer.sign(signed);
+        for received in [
+            signed.to_owned(),
+            signed.replace("rs:fill:300:200/g:no", "rs%3Afill%3A300%3A200/g%3Ano"),
+            signed.replace("local:///", "local:/"),
+            signed
+                .replace("rs:fill:", "rs%3Afill%3A")
+                .replace("local:///", "local:/"),
+        ] {
+            let url = format!("/strict/ip/{sig}{received}");
+            let req = rendered(r.decide("GET", &url, None, now())).request;
+            assert_eq!(req.storage, "photos", "{url}");
+            assert_eq!(req.key, "dir/a:b.jpg", "{url}");
+            assert_eq!((req.transform.width, req.transform.height), (300, 200));
+        }
+        // What imgproxy refuses: a signature of the escaped options, and the source's own
+        // escapes unescaped (`%3A` after `/plain/` is part of the key as signed).
+        let escaped = "/rs%3Afill%3A300%3A200/g%3Ano/plain/local:///dir/a%3Ab.jpg@png";
+        let url = format!("/strict/ip/{}{escaped}", signer.sign(escaped));
+        assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 403);
+        let url = format!("/strict/ip/{sig}{}", signed.replace("a%3Ab", "a:b"));
+        assert_eq!(rejected(r.decide("GET", &url, None, now())).0, 403);
+    }
+
+    /// imgproxy routes answer refusals as imgproxy does unless they ask for pixmesh's
+    /// statuses (`/ip/` does).
+    #[test]
+    fn imgproxy_routes_refuse_as_imgproxy_does() {
+        let r = grammars();
+        let past = NOW_SECS - 10;
+        let invalid = (404, "Invalid URL".to_owned());
+        let forbidden = (403, "Forbidden".to_owned());
+        for (path, peer, precise) in [
+            // handlers/errors.go: no signature segment.
+            ("plain".to_owned(), &invalid, 400),
+            // options/parser/errors.go: unknown option, bad arguments, no source.
+            ("insecure/nope:1/plain/a.jpg".to_owned(), &invalid, 400),
+            ("insecure/rs:fit:abc/plain/a.jpg".to_owned(), &invalid, 400),
+            ("insecure/rs:fit:10:10".to_owned(), &invalid, 400),
+            // apply.go: `Expired URL` is an option argument error.
+            (format!("insecure/exp:{past}/plain/a.jpg"), &invalid, 410),
+            // security/signature.go: an option where the signature belongs, with or without
+            // keys.
+            ("rs:fit:10:10/plain/a.jpg".to_owned(), &forbidden, 400),
+            // An unsafe key is an invalid URL too.
+            ("insecure/plain/../x.jpg".to_owned(), &invalid, 400),
+        ] {
+            for route in ["/open/ip/", "/strict/ip/"] {
+                let url = format!("{route}{path}");
+                let want = match (route, peer.0) {
+                    // Where keys are required, an unsigned URL is refused before it parses.
+                    ("/strict/ip/", 404) if path.starts_with("insecure/") => &forbidden,
+                    _ => peer,
+                };
+                assert_eq!(&rejected(r.decide("GET", &url, None, now())), want, "{url}");
+            }
+            let url = format!("/ip/{path}");
+            assert_eq!(
+                rejected(r.decide("GET", &url, None, now())).0,
+                precise,
+                "{url}"
+            );
+        }
+        // Refusals imgproxy has no counterpart for keep pixmesh's status.
+        let unsupported = "/open/ip/insecure/plain/http://example.com/a.jpg";
+        assert_eq!(rejected(r.decide("GET", unsupported, None, now())).0, 501);
+        assert_eq!(
+            rejected(r.decide("POST", "/open/ip/insecure/plain/a.jpg", None, now())).0,
+            405
+        );
+        // Other grammars are unchanged.
+        assert_eq!(
+            rejected(r.decide("GET", "/open/t/unsafe/filters:nope(/a.jpg", None, now())).0,
+            400
+        );
+    }
+
+    #[test]
+    fn imgproxy_local_sources_read_the_route_storage() {
+        let r = grammars();
+        for url in [
+            "/ip/insecure/plain/local:///x.jpg",
+            "/ip/insecure/plain/local:/x.jpg",
+            "/ip/insecure/plain/local%3A%2F%2F%2Fx.jpg",
+            "/ip/insecure/rs%3Afit%3A10%3A10/plain/local:/x.jpg",
+        ] {
+            let req = rendered(r.decide("GET", url, None, now())).request;
+            assert_eq!(
+                (req.storage.as_str(), req.key.as_str()),
+                ("photos", "x.jpg"),
+                "{url}"
+            );
+        }
+    }
+
     #[test]
     fn sign_produces_urls_the_router_accepts() {
         let r = grammars();
@@ -1005,16 +1152,8 @@ mod tests {
     fn signatures_are_checked_per_route() {
         let r = grammars();
         for (url, status, message) in [
-            (
-                "/strict/ip/insecure/plain/a.jpg",
-                403,
-                "unsigned URLs are not allowed here",
-            ),
-            (
-                "/strict/ip/AAAAAAAAAAA/plain/a.jpg",
-                403,
-                "invalid signature",
-            ),
+            ("/strict/ip/insecure/plain/a.jpg", 403, "Forbidden"),
+            ("/strict/ip/AAAAAAAAAAA/plain/a.jpg", 403, "Forbidden"),
             ("/strict/ik/a.jpg?ik-s=00", 403, "invalid signature"),
             (
                 "/strict/ik/a.jpg?ik-s=00&ik-s=01",
@@ -1398,7 +1537,7 @@ mod tests {
               "base_dir": "source", "path_prefix": "avatars",
               "canonical_base_url": "https://www.example.com" },
             { "prefix": "/ip/", "grammar": "imgproxy", "storage": "photos", "allow_unsafe": true,
-              "base_dir": "source", "path_prefix": "/avatars/" },
+              "base_dir": "source", "path_prefix": "/avatars/", "statuses": "pixmesh" },
             { "prefix": "/ik/", "grammar": "imagekit", "storage": "photos", "allow_unsafe": true,
               "base_dir": "source", "path_prefix": "avatars" },
             { "prefix": "/q/", "grammar": "query", "storage": "photos", "allow_unsafe": true,

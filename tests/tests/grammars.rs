@@ -23,7 +23,7 @@ fn filter_config() -> String {
     serde_json::json!({ "routes": [
         { "prefix": "/img/", "storage": "samples", "secret": "thumbor-secret" },
         { "prefix": "/ip/", "grammar": "imgproxy", "storage": "samples",
-          "keys": [ { "key": "736563726574", "salt": "68656C6C6F" } ] },
+          "keys": [ { "key": "736563726574", "salt": "68656C6C6F" } ], "statuses": "pixmesh" },
         { "prefix": "/ik/", "grammar": "imagekit", "storage": "samples",
           "secret": "imagekit-private-key" },
         { "prefix": "/v1/ex/", "grammar": "query", "storage": "samples", "secret": "query-secret",
