@@ -242,6 +242,8 @@ impl ImagekitUrl {
             trim: s.trim,
             smart: s.smart,
             keep_icc: s.keep_icc,
+            effects: Default::default(),
+            final_effects: Default::default(),
         };
         if let Some((aw, ah)) = s.aspect {
             derive_side(&mut transform, aw, ah)?;
@@ -277,6 +279,9 @@ impl ImagekitUrl {
     /// strength not a multiple of 0.1; a background opacity that is not a whole percent; a byte
     /// budget, which ImageKit has no parameter for).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
+        if !t.effects.is_empty() || !t.final_effects.is_empty() {
+            return None; // thumbor's ordered filters
+        }
         if t.focus.is_some() {
             return None; // `fo-custom` reads coordinates stored with the image
         }

@@ -439,6 +439,8 @@ impl ImgproxyPath {
             trim: o.trim,
             smart: o.smart,
             keep_icc: o.keep_icc,
+            effects: Default::default(),
+            final_effects: Default::default(),
         };
         // Without a size, imgproxy's dpr scales the source itself, which it never enlarges
         // unless asked: a dpr of 1 or more is then a no-op.
@@ -504,6 +506,9 @@ impl ImgproxyPath {
     /// [`ImgproxyPath::to_target`]; `None` when imgproxy cannot say `t` (a sharpening amount
     /// other than 1).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
+        if !t.effects.is_empty() || !t.final_effects.is_empty() {
+            return None; // thumbor's ordered filters
+        }
         let mut options = Vec::new();
         let mut opt = |name: &str, args: Vec<String>| {
             options.push(ImgOption {

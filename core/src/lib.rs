@@ -32,6 +32,7 @@ pub mod cachekey;
 pub mod call;
 pub mod color;
 pub mod config;
+pub mod effect;
 pub mod grammar;
 pub mod imagekit;
 pub mod imgproxy;

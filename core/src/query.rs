@@ -214,6 +214,9 @@ impl QueryUrl {
     /// chose for a client without WebP; the JPEG scan mode and a byte budget, which it does not
     /// document).
     pub fn from_transform(t: &Transform, handle: &str, image: &str) -> Option<Self> {
+        if !t.effects.is_empty() || !t.final_effects.is_empty() {
+            return None; // thumbor's ordered filters
+        }
         let fit = match (t.fit, t.upscale, t.pad) {
             _ if t.adaptive => return None,
             (Fit::FitIn, true, true) => Some("contain"),

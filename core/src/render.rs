@@ -211,6 +211,12 @@ impl RenderRequest {
         if t.keep_icc {
             out.text("keep_icc", "true");
         }
+        if !t.effects.is_empty() {
+            out.text("effects", &t.effects.to_string());
+        }
+        if !t.final_effects.is_empty() {
+            out.text("final_effects", &t.final_effects.to_string());
+        }
         if let Some(key) = &self.cache_key {
             out.text("cache_key", key);
         }
@@ -348,6 +354,8 @@ fn field_number(name: &str) -> u32 {
         "smart_crop" => 33,
         "keep_icc" => 34,
         "adaptive" => 35,
+        "effects" => 36,
+        "final_effects" => 37,
         "progressive" => 50,
         "max_bytes" => 51,
         "watermark_storage" => 60,
@@ -563,6 +571,8 @@ mod tests {
             trim: None,
             smart: false,
             keep_icc: false,
+            effects: "brightness(10):grayscale()".parse().unwrap(),
+            final_effects: "round_corner(4|2,0,0,0)".parse().unwrap(),
         };
         assert_eq!(
             request(t).to_query(),
@@ -570,13 +580,16 @@ mod tests {
              &upscale=true&flip_h=true&flip_v=true&h_align=H_ALIGN_LEFT&v_align=V_ALIGN_BOTTOM\
              &format=FORMAT_WEBP&quality=80&rotate=270&grayscale=true&blur_sigma_x100=250\
              &sharpen_sigma_x100=50&sharpen_amount_x100=150&pad=true&background_rgba=4278190335\
-             &crop=100%2C0.5%2Cright-top&progressive=PROGRESSIVE_ON&max_bytes=20000"
+             &crop=100%2C0.5%2Cright-top&progressive=PROGRESSIVE_ON&max_bytes=20000\
+             &effects=brightness%2810%29%3Agrayscale%28%29\
+             &final_effects=round_corner%284%7C2%2C0%2C0%2C0%29"
         );
         assert_eq!(
             request(t).canonical(),
             "photos/fit-in/-300x-200/left/bottom/filters:crop(100,0.5,right-top):format(webp)\
              :quality(80):upscale():rotate(90):grayscale():blur(5):sharpen(1.5,0.5,true)\
-             :fill(ff0000):progressive(true):max_bytes(20000)/-/a b/ü+.jpg"
+             :brightness(10):grayscale():fill(ff0000):round_corner(4|2,0,0,0)\
+             :progressive(true):max_bytes(20000)/-/a b/ü+.jpg"
         );
         let offset = Transform {
             crop: Some(Crop {

@@ -95,8 +95,9 @@ use crate::grammar::{
     parse_hundredths, parse_rotation, parse_sigma, parse_timestamp, sharpen, unsupported,
 };
 use crate::transform::{
-    Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
-    MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, TrimColor, VAlign,
+    Color, Crop as CropRegion, CropAt, Effect, Effects, Fit, Focus, Format, Fraction, HAlign,
+    Hundredths, MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, TrimColor,
+    VAlign,
 };
 use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
 
@@ -708,11 +709,31 @@ impl ThumborPath {
         if let Some(s) = t.sharpen {
             filter("sharpen", format!("{},{},true", s.amount, s.sigma));
         }
+        let padded = t.pad || t.background.is_some();
+        let mut effects = effect_filters(&t.effects);
+        if !padded {
+            // Without padding the final effects can follow the others, before the rotation:
+            // turned back, they give the same pixels (one canonical form for both).
+            effects.extend(effect_filters(&match t.rotation.swaps_sides() {
+                true => t.final_effects.turned(),
+                false => t.final_effects,
+            }));
+        }
+        for Filter { name, args } in effects {
+            filter(&name, args);
+        }
         match (t.pad, t.background) {
             (true, Some(c)) => filter("fill", c.hex()),
             (true, None) => filter("fill", "transparent".to_owned()),
             (false, Some(c)) => filter("background_color", c.hex()),
             (false, None) => {}
+        }
+        if padded {
+            // After `fill` or `background_color`, and after `rotate(…)`, written earlier: they
+            // run on the padded, rotated image.
+            for Filter { name, args } in effect_filters(&t.final_effects) {
+                filter(&name, args);
+            }
         }
         if let Some(progressive) = t.progressive {
             filter("progressive", progressive.to_string());
@@ -725,6 +746,21 @@ impl ThumborPath {
         }
         url
     }
+}
+
+/// The filters that say `list`, in order.
+fn effect_filters(list: &Effects) -> Vec<Filter> {
+    list.as_slice()
+        .iter()
+        .filter_map(|e| {
+            let text = e.to_string();
+            let (name, args) = text.strip_suffix(')')?.split_once('(')?;
+            Some(Filter {
+                name: name.to_owned(),
+                args: args.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Filters of thumbor and imagor that pixmesh recognises but does not apply yet (501, not 400).
@@ -745,8 +781,16 @@ const APPLIED_FILTERS: &[&str] = &[
     "expire",
     "keep_icc",
     "strip_icc",
+    "strip_exif",
+    "strip_metadata",
     "upscale",
     "no_upscale",
+    "brightness",
+    "contrast",
+    "saturation",
+    "rgb",
+    "noise",
+    "round_corner",
 ];
 
 impl ThumborPath {
@@ -768,25 +812,17 @@ impl ThumborPath {
 const KNOWN_FILTERS: &[&str] = &[
     "attachment",
     "autojpg",
-    "brightness",
-    "contrast",
     "convolution",
     "dpi",
     "equalize",
     "hue",
     "label",
     "max_frames",
-    "noise",
     "orient",
     "page",
     "preview",
     "proportion",
     "raw",
-    "rgb",
-    "round_corner",
-    "saturation",
-    "strip_exif",
-    "strip_metadata",
 ];
 
 /// What earlier filters of the same URL did, for the rules that depend on filter order.
@@ -796,8 +832,6 @@ struct FilterState {
     fill: Option<Option<Color>>,
     /// The colour of `background_color`, once given.
     background: Option<Option<Color>>,
-    blur: bool,
-    sharpen: bool,
     focal: bool,
     /// `strip_icc()` was given.
     strip_icc: bool,
@@ -807,18 +841,46 @@ struct FilterState {
 }
 
 impl FilterState {
-    /// An effect filter may not follow `fill` or `background_color`: pixmesh applies effects
-    /// first, thumbor in URL order (which would filter the padding too).
-    fn effect(&self, name: &str) -> Result<(), GrammarError> {
-        for (given, after) in [
-            (self.fill.is_some(), "fill"),
-            (self.background.is_some(), "background_color"),
-        ] {
-            if given {
-                return Err(unsupported(format!("filter {name} after {after}")));
+    /// Places an effect filter where it runs in URL order: after `fill` or `background_color`,
+    /// in the final effects (on the padded image); otherwise grayscale, blur and sharpen in
+    /// their own fields while those can say the order (each once, before any ordered effect),
+    /// and everything else in the ordered effects before the padding.
+    fn effect(&self, t: &mut Transform, effect: Effect) -> Result<(), GrammarError> {
+        let list = if self.fill.is_some() || self.background.is_some() {
+            &mut t.final_effects
+        } else {
+            if t.effects.is_empty() {
+                match effect {
+                    Effect::Grayscale if !t.grayscale => {
+                        t.grayscale = true;
+                        return Ok(());
+                    }
+                    Effect::Blur(sigma) if t.blur.is_none() => {
+                        t.blur = Some(sigma);
+                        return Ok(());
+                    }
+                    Effect::Sharpen(s) if t.sharpen.is_none() => {
+                        t.sharpen = Some(s);
+                        return Ok(());
+                    }
+                    _ => {}
+                }
             }
+            &mut t.effects
+        };
+        list.push(effect).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// `fill` and `background_color` set what lies under the image once: after an effect that
+    /// runs on the padded image they would have to pad again.
+    fn pads(&self, t: &Transform, name: &str) -> Result<(), GrammarError> {
+        match t.final_effects.as_slice().first() {
+            Some(e) => Err(unsupported(format!(
+                "filter {name} after {} after fill or background_color",
+                e.to_string().split('(').next().unwrap_or_default()
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// `fill` and `background_color` both set the background: they must agree.
@@ -871,7 +933,19 @@ fn apply_filter(
     if state.watermark
         && matches!(
             f.name.as_str(),
-            "rotate" | "grayscale" | "blur" | "sharpen" | "fill" | "background_color" | "watermark"
+            "rotate"
+                | "grayscale"
+                | "blur"
+                | "sharpen"
+                | "fill"
+                | "background_color"
+                | "watermark"
+                | "brightness"
+                | "contrast"
+                | "saturation"
+                | "rgb"
+                | "noise"
+                | "round_corner"
         )
     {
         // pixmesh composites the watermark onto the final image; thumbor would filter (or
@@ -888,32 +962,30 @@ fn apply_filter(
             let r = parse_rotation("rotate", args[0], false)?;
             t.rotation = Rotation::from_degrees(i64::from(t.rotation.degrees() + r.degrees()))
                 .unwrap_or_default();
+            // The final effects run after the rotation: those given before it turn with it
+            // (colour effects are the same either way; corners' radii swap).
+            if r.swaps_sides() {
+                t.final_effects = t.final_effects.turned();
+            }
         }
         "grayscale" => {
             arity(0, 0)?;
-            state.effect("grayscale")?;
-            t.grayscale = true;
+            state.effect(t, Effect::Grayscale)?;
         }
         "blur" => {
             arity(1, 2)?;
-            state.effect("blur")?;
-            if std::mem::replace(&mut state.blur, true) {
-                return Err(unsupported("filter blur given twice"));
-            }
             let mut sigma = parse_blur_radius("blur", args[0])?;
             if let (Some(s), Some(arg)) = (sigma, args.get(1)) {
                 let given = parse_sigma("blur", arg)?.unwrap_or(Hundredths(0));
                 sigma = Some(s.min(given)).filter(|s| s.0 > 0);
             }
-            t.blur = sigma;
+            if let Some(sigma) = sigma {
+                state.effect(t, Effect::Blur(sigma))?;
+            }
         }
         "sharpen" => {
             arity(1, 3)?;
-            state.effect("sharpen")?;
-            if std::mem::replace(&mut state.sharpen, true) {
-                return Err(unsupported("filter sharpen given twice"));
-            }
-            t.sharpen = if args.len() == 1 {
+            let sharpened = if args.len() == 1 {
                 sharpen(parse_sigma("sharpen", args[0])?, Some(Hundredths::ONE))
             } else {
                 if let Some(&lum) = args.get(2) {
@@ -936,6 +1008,14 @@ fn apply_filter(
                     parse_amount("sharpen", args[0])?,
                 )
             };
+            if let Some(s) = sharpened {
+                state.effect(t, Effect::Sharpen(s))?;
+            }
+        }
+        name @ ("brightness" | "contrast" | "saturation" | "rgb" | "noise" | "round_corner") => {
+            let effect = Effect::parse_filter(name, &args)
+                .unwrap_or_else(|| Err(invalid(format!("unknown filter {name}"))))?;
+            state.effect(t, effect)?;
         }
         "fill" => {
             arity(1, 2)?;
@@ -955,6 +1035,7 @@ fn apply_filter(
                     }
                 }
             }
+            state.pads(t, "fill")?;
             state.fill = Some(color);
             t.pad = true;
             t.background = state.background()?;
@@ -967,6 +1048,7 @@ fn apply_filter(
         }
         "background_color" => {
             arity(1, 1)?;
+            state.pads(t, "background_color")?;
             state.background = Some(filter_color("background_color", args[0])?);
             t.background = state.background()?;
         }
@@ -1021,12 +1103,21 @@ fn apply_filter(
         "expire" => {
             parse_expire(&f.args)?;
         }
-        "keep_icc" | "strip_icc" => {
+        // Outputs carry no EXIF or XMP: nothing to strip.
+        "strip_exif" => arity(0, 0)?,
+        "keep_icc" | "strip_icc" | "strip_metadata" => {
             arity(0, 0)?;
-            state.strip_icc |= f.name == "strip_icc";
+            state.strip_icc |= f.name != "keep_icc";
             t.keep_icc |= f.name == "keep_icc";
             if state.strip_icc && t.keep_icc {
-                return Err(invalid("keep_icc() and strip_icc() contradict each other"));
+                return Err(invalid(format!(
+                    "keep_icc() and {}() contradict each other",
+                    if f.name == "keep_icc" {
+                        "strip_icc"
+                    } else {
+                        &f.name
+                    }
+                )));
             }
         }
         "upscale" | "no_upscale" if !f.args.is_empty() => {
@@ -1984,20 +2075,12 @@ mod tests {
     fn filter_order_and_repetition_rules() {
         for (path, what) in [
             (
-                "unsafe/filters:fill(red):grayscale()/a.jpg",
-                "filter grayscale after fill",
+                "unsafe/filters:fill(red):grayscale():fill(blue)/a.jpg",
+                "filter fill after grayscale after fill or background_color",
             ),
             (
-                "unsafe/filters:background_color(red):blur(2)/a.jpg",
-                "filter blur after background_color",
-            ),
-            (
-                "unsafe/filters:blur(2):blur(3)/a.jpg",
-                "filter blur given twice",
-            ),
-            (
-                "unsafe/filters:sharpen(1):sharpen(1)/a.jpg",
-                "filter sharpen given twice",
+                "unsafe/filters:background_color(red):noise(2):background_color(red)/a.jpg",
+                "filter background_color after noise after fill or background_color",
             ),
             (
                 "unsafe/filters:fill(red):background_color(blue)/a.jpg",
@@ -2028,13 +2111,147 @@ mod tests {
     }
 
     #[test]
+    fn filters_apply_in_the_order_given() {
+        let effects = |s: &str| s.parse::<Effects>().unwrap();
+        // Effects after fill or background_color run on the padded (and rotated) image.
+        let t =
+            transform("unsafe/fit-in/300x200/filters:fill(ffd700):rotate(90):grayscale()/a.jpg")
+                .unwrap();
+        assert_eq!((t.pad, t.grayscale), (true, false));
+        assert_eq!(t.final_effects, effects("grayscale()"));
+        assert_eq!(t.rotation, Rotation::Cw270);
+        let t = transform("unsafe/filters:background_color(red):blur(2):sharpen(1)/a.jpg").unwrap();
+        assert_eq!(t.blur, None);
+        assert_eq!(t.final_effects, effects("blur(2):sharpen(1,1,true)"));
+        // Before them, colour filters run before the padding, after grayscale, blur and
+        // sharpen in their own fields; once a list has started, those join it in order.
+        let t =
+            transform("unsafe/filters:blur(3):brightness(10):blur(2):fill(red):contrast(-5)/a.jpg")
+                .unwrap();
+        assert_eq!(t.blur, Hundredths::from_f64(1.5));
+        assert_eq!(t.effects, effects("brightness(10):blur(2)"));
+        assert_eq!(t.final_effects, effects("contrast(-5)"));
+        // A filter given twice applies twice.
+        let t = transform("unsafe/filters:sharpen(1):sharpen(2)/a.jpg").unwrap();
+        assert_eq!(t.effects, effects("sharpen(1,2,true)"));
+        // A rotation after corners turns them: the final effects run after the rotation.
+        let t = transform(
+            "unsafe/filters:fill(red):round_corner(10|20,0,0,0):rotate(90):round_corner(5,0,0,0)/a.jpg",
+        )
+        .unwrap();
+        assert_eq!(
+            t.final_effects,
+            effects("round_corner(20|10,0,0,0):round_corner(5,0,0,0)")
+        );
+        // Every one of these is its own canonical form.
+        for path in [
+            "unsafe/fit-in/300x200/filters:rotate(90):fill(ffd700):grayscale()/a.jpg",
+            "unsafe/filters:grayscale():brightness(10):contrast(-20):saturation(30):rgb(1,2,3)\
+             :noise(5):round_corner(3|4,1,2,3,true)/a.jpg",
+            "unsafe/filters:brightness(10):fill(ff0000):round_corner(3|4,1,2,3)/a.jpg",
+            "unsafe/filters:blur(2):background_color(ff0000):blur(4):grayscale()/a.jpg",
+        ] {
+            let t = transform(path).unwrap();
+            let back = ThumborPath::from_transform(&t, "a.jpg").to_path();
+            assert_eq!(back, path.replace(' ', ""), "{path}");
+        }
+        // Final effects without padding are written before it, turned back by the rotation.
+        let t = Transform {
+            rotation: Rotation::Cw90,
+            final_effects: effects("round_corner(1|2,0,0,0):noise(3)"),
+            ..Transform::default()
+        };
+        let back = transform(&ThumborPath::from_transform(&t, "a.jpg").to_path()).unwrap();
+        assert_eq!(back.effects, effects("round_corner(2|1,0,0,0):noise(3)"));
+        assert_eq!(back.rotation, Rotation::Cw90);
+    }
+
+    #[test]
+    fn colour_filters_check_their_arguments() {
+        let effects = |s: &str| s.parse::<Effects>().unwrap();
+        for (path, list) in [
+            ("brightness(-100)", "brightness(-100)"),
+            ("contrast(100)", "contrast(100)"),
+            ("saturation(-40)", "saturation(-40)"),
+            ("rgb(10,-5,0)", "rgb(10,-5,0)"),
+            ("noise(100)", "noise(100)"),
+            (
+                "round_corner(20,255,255,255)",
+                "round_corner(20,255,255,255)",
+            ),
+            (
+                "round_corner(20|5,0,0,0,1)",
+                "round_corner(20|5,0,0,0,true)",
+            ),
+            ("round_corner(20,0,0,0,false)", "round_corner(20,0,0,0)"),
+        ] {
+            let t = transform(&format!("unsafe/filters:{path}/a.jpg")).unwrap();
+            assert_eq!(t.effects, effects(list), "{path}");
+        }
+        for (filter, message) in [
+            (
+                "brightness(101)",
+                "brightness: \"101\" is not a whole number from -100 to 100",
+            ),
+            (
+                "contrast(x)",
+                "contrast: \"x\" is not a whole number from -100 to 100",
+            ),
+            ("saturation()", "saturation() takes 1 arguments"),
+            ("rgb(1,2)", "rgb() takes 3 arguments"),
+            (
+                "noise(101)",
+                "noise: \"101\" is not a whole number from 0 to 100",
+            ),
+            (
+                "round_corner(0,0,0,0)",
+                "round_corner: radius \"0\" is not a whole number from 1 to 16384",
+            ),
+            (
+                "round_corner(5,0,0)",
+                "round_corner() takes 4 or 5 arguments",
+            ),
+            (
+                "round_corner(5,0,0,300)",
+                "round_corner: colour channel \"300\" is not a whole number from 0 to 255",
+            ),
+        ] {
+            assert_eq!(
+                transform(&format!("unsafe/filters:{filter}/a.jpg")),
+                Err(GrammarError::Invalid(message.into())),
+                "{filter}"
+            );
+        }
+        // No-ops: outputs carry no metadata.
+        for noop in ["strip_exif()", "strip_icc()", "strip_metadata()"] {
+            assert_eq!(
+                transform(&format!("unsafe/filters:{noop}/a.jpg")),
+                Ok(Transform::default()),
+                "{noop}"
+            );
+        }
+        assert_eq!(
+            transform("unsafe/filters:keep_icc():strip_metadata()/a.jpg"),
+            Err(GrammarError::Invalid(
+                "keep_icc() and strip_metadata() contradict each other".into()
+            ))
+        );
+        assert_eq!(
+            transform("unsafe/filters:watermark(w.png,0,0,0):brightness(5)/a.jpg"),
+            Err(GrammarError::Unsupported(
+                "filter brightness after watermark".into()
+            ))
+        );
+    }
+
+    #[test]
     fn unsupported_features_are_named_not_ignored() {
         for (path, what) in [
             ("unsafe/meta/a.jpg", "meta"),
-            ("unsafe/filters:brightness(3)/a.jpg", "filter brightness"),
+            ("unsafe/filters:proportion(0.5)/a.jpg", "filter proportion"),
             (
-                "unsafe/10x10/filters:round_corner(3)/a.jpg",
-                "filter round_corner",
+                "unsafe/10x10/filters:label(hi,1,1,10)/a.jpg",
+                "filter label",
             ),
             ("unsafe/filters:format(jxl)/a.jpg", "format(jxl)"),
         ] {

@@ -11,12 +11,13 @@
 //!    alignment, centred on the [`Focus`] as far as the image allows, or, with
 //!    [`Transform::smart`] (and no focus), placed where the attention heuristic scores highest;
 //! 4. flips;
-//! 5. grayscale, then Gaussian blur, then sharpening;
+//! 5. grayscale, then Gaussian blur, then sharpening, then the ordered [`Transform::effects`]
+//!    (colour filters and more of the above, each on the image as the one before left it);
 //! 6. padding to the box (`pad`), the image placed by the alignment;
 //! 7. compositing onto the `background` colour, when there is one;
 //! 8. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
 //!    image before it is rotated, as in thumbor, where `rotate` is a filter applied to the
-//!    result;
+//!    result; then the ordered [`Transform::final_effects`], on the padded, rotated image;
 //! 9. the watermark ([`crate::watermark`]), which travels beside the transform, composited
 //!    onto the final image;
 //! 10. encoding in the [`OutputFormat`]; JPEG, which has no alpha, flattens what is still
@@ -27,6 +28,7 @@
 //!     [`Transform::keep_icc`] asks for the source's ICC profile, embedded unconverted.
 
 pub use crate::color::Color;
+pub use crate::effect::{Effect, Effects};
 
 /// Largest width or height a URL may ask for. Larger requests are rejected before any work.
 pub const MAX_DIMENSION: u32 = 16_384;
@@ -786,6 +788,11 @@ pub struct Transform {
     /// portrait) differs from the upright source's (thumbor `adaptive-fit-in`); only
     /// [`Fit::FitIn`] and [`Fit::Cover`] read it.
     pub adaptive: bool,
+    /// Effects applied in order after sharpening, before the padding (see [`crate::effect`]).
+    pub effects: Effects,
+    /// Effects applied in order after the rotation, on the padded image (thumbor's filters
+    /// given after `fill`, `background_color` or `rotate`).
+    pub final_effects: Effects,
 }
 
 /// The lowest quality the [`Transform::max_bytes`] search tries, as thumbor and imgproxy (which

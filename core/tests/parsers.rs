@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use pixmesh_core::accept;
+use pixmesh_core::effect::{Effect, Effects, MAX_CORNER_RADIUS, RoundCorner};
 use pixmesh_core::grammar::GrammarError;
 use pixmesh_core::imagekit::{self, ImagekitUrl};
 use pixmesh_core::imgproxy::{self, ImgproxyPath, Source};
@@ -242,6 +243,33 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             equal_hor,
             equal_ver,
         });
+    let percent = -100..=100i8;
+    let effect = prop_oneof![
+        Just(Effect::Grayscale),
+        sigma.clone().prop_map(Effect::Blur),
+        (sigma.clone(), amount.clone())
+            .prop_map(|(sigma, amount)| Effect::Sharpen(Sharpen { sigma, amount })),
+        percent.clone().prop_map(Effect::Brightness),
+        percent.clone().prop_map(Effect::Contrast),
+        percent.clone().prop_map(Effect::Saturation),
+        (percent.clone(), percent.clone(), percent).prop_map(|(r, g, b)| Effect::Rgb(r, g, b)),
+        (0..=100u8).prop_map(Effect::Noise),
+        (
+            1..=MAX_CORNER_RADIUS,
+            1..=MAX_CORNER_RADIUS,
+            any::<[u8; 3]>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(a, b, [r, g, bl], transparent)| Effect::RoundCorner(RoundCorner {
+                    a,
+                    b,
+                    color: Color::rgb(r, g, bl),
+                    transparent,
+                })
+            ),
+    ];
+    let effects = prop::collection::vec(effect, 0..5);
     (
         (
             0..=2000u32,
@@ -271,6 +299,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             any::<bool>(),
             any::<bool>(),
         ),
+        (effects.clone(), effects),
     )
         .prop_map(
             |(
@@ -280,6 +309,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (crop, focus),
                 (progressive, max_bytes),
                 (trim, smart, keep_icc, adaptive),
+                (mut effects, final_effects),
             )| Transform {
                 width,
                 height,
@@ -313,6 +343,22 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                     && matches!(fit, Fit::FitIn | Fit::Cover)
                     && width > 0
                     && height > 0,
+                // The ordered effects start with one the fixed fields cannot hold (thumbor
+                // puts a first grayscale, blur or sharpen there), and the final ones run
+                // after something that pads (without it they are the same as the others).
+                effects: {
+                    if matches!(
+                        effects.first(),
+                        Some(Effect::Grayscale | Effect::Blur(_) | Effect::Sharpen(_))
+                    ) {
+                        effects.insert(0, Effect::Noise(0));
+                    }
+                    Effects::from_slice(&effects).unwrap()
+                },
+                final_effects: match pad || background.is_some() {
+                    true => Effects::from_slice(&final_effects).unwrap(),
+                    false => Effects::default(),
+                },
             },
         )
 }
@@ -351,6 +397,9 @@ proptest! {
         }
         if let Some(c) = t.crop {
             prop_assert_eq!(c.to_string().parse::<Crop>(), Ok(c));
+        }
+        for list in [t.effects, t.final_effects] {
+            prop_assert_eq!(list.to_string().parse::<Effects>(), Ok(list));
         }
         if let Some(f) = t.focus {
             prop_assert_eq!(f.to_string().parse::<Focus>(), Ok(f));

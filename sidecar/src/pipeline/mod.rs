@@ -1,6 +1,7 @@
 //! The render pipeline: decode → orient → trim ([`trim`]) → crop → smart crop placement
-//! ([`smart`]) → resize → to sRGB → flip → grayscale → blur → sharpen → pad → flatten → rotate →
-//! watermark ([`watermark`]) → encode → keep the ICC profile ([`icc`]), as a list of named
+//! ([`smart`]) → resize → to sRGB → flip → grayscale → blur → sharpen → ordered effects → pad →
+//! flatten → rotate → final ordered effects (`color`) → watermark ([`watermark`]) → encode →
+//! keep the ICC profile ([`icc`]), as a list of named
 //! steps.
 //!
 //! Formats: JPEG, PNG, WebP and GIF in and out, AVIF in ([`avif`], libdav1d) and out (ravif).
@@ -19,7 +20,8 @@
 //! frame of an animation go through alike); each step is a function in a file of its own:
 //! `sniff` (1), `header` (2), `geometry` (3; `plan` runs 1–3 and plans again on the decoded
 //! pixels), `decode` (4, shrink-on-load), `pixels` (5, orient and normalise), `resize` (6),
-//! `effects` (6b–13), [`watermark`], `encode` (14), [`icc`]; `memory` is the estimate
+//! `effects` (6b–13) and `color` (the ordered effects: thumbor's colour filters, in URL order),
+//! [`watermark`], `encode` (14), [`icc`]; `memory` is the estimate
 //! ([`memory_needed`]), `limits` and `error` the types every step shares. The geometry
 //! follows thumbor/imagor semantics (see [`Transform`]): `fit-in`, fill-and-crop (the default) and
 //! stretch, never upscaling unless asked. The effects run on the resized image, so their cost
@@ -58,6 +60,7 @@ mod animation;
 mod avif;
 pub mod cancel;
 pub mod codecs;
+mod color;
 mod decode;
 mod effects;
 mod encode;
@@ -199,9 +202,11 @@ fn frame_steps(
         let pixels = grayscale(pixels, t.grayscale);
         let pixels = blur(pixels, t.blur);
         let pixels = sharpen(pixels, t.sharpen);
+        let pixels = color::apply(pixels, &t.effects);
         let pixels = pad(pixels, t);
         let pixels = flatten(pixels, t.background);
         let pixels = rotate(pixels, t.rotation);
+        let pixels = color::apply(pixels, &t.final_effects);
         watermark::apply(pixels, overlay)
     })
 }

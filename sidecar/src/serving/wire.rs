@@ -1,10 +1,11 @@
 //! The wire request (the proto the transcoder fills from the render query) into the canonical
 //! [`RenderRequest`], refusing values the filter never sends.
 
+use pixmesh_core::grammar::GrammarError;
 use pixmesh_core::render::{RenderRequest, is_version_id};
 use pixmesh_core::transform::{
-    Color, CropSpecError, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_SHARPEN_AMOUNT,
-    MAX_SIGMA, OutputFormat, Rotation, Sharpen, Transform, VAlign,
+    Color, CropSpecError, Effects, Fit, Format, HAlign, Hundredths, MAX_DIMENSION,
+    MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
 use pixmesh_core::watermark::{Axis, Offset, Watermark, WatermarkImage, parse_opacity, parse_size};
 use pixmesh_proto::v1;
@@ -93,6 +94,10 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         "" => None,
         t => Some(t.parse().map_err(|e: CropSpecError| bad(e.to_string()))?),
     };
+    let effects = |text: &str| -> Result<Effects, RenderError> {
+        text.parse().map_err(|e: GrammarError| bad(e.to_string()))
+    };
+    let (effects, final_effects) = (effects(&r.effects)?, effects(&r.final_effects)?);
     let progressive = match v1::Progressive::try_from(r.progressive) {
         Ok(v1::Progressive::Unspecified) => None,
         Ok(v1::Progressive::On) => Some(true),
@@ -145,6 +150,8 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             trim,
             smart: r.smart_crop,
             keep_icc: r.keep_icc,
+            effects,
+            final_effects,
         },
     })
 }
@@ -310,6 +317,12 @@ mod tests {
             smart: true,
             keep_icc: true,
             adaptive: true,
+            effects: "brightness(-100):round_corner(16384|1,0,10,255,true):blur(200)"
+                .parse()
+                .unwrap(),
+            final_effects: "rgb(1,-2,100):noise(100):sharpen(10,0.01,true)"
+                .parse()
+                .unwrap(),
         };
         let anchored = Crop {
             width: Span::FULL,
@@ -398,6 +411,8 @@ mod tests {
                 "smart_crop" => wire.smart_crop = yes(),
                 "keep_icc" => wire.keep_icc = yes(),
                 "adaptive" => wire.adaptive = yes(),
+                "effects" => wire.effects = unescape(value),
+                "final_effects" => wire.final_effects = unescape(value),
                 "watermark_storage" => wire.watermark_storage = unescape(value),
                 "watermark_key" => wire.watermark_key = unescape(value),
                 "watermark_default" => wire.watermark_default = yes(),
@@ -419,6 +434,10 @@ mod tests {
             .replace("%2F", "/")
             .replace("%2C", ",")
             .replace("%20", " ")
+            .replace("%28", "(")
+            .replace("%29", ")")
+            .replace("%3A", ":")
+            .replace("%7C", "|")
     }
 
     #[test]
@@ -580,6 +599,18 @@ mod tests {
             },
             v1::RenderRequest {
                 trim: "10,left".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                effects: "brightness(101)".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                final_effects: vec!["noise(1)"; 33].join(":"),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                final_effects: "label(x)".into(),
                 ..base.clone()
             },
         ] {
