@@ -65,7 +65,8 @@ enum Command {
     },
     /// Write the sidecar TOML and the filter JSON that do what imagor's environment variables
     /// (S3_LOADER_BUCKET, AWS_LOADER_REGION, S3_SAFE_CHARS, IMAGOR_SECRET, …) in this process's
-    /// environment say. Unknown, unsupported or contradictory imagor variables are errors.
+    /// environment say. Unsupported or contradictory values are errors; imagor variables
+    /// pixmesh does not map are listed on stderr, all of them.
     FromImagorEnv {
         /// Where the sidecar's TOML goes.
         #[arg(long)]
@@ -74,6 +75,21 @@ enum Command {
         #[arg(long)]
         filter_out: PathBuf,
         /// The route's path prefix (imagor serves at the root).
+        #[arg(long, default_value = "/")]
+        prefix: String,
+    },
+    /// The same for imgproxy's environment (IMGPROXY_KEY/SALT, IMGPROXY_BASE_URL=s3://…,
+    /// IMGPROXY_S3_ENDPOINT, IMGPROXY_MAX_SRC_RESOLUTION, …); unmapped IMGPROXY_* variables
+    /// are listed on stderr.
+    FromImgproxyEnv {
+        /// Where the sidecar's TOML goes.
+        #[arg(long)]
+        sidecar_out: PathBuf,
+        /// Where the filter's JSON goes.
+        #[arg(long)]
+        filter_out: PathBuf,
+        /// The route's path prefix when IMGPROXY_PATH_PREFIX is unset (imgproxy serves at the
+        /// root).
         #[arg(long, default_value = "/")]
         prefix: String,
     },
@@ -207,25 +223,16 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             filter_out,
             prefix,
         } => {
-            let env = std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect();
-            let mapped = pixmesh_sidecar::config::imagor_env::map(&env, &prefix)?;
-            write_private(&sidecar_out, &mapped.sidecar_toml)?;
-            write_private(&filter_out, &mapped.filter_json)?;
-            // Validated as `serve` will read it (a routing file must exist and parse).
-            Config::load(&sidecar_out)?;
-            println!(
-                "wrote {} and {} (readable by their owner only: they may hold secrets)",
-                sidecar_out.display(),
-                filter_out.display()
-            );
-            println!(
-                "set {} (at least 32 bytes, e.g. `openssl rand -hex 32`) for both the sidecar \
-                 and Envoy's wasm VM (vm_config.environment_variables): the filter vouches for \
-                 render requests with it",
-                pixmesh_core::config::RENDER_KEY_ENV
-            );
+            use pixmesh_sidecar::config::imagor_env;
+            from_env(imagor_env::map, &sidecar_out, &filter_out, &prefix)?;
+        }
+        Command::FromImgproxyEnv {
+            sidecar_out,
+            filter_out,
+            prefix,
+        } => {
+            use pixmesh_sidecar::config::imgproxy_env;
+            from_env(imgproxy_env::map, &sidecar_out, &filter_out, &prefix)?;
         }
         Command::Envoy { command } => envoy(command)?,
         Command::Health {
@@ -297,6 +304,45 @@ fn envoy(command: EnvoyCommand) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Writes `text` to `path`, readable and writable by its owner only: created so (never
 /// world-readable for a moment), and an existing file is made so before it is written.
+/// Writes the two files a peer's environment maps onto (owner-only: they may hold secrets),
+/// checks the sidecar's as `serve` reads it, and lists the peer's variables left unmapped.
+fn from_env(
+    map: fn(
+        &std::collections::BTreeMap<String, String>,
+        &str,
+    ) -> Result<
+        pixmesh_sidecar::config::imagor_env::Mapped,
+        pixmesh_sidecar::config::imagor_env::EnvError,
+    >,
+    sidecar_out: &std::path::Path,
+    filter_out: &std::path::Path,
+    prefix: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let mapped = map(&env, prefix)?;
+    write_private(sidecar_out, &mapped.sidecar_toml)?;
+    write_private(filter_out, &mapped.filter_json)?;
+    // Validated as `serve` will read it (a routing file must exist and parse).
+    Config::load(sidecar_out)?;
+    println!(
+        "wrote {} and {} (readable by their owner only: they may hold secrets)",
+        sidecar_out.display(),
+        filter_out.display()
+    );
+    println!(
+        "set {} (at least 32 bytes, e.g. `openssl rand -hex 32`) for both the sidecar \
+         and Envoy's wasm VM (vm_config.environment_variables): the filter vouches for \
+         render requests with it",
+        pixmesh_core::config::RENDER_KEY_ENV
+    );
+    for name in &mapped.unmapped {
+        eprintln!("not mapped: {name} (pixmesh has no equivalent, or it is misspelt)");
+    }
+    Ok(())
+}
+
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

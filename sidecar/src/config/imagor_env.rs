@@ -15,13 +15,19 @@
 //! | `S3_RESULT_STORAGE_PATH_PREFIX` | `[result_storage] path_prefix` |
 //! | `S3_STORAGE_BUCKET` and its `AWS_STORAGE_*`, `S3_STORAGE_ENDPOINT`, `_BASE_DIR`, `_PATH_PREFIX`, `_ACL`, `_TAGGING`, `_EXPIRATION` (and `S3_STORAGE_CLASS`) | `[storages.sources]`, `[source_storage]` (copies of sources, read first) |
 //! | `IMAGOR_SECRET`, `IMAGOR_UNSAFE`, `IMAGOR_SIGNER_TYPE`, `IMAGOR_SIGNER_TRUNCATE` | the route's `secret`, `allow_unsafe`, `signature_hash`, `signature_length` |
+//! | `IMAGOR_AUTO_WEBP`, `IMAGOR_AUTO_AVIF` | the route's `auto_format` (and `auto_avif`) |
+//! | `IMAGOR_CACHE_HEADER_TTL`, `IMAGOR_CACHE_HEADER_SWR`, `IMAGOR_CACHE_HEADER_NO_CACHE` | `cache_control`, written as imagor writes it (its defaults, 168h and 24h, when unset) |
+//! | `IMAGOR_PROCESS_CONCURRENCY`, `IMAGOR_PROCESS_QUEUE_SIZE`, `IMAGOR_LOAD_TIMEOUT` | `[limits]` `workers`, `max_queue`, `storage_timeout_ms` |
+//! | `VIPS_MAX_RESOLUTION`, `VIPS_MAX_ANIMATION_FRAMES` | `[limits]` `max_source_pixels`, `max_animation_frames` |
 //!
 //! The global `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` are not copied:
 //! pixmesh's default credential chain reads them from the environment it serves in, as imagor's
-//! does. Any other `S3_*`, `IMAGOR_*`, `AWS_LOADER_*`, `AWS_STORAGE_*` or `AWS_RESULT_STORAGE_*`
-//! variable is an error, as are contradictions (a base dir both in `S3_LOADER_BUCKET` and
-//! `S3_LOADER_BASE_DIR`) and what pixmesh does not do (path styles other than `original` and
-//! `digest`, a `*` bucket for a writing role): nothing is silently dropped.
+//! does. Every other `S3_*`, `IMAGOR_*`, `VIPS_*`, `AWS_LOADER_*`, `AWS_STORAGE_*` or
+//! `AWS_RESULT_STORAGE_*` variable is reported, all of them at once ([`Mapped::unmapped`]: a
+//! typo, or a setting pixmesh has no equivalent of); contradictions (a base dir both in
+//! `S3_LOADER_BUCKET` and `S3_LOADER_BASE_DIR`) and what pixmesh does not do (path styles
+//! other than `original` and `digest`, a `*` bucket for a writing role) are errors: nothing
+//! is silently dropped.
 
 use std::collections::BTreeMap;
 
@@ -30,9 +36,6 @@ use toml::{Table, Value};
 /// Why the environment cannot be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {
-    /// A variable pixmesh does not know (a typo, or an imagor option it has no equivalent of).
-    #[error("{0} is not an imagor setting pixmesh can map")]
-    Unknown(String),
     /// A variable pixmesh knows but cannot honour.
     #[error("{name}: {reason}")]
     Unsupported {
@@ -61,6 +64,9 @@ pub struct Mapped {
     pub sidecar_toml: String,
     /// The filter's JSON.
     pub filter_json: String,
+    /// The peer's variables in the environment that neither file says anything about (a typo,
+    /// or a setting pixmesh has no equivalent of), sorted: for the operator to read.
+    pub unmapped: Vec<String>,
 }
 
 /// Variables this mapping reads, besides the global AWS credentials it leaves to the chain.
@@ -107,12 +113,23 @@ const KNOWN: &[&str] = &[
     "AWS_STORAGE_SECRET_ACCESS_KEY",
     "AWS_STORAGE_SESSION_TOKEN",
     "IMAGOR_STORAGE_PATH_STYLE",
+    "IMAGOR_AUTO_WEBP",
+    "IMAGOR_AUTO_AVIF",
+    "IMAGOR_CACHE_HEADER_TTL",
+    "IMAGOR_CACHE_HEADER_SWR",
+    "IMAGOR_CACHE_HEADER_NO_CACHE",
+    "IMAGOR_PROCESS_CONCURRENCY",
+    "IMAGOR_PROCESS_QUEUE_SIZE",
+    "IMAGOR_LOAD_TIMEOUT",
+    "VIPS_MAX_RESOLUTION",
+    "VIPS_MAX_ANIMATION_FRAMES",
 ];
 
 /// Prefixes whose variables must all be known.
 const OWNED_PREFIXES: &[&str] = &[
     "S3_",
     "IMAGOR_",
+    "VIPS_",
     "AWS_LOADER_",
     "AWS_STORAGE_",
     "AWS_RESULT_STORAGE_",
@@ -122,12 +139,7 @@ const OWNED_PREFIXES: &[&str] = &[
 /// `prefix`, speaks imagor's URLs.
 pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvError> {
     let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    for name in env.keys() {
-        let owned = OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
-        if owned && !KNOWN.contains(&name.as_str()) {
-            return Err(EnvError::Unknown(name.clone()));
-        }
-    }
+    let unmapped = unmapped(env, OWNED_PREFIXES, KNOWN);
     let invalid = |name: &str, reason: &str| EnvError::Invalid {
         name: name.to_owned(),
         reason: reason.to_owned(),
@@ -214,6 +226,11 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
         ));
     }
     sidecar.insert("storages".into(), Value::Table(storages));
+    sidecar.insert("cache_control".into(), cache_control(&get)?.into());
+    let limits = limits(&get)?;
+    if !limits.is_empty() {
+        sidecar.insert("limits".into(), Value::Table(limits));
+    }
     let sidecar_toml =
         toml::to_string(&sidecar).map_err(|e| invalid("(sidecar config)", &e.to_string()))?;
 
@@ -249,6 +266,14 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
             route["signature_length"] = n.into();
         }
     }
+    let auto_webp = bool_var(&get, "IMAGOR_AUTO_WEBP")?.unwrap_or(false);
+    let auto_avif = bool_var(&get, "IMAGOR_AUTO_AVIF")?.unwrap_or(false);
+    if auto_webp || auto_avif {
+        route["auto_format"] = true.into();
+    }
+    if auto_avif {
+        route["auto_avif"] = true.into();
+    }
     let filter = serde_json::json!({ "routes": [route] });
     pixmesh_core::config::FilterConfig::from_json(filter.to_string().as_bytes()).map_err(|e| {
         invalid(
@@ -259,7 +284,108 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
     Ok(Mapped {
         sidecar_toml,
         filter_json: serde_json::to_string_pretty(&filter).expect("JSON serializes"),
+        unmapped,
     })
+}
+
+/// The variables of `env` under one of `prefixes` that are not in `known`, sorted.
+pub(super) fn unmapped(
+    env: &BTreeMap<String, String>,
+    prefixes: &[&str],
+    known: &[&str],
+) -> Vec<String> {
+    env.keys()
+        .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
+        .filter(|name| !known.contains(&name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// A Go boolean variable.
+fn bool_var<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    name: &str,
+) -> Result<Option<bool>, EnvError> {
+    get(name)
+        .map(|v| {
+            parse_bool(v).ok_or_else(|| EnvError::Invalid {
+                name: name.to_owned(),
+                reason: "not a boolean".into(),
+            })
+        })
+        .transpose()
+}
+
+/// A whole-number variable of at most `max`.
+pub(super) fn number_var<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    name: &str,
+    max: i64,
+) -> Result<Option<i64>, EnvError> {
+    get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| EnvError::Invalid {
+                    name: name.to_owned(),
+                    reason: format!("not a whole number up to {max}"),
+                })
+        })
+        .transpose()
+}
+
+/// imagor's `Cache-Control` for renditions (`getCacheControl` in imagor.go, for a request
+/// that is not `private`): `IMAGOR_CACHE_HEADER_TTL` (default 168h) and `_SWR` (default 24h,
+/// written when under the TTL); a TTL of 0 or `IMAGOR_CACHE_HEADER_NO_CACHE` is no caching.
+fn cache_control<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<String, EnvError> {
+    let duration = |name: &str, default: i64| -> Result<i64, EnvError> {
+        match get(name) {
+            None => Ok(default),
+            Some("0" | "0s") => Ok(0),
+            Some(v) => go_duration_secs(v).ok_or_else(|| EnvError::Invalid {
+                name: name.to_owned(),
+                reason: "not a duration (e.g. 168h, 0 for none)".into(),
+            }),
+        }
+    };
+    let ttl = duration("IMAGOR_CACHE_HEADER_TTL", 168 * 3600)?;
+    let swr = duration("IMAGOR_CACHE_HEADER_SWR", 24 * 3600)?;
+    if ttl == 0 || bool_var(get, "IMAGOR_CACHE_HEADER_NO_CACHE")? == Some(true) {
+        return Ok("private, no-cache, no-store, must-revalidate".into());
+    }
+    let mut value = format!("public, s-maxage={ttl}, max-age={ttl}, no-transform");
+    if swr > 0 && swr < ttl {
+        value.push_str(&format!(", stale-while-revalidate={swr}"));
+    }
+    Ok(value)
+}
+
+/// `[limits]` from imagor's process and libvips settings (a value of 0 or below is imagor's
+/// "no limit", which leaves pixmesh's default).
+fn limits<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Table, EnvError> {
+    let mut t = Table::new();
+    for (name, key) in [
+        ("IMAGOR_PROCESS_CONCURRENCY", "workers"),
+        ("IMAGOR_PROCESS_QUEUE_SIZE", "max_queue"),
+        ("VIPS_MAX_RESOLUTION", "max_source_pixels"),
+        ("VIPS_MAX_ANIMATION_FRAMES", "max_animation_frames"),
+    ] {
+        if let Some(n) = number_var(get, name, i64::from(u32::MAX))?.filter(|n| *n > 0) {
+            t.insert(key.into(), Value::Integer(n));
+        }
+    }
+    if let Some(v) = get("IMAGOR_LOAD_TIMEOUT") {
+        let secs = go_duration_secs(v).ok_or_else(|| EnvError::Invalid {
+            name: "IMAGOR_LOAD_TIMEOUT".into(),
+            reason: "not a duration of at least 1s (e.g. 20s)".into(),
+        })?;
+        t.insert(
+            "storage_timeout_ms".into(),
+            Value::Integer(secs.saturating_mul(1000)),
+        );
+    }
+    Ok(t)
 }
 
 /// imagor's roles that write to S3.
@@ -469,7 +595,7 @@ fn credentials<'a>(
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_bool(v: &str) -> Option<bool> {
+pub(super) fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
@@ -519,7 +645,8 @@ pub fn go_duration_secs(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, PathStyle, StorageConfig};
+    use crate::config::{Config, Limits, PathStyle, StorageConfig};
+    use pixmesh_core::config::FilterConfig;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -697,11 +824,12 @@ mod tests {
         assert_eq!(ss.path_prefix, "uploads");
         assert_eq!(ss.expiration_secs, Some(86400));
         for (extra, want) in [
-            (vec![("S3_LOADER_BUKET", "x")], "S3_LOADER_BUKET is not"),
             (
-                vec![("IMAGOR_CACHE_HEADER_TTL", "1h")],
+                vec![("IMAGOR_CACHE_HEADER_TTL", "1 hour")],
                 "IMAGOR_CACHE_HEADER_TTL",
             ),
+            (vec![("IMAGOR_AUTO_WEBP", "yes")], "IMAGOR_AUTO_WEBP"),
+            (vec![("VIPS_MAX_RESOLUTION", "lots")], "VIPS_MAX_RESOLUTION"),
             (
                 vec![("S3_STORAGE_ACL", "private")],
                 "without S3_STORAGE_BUCKET",
@@ -759,6 +887,69 @@ mod tests {
         );
         let err = map(&env(&[("S3_LOADER_BUCKET", "b")]), "/").unwrap_err();
         assert!(err.to_string().contains("allow_unsafe"), "{err}");
+    }
+
+    /// Every variable of imagor's that is not mapped is reported, all at once; the mapped
+    /// ones land where `serve` reads them.
+    #[test]
+    fn unmapped_variables_are_all_reported_and_the_rest_is_mapped() {
+        let m = map(
+            &env(&[
+                ("S3_LOADER_BUCKET", "b"),
+                ("IMAGOR_UNSAFE", "1"),
+                ("S3_LOADER_BUKET", "typo"),
+                ("IMAGOR_BASE_PARAMS", "filters:fill(white)"),
+                ("VIPS_CONCURRENCY", "4"),
+                ("IMAGOR_AUTO_AVIF", "true"),
+                ("IMAGOR_CACHE_HEADER_TTL", "1h"),
+                ("IMAGOR_CACHE_HEADER_SWR", "10m"),
+                ("IMAGOR_PROCESS_CONCURRENCY", "3"),
+                ("IMAGOR_PROCESS_QUEUE_SIZE", "-1"),
+                ("IMAGOR_LOAD_TIMEOUT", "20s"),
+                ("VIPS_MAX_RESOLUTION", "16800000"),
+                ("PATH", "/bin"),
+            ]),
+            "/",
+        )
+        .unwrap();
+        assert_eq!(
+            m.unmapped,
+            ["IMAGOR_BASE_PARAMS", "S3_LOADER_BUKET", "VIPS_CONCURRENCY"]
+        );
+        let cfg = Config::from_toml(&m.sidecar_toml).unwrap();
+        assert_eq!(
+            cfg.cache_control,
+            "public, s-maxage=3600, max-age=3600, no-transform, stale-while-revalidate=600"
+        );
+        assert_eq!(cfg.limits.workers, Some(3));
+        assert_eq!(cfg.limits.max_queue, Limits::default().max_queue);
+        assert_eq!(cfg.limits.storage_timeout_ms, 20_000);
+        assert_eq!(cfg.limits.max_source_pixels, 16_800_000);
+        let route = &FilterConfig::from_json(m.filter_json.as_bytes())
+            .unwrap()
+            .routes[0];
+        assert!(route.auto_format && route.auto_avif);
+        // imagor's defaults when nothing is said, and its no-cache.
+        let cc = |extra: &[(&str, &str)]| {
+            let mut e = env(&[("S3_LOADER_BUCKET", "b"), ("IMAGOR_UNSAFE", "1")]);
+            e.extend(env(extra));
+            Config::from_toml(&map(&e, "/").unwrap().sidecar_toml)
+                .unwrap()
+                .cache_control
+        };
+        assert_eq!(
+            cc(&[]),
+            "public, s-maxage=604800, max-age=604800, no-transform, stale-while-revalidate=86400"
+        );
+        for no_cache in [
+            [("IMAGOR_CACHE_HEADER_NO_CACHE", "1")],
+            [("IMAGOR_CACHE_HEADER_TTL", "0")],
+        ] {
+            assert_eq!(
+                cc(&no_cache),
+                "private, no-cache, no-store, must-revalidate"
+            );
+        }
     }
 
     #[test]

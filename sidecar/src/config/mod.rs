@@ -85,6 +85,7 @@
 
 pub mod cpus;
 pub mod imagor_env;
+pub mod imgproxy_env;
 pub mod routing_file;
 
 use std::collections::BTreeMap;
