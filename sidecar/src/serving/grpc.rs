@@ -41,6 +41,19 @@ fn http_status(status: &Status) -> u32 {
         .unwrap_or(500)
 }
 
+/// The refusal of a rendition of `len` bytes over the `max` the filter's call mode takes (413).
+pub(super) fn over_call_limit(len: usize, max: usize) -> Status {
+    let mut refused = Status::failed_precondition(format!(
+        "the rendition ({len} bytes) is larger than the filter's call mode takes ({max} bytes): \
+         raise call.max_bytes, or serve this route through the transcoder"
+    ));
+    refused
+        .metadata_mut()
+        .insert("x-http-status", MetadataValue::from(413));
+    tracing::info!(bytes = len, max, "rendition over the call mode's limit");
+    refused
+}
+
 /// `RenderCall`'s answer to an error.
 fn call_error(status: &Status) -> v1::CallResponse {
     v1::CallResponse {
@@ -161,7 +174,7 @@ impl v1::image_service_server::ImageService for ImageService {
             .get(MAX_BYTES_HEADER)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let rendition = match (self.renderer)
-            .answer(Rpc::RenderCall, req, &md, &self.voucher)
+            .answer_within(Rpc::RenderCall, req, &md, &self.voucher, max)
             .await
         {
             Ok(rendition) => rendition,
@@ -189,23 +202,6 @@ impl v1::image_service_server::ImageService for ImageService {
             Rendition::Image {
                 body, content_type, ..
             } => {
-                if let Some(max) = max.filter(|&max| body.bytes.len() > max) {
-                    let mut refused = Status::failed_precondition(format!(
-                        "the rendition ({} bytes) is larger than the filter's call mode takes \
-                         ({max} bytes): raise call.max_bytes, or serve this route through the \
-                         transcoder",
-                        body.bytes.len()
-                    ));
-                    refused
-                        .metadata_mut()
-                        .insert("x-http-status", MetadataValue::from(413));
-                    tracing::info!(
-                        bytes = body.bytes.len(),
-                        max,
-                        "rendition over the call mode's limit"
-                    );
-                    return Ok(Response::new(call_error(&refused)));
-                }
                 headers.push(v1::Header {
                     name: "content-type".into(),
                     value: content_type,

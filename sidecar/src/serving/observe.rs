@@ -19,6 +19,7 @@ use crate::telemetry::health::Readiness;
 use crate::telemetry::logging::{self, RequestLine};
 use crate::telemetry::metrics::{Rpc, Sampler, Snapshot};
 
+use super::grpc::over_call_limit;
 use super::state::{Renderer, Rendition};
 
 /// The request header (gRPC metadata) Envoy's request id comes in.
@@ -88,6 +89,19 @@ impl Renderer {
         md: &MetadataMap,
         voucher: &Voucher,
     ) -> Result<Rendition, Status> {
+        self.answer_within(rpc, req, md, voucher, None).await
+    }
+
+    /// [`Renderer::answer`], refusing a rendition over `max` bytes (call mode) with 413, which
+    /// is what is counted and logged then.
+    pub(super) async fn answer_within(
+        &self,
+        rpc: Rpc,
+        req: v1::RenderRequest,
+        md: &MetadataMap,
+        voucher: &Voucher,
+        max: Option<usize>,
+    ) -> Result<Rendition, Status> {
         let started = Instant::now();
         // Label values stay bounded: a storage the sidecar does not have is "unknown".
         let storage = if self.storages.contains_key(&req.storage) {
@@ -100,6 +114,12 @@ impl Renderer {
         let request_id = md.get(REQUEST_ID).and_then(|v| v.to_str().ok());
         let (out, notes) =
             logging::scope(request_id, Box::pin(self.handle(req, md, voucher))).await;
+        let out = match (out, max) {
+            (Ok(Rendition::Image { body, .. }), Some(max)) if body.bytes.len() > max => {
+                Err(over_call_limit(body.bytes.len(), max))
+            }
+            (out, _) => out,
+        };
         let elapsed = started.elapsed();
         let (status, bytes) = match &out {
             Ok(Rendition::NotModified { .. }) => (304, 0),
@@ -218,5 +238,52 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rendition_over_the_call_limit_is_counted_as_the_413_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("f.webp"),
+            include_bytes!("../../../samples/flower.webp"),
+        )
+        .unwrap();
+        let config = crate::config::Config::from_toml(&format!(
+            "[storages.local]\ntype = \"local\"\nroot = {:?}\n",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        let renderer = crate::serving::renderer(&config).await.unwrap();
+        let voucher = Voucher::new(&[7u8; 32]).unwrap();
+        let request = v1::RenderRequest {
+            storage: "local".into(),
+            key: "f.webp".into(),
+            width: 50,
+            ..Default::default()
+        };
+        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
+        let mut md = MetadataMap::new();
+        md.insert(
+            pixmesh_core::vouch::HEADER,
+            MetadataValue::try_from(proof.as_str()).unwrap(),
+        );
+        for max in [None, Some(1 << 20), Some(10)] {
+            let out = renderer
+                .answer_within(Rpc::RenderCall, request.clone(), &md, &voucher, max)
+                .await;
+            assert_eq!(out.is_ok(), max != Some(10), "{max:?}");
+        }
+        let text = crate::telemetry::metrics::encode(
+            &renderer
+                .stats
+                .metrics
+                .registry(Arc::new(crate::telemetry::metrics::Snapshot::default)),
+        );
+        for line in [
+            "pixmesh_requests_total{rpc=\"RenderCall\",storage=\"local\",status=\"200\"} 2\n",
+            "pixmesh_requests_total{rpc=\"RenderCall\",storage=\"local\",status=\"413\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }
