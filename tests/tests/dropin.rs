@@ -1,6 +1,7 @@
 //! End-to-end: the peers' sizing modes, as their own test suites and documentation state them,
 //! through Envoy in both modes (the transcoder and call mode). The source is a 2560×1600 photo
 //! (`medium.jpg`), and a 1600×2560 one turned a quarter (`portrait.jpg`) for the adaptive modes.
+//! thumbor's filters, in URL order, on a flat grey PNG made here, pixel for pixel.
 
 use pixmesh_tests::{Stack, tools};
 
@@ -39,12 +40,90 @@ const CASES: &[(&str, u32, u32)] = &[
     ("/ip/insecure/rs:auto:200:300/plain/portrait.jpg", 200, 300),
 ];
 
+/// (path, size, pixels (x, y, RGBA)): thumbor's filters in URL order on `flat.png`, a 40×20
+/// PNG of grey 100, each pixel computed from thumbor's own arithmetic (its C extensions:
+/// brightness adds N % of 255, contrast scales around 128 by (N+100)²/100 %, saturation moves
+/// each channel from √(0.299r² + 0.587g² + 0.114b²), round_corner paints outside the ellipse);
+/// grayscale is Rec. 709 luma.
+type FilterCase = (&'static str, (u32, u32), &'static [(u32, u32, [u8; 4])]);
+const FILTER_CASES: &[FilterCase] = &[
+    // Brightness before fill: the image only; after it, the padding too.
+    (
+        "/img/unsafe/fit-in/40x40/filters:brightness(10):fill(ff0000)/flat.png",
+        (40, 40),
+        &[(20, 20, [125, 125, 125, 255]), (20, 0, [255, 0, 0, 255])],
+    ),
+    (
+        "/img/unsafe/fit-in/40x40/filters:fill(ff0000):brightness(10)/flat.png",
+        (40, 40),
+        &[(20, 20, [125, 125, 125, 255]), (20, 0, [255, 25, 25, 255])],
+    ),
+    // The demo's URL (was 501 "filter grayscale after fill"): padded gold, turned, all grey.
+    (
+        "/img/unsafe/fit-in/40x30/filters:fill(ffd700):rotate(90):grayscale()/flat.png",
+        (30, 40),
+        &[
+            (0, 20, [207, 207, 207, 255]),
+            (15, 20, [100, 100, 100, 255]),
+        ],
+    ),
+    // A blur after fill (was 501) blurs the padded image: far from the edge, as it was.
+    (
+        "/img/unsafe/fit-in/40x40/filters:fill(ff0000):blur(2)/flat.png",
+        (40, 40),
+        &[(20, 0, [255, 0, 0, 255]), (20, 20, [100, 100, 100, 255])],
+    ),
+    // Contrast 50: 225·(100−128)/100 + 128 = 65; then brightness: 90. The other way: 122.
+    (
+        "/img/unsafe/filters:contrast(50):brightness(10)/flat.png",
+        (40, 20),
+        &[(5, 5, [90, 90, 90, 255])],
+    ),
+    (
+        "/img/unsafe/filters:brightness(10):contrast(50)/flat.png",
+        (40, 20),
+        &[(5, 5, [122, 122, 122, 255])],
+    ),
+    // rgb(10,−10,0): (125, 75, 100); saturation(−100): all √9113.75 = 95.47, truncated.
+    (
+        "/img/unsafe/filters:rgb(10,-10,0):saturation(-100)/flat.png",
+        (40, 20),
+        &[(5, 5, [95, 95, 95, 255])],
+    ),
+    // Corners painted blue; the no-op metadata filters change nothing.
+    (
+        "/img/unsafe/filters:round_corner(5,0,0,255):strip_exif():strip_icc()/flat.png",
+        (40, 20),
+        &[
+            (0, 0, [0, 0, 255, 255]),
+            (39, 19, [0, 0, 255, 255]),
+            (20, 10, [100, 100, 100, 255]),
+        ],
+    ),
+    (
+        "/img/unsafe/filters:round_corner(5,0,0,255,true)/flat.png",
+        (40, 20),
+        &[(0, 0, [0, 0, 255, 0]), (20, 10, [100, 100, 100, 255])],
+    ),
+];
+
+/// (path, status): filters refused by name.
+const FILTER_REFUSALS: &[(&str, u16)] = &[
+    ("/img/unsafe/filters:brightness(101)/flat.png", 400),
+    ("/img/unsafe/filters:noise(1000)/flat.png", 400),
+    ("/img/unsafe/filters:proportion(0.5)/flat.png", 501),
+    ("/img/unsafe/filters:label(hi,10,10,12)/flat.png", 501),
+];
+
 async fn stack(call_mode: bool) -> (Stack, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let photo = tools::testdata_images().join("medium.jpg");
     std::fs::copy(&photo, dir.path().join("a.jpg")).unwrap();
     let portrait = image::open(&photo).unwrap().rotate90();
     portrait.save(dir.path().join("portrait.jpg")).unwrap();
+    image::RgbImage::from_pixel(40, 20, image::Rgb([100, 100, 100]))
+        .save(dir.path().join("flat.png"))
+        .unwrap();
     let sidecar = format!(
         "[storages.photos]\ntype = \"local\"\nroot = {:?}\n",
         dir.path().display().to_string()
@@ -78,6 +157,48 @@ async fn sizes_as_the_peers_answer(call_mode: bool) {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+async fn filters_as_thumbor_computes_them(call_mode: bool) {
+    let (stack, _dir) = stack(call_mode).await;
+    let mut failures = Vec::new();
+    for &(path, size, pixels) in FILTER_CASES {
+        let r = stack.get(path, &[]).await;
+        let img = match (r.status, image::load_from_memory(&r.body)) {
+            (200, Ok(img)) => img.to_rgba8(),
+            (status, _) => {
+                failures.push(format!("{path}: {status} {}", r.text().trim()));
+                continue;
+            }
+        };
+        if img.dimensions() != size {
+            failures.push(format!("{path}: {:?}, not {size:?}", img.dimensions()));
+            continue;
+        }
+        for &(x, y, rgba) in pixels {
+            let got = img.get_pixel(x, y).0;
+            if got != rgba {
+                failures.push(format!("{path}: ({x}, {y}) is {got:?}, not {rgba:?}"));
+            }
+        }
+    }
+    for &(path, status) in FILTER_REFUSALS {
+        let r = stack.get(path, &[]).await;
+        if r.status != status {
+            failures.push(format!("{path}: {} {}, not {status}", r.status, r.text()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_apply_in_url_order_with_thumbors_arithmetic() {
+    filters_as_thumbor_computes_them(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_apply_the_same_in_call_mode() {
+    filters_as_thumbor_computes_them(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
