@@ -62,6 +62,18 @@
 //!   segments (`left`, `top`, …), which URLs without them do not notice. `auto` and `blur` are
 //!   501.
 //! - `background_color(COLOR)`: composites transparency onto COLOR.
+//! - `brightness(N)`, `contrast(N)`, `saturation(N)`, `rgb(R,G,B)`, `noise(N)` and
+//!   `round_corner(A[|B],R,G,B[,TRANSPARENT])`: thumbor's arithmetic (see [`crate::effect`]); N, R, G, B whole numbers
+//!   from −100 to 100 (noise 0 to 100, radii 1 to 16384, colour channels 0 to 255), else 400.
+//!   Where pixmesh differs: `saturation(N)` scales by 1 + N/100, the −100…100 % thumbor's and
+//!   imagor's documentation describe (thumbor's code multiplies by N itself, so
+//!   `saturation(40)` is 40×, not +40 %); `noise` is a fixed pseudo-random sequence
+//!   (thumbor's is unseeded `rand()`), so renditions are reproducible; `round_corner` paints
+//!   thumbor's corner pixels but not its anti-aliased edge (the pixels along the curve that
+//!   thumbor blends by up to 75 % stay as they were).
+//! - `strip_exif()`, `strip_icc()`, `strip_metadata()`: accepted and change nothing (outputs
+//!   carry no metadata); `strip_icc()` and `strip_metadata()` with `keep_icc()` are 400.
+//! - `proportion` and `label` (no font with a licence pixmesh can ship) are 501.
 //! - `max_bytes(N)`: at most N bytes (N ≥ 1): a JPEG, WebP or AVIF result is encoded again at
 //!   lower qualities until it fits (see [`Transform::max_bytes`]). When even the lowest quality
 //!   does not fit, pixmesh sends the smallest result, as imgproxy does (thumbor sends its first,
@@ -79,9 +91,15 @@
 //!   image, so `rotate`, `fill`, `background_color` and the effects after it are 501 (thumbor
 //!   would apply them to the watermark too), as is a second `watermark`.
 //!
-//! pixmesh applies effects before padding and background (see [`crate::transform`]), so
-//! `grayscale`, `blur` or `sharpen` after `fill` or `background_color` in the URL (which would
-//! change the padding's colour) is 501, as are `blur` and `sharpen` given twice.
+//! Filters apply in the order given, each on the image as the one before left it, as in
+//! thumbor: effects (grayscale, blur, sharpen and the colour filters) before `fill` or
+//! `background_color` run before the padding (the first grayscale, blur and sharpen in the
+//! transform's own fields, everything else in [`Transform::effects`], in order), effects
+//! after them on the padded, rotated image ([`Transform::final_effects`]). A `rotate` after
+//! such effects turns their corners with it. A second `fill` or `background_color` after an
+//! effect on the padded image is 501 (pixmesh pads once). `rotate` before `fill` pads the box
+//! and then turns it, as `fill` before `rotate` does (thumbor pads the turned image to the
+//! unturned box, cropping it).
 //!
 //! The round-trip table in the tests is this module's specification.
 
