@@ -33,6 +33,10 @@ fn fragment_params(filter_config: &str) -> Fragment {
 fn call_config(cluster: &str) -> String {
     let mut json: serde_json::Value = serde_json::from_str(ENV_CONFIG).unwrap();
     json["call"] = serde_json::json!({ "cluster": cluster });
+    if cluster.contains('|') {
+        // Istio's cluster names are no :authority: the call names the Service's.
+        json["call"]["authority"] = "pixmesh.images.svc.cluster.local:50051".into();
+    }
     json.to_string()
 }
 
