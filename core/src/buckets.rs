@@ -213,9 +213,87 @@ pub fn is_bucket_name(name: &str) -> bool {
         && name.parse::<std::net::Ipv4Addr>().is_err()
 }
 
+/// `BUCKET/PATH` → (`BUCKET`, `PATH`), the bucket a valid S3 bucket name: the first segment of
+/// an image path on a route whose storage takes the bucket from it (`wildcard_bucket`), before
+/// the route's path prefix and base dir apply to the rest, inside that bucket (imagor's
+/// `S3_LOADER_BUCKET=*`: `s3storage.resolve`).
+pub fn split_bucket(path: &str) -> Result<(&str, &str), RouteError> {
+    let (bucket, rest) = path.split_once('/').ok_or(RouteError::EmptyKey)?;
+    if bucket.is_empty() {
+        return Err(RouteError::NoBucket);
+    }
+    if !is_bucket_name(bucket) {
+        return Err(RouteError::InvalidBucket);
+    }
+    if rest.is_empty() {
+        return Err(RouteError::EmptyKey);
+    }
+    Ok((bucket, rest))
+}
+
+/// Why a configured bucket name cannot name a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketNameError {
+    /// imagor's `BUCKET/DIR` form: the directory belongs in a base dir.
+    #[error(
+        "{0:?} holds a directory: write the bucket ({1:?}) here and the directory ({2:?}) as \
+         the route's base_dir, which is what imagor's BUCKET/DIR form means"
+    )]
+    WithDirectory(String, String, String),
+    /// Characters no S3 bucket has ever been named with.
+    #[error(
+        "{0:?} is not an S3 bucket name (1 to 255 letters, digits, `.`, `_` and `-`; new \
+         buckets: 3 to 63 lower-case letters, digits, `.` and `-`)"
+    )]
+    Invalid(String),
+}
+
+/// Checks a bucket name from the configuration: [`is_bucket_name`] or a legacy name S3 still
+/// serves (us-east-1 buckets made before 2018: up to 255 letters of either case, digits, `.`,
+/// `_` and `-`), so that existing buckets keep working; `BUCKET/DIR` is refused with how to
+/// write it.
+pub fn check_configured_bucket(name: &str) -> Result<(), BucketNameError> {
+    if let Some((bucket, dir)) = name.split_once('/') {
+        return Err(BucketNameError::WithDirectory(
+            name.to_owned(),
+            bucket.to_owned(),
+            dir.trim_matches('/').to_owned(),
+        ));
+    }
+    let legacy = (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if is_bucket_name(name) || legacy {
+        Ok(())
+    } else {
+        Err(BucketNameError::Invalid(name.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_bucket_names() {
+        for ok in ["photos", "a", "Legacy_Bucket", "my.bucket-1"] {
+            assert_eq!(check_configured_bucket(ok), Ok(()), "{ok}");
+        }
+        assert!(matches!(
+            check_configured_bucket("photos/public/"),
+            Err(BucketNameError::WithDirectory(_, b, d)) if b == "photos" && d == "public"
+        ));
+        for bad in ["", "a b", "ph:otos", "ü", &"a".repeat(256)] {
+            assert!(
+                matches!(
+                    check_configured_bucket(bad),
+                    Err(BucketNameError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     fn passthrough(pattern: &str) -> BucketRouting {
         BucketRouting::new(pattern, Vec::new(), None, Vec::new()).unwrap()

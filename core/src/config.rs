@@ -258,6 +258,12 @@ pub struct RouteConfig {
     /// AVIF encoding costs several times WebP's.
     #[serde(default)]
     pub auto_avif: bool,
+    /// The first segment of the image path names the bucket (the storage is `bucket = "*"`),
+    /// as imagor's `S3_LOADER_BUCKET=*`: `path_prefix` and `base_dir` apply to the rest, inside
+    /// that bucket (without it they come first, and a base dir would be read as the bucket).
+    /// The segment must be a valid S3 bucket name (else 400).
+    #[serde(default)]
+    pub wildcard_bucket: bool,
     /// Which statuses refusals answer with ([`Statuses`]): the peer's own (the default) or
     /// pixmesh's precise ones.
     #[serde(default)]

@@ -129,13 +129,16 @@ impl SafeChars {
     }
 }
 
-/// Percent-escapes `key` byte by byte (UTF-8), keeping alphanumerics, `/` and the safe set.
+/// Percent-escapes `key` byte by byte (UTF-8), keeping alphanumerics, `/` and the safe set;
+/// a space not in the safe set becomes `+`, as imagor's `imagorpath.Normalize` writes it (its
+/// S3 keys for `a b.jpg` are `a+b.jpg`; a `+` itself is `%2B`).
 pub fn escape(key: &str, safe: &SafeChars) -> String {
     match safe {
         SafeChars::All => key.to_owned(),
         SafeChars::Keep(extra) => encode(key, |b| {
             is_unreserved(b) || b == b'/' || (b.is_ascii() && extra.as_bytes().contains(&b))
-        }),
+        })
+        .replace("%20", "+"),
     }
 }
 
@@ -231,6 +234,7 @@ mod tests {
         let s3 = SafeChars::default();
         let brackets = SafeChars::from_setting("[]").unwrap();
         let none = SafeChars::from_setting("--").unwrap();
+        let space = SafeChars::from_setting(" ").unwrap();
         // (key, safe set, escaped)
         let table: &[(&str, &SafeChars, &str)] = &[
             // imagor's S3 default keeps !"()*; `:` is escaped.
@@ -252,7 +256,10 @@ mod tests {
             // ImageKit's "encode keys": image+example.jpg is stored as image%2Bexample.jpg.
             ("image+example.jpg", &s3, "image%2Bexample.jpg"),
             ("a/b-c_d.e~f/!\"()*.jpg", &s3, "a/b-c_d.e~f/!\"()*.jpg"),
-            ("a b%&=?#.jpg", &s3, "a%20b%25%26%3D%3F%23.jpg"),
+            // imagor's escape (imagorpath/normalize.go): a space is `+`.
+            ("a b%&=?#.jpg", &s3, "a+b%25%26%3D%3F%23.jpg"),
+            ("a b+c.jpg", &s3, "a+b%2Bc.jpg"),
+            ("a b+c.jpg", &space, "a b%2Bc.jpg"),
             // UTF-8 bytes, not code points.
             ("ü.jpg", &s3, "%C3%BC.jpg"),
             (

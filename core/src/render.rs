@@ -512,7 +512,7 @@ mod tests {
         let safe = SafeChars::default();
         assert_eq!(
             result_key("r", &v1, &safe),
-            "r/photos/versionId%3Dv1/-/a%20b/%C3%BC%2B.jpg"
+            "r/photos/versionId%3Dv1/-/a+b/%C3%BC%2B.jpg"
         );
         assert_ne!(result_key("r", &v1, &safe), result_key("r", &v2, &safe));
         assert_ne!(etag(&v1, "\"same\""), etag(&v2, "\"same\""));
@@ -622,7 +622,7 @@ mod tests {
         );
         assert_eq!(
             result_key("results", &c, &SafeChars::default()),
-            "results/photos/fit-in/300x/filters%3Aformat(webp)%3Aquality(80)/-/a%20b/%C3%BC%2B.jpg"
+            "results/photos/fit-in/300x/filters%3Aformat(webp)%3Aquality(80)/-/a+b/%C3%BC%2B.jpg"
         );
         assert_eq!(
             request(Transform::default()).canonical(),

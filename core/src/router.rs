@@ -362,6 +362,25 @@ impl Route {
         }
     }
 
+    /// The object key of a normalised image path: joined under the base dir after the path
+    /// prefix is taken off, or, on a `wildcard_bucket` route, the same inside the bucket the
+    /// first segment names (imagor's `S3_LOADER_BUCKET=*`, `s3storage.resolve`), which must be a
+    /// valid S3 bucket name.
+    fn key(&self, image: &str) -> Result<String, Rejection> {
+        let (bucket, path) = match self.cfg.wildcard_bucket {
+            true => crate::buckets::split_bucket(image)
+                .map(|(b, p)| (Some(b), p))
+                .map_err(|e| rejection(400, e.to_string()))?,
+            false => (None, image),
+        };
+        let key = keys::map_key(&self.cfg.base_dir, &self.cfg.path_prefix, path)
+            .map_err(|e| rejection(400, e.to_string()))?;
+        Ok(match bucket {
+            Some(bucket) => format!("{bucket}/{key}"),
+            None => key,
+        })
+    }
+
     /// `r` as the route's peer answers it ([`Statuses::Peer`]). imgproxy: a signature segment
     /// that cannot be one (`rs:fit:…` where the signature belongs) is 403, as imgproxy refuses
     /// it with or without keys (`security/signature.go`); a path without one, a URL that does
@@ -532,8 +551,7 @@ impl Route {
             .storage_for(target.handle.as_deref())
             .ok_or_else(|| rejection(404, "unknown storage handle"))?;
         let image = keys::normalize(&target.image).map_err(|e| rejection(400, e.to_string()))?;
-        let key = keys::map_key(&self.cfg.base_dir, &self.cfg.path_prefix, &image)
-            .map_err(|e| rejection(400, e.to_string()))?;
+        let key = self.key(&image)?;
         let vary_accept = match target.format_choice {
             FormatChoice::Auto => true,
             FormatChoice::Unnamed => self.cfg.auto_format,
@@ -977,6 +995,35 @@ mod tests {
             rejected(r.decide("GET", "/open/t/unsafe/filters:nope(/a.jpg", None, now())).0,
             400
         );
+    }
+
+    /// imagor's `S3_LOADER_BUCKET=*` with a base dir and a path prefix: the bucket comes from
+    /// the first segment, the rest is read under the base dir inside it.
+    #[test]
+    fn wildcard_bucket_routes_keep_the_base_dir_inside_the_bucket() {
+        let json = serde_json::json!({ "routes": [
+            { "prefix": "/w/", "storage": "any", "allow_unsafe": true, "wildcard_bucket": true,
+              "base_dir": "public", "path_prefix": "img" },
+            { "prefix": "/n/", "storage": "any", "allow_unsafe": true, "base_dir": "public" },
+        ]});
+        let r = Router::from_json(json.to_string().as_bytes()).unwrap();
+        let key = |url: &str| rendered(r.decide("GET", url, None, now())).request.key;
+        assert_eq!(key("/w/unsafe/tenant-a/img/x.jpg"), "tenant-a/public/x.jpg");
+        assert_eq!(
+            key("/w/unsafe//tenant-a/./img/d/x.jpg"),
+            "tenant-a/public/d/x.jpg"
+        );
+        assert_eq!(key("/n/unsafe/tenant-a/x.jpg"), "public/tenant-a/x.jpg");
+        for (url, why) in [
+            ("/w/unsafe/Tenant_A/img/x.jpg", "invalid bucket"),
+            ("/w/unsafe/192.168.0.1/img/x.jpg", "invalid bucket"),
+            ("/w/unsafe/tenant-a/x.jpg", "not under img/"),
+            ("/w/unsafe/tenant-a", "no object"),
+        ] {
+            let (status, message) = rejected(r.decide("GET", url, None, now()));
+            assert_eq!(status, 400, "{url}");
+            assert!(message.contains(why), "{url}: {message}");
+        }
     }
 
     #[test]

@@ -122,6 +122,10 @@ async fn encoded_keys_and_path_prefixes_through_the_stack() {
             tools::test_image("flower.webp"),
         )
         .await;
+    // What imagor's S3 loader wrote for `my photo.jpg` (imagorpath.Normalize: a space is `+`).
+    garage
+        .put(bucket, "my+photo.jpg", tools::test_image("medium.jpg"))
+        .await;
     let sidecar = format!(
         "{}{}",
         s3_storage(&garage, "encoded", bucket, "escape_keys = true"),
@@ -130,6 +134,7 @@ async fn encoded_keys_and_path_prefixes_through_the_stack() {
     let filter = serde_json::json!({ "routes": [
         { "prefix": "/ik/", "grammar": "imagekit", "storage": "encoded", "allow_unsafe": true },
         { "prefix": "/ik-plain/", "grammar": "imagekit", "storage": "plain", "allow_unsafe": true },
+        { "prefix": "/img/", "storage": "encoded", "allow_unsafe": true },
         { "prefix": "/pp/", "storage": "plain", "allow_unsafe": true,
           "base_dir": "source", "path_prefix": "avatars" },
     ]});
@@ -140,6 +145,15 @@ async fn encoded_keys_and_path_prefixes_through_the_stack() {
     assert_eq!(found.header("content-type"), Some("image/jpeg"));
     let plain = stack.get("/ik-plain/tr:w-100/image+example.jpg", &[]).await;
     assert_eq!(plain.status, 404, "without encoding the key is read as is");
+    let spaced = stack
+        .get("/img/unsafe/fit-in/100x100/my%20photo.jpg", &[])
+        .await;
+    assert_eq!(
+        spaced.status,
+        200,
+        "imagor's key for a space: {}",
+        spaced.text()
+    );
 
     let avatar = stack
         .get("/pp/unsafe/fit-in/100x100/avatars/user-1.jpg", &[])
@@ -280,6 +294,52 @@ async fn the_wildcard_bucket_is_the_first_key_segment() {
         source_type(&svc, "any-escaped", "tenant-b/a+b.png").await,
         ok("image/jpeg")
     );
+}
+
+/// imagor's `S3_LOADER_BUCKET=*` with `S3_LOADER_BASE_DIR` through the stack: the bucket is
+/// the path's first segment and the base dir applies inside it (a route `wildcard_bucket`);
+/// a segment that is no bucket name is 400 from the filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_bucket_route_reads_its_base_dir_inside_the_named_bucket() {
+    let garage = Garage::start().await;
+    let images = garage.default_bucket();
+    for bucket in ["tenant-a", "tenant-b"] {
+        garage.create_bucket(bucket).await;
+    }
+    let put = [
+        ("tenant-a", "images/photo.jpg", "medium.jpg"),
+        ("tenant-b", "images/photo.jpg", "flower.webp"),
+        // Where the base dir would be read as the bucket without wildcard_bucket.
+        (images, "tenant-a/photo.jpg", "alpha.png"),
+    ];
+    for (bucket, key, image) in put {
+        garage.put(bucket, key, tools::test_image(image)).await;
+    }
+    let sidecar = s3_storage(
+        &garage,
+        "any",
+        "*",
+        &format!("allowed_buckets = [\"tenant-a\", \"tenant-b\", \"{images}\"]"),
+    );
+    let filter = serde_json::json!({ "routes": [
+        { "prefix": "/w/", "storage": "any", "allow_unsafe": true, "wildcard_bucket": true,
+          "base_dir": images },
+    ]});
+    let stack = Stack::builder(&filter.to_string(), &sidecar).start().await;
+    for (path, status, content_type) in [
+        ("tenant-a/photo.jpg", 200, Some("image/jpeg")),
+        ("tenant-b/photo.jpg", 200, Some("image/webp")),
+        ("tenant-c/photo.jpg", 404, None),
+        ("Tenant_A/photo.jpg", 400, None),
+    ] {
+        let r = stack
+            .get(&format!("/w/unsafe/fit-in/100x100/{path}"), &[])
+            .await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        if content_type.is_some() {
+            assert_eq!(r.header("content-type"), content_type, "{path}");
+        }
+    }
 }
 
 /// imagor's bucket routing file: rules, the default bucket, a fallback tried when an object is
@@ -440,7 +500,7 @@ async fn result_keys_follow_the_path_style_and_safe_characters() {
     );
     assert!(
         all.iter()
-            .any(|k| k.contains("filters:format(png)/-/a%20b.jpg")),
+            .any(|k| k.contains("filters:format(png)/-/a+b.jpg")),
         "{all:?}"
     );
     let default = result_key(RESULTS_DIR, &canonical, &SafeChars::default());

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `S3_LOADER_BUCKET` (`bucket/dir` too, `*`), `S3_LOADER_BUCKET_ROUTER_CONFIG` | `[storages.loader]` `bucket` (`*` and `routing_file` for the router) |
 //! | `AWS_REGION`, `AWS_LOADER_REGION` / `_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN`, `S3_ENDPOINT`, `S3_LOADER_ENDPOINT`, `S3_FORCE_PATH_STYLE` | the loader's `region`, keys, `endpoint`, `force_path_style` |
-//! | `S3_LOADER_BASE_DIR`, `S3_LOADER_PATH_PREFIX` | the route's `base_dir`, `path_prefix` |
+//! | `S3_LOADER_BASE_DIR`, `S3_LOADER_PATH_PREFIX` | the route's `base_dir`, `path_prefix` (with `*`, inside the bucket the path names: `wildcard_bucket`) |
 //! | `S3_SAFE_CHARS` | `escape_keys = true` (imagor always escapes) and `safe_chars`, loader and results |
 //! | `S3_RESULT_STORAGE_BUCKET` and its `AWS_RESULT_STORAGE_*`, `S3_RESULT_STORAGE_ENDPOINT` | `[storages.results]`, `[result_storage]` |
 //! | `S3_RESULT_STORAGE_BASE_DIR`, `S3_RESULT_STORAGE_ACL`, `S3_RESULT_STORAGE_TAGGING`, `S3_STORAGE_CLASS` | `base_dir`, `acl`, `tagging`, `storage_class` |
@@ -244,6 +244,10 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
     }
     if let Some(p) = get("S3_LOADER_PATH_PREFIX") {
         route["path_prefix"] = p.trim_matches('/').into();
+    }
+    if bucket == "*" && router.is_none() {
+        // The bucket is the first segment; the base dir and path prefix apply inside it.
+        route["wildcard_bucket"] = true.into();
     }
     if let Some(secret) = get("IMAGOR_SECRET") {
         route["secret"] = secret.into();
@@ -950,6 +954,32 @@ mod tests {
                 "private, no-cache, no-store, must-revalidate"
             );
         }
+    }
+
+    /// `S3_LOADER_BUCKET=*` with a base dir: imagor reads the base dir inside the bucket the
+    /// path names, and so does the mapped route.
+    #[test]
+    fn a_wildcard_bucket_keeps_the_base_dir_inside_the_bucket() {
+        let m = map(
+            &env(&[
+                ("S3_LOADER_BUCKET", "*"),
+                ("S3_LOADER_BASE_DIR", "public"),
+                ("IMAGOR_UNSAFE", "1"),
+            ]),
+            "/",
+        )
+        .unwrap();
+        let router = pixmesh_core::router::Router::from_json(m.filter_json.as_bytes()).unwrap();
+        let decision = router.decide(
+            "GET",
+            "/unsafe/tenant-a/x.jpg",
+            None,
+            std::time::SystemTime::now(),
+        );
+        let pixmesh_core::router::Decision::Render(r) = decision else {
+            panic!("{decision:?}");
+        };
+        assert_eq!(r.request.key, "tenant-a/public/x.jpg");
     }
 
     #[test]

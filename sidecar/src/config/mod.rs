@@ -859,6 +859,11 @@ impl Config {
                 if s3.bucket.is_empty() {
                     return invalid(format!("storage {name}: bucket is empty"));
                 }
+                if !s3.is_wildcard()
+                    && let Err(e) = pixmesh_core::buckets::check_configured_bucket(&s3.bucket)
+                {
+                    return invalid(format!("storage {name}: bucket {e}"));
+                }
                 if let Err(e) = s3.credential_settings() {
                     return invalid(format!("storage {name}: {e}"));
                 }
@@ -1207,6 +1212,8 @@ root = \"/srv\"
             "",
             "[storages]",
             "[storages.a]\ntype = \"s3\"\nbucket = \"\"",
+            "[storages.a]\ntype = \"s3\"\nbucket = \"photos/public\"",
+            "[storages.a]\ntype = \"s3\"\nbucket = \"ph otos\"",
             "[storages.a]\ntype = \"s3\"\nbucket = \"b\"\naccess_key_id = \"x\"",
             "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[result_storage]\nstorage = \"a\"",
             "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[result_storage]\nstorage = \"b\"",
