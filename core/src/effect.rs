@@ -121,6 +121,15 @@ impl Effect {
                     percent(args[2])?,
                 ))
             }),
+            // thumbor's optional seed: pixmesh's sequence is fixed, so it is checked and
+            // ignored.
+            "noise" if args.len() == 2 => match args[1].trim().parse::<u32>() {
+                Ok(_) => Effect::parse_filter(name, &args[..1])?,
+                Err(_) => Err(invalid(format!(
+                    "noise: seed {:?} is not a whole number",
+                    args[1]
+                ))),
+            },
             "noise" => arity(1).and_then(|()| {
                 args[0]
                     .trim()
