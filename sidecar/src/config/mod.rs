@@ -12,7 +12,7 @@
 //! max_avif_output_pixels = 16000000  # AVIF outputs (the slowest encode to make) up to 16 MP
 //! max_queue = 64                # requests waiting for a render slot; then 503
 //! workers = 2                  # renders at a time; default: the cgroup's CPU quota, else the CPUs
-//! memory_budget_bytes = 1073741824  # what renders in progress may reserve together
+//! memory_budget_bytes = 1073741824  # every image held: objects read, renders, caches
 //!
 //! [encoding]                    # what a URL that names no quality or scan mode gets
 //! jpeg_quality = 80
@@ -354,17 +354,18 @@ pub struct Limits {
     pub max_avif_output_pixels: u64,
     /// Time allowed for one storage operation, in milliseconds (504 beyond).
     pub storage_timeout_ms: u64,
-    /// Requests allowed to wait for a render slot (for one of the requests that may hold a
-    /// source: see [`crate::serving::pool::Sizing`]); beyond, 503 at once. Waiting requests
-    /// hold no image memory.
+    /// Requests allowed to wait for a render slot (for one of the two per worker that may hold
+    /// a source: [`crate::serving::pool`]); beyond, 503 at once. Waiting requests hold no image
+    /// memory.
     pub max_queue: usize,
-    /// Memory the renders in progress may reserve together, in bytes (after the decoded-
-    /// watermark cache and the freed blocks kept for reuse): each reserves its source and an
-    /// upper bound of what decoding, resizing and encoding it allocates before it starts, and
-    /// waits while that does not fit (413 when it alone exceeds the budget). Besides this, the
-    /// sources read ahead of their render (two per worker, and no more than the render share
-    /// holds at `max_source_bytes` each: [`crate::serving::pool::Sizing`]) and the sidecar's
-    /// own ~50 MB: within twice the budget whatever the worker count.
+    /// Memory for images, in bytes: the decoded-watermark cache, the freed blocks kept for
+    /// reuse, the objects read from storage (a quarter of what is left, at least
+    /// `max_source_bytes`: each read reserves `max_source_bytes` before it starts, shrunk to the
+    /// object's size once read) and renders (the rest: each reserves an upper bound of what
+    /// decoding, resizing and encoding it allocates before it starts, and waits while that does
+    /// not fit; 413 when it alone exceeds the renders' share): [`crate::serving::budget::Shares`].
+    /// Besides this, only the sidecar's own ~50 MB, whatever the worker count. At least twice
+    /// `max_source_bytes` beside the watermark cache.
     pub memory_budget_bytes: u64,
     /// Renders at a time (each on a thread of its own). Unset: the CPU quota of the container's
     /// cgroup, rounded up, else the CPUs this process may use ([`cpus::default_workers`]).
@@ -836,10 +837,10 @@ impl Config {
             self.voucher()?;
         }
         let limits = &self.limits;
-        if limits.memory_budget_bytes < limits.max_source_bytes {
+        if limits.memory_budget_bytes / 2 < limits.max_source_bytes {
             return invalid(format!(
-                "limits: memory_budget_bytes ({}) is below max_source_bytes ({}): the largest \
-                 sources could never be rendered",
+                "limits: memory_budget_bytes ({}) is below twice max_source_bytes ({}): the \
+                 largest sources could never be read and rendered",
                 limits.memory_budget_bytes, limits.max_source_bytes
             ));
         }
@@ -1025,10 +1026,10 @@ impl Config {
             }
             _ => return invalid("watermark: set both storage and key, or neither".into()),
         }
-        if limits.memory_budget_bytes.saturating_sub(wm.cache_bytes) < limits.max_source_bytes {
+        if limits.memory_budget_bytes.saturating_sub(wm.cache_bytes) / 2 < limits.max_source_bytes {
             return invalid(format!(
-                "watermark: cache_bytes ({}) leaves less than max_source_bytes ({}) of \
-                 memory_budget_bytes ({}) to renders",
+                "watermark: cache_bytes ({}) leaves less than twice max_source_bytes ({}) of \
+                 memory_budget_bytes ({}) to reads and renders",
                 wm.cache_bytes, limits.max_source_bytes, limits.memory_budget_bytes
             ));
         }
@@ -1441,5 +1442,28 @@ root = \"/srv\"
                 .to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_budget_holds_the_largest_source_twice_beside_the_watermark_cache() {
+        let local = "[storages.a]\ntype = \"local\"\nroot = \"/\"\n";
+        let with = |limits: &str| Config::from_toml(&format!("[limits]\n{limits}\n{local}"));
+        // Once for its read, once for the renders' share.
+        let err = with("memory_budget_bytes = 268435455")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("below twice max_source_bytes (134217728)"),
+            "{err}"
+        );
+        with("memory_budget_bytes = 268435456\n[watermark]\ncache_bytes = 0").unwrap();
+        let err = with("memory_budget_bytes = 268435456")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache_bytes (16777216) leaves less than twice max_source_bytes"),
+            "{err}"
+        );
+        with("memory_budget_bytes = 100000000\nmax_source_bytes = 41000000").unwrap();
     }
 }

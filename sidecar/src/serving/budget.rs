@@ -1,11 +1,23 @@
-//! The memory budget: every render reserves, before it starts, an upper bound of the memory it
-//! will hold (its source plus [`crate::pipeline::memory_needed`]), and waits while the
-//! reservations of the renders already running leave too little. A render that alone needs
-//! more than the whole budget is refused (413) instead of waiting forever.
+//! The memory budget, in two parts, so that everything image-sized the process holds is
+//! inside `memory_budget_bytes`:
+//! - **reads** ([`Shares::sources`]): before a storage read that may return up to
+//!   `max_source_bytes` (a source, its copy in source storage, a result-storage hit, a
+//!   watermark object), the request reserves `max_source_bytes`, waiting in arrival order, and
+//!   once the object is read shrinks the reservation to its size ([`Reservation::shrink_to`]).
+//!   The object keeps it until its last holder (the render, the response, a background write)
+//!   drops it;
+//! - **renders** ([`Shares::renders`]): every render reserves, before it starts, an upper bound
+//!   of what it will allocate ([`crate::pipeline::memory_needed`]; its source is already counted
+//!   in the reads share), and waits while the reservations of the renders already running leave
+//!   too little. A render that alone needs more than the whole share is refused (413) instead
+//!   of waiting forever. A rendered response holds its bytes' share of it until it is sent.
 //!
 //! Reservations are counted in KiB (rounded up), so budgets up to terabytes fit the semaphore.
-//! Only admitted requests reserve ([`crate::serving::pool::Admission`]), so at most two per core wait
-//! here, and a reservation is only ever held by a render that runs: waiting never deadlocks.
+//! Waiting never deadlocks: a request waits for the reads share holding nothing of either
+//! share (one read at a time: the watermark is read and decoded before the source), and for the
+//! renders share holding at most its objects' part of the reads share, which nothing holding
+//! the renders share ever waits for (running renders and responses being sent release theirs
+//! without waiting for anything).
 
 use std::sync::Arc;
 
@@ -33,9 +45,27 @@ pub struct MemoryBudget {
     total_kib: u64,
 }
 
-/// Memory reserved for one render; returned to the budget on drop.
+/// Memory reserved for one render or one object read; returned to the budget on drop.
 #[derive(Debug)]
-pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Reservation(OwnedSemaphorePermit);
+
+impl Reservation {
+    /// Gives back all but `bytes` (rounded up to a KiB, at least one) of what is reserved; a
+    /// reservation already that small is left as it is.
+    pub fn shrink_to(&mut self, bytes: u64) {
+        let keep = bytes.div_ceil(1024).max(1);
+        let held = self.0.num_permits() as u64;
+        if held > keep {
+            // `held - keep` < `held` ≤ `u32::MAX`: the split always succeeds.
+            drop(self.0.split((held - keep) as usize));
+        }
+    }
+
+    /// Bytes reserved (a multiple of 1 KiB).
+    pub fn bytes(&self) -> u64 {
+        self.0.num_permits() as u64 * 1024
+    }
+}
 
 impl MemoryBudget {
     /// A budget of `bytes` (at least 1 KiB).
@@ -71,16 +101,21 @@ impl MemoryBudget {
     }
 }
 
-/// How `memory_budget_bytes` is shared out: the watermark cache's capacity first (the
-/// configuration checks that what is left still holds the largest source), then the freed
-/// large blocks kept for reuse ([`crate::serving::block_cache`]: an eighth of the rest, at most 64 MiB, never
-/// leaving renders less than the largest source); renders reserve from what remains.
+/// How `memory_budget_bytes` is shared out: the watermark cache's capacity first, then the
+/// freed large blocks kept for reuse ([`crate::serving::block_cache`]: an eighth of the rest, at
+/// most 64 MiB, never leaving less than twice the largest source), then the objects read
+/// outside renders' reservations (a quarter of the rest, at least `max_source_bytes`); renders
+/// reserve from what remains. The configuration checks that the watermark cache leaves twice
+/// `max_source_bytes`, so renders get at least `max_source_bytes` too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shares {
-    /// What renders reserve from.
+    /// What renders (and rendered responses) reserve from.
     pub renders: u64,
     /// The large-block cache's capacity.
     pub blocks: u64,
+    /// What objects read from storage (sources, source copies, result-storage hits, watermark
+    /// objects) reserve from, from their read until their last holder drops them.
+    pub sources: u64,
 }
 
 impl Shares {
@@ -89,10 +124,15 @@ impl Shares {
         let rest = memory_budget_bytes.saturating_sub(watermark_cache_bytes);
         let blocks = (rest / 8)
             .min(64 << 20)
-            .min(rest.saturating_sub(max_source_bytes));
+            .min(rest.saturating_sub(max_source_bytes.saturating_mul(2)));
+        // Whole KiB, so a read of `max_source_bytes` always fits the share.
+        let sources = (rest / 4)
+            .max(max_source_bytes.div_ceil(1024).saturating_mul(1024))
+            .min(rest - blocks);
         Shares {
-            renders: rest - blocks,
+            renders: rest - blocks - sources,
             blocks,
+            sources,
         }
     }
 }
@@ -131,20 +171,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_is_shared_out_watermarks_first_then_blocks() {
+    fn the_budget_is_shared_out_watermarks_blocks_sources_then_renders() {
         const MIB: u64 = 1 << 20;
-        // An eighth of what the watermark cache leaves, at most 64 MiB.
-        let s = Shares::of(100 * MIB, 16 * MIB, 32 * MIB);
+        let parts = |s: Shares| (s.renders, s.blocks, s.sources);
+        // An eighth of what the watermark cache leaves for blocks, at most 64 MiB; a quarter
+        // for sources, at least the largest one.
         assert_eq!(
-            (s.renders, s.blocks),
-            (84 * MIB - 84 * MIB / 8, 84 * MIB / 8)
+            parts(Shares::of(100 * MIB, 16 * MIB, 16 * MIB)),
+            (84 * MIB - 84 * MIB / 8 - 21 * MIB, 84 * MIB / 8, 21 * MIB)
         );
-        let s = Shares::of(1024 * MIB, 16 * MIB, 128 * MIB);
-        assert_eq!((s.renders, s.blocks), (1008 * MIB - 64 * MIB, 64 * MIB));
-        // Never leaving renders less than the largest source.
-        let s = Shares::of(40 * MIB, 0, 38 * MIB);
-        assert_eq!((s.renders, s.blocks), (38 * MIB, 2 * MIB));
-        assert_eq!(Shares::of(10 * MIB, 16 * MIB, MIB).renders, 0);
+        assert_eq!(
+            parts(Shares::of(100 * MIB, 16 * MIB, 32 * MIB)),
+            (84 * MIB - 84 * MIB / 8 - 32 * MIB, 84 * MIB / 8, 32 * MIB)
+        );
+        assert_eq!(
+            parts(Shares::of(1024 * MIB, 16 * MIB, 128 * MIB)),
+            (1008 * MIB - 64 * MIB - 252 * MIB, 64 * MIB, 252 * MIB)
+        );
+        // Blocks never leave less than the largest source to each of sources and renders.
+        assert_eq!(
+            parts(Shares::of(80 * MIB, 0, 38 * MIB)),
+            (38 * MIB, 4 * MIB, 38 * MIB)
+        );
+        // Sources in whole KiB: a read of the largest always fits.
+        let s = Shares::of(8000, 0, 3000);
+        assert_eq!(
+            (s.sources, MemoryBudget::new(s.sources).total_kib),
+            (3072, 3)
+        );
+        // Every byte is in one share; none is left when the watermark cache takes it all.
+        for (budget, wm, max) in [(100, 16, 32), (1024, 16, 128), (300, 0, 150), (64, 0, 8)] {
+            let s = Shares::of(budget * MIB, wm * MIB, max * MIB);
+            assert_eq!(s.renders + s.blocks + s.sources, (budget - wm) * MIB);
+            assert!(s.sources >= max * MIB && s.renders >= max * MIB, "{s:?}");
+        }
+        assert_eq!(parts(Shares::of(10 * MIB, 16 * MIB, MIB)), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_reservation_shrinks_to_what_was_read() {
+        let budget = MemoryBudget::new(10 << 20);
+        let mut read = budget.reserve(4 << 20).await.unwrap();
+        assert_eq!(budget.available_kib(), 6 << 10);
+        read.shrink_to(1500);
+        assert_eq!(read.bytes(), 2048, "rounded up to a KiB");
+        assert_eq!(
+            budget.available_kib(),
+            (10 << 10) - 2,
+            "the rest returned at once"
+        );
+        read.shrink_to(8 << 20);
+        assert_eq!(read.bytes(), 2048, "never grows");
+        read.shrink_to(0);
+        assert_eq!(read.bytes(), 1024, "at least a KiB");
+        drop(read);
+        assert_eq!(budget.available_kib(), 10 << 10, "all returned");
     }
 
     #[tokio::test]

@@ -148,12 +148,9 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
         .iter()
         .map(|(name, cfg)| (name.clone(), cfg.fallbacks().to_vec()))
         .collect();
-    // Workers follow the pod's CPU quota, admissions the memory budget (pool::Sizing).
-    let sizing = pool::Sizing::of(
-        config.limits.workers(),
-        shares.renders,
-        config.limits.max_source_bytes,
-    );
+    // Workers follow the pod's CPU quota; what their requests' sources hold, the budget's reads
+    // share.
+    let workers = config.limits.workers();
     Ok(Renderer {
         storages,
         fallbacks,
@@ -168,11 +165,12 @@ pub async fn renderer(config: &Config) -> Result<Renderer, ServeError> {
                 reason: "must be visible ASCII".into(),
             }
         })?,
-        workers: WorkerPool::sized(sizing.workers, sizing.admissions, config.limits.max_queue),
+        workers: WorkerPool::new(workers, config.limits.max_queue),
         budget: MemoryBudget::new(shares.renders),
+        reads: MemoryBudget::new(shares.sources),
         in_flight: Default::default(),
         watermarks: watermark_cache::WatermarkCache::new(config.watermark.cache_bytes),
-        background: BackgroundWrites::new(BACKGROUND_WRITES_PER_WORKER * sizing.workers),
+        background: BackgroundWrites::new(BACKGROUND_WRITES_PER_WORKER * workers),
         default_watermark: config.watermark.default_image(),
     })
 }

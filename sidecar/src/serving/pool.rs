@@ -1,12 +1,12 @@
-//! The render worker pool: at most one render per worker, a bounded number of requests holding
-//! their source in memory (at most two per worker, and no more than the memory budget holds:
-//! [`Sizing`]), a bounded queue in front of those, and an immediate refusal
-//! when the queue is full, so overload shows as a clear 503 instead of unbounded latency and
-//! memory.
+//! The render worker pool: at most one render per worker, at most two requests per worker
+//! reading or holding their source, a bounded queue in front of those, and an immediate refusal
+//! when the queue is full, so overload shows as a clear 503 instead of unbounded latency.
 //!
 //! A request first takes an [`Admission`] (waiting in the queue, holding nothing), then reads
-//! its source, then runs its render with [`WorkerPool::run`], which needs the admission: so no
-//! more sources than admissions are ever in memory however many requests arrive.
+//! its source, then runs its render with [`WorkerPool::run`], which needs the admission. The
+//! bytes the admitted requests' sources hold are bounded by the memory budget's reads share
+//! ([`crate::serving::budget`]), not by the number of admissions, so the worker count (the
+//! node's size, by default) never raises the memory used.
 //!
 //! A job owns its worker, a share of its admission and its memory reservation until it ends,
 //! not until its caller stops waiting: a render whose client went away keeps counting against
@@ -60,59 +60,17 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// How many requests may hold a source at once.
-///
-/// A source is in memory from its read until its request ends, but counts against the memory
-/// budget only once its render has reserved (its source and what the render allocates):
-/// sources read ahead of their render, or waiting for the budget, are outside every
-/// reservation. Their number follows the budget, not the cores: two per worker, but never
-/// more than the render share holds at `max_source_bytes` each (at least one). So the sources
-/// outside reservations never exceed the render share, and the process stays within twice the
-/// budget whatever the worker count (before, a 64-core node admitted 128 sources of up to
-/// `max_source_bytes` beside a full budget).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sizing {
-    /// Renders at a time.
-    pub workers: usize,
-    /// Requests that may hold a source at once.
-    pub admissions: usize,
-}
-
-impl Sizing {
-    /// The sizing for `workers` (at least 1) with `renders` bytes of the budget
-    /// ([`crate::serving::budget::Shares::renders`]) and sources up to `max_source_bytes`.
-    pub fn of(workers: usize, renders: u64, max_source_bytes: u64) -> Sizing {
-        let workers = workers.max(1);
-        let fits = usize::try_from(renders / max_source_bytes.max(1)).unwrap_or(usize::MAX);
-        Sizing {
-            workers,
-            admissions: fits.clamp(1, workers.saturating_mul(2)),
-        }
-    }
-
-    /// The most bytes sources outside reservations may hold.
-    pub fn read_ahead_bytes(&self, max_source_bytes: u64) -> u64 {
-        self.admissions as u64 * max_source_bytes
-    }
-}
-
 impl WorkerPool {
     /// A pool of `workers` (at least 1) concurrent jobs, twice as many admissions and
     /// `max_queue` requests waiting for one.
     pub fn new(workers: usize, max_queue: usize) -> Self {
         let workers = workers.max(1);
-        Self::sized(workers, workers * 2, max_queue)
-    }
-
-    /// A pool of `workers` (at least 1) concurrent jobs, `admissions` (at least 1) requests
-    /// holding a source ([`Sizing`]) and `max_queue` requests waiting for one.
-    pub fn sized(workers: usize, admissions: usize, max_queue: usize) -> Self {
         WorkerPool {
-            admissions: Arc::new(Semaphore::new(admissions.max(1))),
-            workers: Arc::new(Semaphore::new(workers.max(1))),
+            admissions: Arc::new(Semaphore::new(workers.saturating_mul(2))),
+            workers: Arc::new(Semaphore::new(workers)),
             waiting: AtomicUsize::new(0),
             max_queue,
-            size: workers.max(1),
+            size: workers,
         }
     }
 
@@ -302,57 +260,6 @@ mod tests {
         );
         assert_eq!(next.await.unwrap().unwrap(), 7, "its worker was returned");
         assert_eq!(budget.available_kib(), 4096, "and its reservation");
-    }
-
-    #[test]
-    fn sources_held_outside_the_budget_follow_the_budget_not_the_cores() {
-        const MIB: u64 = 1 << 20;
-        for renders in [200 * MIB, 944 * MIB, 2048 * MIB, 8192 * MIB] {
-            for max_source in [8 * MIB, 32 * MIB, 128 * MIB] {
-                for workers in [1, 2, 4, 16, 64, 256] {
-                    let s = Sizing::of(workers, renders, max_source);
-                    // Renders' reservations plus the sources outside them: within twice the
-                    // render share, whatever the worker count.
-                    assert!(
-                        renders + s.read_ahead_bytes(max_source) <= 2 * renders,
-                        "{workers} workers, {} MiB, sources up to {} MiB: {s:?}",
-                        renders / MIB,
-                        max_source / MIB
-                    );
-                    assert!(s.admissions >= 1 && s.admissions <= 2 * workers, "{s:?}");
-                }
-            }
-        }
-        // The case: 64 workers (a 64-core node) and the default budget. Before, 128
-        // requests (two per core) could each hold a 128 MiB source, 16 GiB beside 944 MiB.
-        let s = Sizing::of(64, 944 * MIB, 128 * MIB);
-        assert_eq!(s.admissions, 7);
-        assert!(s.read_ahead_bytes(128 * MIB) <= 944 * MIB);
-        // Small sources or few workers: two per worker, as before.
-        assert_eq!(Sizing::of(2, 944 * MIB, 8 * MIB).admissions, 4);
-        assert_eq!(Sizing::of(2, 944 * MIB, 128 * MIB).admissions, 4);
-        // A budget below one source still admits one request.
-        assert_eq!(Sizing::of(8, 100 * MIB, 128 * MIB).admissions, 1);
-    }
-
-    #[tokio::test]
-    async fn a_sized_pool_admits_as_many_as_its_sizing_says() {
-        let pool = WorkerPool::sized(4, 3, 0);
-        let held: Vec<_> = admit_n(&pool, 3).await;
-        assert!(matches!(
-            pool.admit().await,
-            Err(PoolError::Busy { queued: 0 })
-        ));
-        drop(held);
-        pool.admit().await.expect("admitted once one left");
-    }
-
-    async fn admit_n(pool: &WorkerPool, n: usize) -> Vec<Admission> {
-        let mut held = Vec::new();
-        for _ in 0..n {
-            held.push(pool.admit().await.expect("admitted"));
-        }
-        held
     }
 
     #[tokio::test]

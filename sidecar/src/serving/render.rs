@@ -11,10 +11,12 @@
 //!    not found (404/403/413/503/504 from the storage);
 //! 4. answer 304 when `If-None-Match` matches the rendition's ETag, without rendering (with a
 //!    watermark, its ETag, from a `HEAD` before the source is read, is part of the rendition's);
-//! 5. render on a blocking worker, at most one per core, once the memory budget holds the
-//!    source and what the render will allocate (413 when that alone exceeds the budget); a
-//!    watermark comes from the cache of decoded ones ([`crate::serving::watermark_cache`]) or is read and
-//!    decoded first, on a worker and within the budget too;
+//! 5. render on a blocking worker, at most one per core, once the memory budget holds what the
+//!    render will allocate (413 when that alone exceeds the budget; the source is counted in the
+//!    reads share from before its read: [`crate::serving::budget`]); a watermark comes from the
+//!    cache of decoded ones ([`crate::serving::watermark_cache`]) or is read and decoded, on a
+//!    worker and within the budget too, before the source is read (so no request waits for the
+//!    reads share while holding part of it);
 //! 6. stream the image, and write it to result storage: in the background (failures logged and
 //!    counted), or before answering with `report_errors`.
 //!
@@ -39,6 +41,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::pipeline;
 use crate::pipeline::watermark::{DecodedWatermark, Overlay};
+use crate::serving::budget::Reservation;
 use crate::serving::pool::Admission;
 use crate::serving::status::RenderError;
 use crate::storage::first_found;
@@ -132,6 +135,12 @@ impl Renderer {
             (Some(w), None) => Some(self.watermark_head(w).await?),
             (None, _) => None,
         };
+        // Decoded before the source is read: a request waits for the reads budget holding none
+        // of it, so those waits cannot deadlock.
+        let overlay = match &watermark {
+            Some(wm) => Some(self.overlay(wm.clone()).await?),
+            None => None,
+        };
         let source = self.read_source(&chain, &req).await?;
         let rendition_tag = match &watermark {
             Some(wm) => etag(&canonical, &format!("{}\0{}", source.object.etag, wm.etag)),
@@ -145,7 +154,15 @@ impl Renderer {
             .in_flight
             .renders
             .run(&rendition_tag, || {
-                self.render_and_store(source, req.transform, watermark, &rendition_tag, stored)
+                let watermark_etag = watermark.map(|wm| wm.etag);
+                self.render_and_store(
+                    source,
+                    req.transform,
+                    overlay,
+                    watermark_etag,
+                    &rendition_tag,
+                    stored,
+                )
             })
             .await?;
         Ok(Rendition::Image {
@@ -157,7 +174,7 @@ impl Renderer {
     }
 
     /// The source object, read once for all concurrent requests for it, once the pool admits
-    /// it.
+    /// it and the reads budget holds `max_source_bytes` (shrunk to the object's size once read).
     async fn read_source(
         &self,
         chain: &[&Storage],
@@ -182,12 +199,19 @@ impl Renderer {
                         .timed(QueueWait, self.workers.admit())
                         .await?,
                 );
+                let mut reserved = self.reads.reserve(max).await?;
                 if let Some((ss, key)) = &copy
                     && let Some(object) = self.read_copy(ss, key, &req.storage).await
                 {
                     self.stats.source_copy_hits.fetch_add(1, Ordering::Relaxed);
                     crate::telemetry::logging::note_source("copy");
-                    return Ok(Source { object, admission });
+                    reserved.shrink_to(object.bytes.len() as u64);
+                    let held = Arc::new(reserved);
+                    return Ok(Source {
+                        object,
+                        admission,
+                        held,
+                    });
                 }
                 let object = self
                     .observed_read(
@@ -196,40 +220,50 @@ impl Renderer {
                     )
                     .await
                     .map_err(RenderError::Source)?;
+                reserved.shrink_to(object.bytes.len() as u64);
+                let held = Arc::new(reserved);
                 if let Some((ss, key)) = copy {
-                    self.write_copy(ss, key, &req.storage, &object);
+                    self.write_copy(ss, key, &req.storage, &object, Arc::clone(&held));
                 }
-                Ok(Source { object, admission })
+                Ok(Source {
+                    object,
+                    admission,
+                    held,
+                })
             })
             .await
     }
 
-    /// Renders `source` and writes the rendition to result storage (`stored`: where).
+    /// Renders `source` (with `overlay`, the watermark whose ETag is `watermark_etag`) and
+    /// writes the rendition to result storage (`stored`: where).
     async fn render_and_store(
         &self,
         Source {
             object: source,
             admission,
+            held: source_held,
         }: Source,
         transform: Transform,
-        watermark: Option<WatermarkHead>,
+        overlay: Option<Overlay>,
+        watermark_etag: Option<String>,
         tag: &str,
         stored: Option<(&ResultStore, String)>,
     ) -> Result<Rendered, RenderError> {
         self.stats.renders.fetch_add(1, Ordering::Relaxed);
-        let watermark_etag = watermark.as_ref().map(|wm| wm.etag.clone());
-        let overlay = match watermark {
-            Some(wm) => Some(self.overlay(&admission, wm).await?),
-            None => None,
-        };
         let rendered = self
             .stats
             .metrics
-            .rendering(self.run_pipeline(&admission, source.bytes.clone(), transform, overlay))
+            .rendering(self.run_pipeline(
+                &admission,
+                (source.bytes.clone(), source_held),
+                transform,
+                overlay,
+            ))
             .await?;
         let content_type = rendered.format.content_type().to_owned();
         let bytes = Bytes::from(rendered.bytes);
-        // Taken while the admission is still held, so requests waiting for it stay bounded.
+        // Taken while the admission is still held, so requests waiting for it stay bounded;
+        // kept by the response and by the background write, as they keep the bytes.
         let held = Arc::new(self.budget.reserve(bytes.len() as u64).await?);
         let last_modified = source.last_modified.as_ref().and_then(http_date);
         if let Some((rs, key)) = stored {
@@ -244,8 +278,9 @@ impl Renderer {
                 meta.insert(META_WATERMARK_ETAG.to_owned(), etag);
             }
             let (store, stats) = (rs.storage.clone(), self.stats.clone());
-            let (bytes, ct) = (bytes.clone(), content_type.clone());
+            let (bytes, ct, held) = (bytes.clone(), content_type.clone(), Arc::clone(&held));
             let write = async move {
+                let _held = held;
                 let result = stats
                     .metrics
                     .result_write(bytes.len(), store.put(&key, bytes, &ct, meta))
@@ -315,17 +350,13 @@ impl Renderer {
 
     /// The decoded watermark, from the cache, or read and decoded on a worker (within the
     /// memory budget) and kept; once for every render needing it at the same time.
-    async fn overlay(
-        &self,
-        admitted: &Admission,
-        wm: WatermarkHead,
-    ) -> Result<Overlay, RenderError> {
+    async fn overlay(&self, wm: WatermarkHead) -> Result<Overlay, RenderError> {
         let image = match self.watermarks.get(&wm.cache_key) {
             Some(image) => image,
             None => {
                 self.in_flight
                     .watermarks
-                    .run(&wm.cache_key, || self.decode_watermark(admitted, &wm.spec))
+                    .run(&wm.cache_key, || self.decode_watermark(&wm.spec))
                     .await?
             }
         };
@@ -335,29 +366,33 @@ impl Renderer {
         })
     }
 
-    /// Reads and decodes the watermark `spec` names, on a worker within the memory budget, and
-    /// keeps it in the cache.
+    /// Reads and decodes the watermark `spec` names, on its own admission, the object within
+    /// the reads budget and the decode within the render budget, and keeps it in the cache.
     async fn decode_watermark(
         &self,
-        admitted: &Admission,
         spec: &Watermark,
     ) -> Result<Arc<DecodedWatermark>, RenderError> {
         self.stats.watermark_decodes.fetch_add(1, Ordering::Relaxed);
         let (chain, storage, key) = self.watermark_chain(spec)?;
-        let object = first_found(&chain, |s| s.get(key, None, self.limits.max_source_bytes))
+        let admitted = (self.stats.metrics)
+            .timed(QueueWait, self.workers.admit())
+            .await?;
+        let max = self.limits.max_source_bytes;
+        let mut read = self.reads.reserve(max).await?;
+        let object = first_found(&chain, |s| s.get(key, None, max))
             .await
             .map_err(RenderError::WatermarkSource)?;
+        read.shrink_to(object.bytes.len() as u64);
         let limits = self.pipeline_limits();
         let needed = pipeline::watermark_decode_memory_needed(&object.bytes, &limits)
             .map_err(RenderError::WatermarkImage)?;
-        let reserved = self
-            .budget
-            .reserve((object.bytes.len() as u64).saturating_add(needed))
-            .await?;
+        let reserved = self.budget.reserve(needed).await?;
         let bytes = object.bytes.clone();
         let image = self
             .workers
-            .run(admitted, reserved, move || {
+            .run(&admitted, reserved, move || {
+                // The object's share of the reads budget goes with its bytes.
+                let _read = read;
                 pipeline::watermark::decode_watermark(&bytes, &limits)
             })
             .await?
@@ -370,26 +405,25 @@ impl Renderer {
         Ok(image)
     }
 
-    /// Renders on a worker, once the memory budget holds the source and what the render
-    /// allocates (estimated from the header; refused at once when that exceeds the budget).
+    /// Renders on a worker, once the memory budget holds what the render allocates (estimated
+    /// from the header; refused at once when that exceeds the budget). The source comes with
+    /// its share of the reads budget, which the job keeps as long as it keeps the bytes.
     async fn run_pipeline(
         &self,
         admitted: &Admission,
-        source: Bytes,
+        (source, source_held): (Bytes, Arc<Reservation>),
         transform: Transform,
         overlay: Option<Overlay>,
     ) -> Result<pipeline::Rendered, RenderError> {
         let limits = self.pipeline_limits();
         let needed =
             pipeline::memory_needed_overlaid(&source, &transform, overlay.as_ref(), &limits)?;
-        let reserved = self
-            .budget
-            .reserve((source.len() as u64).saturating_add(needed))
-            .await?;
+        let reserved = self.budget.reserve(needed).await?;
         let encoding = self.encoding.clone();
         let (rendered, phases) = self
             .workers
             .run(admitted, reserved, move || {
+                let _source_held = source_held;
                 pipeline::phases::collect(|| {
                     pipeline::render_overlaid(
                         &source,
@@ -518,6 +552,7 @@ mod tests {
             cache_control: MetadataValue::from_static("public"),
             workers: WorkerPool::new(1, 64),
             budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
+            reads: MemoryBudget::new(Limits::default().max_source_bytes),
             in_flight: InFlight::default(),
             watermarks: WatermarkCache::new(0),
             background: BackgroundWrites::new(8),
@@ -989,6 +1024,7 @@ mod tests {
             cache_control: MetadataValue::from_static("public"),
             workers: WorkerPool::new(1, 64),
             budget: MemoryBudget::new(Limits::default().memory_budget_bytes),
+            reads: MemoryBudget::new(Limits::default().max_source_bytes),
             encoding: pipeline::Encoding::default(),
             in_flight: InFlight::default(),
             watermarks: WatermarkCache::new(0),

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use pixmesh_core::render::{RenderRequest, if_none_match, varied_etag};
 
+use crate::serving::budget::Reservation;
 use crate::serving::status::RenderError;
 use crate::storage::first_found;
 use crate::storage::{Head, Object, Storage, StorageError, http_date};
@@ -46,7 +47,8 @@ fn expired(expiration: Option<Duration>, modified: Option<DateTime>, now: System
 
 impl Renderer {
     /// The copy of a source of `storage` at `key` in source storage, unless it is missing,
-    /// unreadable, expired or a copy of another storage's object.
+    /// unreadable, expired or a copy of another storage's object. The caller holds the read's
+    /// share of the reads budget.
     pub(super) async fn read_copy(
         &self,
         ss: &SourceStore,
@@ -84,8 +86,16 @@ impl Renderer {
     }
 
     /// Writes a copy of `obj`, read from `storage`, at `key` in source storage, in the
-    /// background: a failure is logged and counted, never a failed response.
-    pub(super) fn write_copy(&self, ss: &SourceStore, key: String, storage: &str, obj: &Object) {
+    /// background: a failure is logged and counted, never a failed response. The write keeps
+    /// `held` (the object's share of the reads budget) until it ends, as it keeps the bytes.
+    pub(super) fn write_copy(
+        &self,
+        ss: &SourceStore,
+        key: String,
+        storage: &str,
+        obj: &Object,
+        held: Arc<Reservation>,
+    ) {
         let mut meta = HashMap::from([
             (META_COPY_STORAGE.to_owned(), storage.to_owned()),
             (META_COPY_ETAG.to_owned(), obj.etag.clone()),
@@ -99,6 +109,7 @@ impl Renderer {
             .unwrap_or_else(|| "application/octet-stream".to_owned());
         let (store, stats, bytes) = (ss.storage.clone(), self.stats.clone(), obj.bytes.clone());
         let started = self.background.spawn(async move {
+            let _held = held;
             if let Err(e) = store.put(&key, bytes, &content_type, meta).await {
                 stats
                     .source_copy_write_failures
@@ -115,8 +126,9 @@ impl Renderer {
     /// The rendition at `key` in result storage, unless it is missing, unreadable, expired or
     /// (with `verify_source`, and unless `req` names a version, which never changes) made from
     /// another version of the source, or of its watermark, than the current one. Read once for
-    /// all concurrent requests for it, once the pool admits it (as a source is), and held within
-    /// the memory budget until the last response sending it is done.
+    /// all concurrent requests for it, once the pool admits it (as a source is) and the reads
+    /// budget holds `max_source_bytes`; a hit keeps that reservation, shrunk to its size, until
+    /// the last response sending it is done.
     pub(super) async fn stored(
         &self,
         rs: &ResultStore,
@@ -131,6 +143,7 @@ impl Renderer {
             )
             .await?;
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
+        let mut reserved = self.reads.reserve(self.limits.max_source_bytes).await?;
         let read = rs.storage.get(key, None, self.limits.max_source_bytes);
         let (read, head, watermark) = if rs.verify_source && req.version.is_none() {
             let head = first_found(chain, |s| s.head(&req.key, None));
@@ -199,8 +212,11 @@ impl Renderer {
                 "cannot verify the watermark; serving the stored rendition"
             );
         }
-        let held = Arc::new(self.budget.reserve(obj.bytes.len() as u64).await?);
-        Ok(Lookup::Hit(Stored { object: obj, held }))
+        reserved.shrink_to(obj.bytes.len() as u64);
+        Ok(Lookup::Hit(Stored {
+            object: obj,
+            held: Arc::new(reserved),
+        }))
     }
 }
 

@@ -137,12 +137,14 @@ pub struct InFlight {
     pub(super) results: Flights<Result<Lookup, RenderError>>,
 }
 
-/// A source in memory, with the pool admission that lets it be there: released when the last
-/// request sharing it is done.
+/// A source in memory, with the pool admission that lets it be there and its bytes' share of
+/// the reads budget ([`Renderer::reads`]): both released when the last request sharing it (and
+/// its copy's background write) is done.
 #[derive(Clone)]
 pub(super) struct Source {
     pub(super) object: Object,
     pub(super) admission: Arc<Admission>,
+    pub(super) held: Arc<Reservation>,
 }
 
 /// What a render knows of its watermark before reading it: its ETag (`HEAD`), the key of its
@@ -172,7 +174,8 @@ pub(super) struct Rendered {
     pub(super) last_modified: Option<String>,
 }
 
-/// A rendition read from result storage, with its share of the memory budget.
+/// A rendition read from result storage, with its share of the reads budget (the reservation
+/// its read took, shrunk to its size).
 #[derive(Clone)]
 pub(super) struct Stored {
     pub(super) object: Object,
@@ -207,8 +210,13 @@ pub struct Renderer {
     pub cache_control: MetadataValue<tonic::metadata::Ascii>,
     /// Renders run here: one per core, with a bounded queue.
     pub workers: WorkerPool,
-    /// What renders in progress may allocate together.
+    /// What renders in progress, and rendered responses, may allocate together
+    /// ([`crate::serving::budget::Shares::renders`]).
     pub budget: MemoryBudget,
+    /// What objects read from storage may hold from their read until their last holder drops
+    /// them: sources, source copies, result-storage hits, watermark objects
+    /// ([`crate::serving::budget::Shares::sources`]).
+    pub reads: MemoryBudget,
     /// Source reads and renders in flight.
     pub in_flight: InFlight,
     /// Decoded watermarks.
