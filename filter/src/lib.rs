@@ -168,6 +168,9 @@ impl Pixmesh {
                 .filter(|(name, _)| {
                     name.eq_ignore_ascii_case("if-none-match")
                         || name.eq_ignore_ascii_case("x-request-id")
+                        // W3C trace context: the sidecar's spans continue the client's trace.
+                        || name.eq_ignore_ascii_case("traceparent")
+                        || name.eq_ignore_ascii_case("tracestate")
                         || name.eq_ignore_ascii_case(GRAMMAR_HEADER)
                 })
                 .map(|(name, value)| (name.as_str(), value.as_bytes())),

@@ -17,6 +17,7 @@ pub mod foreign;
 pub mod garage;
 pub mod http;
 pub mod moto;
+pub mod otlp;
 pub mod ports;
 pub mod s3;
 pub mod stack;

@@ -3,6 +3,10 @@
 //! ```toml
 //! listen = "127.0.0.1:50051"
 //! metrics_listen = "0.0.0.0:9090"  # /metrics, /livez, /readyz; off when unset
+//! [tracing]                     # OpenTelemetry spans over OTLP/gRPC; off when absent
+//! otlp_endpoint = "http://127.0.0.1:4317"  # default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost
+//! service_name = "pixmesh-sidecar"
+//! sample_ratio = 1.0            # of new traces; a traceparent's sampled flag is followed
 //! cache_control = "public, max-age=31536000"
 //!
 //! [limits]
@@ -184,6 +188,57 @@ pub struct Config {
     /// to start without one.
     #[serde(default)]
     pub render_key: Option<Secret>,
+    /// OpenTelemetry traces ([`crate::telemetry::traces`]); off when absent.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// The `[tracing]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector (`http://HOST:PORT`); unset: the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `http://localhost:4317`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The resource's `service.name`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// The share of new traces kept, 0 to 1 (requests with a `traceparent` follow its flag).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+fn default_service_name() -> String {
+    "pixmesh-sidecar".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+impl TracingConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "tracing: sample_ratio {} is not between 0 and 1",
+                self.sample_ratio
+            ));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://")
+                && endpoint.parse::<tonic::transport::Uri>().is_ok())
+        {
+            return Err(format!(
+                "tracing: otlp_endpoint {endpoint:?} is not an http://HOST:PORT URL (TLS to the \
+                 collector is not supported: use a local collector)"
+            ));
+        }
+        if self.service_name.is_empty() {
+            return Err("tracing: service_name is empty".into());
+        }
+        Ok(())
+    }
 }
 
 /// The `[s3]` table: what an S3 storage uses when it does not say (the loader, storage and
@@ -836,6 +891,9 @@ impl Config {
         if self.render_key.is_some() {
             self.voucher()?;
         }
+        if let Some(tracing) = &self.tracing {
+            tracing.validate().map_err(ConfigError::Invalid)?;
+        }
         let limits = &self.limits;
         if limits.memory_budget_bytes / 2 < limits.max_source_bytes {
             return invalid(format!(
@@ -1229,6 +1287,32 @@ root = \"/srv\"
             "[storages.a]\ntype = \"local\"\nroot = \"/\"\n[watermark]\ncolour = 1",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tracing_is_off_unless_configured_and_checked() {
+        let local = "[storages.a]\ntype = \"local\"\nroot = \"/\"\n";
+        assert_eq!(Config::from_toml(local).unwrap().tracing, None);
+        let on = Config::from_toml(&format!("{local}[tracing]\n")).unwrap();
+        assert_eq!(
+            on.tracing,
+            Some(TracingConfig {
+                otlp_endpoint: None,
+                service_name: "pixmesh-sidecar".into(),
+                sample_ratio: 1.0
+            })
+        );
+        for bad in [
+            "sample_ratio = 1.5",
+            "sample_ratio = -0.1",
+            "otlp_endpoint = \"127.0.0.1:4317\"",
+            "otlp_endpoint = \"https://collector:4317\"",
+            "service_name = \"\"",
+            "endpoint = \"http://127.0.0.1:4317\"",
+        ] {
+            let toml = format!("{local}[tracing]\n{bad}\n");
+            assert!(Config::from_toml(&toml).is_err(), "{bad}");
         }
     }
 

@@ -1,5 +1,5 @@
 //! What the render flow shows operators ([`crate::telemetry`]): each request answered is
-//! counted, timed and logged in one line ([`Renderer::answer`]); source reads are counted by
+//! counted, timed, logged in one line and traced as a server span ([`Renderer::answer`]); source reads are counted by
 //! storage and outcome ([`Renderer::observed_read`]); the [`Snapshot`] read at each scrape
 //! (the [`Stats`](super::state::Stats), the queue, the workers, the memory budget).
 
@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry::KeyValue;
 use pixmesh_core::config::Grammar;
 use pixmesh_core::router::GRAMMAR_HEADER;
 use pixmesh_core::vouch::Voucher;
@@ -48,6 +49,37 @@ fn http_status(status: &Status) -> u16 {
         .get("x-http-status")
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(500)
+}
+
+/// What a request's server span says of it besides its RPC (never a secret: the key is the
+/// object's name).
+fn span_attributes(
+    storage: &str,
+    key: &str,
+    grammar: Option<&'static str>,
+    request_id: Option<&str>,
+    status: u16,
+    bytes: u64,
+    notes: &logging::Notes,
+) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("pixmesh.storage", storage.to_owned()),
+        KeyValue::new("pixmesh.key", key.to_owned()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+        KeyValue::new("pixmesh.response.bytes", bytes as i64),
+    ];
+    let optional = [
+        ("pixmesh.grammar", grammar.map(str::to_owned)),
+        ("pixmesh.request_id", request_id.map(str::to_owned)),
+        ("pixmesh.result_storage", notes.result.map(str::to_owned)),
+        ("pixmesh.source", notes.source.map(str::to_owned)),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            attributes.push(KeyValue::new(name, value));
+        }
+    }
+    attributes
 }
 
 impl Renderer {
@@ -112,8 +144,13 @@ impl Renderer {
         let key = req.key.clone();
         // Boxed: the render flow's future is deep enough for the compiler's layout limit.
         let request_id = md.get(REQUEST_ID).and_then(|v| v.to_str().ok());
-        let (out, notes) =
-            logging::scope(request_id, Box::pin(self.handle(req, md, voucher))).await;
+        let span = self.stats.metrics.traces.request(rpc.name(), md);
+        let (out, notes) = span
+            .scope(logging::scope(
+                request_id,
+                Box::pin(self.handle(req, md, voucher)),
+            ))
+            .await;
         let out = match (out, max) {
             (Ok(Rendition::Image { body, .. }), Some(max)) if body.bytes.len() > max => {
                 Err(over_call_limit(body.bytes.len(), max))
@@ -129,13 +166,18 @@ impl Renderer {
         self.stats
             .metrics
             .request(rpc, &storage, status, elapsed, bytes);
+        // Only a name the filter sends: the header selects nothing and is not vouched for.
+        let grammar = md
+            .get(GRAMMAR_HEADER)
+            .and_then(|v| Grammar::from_name(v.to_str().ok()?))
+            .map(Grammar::name);
+        span.end(
+            span_attributes(&storage, &key, grammar, request_id, status, bytes, &notes),
+            status >= 500,
+        );
         RequestLine {
             request_id,
-            // Only a name the filter sends: the header selects nothing and is not vouched for.
-            grammar: md
-                .get(GRAMMAR_HEADER)
-                .and_then(|v| Grammar::from_name(v.to_str().ok()?))
-                .map(Grammar::name),
+            grammar,
             rpc: rpc.name(),
             storage: &storage,
             key: &key,

@@ -9,16 +9,18 @@ use pixmesh_proto::v1::image_service_server::ImageServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::telemetry::health::{self, Phase, Readiness};
 use crate::telemetry::http::Operator;
+use crate::telemetry::traces::Settings;
 use crate::telemetry::{Task, http};
 
 use super::grpc::ImageService;
 use super::{ServeError, observe, renderer};
 
 /// Serves the image service on `listener` until `shutdown` completes, and the operator's port
-/// on the configuration's `metrics_listen` when it has one.
+/// on the configuration's `metrics_listen` when it has one; spans go to the configuration's
+/// OTLP collector when it has `[tracing]`.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
@@ -55,6 +57,15 @@ pub async fn serve_with(
     let _operator = metrics.map(|l| Task::spawn(http::serve(l, Arc::clone(&operator))));
     let voucher = config.voucher()?;
     let renderer = Arc::new(renderer(config).await?);
+    let traces = renderer.stats.metrics.traces.clone();
+    if let Some(t) = &config.tracing {
+        let settings = Settings {
+            endpoint: t.otlp_endpoint.clone(),
+            service_name: t.service_name.clone(),
+            sample_ratio: t.sample_ratio,
+        };
+        (traces.start(&settings)).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    }
     let sampler = observe::sampler(Arc::clone(&renderer), Arc::clone(&readiness));
     let _ = operator
         .registry
@@ -75,12 +86,14 @@ pub async fn serve_with(
         tracing::info!("draining: finishing the requests in flight");
     };
     readiness.set(Phase::Serving);
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ImageServiceServer::new(
             ImageService::new(renderer, voucher).with_readiness(readiness),
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
+        .await;
+    // The spans of the last requests leave before the sidecar does.
+    traces.shutdown().await;
+    Ok(served?)
 }

@@ -113,6 +113,7 @@ impl BackgroundWrites {
     pub(super) fn spawn(&self, write: impl Future<Output = ()> + Send + 'static) -> bool {
         match Arc::clone(&self.0).try_acquire_owned() {
             Ok(slot) => {
+                let write = crate::telemetry::traces::carry(write);
                 tokio::spawn(async move {
                     write.await;
                     drop(slot);

@@ -22,6 +22,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::traces::Traces;
+
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -139,6 +141,8 @@ pub struct Metrics {
     result_writes: Counter,
     result_bytes: Counter,
     renders_in_progress: Gauge,
+    /// The spans of the same steps (off unless started).
+    pub traces: Traces,
 }
 
 impl Default for Metrics {
@@ -155,6 +159,7 @@ impl Default for Metrics {
             result_writes: Counter::default(),
             result_bytes: Counter::default(),
             renders_in_progress: Gauge::default(),
+            traces: Traces::default(),
         }
     }
 }
@@ -190,6 +195,7 @@ impl Metrics {
         self.steps
             .get_or_create(&StepLabels { step: step.name() })
             .observe(elapsed.as_secs_f64());
+        self.traces.step(step.name(), elapsed);
     }
 
     /// A render's time per phase of the pipeline (`decode`, `resize`, `effects`, `encode`).
@@ -199,6 +205,7 @@ impl Metrics {
                 .get_or_create(&PhaseLabels { phase })
                 .observe(spent.as_secs_f64());
         }
+        self.traces.phases(phases);
     }
 
     /// Runs `work`, recording its duration as `step`'s.
