@@ -122,6 +122,22 @@ fn every_render_allocates_at_most_what_memory_needed_reserved() {
             },
         ),
         (
+            // Ordered effects: an alpha channel added before the padding (transparent
+            // corners) and after it, blurs and sharpening on both sides.
+            "ordered effects on both sides of the padding",
+            testdata("medium.jpg"),
+            Transform {
+                pad: true,
+                effects: "round_corner(30,0,0,0,true):blur(6):sharpen(2,1,true)"
+                    .parse()
+                    .unwrap(),
+                final_effects: "blur(4):round_corner(50,0,0,0,true):sharpen(1,2,true)"
+                    .parse()
+                    .unwrap(),
+                ..fit(900, 900, Format::Png)
+            },
+        ),
+        (
             "AVIF with alpha, enlarged",
             fixture("bars-alpha.avif"),
             Transform {
