@@ -5,12 +5,17 @@
 //! its children (the result-storage lookup and the write after the response included, against
 //! Garage); a request without one starts a trace of its own; a `traceparent` whose sampled flag
 //! is off, with `sample_ratio = 0`, leaves nothing. In both the transcoder and the call mode.
+//! And the `pixmesh-sidecar` binary sends nothing without `[tracing]`, even with the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` naming the receiver, which a bare `[tracing]` exports to.
 //!
 //! The sidecar's spans are exported in batches: stopping it exports the rest, after which the
 //! receiver has every span (it writes them before it answers the export).
 
+use std::process::{Command, Stdio};
+
+use pixmesh_tests::chart::sidecar_binary;
 use pixmesh_tests::otlp::{OtlpReceiver, ReceivedSpan};
-use pixmesh_tests::{Garage, Stack, tools};
+use pixmesh_tests::{Garage, Stack, ports, tools};
 
 const RESULTS_BUCKET: &str = "traced-results";
 
@@ -223,4 +228,82 @@ async fn sampling_follows_the_ratio_and_the_clients_flag() {
     let (server, children) = server_and_children(&trace(&spans, sampled));
     assert_eq!(server.parent_span_id, CLIENT_SPAN);
     assert!(children.contains(&"result_lookup"), "{children:?}");
+}
+
+/// The `pixmesh-sidecar` binary with `OTEL_EXPORTER_OTLP_ENDPOINT` naming the receiver: without
+/// `[tracing]` nothing is sent; with a bare `[tracing]`, the spans go there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_unless_configured_even_with_the_standard_endpoint_variable() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        tools::testdata_images().join("medium.jpg"),
+        dir.path().join("medium.jpg"),
+    )
+    .unwrap();
+    let off = "7bf92f3577b34da6a3ce929d0e0e4736";
+    let on = "8bf92f3577b34da6a3ce929d0e0e4736";
+    let bare = "[tracing]\nservice_name = \"pixmesh-traced\"\n";
+    for (table, trace_id) in [("", off), (bare, on)] {
+        let port = ports::free_port();
+        let config = dir.path().join(format!("{trace_id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\n\
+                 [storages.photos]\ntype = \"local\"\nroot = {:?}\n{table}",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join(format!("{trace_id}.log"));
+        let mut sidecar = Command::new(sidecar_binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("PIXMESH_RENDER_KEY", pixmesh_tests::vouch::render_key())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pixmesh-sidecar");
+        let stack = Stack::builder(&filter_config(), "")
+            .external_sidecar(port)
+            .start()
+            .await;
+        let traceparent = format!("00-{trace_id}-{CLIENT_SPAN}-01");
+        let headers = [("traceparent", traceparent.as_str())];
+        let answered = {
+            let mut status = 0;
+            for _ in 0..200 {
+                status = stack
+                    .get("/img/unsafe/80x60/medium.jpg", &headers)
+                    .await
+                    .status;
+                if status == 200 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            status
+        };
+        // SIGTERM: the sidecar drains and exports what it holds before it exits.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(sidecar.id() as i32, libc::SIGTERM) };
+        let exit = tokio::task::spawn_blocking(move || sidecar.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(answered, 200, "the sidecar never rendered:\n{log}");
+        assert!(exit.success(), "{exit}:\n{log}");
+    }
+    let spans = receiver.spans();
+    assert!(trace(&spans, off).is_empty(), "tracing off: {spans:#?}");
+    let traced = trace(&spans, on);
+    let (server, children) = server_and_children(&traced);
+    assert_eq!(server.parent_span_id, CLIENT_SPAN);
+    assert!(children.contains(&"source_read"), "{children:?}");
+    assert_eq!(spans.len(), traced.len(), "{spans:#?}");
 }
