@@ -282,6 +282,67 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_traced_requests_storage_requests_carry_its_traceparent() {
+        let s3 =
+            FakeS3::start(|_| Reply::new("404 Not Found", "<Error><Code>NoSuchKey</Code></Error>"))
+                .await;
+        let config = crate::config::Config::from_toml(&format!(
+            "[storages.photos]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n",
+            s3.endpoint
+        ))
+        .unwrap();
+        let renderer = crate::serving::renderer(&config).await.unwrap();
+        let voucher = Voucher::new(&[7u8; 32]).unwrap();
+        let request = v1::RenderRequest {
+            storage: "photos".into(),
+            key: "a.jpg".into(),
+            width: 10,
+            ..Default::default()
+        };
+        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
+        let mut md = MetadataMap::new();
+        md.insert(
+            pixmesh_core::vouch::HEADER,
+            MetadataValue::try_from(proof.as_str()).unwrap(),
+        );
+        let client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        md.insert("traceparent", MetadataValue::from_static(client));
+        let traces = &renderer.stats.metrics.traces;
+        for traced in [false, true] {
+            if traced {
+                // Exported nowhere (a closed port): what S3 is sent does not depend on it.
+                let settings = crate::telemetry::traces::Settings {
+                    endpoint: Some("http://127.0.0.1:9".into()),
+                    service_name: "test".into(),
+                    sample_ratio: 1.0,
+                };
+                traces.start(&settings).unwrap();
+            }
+            let out = renderer
+                .answer(Rpc::Render, request.clone(), &md, &voucher)
+                .await;
+            assert_eq!(out.err().map(|s| http_status(&s)), Some(404));
+        }
+        traces.shutdown().await;
+        let seen: Vec<Option<String>> = s3.seen().into_iter().map(|s| s.traceparent).collect();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], None, "tracing off: nothing is added");
+        let sent = seen[1].as_deref().unwrap_or_default();
+        let parts: Vec<&str> = sent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{sent}");
+        assert_eq!(
+            parts[1], "0af7651916cd43dd8448eb211c80319c",
+            "the client's trace"
+        );
+        assert_ne!(
+            parts[2], "b7ad6b7169203331",
+            "the sidecar's span, not the client's"
+        );
+        assert_eq!(parts[3], "01");
+    }
+
     #[tokio::test]
     async fn a_rendition_over_the_call_limit_is_counted_as_the_413_it_answers() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,8 @@
 //! as `x-request-id`, so an S3 server that logs request headers (MinIO's audit log, a proxy in
 //! front of the bucket) can be matched with pixmesh's logs. The id comes from the render
 //! request's task ([`crate::telemetry::logging::request_id`]); work shared by identical requests
-//! carries the id of the one that does it.
+//! carries the id of the one that does it. A traced request's S3 requests carry its W3C
+//! `traceparent` too ([`crate::telemetry::traces::outgoing`]).
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -28,6 +29,11 @@ impl Intercept for RequestId {
                 .request_mut()
                 .headers_mut()
                 .insert("x-request-id", id);
+        }
+        // The render request's span, when traced, as the parent of the storage's.
+        for (name, value) in crate::telemetry::traces::outgoing() {
+            // Made by the propagator from a parsed context; a value it could not send is left out.
+            let _ = context.request_mut().headers_mut().try_insert(name, value);
         }
         Ok(())
     }

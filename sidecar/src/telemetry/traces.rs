@@ -4,7 +4,8 @@
 //! metadata; the filter's call mode forwards them), else starts a trace; the steps of the
 //! render flow are its children: `queue_wait`, `result_lookup`, `source_read`, `render` (the
 //! wait for the memory budget and a worker, and the pipeline), `decode`, `resize`, `effects`,
-//! `encode` and `result_write`.
+//! `encode` and `result_write`. The S3 requests made for it carry its context on
+//! (`traceparent`, [`outgoing`]).
 //!
 //! Steps are recorded when they end, from their durations ([`Traces::step`]): a step's span
 //! starts its duration before it is recorded. The pipeline's phases run on a worker thread and
@@ -201,6 +202,19 @@ pub fn carry<F: Future>(work: F) -> impl Future<Output = F::Output> {
             None => work.await,
         }
     }
+}
+
+/// The W3C trace context headers (`traceparent`, and `tracestate` when the client sent one)
+/// naming the current request's span as the parent, for the requests it makes (S3); none
+/// outside a traced request.
+pub fn outgoing() -> Vec<(String, String)> {
+    CURRENT
+        .try_with(|cx| {
+            let mut headers = std::collections::HashMap::new();
+            TraceContextPropagator::new().inject_context(cx, &mut headers);
+            headers.into_iter().collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A request's server span (nothing when tracing is off).

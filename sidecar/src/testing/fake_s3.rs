@@ -24,6 +24,8 @@ pub struct Seen {
     pub expected_owner: Option<String>,
     /// The `x-request-id` header, if sent.
     pub request_id: Option<String>,
+    /// The `traceparent` header, if sent.
+    pub traceparent: Option<String>,
 }
 
 /// A complete HTTP/1.1 response.
@@ -155,6 +157,7 @@ async fn serve(
             body,
             expected_owner: header("x-amz-expected-bucket-owner"),
             request_id: header("x-request-id"),
+            traceparent: header("traceparent"),
         };
         let answer = reply(&seen).to_bytes(seen.method == "HEAD");
         log.lock().unwrap().push(seen);
