@@ -242,6 +242,7 @@ impl ImagekitUrl {
             trim: s.trim,
             smart: s.smart,
             keep_icc: s.keep_icc,
+            proportion: None,
             effects: Default::default(),
             final_effects: Default::default(),
         };
@@ -279,8 +280,8 @@ impl ImagekitUrl {
     /// strength not a multiple of 0.1; a background opacity that is not a whole percent; a byte
     /// budget, which ImageKit has no parameter for).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
-        if !t.effects.is_empty() || !t.final_effects.is_empty() {
-            return None; // thumbor's ordered filters
+        if !t.effects.is_empty() || !t.final_effects.is_empty() || t.proportion.is_some() {
+            return None; // thumbor's ordered filters and proportion
         }
         if t.focus.is_some() {
             return None; // `fo-custom` reads coordinates stored with the image

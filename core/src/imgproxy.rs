@@ -439,6 +439,7 @@ impl ImgproxyPath {
             trim: o.trim,
             smart: o.smart,
             keep_icc: o.keep_icc,
+            proportion: None,
             effects: Default::default(),
             final_effects: Default::default(),
         };
@@ -506,8 +507,8 @@ impl ImgproxyPath {
     /// [`ImgproxyPath::to_target`]; `None` when imgproxy cannot say `t` (a sharpening amount
     /// other than 1).
     pub fn from_transform(t: &Transform, image: &str) -> Option<Self> {
-        if !t.effects.is_empty() || !t.final_effects.is_empty() {
-            return None; // thumbor's ordered filters
+        if !t.effects.is_empty() || !t.final_effects.is_empty() || t.proportion.is_some() {
+            return None; // thumbor's ordered filters and proportion
         }
         let mut options = Vec::new();
         let mut opt = |name: &str, args: Vec<String>| {

@@ -214,8 +214,8 @@ impl QueryUrl {
     /// chose for a client without WebP; the JPEG scan mode and a byte budget, which it does not
     /// document).
     pub fn from_transform(t: &Transform, handle: &str, image: &str) -> Option<Self> {
-        if !t.effects.is_empty() || !t.final_effects.is_empty() {
-            return None; // thumbor's ordered filters
+        if !t.effects.is_empty() || !t.final_effects.is_empty() || t.proportion.is_some() {
+            return None; // thumbor's ordered filters and proportion
         }
         let fit = match (t.fit, t.upscale, t.pad) {
             _ if t.adaptive => return None,

@@ -211,6 +211,9 @@ impl RenderRequest {
         if t.keep_icc {
             out.text("keep_icc", "true");
         }
+        if let Some(p) = t.proportion {
+            out.text("proportion_x100", &p.0.to_string());
+        }
         if !t.effects.is_empty() {
             out.text("effects", &t.effects.to_string());
         }
@@ -322,6 +325,7 @@ const PROTO_SCALARS: &[&str] = &[
     "adaptive",
     "max_bytes",
     "watermark_default",
+    "proportion_x100",
 ];
 
 /// The field number of `pixmesh.v1.RenderRequest`'s field `name` (proto/pixmesh/v1/images.proto).
@@ -356,6 +360,7 @@ fn field_number(name: &str) -> u32 {
         "adaptive" => 35,
         "effects" => 36,
         "final_effects" => 37,
+        "proportion_x100" => 38,
         "progressive" => 50,
         "max_bytes" => 51,
         "watermark_storage" => 60,
@@ -571,6 +576,7 @@ mod tests {
             trim: None,
             smart: false,
             keep_icc: false,
+            proportion: None,
             effects: "brightness(10):grayscale()".parse().unwrap(),
             final_effects: "round_corner(4|2,0,0,0)".parse().unwrap(),
         };

@@ -74,7 +74,11 @@
 //!   thumbor's byte for byte (checked against thumbor 7.8.0's C extensions).
 //! - `strip_exif()`, `strip_icc()`, `strip_metadata()`: accepted and change nothing (outputs
 //!   carry no metadata); `strip_icc()` and `strip_metadata()` with `keep_icc()` are 400.
-//! - `proportion` and `label` (no font with a licence pixmesh can ship) are 501.
+//! - `proportion(P)`: the fitted image scaled by P (0.01 to 10; thumbor: any), each side
+//!   rounded; `fill` still pads to the box. thumbor scales the image as the filters before
+//!   left it; pixmesh scales before every effect, so `proportion` after `fill`,
+//!   `background_color`, `blur`, `sharpen`, `noise` or `round_corner`, or twice, is 501.
+//! - `label` is 501: no font with a licence pixmesh can ship.
 //! - `max_bytes(N)`: at most N bytes (N ≥ 1): a JPEG, WebP or AVIF result is encoded again at
 //!   lower qualities until it fits (see [`Transform::max_bytes`]). When even the lowest quality
 //!   does not fit, pixmesh sends the smallest result, as imgproxy does (thumbor sends its first,
@@ -115,8 +119,8 @@ use crate::grammar::{
 };
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Effect, Effects, Fit, Focus, Format, Fraction, HAlign,
-    Hundredths, MAX_CROP_PIXELS, MAX_DIMENSION, OutputFormat, Rotation, Span, Transform, TrimColor,
-    VAlign,
+    Hundredths, MAX_CROP_PIXELS, MAX_DIMENSION, MAX_PROPORTION, OutputFormat, Rotation, Span,
+    Transform, TrimColor, VAlign,
 };
 use crate::watermark::{Axis, Offset, Watermark, WatermarkImage};
 
@@ -712,6 +716,10 @@ impl ThumborPath {
             (true, false) => filter("no_upscale", String::new()),
             _ => {}
         }
+        if let Some(p) = t.proportion {
+            // Before any effect: the parser refuses it after those it does not commute with.
+            filter("proportion", p.to_string());
+        }
         if t.rotation != Rotation::None {
             let counter_clockwise = t.rotation.inverse().degrees();
             filter("rotate", counter_clockwise.to_string());
@@ -810,6 +818,7 @@ const APPLIED_FILTERS: &[&str] = &[
     "rgb",
     "noise",
     "round_corner",
+    "proportion",
 ];
 
 impl ThumborPath {
@@ -840,7 +849,6 @@ const KNOWN_FILTERS: &[&str] = &[
     "orient",
     "page",
     "preview",
-    "proportion",
     "raw",
 ];
 
@@ -1030,6 +1038,40 @@ fn apply_filter(
             if let Some(s) = sharpened {
                 state.effect(t, Effect::Sharpen(s))?;
             }
+        }
+        "proportion" => {
+            arity(1, 1)?;
+            let p = parse_hundredths("proportion", args[0], MAX_PROPORTION, "proportion")?;
+            if p.0 == 0 {
+                return Err(invalid("proportion: the proportion must be more than 0"));
+            }
+            // pixmesh scales the fitted image, before every effect and the padding.
+            let spatial = |e: &Effect| {
+                !matches!(
+                    e,
+                    Effect::Grayscale
+                        | Effect::Brightness(_)
+                        | Effect::Contrast(_)
+                        | Effect::Saturation(_)
+                        | Effect::Rgb(..)
+                )
+            };
+            let after = if t.proportion.is_some() {
+                Some("proportion")
+            } else if state.fill.is_some() || state.background.is_some() {
+                Some("fill or background_color")
+            } else if t.blur.is_some()
+                || t.sharpen.is_some()
+                || t.effects.as_slice().iter().any(spatial)
+            {
+                Some("blur, sharpen, noise or round_corner")
+            } else {
+                None
+            };
+            if let Some(after) = after {
+                return Err(unsupported(format!("filter proportion after {after}")));
+            }
+            t.proportion = Some(p);
         }
         name @ ("brightness" | "contrast" | "saturation" | "rgb" | "noise" | "round_corner") => {
             let effect = Effect::parse_filter(name, &args)
@@ -2243,6 +2285,48 @@ mod tests {
                 "{filter}"
             );
         }
+        // proportion scales the fitted image, before the effects it does not commute with.
+        let t = transform("unsafe/fit-in/300x200/filters:brightness(5):proportion(0.5)/a.jpg");
+        assert_eq!(t.map(|t| t.proportion), Ok(Hundredths::from_f64(0.5)));
+        let t = transform("unsafe/filters:proportion(1.25):blur(2):fill(red)/a.jpg").unwrap();
+        assert_eq!(
+            ThumborPath::from_transform(&t, "a.jpg").to_path(),
+            "unsafe/filters:proportion(1.25):blur(2):fill(ff0000)/a.jpg"
+        );
+        for (path, after) in [
+            (
+                "blur(2):proportion(0.5)",
+                "blur, sharpen, noise or round_corner",
+            ),
+            (
+                "noise(2):proportion(0.5)",
+                "blur, sharpen, noise or round_corner",
+            ),
+            ("fill(red):proportion(0.5)", "fill or background_color"),
+            ("proportion(0.5):proportion(0.5)", "proportion"),
+        ] {
+            assert_eq!(
+                transform(&format!("unsafe/filters:{path}/a.jpg")),
+                Err(GrammarError::Unsupported(format!(
+                    "filter proportion after {after}"
+                ))),
+                "{path}"
+            );
+        }
+        for bad in [
+            "proportion(0)",
+            "proportion(10.01)",
+            "proportion(-1)",
+            "proportion()",
+        ] {
+            assert!(
+                matches!(
+                    transform(&format!("unsafe/filters:{bad}/a.jpg")),
+                    Err(GrammarError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
         // No-ops: outputs carry no metadata.
         for noop in ["strip_exif()", "strip_icc()", "strip_metadata()"] {
             assert_eq!(
@@ -2269,7 +2353,6 @@ mod tests {
     fn unsupported_features_are_named_not_ignored() {
         for (path, what) in [
             ("unsafe/meta/a.jpg", "meta"),
-            ("unsafe/filters:proportion(0.5)/a.jpg", "filter proportion"),
             (
                 "unsafe/10x10/filters:label(hi,1,1,10)/a.jpg",
                 "filter label",

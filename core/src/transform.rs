@@ -10,6 +10,7 @@
 //! 3. fit into the box (`width`×`height`, [`Fit`], `upscale`), a fill crop anchored by the
 //!    alignment, centred on the [`Focus`] as far as the image allows, or, with
 //!    [`Transform::smart`] (and no focus), placed where the attention heuristic scores highest;
+//!    then scaled by [`Transform::proportion`];
 //! 4. flips;
 //! 5. grayscale, then Gaussian blur, then sharpening, then the ordered [`Transform::effects`]
 //!    (colour filters and more of the above, each on the image as the one before left it);
@@ -36,6 +37,9 @@ pub const MAX_DIMENSION: u32 = 16_384;
 /// Largest Gaussian sigma of a blur or a sharpen, in pixels: the blur's cost does not depend on
 /// it, but larger values only wash the image out. URLs asking for more are 400.
 pub const MAX_SIGMA: Hundredths = Hundredths(10_000);
+
+/// Largest [`Transform::proportion`]: ten times the fitted size.
+pub const MAX_PROPORTION: Hundredths = Hundredths(1_000);
 
 /// Largest sharpening amount (1 adds the full difference between the image and its blur).
 pub const MAX_SHARPEN_AMOUNT: Hundredths = Hundredths(1_000);
@@ -788,6 +792,10 @@ pub struct Transform {
     /// portrait) differs from the upright source's (thumbor `adaptive-fit-in`); only
     /// [`Fit::FitIn`] and [`Fit::Cover`] read it.
     pub adaptive: bool,
+    /// Scale the fitted image by this factor (thumbor `proportion(P)`), 0 < P ≤
+    /// [`MAX_PROPORTION`]: the output size of step 3, each side rounded, at least 1; padding
+    /// still pads to the box.
+    pub proportion: Option<Hundredths>,
     /// Effects applied in order after sharpening, before the padding (see [`crate::effect`]).
     pub effects: Effects,
     /// Effects applied in order after the rotation, on the padded image (thumbor's filters

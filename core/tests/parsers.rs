@@ -17,8 +17,8 @@ use pixmesh_core::router::{Decision, MAX_URL_LEN, Router};
 use pixmesh_core::thumbor::{self, ThumborPath};
 use pixmesh_core::transform::{
     Color, Crop, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths, MAX_CROP_PIXELS,
-    MAX_DIMENSION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Rotation, Sharpen, Span, Transform,
-    Trim, TrimColor, VAlign,
+    MAX_DIMENSION, MAX_PROPORTION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Rotation, Sharpen,
+    Span, Transform, Trim, TrimColor, VAlign,
 };
 use proptest::prelude::*;
 
@@ -299,7 +299,11 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             any::<bool>(),
             any::<bool>(),
         ),
-        (effects.clone(), effects),
+        (
+            effects.clone(),
+            effects,
+            prop::option::of((1..=MAX_PROPORTION.0).prop_map(Hundredths)),
+        ),
     )
         .prop_map(
             |(
@@ -309,8 +313,9 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (crop, focus),
                 (progressive, max_bytes),
                 (trim, smart, keep_icc, adaptive),
-                (mut effects, final_effects),
+                (mut effects, final_effects, proportion),
             )| Transform {
+                proportion,
                 width,
                 height,
                 // With one side given, auto is a fit (see `Fit::Auto`).

@@ -90,6 +90,21 @@ const FILTER_CASES: &[FilterCase] = &[
         (40, 20),
         &[(5, 5, [95, 95, 95, 255])],
     ),
+    // proportion scales the fitted image; fill still pads to the box, centred.
+    (
+        "/img/unsafe/filters:proportion(0.5)/flat.png",
+        (20, 10),
+        &[(10, 5, [100, 100, 100, 255])],
+    ),
+    (
+        "/img/unsafe/fit-in/40x40/filters:proportion(0.5):fill(ff0000)/flat.png",
+        (40, 40),
+        &[
+            (20, 20, [100, 100, 100, 255]),
+            (5, 20, [255, 0, 0, 255]),
+            (20, 12, [255, 0, 0, 255]),
+        ],
+    ),
     // Corners painted blue; the no-op metadata filters change nothing.
     (
         "/img/unsafe/filters:round_corner(5,0,0,255):strip_exif():strip_icc()/flat.png",
@@ -111,7 +126,6 @@ const FILTER_CASES: &[FilterCase] = &[
 const FILTER_REFUSALS: &[(&str, u16)] = &[
     ("/img/unsafe/filters:brightness(101)/flat.png", 400),
     ("/img/unsafe/filters:noise(1000)/flat.png", 400),
-    ("/img/unsafe/filters:proportion(0.5)/flat.png", 501),
     ("/img/unsafe/filters:label(hi,10,10,12)/flat.png", 501),
 ];
 

@@ -26,7 +26,7 @@ fn the_protobuf_form_carries_every_field() {
         "/t/unsafe/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/d/a b+ü.jpg",
         "/t/unsafe/10x20:110x70/smart/filters:rotate(90):grayscale():blur(4):sharpen(1.5,0.5,true):fill(ff000080):progressive(true):max_bytes(20000):keep_icc()/a.png",
         "/t/unsafe/trim:bottom-right:10/300x0/filters:focal(10x10:20x20):format(avif)/a.jpg",
-        "/t/unsafe/fit-in/300x200/filters:brightness(10):rgb(1,-2,3):fill(ffd700):rotate(90):grayscale():round_corner(5|9,1,2,3,true):noise(4)/a.jpg",
+        "/t/unsafe/fit-in/300x200/filters:proportion(0.5):brightness(10):rgb(1,-2,3):fill(ffd700):rotate(90):grayscale():round_corner(5|9,1,2,3,true):noise(4)/a.jpg",
         "/t/unsafe/300x200/filters:watermark(wm/logo.png,-10,repeat,50,25,0.3):format(gif)/a.gif",
         "/ip/insecure/rs:fill:300:200/g:no/c:100:50/plain/s3://bucket/a.jpg%3Fv1@png",
     ];

@@ -518,6 +518,15 @@ mod tests {
             (bc.get_pixel(5, 5).0, cb.get_pixel(5, 5).0),
             ([122, 122, 122, 255], [90, 90, 90, 255])
         );
+        // proportion scales the fitted image; the padding still fills the box.
+        assert_eq!(
+            render_thumbor("filters:proportion(0.5)", [9; 3]).dimensions(),
+            (20, 10)
+        );
+        let scaled = render_thumbor("fit-in/40x40/filters:proportion(0.25):fill(ff0000)", [9; 3]);
+        assert_eq!(scaled.dimensions(), (40, 40));
+        assert_eq!(scaled.get_pixel(20, 20).0, [9, 9, 9, 255]);
+        assert_eq!(scaled.get_pixel(20, 14).0, [255, 0, 0, 255]);
         // Corners rounded after the padding are the padded box's.
         let corners = render_thumbor(
             "fit-in/40x40/filters:fill(00ff00):round_corner(5,0,0,255)",

@@ -206,13 +206,27 @@ pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) 
 }
 
 /// Computes the crop rectangle and output size for a `w0`×`h0` (upright, non-empty) source;
-/// a fill crop is centred on `focus` (pixels of that source) when there is one.
+/// a fill crop is centred on `focus` (pixels of that source) when there is one. The output
+/// size is scaled by [`Transform::proportion`] (thumbor's `proportion`), each side rounded.
 pub(super) fn compute_geometry_at(
     w0: u32,
     h0: u32,
     t: &Transform,
     focus: Option<(f64, f64)>,
 ) -> Geometry {
+    let g = fitted_geometry(w0, h0, t, focus);
+    match t.proportion {
+        Some(p) => Geometry {
+            width: scale_side(g.width, p.as_f64()),
+            height: scale_side(g.height, p.as_f64()),
+            ..g
+        },
+        None => g,
+    }
+}
+
+/// [`compute_geometry_at`] before the proportion.
+fn fitted_geometry(w0: u32, h0: u32, t: &Transform, focus: Option<(f64, f64)>) -> Geometry {
     let full = Rect::full(w0, h0);
     let (w, h) = requested_box(t, w0, h0);
     if w == 0 && h == 0 {

@@ -4,7 +4,7 @@
 use pixmesh_core::grammar::GrammarError;
 use pixmesh_core::render::{RenderRequest, is_version_id};
 use pixmesh_core::transform::{
-    Color, CropSpecError, Effects, Fit, Format, HAlign, Hundredths, MAX_DIMENSION,
+    Color, CropSpecError, Effects, Fit, Format, HAlign, Hundredths, MAX_DIMENSION, MAX_PROPORTION,
     MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Rotation, Sharpen, Transform, VAlign,
 };
 use pixmesh_core::watermark::{Axis, Offset, Watermark, WatermarkImage, parse_opacity, parse_size};
@@ -69,6 +69,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             }
         };
     let blur = hundredths(r.blur_sigma_x100, MAX_SIGMA, "blur_sigma_x100")?;
+    let proportion = hundredths(r.proportion_x100, MAX_PROPORTION, "proportion_x100")?;
     let sharpen = match (
         hundredths(r.sharpen_sigma_x100, MAX_SIGMA, "sharpen_sigma_x100")?,
         hundredths(
@@ -150,6 +151,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             trim,
             smart: r.smart_crop,
             keep_icc: r.keep_icc,
+            proportion,
             effects,
             final_effects,
         },
@@ -317,6 +319,7 @@ mod tests {
             smart: true,
             keep_icc: true,
             adaptive: true,
+            proportion: Some(Hundredths(1_000)),
             effects: "brightness(-100):round_corner(16384|1,0,10,255,true):blur(200)"
                 .parse()
                 .unwrap(),
@@ -412,6 +415,7 @@ mod tests {
                 "keep_icc" => wire.keep_icc = yes(),
                 "adaptive" => wire.adaptive = yes(),
                 "effects" => wire.effects = unescape(value),
+                "proportion_x100" => wire.proportion_x100 = num(),
                 "final_effects" => wire.final_effects = unescape(value),
                 "watermark_storage" => wire.watermark_storage = unescape(value),
                 "watermark_key" => wire.watermark_key = unescape(value),
@@ -599,6 +603,10 @@ mod tests {
             },
             v1::RenderRequest {
                 trim: "10,left".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                proportion_x100: 1_001,
                 ..base.clone()
             },
             v1::RenderRequest {
