@@ -3,10 +3,6 @@
 //! ```toml
 //! listen = "127.0.0.1:50051"
 //! metrics_listen = "0.0.0.0:9090"  # /metrics, /livez, /readyz; off when unset
-//! [tracing]                     # OpenTelemetry spans over OTLP/gRPC; off when absent
-//! otlp_endpoint = "http://127.0.0.1:4317"  # default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost
-//! service_name = "pixmesh-sidecar"
-//! sample_ratio = 1.0            # of new traces; a traceparent's sampled flag is followed
 //! cache_control = "public, max-age=31536000"
 //!
 //! [limits]
@@ -85,6 +81,11 @@
 //! storage = "photos"            # imgproxy's `wm:` watermark (IMGPROXY_WATERMARK_PATH): this
 //! key = "watermarks/logo.png"   # object; without both, `wm:` is 501
 //! cache_bytes = 16777216        # decoded watermarks kept (LRU), taken from memory_budget_bytes
+//!
+//! [tracing]                     # OpenTelemetry spans over OTLP/gRPC; off when absent
+//! otlp_endpoint = "http://127.0.0.1:4317"  # default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost
+//! service_name = "pixmesh-sidecar"
+//! sample_ratio = 1.0            # of new traces; a traceparent's sampled flag is followed
 //! ```
 
 pub mod cpus;
@@ -1115,6 +1116,7 @@ mod tests {
             .join("\n");
         let cfg = Config::from_toml(&doc).unwrap();
         assert_eq!(cfg.storages.len(), 3);
+        assert_eq!(cfg.tracing.as_ref().map(|t| t.sample_ratio), Some(1.0));
         assert!(cfg.encoding.jpeg_progressive);
         assert_eq!(cfg.encoding.avif_quality, 70);
         let rs = cfg.result_storage.clone().unwrap();
