@@ -973,6 +973,7 @@ fn apply_filter(
                 | "rgb"
                 | "noise"
                 | "round_corner"
+                | "proportion"
         )
     {
         // pixmesh composites the watermark onto the final image; thumbor would filter (or
@@ -2345,6 +2346,12 @@ mod tests {
             transform("unsafe/filters:watermark(w.png,0,0,0):brightness(5)/a.jpg"),
             Err(GrammarError::Unsupported(
                 "filter brightness after watermark".into()
+            ))
+        );
+        assert_eq!(
+            transform("unsafe/filters:watermark(w.png,0,0,0):proportion(0.5)/a.jpg"),
+            Err(GrammarError::Unsupported(
+                "filter proportion after watermark".into()
             ))
         );
     }
