@@ -416,8 +416,8 @@ pub struct Limits {
     pub max_queue: usize,
     /// Memory for images, in bytes: the decoded-watermark cache, the freed blocks kept for
     /// reuse, the objects read from storage (a quarter of what is left, at least
-    /// `max_source_bytes`: each read reserves `max_source_bytes` before it starts, shrunk to the
-    /// object's size once read) and renders (the rest: each reserves an upper bound of what
+    /// `max_source_bytes`: each read reserves the object's declared size before its bytes are
+    /// read) and renders (the rest: each reserves an upper bound of what
     /// decoding, resizing and encoding it allocates before it starts, and waits while that does
     /// not fit; 413 when it alone exceeds the renders' share): [`crate::serving::budget::Shares`].
     /// Besides this, only the sidecar's own ~50 MB, whatever the worker count. At least twice

@@ -1,11 +1,11 @@
 //! The memory budget, in two parts, so that everything image-sized the process holds is
 //! inside `memory_budget_bytes`:
-//! - **reads** ([`Shares::sources`]): before a storage read that may return up to
-//!   `max_source_bytes` (a source, its copy in source storage, a result-storage hit, a
-//!   watermark object), the request reserves `max_source_bytes`, waiting in arrival order, and
-//!   once the object is read shrinks the reservation to its size ([`Reservation::shrink_to`]).
-//!   The object keeps it until its last holder (the render, the response, a background write)
-//!   drops it;
+//! - **reads** ([`Shares::sources`]): a storage read (a source, its copy in source storage, a
+//!   result-storage hit, a watermark object) reserves the object's declared size once the
+//!   storage has answered and before any byte is read, waiting in arrival order
+//!   ([`crate::storage::Gate`], [`crate::serving::render`]'s `ReadsGate`); a body longer than
+//!   declared is refused. The object keeps it until its last holder (the render, the response,
+//!   a background write) drops it;
 //! - **renders** ([`Shares::renders`]): every render reserves, before it starts, an upper bound
 //!   of what it will allocate ([`crate::pipeline::memory_needed`]; its source is already counted
 //!   in the reads share), and waits while the reservations of the renders already running leave
@@ -50,17 +50,6 @@ pub struct MemoryBudget {
 pub struct Reservation(OwnedSemaphorePermit);
 
 impl Reservation {
-    /// Gives back all but `bytes` (rounded up to a KiB, at least one) of what is reserved; a
-    /// reservation already that small is left as it is.
-    pub fn shrink_to(&mut self, bytes: u64) {
-        let keep = bytes.div_ceil(1024).max(1);
-        let held = self.0.num_permits() as u64;
-        if held > keep {
-            // `held - keep` < `held` ≤ `u32::MAX`: the split always succeeds.
-            drop(self.0.split((held - keep) as usize));
-        }
-    }
-
     /// Bytes reserved (a multiple of 1 KiB).
     pub fn bytes(&self) -> u64 {
         self.0.num_permits() as u64 * 1024
@@ -209,21 +198,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reservation_shrinks_to_what_was_read() {
+    async fn a_reservation_counts_whole_kib_and_returns_them_on_drop() {
         let budget = MemoryBudget::new(10 << 20);
-        let mut read = budget.reserve(4 << 20).await.unwrap();
-        assert_eq!(budget.available_kib(), 6 << 10);
-        read.shrink_to(1500);
+        let read = budget.reserve(1500).await.unwrap();
         assert_eq!(read.bytes(), 2048, "rounded up to a KiB");
-        assert_eq!(
-            budget.available_kib(),
-            (10 << 10) - 2,
-            "the rest returned at once"
-        );
-        read.shrink_to(8 << 20);
-        assert_eq!(read.bytes(), 2048, "never grows");
-        read.shrink_to(0);
-        assert_eq!(read.bytes(), 1024, "at least a KiB");
+        assert_eq!(budget.available_kib(), (10 << 10) - 2);
         drop(read);
         assert_eq!(budget.available_kib(), 10 << 10, "all returned");
     }

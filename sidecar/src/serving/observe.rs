@@ -85,11 +85,11 @@ fn span_attributes(
 impl Renderer {
     /// Runs `read`, a source read from `storage`, counting it by outcome with its bytes and
     /// duration.
-    pub(super) async fn observed_read(
+    pub(super) async fn observed_read<H>(
         &self,
         storage: &str,
-        read: impl Future<Output = Result<Object, StorageError>>,
-    ) -> Result<Object, StorageError> {
+        read: impl Future<Output = Result<(Object, H), StorageError>>,
+    ) -> Result<(Object, H), StorageError> {
         self.stats
             .source_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -97,7 +97,7 @@ impl Renderer {
         let started = Instant::now();
         let out = read.await;
         let (outcome, bytes) = match &out {
-            Ok(object) => ("ok", object.bytes.len() as u64),
+            Ok((object, _)) => ("ok", object.bytes.len() as u64),
             Err(e) => (storage_outcome(e), 0),
         };
         self.stats

@@ -41,11 +41,11 @@ use tonic::metadata::MetadataMap;
 
 use crate::pipeline;
 use crate::pipeline::watermark::{DecodedWatermark, Overlay};
-use crate::serving::budget::Reservation;
+use crate::serving::budget::{MemoryBudget, Reservation};
 use crate::serving::pool::Admission;
 use crate::serving::status::RenderError;
 use crate::storage::first_found;
-use crate::storage::{Storage, http_date};
+use crate::storage::{Gate, Storage, StorageError, http_date};
 use crate::telemetry::metrics::Step::{QueueWait, ResultLookup};
 
 use super::results::{
@@ -173,8 +173,19 @@ impl Renderer {
         })
     }
 
+    /// The gate of every storage read ([`crate::storage::Gate`]): the object's declared size
+    /// reserved from the reads budget before its bytes are read; the reservation goes with the
+    /// bytes. (The configuration keeps the reads budget at least `max_source_bytes`, the
+    /// largest size a read passes to the gate.)
+    pub(super) fn read_gate(&self) -> ReadsGate<'_> {
+        ReadsGate {
+            reads: &self.reads,
+            max: self.limits.max_source_bytes,
+        }
+    }
+
     /// The source object, read once for all concurrent requests for it, once the pool admits
-    /// it and the reads budget holds `max_source_bytes` (shrunk to the object's size once read).
+    /// it, within the reads budget ([`Renderer::read_gate`]).
     async fn read_source(
         &self,
         chain: &[&Storage],
@@ -199,13 +210,11 @@ impl Renderer {
                         .timed(QueueWait, self.workers.admit())
                         .await?,
                 );
-                let mut reserved = self.reads.reserve(max).await?;
                 if let Some((ss, key)) = &copy
-                    && let Some(object) = self.read_copy(ss, key, &req.storage).await
+                    && let Some((object, reserved)) = self.read_copy(ss, key, &req.storage).await
                 {
                     self.stats.source_copy_hits.fetch_add(1, Ordering::Relaxed);
                     crate::telemetry::logging::note_source("copy");
-                    reserved.shrink_to(object.bytes.len() as u64);
                     let held = Arc::new(reserved);
                     return Ok(Source {
                         object,
@@ -213,14 +222,14 @@ impl Renderer {
                         held,
                     });
                 }
-                let object = self
+                let gate = self.read_gate();
+                let (object, reserved) = self
                     .observed_read(
                         &req.storage,
-                        first_found(chain, |s| s.get(&req.key, version, max)),
+                        first_found(chain, |s| s.get_gated(&req.key, version, max, &gate)),
                     )
                     .await
                     .map_err(RenderError::Source)?;
-                reserved.shrink_to(object.bytes.len() as u64);
                 let held = Arc::new(reserved);
                 if let Some((ss, key)) = copy {
                     self.write_copy(ss, key, &req.storage, &object, Arc::clone(&held));
@@ -378,11 +387,10 @@ impl Renderer {
             .timed(QueueWait, self.workers.admit())
             .await?;
         let max = self.limits.max_source_bytes;
-        let mut read = self.reads.reserve(max).await?;
-        let object = first_found(&chain, |s| s.get(key, None, max))
+        let gate = self.read_gate();
+        let (object, read) = first_found(&chain, |s| s.get_gated(key, None, max, &gate))
             .await
             .map_err(RenderError::WatermarkSource)?;
-        read.shrink_to(object.bytes.len() as u64);
         let limits = self.pipeline_limits();
         let needed = pipeline::watermark_decode_memory_needed(&object.bytes, &limits)
             .map_err(RenderError::WatermarkImage)?;
@@ -472,6 +480,25 @@ impl Renderer {
             }
             e.to_status()
         })
+    }
+}
+
+/// The reads budget as the gate of storage reads ([`Renderer::read_gate`]).
+pub(super) struct ReadsGate<'a> {
+    reads: &'a MemoryBudget,
+    /// The largest size a read passes to the gate.
+    max: u64,
+}
+
+impl Gate<Reservation> for ReadsGate<'_> {
+    async fn admit(&self, size: u64) -> Result<Reservation, StorageError> {
+        self.reads
+            .reserve(size)
+            .await
+            .map_err(|_| StorageError::TooLarge {
+                size,
+                limit: self.max,
+            })
     }
 }
 
@@ -781,6 +808,60 @@ mod tests {
                 ..Transform::default()
             },
         }
+    }
+
+    /// A read reserves what the storage declares it will send, not `max_source_bytes`: with a
+    /// reads budget of one `max_source_bytes` (as small as the configuration allows), reads of
+    /// small objects still run at once. (Reserving `max_source_bytes` up front let one read in
+    /// flight at a time here.)
+    #[tokio::test]
+    async fn reads_reserve_what_the_storage_declares_so_small_ones_run_at_once() {
+        let (open, gate) = watch::channel(false);
+        let (endpoint, gets) = gated_s3(b"small", gate).await;
+        let renderer = renderer_over(&endpoint).await;
+        assert_eq!(
+            renderer.reads.available_kib(),
+            Limits::default().max_source_bytes / 1024
+        );
+        let reads: Vec<_> = ["a.webp", "b.webp"]
+            .into_iter()
+            .map(|key| {
+                let renderer = renderer.clone();
+                tokio::spawn(async move {
+                    let storage = &renderer.storages["photos"];
+                    storage
+                        .get_gated(
+                            key,
+                            None,
+                            Limits::default().max_source_bytes,
+                            &renderer.read_gate(),
+                        )
+                        .await
+                        .map(|(object, held)| (object.bytes.len(), held.bytes()))
+                })
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while gets.load(Ordering::SeqCst) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the second read waited for the first"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        open.send(true).unwrap();
+        for read in reads {
+            assert_eq!(
+                read.await.unwrap().unwrap(),
+                (5, 1024),
+                "its size, in whole KiB"
+            );
+        }
+        assert_eq!(
+            renderer.reads.available_kib(),
+            Limits::default().max_source_bytes / 1024,
+            "all returned"
+        );
     }
 
     #[tokio::test]

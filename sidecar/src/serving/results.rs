@@ -46,21 +46,22 @@ fn expired(expiration: Option<Duration>, modified: Option<DateTime>, now: System
 }
 
 impl Renderer {
-    /// The copy of a source of `storage` at `key` in source storage, unless it is missing,
-    /// unreadable, expired or a copy of another storage's object. The caller holds the read's
-    /// share of the reads budget.
+    /// The copy of a source of `storage` at `key` in source storage, with its share of the
+    /// reads budget, unless it is missing, unreadable, expired or a copy of another storage's
+    /// object.
     pub(super) async fn read_copy(
         &self,
         ss: &SourceStore,
         key: &str,
         storage: &str,
-    ) -> Option<Object> {
-        let mut obj = match ss
+    ) -> Option<(Object, Reservation)> {
+        let gate = self.read_gate();
+        let (mut obj, held) = match ss
             .storage
-            .get(key, None, self.limits.max_source_bytes)
+            .get_gated(key, None, self.limits.max_source_bytes, &gate)
             .await
         {
-            Ok(obj) => obj,
+            Ok(read) => read,
             Err(StorageError::NotFound) => return None,
             Err(e) => {
                 tracing::warn!(key, error = e.detail(), "source storage read failed");
@@ -82,7 +83,7 @@ impl Renderer {
             .metadata
             .get(META_COPY_MODIFIED)
             .and_then(|m| DateTime::from_str(m, DateTimeFormat::HttpDate).ok());
-        Some(obj)
+        Some((obj, held))
     }
 
     /// Writes a copy of `obj`, read from `storage`, at `key` in source storage, in the
@@ -126,9 +127,9 @@ impl Renderer {
     /// The rendition at `key` in result storage, unless it is missing, unreadable, expired or
     /// (with `verify_source`, and unless `req` names a version, which never changes) made from
     /// another version of the source, or of its watermark, than the current one. Read once for
-    /// all concurrent requests for it, once the pool admits it (as a source is) and the reads
-    /// budget holds `max_source_bytes`; a hit keeps that reservation, shrunk to its size, until
-    /// the last response sending it is done.
+    /// all concurrent requests for it, once the pool admits it (as a source is), within the
+    /// reads budget ([`Renderer::read_gate`]); a hit keeps that reservation until the last
+    /// response sending it is done.
     pub(super) async fn stored(
         &self,
         rs: &ResultStore,
@@ -143,8 +144,10 @@ impl Renderer {
             )
             .await?;
         // Renditions are bounded like sources, so a stray huge object cannot exhaust memory.
-        let mut reserved = self.reads.reserve(self.limits.max_source_bytes).await?;
-        let read = rs.storage.get(key, None, self.limits.max_source_bytes);
+        let gate = self.read_gate();
+        let read = rs
+            .storage
+            .get_gated(key, None, self.limits.max_source_bytes, &gate);
         let (read, head, watermark) = if rs.verify_source && req.version.is_none() {
             let head = first_found(chain, |s| s.head(&req.key, None));
             let watermark = async {
@@ -164,8 +167,8 @@ impl Renderer {
             Some(Err(e)) => (None, Some(e)),
             None => (None, None),
         };
-        let obj = match read {
-            Ok(obj) => obj,
+        let (obj, reserved) = match read {
+            Ok(read) => read,
             Err(StorageError::NotFound) => return Ok(Lookup::Miss { watermark }),
             Err(e) => {
                 tracing::warn!(key, error = e.detail(), "result storage read failed");
@@ -212,7 +215,6 @@ impl Renderer {
                 "cannot verify the watermark; serving the stored rendition"
             );
         }
-        reserved.shrink_to(obj.bytes.len() as u64);
         Ok(Lookup::Hit(Stored {
             object: obj,
             held: Arc::new(reserved),

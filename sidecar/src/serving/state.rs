@@ -176,7 +176,7 @@ pub(super) struct Rendered {
 }
 
 /// A rendition read from result storage, with its share of the reads budget (the reservation
-/// its read took, shrunk to its size).
+/// its read took: its size).
 #[derive(Clone)]
 pub(super) struct Stored {
     pub(super) object: Object,

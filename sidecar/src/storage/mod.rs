@@ -134,6 +134,23 @@ pub enum Storage {
     Routed(Arc<RoutedS3>),
 }
 
+/// Lets a read through [`Storage::get_gated`].
+pub trait Gate<H>: Sync {
+    /// Given the size the storage declares for the object (S3's `Content-Length`, a file's
+    /// length) before any byte of it is read: what the read holds with the object, or an error
+    /// that ends the read.
+    fn admit(&self, size: u64) -> impl Future<Output = Result<H, StorageError>> + Send;
+}
+
+/// The gate that lets every read through.
+pub struct OpenGate;
+
+impl Gate<()> for OpenGate {
+    async fn admit(&self, _size: u64) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
 impl Storage {
     /// Reads `key` (its `version`, when given), refusing objects larger than `max_bytes`.
     pub async fn get(
@@ -142,11 +159,27 @@ impl Storage {
         version: Option<&str>,
         max_bytes: u64,
     ) -> Result<Object, StorageError> {
+        Ok(self.get_gated(key, version, max_bytes, &OpenGate).await?.0)
+    }
+
+    /// [`Storage::get`] through `gate`: called with the object's declared size before its bytes
+    /// are read (a body longer than declared is refused), so what it gives (a share of a
+    /// memory budget) covers the bytes the read will hold.
+    pub async fn get_gated<H>(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+        gate: &impl Gate<H>,
+    ) -> Result<(Object, H), StorageError> {
         match self {
             Storage::Local(_) if version.is_some() => Err(StorageError::VersionsUnsupported),
-            Storage::Local(l) => l.get(key, max_bytes).await,
-            Storage::S3(s) => s.get(&s.source_key(key), version, max_bytes).await,
-            Storage::Routed(r) => r.get(key, version, max_bytes).await,
+            Storage::Local(l) => l.get(key, max_bytes, gate).await,
+            Storage::S3(s) => {
+                s.get_gated(&s.source_key(key), version, max_bytes, gate)
+                    .await
+            }
+            Storage::Routed(r) => r.get(key, version, max_bytes, gate).await,
         }
     }
 
@@ -204,7 +237,12 @@ impl LocalStorage {
         Ok((path, meta))
     }
 
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<Object, StorageError> {
+    async fn get<H>(
+        &self,
+        key: &str,
+        max_bytes: u64,
+        gate: &impl Gate<H>,
+    ) -> Result<(Object, H), StorageError> {
         let (path, meta) = self.file(key).await?;
         if meta.len() > max_bytes {
             return Err(StorageError::TooLarge {
@@ -212,19 +250,34 @@ impl LocalStorage {
                 limit: max_bytes,
             });
         }
-        let bytes = tokio::fs::read(&path).await.map_err(io_error)?;
+        let held = gate.admit(meta.len()).await?;
+        // No more than the length the gate was told, should the file have grown since.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let file = tokio::fs::File::open(&path).await.map_err(io_error)?;
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut tokio::io::AsyncReadExt::take(file, meta.len() + 1),
+            &mut bytes,
+        )
+        .await
+        .map_err(io_error)?;
+        if bytes.len() as u64 > meta.len() {
+            return Err(StorageError::Unavailable(format!(
+                "{key} grew while it was read"
+            )));
+        }
         // The stand-in ETag comes from the metadata read before the content, like `head`'s.
         let Head {
             etag,
             last_modified,
         } = local_head(&meta);
-        Ok(Object {
+        let object = Object {
             etag,
             bytes: bytes.into(),
             last_modified,
             content_type: None,
             metadata: HashMap::new(),
-        })
+        };
+        Ok((object, held))
     }
 
     async fn head(&self, key: &str) -> Result<Head, StorageError> {
@@ -585,18 +638,34 @@ impl S3Storage {
         version: Option<&str>,
         max_bytes: u64,
     ) -> Result<Object, StorageError> {
-        tokio::time::timeout(self.timeout, self.get_unbounded(key, version, max_bytes))
-            .await
-            .map_err(|_| StorageError::Timeout)?
+        Ok(self.get_gated(key, version, max_bytes, &OpenGate).await?.0)
     }
 
-    /// [`S3Storage::get`] without its deadline.
-    async fn get_unbounded(
+    /// [`S3Storage::get`] through `gate` ([`Storage::get_gated`]); the wait at the gate counts
+    /// in the storage's timeout.
+    pub async fn get_gated<H>(
         &self,
         key: &str,
         version: Option<&str>,
         max_bytes: u64,
-    ) -> Result<Object, StorageError> {
+        gate: &impl Gate<H>,
+    ) -> Result<(Object, H), StorageError> {
+        tokio::time::timeout(
+            self.timeout,
+            self.get_unbounded(key, version, max_bytes, gate),
+        )
+        .await
+        .map_err(|_| StorageError::Timeout)?
+    }
+
+    /// [`S3Storage::get_gated`] without its deadline.
+    async fn get_unbounded<H>(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_bytes: u64,
+        gate: &impl Gate<H>,
+    ) -> Result<(Object, H), StorageError> {
         let out = self
             .call_with(
                 |e| classify_read(e, version),
@@ -610,25 +679,29 @@ impl S3Storage {
                 },
             )
             .await?;
-        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        // Without a declared length, the most this read may take.
+        let size = out.content_length().map_or(max_bytes, |n| n.max(0) as u64);
         if size > max_bytes {
             return Err(StorageError::TooLarge {
                 size,
                 limit: max_bytes,
             });
         }
+        let held = gate.admit(size).await?;
         let etag = out.e_tag().unwrap_or_default().to_owned();
         let last_modified = out.last_modified().copied();
         let content_type = out.content_type().map(str::to_owned);
         let metadata = out.metadata().cloned().unwrap_or_default();
-        let bytes = read_capped(out.body, max_bytes).await?;
-        Ok(Object {
+        // No more than the gate was told: a body longer than its Content-Length is refused.
+        let bytes = read_capped(out.body, size).await?;
+        let object = Object {
             bytes,
             etag,
             last_modified,
             content_type,
             metadata,
-        })
+        };
+        Ok((object, held))
     }
 
     /// Writes `bytes` at `key` with a content type, user metadata and the bucket's

@@ -143,16 +143,18 @@ impl RoutedS3 {
         Ok((targets, key))
     }
 
-    /// Reads `key` (its `version`, when given) from its bucket, then the fallbacks.
-    pub async fn get(
+    /// Reads `key` (its `version`, when given) from its bucket, then the fallbacks, through
+    /// `gate` ([`super::Storage::get_gated`]).
+    pub async fn get<H>(
         &self,
         key: &str,
         version: Option<&str>,
         max_bytes: u64,
-    ) -> Result<Object, StorageError> {
+        gate: &impl super::Gate<H>,
+    ) -> Result<(Object, H), StorageError> {
         let (targets, key) = self.targets(key)?;
         for (storage, named_by_url) in &targets {
-            let read = storage.get(&key, version, max_bytes).await;
+            let read = storage.get_gated(&key, version, max_bytes, gate).await;
             match missing_bucket_is_missing(read, *named_by_url) {
                 Err(StorageError::NotFound) => {}
                 other => return other,
