@@ -222,6 +222,7 @@ impl ImagekitUrl {
             height,
             fit: s.fit,
             adaptive: false,
+            padding: None,
             upscale: s.upscale,
             flip_h: s.flip_h,
             flip_v: s.flip_v,
@@ -346,7 +347,7 @@ impl ImagekitUrl {
         if t.height > 0 && t.crop.is_none() {
             param("h", t.height.to_string());
         }
-        if t.adaptive {
+        if t.adaptive || t.padding.is_some() {
             return None;
         }
         match (t.fit, t.upscale, t.pad) {

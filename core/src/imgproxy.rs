@@ -413,6 +413,7 @@ impl ImgproxyPath {
             height,
             fit,
             adaptive: false,
+            padding: None,
             upscale: o.enlarge,
             flip_h,
             flip_v,
@@ -518,7 +519,7 @@ impl ImgproxyPath {
             })
         };
         let rt = match t.fit {
-            _ if t.adaptive => return None,
+            _ if t.adaptive || t.padding.is_some() => return None,
             Fit::FitIn => "fit",
             Fit::Fill => "fill",
             Fit::Stretch => "force",

@@ -218,7 +218,7 @@ impl QueryUrl {
             return None; // thumbor's ordered filters and proportion
         }
         let fit = match (t.fit, t.upscale, t.pad) {
-            _ if t.adaptive => return None,
+            _ if t.adaptive || t.padding.is_some() => return None,
             (Fit::FitIn, true, true) => Some("contain"),
             (_, _, true) => return None,
             (Fit::Fill, true, _) => None,

@@ -211,6 +211,9 @@ impl RenderRequest {
         if t.keep_icc {
             out.text("keep_icc", "true");
         }
+        if let Some(p) = t.padding {
+            out.text("padding", &p.to_string());
+        }
         if let Some(p) = t.proportion {
             out.text("proportion_x100", &p.0.to_string());
         }
@@ -361,6 +364,7 @@ fn field_number(name: &str) -> u32 {
         "effects" => 36,
         "final_effects" => 37,
         "proportion_x100" => 38,
+        "padding" => 39,
         "progressive" => 50,
         "max_bytes" => 51,
         "watermark_storage" => 60,
@@ -549,6 +553,7 @@ mod tests {
             height: 200,
             fit: Fit::FitIn,
             adaptive: false,
+            padding: None,
             upscale: true,
             flip_h: true,
             flip_v: true,

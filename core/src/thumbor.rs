@@ -326,17 +326,7 @@ impl FitIn {
 }
 
 /// Padding `GxH:IxJ` (left, top, right, bottom); `GxH` is short for `GxH:GxH`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Padding {
-    /// Left padding.
-    pub left: u32,
-    /// Top padding.
-    pub top: u32,
-    /// Right padding.
-    pub right: u32,
-    /// Bottom padding.
-    pub bottom: u32,
-}
+pub use crate::transform::Padding;
 
 /// One `NAME(ARGS)` of the `filters:` segment; `args` is kept verbatim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -573,9 +563,6 @@ impl ThumborPath {
         if self.meta {
             return unsupported("meta");
         }
-        if self.padding.is_some() {
-            return unsupported("padding");
-        }
         let (fit, adaptive) = match (self.fit_in, self.stretch) {
             (Some(_), true) => return Err(invalid("fit-in and stretch cannot be combined")),
             (Some(FitIn::FitIn), false) => (Fit::FitIn, false),
@@ -612,6 +599,16 @@ impl ThumborPath {
         // Fill enlarges a source smaller than the box, as thumbor and imagor do, unless
         // `no_upscale()`; the fits enlarge only with `upscale()`.
         t.upscale = (t.upscale || enlarges_by_default(&t)) && !state.no_upscale;
+        // imagor's padding: around the box `fill` pads to, and nothing without `fill`.
+        if let Some(p) = self.padding.filter(|p| *p != Padding::default()) {
+            if !p.is_bounded() {
+                return Err(invalid(format!(
+                    "padding is limited to {} pixels a side",
+                    crate::transform::MAX_DIMENSION
+                )));
+            }
+            t.padding = t.pad.then_some(p);
+        }
         Ok(t)
     }
 
@@ -667,6 +664,7 @@ impl ThumborPath {
     pub fn from_transform(t: &Transform, image: impl Into<String>) -> Self {
         let mut url = ThumborPath::new(image);
         url.crop = t.crop.and_then(Crop::from_region);
+        url.padding = t.padding;
         url.fit_in = match (t.fit, t.adaptive) {
             (Fit::FitIn, false) => Some(FitIn::FitIn),
             (Fit::FitIn, true) => Some(FitIn::AdaptiveFitIn),
@@ -1825,6 +1823,44 @@ mod tests {
             .to_path(),
             "unsafe/adaptive-full-fit-in/300x200/a.jpg"
         );
+    }
+
+    #[test]
+    fn imagor_padding_surrounds_what_fill_pads() {
+        let padding = |path: &str| transform(path).map(|t| t.padding);
+        let p = |left, top, right, bottom| {
+            Some(Padding {
+                left,
+                top,
+                right,
+                bottom,
+            })
+        };
+        assert_eq!(
+            padding("unsafe/fit-in/300x200/10x20:30x40/filters:fill(ff0000)/a.jpg"),
+            Ok(p(10, 20, 30, 40))
+        );
+        assert_eq!(
+            padding("unsafe/fit-in/300x200/10x20/filters:fill(none)/a.jpg"),
+            Ok(p(10, 20, 10, 20))
+        );
+        // imagor applies it with `fill` only.
+        assert_eq!(padding("unsafe/fit-in/300x200/10x20:30x40/a.jpg"), Ok(None));
+        assert_eq!(
+            padding("unsafe/fit-in/300x200/0x0/filters:fill(red)/a.jpg"),
+            Ok(None)
+        );
+        assert_eq!(
+            padding("unsafe/fit-in/300x200/99999x1/filters:fill(red)/a.jpg"),
+            Err(invalid("padding is limited to 16384 pixels a side"))
+        );
+        let t = transform("unsafe/fit-in/300x200/10x20:30x40/filters:fill(ff0000)/a.jpg").unwrap();
+        let back = ThumborPath::from_transform(&t, "a.jpg");
+        assert_eq!(
+            back.to_path(),
+            "unsafe/fit-in/300x200/10x20:30x40/filters:fill(ff0000)/a.jpg"
+        );
+        assert_eq!(back.to_transform(), Ok(t));
     }
 
     #[test]

@@ -474,6 +474,65 @@ fn anchor_name(h: HAlign, v: VAlign) -> String {
     format!("{h:?}-{v:?}").to_ascii_lowercase()
 }
 
+/// Canvas added around the padded box, in output pixels (imagor's `GxH:IxJ`): left, top,
+/// right, bottom, each at most [`MAX_DIMENSION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Padding {
+    /// Left padding.
+    pub left: u32,
+    /// Top padding.
+    pub top: u32,
+    /// Right padding.
+    pub right: u32,
+    /// Bottom padding.
+    pub bottom: u32,
+}
+
+impl Padding {
+    /// Whether every side is within [`MAX_DIMENSION`].
+    pub fn is_bounded(&self) -> bool {
+        [self.left, self.top, self.right, self.bottom]
+            .iter()
+            .all(|&side| side <= MAX_DIMENSION)
+    }
+}
+
+impl std::fmt::Display for Padding {
+    /// `LEFT,TOP,RIGHT,BOTTOM`: the form used on the wire.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{},{},{},{}",
+            self.left, self.top, self.right, self.bottom
+        )
+    }
+}
+
+impl std::str::FromStr for Padding {
+    type Err = ();
+
+    /// The inverse of `Display`: four decimal numbers, each at most [`MAX_DIMENSION`].
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut sides = s.split(',').map(|v| {
+            (!v.is_empty() && v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<u32>().ok())
+                .flatten()
+                .filter(|&n| n <= MAX_DIMENSION)
+        });
+        let mut next = || sides.next().flatten().ok_or(());
+        let p = Padding {
+            left: next()?,
+            top: next()?,
+            right: next()?,
+            bottom: next()?,
+        };
+        match sides.next() {
+            None => Ok(p),
+            Some(_) => Err(()),
+        }
+    }
+}
+
 impl std::fmt::Display for Crop {
     /// `W,H,LEFT,TOP` or `W,H,ANCHOR` (e.g. `100,0.5,10,20`, `0.5,0.5,center-middle`): the
     /// form used on the wire and in canonical forms.
@@ -796,6 +855,10 @@ pub struct Transform {
     /// [`MAX_PROPORTION`]: the output size of step 3, each side rounded, at least 1; padding
     /// still pads to the box.
     pub proportion: Option<Hundredths>,
+    /// Canvas added around the padded box (imagor's `GxH:IxJ`), the image placed in the box as
+    /// [`Transform::pad`] places it: only where `pad` is set (imagor applies it with `fill`),
+    /// never all zero.
+    pub padding: Option<Padding>,
     /// Effects applied in order after sharpening, before the padding (see [`crate::effect`]).
     pub effects: Effects,
     /// Effects applied in order after the rotation, on the padded image (thumbor's filters

@@ -17,8 +17,8 @@ use pixmesh_core::router::{Decision, MAX_URL_LEN, Router};
 use pixmesh_core::thumbor::{self, ThumborPath};
 use pixmesh_core::transform::{
     Color, Crop, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths, MAX_CROP_PIXELS,
-    MAX_DIMENSION, MAX_PROPORTION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Rotation, Sharpen,
-    Span, Transform, Trim, TrimColor, VAlign,
+    MAX_DIMENSION, MAX_PROPORTION, MAX_SHARPEN_AMOUNT, MAX_SIGMA, OutputFormat, Padding, Rotation,
+    Sharpen, Span, Transform, Trim, TrimColor, VAlign,
 };
 use proptest::prelude::*;
 
@@ -303,6 +303,14 @@ fn any_transform() -> impl Strategy<Value = Transform> {
             effects.clone(),
             effects,
             prop::option::of((1..=MAX_PROPORTION.0).prop_map(Hundredths)),
+            prop::option::of((0..=40u32, 0..=40u32, 0..=40u32, 1..=40u32).prop_map(
+                |(left, top, right, bottom)| Padding {
+                    left,
+                    top,
+                    right,
+                    bottom,
+                },
+            )),
         ),
     )
         .prop_map(
@@ -313,9 +321,11 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (crop, focus),
                 (progressive, max_bytes),
                 (trim, smart, keep_icc, adaptive),
-                (mut effects, final_effects, proportion),
+                (mut effects, final_effects, proportion, padding),
             )| Transform {
                 proportion,
+                // Only where `pad` pads (see `Transform::padding`).
+                padding: padding.filter(|_| pad),
                 width,
                 height,
                 // With one side given, auto is a fit (see `Fit::Auto`).

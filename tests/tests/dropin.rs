@@ -31,6 +31,12 @@ const CASES: &[(&str, u32, u32)] = &[
     ("/img/unsafe/adaptive-fit-in/200x400/a.jpg", 320, 200),
     ("/img/unsafe/adaptive-fit-in/200x400/portrait.jpg", 200, 320),
     ("/img/unsafe/adaptive-full-fit-in/200x400/a.jpg", 400, 250),
+    // imagor's padding GxH:IxJ: canvas around the box `fill` pads to.
+    (
+        "/img/unsafe/fit-in/300x200/10x10:20x30/filters:fill(ff0000)/a.jpg",
+        330,
+        240,
+    ),
     // ImageKit's c-at_least: the same cover.
     ("/ik/tr:w-300,h-300,c-at_least/a.jpg", 480, 300),
     // imgproxy's rt:auto (what its Python client writes by default): fill when the box and

@@ -22,6 +22,7 @@ fn the_protobuf_form_carries_every_field() {
     .unwrap();
     let urls = [
         "/t/unsafe/a.jpg",
+        "/t/unsafe/fit-in/300x200/10x20:30x40/filters:fill(ff0000)/a.jpg",
         "/t/unsafe/adaptive-full-fit-in/300x200/filters:no_upscale()/a.jpg",
         "/t/unsafe/fit-in/-300x200/left/bottom/filters:format(webp):quality(80):upscale()/d/a b+ü.jpg",
         "/t/unsafe/10x20:110x70/smart/filters:rotate(90):grayscale():blur(4):sharpen(1.5,0.5,true):fill(ff000080):progressive(true):max_bytes(20000):keep_icc()/a.png",

@@ -5,7 +5,7 @@
 use moxcms::ColorProfile;
 use pixmesh_core::transform::{Color, HAlign, Hundredths, Rotation, Sharpen, Transform, VAlign};
 
-use super::geometry::padded_size;
+use super::geometry::{padded_box, padded_size};
 use super::pixels::Pixels;
 
 /// Converts pixels in the source's colour `profile` to sRGB (perceptual intent, alpha kept),
@@ -402,16 +402,22 @@ pub(super) fn pad(p: Pixels, t: &Transform) -> Pixels {
     };
     let channels = if alpha { 4 } else { 3 };
     let mut data = fill[..channels].repeat(width as usize * height as usize);
-    let left = match t.h_align {
-        HAlign::Left => 0,
-        HAlign::Center => (width - p.width) / 2,
-        HAlign::Right => width - p.width,
-    } as usize;
-    let top = match t.v_align {
-        VAlign::Top => 0,
-        VAlign::Middle => (height - p.height) / 2,
-        VAlign::Bottom => height - p.height,
-    } as usize;
+    // Placed in the box by the alignment, the box inside the padding (imagor's `GxH:IxJ`).
+    let (box_w, box_h) = padded_box(p.width, p.height, t);
+    let padding = t.padding.unwrap_or_default();
+    let left = padding.left
+        + match t.h_align {
+            HAlign::Left => 0,
+            HAlign::Center => (box_w - p.width) / 2,
+            HAlign::Right => box_w - p.width,
+        };
+    let top = padding.top
+        + match t.v_align {
+            VAlign::Top => 0,
+            VAlign::Middle => (box_h - p.height) / 2,
+            VAlign::Bottom => box_h - p.height,
+        };
+    let (left, top) = (left as usize, top as usize);
     let stride = width as usize * channels;
     for (y, src) in p.data.chunks_exact(p.stride()).enumerate() {
         let start = (top + y) * stride + left * channels;
@@ -862,6 +868,47 @@ mod tests {
                 .pixels()
                 .all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2])
         );
+    }
+
+    /// imagor's `GxH:IxJ`: canvas around the box, the image placed in the box as before.
+    #[test]
+    fn imagor_padding_surrounds_the_box() {
+        let blue = Color::rgb(0, 0, 255);
+        let src = png(DynamicImage::ImageRgb8(quadrants(200, 100)));
+        let t = Transform {
+            pad: true,
+            background: Some(blue),
+            padding: Some(pixmesh_core::transform::Padding {
+                left: 10,
+                top: 20,
+                right: 30,
+                bottom: 40,
+            }),
+            ..transform(100, 100, Fit::FitIn)
+        };
+        let out = render_rgba(&src, &t);
+        assert_eq!(out.dimensions(), (100 + 10 + 30, 100 + 20 + 40));
+        // The 100×50 image: centred in the 100×100 box at (10, 20), so at (10, 45).
+        assert_eq!(out.get_pixel(9, 50).0, [0, 0, 255, 255], "left padding");
+        assert_eq!(
+            out.get_pixel(10, 45).0,
+            [255, 0, 0, 255],
+            "top-left quadrant"
+        );
+        assert_eq!(
+            out.get_pixel(10, 44).0,
+            [0, 0, 255, 255],
+            "box above the image"
+        );
+        assert_eq!(
+            out.get_pixel(109, 94).0,
+            [255, 255, 255, 255],
+            "bottom-right quadrant"
+        );
+        assert_eq!(out.get_pixel(110, 94).0, [0, 0, 255, 255], "right padding");
+        // Without pad there is nothing to surround (imagor applies it with `fill` only).
+        let unpadded = Transform { pad: false, ..t };
+        assert_eq!(render_rgba(&src, &unpadded).dimensions(), (100, 50));
     }
 
     #[test]

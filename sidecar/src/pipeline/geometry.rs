@@ -194,6 +194,17 @@ pub(super) fn fit_for(t: &Transform, width: u32, height: u32) -> Fit {
 /// The canvas `pad` makes of a `width`×`height` image: each side the transform asks for, and
 /// never smaller than the image.
 pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) {
+    let (w, h) = padded_box(width, height, t);
+    let p = t.padding.unwrap_or_default();
+    (
+        w.saturating_add(p.left).saturating_add(p.right),
+        h.saturating_add(p.top).saturating_add(p.bottom),
+    )
+}
+
+/// The box `pad` places a `width`×`height` image in, inside [`Transform::padding`]: each side
+/// the transform asks for, and never smaller than the image.
+pub(super) fn padded_box(width: u32, height: u32, t: &Transform) -> (u32, u32) {
     let side = |requested: u32, actual: u32| {
         if requested == 0 {
             actual

@@ -70,6 +70,19 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         };
     let blur = hundredths(r.blur_sigma_x100, MAX_SIGMA, "blur_sigma_x100")?;
     let proportion = hundredths(r.proportion_x100, MAX_PROPORTION, "proportion_x100")?;
+    let padding = match r.padding.as_str() {
+        "" => None,
+        p => Some(
+            p.parse::<pixmesh_core::transform::Padding>()
+                .ok()
+                .filter(|p| *p != Default::default() && r.pad)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "padding {p:?} is not four sides of at most {MAX_DIMENSION} pixels with pad"
+                    ))
+                })?,
+        ),
+    };
     let sharpen = match (
         hundredths(r.sharpen_sigma_x100, MAX_SIGMA, "sharpen_sigma_x100")?,
         hundredths(
@@ -152,6 +165,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
             smart: r.smart_crop,
             keep_icc: r.keep_icc,
             proportion,
+            padding,
             effects,
             final_effects,
         },
@@ -320,6 +334,12 @@ mod tests {
             keep_icc: true,
             adaptive: true,
             proportion: Some(Hundredths(1_000)),
+            padding: Some(pixmesh_core::transform::Padding {
+                left: 1,
+                top: 0,
+                right: 16_384,
+                bottom: 3,
+            }),
             effects: "brightness(-100):round_corner(16384|1,0,10,255,true):blur(200)"
                 .parse()
                 .unwrap(),
@@ -416,6 +436,7 @@ mod tests {
                 "adaptive" => wire.adaptive = yes(),
                 "effects" => wire.effects = unescape(value),
                 "proportion_x100" => wire.proportion_x100 = num(),
+                "padding" => wire.padding = value.replace("%2C", ","),
                 "final_effects" => wire.final_effects = unescape(value),
                 "watermark_storage" => wire.watermark_storage = unescape(value),
                 "watermark_key" => wire.watermark_key = unescape(value),
@@ -607,6 +628,26 @@ mod tests {
             },
             v1::RenderRequest {
                 proportion_x100: 1_001,
+                ..base.clone()
+            },
+            // Padding: four sides, each at most MAX_DIMENSION, never all zero, only with pad.
+            v1::RenderRequest {
+                padding: "1,2,3,4".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                pad: true,
+                padding: "1,2,3".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                pad: true,
+                padding: "1,2,3,16385".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                pad: true,
+                padding: "0,0,0,0".into(),
                 ..base.clone()
             },
             v1::RenderRequest {
