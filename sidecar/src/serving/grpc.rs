@@ -15,6 +15,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::state::{Body, Renderer, Rendition};
+use super::status::http_status;
 use crate::telemetry::health::{Phase, Readiness};
 use crate::telemetry::metrics::Rpc;
 
@@ -30,15 +31,6 @@ fn error_body(status: &Status) -> Vec<u8> {
     serde_json::json!({ "code": status.code() as i32, "message": status.message() })
         .to_string()
         .into_bytes()
-}
-
-/// The HTTP status an error answers with: its `x-http-status`, else 500.
-fn http_status(status: &Status) -> u32 {
-    status
-        .metadata()
-        .get("x-http-status")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(500)
 }
 
 /// The refusal of a rendition of `len` bytes over the `max` the filter's call mode takes (413).
@@ -57,7 +49,7 @@ pub(super) fn over_call_limit(len: usize, max: usize) -> Status {
 /// `RenderCall`'s answer to an error.
 fn call_error(status: &Status) -> v1::CallResponse {
     v1::CallResponse {
-        status: http_status(status),
+        status: u32::from(http_status(status)),
         headers: vec![v1::Header {
             name: "content-type".into(),
             value: "application/json".into(),

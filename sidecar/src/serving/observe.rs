@@ -22,6 +22,7 @@ use crate::telemetry::metrics::{Rpc, Sampler, Snapshot};
 
 use super::grpc::over_call_limit;
 use super::state::{Renderer, Rendition};
+use super::status::http_status;
 
 /// The request header (gRPC metadata) Envoy's request id comes in.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -40,15 +41,6 @@ pub fn storage_outcome(e: &StorageError) -> &'static str {
         StorageError::Unroutable(_) => "unroutable",
         StorageError::Other(_) => "other",
     }
-}
-
-/// The HTTP status a gRPC error answers with: its `x-http-status`, else 500.
-fn http_status(status: &Status) -> u16 {
-    status
-        .metadata()
-        .get("x-http-status")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(500)
 }
 
 /// What a request's server span says of it besides its RPC (never a secret: the key is the
@@ -237,8 +229,9 @@ mod tests {
     use crate::serving::wire::to_core;
     use crate::testing::fake_s3::{FakeS3, Reply};
 
-    #[tokio::test]
-    async fn storage_requests_carry_the_request_id_and_are_counted_by_outcome() {
+    /// A renderer over a fake S3 that answers every request 404, and a vouched request for an
+    /// object of it with its metadata.
+    async fn missing_object() -> (FakeS3, Renderer, Voucher, v1::RenderRequest, MetadataMap) {
         let s3 =
             FakeS3::start(|_| Reply::new("404 Not Found", "<Error><Code>NoSuchKey</Code></Error>"))
                 .await;
@@ -262,6 +255,12 @@ mod tests {
             pixmesh_core::vouch::HEADER,
             MetadataValue::try_from(proof.as_str()).unwrap(),
         );
+        (s3, renderer, voucher, request, md)
+    }
+
+    #[tokio::test]
+    async fn storage_requests_carry_the_request_id_and_are_counted_by_outcome() {
+        let (s3, renderer, voucher, request, mut md) = missing_object().await;
         md.insert(REQUEST_ID, MetadataValue::from_static("req-42"));
         let out = renderer.answer(Rpc::Render, request, &md, &voucher).await;
         assert_eq!(out.err().map(|s| http_status(&s)), Some(404));
@@ -284,29 +283,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_traced_requests_storage_requests_carry_its_traceparent() {
-        let s3 =
-            FakeS3::start(|_| Reply::new("404 Not Found", "<Error><Code>NoSuchKey</Code></Error>"))
-                .await;
-        let config = crate::config::Config::from_toml(&format!(
-            "[storages.photos]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"{}\"\n\
-             region = \"us-east-1\"\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"s\"\n",
-            s3.endpoint
-        ))
-        .unwrap();
-        let renderer = crate::serving::renderer(&config).await.unwrap();
-        let voucher = Voucher::new(&[7u8; 32]).unwrap();
-        let request = v1::RenderRequest {
-            storage: "photos".into(),
-            key: "a.jpg".into(),
-            width: 10,
-            ..Default::default()
-        };
-        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
-        let mut md = MetadataMap::new();
-        md.insert(
-            pixmesh_core::vouch::HEADER,
-            MetadataValue::try_from(proof.as_str()).unwrap(),
-        );
+        let (s3, renderer, voucher, request, mut md) = missing_object().await;
         let client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         md.insert("traceparent", MetadataValue::from_static(client));
         let traces = &renderer.stats.metrics.traces;

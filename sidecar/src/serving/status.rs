@@ -9,6 +9,16 @@ use crate::serving::budget::BudgetError;
 use crate::serving::pool::PoolError;
 use crate::storage::StorageError;
 
+/// The HTTP status a gRPC error answers with: the `x-http-status` [`RenderError::to_status`]
+/// puts on it, else 500.
+pub(super) fn http_status(status: &tonic::Status) -> u16 {
+    status
+        .metadata()
+        .get("x-http-status")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(500)
+}
+
 /// Why a render failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
