@@ -16,6 +16,7 @@ pub mod fake_aws;
 pub mod foreign;
 pub mod garage;
 pub mod http;
+pub mod load;
 pub mod moto;
 pub mod otlp;
 pub mod ports;

@@ -19,13 +19,13 @@
 //! the Go servers, MinIO included, set `TCP_NODELAY`). The relay ACKs Garage at once, so its
 //! rows show what pixmesh itself costs.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
+use pixmesh_tests::load::get_jpegs;
 use pixmesh_tests::{Garage, Stack, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -84,36 +84,8 @@ struct Summary {
 
 /// `total` GETs over `concurrency` keep-alive connections, cycling through `paths`.
 fn load(base: &str, paths: &[String], total: usize, concurrency: usize) -> Summary {
-    let next = AtomicUsize::new(0);
-    let latencies = Mutex::new(Vec::with_capacity(total));
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..concurrency {
-            s.spawn(|| {
-                let agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .new_agent();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let url = format!("{base}{}", paths[i % paths.len()]);
-                    let begin = Instant::now();
-                    let mut response = agent
-                        .get(&url)
-                        .call()
-                        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-                    let body = response.body_mut().read_to_vec().expect("read the body");
-                    let took = begin.elapsed();
-                    assert!(body.starts_with(&[0xff, 0xd8]), "{url}: not a JPEG");
-                    latencies.lock().unwrap().push(took);
-                }
-            });
-        }
-    });
-    Summary::of(latencies.into_inner().unwrap(), start.elapsed())
+    let (samples, wall) = get_jpegs(base, paths, total, concurrency, Duration::from_secs(30));
+    Summary::of(samples.iter().map(|s| s.took).collect(), wall)
 }
 
 impl Summary {

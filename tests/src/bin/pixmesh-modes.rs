@@ -13,10 +13,9 @@
 //! keep-alive connections, alternating the modes for R rounds so drift hits both alike. Prints a
 //! markdown table. A benchmark, not a test: nothing here asserts a time.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use pixmesh_tests::load::{get_jpegs, quantile_ms};
 use pixmesh_tests::{Sidecar, Stack, tools};
 
 struct Args {
@@ -69,52 +68,12 @@ type Summary = (f64, f64, f64, usize);
 
 /// `total` GETs over `concurrency` keep-alive connections, cycling through `paths`.
 fn load(base: &str, paths: &[String], total: usize, concurrency: usize) -> Summary {
-    let next = AtomicUsize::new(0);
-    let samples = Mutex::new(Vec::with_capacity(total));
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..concurrency {
-            s.spawn(|| {
-                let agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(60)))
-                    .build()
-                    .new_agent();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let url = format!("{base}{}", paths[i % paths.len()]);
-                    let begin = Instant::now();
-                    let mut response = agent
-                        .get(&url)
-                        .call()
-                        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-                    let body = response
-                        .body_mut()
-                        .with_config()
-                        .limit(u64::MAX)
-                        .read_to_vec();
-                    let body = body.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-                    let took = begin.elapsed();
-                    assert!(body.starts_with(&[0xff, 0xd8]), "{url}: not a JPEG");
-                    samples.lock().unwrap().push((took, body.len()));
-                }
-            });
-        }
-    });
-    let wall = start.elapsed();
-    let mut samples = samples.into_inner().unwrap();
-    samples.sort();
-    let ms = |q: f64| {
-        let i = ((samples.len() as f64 * q) as usize).min(samples.len() - 1);
-        samples[i].0.as_secs_f64() * 1000.0
-    };
-    let bytes = samples.iter().map(|s| s.1).sum::<usize>() / samples.len();
+    let (samples, wall) = get_jpegs(base, paths, total, concurrency, Duration::from_secs(60));
+    let bytes = samples.iter().map(|s| s.bytes).sum::<usize>() / samples.len().max(1);
     (
         samples.len() as f64 / wall.as_secs_f64(),
-        ms(0.50),
-        ms(0.99),
+        quantile_ms(&samples, 0.50),
+        quantile_ms(&samples, 0.99),
         bytes,
     )
 }
