@@ -202,33 +202,7 @@ async fn eight_workers_reading_ahead_stay_within_the_memory_budget() {
     let idle = peak_rss(sidecar.0.id());
     // Widths 513 and up: decoded at a quarter (43.5 MiB reserved), two at once in the renders'
     // share (90 MiB); sixteen admitted.
-    let pending: Vec<_> = (0..REQUESTS)
-        .map(|i| {
-            let mut client = client.clone();
-            let width = 513 + i as u32;
-            let request = pixmesh_tests::vouch::vouched(RenderRequest {
-                storage: "photos".into(),
-                key: format!("{i}.jpg"),
-                width,
-                fit: Fit::FitIn.into(),
-                format: Format::Jpeg.into(),
-                ..Default::default()
-            });
-            tokio::spawn(async move { (width, client.render_unary(request).await) })
-        })
-        .collect();
-    for request in pending {
-        let (width, response) = request.await.unwrap();
-        let body = response
-            .unwrap_or_else(|e| panic!("render of width {width} failed: {e}"))
-            .into_inner()
-            .data;
-        let header = turbojpeg::read_header(&body).expect("a JPEG");
-        assert_eq!(
-            (header.width, header.height),
-            (width as usize, width as usize)
-        );
-    }
+    render_squares_at_once(&client, REQUESTS, 513).await;
     let used = peak_rss(sidecar.0.id()).saturating_sub(idle);
     eprintln!(
         "idle {} MiB, peak growth {} MiB with 8 workers; budget {} MiB",
@@ -405,6 +379,42 @@ async fn hostile_images_stay_within_the_memory_budget() {
     );
 }
 
+/// Renders `{i}.jpg` of storage `photos`, `first_width + i` pixels wide, for each `i` below
+/// `requests`, all at once; each must come back a JPEG of that size (the sources are square).
+async fn render_squares_at_once(
+    client: &ImageServiceClient<tonic::transport::Channel>,
+    requests: usize,
+    first_width: u32,
+) {
+    let pending: Vec<_> = (0..requests)
+        .map(|i| {
+            let mut client = client.clone();
+            let width = first_width + i as u32;
+            let request = pixmesh_tests::vouch::vouched(RenderRequest {
+                storage: "photos".into(),
+                key: format!("{i}.jpg"),
+                width,
+                fit: Fit::FitIn.into(),
+                format: Format::Jpeg.into(),
+                ..Default::default()
+            });
+            tokio::spawn(async move { (width, client.render_unary(request).await) })
+        })
+        .collect();
+    for request in pending {
+        let (width, response) = request.await.unwrap();
+        let body = response
+            .unwrap_or_else(|e| panic!("render of width {width} failed: {e}"))
+            .into_inner()
+            .data;
+        let header = turbojpeg::read_header(&body).expect("a JPEG");
+        assert_eq!(
+            (header.width, header.height),
+            (width as usize, width as usize)
+        );
+    }
+}
+
 /// How much the sidecar's peak RSS grows over idle while serving `requests` concurrent
 /// renditions of `jpeg`, each from its own file, `first_width` wide and up; then one that
 /// alone exceeds the budget is refused.
@@ -429,37 +439,7 @@ async fn peak_growth(jpeg: Vec<u8>, requests: usize, first_width: u32, budget: u
     let client = connect(port).await;
     let idle = peak_rss(sidecar.0.id());
 
-    let pending: Vec<_> = (0..requests)
-        .map(|i| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                let width = first_width + i as u32;
-                let response = client
-                    .render_unary(pixmesh_tests::vouch::vouched(RenderRequest {
-                        storage: "photos".into(),
-                        key: format!("{i}.jpg"),
-                        width,
-                        fit: Fit::FitIn.into(),
-                        format: Format::Jpeg.into(),
-                        ..Default::default()
-                    }))
-                    .await;
-                (width, response)
-            })
-        })
-        .collect();
-    for request in pending {
-        let (width, response) = request.await.unwrap();
-        let body = response
-            .unwrap_or_else(|e| panic!("render of width {width} failed: {e}"))
-            .into_inner()
-            .data;
-        let header = turbojpeg::read_header(&body).expect("a JPEG");
-        assert_eq!(
-            (header.width, header.height),
-            (width as usize, width as usize)
-        );
-    }
+    render_squares_at_once(&client, requests, first_width).await;
 
     let peak = peak_rss(sidecar.0.id());
 
