@@ -180,6 +180,30 @@ fn test_secrets(garage: &Garage) -> (Secrets, SecretEnv) {
     (secrets, secret_env)
 }
 
+/// The value of the Secret key the chart gives Envoy's environment as `name`.
+fn secret_value(name: &str) -> String {
+    match name {
+        "PIXMESH_RENDER_KEY" => vouch::render_key().to_owned(),
+        "PIXMESH_URL_SIGNING_KEY" => URL_KEY.to_owned(),
+        other => panic!("a key the test has no Secret for: {other}"),
+    }
+}
+
+/// A signed thumbor URL through the gateway `proxy` answers a 120-pixel JPEG.
+async fn serves_a_signed_rendition(proxy: &Envoy) {
+    let signed = "fit-in/120x120/photos/medium.jpg";
+    let sig = ThumborSigner::new(URL_KEY, HashAlg::Sha1, None).sign(signed);
+    let url = format!("{}/img/{sig}/{signed}", proxy.base_url());
+    let response =
+        tokio::task::spawn_blocking(move || http::get(&url, &[("host", "images.example.com")]))
+            .await
+            .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("image/jpeg"));
+    let image = image::load_from_memory(&response.body).unwrap();
+    assert_eq!(image.width().max(image.height()), 120);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_chart_serves_an_image_through_istio_envoy_in_call_mode() {
     use pixmesh_tests::control_plane;
@@ -240,26 +264,11 @@ async fn the_mesh_chart_serves_an_image_through_istio_envoy_in_call_mode() {
         .iter()
         .map(|e| {
             let name = e["name"].as_str().unwrap();
-            let value = match name {
-                "PIXMESH_RENDER_KEY" => vouch::render_key().to_owned(),
-                "PIXMESH_URL_SIGNING_KEY" => URL_KEY.to_owned(),
-                other => panic!("a key the test has no Secret for: {other}"),
-            };
-            (name.to_owned(), value)
+            (name.to_owned(), secret_value(name))
         })
         .collect();
     let proxy = Envoy::start_with_env(&sim.bootstrap, &["--concurrency", "1"], &env).await;
-    let signed = "fit-in/120x120/photos/medium.jpg";
-    let sig = ThumborSigner::new(URL_KEY, HashAlg::Sha1, None).sign(signed);
-    let url = format!("{}/img/{sig}/{signed}", proxy.base_url());
-    let response =
-        tokio::task::spawn_blocking(move || http::get(&url, &[("host", "images.example.com")]))
-            .await
-            .unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.header("content-type"), Some("image/jpeg"));
-    let image = image::load_from_memory(&response.body).unwrap();
-    assert_eq!(image.width().max(image.height()), 120);
+    serves_a_signed_rendition(&proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,26 +341,12 @@ async fn the_mesh_chart_serves_an_image_through_envoy_gateway_in_call_mode() {
     let env: Vec<(String, String)> = strings(&policy["spec"]["wasm"][0]["env"]["hostKeys"])
         .into_iter()
         .map(|name| {
-            let value = match name.as_str() {
-                "PIXMESH_RENDER_KEY" => vouch::render_key().to_owned(),
-                "PIXMESH_URL_SIGNING_KEY" => URL_KEY.to_owned(),
-                other => panic!("a key the test has no Secret for: {other}"),
-            };
+            let value = secret_value(&name);
             (name, value)
         })
         .collect();
     let proxy = Envoy::start_with_env(&sim.bootstrap, &["--concurrency", "1"], &env).await;
-    let signed = "fit-in/120x120/photos/medium.jpg";
-    let sig = ThumborSigner::new(URL_KEY, HashAlg::Sha1, None).sign(signed);
-    let url = format!("{}/img/{sig}/{signed}", proxy.base_url());
-    let response =
-        tokio::task::spawn_blocking(move || http::get(&url, &[("host", "images.example.com")]))
-            .await
-            .unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.header("content-type"), Some("image/jpeg"));
-    let image = image::load_from_memory(&response.body).unwrap();
-    assert_eq!(image.width().max(image.height()), 120);
+    serves_a_signed_rendition(&proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
