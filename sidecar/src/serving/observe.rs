@@ -229,6 +229,17 @@ mod tests {
     use crate::serving::wire::to_core;
     use crate::testing::fake_s3::{FakeS3, Reply};
 
+    /// Metadata carrying `voucher`'s proof for `request`, as the filter sends it.
+    fn vouched(voucher: &Voucher, request: &v1::RenderRequest) -> MetadataMap {
+        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
+        let mut md = MetadataMap::new();
+        md.insert(
+            pixmesh_core::vouch::HEADER,
+            MetadataValue::try_from(proof.as_str()).unwrap(),
+        );
+        md
+    }
+
     /// A renderer over a fake S3 that answers every request 404, and a vouched request for an
     /// object of it with its metadata.
     async fn missing_object() -> (FakeS3, Renderer, Voucher, v1::RenderRequest, MetadataMap) {
@@ -249,12 +260,7 @@ mod tests {
             width: 10,
             ..Default::default()
         };
-        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
-        let mut md = MetadataMap::new();
-        md.insert(
-            pixmesh_core::vouch::HEADER,
-            MetadataValue::try_from(proof.as_str()).unwrap(),
-        );
+        let md = vouched(&voucher, &request);
         (s3, renderer, voucher, request, md)
     }
 
@@ -341,12 +347,7 @@ mod tests {
             width: 50,
             ..Default::default()
         };
-        let proof = voucher.vouch(&to_core(request.clone()).unwrap(), SystemTime::now());
-        let mut md = MetadataMap::new();
-        md.insert(
-            pixmesh_core::vouch::HEADER,
-            MetadataValue::try_from(proof.as_str()).unwrap(),
-        );
+        let md = vouched(&voucher, &request);
         for max in [None, Some(1 << 20), Some(10)] {
             let out = renderer
                 .answer_within(Rpc::RenderCall, request.clone(), &md, &voucher, max)
