@@ -26,7 +26,8 @@
 //! that name no format then get WebP when the client's `Accept` lists it. `auto_avif` lets
 //! auto (from the URL or from `auto_format`) choose AVIF, above WebP, for clients that list it.
 //! `cache_key_headers` / `cache_key_cookies` (see [`crate::cachekey`]): renditions then differ
-//! per value of those headers and cookies.
+//! per value of those headers and cookies. A thumbor route may set `"result_keys": "imagor"`
+//! ([`ResultKeys`]): its renditions are then named in result storage as imagor names them.
 
 use std::collections::BTreeMap;
 
@@ -268,6 +269,25 @@ pub struct RouteConfig {
     /// pixmesh's precise ones.
     #[serde(default)]
     pub statuses: Statuses,
+    /// thumbor: how the sidecar names this route's renditions in result storage
+    /// ([`ResultKeys`]): after pixmesh's canonical request (the default) or as imagor does.
+    #[serde(default)]
+    pub result_keys: ResultKeys,
+}
+
+/// How a thumbor route's renditions are named in result storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultKeys {
+    /// After the canonical request ([`crate::render::RenderRequest::canonical`]): one name per
+    /// distinct rendition, whatever URL asked for it.
+    #[default]
+    Pixmesh,
+    /// After the URL path as imagor names it ([`crate::imagor_key`]), so that the renditions an
+    /// imagor deployment stored are found (with the sidecar's `path_style` matching imagor's
+    /// `IMAGOR_RESULT_STORAGE_PATH_STYLE`). The name holds neither the storage nor the base dir,
+    /// so only routes reading the same objects may share it.
+    Imagor,
 }
 
 /// The statuses a route's refusals answer with.
@@ -450,8 +470,35 @@ impl FilterConfig {
             if let Some(reason) = cache_key_problem(&r.cache_key_headers, &r.cache_key_cookies) {
                 return fail(&reason);
             }
+            if r.result_keys == ResultKeys::Imagor && !thumbor {
+                return fail("result_keys \"imagor\" is for the thumbor grammar");
+            }
         }
-        self.check_shared_keys()
+        self.check_shared_keys()?;
+        self.check_imagor_result_keys()
+    }
+
+    /// Refuses imagor result keys on two routes that read different objects: imagor's name of
+    /// a rendition is the URL path after the signature, the same on both routes for different
+    /// images, so one would be served the other's renditions.
+    fn check_imagor_result_keys(&self) -> Result<(), ConfigError> {
+        let imagor: Vec<&RouteConfig> = (self.routes.iter())
+            .filter(|r| r.result_keys == ResultKeys::Imagor)
+            .collect();
+        for (i, a) in imagor.iter().enumerate() {
+            if let Some(b) = imagor[i + 1..].iter().find(|b| !same_reach(a, b)) {
+                return Err(ConfigError::Route {
+                    prefix: b.prefix.clone(),
+                    reason: format!(
+                        "names its renditions as imagor does, as route {:?} does, which reads \
+                         other objects (storage, base_dir or path_prefix differ): the same URL \
+                         path would name renditions of both; keep result_keys \"imagor\" on one",
+                        a.prefix
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Refuses one signing key on two routes that read different objects. Signatures cover
@@ -468,16 +515,6 @@ impl FilterConfig {
                     .map(|p| format!("{}\0{}", p.key.expose(), p.salt.expose())),
             );
             keys
-        };
-        // Handles are in the signed path: only one that both routes know but map differently
-        // reaches other objects.
-        let same_reach = |a: &RouteConfig, b: &RouteConfig| {
-            a.storage == b.storage
-                && a.base_dir.trim_matches('/') == b.base_dir.trim_matches('/')
-                && a.path_prefix.trim_matches('/') == b.path_prefix.trim_matches('/')
-                && a.handles
-                    .iter()
-                    .all(|(h, s)| b.handles.get(h).is_none_or(|t| t == s))
         };
         for (i, a) in self.routes.iter().enumerate() {
             let a_keys = keys(a);
@@ -497,6 +534,19 @@ impl FilterConfig {
         }
         Ok(())
     }
+}
+
+/// Whether two routes read the same object for the same path: same storage, base dir, path
+/// prefix and bucket reading, and no handle both know but map differently (handles are in the
+/// path, so only such a handle reaches other objects).
+fn same_reach(a: &RouteConfig, b: &RouteConfig) -> bool {
+    a.storage == b.storage
+        && a.base_dir.trim_matches('/') == b.base_dir.trim_matches('/')
+        && a.path_prefix.trim_matches('/') == b.path_prefix.trim_matches('/')
+        && a.wildcard_bucket == b.wildcard_bucket
+        && a.handles
+            .iter()
+            .all(|(h, s)| b.handles.get(h).is_none_or(|t| t == s))
 }
 
 /// What is wrong with a route's cache key names, if anything.
@@ -682,10 +732,52 @@ mod tests {
                 r#""grammar":"imgproxy","keys":[{"key":"ab","salt":"00"}]"#,
                 r#""storage":"t","grammar":"imgproxy","keys":[{"key":"cd","salt":"00"},{"key":"ab","salt":"00"}]"#,
             ),
+            // `photos/a.jpg` is key `a.jpg` of bucket `photos` on one, `photos/a.jpg` on the
+            // other.
+            (
+                r#""secret":"k","wildcard_bucket":true"#,
+                r#""storage":"s","secret":"k""#,
+            ),
         ] {
             let err = two(a, b).unwrap_err().to_string();
             assert!(err.contains("shares a signing key"), "{a} / {b}: {err}");
         }
+    }
+
+    #[test]
+    fn imagor_result_keys_only_on_thumbor_routes_that_read_the_same_objects() {
+        let two = |a: &str, b: &str| {
+            parse(&format!(
+                r#"{{"routes":[{{"prefix":"/a/","storage":"s","allow_unsafe":true,{a}}},
+                   {{"prefix":"/b/","allow_unsafe":true,{b}}}]}}"#
+            ))
+        };
+        let imagor = r#""result_keys":"imagor""#;
+        let cfg = two(imagor, r#""storage":"t""#).unwrap();
+        assert_eq!(cfg.routes[0].result_keys, ResultKeys::Imagor);
+        assert_eq!(cfg.routes[1].result_keys, ResultKeys::Pixmesh);
+        assert!(two(imagor, &format!(r#""storage":"s",{imagor}"#)).is_ok());
+        for b in [
+            format!(r#""storage":"t",{imagor}"#),
+            format!(r#""storage":"s","base_dir":"x",{imagor}"#),
+            format!(r#""storage":"s","path_prefix":"x",{imagor}"#),
+        ] {
+            let err = two(imagor, &b).unwrap_err().to_string();
+            assert!(
+                err.contains("names its renditions as imagor does"),
+                "{b}: {err}"
+            );
+        }
+        for grammar in ["imgproxy", "imagekit", "query"] {
+            let err = two(
+                &format!(r#""grammar":"{grammar}",{imagor}"#),
+                r#""storage":"t""#,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("for the thumbor grammar"), "{grammar}: {err}");
+        }
+        assert!(two(r#""result_keys":"digest""#, r#""storage":"t""#).is_err());
     }
 
     #[test]

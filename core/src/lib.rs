@@ -9,6 +9,7 @@
 //! - [`grammar`]: what the grammars share: errors, the neutral [`grammar::Target`], expiry.
 //! - [`thumbor`]: the thumbor/imagor path grammar, parse ⇄ generate.
 //! - [`imgproxy`]: the imgproxy path grammar, parse ⇄ generate.
+//! - [`imagor_key`]: the name imagor gives a rendition in its result storage.
 //! - [`imagekit`]: the ImageKit URL grammar, parse ⇄ generate.
 //! - [`query`]: the query-string (Skymage-style) grammar, parse ⇄ generate.
 //! - [`sign`]: URL signatures and their constant-time verification.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod effect;
 pub mod grammar;
 pub mod imagekit;
+pub mod imagor_key;
 pub mod imgproxy;
 pub mod keys;
 pub mod link;

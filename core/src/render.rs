@@ -48,6 +48,11 @@ pub struct RenderRequest {
     /// ([`WatermarkImage::Object`]) or, until the sidecar puts its configured one in place,
     /// the default ([`WatermarkImage::Default`]).
     pub watermark: Option<Watermark>,
+    /// The rendition's name in result storage when it is not named after its canonical form:
+    /// imagor's name for it ([`crate::imagor_key`]) on a route with `"result_keys": "imagor"`,
+    /// so renditions stored by imagor are found. Not part of the canonical form (the rendition
+    /// is the same), but part of what the filter vouches for.
+    pub result_path: Option<String>,
 }
 
 /// Longest object version ID accepted, in bytes (S3 documents 1024).
@@ -226,6 +231,9 @@ impl RenderRequest {
         if let Some(key) = &self.cache_key {
             out.text("cache_key", key);
         }
+        if let Some(name) = &self.result_path {
+            out.text("result_path", name);
+        }
         if let Some(w) = &self.watermark {
             match &w.image {
                 WatermarkImage::Default => out.text("watermark_default", "true"),
@@ -355,6 +363,7 @@ fn field_number(name: &str) -> u32 {
         "background_rgba" => 19,
         "version_id" => 20,
         "cache_key" => 21,
+        "result_path" => 22,
         "crop" => 30,
         "focus" => 31,
         "trim" => 32,
@@ -461,6 +470,7 @@ mod tests {
             transform: t,
             cache_key: None,
             watermark: None,
+            result_path: None,
         }
     }
 

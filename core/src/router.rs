@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use crate::accept;
 use crate::cachekey::CacheKey;
-use crate::config::{ConfigError, FilterConfig, Grammar, RouteConfig, Statuses};
+use crate::config::{ConfigError, FilterConfig, Grammar, ResultKeys, RouteConfig, Statuses};
 use crate::grammar::{
     FormatChoice, GrammarError, Target, parse_unix_seconds, query_param, query_without, with_query,
 };
@@ -249,13 +249,13 @@ impl Router {
         let rest = &path[route.cfg.prefix.len()..];
         let parsed = match route.cfg.grammar {
             Grammar::Thumbor => route.thumbor(rest),
-            Grammar::Imgproxy => route.imgproxy(rest).map(|t| (t, Vec::new())),
-            Grammar::Imagekit => route.imagekit(rest, query).map(|t| (t, Vec::new())),
-            Grammar::Query => route.query(rest, query).map(|t| (t, Vec::new())),
+            Grammar::Imgproxy => route.imgproxy(rest).map(Parsed::from),
+            Grammar::Imagekit => route.imagekit(rest, query).map(Parsed::from),
+            Grammar::Query => route.query(rest, query).map(Parsed::from),
         };
-        let rendered = parsed.and_then(|(t, skipped)| {
-            let mut r = route.render(t, accept, headers, now)?;
-            r.skipped = skipped;
+        let rendered = parsed.and_then(|p| {
+            let mut r = route.render(p.target, p.imagor_path.as_deref(), accept, headers, now)?;
+            r.skipped = p.skipped;
             Ok(r)
         });
         match rendered {
@@ -342,6 +342,26 @@ fn split_origin(url: &str) -> (&str, &str) {
     url.split_at(url.len() - after_scheme.len() + at)
 }
 
+/// A URL read by its grammar, before the parts every grammar shares.
+struct Parsed {
+    target: Target,
+    /// thumbor: filters skipped because pixmesh does not know them.
+    skipped: Vec<String>,
+    /// thumbor: the path after the signature as imagor verified it (its `Params.Path`), from
+    /// which [`crate::imagor_key`] names the rendition.
+    imagor_path: Option<String>,
+}
+
+impl From<Target> for Parsed {
+    fn from(target: Target) -> Self {
+        Parsed {
+            target,
+            skipped: Vec::new(),
+            imagor_path: None,
+        }
+    }
+}
+
 impl Route {
     /// Checks a URL's signature: `None` for an unsigned URL, else the signature and a verifier.
     fn check_signature(
@@ -410,18 +430,18 @@ impl Route {
     /// signature may arrive percent-encoded (`…%3D/`); and when the HMAC of the path as
     /// received does not match, the HMAC of the path unescaped is tried (client libraries sign
     /// either form).
-    fn thumbor(&self, rest: &str) -> Result<(Target, Vec<String>), Rejection> {
+    fn thumbor(&self, rest: &str) -> Result<Parsed, Rejection> {
         let trimmed = rest.strip_prefix('/').unwrap_or(rest);
         let (first, signed) = trimmed.split_once('/').unwrap_or((trimmed, ""));
         let first = match first.contains('%') {
             true => crate::percent::decode(first).unwrap_or_else(|| first.to_owned()),
             false => first.to_owned(),
         };
-        let path = if first == "unsafe" || crate::thumbor::is_signature(&first) {
-            format!("{first}/{signed}")
+        let (path, mut imagor_path) = if first == "unsafe" || crate::thumbor::is_signature(&first) {
+            (format!("{first}/{signed}"), signed.to_owned())
         } else {
             // No signature segment: the whole path is options and image.
-            format!("unsafe/{trimmed}")
+            (format!("unsafe/{trimmed}"), trimmed.to_owned())
         };
         let mut url = ThumborPath::parse(&path)?;
         let unescaped = crate::percent::decode(signed).filter(|raw| raw != signed);
@@ -430,10 +450,14 @@ impl Route {
             let Signer::Thumbor(s) = signer else {
                 return false;
             };
-            if signed_forms(signed).iter().any(|form| s.verify(form, sig)) {
+            if let Some(form) = signed_forms(signed).into_iter().find(|f| s.verify(f, sig)) {
+                imagor_path = form;
                 return true;
             }
             only_unescaped = unescaped.as_deref().is_some_and(|raw| s.verify(raw, sig));
+            if let Some(raw) = unescaped.as_ref().filter(|_| only_unescaped) {
+                imagor_path = raw.clone();
+            }
             only_unescaped
         })?;
         let skipped = match self.cfg.strict_filters {
@@ -458,7 +482,11 @@ impl Route {
                 return Err(rejection(403, "invalid signature"));
             }
         }
-        Ok((target, skipped))
+        Ok(Parsed {
+            target,
+            skipped,
+            imagor_path: Some(imagor_path),
+        })
     }
 
     /// An imgproxy path, read and its signature verified as imgproxy reads it
@@ -535,10 +563,13 @@ impl Route {
         Ok(QueryUrl::parse(rest, query)?.to_target()?)
     }
 
-    /// The common tail of every grammar: expiry, storage, key, the negotiated format and `Link`.
+    /// The common tail of every grammar: expiry, storage, key, the negotiated format, `Link`
+    /// and, on a route with imagor result keys, imagor's name of the rendition (from
+    /// `imagor_path`, the path after the signature).
     fn render(
         &self,
         mut target: Target,
+        imagor_path: Option<&str>,
         accept: Option<&str>,
         headers: &[(String, String)],
         now: SystemTime,
@@ -560,6 +591,13 @@ impl Route {
         if vary_accept {
             target.transform.format = accept::negotiate(accept, self.cfg.auto_avif);
         }
+        // imagor has no object versions: a versioned read is named as pixmesh names it.
+        let result_path = match (self.cfg.result_keys, imagor_path) {
+            (ResultKeys::Imagor, Some(path)) if target.version.is_none() => {
+                crate::imagor_key::result_path(path, vary_accept.then_some(target.transform.format))
+            }
+            _ => None,
+        };
         // A watermark's path is resolved like the source's: same storage, path prefix and
         // base dir.
         let watermark = match target.watermark {
@@ -583,6 +621,7 @@ impl Route {
             transform: target.transform,
             cache_key: self.cache_key.digest(headers),
             watermark,
+            result_path,
         };
         Ok(Render {
             upstream_path: format!("{RENDER_PATH}?{}", request.to_query()),
@@ -1111,6 +1150,70 @@ mod tests {
                 "{not_unsigned}"
             );
         }
+    }
+
+    #[test]
+    fn imagor_result_keys_name_renditions_after_the_path_imagor_verified() {
+        let r = Router::from_json(
+            br#"{"routes":[
+                {"prefix":"/im/","storage":"s","secret":"mysecret","allow_unsafe":true,
+                 "result_keys":"imagor","auto_format":true},
+                {"prefix":"/px/","storage":"t","secret":"other","allow_unsafe":true}
+            ]}"#,
+        )
+        .unwrap();
+        let name = |url: &str, accept: Option<&str>| {
+            rendered(r.decide("GET", url, accept, now()))
+                .request
+                .result_path
+        };
+        let path = "fit-in/100x100/filters:quality(80)/a.jpg";
+        // Unsigned, with and without `unsafe/`: the path after it, as received.
+        assert_eq!(
+            name(&format!("/im/unsafe/{path}"), None).as_deref(),
+            Some(path)
+        );
+        assert_eq!(name(&format!("/im/{path}"), None).as_deref(), Some(path));
+        // Signed: the form the signature covers (here the unescaped one).
+        let signer = ThumborSigner::new("mysecret", crate::sign::HashAlg::Sha1, None);
+        let sig = signer.sign("300x200/a b.jpg");
+        assert_eq!(
+            name(&format!("/im/{sig}/300x200/a%20b.jpg"), None).as_deref(),
+            Some("300x200/a b.jpg")
+        );
+        let sig = signer.sign("300x200/a%20b.jpg");
+        assert_eq!(
+            name(&format!("/im/{sig}/300x200/a%20b.jpg"), None).as_deref(),
+            Some("300x200/a%20b.jpg")
+        );
+        // Auto format adds `format(webp)` as imagor's AUTO_WEBP does; `expire` is taken out.
+        assert_eq!(
+            name("/im/unsafe/300x200/a.jpg", Some(CHROME)).as_deref(),
+            Some("300x200/filters:format(webp)/a.jpg")
+        );
+        assert_eq!(
+            name("/im/unsafe/300x200/a.jpg", Some("image/png")).as_deref(),
+            Some("300x200/a.jpg")
+        );
+        let exp = (NOW_SECS + 60) * 1000;
+        assert_eq!(
+            name(
+                &format!("/im/unsafe/300x200/filters:expire({exp})/a.jpg"),
+                None
+            )
+            .as_deref(),
+            Some("300x200/a.jpg")
+        );
+        // The name is vouched for with the rest of the request; pixmesh's routes send none.
+        let url = "/im/unsafe/300x200/a.jpg";
+        assert!(
+            rendered(r.decide("GET", url, None, now()))
+                .upstream_path
+                .contains("result_path=")
+        );
+        assert_eq!(name("/px/unsafe/300x200/a.jpg", None), None);
+        // Names pixmesh cannot keep as imagor writes them fall back to its own.
+        assert_eq!(name("/im/unsafe/300x200/-/a.jpg", None), None);
     }
 
     #[test]

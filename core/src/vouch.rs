@@ -144,6 +144,7 @@ mod tests {
             },
             cache_key: None,
             watermark: None,
+            result_path: None,
         }
     }
 

@@ -294,6 +294,7 @@ async fn writes_renditions_to_result_storage_and_serves_them_from_there() {
         cache_key: None,
         transform,
         watermark: None,
+        result_path: None,
     }
     .canonical();
     let key = result_key(RESULTS_DIR, &canonical, &SafeChars::default());

@@ -11,7 +11,7 @@
 //! | `S3_RESULT_STORAGE_BUCKET` and its `AWS_RESULT_STORAGE_*`, `S3_RESULT_STORAGE_ENDPOINT` | `[storages.results]`, `[result_storage]` |
 //! | `S3_RESULT_STORAGE_BASE_DIR`, `S3_RESULT_STORAGE_ACL`, `S3_RESULT_STORAGE_TAGGING`, `S3_STORAGE_CLASS` | `base_dir`, `acl`, `tagging`, `storage_class` |
 //! | `S3_RESULT_STORAGE_EXPIRATION` (a Go duration: `168h`, `1h30m`) | `expiration_secs` |
-//! | `IMAGOR_RESULT_STORAGE_PATH_STYLE` (`original`, `digest`) | `path_style` |
+//! | `IMAGOR_RESULT_STORAGE_PATH_STYLE` (`original`, `digest`) | `path_style`; with a result storage the route's `result_keys = "imagor"`, so renditions keep imagor's names |
 //! | `S3_RESULT_STORAGE_PATH_PREFIX` | `[result_storage] path_prefix` |
 //! | `S3_STORAGE_BUCKET` and its `AWS_STORAGE_*`, `S3_STORAGE_ENDPOINT`, `_BASE_DIR`, `_PATH_PREFIX`, `_ACL`, `_TAGGING`, `_EXPIRATION` (and `S3_STORAGE_CLASS`) | `[storages.sources]`, `[source_storage]` (copies of sources, read first) |
 //! | `IMAGOR_SECRET`, `IMAGOR_UNSAFE`, `IMAGOR_SIGNER_TYPE`, `IMAGOR_SIGNER_TRUNCATE` | the route's `secret`, `allow_unsafe`, `signature_hash`, `signature_length` |
@@ -277,6 +277,10 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
     }
     if auto_avif {
         route["auto_avif"] = true.into();
+    }
+    if get("S3_RESULT_STORAGE_BUCKET").is_some() {
+        // The renditions imagor stored stay found: named as imagor names them.
+        route["result_keys"] = "imagor".into();
     }
     let filter = serde_json::json!({ "routes": [route] });
     pixmesh_core::config::FilterConfig::from_json(filter.to_string().as_bytes()).map_err(|e| {
@@ -728,6 +732,11 @@ mod tests {
         assert_eq!(route.base_dir, "images");
         assert_eq!(route.secret.as_ref().map(|s| s.expose()), Some("mysecret"));
         assert!(!route.allow_unsafe);
+        assert_eq!(
+            route.result_keys,
+            pixmesh_core::config::ResultKeys::Imagor,
+            "imagor's stored renditions stay found"
+        );
     }
 
     /// The seed's bucket-routing Compose example, and per-role keys, endpoints and prefixes.
@@ -933,6 +942,11 @@ mod tests {
             .unwrap()
             .routes[0];
         assert!(route.auto_format && route.auto_avif);
+        assert_eq!(
+            route.result_keys,
+            pixmesh_core::config::ResultKeys::Pixmesh,
+            "no result storage, nothing to keep finding"
+        );
         // imagor's defaults when nothing is said, and its no-cache.
         let cc = |extra: &[(&str, &str)]| {
             let mut e = env(&[("S3_LOADER_BUCKET", "b"), ("IMAGOR_UNSAFE", "1")]);

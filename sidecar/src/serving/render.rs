@@ -109,7 +109,7 @@ impl Renderer {
                 key: rest.to_owned(),
                 ..pixels.clone()
             };
-            Some((rs, rs.key(&named.canonical())))
+            Some((rs, rs.key(&named)))
         });
         let cache_key = req.cache_key.as_deref();
         let mut checked = None;
@@ -728,6 +728,7 @@ mod tests {
                 width,
                 ..Transform::default()
             },
+            result_path: None,
         };
 
         // Hold every render worker, so the watermark's decode waits for one.
@@ -807,6 +808,7 @@ mod tests {
                 width,
                 ..Transform::default()
             },
+            result_path: None,
         }
     }
 
@@ -870,7 +872,7 @@ mod tests {
         let (endpoint, gets) = gated_s3(b"a stored rendition", gate).await;
         let renderer = with_results(renderer_over("http://127.0.0.1:9").await, &endpoint).await;
         let request = flower(64);
-        let key = renderer.results.as_ref().unwrap().key(&request.canonical());
+        let key = renderer.results.as_ref().unwrap().key(&request);
         let requests: Vec<_> = (0..8)
             .map(|_| {
                 let (renderer, request) = (renderer.clone(), request.clone());
@@ -1024,6 +1026,7 @@ mod tests {
                 width: 100,
                 ..Transform::default()
             },
+            result_path: None,
         };
         for _ in 0..2 {
             let Ok(Rendition::Image { content_type, .. }) = renderer.render(request(), None).await
@@ -1058,6 +1061,7 @@ mod tests {
             watermark: None,
             cache_key: None,
             transform: Transform::default(),
+            result_path: None,
         };
         let Err(err) = renderer.render(versioned("here"), None).await else {
             panic!("a directory has no versions")
@@ -1119,6 +1123,7 @@ mod tests {
             watermark: None,
             cache_key: None,
             transform: Transform::default(),
+            result_path: None,
         };
         let chain = renderer.chain("photos", true).unwrap();
         let versioned = renderer
@@ -1207,6 +1212,7 @@ mod tests {
                 (w.x, w.y) = (Axis::End(Offset::ZERO), Axis::End(Offset::ZERO));
                 w
             }),
+            result_path: None,
         };
         let image = |r: Rendition| match r {
             Rendition::Image { body, etag, .. } => (

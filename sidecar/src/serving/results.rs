@@ -1,7 +1,7 @@
 //! Result storage and source storage: the metadata renditions and source copies carry, expiry,
 //! the lookup of a stored rendition (re-verified against the source's and the watermark's
-//! current ETags with `verify_source`), and source copies read before the loader and written
-//! after it.
+//! current ETags with `verify_source`; one stored by imagor against the source's modification
+//! time, as imagor does), and source copies read before the loader and written after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +32,26 @@ pub(super) const META_WATERMARK_ETAG: &str = "pixmesh-watermark-etag";
 const META_COPY_STORAGE: &str = "pixmesh-copy-of-storage";
 const META_COPY_ETAG: &str = "pixmesh-copy-of-etag";
 const META_COPY_MODIFIED: &str = "pixmesh-copy-of-last-modified";
+
+/// Whether a rendition was stored by another server (imagor, before a migration with
+/// imagor's result keys): it has none of the metadata pixmesh writes.
+fn foreign(rendition: &Object) -> bool {
+    !rendition.metadata.contains_key(META_SOURCE_ETAG)
+}
+
+/// Whether `rendition` was made from the source whose HEAD answered `etag` and `modified`.
+/// pixmesh records the source's ETag with each rendition; a [`foreign`] one counts as made from
+/// the current source unless it is older than the source, the check imagor itself makes
+/// (`IMAGOR_MODIFIED_TIME_CHECK`), and, as imagor does, when either time is unknown.
+fn made_from(rendition: &Object, etag: &str, modified: Option<DateTime>) -> bool {
+    match rendition.metadata.get(META_SOURCE_ETAG) {
+        Some(recorded) => recorded == etag,
+        None => match (rendition.last_modified, modified) {
+            (Some(made), Some(changed)) => made.secs() >= changed.secs(),
+            _ => true,
+        },
+    }
+}
 
 /// Whether an object last modified at `modified` is older than `expiration` at `now`: never
 /// without an expiration or a `Last-Modified`; a time in the future counts as new.
@@ -180,7 +200,10 @@ impl Renderer {
             return Ok(Lookup::Miss { watermark });
         }
         match head {
-            Some(Ok(Head { etag, .. })) if obj.metadata.get(META_SOURCE_ETAG) != Some(&etag) => {
+            Some(Ok(Head {
+                etag,
+                last_modified,
+            })) if !made_from(&obj, &etag, last_modified) => {
                 tracing::debug!(key, "source changed since the rendition; rendering again");
                 return Ok(Lookup::Miss { watermark });
             }
@@ -198,6 +221,7 @@ impl Renderer {
         // Likewise the watermark: a changed one renders again, a missing or unreachable one
         // leaves the stored rendition.
         if let Some(wm) = &watermark
+            && !foreign(&obj)
             && obj.metadata.get(META_WATERMARK_ETAG) != Some(&wm.etag)
         {
             tracing::debug!(
@@ -247,6 +271,8 @@ pub(super) fn from_result_storage(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
@@ -267,5 +293,32 @@ mod tests {
         assert!(!expired(hour, None, now), "no Last-Modified");
         let future = Some(DateTime::from(now + Duration::from_secs(60)));
         assert!(!expired(hour, future, now), "clock skew");
+    }
+
+    #[test]
+    fn renditions_imagor_stored_are_current_unless_older_than_the_source() {
+        let at = |secs: i64| Some(DateTime::from_secs(secs));
+        let rendition = |made: Option<DateTime>, source_etag: Option<&str>| Object {
+            bytes: Bytes::new(),
+            etag: "\"r\"".into(),
+            last_modified: made,
+            content_type: None,
+            metadata: source_etag
+                .map(|e| HashMap::from([(META_SOURCE_ETAG.to_owned(), e.to_owned())]))
+                .unwrap_or_default(),
+        };
+        // pixmesh's own: the recorded ETag decides, whatever the times say.
+        let own = rendition(at(100), Some("\"a\""));
+        assert!(made_from(&own, "\"a\"", at(200)));
+        assert!(!made_from(&own, "\"b\"", at(50)));
+        assert!(!foreign(&own));
+        // imagor's: not older than the source, as IMAGOR_MODIFIED_TIME_CHECK decides.
+        let imagor = rendition(at(100), None);
+        assert!(foreign(&imagor));
+        assert!(made_from(&imagor, "\"a\"", at(100)));
+        assert!(made_from(&imagor, "\"a\"", at(50)));
+        assert!(!made_from(&imagor, "\"a\"", at(101)));
+        assert!(made_from(&imagor, "\"a\"", None));
+        assert!(made_from(&rendition(None, None), "\"a\"", at(101)));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pixmesh_core::keys::SafeChars;
-use pixmesh_core::render::{digest_result_key, result_key};
+use pixmesh_core::render::{RenderRequest, digest_result_key, result_key};
 use pixmesh_core::watermark::Watermark;
 use tonic::metadata::MetadataValue;
 
@@ -65,11 +65,21 @@ pub enum ResultKeys {
 }
 
 impl ResultStore {
-    /// The key of the rendition whose canonical request is `canonical`.
-    pub fn key(&self, canonical: &str) -> String {
+    /// The key of the rendition `req` asks for: its name ([`RenderRequest::result_path`], set
+    /// on routes with imagor's result keys) or else its canonical form, escaped or hashed as
+    /// the path style says.
+    pub fn key(&self, req: &RenderRequest) -> String {
+        let canonical;
+        let name = match &req.result_path {
+            Some(name) => name,
+            None => {
+                canonical = req.canonical();
+                &canonical
+            }
+        };
         match &self.keys {
-            ResultKeys::Path(safe) => result_key(&self.base_dir, canonical, safe),
-            ResultKeys::Digest => digest_result_key(&self.base_dir, canonical),
+            ResultKeys::Path(safe) => result_key(&self.base_dir, name, safe),
+            ResultKeys::Digest => digest_result_key(&self.base_dir, name),
         }
     }
 }

@@ -132,6 +132,16 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         k if pixmesh_core::cachekey::is_digest(&k) => Some(k),
         _ => return Err(bad("cache_key is not a digest".into())),
     };
+    let result_path = match r.result_path {
+        p if p.is_empty() => None,
+        p if pixmesh_core::imagor_key::is_result_path(&p) => Some(p),
+        _ => {
+            return Err(bad(
+                "result_path is not 1 to 1024 bytes of non-empty segments other than ., .. and -"
+                    .into(),
+            ));
+        }
+    };
 
     Ok(RenderRequest {
         storage: r.storage,
@@ -139,6 +149,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         version,
         cache_key,
         watermark,
+        result_path,
         transform: Transform {
             width: r.width,
             height: r.height,
@@ -369,6 +380,8 @@ mod tests {
                 watermark: None,
                 cache_key: (i % 2 == 1).then(|| "0123456789abcdef".repeat(2)),
                 transform: Transform { format, ..t },
+                result_path: (i % 3 == 1)
+                    .then(|| "fit-in/300x200/filters:format(webp)/a b+c.jpg".into()),
             };
             assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
             let req = RenderRequest {
@@ -393,6 +406,23 @@ mod tests {
                 progressive
             );
         }
+    }
+
+    /// `%XX` escapes decoded, as the transcoder decodes query values.
+    fn unescape(value: &str) -> String {
+        let mut out = Vec::new();
+        let mut bytes = value.bytes();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'%' => {
+                    let hex = [bytes.next().unwrap(), bytes.next().unwrap()];
+                    let hex = std::str::from_utf8(&hex).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                }
+                b => out.push(b),
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     /// The wire request the transcoder makes of a render query.
@@ -424,6 +454,7 @@ mod tests {
                 "background_rgba" => wire.background_rgba = num(),
                 "version_id" => wire.version_id = value.into(),
                 "cache_key" => wire.cache_key = value.into(),
+                "result_path" => wire.result_path = unescape(value),
                 "crop" => wire.crop = value.replace("%2C", ","),
                 "focus" => wire.focus = value.replace("%2C", ","),
                 "progressive" => {
@@ -452,19 +483,6 @@ mod tests {
         wire
     }
 
-    /// The few escapes the watermark fields of these tests hold.
-    fn unescape(value: &str) -> String {
-        value
-            .replace("%2B", "+")
-            .replace("%2F", "/")
-            .replace("%2C", ",")
-            .replace("%20", " ")
-            .replace("%28", "(")
-            .replace("%29", ")")
-            .replace("%3A", ":")
-            .replace("%7C", "|")
-    }
-
     #[test]
     fn watermarks_round_trip_through_the_wire_and_malformed_ones_are_refused() {
         let object = WatermarkImage::Object {
@@ -486,6 +504,7 @@ mod tests {
                 cache_key: None,
                 transform: Transform::default(),
                 watermark: Some(w),
+                result_path: None,
             };
             assert_eq!(to_core(wire_from_query(&req.to_query())).unwrap(), req);
         }
@@ -596,6 +615,14 @@ mod tests {
             },
             v1::RenderRequest {
                 cache_key: "mobile".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                result_path: "../other/a.jpg".into(),
+                ..base.clone()
+            },
+            v1::RenderRequest {
+                result_path: "s/300x200/-/a.jpg".into(),
                 ..base.clone()
             },
             v1::RenderRequest {
