@@ -60,8 +60,8 @@
 //! between three behaviours by the source's size: with both sides, a dpr other than 1 without
 //! `el:1` is 501 there (`fill-down` and `fit` are exact).
 //!
-//! `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]` (`padding`, CSS-like: a missing or empty side copies the
-//! opposite one) adds a transparent canvas around the image after the resize, the crop and
+//! `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]` (`padding`, CSS-like: a missing or empty RIGHT or BOTTOM
+//! is TOP, LEFT is RIGHT; `applyPaddingOption` in `options/parser/apply.go`) adds a transparent canvas around the image after the resize, the crop and
 //! `ex` (`processing/padding.go`, after `extend` in `processing/processing.go`), coloured like
 //! everything transparent by `flatten` (`bg`, or white for formats without alpha), each side
 //! multiplied by the dpr and rounded half to even; in the output's orientation (turned back
@@ -980,15 +980,12 @@ fn resolve_source(url: &str) -> Result<Resolved, GrammarError> {
     })
 }
 
-/// Sets `t`'s padding from `pd`. imgproxy embeds it around the image after the resize, the
-/// crop and `ex` (`processing/padding.go`, after `extend` in `processing/processing.go`),
-/// each side scaled by the dpr and rounded half to even, transparent until `flatten` puts
-/// the image on `bg` (or white, for formats without alpha): the transform's padding around
-/// the padded box, where `pad` makes the box the image, placed before the rotation, so its
-/// sides are turned back. `pad` pads to the box, which without `ex` is the resized image
-/// whatever the source only when no size is asked for, or with `el:1` and `fill`, `force` or
-/// one side; elsewhere 501. A dpr other than 1 scales the padding by what the source allows
-/// unless `el:1` (501).
+/// Sets `t`'s padding from `pd` (see the module documentation). imgproxy embeds it around its
+/// image after the resize, the crop and `ex`, each side times the dpr rounded half to even; the
+/// transform's padding surrounds the box `pad` pads to, before the rotation (so the sides are
+/// turned back). Without `ex`, that box is imgproxy's image whatever the source only without
+/// a size, or with `el:1` and `fill`, `force` or one side: elsewhere 501. Without `el:1`,
+/// imgproxy lowers a dpr by the source's size: a dpr other than 1 is then 501 too.
 fn padding_onto(
     t: &mut Transform,
     padding: [Option<u32>; 4],

@@ -53,15 +53,31 @@ const CASES: &[(&str, u32, u32)] = &[
     ("/ip/insecure/rs:fill:4000:1000/plain/a.jpg", 2560, 1000),
     ("/ip/insecure/rs:fill:3000:2000/plain/a.jpg", 2560, 1600),
     ("/ip/insecure/rs:auto:4000:3000/plain/a.jpg", 2560, 1600),
-    ("/ip/insecure/rs:fill-down:2000:2000/plain/a.jpg", 1600, 1600),
+    (
+        "/ip/insecure/rs:fill-down:2000:2000/plain/a.jpg",
+        1600,
+        1600,
+    ),
     ("/ip/insecure/rs:fill:2000:2000:1/plain/a.jpg", 2000, 2000),
     // imgproxy's pd: around the image after resize, crop and extend
     // (`processing/padding.go`, after `extend` in `processing/processing.go`), top right
     // bottom left, CSS-like (`applyPaddingOption` in `options/parser/apply.go`), times the
     // dpr (`imath.ScaleToEven`), on the rotated image.
-    ("/ip/insecure/rs:fit:300:200/ex:1/pd:10:20/plain/a.jpg", 340, 220),
-    ("/ip/insecure/rs:fill:300:200:1/pd:1:2:3:4/plain/a.jpg", 306, 204),
-    ("/ip/insecure/rs:fill:150:100:1/dpr:2/pd:5/plain/a.jpg", 320, 220),
+    (
+        "/ip/insecure/rs:fit:300:200/ex:1/pd:10:20/plain/a.jpg",
+        340,
+        220,
+    ),
+    (
+        "/ip/insecure/rs:fill:300:200:1/pd:1:2:3:4/plain/a.jpg",
+        306,
+        204,
+    ),
+    (
+        "/ip/insecure/rs:fill:150:100:1/dpr:2/pd:5/plain/a.jpg",
+        320,
+        220,
+    ),
     ("/ip/insecure/pd:5/plain/flat.png", 50, 30),
     ("/ip/insecure/rot:90/pd:1:2:3:4/plain/flat.png", 26, 44),
 ];
