@@ -46,12 +46,30 @@
 //! `ph` (`preserve_hdr`) is accepted either way: imgproxy converts an HDR source for outputs
 //! that cannot carry it, and every pixmesh output is 8-bit.
 //!
-//! Resizing types: `fit`, `fill`, `force`; `fill-down` is the transform's fill, which without
-//! upscaling crops a smaller source to the box's aspect ratio, as `fill-down` does (pixmesh
-//! reads `fill` the same way: imgproxy's own `fill` crops such a source to the box, clamped,
-//! which the transform cannot say). `auto` (fill when the source and the box have the same
-//! orientation, else fit) is exact only with a side derived from the other (then fill and fit
-//! are the same resize); with both sides it needs the source's orientation: 501.
+//! Resizing types (imgproxy's rules: `calcScale` and `calcSizes` in `processing/prepare.go`,
+//! the result crop in `processing/crop.go`): `fit`, `force`; `fill` is
+//! [`Fit::FillClamped`]: without `el:1`, a source that cannot cover the box keeps its scale and
+//! is cropped to the box clamped to the image (100×100 in `rs:fill:300:200` stays 100×100,
+//! 400×100 becomes 300×100); `fill-down` is the transform's [`Fit::Fill`], which crops such a
+//! source to the box's aspect ratio instead (100×100 → 100×67). With `el:1` both are the
+//! fill that enlarges ([`Fit::Fill`] with upscale), and so is `auto`'s fill. `auto` is
+//! [`Fit::Auto`]: `fill` when the upright source and the box have the same orientation (a
+//! square counts as landscape), else `fit`, decided by the sidecar from the source; with a
+//! side derived from the other it is a fit (the two are the same resize). Short of enlarging,
+//! imgproxy lowers a dpr to what the source allows, which moves `fill`'s (and `auto`'s) result
+//! between three behaviours by the source's size: with both sides, a dpr other than 1 without
+//! `el:1` is 501 there (`fill-down` and `fit` are exact).
+//!
+//! `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]` (`padding`, CSS-like: a missing or empty RIGHT or BOTTOM
+//! is TOP, LEFT is RIGHT; `applyPaddingOption` in `options/parser/apply.go`) adds a transparent canvas around the image after the resize, the crop and
+//! `ex` (`processing/padding.go`, after `extend` in `processing/processing.go`), coloured like
+//! everything transparent by `flatten` (`bg`, or white for formats without alpha), each side
+//! multiplied by the dpr and rounded half to even; in the output's orientation (turned back
+//! for the transform, which pads before rotating). It maps onto [`Transform::padding`] around
+//! the box `pad` pads to, which is imgproxy's image with `ex:1`, without a size, or with `el:1`
+//! and `fill`, `force` or one side; elsewhere the image may be smaller than the box (501), and
+//! so is a dpr other than 1 without `el:1`, which imgproxy lowers by the source's size. Padding
+//! is generated as `ex:1` with `pd`, all four sides.
 //!
 //! Chained pipelines (`…/-/…`, imgproxy Pro) process the result of one pipeline with the
 //! next; the transform is one pipeline, so a chain is accepted when at most one of its
@@ -116,7 +134,8 @@ use crate::render::{MAX_VERSION_ID_LEN, is_version_id};
 use crate::thumbor::Signature;
 use crate::transform::{
     Color, Crop as CropRegion, CropAt, Fit, Focus, Format, Fraction, HAlign, Hundredths,
-    MAX_DIMENSION, OutputFormat, Rotation, Sharpen, Span, Transform, Trim, TrimColor, VAlign,
+    MAX_DIMENSION, OutputFormat, Padding, Rotation, Sharpen, Span, Transform, Trim, TrimColor,
+    VAlign,
 };
 use crate::watermark::{
     Offset, Watermark, WatermarkImage, axes_placed, opacity_text, placement_of,
@@ -363,9 +382,21 @@ impl ImgproxyPath {
         // With one side derived from the other, fill and fit are the same resize.
         let fit = match o.fit {
             Fit::FitIn if o.auto_fit && width > 0 && height > 0 => Fit::Auto,
+            // Enlarged, `fill` and `fill-down` are the same fill.
+            Fit::FillClamped if o.enlarge => Fit::Fill,
             fit => fit,
         };
-        let crops = matches!(fit, Fit::Fill | Fit::Auto) && width > 0 && height > 0;
+        let crops =
+            matches!(fit, Fit::Fill | Fit::FillClamped | Fit::Auto) && width > 0 && height > 0;
+        // Short of enlarging, imgproxy lowers the dpr to what the source allows
+        // (`processing/prepare.go`, `calcScale`): its `fill` then crops a source smaller than
+        // the box scaled by the dpr to the box's aspect ratio, and one smaller than the box
+        // itself to the box at 1x, clamped. The transform's box is the scaled one.
+        if matches!(fit, Fit::FillClamped | Fit::Auto) && crops && o.dpr != 1.0 {
+            return Err(unsupported(
+                "dpr with resizing type fill or auto without enlarge (fill-down or el:1 are exact)",
+            ));
+        }
         // The transform has no gravity offsets: they are 501 where the gravity places
         // something (a fill crop, a `c:` crop without its own gravity, an extension).
         let crop_uses_g = o.crop.is_some_and(|(_, _, gravity)| gravity.is_none());
@@ -452,6 +483,8 @@ impl ImgproxyPath {
             && !o.enlarge
             && watermark.is_none();
         apply_dpr(&mut transform, if unsized_noop { 1.0 } else { o.dpr })?;
+        let dpr = if unsized_noop { 1.0 } else { o.dpr };
+        padding_onto(&mut transform, o.padding, o.enlarge, dpr)?;
         if !o.skip_processing.is_empty() {
             // imgproxy skips processing when the source is one of the listed formats and the
             // output keeps it; pixmesh always processes, so only an output format outside the
@@ -519,9 +552,11 @@ impl ImgproxyPath {
             })
         };
         let rt = match t.fit {
-            _ if t.adaptive || t.padding.is_some() => return None,
+            _ if t.adaptive => return None,
             Fit::FitIn => "fit",
-            Fit::Fill => "fill",
+            Fit::Fill if t.upscale => "fill",
+            Fit::Fill => "fill-down",
+            Fit::FillClamped => "fill",
             Fit::Stretch => "force",
             Fit::Auto => "auto",
             Fit::Cover => return None,
@@ -561,7 +596,9 @@ impl ImgproxyPath {
             opt("c", vec![span(w), span(hgt), g.to_owned()]);
         }
         let final_anchor = r.apply_to_anchor((t.h_align, t.v_align));
-        let crops = matches!(t.fit, Fit::Fill | Fit::Auto) && t.width > 0 && t.height > 0;
+        let crops = matches!(t.fit, Fit::Fill | Fit::FillClamped | Fit::Auto)
+            && t.width > 0
+            && t.height > 0;
         if t.smart {
             // A focus wins over smart gravity in pixmesh; imgproxy's `g` is one or the other.
             if t.focus.is_some() || (t.h_align, t.v_align) != (HAlign::Center, VAlign::Middle) {
@@ -590,6 +627,12 @@ impl ImgproxyPath {
                 ex.push(g.to_owned());
             }
             opt("ex", ex);
+        }
+        if let Some(p) = t.padding {
+            // Around the box `ex` pads to, in the output's orientation.
+            let p = rotate_sides(r, p);
+            let sides = [p.top, p.right, p.bottom, p.left];
+            opt("pd", sides.iter().map(u32::to_string).collect());
         }
         if let Some(trim) = t.trim {
             let mut args = vec![trim.threshold.to_string()];
@@ -937,6 +980,66 @@ fn resolve_source(url: &str) -> Result<Resolved, GrammarError> {
     })
 }
 
+/// Sets `t`'s padding from `pd` (see the module documentation). imgproxy embeds it around its
+/// image after the resize, the crop and `ex`, each side times the dpr rounded half to even; the
+/// transform's padding surrounds the box `pad` pads to, before the rotation (so the sides are
+/// turned back). Without `ex`, that box is imgproxy's image whatever the source only without
+/// a size, or with `el:1` and `fill`, `force` or one side: elsewhere 501. Without `el:1`,
+/// imgproxy lowers a dpr by the source's size: a dpr other than 1 is then 501 too.
+fn padding_onto(
+    t: &mut Transform,
+    padding: [Option<u32>; 4],
+    enlarge: bool,
+    dpr: f64,
+) -> Result<(), GrammarError> {
+    let [top, right, bottom, left] = padding.map(Option::unwrap_or_default);
+    if [top, right, bottom, left] == [0; 4] {
+        return Ok(());
+    }
+    if dpr != 1.0 && !enlarge {
+        return Err(unsupported(
+            "padding (pd) with a dpr other than 1 without el:1",
+        ));
+    }
+    let one_side = t.width == 0 || t.height == 0;
+    let fills_box = enlarge && (one_side || matches!(t.fit, Fit::Fill | Fit::Stretch));
+    if !(t.pad || (t.width == 0 && t.height == 0) || fills_box) {
+        return Err(unsupported(
+            "padding (pd) around an image that may be smaller than the box (exact with ex:1, \
+             without a size, or with el:1 and fill, force or one side)",
+        ));
+    }
+    let scaled = |side: u32| {
+        let v = (f64::from(side) * dpr).round_ties_even();
+        (v <= f64::from(MAX_DIMENSION))
+            .then_some(v as u32)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "padding: the scaled padding is over the limit of {MAX_DIMENSION}"
+                ))
+            })
+    };
+    let out = Padding {
+        top: scaled(top)?,
+        right: scaled(right)?,
+        bottom: scaled(bottom)?,
+        left: scaled(left)?,
+    };
+    t.pad = true;
+    t.padding = Some(rotate_sides(t.rotation.inverse(), out));
+    Ok(())
+}
+
+/// The padding `p` of an image becomes once the image is rotated by `r` (clockwise).
+fn rotate_sides(r: Rotation, p: Padding) -> Padding {
+    (0..r.degrees() / 90).fold(p, |p, _| Padding {
+        top: p.left,
+        right: p.top,
+        bottom: p.right,
+        left: p.bottom,
+    })
+}
+
 /// `c:W:H[:GRAVITY]` as parsed: width, height, and the crop's own gravity if it has one.
 type CropOption = (Span, Span, Option<(HAlign, VAlign)>);
 
@@ -986,6 +1089,9 @@ struct Options {
     watermark_url: Option<String>,
     /// `skp:…`: the source formats whose processing imgproxy skips, as written.
     skip_processing: Vec<String>,
+    /// `pd:…`: top, right, bottom and left padding, in the output's orientation; `None` where
+    /// no `pd` has set the side (imgproxy copies only sides that are set).
+    padding: [Option<u32>; 4],
 }
 
 impl Default for Options {
@@ -1023,6 +1129,7 @@ impl Default for Options {
             watermark: None,
             watermark_url: None,
             skip_processing: Vec::new(),
+            padding: [None; 4],
         }
     }
 }
@@ -1067,7 +1174,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["blur", "bl"], 1, blur),
     spec(&["sharpen", "sh"], 1, sharpen_option),
     spec(&["pixelate", "pix"], 1, zero_or_unsupported),
-    spec(&["padding", "pd"], 4, zero_or_unsupported),
+    spec(&["padding", "pd"], 4, padding),
     spec(&["strip_metadata", "sm"], 1, always_on),
     spec(&["auto_rotate", "ar"], 1, always_on),
     spec(&["expires", "exp"], 1, expires),
@@ -1207,7 +1314,9 @@ fn resizing_type(o: &mut Options, name: &str, args: &[String]) -> Result<(), Gra
     o.auto_fit = false;
     o.fit = match required(name, args)? {
         "fit" => Fit::FitIn,
-        "fill" => Fit::Fill,
+        // Short of enlarging, a source smaller than the box keeps its scale and is cropped to
+        // the box clamped to it (enlarged, it is plain fill: see `to_target`).
+        "fill" => Fit::FillClamped,
         "force" => Fit::Stretch,
         // `fill` that, short of enlarging, crops to the box's aspect ratio instead of to the
         // box: what the transform's fill without upscaling does (and, enlarged, plain fill).
@@ -1250,6 +1359,21 @@ fn extend(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarErr
         }
         (o.extend_gravity, o.extend_offset) = compass(name, kind, &args[2..])?;
     }
+    Ok(())
+}
+
+/// `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]`, CSS-like: a side not given (or empty) copies the one
+/// opposite it (right and bottom copy top, left copies right), as imgproxy's
+/// `applyPaddingOption` (`options/parser/apply.go`) does, where that side is set.
+fn padding(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let given = |i: usize| arg(args, i).map(|a| parse_dimension(name, a)).transpose();
+    let [top, right, bottom, left] = &mut o.padding;
+    if let Some(v) = given(0)? {
+        *top = Some(v);
+    }
+    *right = given(1)?.or(*top).or(*right);
+    *bottom = given(2)?.or(*top).or(*bottom);
+    *left = given(3)?.or(*right).or(*left);
     Ok(())
 }
 
@@ -1739,7 +1863,7 @@ mod tests {
                 Transform {
                     width: 200,
                     height: 300,
-                    fit: Fit::Fill,
+                    fit: Fit::FillClamped,
                     rotation: Rotation::Cw90,
                     h_align: HAlign::Left,
                     v_align: VAlign::Bottom,
@@ -1753,7 +1877,7 @@ mod tests {
                 Transform {
                     width: 300,
                     height: 200,
-                    fit: Fit::Fill,
+                    fit: Fit::FillClamped,
                     flip_h: true,
                     h_align: HAlign::Right,
                     ..Transform::default()
@@ -1800,7 +1924,7 @@ mod tests {
                 Transform {
                     width: 300,
                     height: 200,
-                    fit: Fit::Fill,
+                    fit: Fit::FillClamped,
                     pad: true,
                     v_align: VAlign::Bottom,
                     ..Transform::default()
@@ -2192,6 +2316,12 @@ mod tests {
         ));
     }
 
+    const PAD_MSG: &str = "padding (pd) around an image that may be smaller than the box \
+                           (exact with ex:1, without a size, or with el:1 and fill, force or \
+                           one side)";
+    const FILL_DPR_MSG: &str =
+        "dpr with resizing type fill or auto without enlarge (fill-down or el:1 are exact)";
+
     #[test]
     fn unsupported_options_are_named_not_ignored() {
         for (path, what) in [
@@ -2214,7 +2344,17 @@ mod tests {
                 "insecure/rs:fill:10:10/g:no:10:0/plain/a.jpg",
                 "gravity offsets",
             ),
-            ("insecure/pd:0:10/plain/a.jpg", "padding"),
+            ("insecure/rs:fit:300:200/pd:0:10/plain/a.jpg", PAD_MSG),
+            ("insecure/rs:fill:300:200/pd:10/plain/a.jpg", PAD_MSG),
+            ("insecure/rs:auto:300:200:1/pd:10/plain/a.jpg", PAD_MSG),
+            ("insecure/rs:fit:300:200:1/pd:10/plain/a.jpg", PAD_MSG),
+            ("insecure/w:300/pd:10/plain/a.jpg", PAD_MSG),
+            (
+                "insecure/rs:fit:300:200/ex:1/dpr:2/pd:10/plain/a.jpg",
+                "padding (pd) with a dpr other than 1 without el:1",
+            ),
+            ("insecure/rs:fill:300:200/dpr:2/plain/a.jpg", FILL_DPR_MSG),
+            ("insecure/rs:auto:300:200/dpr:0.5/plain/a.jpg", FILL_DPR_MSG),
             ("insecure/pix:5/plain/a.jpg", "pixelate"),
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
@@ -2427,7 +2567,7 @@ mod tests {
                 Transform {
                     width: 200,
                     height: 300,
-                    fit: Fit::Fill,
+                    fit: Fit::FillClamped,
                     rotation: Rotation::Cw90,
                     smart: true,
                     ..Transform::default()
@@ -2541,7 +2681,7 @@ mod tests {
             (
                 "insecure/rs:fill:300:0/g:ce:0.5:-10/ex:0:so:5:5/plain/a.jpg",
                 Transform {
-                    fit: Fit::Fill,
+                    fit: Fit::FillClamped,
                     ..fit(300, 0)
                 },
                 "insecure/rs:fill:300:0/plain/a.jpg",
@@ -2592,7 +2732,17 @@ mod tests {
                     v_align: VAlign::Top,
                     ..fit(300, 200)
                 },
-                "insecure/rs:fill:300:200/g:no/plain/a.jpg",
+                "insecure/rs:fill-down:300:200/g:no/plain/a.jpg",
+            ),
+            // Enlarged, `fill` is the same fill as `fill-down`.
+            (
+                "insecure/rt:fill/s:300:200:1/plain/a.jpg",
+                Transform {
+                    fit: Fit::Fill,
+                    upscale: true,
+                    ..fit(300, 200)
+                },
+                "insecure/rs:fill:300:200:1/plain/a.jpg",
             ),
             (
                 "insecure/rt:fill-down/s:300:200:1/plain/a.jpg",
@@ -2636,7 +2786,7 @@ mod tests {
                 Transform {
                     width: 300,
                     height: 200,
-                    fit: Fit::Fill,
+                    fit: Fit::FillClamped,
                     v_align: VAlign::Top,
                     quality: Some(80),
                     format: OutputFormat::Fixed(Format::Webp),
@@ -2678,6 +2828,205 @@ mod tests {
         Transform {
             fit: Fit::FitIn,
             ..Transform::default()
+        }
+    }
+
+    #[test]
+    fn fill_keeps_a_small_source_at_its_scale_and_fill_down_crops_it_to_the_ratio() {
+        let fill = |fit| Transform {
+            width: 300,
+            height: 200,
+            fit,
+            ..Transform::default()
+        };
+        for (path, expected, canonical) in [
+            (
+                "insecure/rs:fill:300:200/plain/a.jpg",
+                fill(Fit::FillClamped),
+                "insecure/rs:fill:300:200/plain/a.jpg",
+            ),
+            (
+                "insecure/rt:fill/w:300/h:200/el:0/plain/a.jpg",
+                fill(Fit::FillClamped),
+                "insecure/rs:fill:300:200/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill-down:300:200/plain/a.jpg",
+                fill(Fit::Fill),
+                "insecure/rs:fill-down:300:200/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill:300:200:1/plain/a.jpg",
+                Transform {
+                    upscale: true,
+                    ..fill(Fit::Fill)
+                },
+                "insecure/rs:fill:300:200:1/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill-down:300:200:1/plain/a.jpg",
+                Transform {
+                    upscale: true,
+                    ..fill(Fit::Fill)
+                },
+                "insecure/rs:fill:300:200:1/plain/a.jpg",
+            ),
+            // Without enlarging, fill-down is exact with a dpr (the box scales with it).
+            (
+                "insecure/rs:fill-down:150:100/dpr:2/plain/a.jpg",
+                fill(Fit::Fill),
+                "insecure/rs:fill-down:300:200/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill:150:100/dpr:2/el:1/plain/a.jpg",
+                Transform {
+                    upscale: true,
+                    ..fill(Fit::Fill)
+                },
+                "insecure/rs:fill:300:200:1/plain/a.jpg",
+            ),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");
+            let back = ImgproxyPath::from_transform(&expected, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{path}");
+            assert_eq!(back.to_target().map(|t| t.transform), Ok(expected));
+        }
+        // A clamped fill that enlarges is written as the fill it is.
+        let up = Transform {
+            upscale: true,
+            ..fill(Fit::FillClamped)
+        };
+        let back = ImgproxyPath::from_transform(&up, "a.jpg").unwrap();
+        assert_eq!(back.to_path(), "insecure/rs:fill:300:200:1/plain/a.jpg");
+    }
+
+    #[test]
+    fn padding_surrounds_the_image_where_the_image_is_the_box() {
+        let padding = |left, top, right, bottom| {
+            Some(Padding {
+                left,
+                top,
+                right,
+                bottom,
+            })
+        };
+        let padded = |width, height, fit, p| Transform {
+            width,
+            height,
+            fit,
+            pad: true,
+            padding: p,
+            ..Transform::default()
+        };
+        let up = |t: Transform| Transform { upscale: true, ..t };
+        for (path, expected, canonical) in [
+            // CSS shorthand: 1 to 4 values, top right bottom left.
+            (
+                "insecure/pd:10/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(10, 10, 10, 10)),
+                "insecure/rs:fit:0:0/ex:1/pd:10:10:10:10/plain/a.jpg",
+            ),
+            (
+                "insecure/padding:10:20/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(20, 10, 20, 10)),
+                "insecure/rs:fit:0:0/ex:1/pd:10:20:10:20/plain/a.jpg",
+            ),
+            (
+                "insecure/pd:1:2:3/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(2, 1, 2, 3)),
+                "insecure/rs:fit:0:0/ex:1/pd:1:2:3:2/plain/a.jpg",
+            ),
+            (
+                "insecure/pd:1:2:3:4/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(4, 1, 2, 3)),
+                "insecure/rs:fit:0:0/ex:1/pd:1:2:3:4/plain/a.jpg",
+            ),
+            // An empty side copies as a missing one; a side no `pd` set is 0 and copies
+            // nothing; a later `pd` changes only what it sets or copies.
+            (
+                "insecure/pd::5/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(5, 0, 5, 0)),
+                "insecure/rs:fit:0:0/ex:1/pd:0:5:0:5/plain/a.jpg",
+            ),
+            (
+                "insecure/pd:1:2:3:4/pd::::7/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(7, 1, 1, 1)),
+                "insecure/rs:fit:0:0/ex:1/pd:1:1:1:7/plain/a.jpg",
+            ),
+            // Around the box `ex` extends to.
+            (
+                "insecure/rs:fit:300:200/ex:1/bg:ff0000/pd:10/plain/a.jpg",
+                Transform {
+                    background: Some(Color::rgb(255, 0, 0)),
+                    ..padded(300, 200, Fit::FitIn, padding(10, 10, 10, 10))
+                },
+                "insecure/rs:fit:300:200/ex:1/pd:10:10:10:10/bg:ff0000/plain/a.jpg",
+            ),
+            // Enlarged fills and forces are the box; dpr scales the padding (half to even).
+            (
+                "insecure/rs:fill:150:100:1/dpr:1.5/pd:3:5/plain/a.jpg",
+                up(padded(225, 150, Fit::Fill, padding(8, 4, 8, 4))),
+                "insecure/rs:fill:225:150:1/ex:1/pd:4:8:4:8/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:force:300:200:1/pd:0:0:6/plain/a.jpg",
+                up(padded(300, 200, Fit::Stretch, padding(0, 0, 0, 6))),
+                "insecure/rs:force:300:200:1/ex:1/pd:0:0:6:0/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fit:300:0:1/pd:6/plain/a.jpg",
+                up(padded(300, 0, Fit::FitIn, padding(6, 6, 6, 6))),
+                "insecure/rs:fit:300:0:1/ex:1/pd:6:6:6:6/plain/a.jpg",
+            ),
+            // imgproxy pads the rotated image; the transform pads before rotating.
+            (
+                "insecure/rot:90/pd:1:2:3:4/plain/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw90,
+                    ..padded(0, 0, Fit::FitIn, padding(1, 2, 3, 4))
+                },
+                "insecure/rs:fit:0:0/ex:1/pd:1:2:3:4/rot:90/plain/a.jpg",
+            ),
+            // Without a size, a dpr of 1 or more changes nothing, the padding included.
+            (
+                "insecure/dpr:2/pd:3/plain/a.jpg",
+                padded(0, 0, Fit::FitIn, padding(3, 3, 3, 3)),
+                "insecure/rs:fit:0:0/ex:1/pd:3:3:3:3/plain/a.jpg",
+            ),
+            // All zero: no padding.
+            (
+                "insecure/rs:fit:300:200/pd:0/plain/a.jpg",
+                Transform {
+                    width: 300,
+                    height: 200,
+                    ..fit_in()
+                },
+                "insecure/rs:fit:300:200/plain/a.jpg",
+            ),
+        ] {
+            assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");
+            let back = ImgproxyPath::from_transform(&expected, "a.jpg").unwrap();
+            assert_eq!(back.to_path(), canonical, "{path}");
+            assert_eq!(back.to_target().map(|t| t.transform), Ok(expected));
+        }
+        for (path, named) in [
+            ("insecure/pd:-1/plain/a.jpg", "padding"),
+            ("insecure/pd:1.5/plain/a.jpg", "padding"),
+            ("insecure/pd:16385/plain/a.jpg", "padding"),
+            (
+                "insecure/pd:1:2:3:4:5/plain/a.jpg",
+                "pd: at most 4 arguments",
+            ),
+            (
+                "insecure/rs:fill:300:200:1/dpr:2/pd:9000/plain/a.jpg",
+                "padding",
+            ),
+        ] {
+            let err = target(path).unwrap_err();
+            assert!(
+                matches!(&err, GrammarError::Invalid(m) if m.contains(named)),
+                "{path}: {err:?}"
+            );
         }
     }
 }

@@ -136,6 +136,7 @@ impl RenderRequest {
             Fit::Stretch => out.enumeration("fit", "FIT_STRETCH", 3),
             Fit::Cover => out.enumeration("fit", "FIT_COVER", 4),
             Fit::Auto => out.enumeration("fit", "FIT_AUTO", 5),
+            Fit::FillClamped => out.enumeration("fit", "FIT_FILL_CLAMPED", 6),
         }
         for (on, name) in [
             (t.adaptive, "adaptive"),
@@ -775,6 +776,33 @@ mod tests {
             }
         }
         forms
+    }
+
+    #[test]
+    fn every_fit_is_its_own_rendition() {
+        let base = Transform {
+            width: 300,
+            height: 200,
+            ..Transform::default()
+        };
+        let fits = [
+            Fit::Fill,
+            Fit::FitIn,
+            Fit::Stretch,
+            Fit::Cover,
+            Fit::Auto,
+            Fit::FillClamped,
+        ];
+        let forms = distinct_forms(&fits.map(|fit| Transform { fit, ..base }));
+        assert!(
+            forms[5].0.contains("&fit=FIT_FILL_CLAMPED"),
+            "{}",
+            forms[5].0
+        );
+        assert_eq!(
+            forms[5].1,
+            "photos/300x200/filters:fit(fill-clamped):no_upscale()/-/a b/ü+.jpg"
+        );
     }
 
     #[test]

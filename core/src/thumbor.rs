@@ -671,7 +671,7 @@ impl ThumborPath {
             (Fit::Cover, false) => Some(FitIn::FullFitIn),
             (Fit::Cover, true) => Some(FitIn::AdaptiveFullFitIn),
             (Fit::Auto, _) => Some(FitIn::FitIn),
-            (Fit::Fill | Fit::Stretch, _) => None,
+            (Fit::Fill | Fit::FillClamped | Fit::Stretch, _) => None,
         };
         url.stretch = t.fit == Fit::Stretch;
         (url.width, url.height, url.flip_h, url.flip_v) = (t.width, t.height, t.flip_h, t.flip_v);
@@ -689,6 +689,11 @@ impl ThumborPath {
             // Fill or fit by the source's orientation (imgproxy `rt:auto`), which thumbor
             // cannot say: canonical forms only; the parser refuses `fit(…)`.
             filter("fit", "auto".to_owned());
+        }
+        if t.fit == Fit::FillClamped {
+            // A fill that crops a small source to the box clamped to it (imgproxy `rt:fill`),
+            // which thumbor cannot say: canonical forms only, like `fit(auto)`.
+            filter("fit", "fill-clamped".to_owned());
         }
         if let Some(c) = t.crop.filter(|c| Crop::from_region(*c).is_none()) {
             // A crop thumbor cannot say (anchored, mixed units, a 1-pixel crop that would read
@@ -1197,7 +1202,7 @@ fn apply_filter(
 /// and `full-fit-in`, with a size given (without one, the size is the source's and nothing is
 /// enlarged).
 fn enlarges_by_default(t: &Transform) -> bool {
-    matches!(t.fit, Fit::Fill | Fit::Cover) && (t.width != 0 || t.height != 0)
+    matches!(t.fit, Fit::Fill | Fit::FillClamped | Fit::Cover) && (t.width != 0 || t.height != 0)
 }
 
 /// `focal(LxT:RxB)`: a focal region of the source, in pixels or, when all four values are at

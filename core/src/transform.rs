@@ -57,10 +57,16 @@ pub enum Fit {
     /// Scale to cover the box, keeping the aspect ratio and cropping nothing: each side at
     /// least the box's (thumbor `full-fit-in`, ImageKit `c-at_least`).
     Cover,
-    /// [`Fit::Fill`] when the box and the upright source have the same orientation (a square
-    /// counts as landscape), else [`Fit::FitIn`] (imgproxy `rt:auto`). With one side given,
-    /// both are the same.
+    /// A fill when the box and the upright source have the same orientation (a square counts
+    /// as landscape), else [`Fit::FitIn`] (imgproxy `rt:auto`). With one side given,
+    /// both are the same. Its fill is [`Fit::FillClamped`].
     Auto,
+    /// [`Fit::Fill`], except for a source that cannot cover the box without upscaling: that one
+    /// keeps its scale and is cropped to the box clamped to the image (a 100×100 source in a
+    /// 300×200 box stays 100×100, a 400×100 one becomes 300×100), where [`Fit::Fill`] crops it
+    /// to the box's aspect ratio (imgproxy `fill`, against its `fill-down`). With
+    /// [`Transform::upscale`] the two are the same.
+    FillClamped,
 }
 
 /// Horizontal anchor of a crop or of padding.
@@ -474,7 +480,8 @@ fn anchor_name(h: HAlign, v: VAlign) -> String {
     format!("{h:?}-{v:?}").to_ascii_lowercase()
 }
 
-/// Canvas added around the padded box, in output pixels (imagor's `GxH:IxJ`): left, top,
+/// Canvas added around the padded box, in output pixels (imagor's `GxH:IxJ`, imgproxy's `pd`):
+/// left, top,
 /// right, bottom, each at most [`MAX_DIMENSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Padding {
@@ -800,9 +807,9 @@ pub struct Transform {
     pub flip_h: bool,
     /// Mirror top to bottom.
     pub flip_v: bool,
-    /// Horizontal anchor when [`Fit::Fill`] crops.
+    /// Horizontal anchor when a fill ([`Fit::Fill`], [`Fit::FillClamped`]) crops.
     pub h_align: HAlign,
-    /// Vertical anchor when [`Fit::Fill`] crops.
+    /// Vertical anchor when a fill ([`Fit::Fill`], [`Fit::FillClamped`]) crops.
     pub v_align: VAlign,
     /// Output format; by default the source's.
     pub format: OutputFormat,
@@ -840,7 +847,7 @@ pub struct Transform {
     pub trim: Option<Trim>,
     /// Smart crop: the fill crop goes where an attention heuristic (edges, skin tones,
     /// saturation, as libvips' `attention`) scores highest, instead of following the
-    /// alignment; a [`Focus`] still wins over it. Only [`Fit::Fill`] crops, so other fits
+    /// alignment; a [`Focus`] still wins over it. Only the fills crop, so other fits
     /// ignore it.
     pub smart: bool,
     /// Embed the source's ICC profile in the output and leave the pixels in its colour space,
@@ -855,8 +862,9 @@ pub struct Transform {
     /// [`MAX_PROPORTION`]: the output size of step 3, each side rounded, at least 1; padding
     /// still pads to the box.
     pub proportion: Option<Hundredths>,
-    /// Canvas added around the padded box (imagor's `GxH:IxJ`), the image placed in the box as
-    /// [`Transform::pad`] places it: only where `pad` is set (imagor applies it with `fill`),
+    /// Canvas added around the padded box (imagor's `GxH:IxJ`, imgproxy's `pd`), the image
+    /// placed in the box as [`Transform::pad`] places it: only where `pad` is set (imagor
+    /// applies it with `fill`; imgproxy around its image, which is the box where it maps),
     /// never all zero.
     pub padding: Option<Padding>,
     /// Effects applied in order after sharpening, before the padding (see [`crate::effect`]).

@@ -150,7 +150,8 @@ fn any_transform() -> impl Strategy<Value = Transform> {
         Just(Fit::FitIn),
         Just(Fit::Stretch),
         Just(Fit::Auto),
-        Just(Fit::Cover)
+        Just(Fit::Cover),
+        Just(Fit::FillClamped)
     ];
     let h = prop_oneof![
         Just(HAlign::Left),
@@ -331,6 +332,8 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 // With one side given, auto is a fit (see `Fit::Auto`).
                 fit: match fit {
                     Fit::Auto if width == 0 || height == 0 => Fit::FitIn,
+                    // Upscaled, the clamped fill is the fill (see `Fit::FillClamped`).
+                    Fit::FillClamped if upscale => Fit::Fill,
                     fit => fit,
                 },
                 upscale,
@@ -402,7 +405,7 @@ proptest! {
             prop_assert_eq!(x.to_string().parse::<Trim>(), Ok(x));
         }
         if t.crop.is_none_or(|c| thumbor::Crop::from_region(c).is_some())
-            && t.fit != Fit::Auto
+            && !matches!(t.fit, Fit::Auto | Fit::FillClamped)
             && !tiny_focus
             && sayable_trim
         {

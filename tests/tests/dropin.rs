@@ -44,6 +44,42 @@ const CASES: &[(&str, u32, u32)] = &[
     ("/ip/insecure/rs:auto:300:200/plain/a.jpg", 300, 200),
     ("/ip/insecure/rs:auto:200:300/plain/a.jpg", 200, 125),
     ("/ip/insecure/rs:auto:200:300/plain/portrait.jpg", 200, 300),
+    // imgproxy's fill without el:1 on a source that cannot cover the box: the source's scale,
+    // cropped to the box clamped to the image (`processing/prepare.go`: `calcScale` undoes a
+    // shrink below 1, `calcSizes` keeps the box as the result crop; `cropImage` in
+    // `processing/crop.go` clamps it). fill-down crops to the box's aspect ratio instead
+    // (`calcSizes`' ResizeFillDown branch); enlarged, both fill the box.
+    ("/ip/insecure/rs:fill:2000:2000/plain/a.jpg", 2000, 1600),
+    ("/ip/insecure/rs:fill:4000:1000/plain/a.jpg", 2560, 1000),
+    ("/ip/insecure/rs:fill:3000:2000/plain/a.jpg", 2560, 1600),
+    ("/ip/insecure/rs:auto:4000:3000/plain/a.jpg", 2560, 1600),
+    (
+        "/ip/insecure/rs:fill-down:2000:2000/plain/a.jpg",
+        1600,
+        1600,
+    ),
+    ("/ip/insecure/rs:fill:2000:2000:1/plain/a.jpg", 2000, 2000),
+    // imgproxy's pd: around the image after resize, crop and extend
+    // (`processing/padding.go`, after `extend` in `processing/processing.go`), top right
+    // bottom left, CSS-like (`applyPaddingOption` in `options/parser/apply.go`), times the
+    // dpr (`imath.ScaleToEven`), on the rotated image.
+    (
+        "/ip/insecure/rs:fit:300:200/ex:1/pd:10:20/plain/a.jpg",
+        340,
+        220,
+    ),
+    (
+        "/ip/insecure/rs:fill:300:200:1/pd:1:2:3:4/plain/a.jpg",
+        306,
+        204,
+    ),
+    (
+        "/ip/insecure/rs:fill:150:100:1/dpr:2/pd:5/plain/a.jpg",
+        320,
+        220,
+    ),
+    ("/ip/insecure/pd:5/plain/flat.png", 50, 30),
+    ("/ip/insecure/rot:90/pd:1:2:3:4/plain/flat.png", 26, 44),
 ];
 
 /// (path, size, pixels (x, y, RGBA)): thumbor's filters in URL order on `flat.png`, a 40×20
@@ -111,6 +147,22 @@ const FILTER_CASES: &[FilterCase] = &[
             (20, 12, [255, 0, 0, 255]),
         ],
     ),
+    // imgproxy's pd (not thumbor's, but on the same image): transparent, then flattened onto
+    // `bg` (`processing/flatten.go`), top and bottom 2, left and right 4.
+    (
+        "/ip/insecure/pd:2:4/bg:ff0000/plain/flat.png",
+        (48, 24),
+        &[
+            (1, 12, [255, 0, 0, 255]),
+            (24, 0, [255, 0, 0, 255]),
+            (24, 12, [100, 100, 100, 255]),
+        ],
+    ),
+    (
+        "/ip/insecure/pd:2/plain/flat.png",
+        (44, 24),
+        &[(0, 0, [0, 0, 0, 0]), (22, 12, [100, 100, 100, 255])],
+    ),
     // Corners painted blue; the no-op metadata filters change nothing.
     (
         "/img/unsafe/filters:round_corner(5,0,0,255):strip_exif():strip_icc()/flat.png",
@@ -133,6 +185,8 @@ const FILTER_REFUSALS: &[(&str, u16)] = &[
     ("/img/unsafe/filters:brightness(101)/flat.png", 400),
     ("/img/unsafe/filters:noise(1000)/flat.png", 400),
     ("/img/unsafe/filters:label(hi,10,10,12)/flat.png", 501),
+    // imgproxy's pd around an image smaller than the box, which the transform cannot say.
+    ("/ip/insecure/rs:fit:300:200/pd:10/plain/flat.png", 501),
 ];
 
 async fn stack(call_mode: bool) -> (Stack, tempfile::TempDir) {

@@ -176,12 +176,13 @@ pub(super) fn requested_box(t: &Transform, width: u32, height: u32) -> (u32, u32
 }
 
 /// How `t` fits an upright `width`×`height` image: [`Fit::Auto`] decided by the orientations
-/// of the box and the image (a square counts as landscape, as in imgproxy).
+/// of the box and the image (a square counts as landscape, as in imgproxy, whose auto then
+/// resizes as its `fill`: [`Fit::FillClamped`]).
 pub(super) fn fit_for(t: &Transform, width: u32, height: u32) -> Fit {
     match t.fit {
         Fit::Auto if t.width != 0 && t.height != 0 => {
             if (width >= height) == (t.width >= t.height) {
-                Fit::Fill
+                Fit::FillClamped
             } else {
                 Fit::FitIn
             }
@@ -266,10 +267,15 @@ fn fitted_geometry(w0: u32, h0: u32, t: &Transform, focus: Option<(f64, f64)>) -
                 height,
             }
         }
-        (Fit::Fill, Some(_), Some(_)) => fill_geometry(w0, h0, t, focus),
-        // FitIn, or Fill with one side derived from the aspect ratio (no crop, so it is a fit);
-        // Cover takes the larger scale, so that each side is at least the box's.
-        (Fit::FitIn | Fit::Fill | Fit::Cover | Fit::Auto, sx, sy) => {
+        // A source that cannot cover the box without upscaling keeps its scale: the box,
+        // clamped to the image, is cropped out of it.
+        (Fit::FillClamped, Some(x), Some(y)) if !t.upscale && x.max(y) > 1.0 => {
+            clamped_fill_geometry(w0, h0, t, focus)
+        }
+        (Fit::Fill | Fit::FillClamped, Some(_), Some(_)) => fill_geometry(w0, h0, t, focus),
+        // FitIn, or a fill with one side derived from the aspect ratio (no crop, so it is a
+        // fit); Cover takes the larger scale, so that each side is at least the box's.
+        (Fit::FitIn | Fit::Fill | Fit::FillClamped | Fit::Cover | Fit::Auto, sx, sy) => {
             let scale = match (sx, sy) {
                 (Some(x), Some(y)) if fit == Fit::Cover => x.max(y),
                 (Some(x), Some(y)) => x.min(y),
@@ -331,6 +337,26 @@ pub(super) fn fill_geometry(
         crop: anchor(w0, h0, cw, ch, t, focus),
         width: t.width,
         height: t.height,
+    }
+}
+
+/// [`Fit::FillClamped`] without upscaling, on a `w0`×`h0` source that cannot cover the box: the
+/// box clamped to the source (each side the smaller of the two), cut out at the source's scale
+/// on whole pixels, anchored per the alignment or centred on `focus`. imgproxy's `fill` does
+/// this (`processing/prepare.go`: `calcScale` undoes a shrink below 1 without `el`, and
+/// `calcSizes` keeps the requested size as the result crop, which `cropImage` clamps to the
+/// image).
+fn clamped_fill_geometry(w0: u32, h0: u32, t: &Transform, focus: Option<(f64, f64)>) -> Geometry {
+    let (width, height) = (t.width.min(w0), t.height.min(h0));
+    let crop = anchor(w0, h0, f64::from(width), f64::from(height), t, focus);
+    Geometry {
+        crop: Rect {
+            left: crop.left.floor(),
+            top: crop.top.floor(),
+            ..crop
+        },
+        width,
+        height,
     }
 }
 
@@ -794,6 +820,58 @@ mod tests {
             ((1000, 1000), transform(300, 200, Fit::Auto), (300, 200)),
             ((1000, 1000), transform(200, 300, Fit::Auto), (200, 200)),
             ((2560, 1600), transform(0, 100, Fit::Auto), (160, 100)),
+            // Auto's fill is imgproxy's `fill`: a small source keeps its scale.
+            ((400, 100), transform(300, 200, Fit::Auto), (300, 100)),
+            ((100, 400), transform(200, 300, Fit::Auto), (100, 300)),
+            ((400, 100), up(transform(300, 200, Fit::Auto)), (300, 200)),
+            // FillClamped (imgproxy rt:fill): a source that cannot cover the box keeps its
+            // scale, cropped to the box clamped to it; one that can is a fill.
+            (
+                (100, 100),
+                transform(300, 200, Fit::FillClamped),
+                (100, 100),
+            ),
+            (
+                (400, 100),
+                transform(300, 200, Fit::FillClamped),
+                (300, 100),
+            ),
+            (
+                (100, 400),
+                transform(300, 200, Fit::FillClamped),
+                (100, 200),
+            ),
+            (
+                (480, 360),
+                transform(1000, 500, Fit::FillClamped),
+                (480, 360),
+            ),
+            (
+                (600, 199),
+                transform(300, 200, Fit::FillClamped),
+                (300, 199),
+            ),
+            (
+                (600, 200),
+                transform(300, 200, Fit::FillClamped),
+                (300, 200),
+            ),
+            (
+                (2560, 1600),
+                transform(300, 200, Fit::FillClamped),
+                (300, 200),
+            ),
+            (
+                (2560, 1600),
+                transform(400, 0, Fit::FillClamped),
+                (400, 250),
+            ),
+            ((100, 50), transform(400, 0, Fit::FillClamped), (100, 50)),
+            (
+                (100, 100),
+                up(transform(300, 200, Fit::FillClamped)),
+                (300, 200),
+            ),
             // Adaptive: a portrait box for a landscape source turns (thumbor adaptive-fit-in).
             (
                 (2560, 1600),
@@ -841,5 +919,29 @@ mod tests {
         let mut t = transform(100, 100, Fit::Fill);
         t.v_align = VAlign::Bottom;
         assert_eq!(compute_geometry(200, 400, &t).crop.top, 200.0);
+    }
+
+    #[test]
+    fn a_clamped_fill_cuts_the_box_out_of_a_small_source_unscaled() {
+        // 400×100 in 300×200: 300×100 of the source, copied at its scale.
+        let mut t = transform(300, 200, Fit::FillClamped);
+        let g = compute_geometry(400, 100, &t);
+        assert_eq!(
+            g.crop,
+            Rect {
+                left: 50.0,
+                top: 0.0,
+                width: 300.0,
+                height: 100.0
+            }
+        );
+        t.h_align = HAlign::Right;
+        assert_eq!(compute_geometry(400, 100, &t).crop.left, 100.0);
+        // Odd spare pixels: whole-pixel edges.
+        t.h_align = HAlign::Center;
+        assert_eq!(compute_geometry(401, 100, &t).crop.left, 50.0);
+        // A focus centres the box as far as the source allows.
+        let g = compute_geometry_at(400, 100, &t, Some((390.0, 50.0)));
+        assert_eq!((g.crop.left, g.crop.width), (100.0, 300.0));
     }
 }

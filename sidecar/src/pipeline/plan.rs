@@ -52,7 +52,8 @@ pub(super) fn replan(
         }
         None => planned,
     };
-    if !t.smart || t.focus.is_some() || fit_for(t, fw, fh) != Fit::Fill {
+    if !t.smart || t.focus.is_some() || !matches!(fit_for(t, fw, fh), Fit::Fill | Fit::FillClamped)
+    {
         return Ok((geometry, frame));
     }
     let region = crop_region(fw, fh, t.crop)?;

@@ -389,7 +389,8 @@ mod tests {
         };
         let out = render(source, &t, &Limits::default()).unwrap();
         let img = image::load_from_memory(&out.bytes).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (t.width, t.height));
+        // The box, or (a clamped fill of a small source) the box clamped to the source.
+        assert!(img.width() <= t.width && img.height() <= t.height);
         let coloured = img
             .pixels()
             .filter(|p| {
@@ -397,7 +398,7 @@ mod tests {
                 max - min > 100
             })
             .count();
-        coloured as f64 / f64::from(t.width * t.height)
+        coloured as f64 / f64::from(img.width() * img.height())
     }
 
     fn fill(width: u32, height: u32, smart: bool) -> Transform {
@@ -426,6 +427,19 @@ mod tests {
             ..fill(200, 200, true)
         };
         assert_eq!(colourful(&png, focused), 0.0);
+    }
+
+    #[test]
+    fn a_clamped_fill_of_a_small_source_is_placed_by_smart_crop_too() {
+        // 600×200 in 200×400 (imgproxy `fill`): 200×200 of the source, cut out unscaled.
+        let png = encoded(detail_band(600, 200, 430, 160), image::ImageFormat::Png);
+        let clamped = |smart| Transform {
+            fit: Fit::FillClamped,
+            ..fill(200, 400, smart)
+        };
+        assert_eq!(colourful(&png, clamped(false)), 0.0, "centred: grey only");
+        let share = colourful(&png, clamped(true));
+        assert!(share > 0.7, "smart: {share} of the crop is the detail");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Ok(v1::Fit::Stretch) => Fit::Stretch,
         Ok(v1::Fit::Cover) => Fit::Cover,
         Ok(v1::Fit::Auto) => Fit::Auto,
+        Ok(v1::Fit::FillClamped) => Fit::FillClamped,
         Err(_) => return Err(bad(format!("unknown fit {}", r.fit))),
     };
     let h_align = match v1::HAlign::try_from(r.h_align) {
@@ -404,6 +405,24 @@ mod tests {
             assert_eq!(
                 to_core(wire_from_query(&progressive.to_query())).unwrap(),
                 progressive
+            );
+            let fit = [
+                Fit::Fill,
+                Fit::FitIn,
+                Fit::Cover,
+                Fit::Auto,
+                Fit::FillClamped,
+            ][i % 5];
+            let fitted = RenderRequest {
+                transform: Transform {
+                    fit,
+                    ..req.transform
+                },
+                ..req.clone()
+            };
+            assert_eq!(
+                to_core(wire_from_query(&fitted.to_query())).unwrap(),
+                fitted
             );
         }
     }
