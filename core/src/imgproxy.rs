@@ -57,8 +57,10 @@
 //! square counts as landscape), else `fit`, decided by the sidecar from the source; with a
 //! side derived from the other it is a fit (the two are the same resize). Short of enlarging,
 //! imgproxy lowers a dpr to what the source allows, which moves `fill`'s (and `auto`'s) result
-//! between three behaviours by the source's size: with both sides, a dpr other than 1 without
-//! `el:1` is 501 there (`fill-down` and `fit` are exact).
+//! between three behaviours by the source's size: with both sides and a dpr other than 1
+//! without `el:1`, `fill` is the transform's fill of the scaled box (exact for sources at least
+//! as large as the box at 1x; a smaller one is cut to the box's ratio where imgproxy keeps the
+//! box at 1x, clamped), and `auto` is 501 (`fill-down` and `fit` are exact).
 //!
 //! `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]` (`padding`, CSS-like: a missing or empty RIGHT or BOTTOM
 //! is TOP, LEFT is RIGHT; `applyPaddingOption` in `options/parser/apply.go`) adds a transparent canvas around the image after the resize, the crop and
@@ -384,17 +386,21 @@ impl ImgproxyPath {
             Fit::FitIn if o.auto_fit && width > 0 && height > 0 => Fit::Auto,
             // Enlarged, `fill` and `fill-down` are the same fill.
             Fit::FillClamped if o.enlarge => Fit::Fill,
+            // With a dpr, short of enlarging, imgproxy lowers the dpr to what the source
+            // allows (`processing/prepare.go`, `calcScale`): a source covering the box at 1x
+            // but not the box scaled by the dpr is cut to the box's aspect ratio, the
+            // transform's fill of the scaled box. Only a source smaller than the box itself
+            // differs (imgproxy: the box at 1x, clamped; here: cut to the box's ratio).
+            Fit::FillClamped if o.dpr != 1.0 && width > 0 && height > 0 => Fit::Fill,
             fit => fit,
         };
         let crops =
             matches!(fit, Fit::Fill | Fit::FillClamped | Fit::Auto) && width > 0 && height > 0;
-        // Short of enlarging, imgproxy lowers the dpr to what the source allows
-        // (`processing/prepare.go`, `calcScale`): its `fill` then crops a source smaller than
-        // the box scaled by the dpr to the box's aspect ratio, and one smaller than the box
-        // itself to the box at 1x, clamped. The transform's box is the scaled one.
-        if matches!(fit, Fit::FillClamped | Fit::Auto) && crops && o.dpr != 1.0 {
+        // `auto`'s fill has the same three behaviours, decided with the orientation by the
+        // sidecar, which knows only the clamped fill.
+        if fit == Fit::Auto && crops && o.dpr != 1.0 {
             return Err(unsupported(
-                "dpr with resizing type fill or auto without enlarge (fill-down or el:1 are exact)",
+                "dpr with resizing type auto without enlarge (fill, fill-down or el:1 are exact)",
             ));
         }
         // The transform has no gravity offsets: they are 501 where the gravity places
@@ -2319,8 +2325,8 @@ mod tests {
     const PAD_MSG: &str = "padding (pd) around an image that may be smaller than the box \
                            (exact with ex:1, without a size, or with el:1 and fill, force or \
                            one side)";
-    const FILL_DPR_MSG: &str =
-        "dpr with resizing type fill or auto without enlarge (fill-down or el:1 are exact)";
+    const AUTO_DPR_MSG: &str =
+        "dpr with resizing type auto without enlarge (fill, fill-down or el:1 are exact)";
 
     #[test]
     fn unsupported_options_are_named_not_ignored() {
@@ -2353,8 +2359,8 @@ mod tests {
                 "insecure/rs:fit:300:200/ex:1/dpr:2/pd:10/plain/a.jpg",
                 "padding (pd) with a dpr other than 1 without el:1",
             ),
-            ("insecure/rs:fill:300:200/dpr:2/plain/a.jpg", FILL_DPR_MSG),
-            ("insecure/rs:auto:300:200/dpr:0.5/plain/a.jpg", FILL_DPR_MSG),
+            ("insecure/rs:auto:300:200/dpr:2/plain/a.jpg", AUTO_DPR_MSG),
+            ("insecure/rs:auto:300:200/dpr:0.5/plain/a.jpg", AUTO_DPR_MSG),
             ("insecure/pix:5/plain/a.jpg", "pixelate"),
             ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
             ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
@@ -2884,6 +2890,12 @@ mod tests {
                     ..fill(Fit::Fill)
                 },
                 "insecure/rs:fill:300:200:1/plain/a.jpg",
+            ),
+            // `fill` with a dpr: the fill of the scaled box, cut to its ratio short of it.
+            (
+                "insecure/rs:fill:150:100/dpr:2/plain/a.jpg",
+                fill(Fit::Fill),
+                "insecure/rs:fill-down:300:200/plain/a.jpg",
             ),
         ] {
             assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");

@@ -59,6 +59,13 @@ const CASES: &[(&str, u32, u32)] = &[
         1600,
     ),
     ("/ip/insecure/rs:fill:2000:2000:1/plain/a.jpg", 2000, 2000),
+    // With a dpr, short of enlarging, `calcScale` lowers the dpr until the source covers the
+    // box: 1500×1000 at dpr 2 on 2560×1600 is the box at dpr 1.6, 2400×1600.
+    (
+        "/ip/insecure/rs:fill:1500:1000/dpr:2/plain/a.jpg",
+        2400,
+        1600,
+    ),
     // imgproxy's pd: around the image after resize, crop and extend
     // (`processing/padding.go`, after `extend` in `processing/processing.go`), top right
     // bottom left, CSS-like (`applyPaddingOption` in `options/parser/apply.go`), times the
