@@ -39,7 +39,10 @@
 //! 501 where the gravity places something (a fill crop of both sides, a `c:` crop that takes
 //! `g`'s gravity, an extension), and accepted where it places nothing (a fit, `ex:0`). `dpr`
 //! without a width or height scales the source itself, which imgproxy never enlarges unless
-//! `el:1`: such a dpr of 1 or more is a no-op (below 1, or with `el:1`, 501).
+//! `el:1`: such a dpr of 1 or more is a no-op (below 1, or with `el:1`, 501). `z:F` (`zoom`)
+//! multiplies the box like a dpr but fills and fits as without one (imgproxy lowers a dpr to
+//! what the source allows, never a zoom: `processing/prepare.go`); without a size, dpr × zoom
+//! of 1 or more is a no-op; different factors per axis (`z:2:1`) would stretch: 501.
 //! `skp:FORMAT…` (`skip_processing`) returns the source untouched when it is in one of the
 //! formats and the output keeps its format; pixmesh always processes, so it is accepted only
 //! with a named output format outside the list (where imgproxy processes as well), else 501.
@@ -481,14 +484,24 @@ impl ImgproxyPath {
             effects: Default::default(),
             final_effects: Default::default(),
         };
-        // Without a size, imgproxy's dpr scales the source itself, which it never enlarges
-        // unless asked: a dpr of 1 or more is then a no-op.
-        let unsized_noop = transform.width == 0
-            && transform.height == 0
-            && o.dpr >= 1.0
-            && !o.enlarge
-            && watermark.is_none();
-        apply_dpr(&mut transform, if unsized_noop { 1.0 } else { o.dpr })?;
+        // A zoom multiplies the box as a dpr does, and fills and fits as without it (imgproxy
+        // lowers the dpr to what the source allows, not the zoom); different factors per axis
+        // would stretch the image.
+        let (zoom, zoom_y) = o.zoom;
+        if zoom != zoom_y {
+            return Err(unsupported("zoom with different factors per axis"));
+        }
+        // Without a size, imgproxy's dpr and zoom scale the source itself, which it never
+        // enlarges unless asked: together 1 or more, they are then a no-op.
+        let no_size = transform.width == 0 && transform.height == 0;
+        let unsized_noop = no_size && o.dpr * zoom >= 1.0 && !o.enlarge && watermark.is_none();
+        if no_size && !unsized_noop && zoom != 1.0 {
+            return Err(unsupported("zoom without a width or height"));
+        }
+        apply_dpr(
+            &mut transform,
+            if unsized_noop { 1.0 } else { o.dpr * zoom },
+        )?;
         let dpr = if unsized_noop { 1.0 } else { o.dpr };
         padding_onto(&mut transform, o.padding, o.enlarge, dpr)?;
         if !o.skip_processing.is_empty() {
@@ -1062,6 +1075,8 @@ struct Options {
     /// `g` had non-zero offsets: 501 where the gravity places something.
     gravity_offset: bool,
     dpr: f64,
+    /// `z:X[:Y]`: the box's factors per axis (imgproxy multiplies its target size by them).
+    zoom: (f64, f64),
     quality: Option<u8>,
     format: Option<Format>,
     flip_h: bool,
@@ -1111,6 +1126,7 @@ impl Default for Options {
             gravity: (HAlign::Center, VAlign::Middle),
             gravity_offset: false,
             dpr: 1.0,
+            zoom: (1.0, 1.0),
             quality: None,
             format: None,
             flip_h: false,
@@ -1187,7 +1203,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     spec(&["cachebuster", "cb"], 1, cachebuster),
     spec(&["min-width", "mw"], 1, unsupported_option),
     spec(&["min-height", "mh"], 1, unsupported_option),
-    spec(&["zoom", "z"], 2, unsupported_option),
+    spec(&["zoom", "z"], 2, zoom),
     spec(
         &["extend_aspect_ratio", "extend_ar", "exar"],
         4,
@@ -1568,6 +1584,21 @@ fn dpr(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError>
     if o.dpr == 0.0 {
         return Err(invalid(format!("{name} must be greater than 0")));
     }
+    Ok(())
+}
+
+/// `z:FACTOR` or `z:X:Y`: imgproxy divides its shrink factors by them and multiplies the
+/// target size (`processing/prepare.go`, `calcScale` and `calcSizes`); each greater than 0.
+fn zoom(o: &mut Options, name: &str, args: &[String]) -> Result<(), GrammarError> {
+    let x = parse_decimal(name, required(name, args)?)?;
+    let y = match arg(args, 1) {
+        Some(y) => parse_decimal(name, y)?,
+        None => x,
+    };
+    if x == 0.0 || y == 0.0 {
+        return Err(invalid(format!("{name} must be greater than 0")));
+    }
+    o.zoom = (x, y);
     Ok(())
 }
 
@@ -2412,6 +2443,14 @@ mod tests {
                 "dpr without a width or height",
             ),
             (
+                "insecure/z:0.5/plain/a.jpg",
+                "zoom without a width or height",
+            ),
+            (
+                "insecure/rs:fit:300:200/z:2:1/plain/a.jpg",
+                "zoom with different factors per axis",
+            ),
+            (
                 "insecure/rs:fill:10:10/g:so:5:5/plain/a.jpg",
                 "gravity offsets",
             ),
@@ -2453,6 +2492,9 @@ mod tests {
             ("insecure/g:up/plain/a.jpg", "gravity"),
             ("insecure/g:no:1:2:3/plain/a.jpg", "gravity"),
             ("insecure/dpr:0/plain/a.jpg", "dpr"),
+            ("insecure/z:0/plain/a.jpg", "zoom"),
+            ("insecure/z:1:0/plain/a.jpg", "zoom"),
+            ("insecure/z:-1/plain/a.jpg", "zoom"),
             ("insecure/rot:45/plain/a.jpg", "rotate"),
             ("insecure/rot:x/plain/a.jpg", "rotate"),
             ("insecure/bl:100.5/plain/a.jpg", "blur"),
@@ -2672,6 +2714,17 @@ mod tests {
             ),
             (
                 "insecure/dpr:1.5/el:0/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            // A zoom without a size likewise, with the dpr: 0.5 × 2 scales nothing.
+            (
+                "insecure/z:2/plain/a.jpg",
+                fit_in(),
+                "insecure/rs:fit:0:0/plain/a.jpg",
+            ),
+            (
+                "insecure/z:0.5/dpr:2/plain/a.jpg",
                 fit_in(),
                 "insecure/rs:fit:0:0/plain/a.jpg",
             ),
@@ -2896,6 +2949,20 @@ mod tests {
                 "insecure/rs:fill:150:100/dpr:2/plain/a.jpg",
                 fill(Fit::Fill),
                 "insecure/rs:fill-down:300:200/plain/a.jpg",
+            ),
+            // A zoom multiplies the box, and fills as without it (one factor or two equal).
+            (
+                "insecure/rs:fill:150:100/z:2/plain/a.jpg",
+                fill(Fit::FillClamped),
+                "insecure/rs:fill:300:200/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill-down:100:50/zoom:1.5:1.5/dpr:2/plain/a.jpg",
+                Transform {
+                    height: 150,
+                    ..fill(Fit::Fill)
+                },
+                "insecure/rs:fill-down:300:150/plain/a.jpg",
             ),
         ] {
             assert_eq!(target(path).map(|t| t.transform), Ok(expected), "{path}");

@@ -66,6 +66,10 @@ const CASES: &[(&str, u32, u32)] = &[
         2400,
         1600,
     ),
+    // A zoom multiplies the target size but is never lowered: 1000×1000 at zoom 2 is fill
+    // 2000×2000, the source kept at its scale and cut to the box clamped.
+    ("/ip/insecure/rs:fill:1000:1000/z:2/plain/a.jpg", 2000, 1600),
+    ("/ip/insecure/rs:fit:150:100/zoom:2/plain/a.jpg", 300, 188),
     // imgproxy's pd: around the image after resize, crop and extend
     // (`processing/padding.go`, after `extend` in `processing/processing.go`), top right
     // bottom left, CSS-like (`applyPaddingOption` in `options/parser/apply.go`), times the
