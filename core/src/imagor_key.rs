@@ -17,7 +17,10 @@
 //! `None`) where imagor's name could not be used safely: a name with an empty, `.`, `..` or `-`
 //! segment (imagor cleans `.` and `..` away, so two paths could name one object; canonical
 //! requests always hold a `-` segment, so no imagor name equals one), a control character, a
-//! base64 image (`b64:…`), or a number too long to write back the same way.
+//! base64 image (`b64:…`), a `+` in the image (a space to imagor, a `+` to thumbor and
+//! pixmesh: imagor's rendition under that name is of another object), or a number too long
+//! to write back the same way. The router also keeps its own name where pixmesh would read
+//! imagor's name as another request than the URL's ([`crate::router`]).
 
 use std::fmt::Write;
 
@@ -158,6 +161,11 @@ impl Params {
             return None;
         }
         let (filters, image) = parse_filters(rest);
+        if image.contains('+') {
+            // A space to imagor, a `+` to thumbor and pixmesh: imagor's rendition under this
+            // name would be of another object.
+            return None;
+        }
         p.filters = filters;
         let image = query_unescape(image).unwrap_or_else(|| image.as_bytes().to_vec());
         p.image = String::from_utf8(image).ok()?;
@@ -524,12 +532,12 @@ mod tests {
                 WEBP,
                 "filters:watermark(wm/logo.png,10,10,0):fill(fff):format(webp)/a.jpg",
             ),
-            // The image is unescaped (`+` is a space) and escaped again only where it could
-            // be read as options or holds `?(),`.
+            // The image is unescaped and escaped again only where it could be read as options
+            // or holds `?(),`.
             (
-                "300x200/a+b%20c.jpg",
+                "300x200/a%20b%2Bc.jpg",
                 WEBP,
-                "300x200/filters:format(webp)/a b c.jpg",
+                "300x200/filters:format(webp)/a b+c.jpg",
             ),
             (
                 "300x200/fit-in%2Fa(1).jpg",
@@ -561,6 +569,7 @@ mod tests {
             "300x200/a.jpg/",
             "300x200/a\u{2028}.jpg",
             "300x200/b64:YS5qcGc",
+            "300x200/a+b.jpg",
             "1234567890x200/a.jpg",
             "0.12345678901x0:1x1/a.jpg",
             "",

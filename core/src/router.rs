@@ -563,6 +563,30 @@ impl Route {
         Ok(QueryUrl::parse(rest, query)?.to_target()?)
     }
 
+    /// Whether this route reads the thumbor path `name` (an imagor rendition name) as the
+    /// request `target` (its format negotiated) is: the same image, transform and watermark.
+    fn reads_as(&self, name: &str, target: &Target) -> bool {
+        let Ok(mut url) = ThumborPath::parse(&format!("unsafe/{name}")) else {
+            return false;
+        };
+        if !self.cfg.strict_filters {
+            url.skip_unknown_filters();
+        }
+        let Ok(mut named) = url.to_target() else {
+            return false;
+        };
+        if named.format_choice != FormatChoice::Named {
+            named.transform.format = target.transform.format;
+        }
+        (named.image, named.handle, named.transform, named.watermark)
+            == (
+                target.image.clone(),
+                target.handle.clone(),
+                target.transform.clone(),
+                target.watermark.clone(),
+            )
+    }
+
     /// The common tail of every grammar: expiry, storage, key, the negotiated format, `Link`
     /// and, on a route with imagor result keys, imagor's name of the rendition (from
     /// `imagor_path`, the path after the signature).
@@ -591,10 +615,13 @@ impl Route {
         if vary_accept {
             target.transform.format = accept::negotiate(accept, self.cfg.auto_avif);
         }
-        // imagor has no object versions: a versioned read is named as pixmesh names it.
+        // imagor has no object versions: a versioned read is named as pixmesh names it. A name
+        // imagor generated must read back as this very request, or the rendition stored under
+        // it would answer another URL.
         let result_path = match (self.cfg.result_keys, imagor_path) {
             (ResultKeys::Imagor, Some(path)) if target.version.is_none() => {
                 crate::imagor_key::result_path(path, vary_accept.then_some(target.transform.format))
+                    .filter(|name| name == path || self.reads_as(name, &target))
             }
             _ => None,
         };
@@ -1212,8 +1239,32 @@ mod tests {
                 .contains("result_path=")
         );
         assert_eq!(name("/px/unsafe/300x200/a.jpg", None), None);
-        // Names pixmesh cannot keep as imagor writes them fall back to its own.
+        // Names pixmesh cannot keep as imagor writes them fall back to its own: a `-` segment,
+        // a `+` in the image (a space to imagor, read as `a b.jpg`).
         assert_eq!(name("/im/unsafe/300x200/-/a.jpg", None), None);
+        assert_eq!(name("/im/unsafe/300x200/a+b.jpg", Some(CHROME)), None);
+        // A generated name must read back as the request itself.
+        let route = &r.routes.iter().find(|r| r.cfg.prefix == "/im/").unwrap();
+        let target = |path: &str| {
+            let mut t = route.thumbor(path).ok().unwrap().target;
+            t.transform.format = OutputFormat::Fixed(Format::Webp);
+            t
+        };
+        let webp = target("unsafe/300x200/a.jpg");
+        assert!(route.reads_as("300x200/filters:format(webp)/a.jpg", &webp));
+        for other in [
+            "300x200/filters:format(webp)/b.jpg",
+            "300x201/filters:format(webp)/a.jpg",
+            "300x200/filters:format(png)/a.jpg",
+            "300x200/filters:format(webp):grayscale()/a.jpg",
+            "300x200/filters:nope(/a.jpg",
+        ] {
+            assert!(!route.reads_as(other, &webp), "{other}");
+        }
+        assert!(
+            route.reads_as("300x200/a.jpg", &webp),
+            "an unnamed format is negotiated"
+        );
     }
 
     #[test]
