@@ -578,13 +578,10 @@ impl Route {
         if named.format_choice != FormatChoice::Named {
             named.transform.format = target.transform.format;
         }
-        (named.image, named.handle, named.transform, named.watermark)
-            == (
-                target.image.clone(),
-                target.handle.clone(),
-                target.transform.clone(),
-                target.watermark.clone(),
-            )
+        named.image == target.image
+            && named.handle == target.handle
+            && named.transform == target.transform
+            && named.watermark == target.watermark
     }
 
     /// The common tail of every grammar: expiry, storage, key, the negotiated format, `Link`
