@@ -69,6 +69,7 @@
 //! expiration_secs = 604800      # older renditions count as missing (never deleted); unset: never
 //! report_errors = false         # a failed rendition write fails the response only when true
 //! path_style = "default"        # or "digest": keys are SHA-1s of the request, `ab/cd/ef…`
+//!                               # (of imagor's name on routes with "result_keys": "imagor")
 //! # path_prefix = "uploads"     # only sources under uploads/ (the loader's key); stripped
 //!
 //! [source_storage]              # optional: keep a copy of each source, read it first
@@ -674,15 +675,17 @@ pub struct ResultStorageConfig {
 }
 
 /// How rendition keys are named in result storage (imagor's `IMAGOR_RESULT_STORAGE_PATH_STYLE`).
+/// What is named is the canonical request, or imagor's name of the rendition where the route
+/// sends one (`"result_keys": "imagor"`, [`pixmesh_core::imagor_key`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathStyle {
-    /// The canonical request, escaped: `photos/fit-in/300x/filters%3Aformat(webp)/a.jpg`
-    /// ([`pixmesh_core::render::result_key`]).
+    /// The name, escaped: `photos/fit-in/300x/filters%3Aformat(webp)/-/a.jpg`
+    /// ([`pixmesh_core::render::result_key`]); imagor's unset style.
     #[default]
     Default,
-    /// The SHA-1 of the canonical request in hex, `ab/cd/ef…`
-    /// ([`pixmesh_core::render::digest_result_key`]).
+    /// The SHA-1 of the name in hex, `ab/cd/ef…`
+    /// ([`pixmesh_core::render::digest_result_key`]); imagor's `digest`.
     Digest,
 }
 
