@@ -2372,9 +2372,18 @@ mod tests {
                 "gravity offsets",
             ),
             // imgproxy lowers the dpr, and with it the padding's factor, by the source's size.
-            ("insecure/rs:fit:300:200/dpr:2/pd:10/plain/a.jpg", PAD_DPR_MSG),
-            ("insecure/rs:fill:300:200/dpr:0.5/pd:10/plain/a.jpg", PAD_DPR_MSG),
-            ("insecure/rs:fit:300:200/ex:1/dpr:2/pd:10/plain/a.jpg", PAD_DPR_MSG),
+            (
+                "insecure/rs:fit:300:200/dpr:2/pd:10/plain/a.jpg",
+                PAD_DPR_MSG,
+            ),
+            (
+                "insecure/rs:fill:300:200/dpr:0.5/pd:10/plain/a.jpg",
+                PAD_DPR_MSG,
+            ),
+            (
+                "insecure/rs:fit:300:200/ex:1/dpr:2/pd:10/plain/a.jpg",
+                PAD_DPR_MSG,
+            ),
             ("insecure/rs:auto:300:200/dpr:2/plain/a.jpg", AUTO_DPR_MSG),
             ("insecure/rs:auto:300:200/dpr:0.5/plain/a.jpg", AUTO_DPR_MSG),
             ("insecure/pix:5/plain/a.jpg", "pixelate"),

@@ -650,7 +650,11 @@ mod tests {
             "photos/fit-in/300x200/4x1:2x3/filters:padding(image)/-/a b/ü+.jpg"
         );
         assert_eq!(
-            request(Transform { pad: true, ..around }).canonical(),
+            request(Transform {
+                pad: true,
+                ..around
+            })
+            .canonical(),
             "photos/fit-in/300x200/4x1:2x3/filters:fill(transparent)/-/a b/ü+.jpg"
         );
     }

@@ -232,7 +232,10 @@ const FILTER_REFUSALS: &[(&str, u16)] = &[
     ("/img/unsafe/filters:label(hi,10,10,12)/flat.png", 501),
     // imgproxy's pd with a dpr and no el:1: imgproxy lowers the padding's factor by the
     // source's size.
-    ("/ip/insecure/rs:fit:300:200/dpr:2/pd:10/plain/flat.png", 501),
+    (
+        "/ip/insecure/rs:fit:300:200/dpr:2/pd:10/plain/flat.png",
+        501,
+    ),
 ];
 
 async fn stack(call_mode: bool) -> (Stack, tempfile::TempDir) {

@@ -942,7 +942,11 @@ mod tests {
         assert_eq!(out.dimensions(), (46, 24));
         assert_eq!(out.get_pixel(0, 0).0, [0, 0, 0, 0], "transparent padding");
         assert_eq!(out.get_pixel(45, 23).0, [0, 0, 0, 0]);
-        assert_eq!(out.get_pixel(4, 1).0, [255, 0, 0, 255], "the image at (4, 1)");
+        assert_eq!(
+            out.get_pixel(4, 1).0,
+            [255, 0, 0, 255],
+            "the image at (4, 1)"
+        );
         assert_eq!(out.get_pixel(43, 20).0, [255, 255, 255, 255]);
         let right_bottom = Transform {
             h_align: HAlign::Right,
@@ -971,7 +975,11 @@ mod tests {
         };
         let out = decoded(&render(&src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
         assert_eq!(out.dimensions(), (56, 36));
-        assert!(near(*out.get_pixel(8, 8), [255, 255, 255], 4), "{:?}", out.get_pixel(8, 8));
+        assert!(
+            near(*out.get_pixel(8, 8), [255, 255, 255], 4),
+            "{:?}",
+            out.get_pixel(8, 8)
+        );
         // Turned with the image: the left side on top.
         let turned = Transform {
             rotation: Rotation::Cw90,
@@ -979,9 +987,21 @@ mod tests {
         };
         let out = render_rgba(&src, &turned);
         assert_eq!(out.dimensions(), (24, 46));
-        assert_eq!(out.get_pixel(2, 4).0[3], 0, "the bottom padding, turned left");
-        assert_eq!(out.get_pixel(20, 3).0[3], 0, "the left padding, turned on top");
-        assert_eq!(out.get_pixel(20, 4).0, [255, 0, 0, 255], "red, now top-right");
+        assert_eq!(
+            out.get_pixel(2, 4).0[3],
+            0,
+            "the bottom padding, turned left"
+        );
+        assert_eq!(
+            out.get_pixel(20, 3).0[3],
+            0,
+            "the left padding, turned on top"
+        );
+        assert_eq!(
+            out.get_pixel(20, 4).0,
+            [255, 0, 0, 255],
+            "red, now top-right"
+        );
     }
 
     #[test]

@@ -986,7 +986,17 @@ mod tests {
             max_output_pixels: 300 * 188,
             ..Limits::default()
         };
-        assert!(check_output_size(&g, &Transform { padding: None, ..fit }, &limits).is_ok());
+        assert!(
+            check_output_size(
+                &g,
+                &Transform {
+                    padding: None,
+                    ..fit
+                },
+                &limits
+            )
+            .is_ok()
+        );
         let err = check_output_size(&g, &fit, &limits).unwrap_err();
         assert_eq!(err.http_status(), 413, "{err}");
     }
