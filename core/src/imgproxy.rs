@@ -66,15 +66,17 @@
 //! box at 1x, clamped), and `auto` is 501 (`fill-down` and `fit` are exact).
 //!
 //! `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]` (`padding`, CSS-like: a missing or empty RIGHT or BOTTOM
-//! is TOP, LEFT is RIGHT; `applyPaddingOption` in `options/parser/apply.go`) adds a transparent canvas around the image after the resize, the crop and
-//! `ex` (`processing/padding.go`, after `extend` in `processing/processing.go`), coloured like
+//! is TOP, LEFT is RIGHT; `applyPaddingOption` in `options/parser/apply.go`) adds a transparent
+//! canvas around the image after the resize, the crop and `ex`, whatever the image's size
+//! (`processing/padding.go`, after `extend` in `processing/processing.go`), coloured like
 //! everything transparent by `flatten` (`bg`, or white for formats without alpha), each side
 //! multiplied by the dpr and rounded half to even; in the output's orientation (turned back
-//! for the transform, which pads before rotating). It maps onto [`Transform::padding`] around
-//! the box `pad` pads to, which is imgproxy's image with `ex:1`, without a size, or with `el:1`
-//! and `fill`, `force` or one side; elsewhere the image may be smaller than the box (501), and
-//! so is a dpr other than 1 without `el:1`, which imgproxy lowers by the source's size. Padding
-//! is generated as `ex:1` with `pd`, all four sides.
+//! for the transform, which pads before rotating). It maps onto [`Transform::padding`]: around
+//! the box `pad` pads to with `ex:1`, around the image without it (`rs:fit:300:200/pd:10` on
+//! a 2560×1600 source is 300×188 inside 320×208; `rs:fill:300:200/pd:10` on a 40×20 source,
+//! which the fill keeps at its size, is 60×40). A dpr other than 1 without `el:1` is 501: imgproxy lowers it, the
+//! padding's factor included, by the source's size. Padding is generated as `pd` with all four
+//! sides, after `ex:1` where the transform pads to the box.
 //!
 //! Chained pipelines (`…/-/…`, imgproxy Pro) process the result of one pipeline with the
 //! next; the transform is one pipeline, so a chain is accepted when at most one of its
@@ -1000,11 +1002,10 @@ fn resolve_source(url: &str) -> Result<Resolved, GrammarError> {
 }
 
 /// Sets `t`'s padding from `pd` (see the module documentation). imgproxy embeds it around its
-/// image after the resize, the crop and `ex`, each side times the dpr rounded half to even; the
-/// transform's padding surrounds the box `pad` pads to, before the rotation (so the sides are
-/// turned back). Without `ex`, that box is imgproxy's image whatever the source only without
-/// a size, or with `el:1` and `fill`, `force` or one side: elsewhere 501. Without `el:1`,
-/// imgproxy lowers a dpr by the source's size: a dpr other than 1 is then 501 too.
+/// image after the resize, the crop and `ex`, whatever the image's size, each side times the dpr
+/// rounded half to even; the transform's padding surrounds the box `pad` pads to (`ex:1`) or,
+/// without `pad`, the image, before the rotation (so the sides are turned back). Without
+/// `el:1`, imgproxy lowers a dpr by the source's size: a dpr other than 1 is then 501.
 fn padding_onto(
     t: &mut Transform,
     padding: [Option<u32>; 4],
@@ -1018,14 +1019,6 @@ fn padding_onto(
     if dpr != 1.0 && !enlarge {
         return Err(unsupported(
             "padding (pd) with a dpr other than 1 without el:1",
-        ));
-    }
-    let one_side = t.width == 0 || t.height == 0;
-    let fills_box = enlarge && (one_side || matches!(t.fit, Fit::Fill | Fit::Stretch));
-    if !(t.pad || (t.width == 0 && t.height == 0) || fills_box) {
-        return Err(unsupported(
-            "padding (pd) around an image that may be smaller than the box (exact with ex:1, \
-             without a size, or with el:1 and fill, force or one side)",
         ));
     }
     let scaled = |side: u32| {
@@ -1044,7 +1037,6 @@ fn padding_onto(
         bottom: scaled(bottom)?,
         left: scaled(left)?,
     };
-    t.pad = true;
     t.padding = Some(rotate_sides(t.rotation.inverse(), out));
     Ok(())
 }
@@ -2353,9 +2345,7 @@ mod tests {
         ));
     }
 
-    const PAD_MSG: &str = "padding (pd) around an image that may be smaller than the box \
-                           (exact with ex:1, without a size, or with el:1 and fill, force or \
-                           one side)";
+    const PAD_DPR_MSG: &str = "padding (pd) with a dpr other than 1 without el:1";
     const AUTO_DPR_MSG: &str =
         "dpr with resizing type auto without enlarge (fill, fill-down or el:1 are exact)";
 
@@ -2381,14 +2371,18 @@ mod tests {
                 "insecure/rs:fill:10:10/g:no:10:0/plain/a.jpg",
                 "gravity offsets",
             ),
-            ("insecure/rs:fit:300:200/pd:0:10/plain/a.jpg", PAD_MSG),
-            ("insecure/rs:fill:300:200/pd:10/plain/a.jpg", PAD_MSG),
-            ("insecure/rs:auto:300:200:1/pd:10/plain/a.jpg", PAD_MSG),
-            ("insecure/rs:fit:300:200:1/pd:10/plain/a.jpg", PAD_MSG),
-            ("insecure/w:300/pd:10/plain/a.jpg", PAD_MSG),
+            // imgproxy lowers the dpr, and with it the padding's factor, by the source's size.
+            (
+                "insecure/rs:fit:300:200/dpr:2/pd:10/plain/a.jpg",
+                PAD_DPR_MSG,
+            ),
+            (
+                "insecure/rs:fill:300:200/dpr:0.5/pd:10/plain/a.jpg",
+                PAD_DPR_MSG,
+            ),
             (
                 "insecure/rs:fit:300:200/ex:1/dpr:2/pd:10/plain/a.jpg",
-                "padding (pd) with a dpr other than 1 without el:1",
+                PAD_DPR_MSG,
             ),
             ("insecure/rs:auto:300:200/dpr:2/plain/a.jpg", AUTO_DPR_MSG),
             ("insecure/rs:auto:300:200/dpr:0.5/plain/a.jpg", AUTO_DPR_MSG),
@@ -2980,7 +2974,7 @@ mod tests {
     }
 
     #[test]
-    fn padding_surrounds_the_image_where_the_image_is_the_box() {
+    fn padding_surrounds_the_image_or_the_extended_box() {
         let padding = |left, top, right, bottom| {
             Some(Padding {
                 left,
@@ -2989,48 +2983,86 @@ mod tests {
                 bottom,
             })
         };
-        let padded = |width, height, fit, p| Transform {
+        // Around the image, whatever its size (no `ex`).
+        let around = |width, height, fit, p| Transform {
             width,
             height,
             fit,
-            pad: true,
             padding: p,
             ..Transform::default()
+        };
+        // Around the box `ex:1` extends to.
+        let padded = |width, height, fit, p| Transform {
+            pad: true,
+            ..around(width, height, fit, p)
         };
         let up = |t: Transform| Transform { upscale: true, ..t };
         for (path, expected, canonical) in [
             // CSS shorthand: 1 to 4 values, top right bottom left.
             (
                 "insecure/pd:10/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(10, 10, 10, 10)),
-                "insecure/rs:fit:0:0/ex:1/pd:10:10:10:10/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(10, 10, 10, 10)),
+                "insecure/rs:fit:0:0/pd:10:10:10:10/plain/a.jpg",
             ),
             (
                 "insecure/padding:10:20/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(20, 10, 20, 10)),
-                "insecure/rs:fit:0:0/ex:1/pd:10:20:10:20/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(20, 10, 20, 10)),
+                "insecure/rs:fit:0:0/pd:10:20:10:20/plain/a.jpg",
             ),
             (
                 "insecure/pd:1:2:3/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(2, 1, 2, 3)),
-                "insecure/rs:fit:0:0/ex:1/pd:1:2:3:2/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(2, 1, 2, 3)),
+                "insecure/rs:fit:0:0/pd:1:2:3:2/plain/a.jpg",
             ),
             (
                 "insecure/pd:1:2:3:4/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(4, 1, 2, 3)),
-                "insecure/rs:fit:0:0/ex:1/pd:1:2:3:4/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(4, 1, 2, 3)),
+                "insecure/rs:fit:0:0/pd:1:2:3:4/plain/a.jpg",
             ),
             // An empty side copies as a missing one; a side no `pd` set is 0 and copies
             // nothing; a later `pd` changes only what it sets or copies.
             (
                 "insecure/pd::5/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(5, 0, 5, 0)),
-                "insecure/rs:fit:0:0/ex:1/pd:0:5:0:5/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(5, 0, 5, 0)),
+                "insecure/rs:fit:0:0/pd:0:5:0:5/plain/a.jpg",
             ),
             (
                 "insecure/pd:1:2:3:4/pd::::7/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(7, 1, 1, 1)),
-                "insecure/rs:fit:0:0/ex:1/pd:1:1:1:7/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(7, 1, 1, 1)),
+                "insecure/rs:fit:0:0/pd:1:1:1:7/plain/a.jpg",
+            ),
+            // Around an image that may be smaller than the box: a fit, a fill that keeps a
+            // small source's scale, auto, one side.
+            (
+                "insecure/rs:fit:300:200/pd:10/plain/a.jpg",
+                around(300, 200, Fit::FitIn, padding(10, 10, 10, 10)),
+                "insecure/rs:fit:300:200/pd:10:10:10:10/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill:300:200/pd:0:10/plain/a.jpg",
+                around(300, 200, Fit::FillClamped, padding(10, 0, 10, 0)),
+                "insecure/rs:fill:300:200/pd:0:10:0:10/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fill-down:300:200/g:we/pd:1:2:3:4/plain/a.jpg",
+                Transform {
+                    h_align: HAlign::Left,
+                    ..around(300, 200, Fit::Fill, padding(4, 1, 2, 3))
+                },
+                "insecure/rs:fill-down:300:200/g:we/pd:1:2:3:4/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:auto:300:200/pd:10/plain/a.jpg",
+                around(300, 200, Fit::Auto, padding(10, 10, 10, 10)),
+                "insecure/rs:auto:300:200/pd:10:10:10:10/plain/a.jpg",
+            ),
+            (
+                "insecure/w:300/pd:10/bg:ff0000/plain/a.jpg",
+                Transform {
+                    background: Some(Color::rgb(255, 0, 0)),
+                    ..around(300, 0, Fit::FitIn, padding(10, 10, 10, 10))
+                },
+                "insecure/rs:fit:300:0/pd:10:10:10:10/bg:ff0000/plain/a.jpg",
             ),
             // Around the box `ex` extends to.
             (
@@ -3041,36 +3073,57 @@ mod tests {
                 },
                 "insecure/rs:fit:300:200/ex:1/pd:10:10:10:10/bg:ff0000/plain/a.jpg",
             ),
-            // Enlarged fills and forces are the box; dpr scales the padding (half to even).
+            (
+                "insecure/rs:fill:300:200/g:so/ex:1:so/pd:5/plain/a.jpg",
+                Transform {
+                    v_align: VAlign::Bottom,
+                    ..padded(300, 200, Fit::FillClamped, padding(5, 5, 5, 5))
+                },
+                "insecure/rs:fill:300:200/g:so/ex:1:so/pd:5:5:5:5/plain/a.jpg",
+            ),
+            // Enlarged, with a dpr: the dpr scales the padding (half to even).
             (
                 "insecure/rs:fill:150:100:1/dpr:1.5/pd:3:5/plain/a.jpg",
-                up(padded(225, 150, Fit::Fill, padding(8, 4, 8, 4))),
-                "insecure/rs:fill:225:150:1/ex:1/pd:4:8:4:8/plain/a.jpg",
+                up(around(225, 150, Fit::Fill, padding(8, 4, 8, 4))),
+                "insecure/rs:fill:225:150:1/pd:4:8:4:8/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fit:150:100:1/dpr:2/ex:1/pd:5/plain/a.jpg",
+                up(padded(300, 200, Fit::FitIn, padding(10, 10, 10, 10))),
+                "insecure/rs:fit:300:200:1/ex:1/pd:10:10:10:10/plain/a.jpg",
             ),
             (
                 "insecure/rs:force:300:200:1/pd:0:0:6/plain/a.jpg",
-                up(padded(300, 200, Fit::Stretch, padding(0, 0, 0, 6))),
-                "insecure/rs:force:300:200:1/ex:1/pd:0:0:6:0/plain/a.jpg",
+                up(around(300, 200, Fit::Stretch, padding(0, 0, 0, 6))),
+                "insecure/rs:force:300:200:1/pd:0:0:6:0/plain/a.jpg",
             ),
             (
                 "insecure/rs:fit:300:0:1/pd:6/plain/a.jpg",
-                up(padded(300, 0, Fit::FitIn, padding(6, 6, 6, 6))),
-                "insecure/rs:fit:300:0:1/ex:1/pd:6:6:6:6/plain/a.jpg",
+                up(around(300, 0, Fit::FitIn, padding(6, 6, 6, 6))),
+                "insecure/rs:fit:300:0:1/pd:6:6:6:6/plain/a.jpg",
             ),
             // imgproxy pads the rotated image; the transform pads before rotating.
             (
                 "insecure/rot:90/pd:1:2:3:4/plain/a.jpg",
                 Transform {
                     rotation: Rotation::Cw90,
-                    ..padded(0, 0, Fit::FitIn, padding(1, 2, 3, 4))
+                    ..around(0, 0, Fit::FitIn, padding(1, 2, 3, 4))
                 },
-                "insecure/rs:fit:0:0/ex:1/pd:1:2:3:4/rot:90/plain/a.jpg",
+                "insecure/rs:fit:0:0/pd:1:2:3:4/rot:90/plain/a.jpg",
+            ),
+            (
+                "insecure/rs:fit:200:300/rot:270/ex:1/pd:1:2:3:4/plain/a.jpg",
+                Transform {
+                    rotation: Rotation::Cw270,
+                    ..padded(300, 200, Fit::FitIn, padding(3, 4, 1, 2))
+                },
+                "insecure/rs:fit:200:300/ex:1/pd:1:2:3:4/rot:270/plain/a.jpg",
             ),
             // Without a size, a dpr of 1 or more changes nothing, the padding included.
             (
                 "insecure/dpr:2/pd:3/plain/a.jpg",
-                padded(0, 0, Fit::FitIn, padding(3, 3, 3, 3)),
-                "insecure/rs:fit:0:0/ex:1/pd:3:3:3:3/plain/a.jpg",
+                around(0, 0, Fit::FitIn, padding(3, 3, 3, 3)),
+                "insecure/rs:fit:0:0/pd:3:3:3:3/plain/a.jpg",
             ),
             // All zero: no padding.
             (

@@ -460,7 +460,7 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
 mod tests {
     use super::*;
     use crate::transform::{
-        Color, Crop, CropAt, Fraction, Hundredths, Sharpen, Span, Trim, TrimColor,
+        Color, Crop, CropAt, Fraction, Hundredths, Padding, Sharpen, Span, Trim, TrimColor,
     };
 
     fn request(t: Transform) -> RenderRequest {
@@ -625,6 +625,37 @@ mod tests {
             request(offset).canonical(),
             "photos/10x20:110x70/-/a b/ü+.jpg",
             "a crop thumbor can say is written its way"
+        );
+        // Padding around the image (imgproxy's `pd`, no `pad`): its own field and its own
+        // canonical form, apart from padding around the box.
+        let around = Transform {
+            width: 300,
+            height: 200,
+            fit: Fit::FitIn,
+            padding: Some(Padding {
+                left: 4,
+                top: 1,
+                right: 2,
+                bottom: 3,
+            }),
+            ..Transform::default()
+        };
+        assert_eq!(
+            request(around).to_query(),
+            "storage=photos&key=a%20b%2F%C3%BC%2B.jpg&width=300&height=200&fit=FIT_FIT_IN\
+             &padding=4%2C1%2C2%2C3"
+        );
+        assert_eq!(
+            request(around).canonical(),
+            "photos/fit-in/300x200/4x1:2x3/filters:padding(image)/-/a b/ü+.jpg"
+        );
+        assert_eq!(
+            request(Transform {
+                pad: true,
+                ..around
+            })
+            .canonical(),
+            "photos/fit-in/300x200/4x1:2x3/filters:fill(transparent)/-/a b/ü+.jpg"
         );
     }
 

@@ -60,7 +60,10 @@
 //!   fills transparent areas with it, as imagor does (thumbor's `FILL_TRANSPARENT` false keeps
 //!   them: 501). thumbor and imagor centre the image; pixmesh places it by the alignment
 //!   segments (`left`, `top`, …), which URLs without them do not notice. `auto` and `blur` are
-//!   501.
+//!   501. imagor's padding `GxH:IxJ/` surrounds the box `fill` pads to, and is ignored without
+//!   `fill`, as in imagor. Padding around the image whatever its size (imgproxy's `pd`), which
+//!   imagor cannot say, has the canonical-only form `GxH:IxJ/` with `filters:padding(image)`,
+//!   which URLs may not use.
 //! - `background_color(COLOR)`: composites transparency onto COLOR.
 //! - `brightness(N)`, `contrast(N)`, `saturation(N)`, `rgb(R,G,B)`, `noise(N)` and
 //!   `round_corner(A[|B],R,G,B[,TRANSPARENT])`: thumbor's arithmetic (see [`crate::effect`]); N, R, G, B whole numbers
@@ -739,7 +742,7 @@ impl ThumborPath {
         if let Some(s) = t.sharpen {
             filter("sharpen", format!("{},{},true", s.amount, s.sigma));
         }
-        let padded = t.pad || t.background.is_some();
+        let padded = t.pad || t.background.is_some() || t.padding.is_some();
         let mut effects = effect_filters(&t.effects);
         if !padded {
             // Without padding the final effects can follow the others, before the rotation:
@@ -752,6 +755,12 @@ impl ThumborPath {
         for Filter { name, args } in effects {
             filter(&name, args);
         }
+        if !t.pad && t.padding.is_some() {
+            // Padding around the image rather than around the box `fill` pads to (imgproxy's
+            // `pd`), which imagor cannot say (its `GxH:IxJ` needs `fill`): canonical forms
+            // only, like `fit(auto)`; the parser refuses `padding(…)`.
+            filter("padding", "image".to_owned());
+        }
         match (t.pad, t.background) {
             (true, Some(c)) => filter("fill", c.hex()),
             (true, None) => filter("fill", "transparent".to_owned()),
@@ -759,8 +768,8 @@ impl ThumborPath {
             (false, None) => {}
         }
         if padded {
-            // After `fill` or `background_color`, and after `rotate(…)`, written earlier: they
-            // run on the padded, rotated image.
+            // After `fill`, `background_color` or `padding(image)`, and after `rotate(…)`,
+            // written earlier: they run on the padded, rotated image.
             for Filter { name, args } in effect_filters(&t.final_effects) {
                 filter(&name, args);
             }
@@ -1866,6 +1875,41 @@ mod tests {
             "unsafe/fit-in/300x200/10x20:30x40/filters:fill(ff0000)/a.jpg"
         );
         assert_eq!(back.to_transform(), Ok(t));
+        // Padding around the image (imgproxy's `pd` without `ex:1`) is canonical-only, apart
+        // from no padding and from padding around the box, and refused in URLs.
+        let around = Transform {
+            pad: false,
+            background: None,
+            ..t
+        };
+        let canonical = ThumborPath::from_transform(&around, "a.jpg");
+        assert_eq!(
+            canonical.to_path(),
+            "unsafe/fit-in/300x200/10x20:30x40/filters:padding(image)/a.jpg"
+        );
+        assert_eq!(
+            canonical.to_transform(),
+            Err(invalid("unknown filter padding"))
+        );
+        let with_background = Transform {
+            background: Some(Color::rgb(0, 0, 255)),
+            ..around
+        };
+        assert_eq!(
+            ThumborPath::from_transform(&with_background, "a.jpg").to_path(),
+            "unsafe/fit-in/300x200/10x20:30x40/filters:padding(image):background_color(0000ff)\
+             /a.jpg"
+        );
+        // Effects on the padded image stay after it, apart from those before the padding.
+        let brightened = |effects: &str, final_effects: &str| Transform {
+            effects: effects.parse().unwrap(),
+            final_effects: final_effects.parse().unwrap(),
+            ..around
+        };
+        assert_ne!(
+            ThumborPath::from_transform(&brightened("brightness(10)", ""), "a.jpg").to_path(),
+            ThumborPath::from_transform(&brightened("", "brightness(10)"), "a.jpg").to_path(),
+        );
     }
 
     #[test]

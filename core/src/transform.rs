@@ -14,7 +14,9 @@
 //! 4. flips;
 //! 5. grayscale, then Gaussian blur, then sharpening, then the ordered [`Transform::effects`]
 //!    (colour filters and more of the above, each on the image as the one before left it);
-//! 6. padding to the box (`pad`), the image placed by the alignment;
+//! 6. padding to the box (`pad`), the image placed by the alignment, then the
+//!    [`Transform::padding`] canvas around that box (or, without `pad`, around the image as
+//!    the steps above left it);
 //! 7. compositing onto the `background` colour, when there is one;
 //! 8. rotation by [`Rotation`] (clockwise): the box, alignment and flips above are those of the
 //!    image before it is rotated, as in thumbor, where `rotate` is a filter applied to the
@@ -480,9 +482,9 @@ fn anchor_name(h: HAlign, v: VAlign) -> String {
     format!("{h:?}-{v:?}").to_ascii_lowercase()
 }
 
-/// Canvas added around the padded box, in output pixels (imagor's `GxH:IxJ`, imgproxy's `pd`):
-/// left, top,
-/// right, bottom, each at most [`MAX_DIMENSION`].
+/// Canvas added around the padded box, or around the image without [`Transform::pad`], in
+/// output pixels (imagor's `GxH:IxJ`, imgproxy's `pd`): left, top, right, bottom, each at most
+/// [`MAX_DIMENSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Padding {
     /// Left padding.
@@ -862,10 +864,12 @@ pub struct Transform {
     /// [`MAX_PROPORTION`]: the output size of step 3, each side rounded, at least 1; padding
     /// still pads to the box.
     pub proportion: Option<Hundredths>,
-    /// Canvas added around the padded box (imagor's `GxH:IxJ`, imgproxy's `pd`), the image
-    /// placed in the box as [`Transform::pad`] places it: only where `pad` is set (imagor
-    /// applies it with `fill`; imgproxy around its image, which is the box where it maps),
-    /// never all zero.
+    /// Canvas added around what step 6 pads, never all zero: with [`Transform::pad`], around
+    /// the padded box, the image placed in the box as `pad` places it (imagor's `GxH:IxJ`,
+    /// which it applies with `fill`; imgproxy's `pd` with `ex:1`); without it, around the
+    /// image as it comes out of the resize, the crop and the effects, whatever its size
+    /// (imgproxy's `pd`). Filled like `pad`'s area: the background, else transparent (white in
+    /// JPEG).
     pub padding: Option<Padding>,
     /// Effects applied in order after sharpening, before the padding (see [`crate::effect`]).
     pub effects: Effects,

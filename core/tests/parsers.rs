@@ -325,8 +325,9 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 (mut effects, final_effects, proportion, padding),
             )| Transform {
                 proportion,
-                // Only where `pad` pads (see `Transform::padding`).
-                padding: padding.filter(|_| pad),
+                // Around the padded box with `pad`, around the image without it (see
+                // `Transform::padding`).
+                padding,
                 width,
                 height,
                 // With one side given, auto is a fit (see `Fit::Auto`).
@@ -373,7 +374,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                     }
                     Effects::from_slice(&effects).unwrap()
                 },
-                final_effects: match pad || background.is_some() {
+                final_effects: match pad || background.is_some() || padding.is_some() {
                     true => Effects::from_slice(&final_effects).unwrap(),
                     false => Effects::default(),
                 },
@@ -404,10 +405,13 @@ proptest! {
         if let Some(x) = t.trim {
             prop_assert_eq!(x.to_string().parse::<Trim>(), Ok(x));
         }
+        // So is padding around the image rather than the box (`filters:padding(image)`).
+        let sayable_padding = t.pad || t.padding.is_none();
         if t.crop.is_none_or(|c| thumbor::Crop::from_region(c).is_some())
             && !matches!(t.fit, Fit::Auto | Fit::FillClamped)
             && !tiny_focus
             && sayable_trim
+            && sayable_padding
         {
             prop_assert_eq!(thumbor.to_transform(), Ok(t), "{}", thumbor.to_path());
         } else {

@@ -8,7 +8,9 @@
 
 mod support;
 
-use pixmesh_core::transform::{Fit, Format, Hundredths, OutputFormat, Transform, Trim, TrimColor};
+use pixmesh_core::transform::{
+    Fit, Format, Hundredths, OutputFormat, Padding, Transform, Trim, TrimColor,
+};
 use pixmesh_sidecar::pipeline::{self, Limits};
 use support::counting::{Counting, peak_during};
 
@@ -135,6 +137,20 @@ fn every_render_allocates_at_most_what_memory_needed_reserved() {
                     .parse()
                     .unwrap(),
                 ..fit(900, 900, Format::Png)
+            },
+        ),
+        (
+            // imgproxy's `pd`: a thumbnail with a large canvas around it (no `pad`).
+            "padded around a thumbnail",
+            testdata("medium.jpg"),
+            Transform {
+                padding: Some(Padding {
+                    left: 1000,
+                    top: 1000,
+                    right: 1000,
+                    bottom: 1000,
+                }),
+                ..fit(100, 0, Format::Png)
             },
         ),
         (

@@ -91,6 +91,18 @@ const CASES: &[(&str, u32, u32)] = &[
     ),
     ("/ip/insecure/pd:5/plain/flat.png", 50, 30),
     ("/ip/insecure/rot:90/pd:1:2:3:4/plain/flat.png", 26, 44),
+    // Around the image whatever its size, without ex: `rs:fit:300:200` makes 2560×1600
+    // 300×188 (`imath.Scale`: 1600 / 8.53 rounded), padded 10 a side; the 40×20 `flat.png`
+    // stays 40×20 in a fit and in a fill without el:1, padded to 60×40.
+    ("/ip/insecure/rs:fit:300:200/pd:10/plain/a.jpg", 320, 208),
+    ("/ip/insecure/rs:fit:300:200/pd:10/plain/flat.png", 60, 40),
+    ("/ip/insecure/rs:fill:300:200/pd:10/plain/flat.png", 60, 40),
+    // Turned first (the 200×300 box is the turned image's: 188×300), then padded.
+    (
+        "/ip/insecure/rs:fit:200:300/rot:90/pd:1:2:3:4/plain/a.jpg",
+        194,
+        304,
+    ),
 ];
 
 /// (path, size, pixels (x, y, RGBA)): thumbor's filters in URL order on `flat.png`, a 40×20
@@ -174,6 +186,28 @@ const FILTER_CASES: &[FilterCase] = &[
         (44, 24),
         &[(0, 0, [0, 0, 0, 0]), (22, 12, [100, 100, 100, 255])],
     ),
+    // Around an image smaller than the box (a fill without el:1 keeps its size): transparent
+    // in PNG, `bg` when set.
+    (
+        "/ip/insecure/rs:fill:300:200/pd:10/plain/flat.png",
+        (60, 40),
+        &[
+            (0, 0, [0, 0, 0, 0]),
+            (9, 20, [0, 0, 0, 0]),
+            (10, 20, [100, 100, 100, 255]),
+            (49, 29, [100, 100, 100, 255]),
+            (50, 29, [0, 0, 0, 0]),
+        ],
+    ),
+    (
+        "/ip/insecure/rs:fill:300:200/pd:10/bg:00ff00/plain/flat.png",
+        (60, 40),
+        &[
+            (0, 0, [0, 255, 0, 255]),
+            (30, 39, [0, 255, 0, 255]),
+            (30, 20, [100, 100, 100, 255]),
+        ],
+    ),
     // Corners painted blue; the no-op metadata filters change nothing.
     (
         "/img/unsafe/filters:round_corner(5,0,0,255):strip_exif():strip_icc()/flat.png",
@@ -196,8 +230,12 @@ const FILTER_REFUSALS: &[(&str, u16)] = &[
     ("/img/unsafe/filters:brightness(101)/flat.png", 400),
     ("/img/unsafe/filters:noise(1000)/flat.png", 400),
     ("/img/unsafe/filters:label(hi,10,10,12)/flat.png", 501),
-    // imgproxy's pd around an image smaller than the box, which the transform cannot say.
-    ("/ip/insecure/rs:fit:300:200/pd:10/plain/flat.png", 501),
+    // imgproxy's pd with a dpr and no el:1: imgproxy lowers the padding's factor by the
+    // source's size.
+    (
+        "/ip/insecure/rs:fit:300:200/dpr:2/pd:10/plain/flat.png",
+        501,
+    ),
 ];
 
 async fn stack(call_mode: bool) -> (Stack, tempfile::TempDir) {

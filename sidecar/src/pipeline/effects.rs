@@ -383,11 +383,12 @@ pub(super) fn sharpen(mut p: Pixels, s: Option<Sharpen>) -> Pixels {
 // ---------------------------------------------------------------------------------------------
 // Step 11: pad.
 
-/// Extends the image to the requested box, placed by the alignment. The new area is the
-/// background when it is opaque, else transparent (an alpha channel is added), for
+/// Extends the image to the requested box, placed by the alignment (with `pad`), and adds
+/// [`Transform::padding`] around that box, or around the image without `pad`. The new area is
+/// the background when it is opaque, else transparent (an alpha channel is added), for
 /// [`flatten`] to composite.
 pub(super) fn pad(p: Pixels, t: &Transform) -> Pixels {
-    if !t.pad {
+    if !t.pad && t.padding.is_none() {
         return p;
     }
     let (width, height) = padded_size(p.width, p.height, t);
@@ -402,7 +403,8 @@ pub(super) fn pad(p: Pixels, t: &Transform) -> Pixels {
     };
     let channels = if alpha { 4 } else { 3 };
     let mut data = fill[..channels].repeat(width as usize * height as usize);
-    // Placed in the box by the alignment, the box inside the padding (imagor's `GxH:IxJ`).
+    // Placed in the box by the alignment, the box inside the padding (imagor's `GxH:IxJ`);
+    // without `pad` the box is the image, the padding around it (imgproxy's `pd`).
     let (box_w, box_h) = padded_box(p.width, p.height, t);
     let padding = t.padding.unwrap_or_default();
     let left = padding.left
@@ -906,9 +908,100 @@ mod tests {
             "bottom-right quadrant"
         );
         assert_eq!(out.get_pixel(110, 94).0, [0, 0, 255, 255], "right padding");
-        // Without pad there is nothing to surround (imagor applies it with `fill` only).
-        let unpadded = Transform { pad: false, ..t };
-        assert_eq!(render_rgba(&src, &unpadded).dimensions(), (100, 50));
+        // Without pad, around the 100×50 image itself (imgproxy's `pd`), at (10, 20).
+        let around = Transform { pad: false, ..t };
+        let out = render_rgba(&src, &around);
+        assert_eq!(out.dimensions(), (100 + 10 + 30, 50 + 20 + 40));
+        let (red, white, blue) = ([255, 0, 0, 255], [255, 255, 255, 255], [0, 0, 255, 255]);
+        assert_eq!(out.get_pixel(10, 20).0, red, "top-left quadrant");
+        assert_eq!(out.get_pixel(9, 20).0, blue, "left padding");
+        assert_eq!(out.get_pixel(10, 19).0, blue, "top padding");
+        assert_eq!(out.get_pixel(109, 69).0, white, "bottom-right quadrant");
+        assert_eq!(out.get_pixel(110, 69).0, blue, "right padding");
+        assert_eq!(out.get_pixel(109, 70).0, blue, "bottom padding");
+    }
+
+    /// imgproxy's `pd`: padding around the image as resized, whatever its size, placed the
+    /// same whatever the alignment; transparent without a background (white in JPEG), rotated
+    /// with the image.
+    #[test]
+    fn padding_without_pad_surrounds_the_image() {
+        let src = png(DynamicImage::ImageRgb8(quadrants(40, 20)));
+        let t = Transform {
+            padding: Some(pixmesh_core::transform::Padding {
+                left: 4,
+                top: 1,
+                right: 2,
+                bottom: 3,
+            }),
+            format: OutputFormat::Fixed(Format::Png),
+            ..transform(300, 200, Fit::FitIn)
+        };
+        // A source smaller than the box keeps its size: 40×20 inside 46×24.
+        let out = render_rgba(&src, &t);
+        assert_eq!(out.dimensions(), (46, 24));
+        assert_eq!(out.get_pixel(0, 0).0, [0, 0, 0, 0], "transparent padding");
+        assert_eq!(out.get_pixel(45, 23).0, [0, 0, 0, 0]);
+        assert_eq!(
+            out.get_pixel(4, 1).0,
+            [255, 0, 0, 255],
+            "the image at (4, 1)"
+        );
+        assert_eq!(out.get_pixel(43, 20).0, [255, 255, 255, 255]);
+        let right_bottom = Transform {
+            h_align: HAlign::Right,
+            v_align: VAlign::Bottom,
+            ..t
+        };
+        assert_eq!(render_rgba(&src, &right_bottom), out, "no box to align in");
+        // With a background, that colour.
+        let green = Transform {
+            background: Some(Color::rgb(0, 255, 0)),
+            ..t
+        };
+        let out = render_rgba(&src, &green);
+        assert_eq!(out.get_pixel(0, 0).0, [0, 255, 0, 255]);
+        assert_eq!(out.get_pixel(4, 1).0, [255, 0, 0, 255]);
+        // In JPEG, white (a whole 16×16 block of it, clear of the image's ringing).
+        let jpeg = Transform {
+            format: OutputFormat::Fixed(Format::Jpeg),
+            padding: Some(pixmesh_core::transform::Padding {
+                left: 16,
+                top: 16,
+                right: 0,
+                bottom: 0,
+            }),
+            ..t
+        };
+        let out = decoded(&render(&src, &jpeg, &Limits::default()).unwrap()).to_rgb8();
+        assert_eq!(out.dimensions(), (56, 36));
+        assert!(
+            near(*out.get_pixel(8, 8), [255, 255, 255], 4),
+            "{:?}",
+            out.get_pixel(8, 8)
+        );
+        // Turned with the image: the left side on top.
+        let turned = Transform {
+            rotation: Rotation::Cw90,
+            ..t
+        };
+        let out = render_rgba(&src, &turned);
+        assert_eq!(out.dimensions(), (24, 46));
+        assert_eq!(
+            out.get_pixel(2, 4).0[3],
+            0,
+            "the bottom padding, turned left"
+        );
+        assert_eq!(
+            out.get_pixel(20, 3).0[3],
+            0,
+            "the left padding, turned on top"
+        );
+        assert_eq!(
+            out.get_pixel(20, 4).0,
+            [255, 0, 0, 255],
+            "red, now top-right"
+        );
     }
 
     #[test]

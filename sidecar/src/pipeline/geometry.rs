@@ -192,8 +192,8 @@ pub(super) fn fit_for(t: &Transform, width: u32, height: u32) -> Fit {
     }
 }
 
-/// The canvas `pad` makes of a `width`×`height` image: each side the transform asks for, and
-/// never smaller than the image.
+/// The canvas the padding step makes of a `width`×`height` image: the box `pad` places it in
+/// ([`padded_box`]), with [`Transform::padding`] around it.
 pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) {
     let (w, h) = padded_box(width, height, t);
     let p = t.padding.unwrap_or_default();
@@ -204,8 +204,11 @@ pub(super) fn padded_size(width: u32, height: u32, t: &Transform) -> (u32, u32) 
 }
 
 /// The box `pad` places a `width`×`height` image in, inside [`Transform::padding`]: each side
-/// the transform asks for, and never smaller than the image.
+/// the transform asks for, and never smaller than the image; without `pad`, the image itself.
 pub(super) fn padded_box(width: u32, height: u32, t: &Transform) -> (u32, u32) {
+    if !t.pad {
+        return (width, height);
+    }
     let side = |requested: u32, actual: u32| {
         if requested == 0 {
             actual
@@ -424,7 +427,7 @@ pub(super) fn check_avif_output(
 }
 
 /// Rejects outputs over [`Limits::max_output_pixels`] before anything is allocated for them:
-/// the resized image, or the padded canvas when the transform pads.
+/// the resized image, or the padded canvas when the transform pads (or has padding).
 pub(super) fn check_output_size(
     g: &Geometry,
     t: &Transform,
@@ -441,9 +444,10 @@ pub(super) fn check_output_size(
     Ok(())
 }
 
-/// The output's size: the geometry's, padded when the transform pads.
+/// The output's size: the geometry's, padded when the transform pads to the box or has
+/// padding around the image.
 pub(super) fn output_size(geometry: &Geometry, t: &Transform) -> (u32, u32) {
-    if t.pad {
+    if t.pad || t.padding.is_some() {
         padded_size(geometry.width, geometry.height, t)
     } else {
         (geometry.width, geometry.height)
@@ -943,5 +947,57 @@ mod tests {
         // A focus centres the box as far as the source allows.
         let g = compute_geometry_at(400, 100, &t, Some((390.0, 50.0)));
         assert_eq!((g.crop.left, g.crop.width), (100.0, 300.0));
+    }
+
+    #[test]
+    fn padding_without_pad_surrounds_the_image_whatever_its_size() {
+        let ten = pixmesh_core::transform::Padding {
+            left: 10,
+            top: 10,
+            right: 10,
+            bottom: 10,
+        };
+        let fit = Transform {
+            padding: Some(ten),
+            ..transform(300, 200, Fit::FitIn)
+        };
+        let fill = Transform {
+            padding: Some(ten),
+            ..transform(300, 200, Fit::FillClamped)
+        };
+        let boxed = |t: &Transform| Transform { pad: true, ..*t };
+        let out = |(w0, h0), t: &Transform| output_size(&compute_geometry(w0, h0, t), t);
+        // (source, transform) → output size: imgproxy's `rs:fit:300:200/pd:10` on a large
+        // source is 300×188 padded; a small one keeps its size, padded; with `pad` (`ex:1`)
+        // both are the 300×200 box padded.
+        for (source, t, size) in [
+            ((2560, 1600), &fit, (320, 208)),
+            ((40, 20), &fit, (60, 40)),
+            ((40, 20), &fill, (60, 40)),
+            ((400, 100), &fill, (320, 120)),
+            ((2560, 1600), &boxed(&fit), (320, 220)),
+            ((40, 20), &boxed(&fit), (320, 220)),
+        ] {
+            assert_eq!(out(source, t), size, "{source:?} {t:?}");
+        }
+        // The padded size is what the output limit checks.
+        let g = compute_geometry(2560, 1600, &fit);
+        let limits = Limits {
+            max_output_pixels: 300 * 188,
+            ..Limits::default()
+        };
+        assert!(
+            check_output_size(
+                &g,
+                &Transform {
+                    padding: None,
+                    ..fit
+                },
+                &limits
+            )
+            .is_ok()
+        );
+        let err = check_output_size(&g, &fit, &limits).unwrap_err();
+        assert_eq!(err.http_status(), 413, "{err}");
     }
 }

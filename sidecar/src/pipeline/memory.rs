@@ -191,6 +191,17 @@ mod tests {
             ..transform(3000, 3000, Fit::FitIn)
         };
         assert!(needed(&padded) >= 4 * 3000 * 3000 * 4);
+        // So does padding around the image (no `pad`), however small the image.
+        let around = Transform {
+            padding: Some(pixmesh_core::transform::Padding {
+                left: 1000,
+                top: 1500,
+                right: 1000,
+                bottom: 1500,
+            }),
+            ..transform(100, 0, Fit::FitIn)
+        };
+        assert!(needed(&around) >= 4 * (100 + 2000) * (63 + 3000) * 4);
         let png = testdata("alpha.png");
         let decoded = image::load_from_memory(&png).unwrap();
         let bytes = u64::from(decoded.width()) * u64::from(decoded.height()) * 4;

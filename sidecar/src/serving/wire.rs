@@ -76,10 +76,11 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         p => Some(
             p.parse::<pixmesh_core::transform::Padding>()
                 .ok()
-                .filter(|p| *p != Default::default() && r.pad)
+                .filter(|p| *p != Default::default())
                 .ok_or_else(|| {
                     bad(format!(
-                        "padding {p:?} is not four sides of at most {MAX_DIMENSION} pixels with pad"
+                        "padding {p:?} is not four sides of at most {MAX_DIMENSION} pixels, \
+                         not all zero"
                     ))
                 })?,
         ),
@@ -424,6 +425,18 @@ mod tests {
                 to_core(wire_from_query(&fitted.to_query())).unwrap(),
                 fitted
             );
+            // Padding around the image, without pad (imgproxy's `pd`).
+            let around_image = RenderRequest {
+                transform: Transform {
+                    pad: false,
+                    ..req.transform
+                },
+                ..req.clone()
+            };
+            assert_eq!(
+                to_core(wire_from_query(&around_image.to_query())).unwrap(),
+                around_image
+            );
         }
     }
 
@@ -676,11 +689,7 @@ mod tests {
                 proportion_x100: 1_001,
                 ..base.clone()
             },
-            // Padding: four sides, each at most MAX_DIMENSION, never all zero, only with pad.
-            v1::RenderRequest {
-                padding: "1,2,3,4".into(),
-                ..base.clone()
-            },
+            // Padding: four sides, each at most MAX_DIMENSION, never all zero.
             v1::RenderRequest {
                 pad: true,
                 padding: "1,2,3".into(),
