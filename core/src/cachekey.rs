@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 /// Most header (and, separately, cookie) names one route may list.
 pub const MAX_NAMES: usize = 8;
 
-/// Length of a [`digest`] in hex digits.
+/// Length of a [`CacheKey::digest`] in hex digits.
 pub const DIGEST_LEN: usize = 32;
 
 /// Whether `name` is an HTTP token (RFC 9110), 1 to 64 bytes: a valid header or cookie name.
