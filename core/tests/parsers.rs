@@ -11,6 +11,7 @@ use pixmesh_core::accept;
 use pixmesh_core::effect::{Effect, Effects, MAX_CORNER_RADIUS, RoundCorner};
 use pixmesh_core::grammar::GrammarError;
 use pixmesh_core::imagekit::{self, ImagekitUrl};
+use pixmesh_core::imagor_key;
 use pixmesh_core::imgproxy::{self, ImgproxyPath, Source};
 use pixmesh_core::query::{self, QueryUrl};
 use pixmesh_core::router::{Decision, MAX_URL_LEN, Router};
@@ -488,6 +489,15 @@ proptest! {
     }
 
     #[test]
+    fn imagor_names_are_total_and_never_escape_their_form(s in any_text(), webp in any::<bool>()) {
+        let format = webp.then_some(OutputFormat::Fixed(Format::Webp));
+        if let Some(name) = imagor_key::result_path(&s, format) {
+            prop_assert!(imagor_key::is_result_path(&name), "{name:?}");
+            prop_assert!(name.len() <= imagor_key::MAX_RESULT_PATH_LEN);
+        }
+    }
+
+    #[test]
     fn imgproxy_parser_is_total_and_round_trips(s in any_text()) {
         if let Ok(p) = ImgproxyPath::parse(&s) {
             prop_assert!(p.options.len() <= imgproxy::MAX_OPTIONS);
@@ -573,7 +583,8 @@ proptest! {
 fn router() -> Router {
     Router::from_json(
         br#"{"routes":[
-            {"prefix":"/t/","storage":"s","base_dir":"base","allow_unsafe":true},
+            {"prefix":"/t/","storage":"s","base_dir":"base","allow_unsafe":true,
+             "result_keys":"imagor","auto_format":true},
             {"prefix":"/ip/","grammar":"imgproxy","storage":"s","base_dir":"base","allow_unsafe":true,
              "handles":{"b":"s"}},
             {"prefix":"/ik/","grammar":"imagekit","storage":"s","base_dir":"base","allow_unsafe":true},
