@@ -27,7 +27,8 @@
 //! auto (from the URL or from `auto_format`) choose AVIF, above WebP, for clients that list it.
 //! `cache_key_headers` / `cache_key_cookies` (see [`crate::cachekey`]): renditions then differ
 //! per value of those headers and cookies. A thumbor route may set `"result_keys": "imagor"`
-//! ([`ResultKeys`]): its renditions are then named in result storage as imagor names them.
+//! ([`ResultKeys`]): its renditions are then named in result storage as imagor names them;
+//! and `"plus_as_space": true`: a `+` in the image path is a space, as imagor reads it.
 
 use std::collections::BTreeMap;
 
@@ -269,6 +270,11 @@ pub struct RouteConfig {
     /// pixmesh's precise ones.
     #[serde(default)]
     pub statuses: Statuses,
+    /// thumbor: read a `+` in the image path as a space, as imagor does (its loader
+    /// query-unescapes the image), instead of a `+`, as thumbor does. `%2B` is a `+` either
+    /// way. Off by default.
+    #[serde(default)]
+    pub plus_as_space: bool,
     /// thumbor: how the sidecar names this route's renditions in result storage
     /// ([`ResultKeys`]): after pixmesh's canonical request (the default) or as imagor does.
     #[serde(default)]
@@ -472,6 +478,9 @@ impl FilterConfig {
             }
             if r.result_keys == ResultKeys::Imagor && !thumbor {
                 return fail("result_keys \"imagor\" is for the thumbor grammar");
+            }
+            if r.plus_as_space && !thumbor {
+                return fail("plus_as_space is for the thumbor grammar");
             }
         }
         self.check_shared_keys()?;
@@ -778,6 +787,16 @@ mod tests {
             assert!(err.contains("for the thumbor grammar"), "{grammar}: {err}");
         }
         assert!(two(r#""result_keys":"digest""#, r#""storage":"t""#).is_err());
+        let err = two(
+            r#""grammar":"imgproxy","plus_as_space":true"#,
+            r#""storage":"t""#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("plus_as_space is for the thumbor grammar"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //! `None`) where imagor's name could not be used safely: a name with an empty, `.`, `..` or `-`
 //! segment (imagor cleans `.` and `..` away, so two paths could name one object; canonical
 //! requests always hold a `-` segment, so no imagor name equals one), a control character, a
-//! base64 image (`b64:…`), a `+` in the image (a space to imagor, a `+` to thumbor and
-//! pixmesh: imagor's rendition under that name is of another object), or a number too long
+//! base64 image (`b64:…`), a `+` in the image on a route that reads it as thumbor does (a
+//! space to imagor: imagor's rendition under that name is of another object), or a number too long
 //! to write back the same way. The router also keeps its own name where pixmesh would read
 //! imagor's name as another request than the URL's ([`crate::router`]).
 
@@ -33,14 +33,19 @@ pub const MAX_RESULT_PATH_LEN: usize = 1024;
 /// imagor's name for the rendition of `path`, the URL path after the signature as imagor
 /// verified it, when the route's auto format chose `format` (an [`OutputFormat::Fixed`] WebP or
 /// AVIF adds `format(…)`; anything else adds nothing); `None` where pixmesh keeps its own name
-/// (see the module documentation).
-pub fn result_path(path: &str, format: Option<OutputFormat>) -> Option<String> {
+/// (see the module documentation). `plus_is_space`: the route reads a `+` in the image as a
+/// space, as imagor does (`"plus_as_space"`), so a `+` names the same object for both.
+pub fn result_path(
+    path: &str,
+    format: Option<OutputFormat>,
+    plus_is_space: bool,
+) -> Option<String> {
     let added = match format {
         Some(OutputFormat::Fixed(Format::Webp)) => Some("webp"),
         Some(OutputFormat::Fixed(Format::Avif)) => Some("avif"),
         _ => None,
     };
-    let mut params = Params::parse(path)?;
+    let mut params = Params::parse(path, plus_is_space)?;
     let before = params.filters.len();
     params
         .filters
@@ -100,7 +105,7 @@ struct Params {
 impl Params {
     /// Reads `path` as `imagorpath.Apply` does after the signature: each optional part of
     /// its expression, in order, takes the next segment when the segment matches it whole.
-    fn parse(path: &str) -> Option<Self> {
+    fn parse(path: &str, plus_is_space: bool) -> Option<Self> {
         let mut p = Params::default();
         let mut rest = path.trim_start_matches('/');
         let mut take = |matches: &mut dyn FnMut(&str) -> bool| -> bool {
@@ -161,9 +166,9 @@ impl Params {
             return None;
         }
         let (filters, image) = parse_filters(rest);
-        if image.contains('+') {
-            // A space to imagor, a `+` to thumbor and pixmesh: imagor's rendition under this
-            // name would be of another object.
+        if image.contains('+') && !plus_is_space {
+            // A space to imagor, a `+` to thumbor and to this route: imagor's rendition under
+            // this name would be of another object.
             return None;
         }
         p.filters = filters;
@@ -462,15 +467,15 @@ mod tests {
                 "45/d8/ebb31bd4ed80c26e7c2572957ac3eb99d3db",
             ),
         ] {
-            let name = result_path(path, None).unwrap();
+            let name = result_path(path, None, false).unwrap();
             assert_eq!(name, path);
             assert_eq!(digest_result_key("", &name), digest);
         }
         // Not normalised when imagor does not regenerate it.
         let odd = "0300x200/center/middle/filters:quality(80)/a.jpg";
-        assert_eq!(result_path(odd, None).unwrap(), odd);
+        assert_eq!(result_path(odd, None, false).unwrap(), odd);
         assert_eq!(
-            result_path(odd, Some(OutputFormat::Compatible)).unwrap(),
+            result_path(odd, Some(OutputFormat::Compatible), false).unwrap(),
             odd
         );
     }
@@ -552,7 +557,7 @@ mod tests {
         ];
         for (path, format, want) in table {
             assert_eq!(
-                result_path(path, *format).as_deref(),
+                result_path(path, *format, false).as_deref(),
                 Some(*want),
                 "{path} {format:?}"
             );
@@ -574,12 +579,21 @@ mod tests {
             "0.12345678901x0:1x1/a.jpg",
             "",
         ] {
-            assert_eq!(result_path(path, WEBP), None, "{path}");
+            assert_eq!(result_path(path, WEBP, false), None, "{path}");
         }
         // `%2E%2E` unescapes to `..` once imagor regenerates the path.
-        assert_eq!(result_path("300x200/%2E%2E/a.jpg", WEBP), None);
+        assert_eq!(result_path("300x200/%2E%2E/a.jpg", WEBP, false), None);
+        // A route reading `+` as imagor does keeps imagor's name.
         assert_eq!(
-            result_path("300x200/%ZZ.jpg", WEBP),
+            result_path("300x200/a+b.jpg", WEBP, true).as_deref(),
+            Some("300x200/filters:format(webp)/a b.jpg")
+        );
+        assert_eq!(
+            result_path("300x200/a+b.jpg", None, true).as_deref(),
+            Some("300x200/a+b.jpg")
+        );
+        assert_eq!(
+            result_path("300x200/%ZZ.jpg", WEBP, false),
             Some("300x200/filters:format(webp)/%ZZ.jpg".into())
         );
         assert!(!is_result_path(&"a".repeat(MAX_RESULT_PATH_LEN + 1)));

@@ -443,7 +443,7 @@ impl Route {
             // No signature segment: the whole path is options and image.
             (format!("unsafe/{trimmed}"), trimmed.to_owned())
         };
-        let mut url = ThumborPath::parse(&path)?;
+        let mut url = self.read_plus(ThumborPath::parse(&path)?);
         let unescaped = crate::percent::decode(signed).filter(|raw| raw != signed);
         let mut only_unescaped = false;
         self.check_signature(url.signature.hash(), |signer, sig| {
@@ -472,6 +472,7 @@ impl Route {
             let as_signed = unescaped
                 .as_deref()
                 .and_then(|raw| ThumborPath::parse(&format!("{first}/{raw}")).ok())
+                .map(|p| self.read_plus(p))
                 .and_then(|mut p| {
                     if !self.cfg.strict_filters {
                         p.skip_unknown_filters();
@@ -563,9 +564,20 @@ impl Route {
         Ok(QueryUrl::parse(rest, query)?.to_target()?)
     }
 
+    /// `url` with a `+` in its image read as a space where the route says so
+    /// (`plus_as_space`, imagor's reading): written `%20`, so that it decodes to one.
+    fn read_plus(&self, mut url: ThumborPath) -> ThumborPath {
+        if self.cfg.plus_as_space && !url.image.starts_with("b64:") {
+            url.image = url.image.replace('+', "%20");
+        }
+        url
+    }
+
     /// Whether this route reads the thumbor path `name` (an imagor rendition name) as the
     /// request `target` (its format negotiated) is: the same image, transform and watermark.
     fn reads_as(&self, name: &str, target: &Target) -> bool {
+        // A `+` in a generated name is a `+` (imagor unescaped the image it came from), so the
+        // name is read without `plus_as_space`.
         let Ok(mut url) = ThumborPath::parse(&format!("unsafe/{name}")) else {
             return false;
         };
@@ -617,7 +629,8 @@ impl Route {
         // it would answer another URL.
         let result_path = match (self.cfg.result_keys, imagor_path) {
             (ResultKeys::Imagor, Some(path)) if target.version.is_none() => {
-                crate::imagor_key::result_path(path, vary_accept.then_some(target.transform.format))
+                let format = vary_accept.then_some(target.transform.format);
+                crate::imagor_key::result_path(path, format, self.cfg.plus_as_space)
                     .filter(|name| name == path || self.reads_as(name, &target))
             }
             _ => None,
@@ -1262,6 +1275,37 @@ mod tests {
             route.reads_as("300x200/a.jpg", &webp),
             "an unnamed format is negotiated"
         );
+    }
+
+    #[test]
+    fn a_plus_in_the_image_is_a_space_where_the_route_reads_it_as_imagor_does() {
+        let r = Router::from_json(
+            br#"{"routes":[
+                {"prefix":"/im/","storage":"s","secret":"mysecret","plus_as_space":true,
+                 "result_keys":"imagor","auto_format":true},
+                {"prefix":"/th/","storage":"s","secret":"mysecret"}
+            ]}"#,
+        )
+        .unwrap();
+        let signer = ThumborSigner::new("mysecret", crate::sign::HashAlg::Sha1, None);
+        let path = "fit-in/100x100/filters:quality(80)/dir+1/a+b%2Bc.jpg";
+        let sig = signer.sign(path);
+        let imagor = rendered(r.decide("GET", &format!("/im/{sig}/{path}"), Some(CHROME), now()));
+        assert_eq!(imagor.request.key, "dir 1/a b+c.jpg");
+        assert_eq!(
+            imagor.request.result_path.as_deref(),
+            Some("fit-in/100x100/filters:quality(80):format(webp)/dir 1/a b+c.jpg")
+        );
+        let thumbor = rendered(r.decide("GET", &format!("/th/{sig}/{path}"), None, now()));
+        assert_eq!(thumbor.request.key, "dir+1/a+b+c.jpg");
+        // Only the image: a filter's argument keeps its `+`.
+        let wm = "filters:watermark(w+m.png,0,0,50)/a.jpg";
+        let sig = signer.sign(wm);
+        let d = rendered(r.decide("GET", &format!("/im/{sig}/{wm}"), None, now()));
+        let Some(WatermarkImage::Object { key, .. }) = d.request.watermark.map(|w| w.image) else {
+            panic!("a watermark object")
+        };
+        assert_eq!(key, "w+m.png");
     }
 
     #[test]

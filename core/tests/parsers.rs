@@ -491,7 +491,7 @@ proptest! {
     #[test]
     fn imagor_names_are_total_and_never_escape_their_form(s in any_text(), webp in any::<bool>()) {
         let format = webp.then_some(OutputFormat::Fixed(Format::Webp));
-        if let Some(name) = imagor_key::result_path(&s, format) {
+        if let Some(name) = imagor_key::result_path(&s, format, webp) {
             prop_assert!(imagor_key::is_result_path(&name), "{name:?}");
             prop_assert!(name.len() <= imagor_key::MAX_RESULT_PATH_LEN);
         }

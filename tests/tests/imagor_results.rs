@@ -5,7 +5,8 @@
 //! received, or the SHA-1 of it split `ab/cd/ef…` (`printf %s PATH | sha1sum`), with
 //! `format(webp)` added where imagor's `IMAGOR_AUTO_WEBP` adds it. A rendition imagor stored
 //! carries none of pixmesh's metadata: it is current unless older than the source, as imagor's
-//! `IMAGOR_MODIFIED_TIME_CHECK` decides.
+//! `IMAGOR_MODIFIED_TIME_CHECK` decides. With `plus_as_space` a `+` in the image is a space, as
+//! imagor reads it.
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,8 @@ impl World {
         );
         let filter = serde_json::json!({ "routes": [
             { "prefix": "/im/", "storage": "photos", "allow_unsafe": true,
-              "result_keys": "imagor", "auto_format": true },
+              "result_keys": "imagor", "auto_format": true, "plus_as_space": true },
+            { "prefix": "/th/", "storage": "photos", "allow_unsafe": true },
         ]});
         let mut builder = Stack::builder(&filter.to_string(), &sidecar);
         if call_mode {
@@ -146,6 +148,26 @@ async fn imagor_renditions_are_found(style: &str, call_mode: bool) {
     assert_eq!(r.header("content-type"), Some("image/jpeg"));
     let img = image::load_from_memory(&r.body).unwrap();
     assert_eq!((img.width(), img.height()), (100, 100));
+}
+
+/// imagor reads a `+` in the image as a space (its loader query-unescapes the path); a route
+/// with `plus_as_space` reads the same object, and names the rendition as imagor does, where
+/// thumbor's reading (a `+`) finds another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plus_in_the_image_reads_the_object_imagor_reads() {
+    let w = World::start("digest", false).await;
+    let jpeg = tools::test_image("medium.jpg");
+    (w.garage)
+        .put(w.garage.default_bucket(), "a copy.jpg", jpeg)
+        .await;
+    let accept = [("accept", WEBP_ACCEPT)];
+    let r = w.stack.get("/im/unsafe/300x200/a+copy.jpg", &accept).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // `printf %s '300x200/filters:format(webp)/a copy.jpg' | sha1sum`
+    let key = format!("{RESULTS_DIR}/f1/33/7605ebe8aa119a792a58c82f0b4a0826d921");
+    assert!(w.stored(&key).await == r.body, "{key} holds another image");
+    let r = w.stack.get("/th/unsafe/300x200/a+copy.jpg", &[]).await;
+    assert_eq!(r.status, 404, "thumbor's reading: the object a+copy.jpg");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `S3_LOADER_BUCKET` (`bucket/dir` too, `*`), `S3_LOADER_BUCKET_ROUTER_CONFIG` | `[storages.loader]` `bucket` (`*` and `routing_file` for the router) |
 //! | `AWS_REGION`, `AWS_LOADER_REGION` / `_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN`, `S3_ENDPOINT`, `S3_LOADER_ENDPOINT`, `S3_FORCE_PATH_STYLE` | the loader's `region`, keys, `endpoint`, `force_path_style` |
+//! | (imagor reads a `+` in the image as a space) | the route's `plus_as_space` |
 //! | `S3_LOADER_BASE_DIR`, `S3_LOADER_PATH_PREFIX` | the route's `base_dir`, `path_prefix` (with `*`, inside the bucket the path names: `wildcard_bucket`) |
 //! | `S3_SAFE_CHARS` | `escape_keys = true` (imagor always escapes) and `safe_chars`, loader and results |
 //! | `S3_RESULT_STORAGE_BUCKET` and its `AWS_RESULT_STORAGE_*`, `S3_RESULT_STORAGE_ENDPOINT` | `[storages.results]`, `[result_storage]` |
@@ -234,10 +235,11 @@ pub fn map(env: &BTreeMap<String, String>, prefix: &str) -> Result<Mapped, EnvEr
     let sidecar_toml =
         toml::to_string(&sidecar).map_err(|e| invalid("(sidecar config)", &e.to_string()))?;
 
-    // The filter's route.
+    // The filter's route, reading image paths as imagor does (a `+` is a space).
     let mut route = serde_json::json!({
         "prefix": prefix,
         "storage": "loader",
+        "plus_as_space": true,
     });
     if !base_dir.is_empty() {
         route["base_dir"] = base_dir.into();
@@ -736,6 +738,10 @@ mod tests {
             route.result_keys,
             pixmesh_core::config::ResultKeys::Imagor,
             "imagor's stored renditions stay found"
+        );
+        assert!(
+            route.plus_as_space,
+            "a + in the image is a space, as imagor reads it"
         );
     }
 
