@@ -360,7 +360,7 @@ impl ImagekitUrl {
             (Fit::FitIn, true, _) => param("c", "at_max_enlarge".to_owned()),
             (Fit::Cover, true, _) => param("c", "at_least".to_owned()),
             (Fit::Fill | Fit::Stretch | Fit::Cover, false, _)
-            | (Fit::Auto | Fit::FillClamped, _, _) => return None,
+            | (Fit::Auto | Fit::AutoDown | Fit::FillClamped, _, _) => return None,
         }
         match (t.pad, t.background) {
             // Transparent padding: opacity 00.

@@ -137,6 +137,7 @@ impl RenderRequest {
             Fit::Cover => out.enumeration("fit", "FIT_COVER", 4),
             Fit::Auto => out.enumeration("fit", "FIT_AUTO", 5),
             Fit::FillClamped => out.enumeration("fit", "FIT_FILL_CLAMPED", 6),
+            Fit::AutoDown => out.enumeration("fit", "FIT_AUTO_DOWN", 7),
         }
         for (on, name) in [
             (t.adaptive, "adaptive"),
@@ -823,6 +824,7 @@ mod tests {
             Fit::Cover,
             Fit::Auto,
             Fit::FillClamped,
+            Fit::AutoDown,
         ];
         let forms = distinct_forms(&fits.map(|fit| Transform { fit, ..base }));
         assert!(
@@ -834,6 +836,7 @@ mod tests {
             forms[5].1,
             "photos/300x200/filters:fit(fill-clamped):no_upscale()/-/a b/ü+.jpg"
         );
+        assert!(forms[6].0.contains("&fit=FIT_AUTO_DOWN"), "{}", forms[6].0);
     }
 
     #[test]

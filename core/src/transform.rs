@@ -69,6 +69,10 @@ pub enum Fit {
     /// to the box's aspect ratio (imgproxy `fill`, against its `fill-down`). With
     /// [`Transform::upscale`] the two are the same.
     FillClamped,
+    /// [`Fit::Auto`] whose fill is [`Fit::Fill`]: a source that cannot cover the box is cropped
+    /// to the box's aspect ratio (imgproxy `rt:auto` with a dpr, which imgproxy lowers until the
+    /// source covers the box).
+    AutoDown,
 }
 
 /// Horizontal anchor of a crop or of padding.

@@ -152,7 +152,8 @@ fn any_transform() -> impl Strategy<Value = Transform> {
         Just(Fit::Stretch),
         Just(Fit::Auto),
         Just(Fit::Cover),
-        Just(Fit::FillClamped)
+        Just(Fit::FillClamped),
+        Just(Fit::AutoDown)
     ];
     let h = prop_oneof![
         Just(HAlign::Left),
@@ -333,7 +334,7 @@ fn any_transform() -> impl Strategy<Value = Transform> {
                 height,
                 // With one side given, auto is a fit (see `Fit::Auto`).
                 fit: match fit {
-                    Fit::Auto if width == 0 || height == 0 => Fit::FitIn,
+                    Fit::Auto | Fit::AutoDown if width == 0 || height == 0 => Fit::FitIn,
                     // Upscaled, the clamped fill is the fill (see `Fit::FillClamped`).
                     Fit::FillClamped if upscale => Fit::Fill,
                     fit => fit,
@@ -409,7 +410,7 @@ proptest! {
         // So is padding around the image rather than the box (`filters:padding(image)`).
         let sayable_padding = t.pad || t.padding.is_none();
         if t.crop.is_none_or(|c| thumbor::Crop::from_region(c).is_some())
-            && !matches!(t.fit, Fit::Auto | Fit::FillClamped)
+            && !matches!(t.fit, Fit::Auto | Fit::AutoDown | Fit::FillClamped)
             && !tiny_focus
             && sayable_trim
             && sayable_padding

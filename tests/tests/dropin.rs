@@ -69,6 +69,19 @@ const CASES: &[(&str, u32, u32)] = &[
     // A zoom multiplies the target size but is never lowered: 1000×1000 at zoom 2 is fill
     // 2000×2000, the source kept at its scale and cut to the box clamped.
     ("/ip/insecure/rs:fill:1000:1000/z:2/plain/a.jpg", 2000, 1600),
+    // `rt:auto` with a dpr: the same choice as without it, then the fill as `fill`'s with a
+    // dpr (2400×1600, above) or the fit of the scaled box (2000×3000 fits 2560×1600 as
+    // 2000×1250).
+    (
+        "/ip/insecure/rs:auto:1500:1000/dpr:2/plain/a.jpg",
+        2400,
+        1600,
+    ),
+    (
+        "/ip/insecure/rs:auto:1000:1500/dpr:2/plain/a.jpg",
+        2000,
+        1250,
+    ),
     ("/ip/insecure/rs:fit:150:100/zoom:2/plain/a.jpg", 300, 188),
     // imgproxy's pd: around the image after resize, crop and extend
     // (`processing/padding.go`, after `extend` in `processing/processing.go`), top right

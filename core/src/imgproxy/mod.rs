@@ -63,7 +63,8 @@
 //! between three behaviours by the source's size: with both sides and a dpr other than 1
 //! without `el:1`, `fill` is the transform's fill of the scaled box (exact for sources at least
 //! as large as the box at 1x; a smaller one is cut to the box's ratio where imgproxy keeps the
-//! box at 1x, clamped), and `auto` is 501 (`fill-down` and `fit` are exact).
+//! box at 1x, clamped), and `auto` is [`Fit::AutoDown`], whose fill is that one (`fill-down`
+//! and `fit` are exact).
 //!
 //! `pd:TOP[:RIGHT[:BOTTOM[:LEFT]]]` (`padding`, CSS-like: a missing or empty RIGHT or BOTTOM
 //! is TOP, LEFT is RIGHT; `applyPaddingOption` in `options/parser/apply.go`) adds a transparent
@@ -388,6 +389,11 @@ impl ImgproxyPath {
         let pad_anchor = turn_back.apply_to_anchor(o.extend_gravity);
         // With one side derived from the other, fill and fit are the same resize.
         let fit = match o.fit {
+            // `auto` with a dpr, short of enlarging: its fill is the fill of the scaled box,
+            // as `fill`'s is below.
+            Fit::FitIn if o.auto_fit && width > 0 && height > 0 && o.dpr != 1.0 && !o.enlarge => {
+                Fit::AutoDown
+            }
             Fit::FitIn if o.auto_fit && width > 0 && height > 0 => Fit::Auto,
             // Enlarged, `fill` and `fill-down` are the same fill.
             Fit::FillClamped if o.enlarge => Fit::Fill,
@@ -399,15 +405,11 @@ impl ImgproxyPath {
             Fit::FillClamped if o.dpr != 1.0 && width > 0 && height > 0 => Fit::Fill,
             fit => fit,
         };
-        let crops =
-            matches!(fit, Fit::Fill | Fit::FillClamped | Fit::Auto) && width > 0 && height > 0;
-        // `auto`'s fill has the same three behaviours, decided with the orientation by the
-        // sidecar, which knows only the clamped fill.
-        if fit == Fit::Auto && crops && o.dpr != 1.0 {
-            return Err(unsupported(
-                "dpr with resizing type auto without enlarge (fill, fill-down or el:1 are exact)",
-            ));
-        }
+        let crops = matches!(
+            fit,
+            Fit::Fill | Fit::FillClamped | Fit::Auto | Fit::AutoDown
+        ) && width > 0
+            && height > 0;
         // The transform has no gravity offsets: they are 501 where the gravity places
         // something (a fill crop, a `c:` crop without its own gravity, an extension).
         let crop_uses_g = o.crop.is_some_and(|(_, _, gravity)| gravity.is_none());
@@ -580,7 +582,8 @@ impl ImgproxyPath {
             Fit::FillClamped => "fill",
             Fit::Stretch => "force",
             Fit::Auto => "auto",
-            Fit::Cover => return None,
+            // Only with a dpr, which the generated URL does not write.
+            Fit::AutoDown | Fit::Cover => return None,
         };
         let r = t.rotation;
         let (width, height) = if r.swaps_sides() {

@@ -643,9 +643,6 @@ fn resizing_type_auto_fills_or_fits_by_orientation_where_both_sides_are_given() 
 }
 
 const PAD_DPR_MSG: &str = "padding (pd) with a dpr other than 1 without el:1";
-const AUTO_DPR_MSG: &str =
-    "dpr with resizing type auto without enlarge (fill, fill-down or el:1 are exact)";
-
 #[test]
 fn unsupported_options_are_named_not_ignored() {
     for (path, what) in [
@@ -681,8 +678,6 @@ fn unsupported_options_are_named_not_ignored() {
             "insecure/rs:fit:300:200/ex:1/dpr:2/pd:10/plain/a.jpg",
             PAD_DPR_MSG,
         ),
-        ("insecure/rs:auto:300:200/dpr:2/plain/a.jpg", AUTO_DPR_MSG),
-        ("insecure/rs:auto:300:200/dpr:0.5/plain/a.jpg", AUTO_DPR_MSG),
         ("insecure/pix:5/plain/a.jpg", "pixelate"),
         ("insecure/sm:0/plain/a.jpg", "strip_metadata:false"),
         ("insecure/ar:false/plain/a.jpg", "auto_rotate:false"),
@@ -1268,6 +1263,27 @@ fn fill_keeps_a_small_source_at_its_scale_and_fill_down_crops_it_to_the_ratio() 
     };
     let back = ImgproxyPath::from_transform(&up, "a.jpg").unwrap();
     assert_eq!(back.to_path(), "insecure/rs:fill:300:200:1/plain/a.jpg");
+    // `auto` with a dpr, short of enlarging: its fill is the fill of the scaled box
+    // (`Fit::AutoDown`), which no URL without a dpr says; enlarged, the plain auto.
+    assert_eq!(
+        target("insecure/rs:auto:150:100/dpr:2/plain/a.jpg").map(|t| t.transform),
+        Ok(fill(Fit::AutoDown))
+    );
+    assert_eq!(
+        ImgproxyPath::from_transform(&fill(Fit::AutoDown), "a.jpg"),
+        None
+    );
+    assert_eq!(
+        target("insecure/rs:auto:150:100:1/dpr:2/plain/a.jpg").map(|t| t.transform),
+        Ok(Transform {
+            upscale: true,
+            ..fill(Fit::Auto)
+        })
+    );
+    assert_eq!(
+        target("insecure/rs:auto:300:200/plain/a.jpg").map(|t| t.transform),
+        Ok(fill(Fit::Auto))
+    );
 }
 
 #[test]

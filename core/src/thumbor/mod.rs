@@ -674,7 +674,7 @@ impl ThumborPath {
             (Fit::FitIn, true) => Some(FitIn::AdaptiveFitIn),
             (Fit::Cover, false) => Some(FitIn::FullFitIn),
             (Fit::Cover, true) => Some(FitIn::AdaptiveFullFitIn),
-            (Fit::Auto, _) => Some(FitIn::FitIn),
+            (Fit::Auto | Fit::AutoDown, _) => Some(FitIn::FitIn),
             (Fit::Fill | Fit::FillClamped | Fit::Stretch, _) => None,
         };
         url.stretch = t.fit == Fit::Stretch;
@@ -693,6 +693,10 @@ impl ThumborPath {
             // Fill or fit by the source's orientation (imgproxy `rt:auto`), which thumbor
             // cannot say: canonical forms only; the parser refuses `fit(…)`.
             filter("fit", "auto".to_owned());
+        }
+        if t.fit == Fit::AutoDown {
+            // The same with fill's crop to the box's ratio (imgproxy `rt:auto` with a dpr).
+            filter("fit", "auto-down".to_owned());
         }
         if t.fit == Fit::FillClamped {
             // A fill that crops a small source to the box clamped to it (imgproxy `rt:fill`),

@@ -175,20 +175,19 @@ pub(super) fn requested_box(t: &Transform, width: u32, height: u32) -> (u32, u32
     if turns { (h, w) } else { (w, h) }
 }
 
-/// How `t` fits an upright `width`×`height` image: [`Fit::Auto`] decided by the orientations
-/// of the box and the image (a square counts as landscape, as in imgproxy, whose auto then
-/// resizes as its `fill`: [`Fit::FillClamped`]).
+/// How `t` fits an upright `width`×`height` image: [`Fit::Auto`] and [`Fit::AutoDown`]
+/// decided by the orientations of the box and the image (a square counts as landscape, as in
+/// imgproxy, whose auto then resizes as its `fill`: [`Fit::FillClamped`], or, with a dpr,
+/// [`Fit::Fill`]).
 pub(super) fn fit_for(t: &Transform, width: u32, height: u32) -> Fit {
-    match t.fit {
-        Fit::Auto if t.width != 0 && t.height != 0 => {
-            if (width >= height) == (t.width >= t.height) {
-                Fit::FillClamped
-            } else {
-                Fit::FitIn
-            }
-        }
-        Fit::Auto => Fit::FitIn,
-        fit => fit,
+    let fill = match t.fit {
+        Fit::Auto => Fit::FillClamped,
+        Fit::AutoDown => Fit::Fill,
+        fit => return fit,
+    };
+    match t.width != 0 && t.height != 0 && (width >= height) == (t.width >= t.height) {
+        true => fill,
+        false => Fit::FitIn,
     }
 }
 
@@ -278,7 +277,11 @@ fn fitted_geometry(w0: u32, h0: u32, t: &Transform, focus: Option<(f64, f64)>) -
         (Fit::Fill | Fit::FillClamped, Some(_), Some(_)) => fill_geometry(w0, h0, t, focus),
         // FitIn, or a fill with one side derived from the aspect ratio (no crop, so it is a
         // fit); Cover takes the larger scale, so that each side is at least the box's.
-        (Fit::FitIn | Fit::Fill | Fit::FillClamped | Fit::Cover | Fit::Auto, sx, sy) => {
+        (
+            Fit::FitIn | Fit::Fill | Fit::FillClamped | Fit::Cover | Fit::Auto | Fit::AutoDown,
+            sx,
+            sy,
+        ) => {
             let scale = match (sx, sy) {
                 (Some(x), Some(y)) if fit == Fit::Cover => x.max(y),
                 (Some(x), Some(y)) => x.min(y),
@@ -828,6 +831,13 @@ mod tests {
             ((400, 100), transform(300, 200, Fit::Auto), (300, 100)),
             ((100, 400), transform(200, 300, Fit::Auto), (100, 300)),
             ((400, 100), up(transform(300, 200, Fit::Auto)), (300, 200)),
+            // AutoDown (imgproxy rt:auto with a dpr): the same choice, its fill cutting a
+            // source that cannot cover the box to the box's ratio.
+            ((2560, 1600), transform(300, 200, Fit::AutoDown), (300, 200)),
+            ((2560, 1600), transform(200, 300, Fit::AutoDown), (200, 125)),
+            ((400, 100), transform(300, 200, Fit::AutoDown), (150, 100)),
+            ((100, 400), transform(200, 300, Fit::AutoDown), (100, 150)),
+            ((100, 400), transform(300, 200, Fit::AutoDown), (50, 200)),
             // FillClamped (imgproxy rt:fill): a source that cannot cover the box keeps its
             // scale, cropped to the box clamped to it; one that can is a fill.
             (

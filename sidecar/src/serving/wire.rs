@@ -29,6 +29,7 @@ pub fn to_core(r: v1::RenderRequest) -> Result<RenderRequest, RenderError> {
         Ok(v1::Fit::Cover) => Fit::Cover,
         Ok(v1::Fit::Auto) => Fit::Auto,
         Ok(v1::Fit::FillClamped) => Fit::FillClamped,
+        Ok(v1::Fit::AutoDown) => Fit::AutoDown,
         Err(_) => return Err(bad(format!("unknown fit {}", r.fit))),
     };
     let h_align = match v1::HAlign::try_from(r.h_align) {
@@ -413,7 +414,8 @@ mod tests {
                 Fit::Cover,
                 Fit::Auto,
                 Fit::FillClamped,
-            ][i % 5];
+                Fit::AutoDown,
+            ][i % 6];
             let fitted = RenderRequest {
                 transform: Transform {
                     fit,
