@@ -106,65 +106,41 @@ impl Params {
     /// Reads `path` as `imagorpath.Apply` does after the signature: each optional part of
     /// its expression, in order, takes the next segment when the segment matches it whole.
     fn parse(path: &str, plus_is_space: bool) -> Option<Self> {
-        let mut p = Params::default();
         let mut rest = path.trim_start_matches('/');
-        let mut take = |matches: &mut dyn FnMut(&str) -> bool| -> bool {
-            match rest.split_once('/') {
-                Some((segment, after)) if matches(segment) => {
-                    rest = after;
-                    true
-                }
-                _ => false,
-            }
+        let one_of = |names: &[&'static str], s: &str| names.iter().copied().find(|n| *n == s);
+        let meta = take(&mut rest, |s| (s == "meta").then_some(())).is_some();
+        let trim = take(&mut rest, parse_trim);
+        let crop = take(&mut rest, parse_crop);
+        let fit_in = take(&mut rest, |s| {
+            one_of(
+                &[
+                    "adaptive-full-fit-in",
+                    "adaptive-fit-in",
+                    "full-fit-in",
+                    "fit-in",
+                ],
+                s,
+            )
+        });
+        let stretch = take(&mut rest, |s| (s == "stretch").then_some(())).is_some();
+        let size = take(&mut rest, parse_size);
+        let padding = take(&mut rest, parse_padding);
+        let h_align = take(&mut rest, |s| one_of(&["left", "right", "center"], s));
+        let v_align = take(&mut rest, |s| one_of(&["top", "bottom", "middle"], s));
+        let smart = take(&mut rest, |s| (s == "smart").then_some(())).is_some();
+        let mut p = Params {
+            meta,
+            trim,
+            crop: kept(crop)?,
+            fit_in,
+            stretch,
+            size: kept(size)?,
+            padding: kept(padding)?,
+            h_align,
+            v_align,
+            smart,
+            ..Params::default()
         };
-        p.meta = take(&mut |s| s == "meta");
-        take(&mut |s| {
-            p.trim = parse_trim(s);
-            p.trim.is_some()
-        });
-        let mut number_too_long = false;
-        take(&mut |s| {
-            let crop = parse_crop(s);
-            number_too_long |= crop == Some(None);
-            p.crop = crop.flatten();
-            crop.is_some()
-        });
-        take(&mut |s| {
-            p.fit_in = [
-                "adaptive-full-fit-in",
-                "adaptive-fit-in",
-                "full-fit-in",
-                "fit-in",
-            ]
-            .into_iter()
-            .find(|f| *f == s);
-            p.fit_in.is_some()
-        });
-        p.stretch = take(&mut |s| s == "stretch");
-        take(&mut |s| {
-            let size = parse_size(s);
-            number_too_long |= size == Some(None);
-            p.size = size.flatten();
-            size.is_some()
-        });
-        take(&mut |s| {
-            let padding = parse_padding(s);
-            number_too_long |= padding == Some(None);
-            p.padding = padding.flatten();
-            padding.is_some()
-        });
-        take(&mut |s| {
-            p.h_align = ["left", "right", "center"].into_iter().find(|a| *a == s);
-            p.h_align.is_some()
-        });
-        take(&mut |s| {
-            p.v_align = ["top", "bottom", "middle"].into_iter().find(|a| *a == s);
-            p.v_align.is_some()
-        });
-        p.smart = take(&mut |s| s == "smart");
-        if number_too_long {
-            return None;
-        }
         let (filters, image) = parse_filters(rest);
         if image.contains('+') && !plus_is_space {
             // A space to imagor, a `+` to thumbor and to this route: imagor's rendition under
@@ -251,6 +227,22 @@ impl Params {
         );
         parts.join("/")
     }
+}
+
+/// The value `parse` reads from the next segment of `rest`, which is then taken: imagor's
+/// optional parts of a path, each a whole segment followed by `/`.
+fn take<T>(rest: &mut &str, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    let (segment, after) = rest.split_once('/')?;
+    let value = parse(segment)?;
+    *rest = after;
+    Some(value)
+}
+
+/// A part [`take`] read with a parser that answers `Some(None)` for a match holding a number
+/// too long to write back: `None` then (pixmesh keeps its own name), else the part, absent
+/// when it did not match.
+fn kept<T>(part: Option<Option<T>>) -> Option<Option<T>> {
+    part.map_or(Some(None), |v| v.map(Some))
 }
 
 /// `trim[:top-left|bottom-right][:N]`.
