@@ -391,10 +391,10 @@ impl ImgproxyPath {
         let fit = match o.fit {
             // `auto` with a dpr, short of enlarging: its fill is the fill of the scaled box,
             // as `fill`'s is below.
-            Fit::FitIn if o.auto_fit && width > 0 && height > 0 && o.dpr != 1.0 && !o.enlarge => {
-                Fit::AutoDown
-            }
-            Fit::FitIn if o.auto_fit && width > 0 && height > 0 => Fit::Auto,
+            Fit::FitIn if o.auto_fit && width > 0 && height > 0 => match o.dpr != 1.0 {
+                true if !o.enlarge => Fit::AutoDown,
+                _ => Fit::Auto,
+            },
             // Enlarged, `fill` and `fill-down` are the same fill.
             Fit::FillClamped if o.enlarge => Fit::Fill,
             // With a dpr, short of enlarging, imgproxy lowers the dpr to what the source
